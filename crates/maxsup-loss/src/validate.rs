@@ -1,0 +1,106 @@
+//! Input checks shared by every loss: the shapes, dtypes and ranges a loss accepts, with errors
+//! that say what was wrong instead of a panic or a silently broadcast result.
+
+use candle_core::{bail, DType, Result, Tensor};
+
+/// The dtype the loss arithmetic runs in: f64 stays f64, every other float (f32, f16, bf16) is
+/// computed in f32, as PyTorch's autocast does for `cross_entropy`, so half-precision logits
+/// do not lose the small differences the regularizers are made of.
+pub(crate) fn compute_dtype(logits: &Tensor) -> Result<DType> {
+    match logits.dtype() {
+        DType::F64 => Ok(DType::F64),
+        DType::F32 | DType::F16 | DType::BF16 => Ok(DType::F32),
+        other => bail!("loss: logits must be a float tensor (f32, f16, bf16 or f64), got {other:?}"),
+    }
+}
+
+/// Checks `logits` is `[B, K]` with `B >= 1`, `K >= 2`, returns `(B, K)` and the logits in the
+/// compute dtype.
+pub(crate) fn logits_2d(logits: &Tensor, what: &str) -> Result<(usize, usize, Tensor)> {
+    let dims = logits.dims();
+    if dims.len() != 2 {
+        bail!("{what}: logits must have shape [batch, classes], got {:?}", dims);
+    }
+    let (b, k) = (dims[0], dims[1]);
+    if b == 0 {
+        bail!("{what}: empty batch (logits shape {:?})", dims);
+    }
+    if k < 2 {
+        bail!("{what}: need at least 2 classes, logits shape is {:?}", dims);
+    }
+    let z = logits.to_dtype(compute_dtype(logits)?)?;
+    Ok((b, k, z))
+}
+
+/// Checks `targets` holds `batch` class indices in `[0, num_classes)` and returns them as a
+/// `[B, 1]` u32 tensor on the logits' device, ready for `gather`.
+///
+/// The indices are read back to the host to be range-checked: `B` integers, which is negligible
+/// next to a forward pass, and the only way to turn an out-of-range label into an error rather
+/// than an out-of-bounds gather.
+pub(crate) fn class_indices(targets: &Tensor, batch: usize, num_classes: usize, what: &str) -> Result<Tensor> {
+    let dims = targets.dims();
+    if dims != [batch] {
+        bail!("{what}: targets must have shape [{batch}] (one class index per sample), got {dims:?}");
+    }
+    let values: Vec<i64> = match targets.dtype() {
+        DType::U32 => targets.to_vec1::<u32>()?.into_iter().map(i64::from).collect(),
+        DType::I64 => targets.to_vec1::<i64>()?,
+        DType::U8 => targets.to_vec1::<u8>()?.into_iter().map(i64::from).collect(),
+        other => bail!("{what}: targets must be class indices (u32 or i64), got {other:?}"),
+    };
+    if let Some(i) = values.iter().position(|&v| v < 0 || v >= num_classes as i64) {
+        let bad = values[i];
+        bail!("{what}: target {bad} at batch position {i} is out of range for {num_classes} classes");
+    }
+    let as_u32: Vec<u32> = values.into_iter().map(|v| v as u32).collect();
+    Tensor::from_vec(as_u32, (batch, 1), targets.device())
+}
+
+/// Checks `soft_targets` is `[B, K]` like the logits and returns it in `dtype`.
+pub(crate) fn soft_targets(soft: &Tensor, batch: usize, num_classes: usize, dtype: DType, what: &str) -> Result<Tensor> {
+    if soft.dims() != [batch, num_classes] {
+        bail!(
+            "{what}: soft targets must have the logits' shape [{batch}, {num_classes}], got {:?}",
+            soft.dims()
+        );
+    }
+    soft.to_dtype(dtype)
+}
+
+/// Checks a scalar hyper-parameter is finite (and in a range when one applies).
+pub(crate) fn finite_param(value: f64, name: &str, what: &str) -> Result<()> {
+    if !value.is_finite() {
+        bail!("{what}: {name} must be finite, got {value}");
+    }
+    Ok(())
+}
+
+/// Turns a non-finite scalar loss into an error that says which samples carry non-finite
+/// logits, instead of handing NaN to the optimizer.
+///
+/// Reading the scalar back is one value per step; training loops read it for logging anyway.
+pub(crate) fn finite_loss(loss: Tensor, logits: &Tensor, what: &str) -> Result<Tensor> {
+    let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    if value.is_finite() {
+        return Ok(loss);
+    }
+    let rows = logits.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    let bad: Vec<usize> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.iter().any(|v| !v.is_finite()))
+        .map(|(i, _)| i)
+        .collect();
+    if bad.is_empty() {
+        bail!("{what}: loss is {value} although every logit is finite (check the targets/hyper-parameters)");
+    }
+    let shown: Vec<String> = bad.iter().take(8).map(|i| i.to_string()).collect();
+    bail!(
+        "{what}: loss is {value}: non-finite logits in {} of {} samples (batch positions {}{})",
+        bad.len(),
+        rows.len(),
+        shown.join(", "),
+        if bad.len() > 8 { ", ..." } else { "" }
+    )
+}
