@@ -3,7 +3,9 @@
 use candle_core::{Result, Tensor, D};
 
 use crate::log_softmax::log_softmax;
-use crate::validate::{class_indices, finite_loss, logits_2d, soft_targets};
+use crate::fused::Terms;
+use crate::softmax_family::softmax_family_loss;
+use crate::validate::{finite_loss, logits_2d, soft_targets};
 
 /// Hard-label cross entropy `-log softmax(z)_y`, averaged over the batch.
 ///
@@ -19,11 +21,8 @@ use crate::validate::{class_indices, finite_loss, logits_2d, soft_targets};
 /// # Ok::<(), candle_core::Error>(())
 /// ```
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    const WHAT: &str = "cross_entropy";
-    let (b, k, z) = logits_2d(logits, WHAT)?;
-    let idx = class_indices(targets, b, k, WHAT)?;
-    let loss = per_sample_ce(&log_softmax(&z)?, &idx)?.mean_all()?;
-    finite_loss(loss, logits, WHAT)
+    let terms = Terms { ce: 1.0, ..Terms::default() };
+    softmax_family_loss(logits, targets, terms, "cross_entropy")
 }
 
 /// Cross entropy against a target distribution per sample (Mixup/CutMix, timm's

@@ -15,8 +15,8 @@ pub fn focal(logits: &Tensor, targets: &Tensor, gamma: f64) -> Result<Tensor> {
     if gamma < 0.0 {
         candle_core::bail!("{WHAT}: gamma must be >= 0, got {gamma}");
     }
-    let (b, k, z) = logits_2d(logits, WHAT)?;
-    let idx = class_indices(targets, b, k, WHAT)?;
+    let (_, _, z) = logits_2d(logits, WHAT)?;
+    let idx = class_indices(targets, &z, WHAT)?;
     let nll = per_sample_ce(&log_softmax(&z)?, &idx)?; // -log p_t
     let p_t = nll.neg()?.exp()?.detach();
     // (1 - p_t)^gamma; clamp at 0 so rounding (p_t marginally above 1) cannot make powf NaN.

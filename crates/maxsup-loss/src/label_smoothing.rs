@@ -3,8 +3,8 @@
 
 use candle_core::{Result, Tensor, D};
 
-use crate::cross_entropy::per_sample_ce;
-use crate::log_softmax::log_softmax;
+use crate::fused::Terms;
+use crate::softmax_family::softmax_family_loss;
 use crate::validate::{class_indices, finite_loss, finite_param, logits_2d};
 
 /// Cross entropy against the smoothed target `(1 - alpha) * onehot(y) + alpha / K`, averaged over
@@ -12,15 +12,9 @@ use crate::validate::{class_indices, finite_loss, finite_param, logits_2d};
 ///
 /// `alpha` must lie in `[0, 1]`.
 pub fn label_smoothing(logits: &Tensor, targets: &Tensor, alpha: f64) -> Result<Tensor> {
-    const WHAT: &str = "label_smoothing";
-    check_alpha(alpha, WHAT)?;
-    let (b, k, z) = logits_2d(logits, WHAT)?;
-    let idx = class_indices(targets, b, k, WHAT)?;
-    let log_probs = log_softmax(&z)?;
-    let hard = per_sample_ce(&log_probs, &idx)?;
-    let uniform = log_probs.mean(D::Minus1)?.neg()?;
-    let loss = ((hard * (1.0 - alpha))? + (uniform * alpha)?)?.mean_all()?;
-    finite_loss(loss, logits, WHAT)
+    check_alpha(alpha, "label_smoothing")?;
+    let terms = Terms { ce: 1.0 - alpha, uniform: alpha, ..Terms::default() };
+    softmax_family_loss(logits, targets, terms, "label_smoothing")
 }
 
 /// The two parts of the label-smoothing term `L_LS = alpha (z_gt - mean_k z_k)` (paper Eq. 5),
@@ -44,8 +38,8 @@ pub struct LsDecomposition {
 pub fn ls_decomposition(logits: &Tensor, targets: &Tensor, alpha: f64) -> Result<LsDecomposition> {
     const WHAT: &str = "ls_decomposition";
     check_alpha(alpha, WHAT)?;
-    let (b, k, z) = logits_2d(logits, WHAT)?;
-    let idx = class_indices(targets, b, k, WHAT)?;
+    let (_, k, z) = logits_2d(logits, WHAT)?;
+    let idx = class_indices(targets, &z, WHAT)?;
     let z_gt = z.gather(&idx, 1)?;
     let gap = z_gt.broadcast_sub(&z)?; // z_gt - z_k
     let scale = alpha / k as f64;

@@ -40,12 +40,14 @@
 mod criterion;
 mod cross_entropy;
 mod focal;
+mod fused;
 mod label_smoothing;
 mod log_softmax;
 mod logit_penalty;
 mod maxsup;
 mod online_ls;
 mod schedule;
+mod softmax_family;
 mod validate;
 mod zipf_ls;
 

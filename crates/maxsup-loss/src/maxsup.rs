@@ -2,9 +2,9 @@
 
 use candle_core::{Result, Tensor, D};
 
-use crate::cross_entropy::per_sample_ce;
-use crate::log_softmax::log_softmax;
-use crate::validate::{class_indices, finite_loss, finite_param, logits_2d};
+use crate::fused::Terms;
+use crate::softmax_family::softmax_family_loss;
+use crate::validate::{finite_loss, finite_param, logits_2d};
 
 /// Cross entropy plus the MaxSup penalty: `CE(z, y) + alpha * mean_b(z_max - mean_k z_k)`.
 ///
@@ -24,13 +24,8 @@ use crate::validate::{class_indices, finite_loss, finite_param, logits_2d};
 /// # Ok::<(), candle_core::Error>(())
 /// ```
 pub fn maxsup(logits: &Tensor, targets: &Tensor, alpha: f64) -> Result<Tensor> {
-    const WHAT: &str = "maxsup";
-    finite_param(alpha, "alpha", WHAT)?;
-    let (b, k, z) = logits_2d(logits, WHAT)?;
-    let idx = class_indices(targets, b, k, WHAT)?;
-    let ce = per_sample_ce(&log_softmax(&z)?, &idx)?;
-    let penalty = (per_sample_gap(&z)? * alpha)?;
-    finite_loss((ce + penalty)?.mean_all()?, logits, WHAT)
+    finite_param(alpha, "alpha", "maxsup")?;
+    softmax_family_loss(logits, targets, Terms { ce: 1.0, maxsup: alpha, ..Terms::default() }, "maxsup")
 }
 
 /// The bare MaxSup term `alpha * mean_b(z_max - mean_k z_k)`, batch-averaged.

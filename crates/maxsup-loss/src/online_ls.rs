@@ -64,11 +64,11 @@ impl OnlineLabelSmoothing {
     /// epoch's statistics; evaluation batches leave the state untouched.
     pub fn forward(&mut self, logits: &Tensor, targets: &Tensor, train: bool) -> Result<Tensor> {
         const WHAT: &str = "online_label_smoothing";
-        let (b, k, z) = logits_2d(logits, WHAT)?;
+        let (_, k, z) = logits_2d(logits, WHAT)?;
         if k != self.num_classes {
             bail!("{WHAT}: logits have {k} classes, the supervision matrix {}", self.num_classes);
         }
-        let idx = class_indices(targets, b, k, WHAT)?;
+        let idx = class_indices(targets, &z, WHAT)?;
         let log_probs = log_softmax(&z)?;
         let hard = per_sample_ce(&log_probs, &idx)?;
         let rows = self.supervision.to_dtype(z.dtype())?.index_select(&idx.squeeze(1)?, 0)?;

@@ -34,11 +34,22 @@ pub(crate) fn logits_2d(logits: &Tensor, what: &str) -> Result<(usize, usize, Te
 
 /// Checks `targets` holds `batch` class indices in `[0, num_classes)` and returns them as a
 /// `[B, 1]` u32 tensor on the logits' device, ready for `gather`.
+pub(crate) fn class_indices(targets: &Tensor, logits: &Tensor, what: &str) -> Result<Tensor> {
+    let (batch, num_classes) = logits.dims2()?;
+    index_tensor(&class_index_values(targets, batch, num_classes, what)?, logits.device())
+}
+
+/// The checked class indices as a `[B, 1]` u32 tensor on `device`.
+pub(crate) fn index_tensor(values: &[u32], device: &candle_core::Device) -> Result<Tensor> {
+    Tensor::from_slice(values, (values.len(), 1), device)
+}
+
+/// Checks `targets` holds `batch` class indices in `[0, num_classes)` and returns them on the host.
 ///
 /// The indices are read back to the host to be range-checked: `B` integers, which is negligible
 /// next to a forward pass, and the only way to turn an out-of-range label into an error rather
 /// than an out-of-bounds gather.
-pub(crate) fn class_indices(targets: &Tensor, batch: usize, num_classes: usize, what: &str) -> Result<Tensor> {
+pub(crate) fn class_index_values(targets: &Tensor, batch: usize, num_classes: usize, what: &str) -> Result<Vec<u32>> {
     let dims = targets.dims();
     if dims != [batch] {
         bail!("{what}: targets must have shape [{batch}] (one class index per sample), got {dims:?}");
@@ -53,8 +64,7 @@ pub(crate) fn class_indices(targets: &Tensor, batch: usize, num_classes: usize, 
         let bad = values[i];
         bail!("{what}: target {bad} at batch position {i} is out of range for {num_classes} classes");
     }
-    let as_u32: Vec<u32> = values.into_iter().map(|v| v as u32).collect();
-    Tensor::from_vec(as_u32, (batch, 1), targets.device())
+    Ok(values.into_iter().map(|v| v as u32).collect())
 }
 
 /// Checks `soft_targets` is `[B, K]` like the logits and returns it in `dtype`.

@@ -43,8 +43,8 @@ impl ZipfLabelSmoothing {
     /// The full loss: hard-label CE on `logits` plus `weight` times the Zipf KL term.
     pub fn forward(&self, logits: &Tensor, dense_logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         const WHAT: &str = "zipf_label_smoothing";
-        let (b, k, z) = logits_2d(logits, WHAT)?;
-        let idx = class_indices(targets, b, k, WHAT)?;
+        let (_, _, z) = logits_2d(logits, WHAT)?;
+        let idx = class_indices(targets, &z, WHAT)?;
         let ce = per_sample_ce(&log_softmax(&z)?, &idx)?.mean_all()?;
         let kl = self.kl_term(&z, dense_logits, &idx)?;
         finite_loss((ce + (kl * self.weight)?)?, logits, WHAT)
@@ -53,8 +53,8 @@ impl ZipfLabelSmoothing {
     /// The KL term alone (batch-averaged, without the weight).
     pub fn zipf_term(&self, logits: &Tensor, dense_logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         const WHAT: &str = "zipf_label_smoothing";
-        let (b, k, z) = logits_2d(logits, WHAT)?;
-        let idx = class_indices(targets, b, k, WHAT)?;
+        let (_, _, z) = logits_2d(logits, WHAT)?;
+        let idx = class_indices(targets, &z, WHAT)?;
         finite_loss(self.kl_term(&z, dense_logits, &idx)?, logits, WHAT)
     }
 
