@@ -1,0 +1,222 @@
+//! AdamW with decoupled weight decay, matching `torch.optim.AdamW` (amsgrad off, single-tensor path).
+//!
+//! candle-nn has an AdamW, but it applies one weight decay to every parameter; the DeiT recipe needs
+//! per-group decay (none for norms, biases, `pos_embed`, `cls_token`) and resumable state.
+
+use candle_core::{backprop::GradStore, Result, Tensor, Var};
+
+use crate::optimizer::Optimizer;
+use crate::param_groups::ParamGroup;
+use crate::params::ParamTable;
+use crate::state::{adopt_state_tensor, split_state_key, OptimizerState};
+
+/// State slot of the first moment (`<param name>.exp_avg`).
+pub const EXP_AVG: &str = "exp_avg";
+/// State slot of the second moment (`<param name>.exp_avg_sq`).
+pub const EXP_AVG_SQ: &str = "exp_avg_sq";
+/// Scalar slot of the per-parameter step count (`<param name>.step`), per-parameter as in PyTorch because a
+/// parameter that misses a gradient does not advance its count.
+pub const STEP: &str = "step";
+
+/// Hyper-parameters of [`AdamW`] other than the per-group weight decay.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWConfig {
+    /// Initial learning rate (the schedule usually overrides it through [`Optimizer::set_lr`]).
+    pub lr: f64,
+    /// Moment decay rates, PyTorch default `(0.9, 0.999)`.
+    pub betas: (f64, f64),
+    /// Added to `sqrt(v_hat)`, PyTorch default `1e-8`.
+    pub eps: f64,
+}
+
+impl Default for AdamWConfig {
+    /// PyTorch defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8.
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Moments {
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    step: u64,
+}
+
+/// `torch.optim.AdamW` with per-group `weight_decay`: `p *= 1 - lr*wd`; `m = lerp(m, g, 1-b1)`;
+/// `v = b2*v + (1-b2)*g^2`; `p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)`.
+#[derive(Debug)]
+pub struct AdamW {
+    table: ParamTable,
+    config: AdamWConfig,
+    moments: Vec<Option<Moments>>,
+}
+
+impl AdamW {
+    /// Builds the optimizer; errors on duplicate names, non-float parameters or out-of-range hyper-parameters.
+    pub fn new(groups: Vec<ParamGroup>, config: AdamWConfig) -> Result<Self> {
+        let (b1, b2) = config.betas;
+        if !(config.lr.is_finite() && config.lr >= 0.0) {
+            candle_core::bail!(
+                "AdamW learning rate must be finite and >= 0, got {}",
+                config.lr
+            );
+        }
+        if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) {
+            candle_core::bail!("AdamW betas must lie in [0, 1), got ({b1}, {b2})");
+        }
+        if !(config.eps.is_finite() && config.eps >= 0.0) {
+            candle_core::bail!("AdamW eps must be finite and >= 0, got {}", config.eps);
+        }
+        let table = ParamTable::new(groups)?;
+        let moments = vec![None; table.params.len()];
+        Ok(Self {
+            table,
+            config,
+            moments,
+        })
+    }
+
+    /// The hyper-parameters (with the current learning rate).
+    pub fn config(&self) -> AdamWConfig {
+        self.config
+    }
+
+    fn update_one(&mut self, i: usize, grad: &Tensor) -> Result<()> {
+        let AdamWConfig {
+            lr,
+            betas: (b1, b2),
+            eps,
+        } = self.config;
+        let param = &self.table.params[i];
+        let g = grad.detach();
+        let mut p = param.var.as_tensor().clone();
+        if param.weight_decay != 0.0 {
+            p = p.affine(1.0 - lr * param.weight_decay, 0.0)?;
+        }
+        let prev = match self.moments[i].take() {
+            Some(m) => m,
+            None => Moments {
+                exp_avg: g.zeros_like()?,
+                exp_avg_sq: g.zeros_like()?,
+                step: 0,
+            },
+        };
+        let step = prev.step + 1;
+        let exp_avg = lerp(&prev.exp_avg, &g, 1.0 - b1)?;
+        let exp_avg_sq = (prev.exp_avg_sq.affine(b2, 0.0)? + g.sqr()?.affine(1.0 - b2, 0.0)?)?;
+        let bias_correction1 = 1.0 - b1.powf(step as f64);
+        let bias_correction2_sqrt = (1.0 - b2.powf(step as f64)).sqrt();
+        let step_size = lr / bias_correction1;
+        let denom = exp_avg_sq
+            .sqrt()?
+            .affine(1.0 / bias_correction2_sqrt, eps)?;
+        let updated = (p + (exp_avg.div(&denom)?.affine(-step_size, 0.0))?)?;
+        param.var.set(&updated)?;
+        self.moments[i] = Some(Moments {
+            exp_avg,
+            exp_avg_sq,
+            step,
+        });
+        Ok(())
+    }
+}
+
+/// `torch.lerp(start, end, w)` with PyTorch's two-branch formula (more accurate for w near 1).
+fn lerp(start: &Tensor, end: &Tensor, w: f64) -> Result<Tensor> {
+    let diff = (end - start)?;
+    if w < 0.5 {
+        start + diff.affine(w, 0.0)?
+    } else {
+        end - diff.affine(1.0 - w, 0.0)?
+    }
+}
+
+impl Optimizer for AdamW {
+    fn step(&mut self, grads: &GradStore) -> Result<()> {
+        for i in 0..self.table.params.len() {
+            let Some(grad) = grads.get(self.table.params[i].var.as_tensor()) else {
+                continue;
+            };
+            let grad = grad.clone();
+            self.update_one(i, &grad)?;
+        }
+        Ok(())
+    }
+
+    fn lr(&self) -> f64 {
+        self.config.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.config.lr = lr;
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        self.table.vars()
+    }
+
+    fn export_state(&self) -> Result<OptimizerState> {
+        let mut state = OptimizerState::default();
+        state.scalars.insert("lr".to_string(), self.config.lr);
+        for (param, m) in self.table.params.iter().zip(&self.moments) {
+            if let Some(m) = m {
+                state
+                    .tensors
+                    .insert(format!("{}.{EXP_AVG}", param.name), m.exp_avg.copy()?);
+                state
+                    .tensors
+                    .insert(format!("{}.{EXP_AVG_SQ}", param.name), m.exp_avg_sq.copy()?);
+                state
+                    .scalars
+                    .insert(format!("{}.{STEP}", param.name), m.step as f64);
+            }
+        }
+        Ok(state)
+    }
+
+    fn import_state(&mut self, state: &OptimizerState) -> Result<()> {
+        let n = self.table.params.len();
+        let (mut avg, mut avg_sq) = (vec![None; n], vec![None; n]);
+        for (key, t) in &state.tensors {
+            let (name, slot) = split_state_key(key, &[EXP_AVG_SQ, EXP_AVG])?;
+            let i = self.table.position(name)?;
+            let t = adopt_state_tensor(key, t, self.table.params[i].var.as_tensor())?;
+            if slot == EXP_AVG {
+                avg[i] = Some(t)
+            } else {
+                avg_sq[i] = Some(t)
+            }
+        }
+        let mut moments = vec![None; n];
+        for (i, (a, s)) in avg.into_iter().zip(avg_sq).enumerate() {
+            let name = &self.table.params[i].name;
+            match (a, s) {
+                (None, None) => {}
+                (Some(exp_avg), Some(exp_avg_sq)) => {
+                    let step = state.scalar(&format!("{name}.{STEP}"))?;
+                    if !(step >= 1.0 && step.fract() == 0.0 && step < 9.0e15) {
+                        candle_core::bail!(
+                            "optimizer state `{name}.{STEP}` = {step} is not a positive integer"
+                        );
+                    }
+                    moments[i] = Some(Moments {
+                        exp_avg,
+                        exp_avg_sq,
+                        step: step as u64,
+                    });
+                }
+                _ => candle_core::bail!(
+                    "optimizer state for `{name}` has only one of `{EXP_AVG}` / `{EXP_AVG_SQ}`"
+                ),
+            }
+        }
+        self.config.lr = state.scalar("lr")?;
+        self.moments = moments;
+        Ok(())
+    }
+}

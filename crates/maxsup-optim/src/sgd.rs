@@ -1,0 +1,151 @@
+//! SGD with momentum, Nesterov and L2 weight decay, matching `torch.optim.SGD` (dampening 0).
+//!
+//! candle-nn's `SGD` has no momentum or weight decay, which every ResNet recipe in paper-facts §6 needs.
+
+use candle_core::{backprop::GradStore, Result, Tensor, Var};
+
+use crate::optimizer::Optimizer;
+use crate::param_groups::ParamGroup;
+use crate::params::ParamTable;
+use crate::state::{adopt_state_tensor, split_state_key, OptimizerState};
+
+/// State slot name of the momentum buffer (`<param name>.momentum_buffer`, as in PyTorch's state dict).
+pub const MOMENTUM_BUFFER: &str = "momentum_buffer";
+
+/// Hyper-parameters of [`Sgd`] other than the per-group weight decay.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdConfig {
+    /// Initial learning rate (the schedule usually overrides it through [`Optimizer::set_lr`]).
+    pub lr: f64,
+    /// Momentum factor (0 disables the buffer).
+    pub momentum: f64,
+    /// Nesterov momentum (requires `momentum > 0`, as in PyTorch).
+    pub nesterov: bool,
+}
+
+/// `torch.optim.SGD(groups, lr, momentum, dampening=0, nesterov)` with per-group `weight_decay`:
+/// `d = g + wd*p; buf = d` on a parameter's first step, else `buf = momentum*buf + d`;
+/// `d = d + momentum*buf` (Nesterov) or `d = buf`; `p -= lr*d`.
+#[derive(Debug)]
+pub struct Sgd {
+    table: ParamTable,
+    config: SgdConfig,
+    /// Momentum buffer per parameter, created on the parameter's first gradient.
+    buffers: Vec<Option<Tensor>>,
+}
+
+impl Sgd {
+    /// Builds the optimizer; errors on duplicate names, non-float parameters, negative/non-finite hyper-parameters
+    /// or Nesterov without momentum.
+    pub fn new(groups: Vec<ParamGroup>, config: SgdConfig) -> Result<Self> {
+        if !(config.lr.is_finite() && config.lr >= 0.0) {
+            candle_core::bail!(
+                "SGD learning rate must be finite and >= 0, got {}",
+                config.lr
+            );
+        }
+        if !(config.momentum.is_finite() && config.momentum >= 0.0) {
+            candle_core::bail!(
+                "SGD momentum must be finite and >= 0, got {}",
+                config.momentum
+            );
+        }
+        if config.nesterov && config.momentum == 0.0 {
+            candle_core::bail!("Nesterov momentum requires momentum > 0");
+        }
+        let table = ParamTable::new(groups)?;
+        let buffers = vec![None; table.params.len()];
+        Ok(Self {
+            table,
+            config,
+            buffers,
+        })
+    }
+
+    /// The hyper-parameters (with the current learning rate).
+    pub fn config(&self) -> SgdConfig {
+        self.config
+    }
+
+    fn update_one(&mut self, i: usize, grad: &Tensor) -> Result<()> {
+        let SgdConfig {
+            lr,
+            momentum,
+            nesterov,
+        } = self.config;
+        let param = &self.table.params[i];
+        let p = param.var.as_tensor();
+        let mut d = grad.detach();
+        if param.weight_decay != 0.0 {
+            d = (d + p.affine(param.weight_decay, 0.0)?)?;
+        }
+        if momentum != 0.0 {
+            let buf = match self.buffers[i].take() {
+                None => d.copy()?,
+                Some(buf) => (buf.affine(momentum, 0.0)? + &d)?,
+            };
+            d = if nesterov {
+                (d + buf.affine(momentum, 0.0)?)?
+            } else {
+                buf.clone()
+            };
+            self.buffers[i] = Some(buf);
+        }
+        // `Var::set` writes in place, so the model's clone of this `Var` sees the update.
+        param.var.set(&(p - d.affine(lr, 0.0)?)?)
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self, grads: &GradStore) -> Result<()> {
+        for i in 0..self.table.params.len() {
+            let Some(grad) = grads.get(self.table.params[i].var.as_tensor()) else {
+                continue;
+            };
+            let grad = grad.clone();
+            self.update_one(i, &grad)?;
+        }
+        Ok(())
+    }
+
+    fn lr(&self) -> f64 {
+        self.config.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.config.lr = lr;
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        self.table.vars()
+    }
+
+    fn export_state(&self) -> Result<OptimizerState> {
+        let mut state = OptimizerState::default();
+        state.scalars.insert("lr".to_string(), self.config.lr);
+        for (param, buf) in self.table.params.iter().zip(&self.buffers) {
+            if let Some(buf) = buf {
+                state
+                    .tensors
+                    .insert(format!("{}.{MOMENTUM_BUFFER}", param.name), buf.copy()?);
+            }
+        }
+        Ok(state)
+    }
+
+    fn import_state(&mut self, state: &OptimizerState) -> Result<()> {
+        let mut buffers = vec![None; self.table.params.len()];
+        for (key, t) in &state.tensors {
+            let (name, _) = split_state_key(key, &[MOMENTUM_BUFFER])?;
+            let i = self.table.position(name)?;
+            buffers[i] = Some(adopt_state_tensor(
+                key,
+                t,
+                self.table.params[i].var.as_tensor(),
+            )?);
+        }
+        self.config.lr = state.scalar("lr")?;
+        self.buffers = buffers;
+        Ok(())
+    }
+}
