@@ -1,0 +1,51 @@
+//! Throughput of decode + RandomResizedCrop(224) + flip + normalize to f32 CHW, one thread, on JPEG
+//! bytes held in memory: the same work as /work/shared/anchors/torchvision_pipeline.py.
+//!
+//! `cargo run --release -p maxsup-data --example bench_decode -- DIR [N]` (DIR holds *.jpg files).
+//! bench/vs_torchvision.sh runs this and the torchvision anchor in one go and prints the ratio.
+
+use maxsup_data::decode::decode;
+use maxsup_data::{Interpolation, Pipeline, Rng};
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let dir = args.next().ok_or_else(|| anyhow::anyhow!("usage: bench_decode DIR [N]"))?;
+    let n: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(400);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    files.sort();
+    anyhow::ensure!(!files.is_empty(), "no *.jpg in {dir}");
+    let blobs: Vec<Vec<u8>> = files.iter().map(std::fs::read).collect::<Result<_, _>>()?;
+    let pipeline = Pipeline::imagenet_train(224, Interpolation::Bilinear);
+    let mut out = vec![0f32; pipeline.sample_len()];
+    let mut rng = Rng::from_seed(0);
+    for b in blobs.iter().take(5) {
+        pipeline.apply_into(&decode(b)?, &mut rng, &mut out)?;
+    }
+    let (mut t_decode, start) = (std::time::Duration::ZERO, std::time::Instant::now());
+    for i in 0..n {
+        let t = std::time::Instant::now();
+        let img = decode(&blobs[i % blobs.len()])?;
+        t_decode += t.elapsed();
+        pipeline.apply_into(&img, &mut rng, &mut out)?;
+    }
+    let dt = start.elapsed().as_secs_f64();
+    // Transform alone, on already decoded images, to separate the two costs.
+    let decoded: Vec<_> = blobs.iter().map(|b| decode(b)).collect::<Result<_, _>>()?;
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        pipeline.apply_into(&decoded[i % decoded.len()], &mut rng, &mut out)?;
+    }
+    let transform_ms = t.elapsed().as_secs_f64() * 1e3 / n as f64;
+    let mean_kib = blobs.iter().map(|b| b.len()).sum::<usize>() as f64 / blobs.len() as f64 / 1024.0;
+    println!(
+        "maxsup-data: {:.1} img/s per core ({} JPEGs, mean {mean_kib:.0} KiB; decode {:.0}% of the time; transform alone {:.2} ms/img)",
+        n as f64 / dt,
+        blobs.len(),
+        100.0 * t_decode.as_secs_f64() / dt,
+        transform_ms
+    );
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! Image decoding: JPEG (baseline and progressive; grayscale, YCbCr, CMYK/YCCK all to RGB) via
+//! `zune-jpeg`, PNG (any bit depth / color type, alpha dropped like PIL's `convert("RGB")`) via `png`.
+//!
+//! The format is detected from the bytes, not the file name (ImageNet has PNG and CMYK files named
+//! `.JPEG`). The JPEG decoder runs in strict mode: a truncated or corrupt stream is an error, never
+//! a gray-filled image.
+
+use anyhow::{bail, Context};
+use zune_jpeg::zune_core::bytestream::ZCursor;
+use zune_jpeg::zune_core::colorspace::ColorSpace;
+use zune_jpeg::zune_core::options::DecoderOptions;
+use zune_jpeg::JpegDecoder;
+
+use crate::image::RgbImage;
+
+/// Largest accepted width or height (guards against absurd headers).
+pub const MAX_SIDE: usize = 1 << 15;
+
+/// Container format of an encoded image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageFormat {
+    Jpeg,
+    Png,
+}
+
+/// Detects the format from the magic bytes.
+pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some(ImageFormat::Jpeg)
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some(ImageFormat::Png)
+    } else {
+        None
+    }
+}
+
+/// Decodes a JPEG or PNG held in memory to 8-bit RGB.
+pub fn decode(bytes: &[u8]) -> anyhow::Result<RgbImage> {
+    match sniff(bytes) {
+        Some(ImageFormat::Jpeg) => decode_jpeg(bytes),
+        Some(ImageFormat::Png) => decode_png(bytes),
+        None => bail!(
+            "not a JPEG or PNG image ({} bytes, starts with {:02x?})",
+            bytes.len(),
+            &bytes[..bytes.len().min(8)]
+        ),
+    }
+}
+
+/// Decodes a JPEG to RGB; errors on truncated or corrupt streams.
+pub fn decode_jpeg(bytes: &[u8]) -> anyhow::Result<RgbImage> {
+    ensure_jpeg_complete(bytes)?;
+    let options = DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(MAX_SIDE)
+        .set_max_height(MAX_SIDE)
+        .jpeg_set_out_colorspace(ColorSpace::RGB);
+    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    let data = decoder.decode().map_err(|e| anyhow::anyhow!("corrupt JPEG: {e:?}"))?;
+    let info = decoder.info().context("JPEG decoder returned no image info")?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    anyhow::ensure!(
+        data.len() == w * h * 3,
+        "JPEG decoder produced {} bytes for a {w}x{h} RGB image (colorspace {:?})",
+        data.len(),
+        decoder.output_colorspace()
+    );
+    RgbImage::new(w, h, data)
+}
+
+/// Rejects JPEG streams cut short: the last scan (SOS, `FF DA`) must be followed by an end-of-image
+/// marker (`FF D9`). The decoder itself pads a stream that ends inside the last MCU row with zero bits,
+/// which would silently produce gray pixels. Neither marker can occur inside entropy-coded data
+/// (0xFF is byte-stuffed), so the check is exact; scanning from the end keeps it O(trailing bytes).
+fn ensure_jpeg_complete(bytes: &[u8]) -> anyhow::Result<()> {
+    let eoi = bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]).unwrap_or(0);
+    if bytes[eoi..].windows(2).any(|w| w == [0xFF, 0xDA]) {
+        bail!("truncated JPEG: no end-of-image marker after the last scan ({} bytes)", bytes.len());
+    }
+    Ok(())
+}
+
+/// Decodes a PNG to RGB (16-bit reduced to 8, palettes expanded, alpha dropped).
+pub fn decode_png(bytes: &[u8]) -> anyhow::Result<RgbImage> {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().map_err(|e| anyhow::anyhow!("corrupt PNG header: {e}"))?;
+    let buf_size = reader.output_buffer_size().context("PNG image too large")?;
+    let mut buf = vec![0u8; buf_size];
+    let info = reader.next_frame(&mut buf).map_err(|e| anyhow::anyhow!("corrupt PNG data: {e}"))?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    anyhow::ensure!(w <= MAX_SIDE && h <= MAX_SIDE, "PNG of {w}x{h} exceeds the {MAX_SIDE} px limit");
+    let channels = match info.color_type {
+        png::ColorType::Grayscale => 1,
+        png::ColorType::GrayscaleAlpha => 2,
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        png::ColorType::Indexed => bail!("PNG palette was not expanded"),
+    };
+    let stride = info.line_size;
+    let mut data = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        let row = &buf[y * stride..y * stride + w * channels];
+        for px in row.chunks_exact(channels) {
+            match channels {
+                1 | 2 => data.extend_from_slice(&[px[0], px[0], px[0]]),
+                _ => data.extend_from_slice(&px[..3]),
+            }
+        }
+    }
+    RgbImage::new(w, h, data)
+}

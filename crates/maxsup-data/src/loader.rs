@@ -1,0 +1,306 @@
+//! The parallel, deterministic, prefetching batch loader.
+//!
+//! * Decoding and augmentation of a batch run in parallel on a rayon pool (all cores by default).
+//! * A background thread assembles batches ahead of the consumer into a bounded queue, so loading
+//!   overlaps training; [`EpochBatches::stall_time`] reports how long the consumer waited anyway.
+//! * Determinism: sample `i` of epoch `e` is augmented with a generator derived from `(seed, e, i)`
+//!   alone, and the epoch order from `(seed, e, rank)`, so batches are identical for any thread count.
+//! * Sharding follows the DeiT zip-cache sampler: rank `r` of `W` owns samples `i` with `i % W == r`
+//!   (shuffled per epoch when training).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rayon::prelude::*;
+
+use crate::batch::Batch;
+use crate::dataset::Dataset;
+use crate::mixup::Mixup;
+use crate::pipeline::Pipeline;
+use crate::rng::{Rng, Stream};
+
+/// How batches are drawn.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoaderConfig {
+    pub batch_size: usize,
+    /// Reshuffle the shard every epoch (training).
+    pub shuffle: bool,
+    /// Drop the last incomplete batch (training).
+    pub drop_last: bool,
+    pub seed: u64,
+    pub rank: usize,
+    pub world_size: usize,
+    /// Batches prepared ahead of the consumer (queue depth, at least 1).
+    pub prefetch: usize,
+    /// Decode/augment threads; 0 = one per core.
+    pub num_threads: usize,
+    /// Skip (and count) samples that fail to load instead of failing the epoch. Batches with skipped
+    /// samples are smaller than `batch_size`; nothing is substituted for them.
+    pub skip_corrupt: bool,
+}
+
+impl LoaderConfig {
+    /// Shuffled, drop_last, single process.
+    pub fn train(batch_size: usize, seed: u64) -> LoaderConfig {
+        LoaderConfig {
+            batch_size,
+            shuffle: true,
+            drop_last: true,
+            seed,
+            rank: 0,
+            world_size: 1,
+            prefetch: 4,
+            num_threads: 0,
+            skip_corrupt: false,
+        }
+    }
+
+    /// Sequential order, keeps the last partial batch.
+    pub fn eval(batch_size: usize) -> LoaderConfig {
+        LoaderConfig { shuffle: false, drop_last: false, ..LoaderConfig::train(batch_size, 0) }
+    }
+
+    /// This process's shard of a distributed run.
+    pub fn with_shard(mut self, rank: usize, world_size: usize) -> LoaderConfig {
+        self.rank = rank;
+        self.world_size = world_size;
+        self
+    }
+}
+
+/// Turns a dataset and a per-sample pipeline into batches, epoch by epoch.
+pub struct Loader {
+    dataset: Arc<dyn Dataset>,
+    pipeline: Arc<Pipeline>,
+    mixup: Option<Arc<Mixup>>,
+    config: LoaderConfig,
+    pool: Arc<rayon::ThreadPool>,
+}
+
+impl Loader {
+    pub fn new(dataset: Arc<dyn Dataset>, pipeline: Pipeline, config: LoaderConfig) -> anyhow::Result<Loader> {
+        anyhow::ensure!(config.batch_size > 0, "batch_size must be positive");
+        anyhow::ensure!(
+            config.world_size > 0 && config.rank < config.world_size,
+            "rank {} is not in 0..world_size {}",
+            config.rank,
+            config.world_size
+        );
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.num_threads)
+            .thread_name(|i| format!("maxsup-data-{i}"))
+            .build()
+            .context("cannot start the loader's thread pool")?;
+        Ok(Loader { dataset, pipeline: Arc::new(pipeline), mixup: None, config, pool: Arc::new(pool) })
+    }
+
+    /// Mixes every batch with Mixup/CutMix (training); batches then carry `soft_targets`.
+    pub fn with_mixup(mut self, mixup: Mixup) -> anyhow::Result<Loader> {
+        anyhow::ensure!(
+            mixup.num_classes == self.dataset.num_classes(),
+            "Mixup is configured for {} classes but the dataset has {}",
+            mixup.num_classes,
+            self.dataset.num_classes()
+        );
+        self.mixup = Some(Arc::new(mixup));
+        Ok(self)
+    }
+
+    pub fn config(&self) -> &LoaderConfig {
+        &self.config
+    }
+
+    pub fn dataset(&self) -> &Arc<dyn Dataset> {
+        &self.dataset
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// The sample indices this rank owns: `rank, rank + W, rank + 2W, ...`.
+    pub fn shard_indices(&self) -> Vec<usize> {
+        (self.config.rank..self.dataset.len()).step_by(self.config.world_size).collect()
+    }
+
+    /// The sample order of `epoch` on this rank.
+    pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
+        let mut order = self.shard_indices();
+        if self.config.shuffle {
+            Rng::derive(self.config.seed, epoch, self.config.rank as u64, Stream::Shuffle).shuffle(&mut order);
+        }
+        order
+    }
+
+    /// Batches per epoch on this rank.
+    pub fn batches_per_epoch(&self) -> usize {
+        let n = self.shard_indices().len();
+        if self.config.drop_last {
+            n / self.config.batch_size
+        } else {
+            n.div_ceil(self.config.batch_size)
+        }
+    }
+
+    /// Starts a background thread that produces the batches of `epoch` into a bounded queue.
+    pub fn epoch(&self, epoch: u64) -> EpochBatches {
+        let order = self.epoch_order(epoch);
+        let n_batches = self.batches_per_epoch();
+        let (tx, rx) = sync_channel(self.config.prefetch.max(1));
+        let skipped = Arc::new(AtomicUsize::new(0));
+        let worker = BatchMaker {
+            dataset: self.dataset.clone(),
+            pipeline: self.pipeline.clone(),
+            mixup: self.mixup.clone(),
+            config: self.config.clone(),
+            pool: self.pool.clone(),
+            skipped: skipped.clone(),
+        };
+        let bs = self.config.batch_size;
+        let handle = std::thread::Builder::new()
+            .name("maxsup-data-prefetch".into())
+            .spawn(move || {
+                for b in 0..n_batches {
+                    let indices = &order[b * bs..((b + 1) * bs).min(order.len())];
+                    let result = worker.make(epoch, b as u64, indices);
+                    let failed = result.is_err();
+                    if tx.send(result).is_err() || failed {
+                        return; // consumer gone, or the epoch ended with an error
+                    }
+                }
+            })
+            .expect("spawning a thread only fails when the OS is out of resources");
+        EpochBatches { rx: Some(rx), handle: Some(handle), stall: Duration::ZERO, skipped, remaining: n_batches }
+    }
+
+    /// Builds one batch synchronously (no prefetching): the same bytes `epoch()` would produce for
+    /// these indices at position `batch_index`.
+    pub fn make_batch(&self, epoch: u64, batch_index: u64, indices: &[usize]) -> anyhow::Result<Batch> {
+        BatchMaker {
+            dataset: self.dataset.clone(),
+            pipeline: self.pipeline.clone(),
+            mixup: self.mixup.clone(),
+            config: self.config.clone(),
+            pool: self.pool.clone(),
+            skipped: Arc::new(AtomicUsize::new(0)),
+        }
+        .make(epoch, batch_index, indices)
+    }
+}
+
+/// Everything the prefetch thread needs, detached from the `Loader`.
+struct BatchMaker {
+    dataset: Arc<dyn Dataset>,
+    pipeline: Arc<Pipeline>,
+    mixup: Option<Arc<Mixup>>,
+    config: LoaderConfig,
+    pool: Arc<rayon::ThreadPool>,
+    skipped: Arc<AtomicUsize>,
+}
+
+impl BatchMaker {
+    fn make(&self, epoch: u64, batch_index: u64, indices: &[usize]) -> anyhow::Result<Batch> {
+        let per = self.pipeline.sample_len();
+        let mut images = vec![0f32; indices.len() * per];
+        let seed = self.config.seed;
+        let results: Vec<anyhow::Result<()>> = self.pool.install(|| {
+            images
+                .par_chunks_mut(per)
+                .zip(indices.par_iter())
+                .map(|(out, &i)| {
+                    let mut rng = Rng::derive(seed, epoch, i as u64, Stream::Sample);
+                    let img = self.dataset.load(i)?;
+                    self.pipeline
+                        .apply_into(&img, &mut rng, out)
+                        .with_context(|| format!("transforming {}", self.dataset.name(i)))
+                })
+                .collect()
+        });
+        let mut kept = Vec::with_capacity(indices.len());
+        for (k, (r, &i)) in results.into_iter().zip(indices).enumerate() {
+            match r {
+                Ok(()) => kept.push(k),
+                Err(_) if self.config.skip_corrupt => {
+                    self.skipped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e.context(format!("loading sample {i} of epoch {epoch}"))),
+            }
+        }
+        if kept.len() < indices.len() {
+            let mut compact = Vec::with_capacity(kept.len() * per);
+            for &k in &kept {
+                compact.extend_from_slice(&images[k * per..(k + 1) * per]);
+            }
+            images = compact;
+        }
+        let indices: Vec<usize> = kept.iter().map(|&k| indices[k]).collect();
+        let labels: Vec<u32> = indices.iter().map(|&i| self.dataset.label(i)).collect();
+        let size = self.pipeline.output_size();
+        let mut batch = Batch {
+            images,
+            shape: [indices.len(), 3, size, size],
+            labels,
+            soft_targets: None,
+            num_classes: self.dataset.num_classes(),
+            indices,
+        };
+        if let Some(mixup) = &self.mixup {
+            let mut rng = Rng::derive(seed, epoch, (batch_index << 16) | self.config.rank as u64, Stream::Batch);
+            mixup.apply(&mut batch, &mut rng)?;
+        }
+        Ok(batch)
+    }
+}
+
+/// The batches of one epoch, produced in the background. Dropping it stops the producer.
+pub struct EpochBatches {
+    rx: Option<Receiver<anyhow::Result<Batch>>>,
+    handle: Option<JoinHandle<()>>,
+    stall: Duration,
+    skipped: Arc<AtomicUsize>,
+    remaining: usize,
+}
+
+impl EpochBatches {
+    /// Total time `next()` spent waiting for a batch that was not ready yet: the training step's
+    /// input stall. Near zero means loading keeps up with the model.
+    pub fn stall_time(&self) -> Duration {
+        self.stall
+    }
+
+    /// Samples skipped so far because they failed to load (only with `skip_corrupt`).
+    pub fn skipped(&self) -> usize {
+        self.skipped.load(Ordering::Relaxed)
+    }
+}
+
+impl Iterator for EpochBatches {
+    type Item = anyhow::Result<Batch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let start = Instant::now();
+        let item = self.rx.as_ref()?.recv().ok();
+        self.stall += start.elapsed();
+        match &item {
+            Some(Ok(_)) => self.remaining -= 1,
+            _ => self.remaining = 0,
+        }
+        item
+    }
+}
+
+impl Drop for EpochBatches {
+    fn drop(&mut self) {
+        self.rx.take(); // unblocks a producer waiting on a full queue
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

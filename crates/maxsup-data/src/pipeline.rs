@@ -1,0 +1,165 @@
+//! A per-sample transform pipeline, described as data so the trainer can pick a preset
+//! ("cifar train", "imagenet eval", ...) or adjust one field.
+//!
+//! Order (torchvision / timm): geometry (crop + resize) -> horizontal flip -> photometric ops on 8-bit
+//! RGB -> ToTensor + Normalize to `f32` CHW.
+
+use crate::geometry::Geometry;
+use crate::image::RgbImage;
+use crate::resample::Interpolation;
+use crate::rng::Rng;
+
+/// Per-channel statistics of CIFAR-10's training set (computed from the 50,000 images).
+pub const CIFAR10_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
+pub const CIFAR10_STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
+/// torchvision / timm ImageNet statistics.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// torchvision's RandomResizedCrop defaults.
+pub const RRC_SCALE: (f64, f64) = (0.08, 1.0);
+pub const RRC_RATIO: (f64, f64) = (3.0 / 4.0, 4.0 / 3.0);
+
+/// A complete per-sample transform: image in, normalized `[3, size, size]` `f32` out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pipeline {
+    pub geometry: Geometry,
+    /// Probability of a horizontal flip (0 for evaluation).
+    pub flip_prob: f64,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Pipeline {
+    /// CIFAR training: zero-pad 4 + random 32x32 crop, flip, CIFAR mean/std.
+    pub fn cifar_train() -> Pipeline {
+        Pipeline {
+            geometry: Geometry::PadRandomCrop { size: 32, padding: 4 },
+            flip_prob: 0.5,
+            mean: CIFAR10_MEAN,
+            std: CIFAR10_STD,
+        }
+    }
+
+    /// CIFAR evaluation: normalize only.
+    pub fn cifar_eval() -> Pipeline {
+        Pipeline { geometry: Geometry::Identity { size: 32 }, flip_prob: 0.0, mean: CIFAR10_MEAN, std: CIFAR10_STD }
+    }
+
+    /// ImageNet training: RandomResizedCrop(size, scale 0.08-1, ratio 3/4-4/3), flip, ImageNet mean/std.
+    /// torchvision recipes use bilinear, DeiT bicubic.
+    pub fn imagenet_train(size: usize, interpolation: Interpolation) -> Pipeline {
+        Pipeline {
+            geometry: Geometry::RandomResizedCrop { size, scale: RRC_SCALE, ratio: RRC_RATIO, interpolation },
+            flip_prob: 0.5,
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+        }
+    }
+
+    /// ImageNet evaluation: Resize(int(size / crop_ratio)) of the shorter side, CenterCrop(size).
+    /// crop_ratio 0.875 gives the classic 256 -> 224.
+    pub fn imagenet_eval(size: usize, crop_ratio: f64, interpolation: Interpolation) -> Pipeline {
+        Pipeline {
+            geometry: Geometry::ResizeCenterCrop { resize: (size as f64 / crop_ratio) as usize, crop: size, interpolation },
+            flip_prob: 0.0,
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+        }
+    }
+
+    /// Looks a preset up by name: "cifar-train", "cifar-eval", "imagenet-train", "imagenet-eval"
+    /// (ImageNet presets at 224 px, bilinear, crop ratio 0.875).
+    pub fn preset(name: &str) -> anyhow::Result<Pipeline> {
+        Ok(match name {
+            "cifar-train" => Pipeline::cifar_train(),
+            "cifar-eval" => Pipeline::cifar_eval(),
+            "imagenet-train" => Pipeline::imagenet_train(224, Interpolation::Bilinear),
+            "imagenet-eval" => Pipeline::imagenet_eval(224, 0.875, Interpolation::Bilinear),
+            other => anyhow::bail!(
+                "unknown transform preset '{other}' (expected cifar-train, cifar-eval, imagenet-train, imagenet-eval)"
+            ),
+        })
+    }
+
+    /// Side of the output image.
+    pub fn output_size(&self) -> usize {
+        self.geometry.output_size()
+    }
+
+    /// Number of `f32` values one sample produces (3 * size * size).
+    pub fn sample_len(&self) -> usize {
+        3 * self.output_size() * self.output_size()
+    }
+
+    /// Transforms `img` into `out` (CHW, `sample_len()` values). All randomness comes from `rng`,
+    /// drawn in a fixed order, so the result depends only on the image and the generator state.
+    pub fn apply_into(&self, img: &RgbImage, rng: &mut Rng, out: &mut [f32]) -> anyhow::Result<()> {
+        anyhow::ensure!(out.len() == self.sample_len(), "output slice has {} values, expected {}", out.len(), self.sample_len());
+        let flip = self.flip_prob > 0.0 && rng.chance(self.flip_prob);
+        let img = self.geometry.apply(img, rng, flip)?;
+        normalize_into(&img, self.mean, self.std, out);
+        Ok(())
+    }
+
+    /// Convenience: allocates the output.
+    pub fn apply(&self, img: &RgbImage, rng: &mut Rng) -> anyhow::Result<Vec<f32>> {
+        let mut out = vec![0f32; self.sample_len()];
+        self.apply_into(img, rng, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// ToTensor + Normalize: `(v / 255 - mean[c]) / std[c]`, interleaved RGB to planar CHW.
+pub fn normalize_into(img: &RgbImage, mean: [f32; 3], std: [f32; 3], out: &mut [f32]) {
+    let plane = img.width * img.height;
+    debug_assert_eq!(out.len(), 3 * plane);
+    let mut lut = [[0f32; 256]; 3];
+    for c in 0..3 {
+        for v in 0..256 {
+            lut[c][v] = (v as f32 / 255.0 - mean[c]) / std[c];
+        }
+    }
+    let (r, rest) = out.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    for (i, px) in img.data.chunks_exact(3).enumerate() {
+        r[i] = lut[0][px[0] as usize];
+        g[i] = lut[1][px[1] as usize];
+        b[i] = lut[2][px[2] as usize];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_matches_closed_form() {
+        let img = RgbImage::new(2, 1, vec![0, 128, 255, 10, 20, 30]).unwrap();
+        let mut out = vec![0f32; 6];
+        normalize_into(&img, IMAGENET_MEAN, IMAGENET_STD, &mut out);
+        let expect = |v: f32, c: usize| (v / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+        assert_eq!(out, vec![expect(0., 0), expect(10., 0), expect(128., 1), expect(20., 1), expect(255., 2), expect(30., 2)]);
+    }
+
+    #[test]
+    fn presets_have_expected_sizes() {
+        assert_eq!(Pipeline::preset("imagenet-eval").unwrap().geometry, Geometry::ResizeCenterCrop {
+            resize: 256,
+            crop: 224,
+            interpolation: Interpolation::Bilinear
+        });
+        assert_eq!(Pipeline::preset("cifar-train").unwrap().sample_len(), 3 * 32 * 32);
+        assert!(Pipeline::preset("nope").is_err());
+    }
+
+    #[test]
+    fn cifar_eval_is_plain_normalization() {
+        let data: Vec<u8> = (0..32 * 32 * 3).map(|i| (i % 256) as u8).collect();
+        let img = RgbImage::new(32, 32, data).unwrap();
+        let out = Pipeline::cifar_eval().apply(&img, &mut Rng::from_seed(0)).unwrap();
+        let p = img.pixel(5, 7);
+        assert_eq!(out[7 * 32 + 5], (p[0] as f32 / 255.0 - CIFAR10_MEAN[0]) / CIFAR10_STD[0]);
+        assert_eq!(out[2 * 1024 + 7 * 32 + 5], (p[2] as f32 / 255.0 - CIFAR10_MEAN[2]) / CIFAR10_STD[2]);
+    }
+}
