@@ -1,0 +1,183 @@
+//! Accuracy and calibration of classifier outputs (paper-facts §4.3): top-1/top-5 accuracy,
+//! negative log-likelihood, expected calibration error and reliability-diagram data.
+//!
+//! ECE uses M equal-width bins `(m/M, (m+1)/M]` over the top-1 softmax probability and is
+//! computed over the whole dataset: `ECE = Σ_m |B_m|/N · |acc(B_m) - conf(B_m)|` (the DeiT code
+//! averages per-batch ECEs instead, which is not the same number; torchmetrics' bins are closed on
+//! the left, which only differs for confidences exactly on a bin edge).
+//! The accumulator is fed batch by batch so a training loop can use it every epoch.
+
+use crate::softmax_row::row_facts;
+use anyhow::{ensure, Result};
+use rayon::prelude::*;
+use serde::Serialize;
+
+/// One confidence bin of a reliability diagram.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReliabilityBin {
+    /// Bin interval `(lower, upper]`.
+    pub lower: f64,
+    pub upper: f64,
+    /// Samples whose confidence falls in the bin.
+    pub count: u64,
+    /// Fraction of them predicted correctly (0 for an empty bin).
+    pub accuracy: f64,
+    /// Their mean confidence (0 for an empty bin).
+    pub confidence: f64,
+}
+
+/// Reliability-diagram data and the ECE for one bin count M.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReliabilityDiagram {
+    pub num_bins: usize,
+    pub ece: f64,
+    pub bins: Vec<ReliabilityBin>,
+}
+
+/// Everything the accumulator measures.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CalibrationReport {
+    pub samples: u64,
+    /// Fraction with the label as (first) argmax.
+    pub top1: f64,
+    /// Fraction with the label among the 5 largest logits (all samples count when K <= 5).
+    pub top5: f64,
+    /// Mean `-log softmax(z)[y]`.
+    pub nll: f64,
+    /// One diagram per requested bin count, in the order requested.
+    pub reliability: Vec<ReliabilityDiagram>,
+}
+
+impl CalibrationReport {
+    /// ECE for `num_bins` bins, if that bin count was requested.
+    pub fn ece(&self, num_bins: usize) -> Option<f64> {
+        self.reliability.iter().find(|r| r.num_bins == num_bins).map(|r| r.ece)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct BinSums {
+    count: Vec<u64>,
+    correct: Vec<u64>,
+    confidence: Vec<f64>,
+}
+
+/// Streaming accumulator; default bin counts are 10 (DeiT code) and 15 (torchmetrics default).
+#[derive(Clone, Debug)]
+pub struct CalibrationAccumulator {
+    num_classes: usize,
+    bins: Vec<BinSums>,
+    samples: u64,
+    top1: u64,
+    top5: u64,
+    nll_sum: f64,
+}
+
+impl CalibrationAccumulator {
+    /// Accumulator for `num_classes` logits per row with ECE at 10 and 15 bins.
+    pub fn new(num_classes: usize) -> Result<Self> {
+        Self::with_bins(num_classes, &[10, 15])
+    }
+
+    /// Accumulator with the given ECE bin counts.
+    pub fn with_bins(num_classes: usize, bin_counts: &[usize]) -> Result<Self> {
+        ensure!(num_classes > 0, "calibration: number of classes must be positive");
+        ensure!(bin_counts.iter().all(|&m| m > 0), "calibration: bin counts must be positive, got {bin_counts:?}");
+        let bins = bin_counts
+            .iter()
+            .map(|&m| BinSums { count: vec![0; m], correct: vec![0; m], confidence: vec![0.0; m] })
+            .collect();
+        Ok(Self { num_classes, bins, samples: 0, top1: 0, top5: 0, nll_sum: 0.0 })
+    }
+
+    /// Adds a batch: `logits` row-major [rows, K], one label per row.
+    pub fn push(&mut self, logits: &[f32], labels: &[u32]) -> Result<()> {
+        let k = self.num_classes;
+        ensure!(
+            logits.len() == labels.len() * k,
+            "calibration: {} logits for {} labels with K={k}",
+            logits.len(),
+            labels.len()
+        );
+        let first = self.samples;
+        let facts = logits
+            .par_chunks(k)
+            .zip(labels.par_iter())
+            .enumerate()
+            .map(|(i, (row, &y))| row_facts(row, y, first + i as u64))
+            .collect::<Result<Vec<_>>>()?;
+        for f in facts {
+            let correct = f.label_rank == 0;
+            self.top1 += u64::from(correct);
+            self.top5 += u64::from(f.label_rank < 5);
+            self.nll_sum += f.nll;
+            for b in &mut self.bins {
+                let m = bin_index(f.confidence, b.count.len());
+                b.count[m] += 1;
+                b.correct[m] += u64::from(correct);
+                b.confidence[m] += f.confidence;
+            }
+        }
+        self.samples += labels.len() as u64;
+        Ok(())
+    }
+
+    /// [`push`](Self::push) for i64 labels as stored in feature files.
+    pub fn push_i64(&mut self, logits: &[f32], labels: &[i64]) -> Result<()> {
+        let labels = crate::feature_file::labels_to_classes(labels)?;
+        self.push(logits, &labels)
+    }
+
+    /// The metrics over everything pushed so far.
+    pub fn report(&self) -> Result<CalibrationReport> {
+        ensure!(self.samples > 0, "calibration: no samples were pushed");
+        let n = self.samples as f64;
+        let reliability = self
+            .bins
+            .iter()
+            .map(|b| {
+                let m = b.count.len();
+                let bins: Vec<ReliabilityBin> = (0..m)
+                    .map(|i| {
+                        let c = b.count[i];
+                        let (accuracy, confidence) = if c == 0 {
+                            (0.0, 0.0)
+                        } else {
+                            (b.correct[i] as f64 / c as f64, b.confidence[i] / c as f64)
+                        };
+                        ReliabilityBin { lower: i as f64 / m as f64, upper: (i + 1) as f64 / m as f64, count: c, accuracy, confidence }
+                    })
+                    .collect();
+                let ece = bins.iter().map(|b| b.count as f64 / n * (b.accuracy - b.confidence).abs()).sum();
+                ReliabilityDiagram { num_bins: m, ece, bins }
+            })
+            .collect();
+        Ok(CalibrationReport {
+            samples: self.samples,
+            top1: self.top1 as f64 / n,
+            top5: self.top5 as f64 / n,
+            nll: self.nll_sum / n,
+            reliability,
+        })
+    }
+}
+
+/// Bin `m` holds confidences in `(m/M, (m+1)/M]`; confidence 0 (impossible for a softmax
+/// maximum) goes to the first bin.
+fn bin_index(confidence: f64, num_bins: usize) -> usize {
+    ((confidence * num_bins as f64).ceil() as usize).clamp(1, num_bins) - 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bin_index;
+
+    #[test]
+    fn bins_are_closed_on_the_right() {
+        assert_eq!(bin_index(0.1, 10), 0);
+        assert_eq!(bin_index(0.1000001, 10), 1);
+        assert_eq!(bin_index(1.0, 10), 9);
+        assert_eq!(bin_index(0.0, 10), 0);
+        assert_eq!(bin_index(0.5, 15), 7);
+    }
+}
