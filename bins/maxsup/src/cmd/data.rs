@@ -1,0 +1,134 @@
+//! `maxsup data ...`: check datasets (zip cache + map, ImageFolder, CIFAR-10) and build zip caches.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+use maxsup_data::{build_zip_from_folder, Cifar10, CifarSplit, Dataset, ImageFolder, ZipCache, ZipCacheOptions};
+use rayon::prelude::*;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: DataCommand,
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Validate a dataset and print a summary; exits non-zero with the error on bad input.
+    Check(CheckArgs),
+    /// Turn an ImageFolder tree ROOT/{train,val}/<class>/... into OUT/{train,val}.zip + *_map.txt.
+    BuildZip(BuildZipArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// Zip archive of the zip cache (needs --map).
+    #[arg(long, requires = "map", conflicts_with_all = ["cifar", "folder"])]
+    zip: Option<PathBuf>,
+    /// Map file (`<path>\t<label>` lines) of the zip cache.
+    #[arg(long, requires = "zip")]
+    map: Option<PathBuf>,
+    /// Expected number of classes (labels must be below it).
+    #[arg(long)]
+    num_classes: Option<usize>,
+    /// CIFAR-10 `cifar-10-batches-bin` directory.
+    #[arg(long, conflicts_with = "folder")]
+    cifar: Option<PathBuf>,
+    /// CIFAR-10 split to check.
+    #[arg(long, default_value = "train", value_parser = ["train", "test"])]
+    split: String,
+    /// ImageFolder root (class sub-folders).
+    #[arg(long)]
+    folder: Option<PathBuf>,
+    /// Decode this many samples (from the start) to validate the images.
+    #[arg(long, default_value_t = 64)]
+    decode: usize,
+    /// Decode every sample (all cores).
+    #[arg(long)]
+    decode_all: bool,
+    /// Count undecodable images instead of stopping at the first one.
+    #[arg(long)]
+    skip_corrupt: bool,
+    /// Entries to print.
+    #[arg(long, default_value_t = 5)]
+    show: usize,
+}
+
+#[derive(clap::Args)]
+struct BuildZipArgs {
+    /// ImageFolder root holding train/ and/or val/ with one folder per class.
+    #[arg(long)]
+    folder: PathBuf,
+    /// Output directory for train.zip, train_map.txt, val.zip, val_map.txt.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        DataCommand::Check(a) => check(a),
+        DataCommand::BuildZip(a) => {
+            for s in build_zip_from_folder(&a.folder, &a.out)? {
+                println!(
+                    "{}: {} samples, {} classes -> {} + {}",
+                    s.split,
+                    s.samples,
+                    s.classes,
+                    s.zip.display(),
+                    s.map.display()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn check(a: CheckArgs) -> anyhow::Result<()> {
+    let ds: Box<dyn Dataset> = if let (Some(zip), Some(map)) = (&a.zip, &a.map) {
+        let opts = ZipCacheOptions { num_classes: a.num_classes, ..Default::default() };
+        Box::new(ZipCache::open(zip, map, opts)?)
+    } else if let Some(dir) = &a.cifar {
+        let split = if a.split == "test" { CifarSplit::Test } else { CifarSplit::Train };
+        Box::new(Cifar10::open(dir, split)?)
+    } else if let Some(root) = &a.folder {
+        Box::new(ImageFolder::open(root)?)
+    } else {
+        anyhow::bail!("give --zip DIR/train.zip --map DIR/train_map.txt, --cifar DIR or --folder DIR");
+    };
+    summarize(ds.as_ref(), a.show);
+    let n = if a.decode_all { ds.len() } else { a.decode.min(ds.len()) };
+    let failures: Vec<(usize, String)> = (0..n)
+        .into_par_iter()
+        .filter_map(|i| ds.load(i).err().map(|e| (i, format!("{e:#}"))))
+        .collect();
+    println!("decoded: {} of {} samples, {} failed", n, ds.len(), failures.len());
+    if let Some((i, e)) = failures.first() {
+        if !a.skip_corrupt {
+            return Err(anyhow::anyhow!("{e}")).with_context(|| format!("sample {i} failed to decode"));
+        }
+        for (i, e) in failures.iter().take(10) {
+            println!("  skipped sample {i}: {e}");
+        }
+    }
+    Ok(())
+}
+
+fn summarize(ds: &dyn Dataset, show: usize) {
+    let k = ds.num_classes();
+    let mut counts = vec![0usize; k];
+    for i in 0..ds.len() {
+        counts[ds.label(i) as usize] += 1;
+    }
+    let (lo, hi) = (0..ds.len()).map(|i| ds.label(i)).fold((u32::MAX, 0), |(l, h), v| (l.min(v), h.max(v)));
+    println!("samples: {}", ds.len());
+    println!("classes: {k} (labels {lo}..={hi})");
+    println!(
+        "per class: min {} max {}",
+        counts.iter().min().copied().unwrap_or(0),
+        counts.iter().max().copied().unwrap_or(0)
+    );
+    for i in 0..show.min(ds.len()) {
+        println!("  [{i}] label {:>4}  {}", ds.label(i), ds.name(i));
+    }
+}

@@ -1,0 +1,11 @@
+//! Subcommand modules, one file each.
+pub mod calibration;
+pub mod data;
+pub mod inspect_model;
+pub mod metrics;
+pub mod probe;
+pub mod extract;
+pub mod gradcam;
+pub mod logits;
+pub mod project;
+pub mod table1;

@@ -1,0 +1,6 @@
+//! `train-conv`: trains a ResNet. With no arguments: resnet20_cifar with MaxSup on CIFAR-10
+//! (fetched on first use). `train-conv --help` lists every option; `--recipe` picks a preset.
+
+fn main() -> std::process::ExitCode {
+    maxsup_cli::train_main("train-conv", maxsup_cli::ModelFamily::Conv, "cifar10-resnet20")
+}

@@ -1,0 +1,6 @@
+//! `train-vit`: trains a DeiT. With no arguments: deit_tiny_patch4_32 with MaxSup on CIFAR-10
+//! (fetched on first use). `train-vit --help` lists every option; `--recipe` picks a preset.
+
+fn main() -> std::process::ExitCode {
+    maxsup_cli::train_main("train-vit", maxsup_cli::ModelFamily::Vit, "cifar10-deit-tiny")
+}

@@ -1,0 +1,40 @@
+//! Feature extraction: penultimate features, logits and labels of a whole split, streamed to a
+//! feature file (`features` [N, D] f32, `logits` [N, K] f32, `labels` [N] i64).
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor};
+use maxsup_data::Loader;
+use maxsup_metrics::FeatureFileWriter;
+use maxsup_models::ImageClassifier;
+
+/// Runs `model` in eval mode over every batch of `loader`, writing the feature file at `out`.
+/// `progress(done, total)` is called after each batch. Returns the number of samples.
+pub fn extract_features(
+    model: &dyn ImageClassifier,
+    loader: &Loader,
+    device: &Device,
+    out: &Path,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<usize> {
+    let total = loader.shard_indices().len();
+    let (d, k) = (model.num_features(), model.num_classes());
+    let mut writer = FeatureFileWriter::create(out, total, d, k)?;
+    let mut done = 0;
+    for batch in loader.epoch(0) {
+        let batch = batch?;
+        let x = Tensor::from_slice(&batch.images, batch.shape.as_slice(), device)?;
+        let features = model.forward_features(&x, false)?;
+        let logits = model.forward_head(&features)?;
+        let to_host = |t: Tensor| -> Result<Vec<f32>> { Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?) };
+        let labels: Vec<i64> = batch.labels.iter().map(|&l| i64::from(l)).collect();
+        writer
+            .push(&to_host(features)?, &to_host(logits)?, &labels)
+            .with_context(|| format!("writing {}", out.display()))?;
+        done += batch.len();
+        progress(done, total);
+    }
+    writer.finish()?;
+    Ok(done)
+}

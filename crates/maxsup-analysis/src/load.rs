@@ -1,0 +1,69 @@
+//! Loading a model for analysis from whatever checkpoint the user has.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use maxsup_models::{create_model, load_state_dict, read_pth_state_dict, ImageClassifier, ModelOptions};
+use maxsup_train::{build_model, load_checkpoint, CheckpointTensors, RunState, TrainConfig};
+
+/// A model with its weights, plus the training configuration when the file was a training
+/// checkpoint (it says which model and dataset the weights belong to).
+pub struct LoadedModel {
+    pub model: Box<dyn ImageClassifier>,
+    pub config: Option<TrainConfig>,
+}
+
+/// Loads `weights`: a training checkpoint of `train-conv`/`train-vit` (model name and dataset are
+/// read from it), or a plain state dict as safetensors or PyTorch `.pth` (torchvision/timm names,
+/// `model`/`state_dict` keys and DDP `module.` prefixes handled), which needs `model_name`. The
+/// number of classes is read from the classifier weight.
+pub fn load_model(weights: &Path, model_name: Option<&str>, device: &Device) -> Result<LoadedModel> {
+    if is_training_checkpoint(weights) {
+        let (tensors, state): (CheckpointTensors, RunState) = load_checkpoint(weights, device)?;
+        let config = state.config;
+        let state_dict: Vec<(String, Tensor)> = tensors.model.into_iter().collect();
+        let classes = num_classes(&state_dict, weights)?;
+        let model = build_model(&config, classes, device)?;
+        load_state_dict(model.params(), state_dict, &weights.display().to_string())?;
+        return Ok(LoadedModel { model, config: Some(config) });
+    }
+    let Some(name) = model_name else {
+        bail!("{} is a plain weight file: say which model it is with --model", weights.display());
+    };
+    let state_dict = read_state_dict(weights)?;
+    let options = ModelOptions { num_classes: Some(num_classes(&state_dict, weights)?), ..ModelOptions::default() };
+    let model = create_model(name, &options, device)?;
+    load_state_dict(model.params(), state_dict, &weights.display().to_string())?;
+    Ok(LoadedModel { model, config: None })
+}
+
+fn is_training_checkpoint(path: &Path) -> bool {
+    let Ok(bytes) = std::fs::read(path) else { return false };
+    safetensors::SafeTensors::read_metadata(&bytes)
+        .ok()
+        .and_then(|(_, header)| header.metadata().as_ref().map(|m| m.contains_key("format")))
+        .unwrap_or(false)
+}
+
+fn read_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let is_pth = matches!(path.extension().and_then(|e| e.to_str()), Some("pth" | "pt" | "bin" | "tar"));
+    if is_pth {
+        return read_pth_state_dict(path);
+    }
+    let map = candle_core::safetensors::load(path, &Device::Cpu)
+        .with_context(|| format!("reading safetensors {}", path.display()))?;
+    Ok(map.into_iter().collect())
+}
+
+/// K from the classifier weight (`fc.weight` for ResNets, `head.weight` for DeiTs).
+fn num_classes(state_dict: &[(String, Tensor)], origin: &Path) -> Result<usize> {
+    let classifier = state_dict.iter().find(|(n, _)| {
+        let n = n.strip_prefix("module.").unwrap_or(n);
+        n == "fc.weight" || n == "head.weight"
+    });
+    match classifier {
+        Some((_, w)) => Ok(w.dims()[0]),
+        None => bail!("{}: no classifier weight (fc.weight or head.weight) in the state dict", origin.display()),
+    }
+}

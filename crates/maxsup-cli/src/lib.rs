@@ -1,0 +1,12 @@
+//! The terminal side of `train-conv` and `train-vit`: one argument set on top of the recipe
+//! presets, a progress bar, the summary table and the fetch of CIFAR-10 for the default run.
+//!
+//! Unlike the library crates, this crate owns the terminal by design: it is the body of the two
+//! binaries, which only choose their model family and default recipe.
+
+mod args;
+mod progress;
+mod run;
+
+pub use args::TrainArgs;
+pub use run::{train_main, ModelFamily};

@@ -1,0 +1,141 @@
+//! The body of `train-conv` and `train-vit`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use maxsup_train::{DataSource, Fanout, JsonLinesLog, TrainConfig, Trainer, LOG_FILE, RECIPES};
+
+use crate::args::TrainArgs;
+use crate::progress::TerminalProgress;
+
+/// Which models a binary trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFamily {
+    /// ResNets (`train-conv`).
+    Conv,
+    /// DeiTs (`train-vit`).
+    Vit,
+}
+
+impl ModelFamily {
+    fn accepts(self, model: &str) -> bool {
+        match self {
+            ModelFamily::Conv => model.starts_with("resnet"),
+            ModelFamily::Vit => model.starts_with("deit"),
+        }
+    }
+}
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: TrainArgs,
+}
+
+/// Parses the command line, trains, prints the summary; the exit code says whether it worked.
+pub fn train_main(binary: &str, family: ModelFamily, default_recipe: &str) -> ExitCode {
+    let cli = Cli::parse_from(std::env::args_os());
+    match run(binary, family, default_recipe, &cli.args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{binary}: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(binary: &str, family: ModelFamily, default_recipe: &str, args: &TrainArgs) -> Result<()> {
+    if args.list_recipes {
+        for r in RECIPES {
+            println!("{r}");
+        }
+        return Ok(());
+    }
+    let start = Instant::now();
+    let mut trainer = match &args.resume {
+        Some(path) => {
+            let checkpoint = resume_path(path, args, default_recipe)?;
+            eprintln!("{binary}: resuming from {}", checkpoint.display());
+            Trainer::resume(&checkpoint)?
+        }
+        None => {
+            let config = args.resolve(default_recipe)?;
+            if !family.accepts(&config.model) {
+                bail!("{binary} trains {family:?} models; `{}` is not one (use the other binary)", config.model);
+            }
+            println!("{}", serde_json::to_string_pretty(&config)?);
+            if args.print_config {
+                return Ok(());
+            }
+            maxsup_train::parse_device(&config.device)?; // fail before downloading anything
+            ensure_data(&config)?;
+            Trainer::new(config)?
+        }
+    };
+    let out_dir = trainer.out_dir().to_path_buf();
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let mut log = JsonLinesLog::append(&out_dir.join(LOG_FILE))?;
+    let mut progress = TerminalProgress::new(args.no_progress);
+    let mut observers = Fanout(vec![&mut progress, &mut log]);
+    let state = trainer.run(&mut observers)?;
+    let last = state.last_eval.as_ref().context("the run has no evaluation")?;
+    println!(
+        "done: {} on {} with {} for {} epochs: test top-1 {:.2}% (best {:.2}% at epoch {}), top-5 {:.2}%, NLL {:.4}, ECE {:.4}; {:.1} min; checkpoints in {}",
+        state.config.model,
+        data_name(&state.config.data),
+        state.config.loss,
+        state.config.epochs,
+        100.0 * last.top1,
+        100.0 * state.best_top1,
+        state.best_epoch.map_or(0, |e| e + 1),
+        100.0 * last.top5,
+        last.nll,
+        last.ece15,
+        start.elapsed().as_secs_f64() / 60.0,
+        out_dir.display()
+    );
+    Ok(())
+}
+
+/// `--resume` alone continues the run directory of the resolved configuration.
+fn resume_path(path: &str, args: &TrainArgs, default_recipe: &str) -> Result<PathBuf> {
+    if !path.is_empty() {
+        return Ok(PathBuf::from(path));
+    }
+    let out_dir = args.resolve(default_recipe)?.out_dir;
+    Trainer::last_checkpoint(&out_dir)
+        .with_context(|| format!("--resume: no checkpoint in {} (give its path)", out_dir.display()))
+}
+
+fn data_name(data: &DataSource) -> String {
+    match data {
+        DataSource::Cifar10 { .. } => "CIFAR-10".into(),
+        DataSource::Folder { root } => root.display().to_string(),
+        DataSource::Zip { root, .. } => root.display().to_string(),
+    }
+}
+
+/// The default run needs no user data: CIFAR-10 is installed by the project's fetch script.
+fn ensure_data(config: &TrainConfig) -> Result<()> {
+    let DataSource::Cifar10 { dir } = &config.data else { return Ok(()) };
+    if dir.join("test_batch.bin").exists() {
+        return Ok(());
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fetch-cifar10.sh");
+    if !script.exists() {
+        bail!("CIFAR-10 is not in {} and the fetch script {} is missing", dir.display(), script.display());
+    }
+    eprintln!("CIFAR-10 not found in {}: fetching it with {}", dir.display(), script.display());
+    let status = Command::new("bash")
+        .arg(&script)
+        .arg(dir)
+        .status()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !status.success() {
+        bail!("{} failed ({status})", script.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,46 @@
+//! Fully connected layer `y = x W^T + b` over the last dimension (any leading dims).
+
+use candle_core::{Result, Tensor};
+
+use crate::init::Init;
+use crate::params::Scope;
+
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    /// `weight` [out, in] and `bias` [out] initialised as given.
+    pub(crate) fn new(s: &Scope, inp: usize, out: usize, weight_init: Init, bias_init: Init) -> Result<Self> {
+        Ok(Self {
+            weight: s.param("weight", &[out, inp], weight_init)?,
+            bias: s.param("bias", &[out], bias_init)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims();
+        let inp = *dims.last().ok_or_else(|| candle_core::Error::Msg("Linear on a scalar".into()))?;
+        let rows = x.elem_count() / inp.max(1);
+        // Fold leading dims into one so a single 2-D matmul does the work (no broadcast copies).
+        let y = x.reshape((rows, inp))?.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("non-empty dims") = self.weight.dim(0)?;
+        y.reshape(out_dims)
+    }
+
+    /// The weight matrix [out, in] (used to apply the classifier at every spatial location).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.weight.dims()[0]
+    }
+}

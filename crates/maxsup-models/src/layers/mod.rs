@@ -1,0 +1,15 @@
+//! Differentiable layers shared by the models. All heavy lifting goes through `maxsup-ops`,
+//! whose functions keep candle's autograd intact (candle's fused LayerNorm, softmax and
+//! max-pool have no usable backward).
+
+mod batch_norm;
+pub(crate) mod conv;
+mod drop_path;
+mod layer_norm;
+mod linear;
+
+pub use batch_norm::BatchNorm2d;
+pub use conv::Conv2d;
+pub use drop_path::{drop_path, linear_drop_path_rates, seed_stochastic_layers};
+pub use layer_norm::LayerNorm;
+pub use linear::Linear;

@@ -1,0 +1,133 @@
+//! Residual blocks (torchvision `BasicBlock` / `Bottleneck`) and their building helpers.
+
+use candle_core::{Result, Tensor};
+
+use crate::init::Init;
+use crate::layers::{BatchNorm2d, Conv2d};
+use crate::params::Scope;
+
+/// FFCV applies BlurPool only to strided convs with at least this many input channels.
+const BLURPOOL_MIN_IN_CHANNELS: usize = 16;
+
+/// A bias-free conv with torchvision's kaiming-normal (fan_out) init.
+pub(crate) fn conv(
+    s: &Scope,
+    inp: usize,
+    out: usize,
+    kernel: usize,
+    stride: usize,
+    blurpool: bool,
+) -> Result<Conv2d> {
+    Conv2d::new(
+        s,
+        crate::layers::conv::ConvSpec {
+            in_channels: inp,
+            out_channels: out,
+            kernel,
+            stride,
+            padding: kernel / 2,
+            bias: false,
+            blurpool: blurpool && stride > 1 && inp >= BLURPOOL_MIN_IN_CHANNELS,
+            weight_init: Init::kaiming_normal_fan_out(out, kernel * kernel),
+        },
+    )
+}
+
+/// The projection shortcut `downsample` = Sequential(conv1x1, BatchNorm2d).
+#[derive(Debug, Clone)]
+pub(crate) struct Downsample {
+    conv: Conv2d,
+    bn: BatchNorm2d,
+}
+
+impl Downsample {
+    fn new(s: &Scope, inp: usize, out: usize, stride: usize, blurpool: bool) -> Result<Self> {
+        Ok(Self { conv: conv(&s.pp(0), inp, out, 1, stride, blurpool)?, bn: BatchNorm2d::new(&s.pp(1), out)? })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.bn.forward_t(&self.conv.forward(x)?, train)
+    }
+}
+
+/// One residual block.
+#[derive(Debug, Clone)]
+pub(crate) enum Block {
+    Basic { conv1: Conv2d, bn1: BatchNorm2d, conv2: Conv2d, bn2: BatchNorm2d, downsample: Option<Downsample> },
+    Bottleneck {
+        conv1: Conv2d,
+        bn1: BatchNorm2d,
+        conv2: Conv2d,
+        bn2: BatchNorm2d,
+        conv3: Conv2d,
+        bn3: BatchNorm2d,
+        downsample: Option<Downsample>,
+    },
+}
+
+/// What a block needs to know about its place in the network.
+pub(crate) struct BlockSpec {
+    pub inp: usize,
+    pub planes: usize,
+    pub stride: usize,
+    pub blurpool: bool,
+}
+
+impl Block {
+    pub(crate) fn basic(s: &Scope, b: &BlockSpec) -> Result<Self> {
+        let out = b.planes;
+        Ok(Block::Basic {
+            conv1: conv(&s.pp("conv1"), b.inp, out, 3, b.stride, b.blurpool)?,
+            bn1: BatchNorm2d::new(&s.pp("bn1"), out)?,
+            conv2: conv(&s.pp("conv2"), out, out, 3, 1, b.blurpool)?,
+            bn2: BatchNorm2d::new(&s.pp("bn2"), out)?,
+            downsample: shortcut(s, b, out)?,
+        })
+    }
+
+    pub(crate) fn bottleneck(s: &Scope, b: &BlockSpec) -> Result<Self> {
+        let out = b.planes * 4;
+        Ok(Block::Bottleneck {
+            conv1: conv(&s.pp("conv1"), b.inp, b.planes, 1, 1, b.blurpool)?,
+            bn1: BatchNorm2d::new(&s.pp("bn1"), b.planes)?,
+            conv2: conv(&s.pp("conv2"), b.planes, b.planes, 3, b.stride, b.blurpool)?,
+            bn2: BatchNorm2d::new(&s.pp("bn2"), b.planes)?,
+            conv3: conv(&s.pp("conv3"), b.planes, out, 1, 1, b.blurpool)?,
+            bn3: BatchNorm2d::new(&s.pp("bn3"), out)?,
+            downsample: shortcut(s, b, out)?,
+        })
+    }
+
+    pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            Block::Basic { conv1, bn1, conv2, bn2, downsample } => {
+                let y = bn1.forward_t(&conv1.forward(x)?, train)?.relu()?;
+                let y = bn2.forward_t(&conv2.forward(&y)?, train)?;
+                residual(y, x, downsample.as_ref(), train)
+            }
+            Block::Bottleneck { conv1, bn1, conv2, bn2, conv3, bn3, downsample } => {
+                let y = bn1.forward_t(&conv1.forward(x)?, train)?.relu()?;
+                let y = bn2.forward_t(&conv2.forward(&y)?, train)?.relu()?;
+                let y = bn3.forward_t(&conv3.forward(&y)?, train)?;
+                residual(y, x, downsample.as_ref(), train)
+            }
+        }
+    }
+}
+
+/// torchvision adds a projection when the stride or the channel count changes.
+fn shortcut(s: &Scope, b: &BlockSpec, out: usize) -> Result<Option<Downsample>> {
+    if b.stride != 1 || b.inp != out {
+        Ok(Some(Downsample::new(&s.pp("downsample"), b.inp, out, b.stride, b.blurpool)?))
+    } else {
+        Ok(None)
+    }
+}
+
+fn residual(y: Tensor, x: &Tensor, downsample: Option<&Downsample>, train: bool) -> Result<Tensor> {
+    let identity = match downsample {
+        Some(d) => d.forward_t(x, train)?,
+        None => x.clone(),
+    };
+    (y + identity)?.relu()
+}

@@ -1,0 +1,100 @@
+//! Every trainable parameter of every registered model must receive a non-zero gradient:
+//! catches the silent-freeze class of bugs (candle ops without backward, detached branches).
+
+use candle_core::{DType, Device, Tensor};
+use maxsup_models::{create_model, model_names, ModelOptions};
+
+/// Input geometry small enough for a fast test, large enough that every BatchNorm in train mode
+/// sees several values per channel (with 2 values BN's output is +-1 whatever its input, which
+/// would legitimately starve earlier layers of gradient).
+/// Returns (batch, image size, DeiT img_size option).
+fn input_for(name: &str) -> (usize, usize, Option<usize>) {
+    if name.contains("patch16") {
+        (2, 32, Some(32)) // 4 patch tokens
+    } else if name.contains("patch4") {
+        (2, 8, Some(8)) // 4 patch tokens
+    } else if name == "resnet18_cifar" || name == "resnet50_cifar" {
+        (2, 16, None) // no downsampling stem: layer4 is 2x2
+    } else if name.ends_with("_cifar") {
+        (2, 32, None)
+    } else {
+        (4, 32, None) // layer4 is 1x1: 4 values per BN channel
+    }
+}
+
+fn check_all_params_get_gradient(name: &str) -> anyhow::Result<()> {
+    let (batch, size, img_size) = input_for(name);
+    let options = ModelOptions { num_classes: Some(3), img_size, ..Default::default() };
+    let model = create_model(name, &options, &Device::Cpu)?;
+    let n = batch * 3 * size * size;
+    let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+    let x = Tensor::from_vec(x, (batch, 3, size, size), &Device::Cpu)?;
+    let logits = model.forward_t(&x, true)?;
+    assert_eq!(logits.dims(), &[batch, 3], "{name}");
+    // A fixed, non-degenerate weighting of the logits as the loss.
+    let w: Vec<f32> = (0..batch * 3).map(|i| (i as f32 * 1.3 + 0.4).cos()).collect();
+    let w = Tensor::from_vec(w, (batch, 3), &Device::Cpu)?;
+    let loss = (logits * w)?.sum_all()?;
+    let grads = loss.backward()?;
+    let mut missing = vec![];
+    for p in model.params().trainable() {
+        let ok = match grads.get(&p.var) {
+            Some(g) => g.abs()?.max_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()? > 0.0,
+            None => false,
+        };
+        if !ok {
+            missing.push(p.name.clone());
+        }
+    }
+    assert!(missing.is_empty(), "{name}: parameters without gradient: {missing:?}");
+    for b in model.params().buffers() {
+        assert!(grads.get(&b.var).is_none(), "{name}: buffer {} received a gradient", b.name);
+    }
+    Ok(())
+}
+
+fn check_group(filter: impl Fn(&str) -> bool) -> anyhow::Result<()> {
+    let names: Vec<_> = model_names().into_iter().filter(|n| filter(n)).collect();
+    assert!(!names.is_empty());
+    for name in names {
+        check_all_params_get_gradient(name)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn imagenet_resnets_train_every_parameter() -> anyhow::Result<()> {
+    check_group(|n| n.starts_with("resnet") && !n.ends_with("_cifar"))
+}
+
+#[test]
+fn cifar_resnets_train_every_parameter() -> anyhow::Result<()> {
+    check_group(|n| n.starts_with("resnet") && n.ends_with("_cifar"))
+}
+
+#[test]
+fn deits_train_every_parameter() -> anyhow::Result<()> {
+    check_group(|n| n.starts_with("deit"))
+}
+
+#[test]
+fn every_registered_name_is_covered_by_a_group() {
+    for n in model_names() {
+        assert!(n.starts_with("resnet") || n.starts_with("deit"), "{n} is not in any gradient group");
+    }
+}
+
+#[test]
+fn blurpool_resnet_trains_every_parameter_and_keeps_filters_fixed() -> anyhow::Result<()> {
+    let options = ModelOptions { num_classes: Some(3), blurpool: true, ..Default::default() };
+    let model = create_model("resnet18", &options, &Device::Cpu)?;
+    let x = Tensor::randn(0f32, 1f32, (2, 3, 64, 64), &Device::Cpu)?;
+    let grads = model.forward_t(&x, true)?.sum_all()?.backward()?;
+    for p in model.params().trainable() {
+        assert!(grads.get(&p.var).is_some(), "{} has no gradient", p.name);
+    }
+    let blur: Vec<_> = model.params().buffers().filter(|b| b.name.ends_with("blur_filter")).collect();
+    // resnet18: layer2/3/4 each have a strided conv1 and a strided downsample.0.
+    assert_eq!(blur.len(), 6, "{:?}", blur.iter().map(|b| &b.name).collect::<Vec<_>>());
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! f32 NCHW convolution kernels on GEMM: forward, input gradient and weight gradient.
+//!
+//! Work is split over threads by images; each thread walks its images in blocks of `nb` images
+//! whose column matrices sit side by side (`K x nb*P`), so the late layers (P = 16) still get
+//! wide GEMMs and the weight is packed once per block instead of once per image.
+
+use super::gemm::{matmul, Mat};
+use super::im2col::{col2im_add, im2col, ConvGeom};
+use super::slices::{num_threads, split_range};
+use rayon::prelude::*;
+
+/// Per-thread scratch matrices, kept across calls: re-allocating them per convolution costs page
+/// faults and kernel page clearing comparable to the im2col copy itself.
+#[derive(Default)]
+struct Scratch {
+    cols: Vec<f32>,
+    tmp: Vec<f32>,
+    dcols: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// Runs `f` with this thread's scratch (a fresh one if it is already borrowed, e.g. re-entrancy).
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
+
+/// Minimum GEMM width (columns = images * pixels) a block aims for.
+const TARGET_COLS: usize = 1024;
+
+/// Per-thread image ranges and the block size (images per GEMM).
+struct Plan {
+    ranges: Vec<std::ops::Range<usize>>,
+    nb: usize,
+    /// Threads each GEMM may use itself (> 1 only when there are fewer images than threads).
+    gemm_threads: usize,
+}
+
+fn plan(g: &ConvGeom) -> Plan {
+    let nt = num_threads();
+    let ranges = split_range(g.n, nt);
+    let per = ranges.iter().map(|r| r.len()).max().unwrap_or(1);
+    let nb = TARGET_COLS.div_ceil(g.p().max(1)).clamp(1, per.max(1));
+    let gemm_threads = if ranges.len() < nt { nt } else { 1 };
+    Plan { ranges, nb, gemm_threads }
+}
+
+/// Splits `buf` (n images of `per` elements) into the mutable pieces matching `ranges`.
+fn split_images<'a>(mut buf: &'a mut [f32], ranges: &[std::ops::Range<usize>], per: usize) -> Vec<&'a mut [f32]> {
+    let mut out = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        let (head, tail) = buf.split_at_mut(r.len() * per);
+        out.push(head);
+        buf = tail;
+    }
+    out
+}
+
+/// Columns for images `imgs` of `x` into `cols` (K x nb*P); the pointwise case of a single image
+/// needs no copy and returns the image itself.
+fn columns<'a>(g: &ConvGeom, x: &'a [f32], imgs: std::ops::Range<usize>, cols: &'a mut Vec<f32>) -> &'a [f32] {
+    let (k, p, chw) = (g.k(), g.p(), g.chw());
+    if g.is_pointwise() && imgs.len() == 1 {
+        return &x[imgs.start * chw..(imgs.start + 1) * chw];
+    }
+    let ld = imgs.len() * p;
+    cols.resize(k * ld, 0.0);
+    for (bi, b) in imgs.enumerate() {
+        im2col(g, &x[b * chw..(b + 1) * chw], cols, ld, bi * p);
+    }
+    &cols[..k * ld]
+}
+
+/// `y[N, O, OH, OW] = conv(x[N, C, H, W], w[O, C, KH, KW])`.
+pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let (k, p, o) = (g.k(), g.p(), g.o);
+    let mut y = vec![0f32; g.n * o * p];
+    let pl = plan(g);
+    let wm = Mat::row_major(w, o, k);
+    let parts = split_images(&mut y, &pl.ranges, o * p);
+    parts.into_par_iter().zip(pl.ranges.par_iter()).for_each(|(yt, r)| with_scratch(|sc| {
+        let Scratch { cols, tmp, .. } = sc;
+        let mut b0 = r.start;
+        while b0 < r.end {
+            let b1 = (b0 + pl.nb).min(r.end);
+            let nbp = (b1 - b0) * p;
+            let cm = Mat::row_major(columns(g, x, b0..b1, cols), k, nbp);
+            let yb = &mut yt[(b0 - r.start) * o * p..(b1 - r.start) * o * p];
+            if b1 - b0 == 1 {
+                matmul(yb, p, wm, cm, false, pl.gemm_threads);
+            } else {
+                tmp.resize(o * nbp, 0.0);
+                matmul(tmp, nbp, wm, cm, false, pl.gemm_threads);
+                for bi in 0..b1 - b0 {
+                    for oc in 0..o {
+                        let src = &tmp[oc * nbp + bi * p..oc * nbp + (bi + 1) * p];
+                        yb[(bi * o + oc) * p..(bi * o + oc + 1) * p].copy_from_slice(src);
+                    }
+                }
+            }
+            b0 = b1;
+        }
+    }));
+    y
+}
+
+/// Gradients of `conv` w.r.t. its input (when `want_dx`) and weight (when `want_dw`) given the
+/// output gradient `dy[N, O, OH, OW]`.
+pub fn backward(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    want_dx: bool,
+    want_dw: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let (k, p, o, chw) = (g.k(), g.p(), g.o, g.chw());
+    let pl = plan(g);
+    let wt = Mat::row_major(w, o, k).t();
+    let mut dx = if want_dx { vec![0f32; g.n * chw] } else { Vec::new() };
+    let dx_parts: Vec<Option<&mut [f32]>> = if want_dx {
+        split_images(&mut dx, &pl.ranges, chw).into_iter().map(Some).collect()
+    } else {
+        pl.ranges.iter().map(|_| None).collect()
+    };
+    let dws: Vec<Option<Vec<f32>>> = dx_parts
+        .into_par_iter()
+        .zip(pl.ranges.par_iter())
+        .map(|(mut dxt, r)| with_scratch(|sc| {
+            let Scratch { cols, tmp: dyb, dcols } = sc;
+            let mut dw = if want_dw { Some(vec![0f32; o * k]) } else { None };
+            let mut b0 = r.start;
+            while b0 < r.end {
+                let b1 = (b0 + pl.nb).min(r.end);
+                let nbp = (b1 - b0) * p;
+                // dY block as an O x nb*P matrix (a view for a single image, else gathered).
+                let dym = if b1 - b0 == 1 {
+                    Mat::row_major(&dy[b0 * o * p..(b0 + 1) * o * p], o, p)
+                } else {
+                    dyb.resize(o * nbp, 0.0);
+                    for bi in 0..b1 - b0 {
+                        for oc in 0..o {
+                            let src = &dy[((b0 + bi) * o + oc) * p..((b0 + bi) * o + oc + 1) * p];
+                            dyb[oc * nbp + bi * p..oc * nbp + (bi + 1) * p].copy_from_slice(src);
+                        }
+                    }
+                    Mat::row_major(dyb, o, nbp)
+                };
+                if let Some(dw) = dw.as_mut() {
+                    let cm = Mat::row_major(columns(g, x, b0..b1, cols), k, nbp);
+                    matmul(dw, k, dym, cm.t(), true, pl.gemm_threads);
+                }
+                if let Some(dxt) = dxt.as_deref_mut() {
+                    let dxb = &mut dxt[(b0 - r.start) * chw..(b1 - r.start) * chw];
+                    if g.is_pointwise() && b1 - b0 == 1 {
+                        matmul(dxb, p, wt, dym, false, pl.gemm_threads);
+                    } else {
+                        dcols.resize(k * nbp, 0.0);
+                        matmul(dcols, nbp, wt, dym, false, pl.gemm_threads);
+                        for bi in 0..b1 - b0 {
+                            col2im_add(g, dcols, nbp, bi * p, &mut dxb[bi * chw..(bi + 1) * chw]);
+                        }
+                    }
+                }
+                b0 = b1;
+            }
+            dw
+        }))
+        .collect();
+    let dw = if want_dw {
+        let mut it = dws.into_iter().flatten();
+        let mut acc = it.next().unwrap_or_else(|| vec![0f32; o * k]);
+        for part in it {
+            acc.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
+        }
+        Some(acc)
+    } else {
+        None
+    };
+    (if want_dx { Some(dx) } else { None }, dw)
+}

@@ -1,0 +1,54 @@
+//! ReLU as a custom op: one pass forward, one pass backward (`dy` where `y > 0`). candle's own
+//! `relu` backward builds a zeros tensor, a comparison, a dtype cast and a product (4 passes and
+//! 3 temporaries over the activation).
+
+use crate::cpu::slices::{contiguous_f32, is_cpu_f32, tensor_from_vec, with_f32};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Elements per rayon task.
+const CHUNK: usize = 1 << 14;
+
+struct ReluOp;
+
+impl CustomOp1 for ReluOp {
+    fn name(&self) -> &'static str {
+        "maxsup-relu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s, l, "relu input")?;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(yc, xc)| {
+            yc.iter_mut().zip(xc).for_each(|(o, &v)| *o = v.max(0.0));
+        });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let dx = with_f32(y, |yv| {
+            with_f32(dy, |gv| {
+                let mut dx = vec![0f32; yv.len()];
+                dx.par_chunks_mut(CHUNK).zip(yv.par_chunks(CHUNK).zip(gv.par_chunks(CHUNK))).for_each(
+                    |(dc, (yc, gc))| {
+                        for ((o, &yv), &g) in dc.iter_mut().zip(yc).zip(gc) {
+                            *o = if yv > 0.0 { g } else { 0.0 };
+                        }
+                    },
+                );
+                Ok(dx)
+            })
+        })?;
+        Ok(Some(tensor_from_vec(dx, y.shape())?))
+    }
+}
+
+/// `max(x, 0)`, differentiable (gradient 0 at 0, like PyTorch).
+///
+/// f32 on CPU runs the fused custom op; other dtypes/devices candle's `Tensor::relu`.
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    if !is_cpu_f32(&[x]) {
+        return x.relu();
+    }
+    x.contiguous()?.apply_op1(ReluOp)
+}

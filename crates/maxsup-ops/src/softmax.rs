@@ -1,0 +1,71 @@
+//! Fused softmax over the last dimension with its backward `dx = y * (dy - sum(dy * y))`
+//! (candle's fused `softmax_last_dim` has none).
+
+use crate::cpu::slices::{contiguous_f32, is_cpu_f32, tensor_from_vec, with_f32};
+use crate::reference;
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
+
+/// Rows per rayon task: enough work to amortise scheduling on short rows.
+fn rows_per_task(d: usize) -> usize {
+    (4096 / d.max(1)).max(1)
+}
+
+struct SoftmaxOp;
+
+impl CustomOp1 for SoftmaxOp {
+    fn name(&self) -> &'static str {
+        "maxsup-softmax-last-dim"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s, l, "softmax input")?;
+        let d = l.shape().dims().last().copied().unwrap_or(1).max(1);
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(d * rows_per_task(d)).zip(x.par_chunks(d * rows_per_task(d))).for_each(|(yc, xc)| {
+            for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
+                let m = xr.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let mut sum = 0f32;
+                for (o, &v) in yr.iter_mut().zip(xr) {
+                    *o = (v - m).exp();
+                    sum += *o;
+                }
+                let inv = 1.0 / sum;
+                yr.iter_mut().for_each(|o| *o *= inv);
+            }
+        });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let d = y.dim(D::Minus1)?.max(1);
+        let dx = with_f32(y, |yv| {
+            with_f32(dy, |gv| {
+                let mut dx = vec![0f32; yv.len()];
+                let chunk = d * rows_per_task(d);
+                dx.par_chunks_mut(chunk).zip(yv.par_chunks(chunk).zip(gv.par_chunks(chunk))).for_each(
+                    |(dc, (yc, gc))| {
+                        for ((dr, yr), gr) in dc.chunks_mut(d).zip(yc.chunks(d)).zip(gc.chunks(d)) {
+                            let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+                            for ((o, &yv), &gv) in dr.iter_mut().zip(yr).zip(gr) {
+                                *o = yv * (gv - dot);
+                            }
+                        }
+                    },
+                );
+                Ok(dx)
+            })
+        })?;
+        Ok(Some(tensor_from_vec(dx, y.shape())?))
+    }
+}
+
+/// Softmax over the last dimension, differentiable (candle's `softmax_last_dim` is not).
+///
+/// f32 on CPU runs the fused custom op; other dtypes/devices the composed reference.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if !is_cpu_f32(&[x]) || x.rank() == 0 {
+        return reference::softmax_last_dim(x);
+    }
+    x.contiguous()?.apply_op1(SoftmaxOp)
+}

@@ -1,0 +1,35 @@
+//! Evaluation: top-1/top-5, NLL and ECE (15 bins) over a loader, in eval mode.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use maxsup_data::Loader;
+use maxsup_metrics::CalibrationAccumulator;
+use maxsup_models::ImageClassifier;
+
+use crate::events::EvalStats;
+
+/// Runs `model` (eval mode: BatchNorm running statistics, no drop path) over every batch of
+/// `loader` and returns the metrics.
+pub fn evaluate(model: &dyn ImageClassifier, loader: &Loader, device: &Device, epoch: usize) -> Result<EvalStats> {
+    let start = Instant::now();
+    let mut acc = CalibrationAccumulator::with_bins(model.num_classes(), &[15])?;
+    for batch in loader.epoch(0) {
+        let batch = batch?;
+        let x = Tensor::from_slice(&batch.images, batch.shape.as_slice(), device)?;
+        let logits = model.forward_t(&x, false)?;
+        let logits: Vec<f32> = logits.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
+        acc.push(&logits, &batch.labels)?;
+    }
+    let report = acc.report()?;
+    Ok(EvalStats {
+        epoch,
+        samples: report.samples,
+        top1: report.top1,
+        top5: report.top5,
+        nll: report.nll,
+        ece15: report.ece(15).unwrap_or(f64::NAN),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,25 @@
+//! The training engine behind `train-conv` and `train-vit`.
+//!
+//! A [`TrainConfig`] (from a [recipe preset](TrainConfig::preset), overridable field by field)
+//! becomes a [`Trainer`]: model, optimizer, LR schedule, loss with its alpha schedule, EMA and
+//! data loaders. [`Trainer::run`] trains epoch by epoch, evaluates (top-1/top-5, NLL, ECE) and
+//! writes an atomic checkpoint after every epoch; [`Trainer::resume`] continues a run exactly (on
+//! the CPU a resumed run ends with the same weights as an uninterrupted one).
+
+mod checkpoint;
+mod components;
+mod data_setup;
+mod device;
+mod evaluate;
+mod events;
+mod recipe;
+mod trainer;
+
+pub use checkpoint::{load_checkpoint, save_checkpoint, write_atomically, CheckpointTensors};
+pub use components::{build_criterion, build_model, build_optimizer, build_schedule};
+pub use data_setup::{build_eval_loader, build_loaders, DataLoaders, Split};
+pub use device::parse_device;
+pub use evaluate::evaluate;
+pub use events::{EvalStats, Event, Fanout, JsonLinesLog, Observer, Silent, TrainStats};
+pub use recipe::{AugmentConfig, DataSource, OptimizerConfig, ScheduleConfig, TrainConfig, RECIPES};
+pub use trainer::{RunState, Trainer, BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, LOG_FILE};
