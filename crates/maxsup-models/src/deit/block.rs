@@ -31,8 +31,8 @@ impl Attention {
         let q = (qkv.get(0)? * (hd as f64).powf(-0.5))?.contiguous()?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
-        let attn = maxsup_ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
-        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, d))?;
+        let attn = maxsup_ops::softmax_last_dim(&maxsup_ops::matmul(&q, &k.t()?)?)?;
+        let out = maxsup_ops::matmul(&attn, &v)?.transpose(1, 2)?.reshape((b, n, d))?;
         self.proj.forward(&out)
     }
 }
@@ -69,7 +69,7 @@ impl Block {
         let a = self.attn.forward(&self.norm1.forward(x)?)?;
         let x = (x + drop_path(&a, self.drop_path_rate, train)?)?;
         // timm's MLP uses nn.GELU: the exact erf form.
-        let m = self.fc2.forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?)?;
+        let m = self.fc2.forward(&maxsup_ops::gelu_erf(&self.fc1.forward(&self.norm2.forward(&x)?)?)?)?;
         x + drop_path(&m, self.drop_path_rate, train)?
     }
 

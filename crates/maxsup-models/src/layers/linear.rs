@@ -21,14 +21,8 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims();
-        let inp = *dims.last().ok_or_else(|| candle_core::Error::Msg("Linear on a scalar".into()))?;
-        let rows = x.elem_count() / inp.max(1);
-        // Fold leading dims into one so a single 2-D matmul does the work (no broadcast copies).
-        let y = x.reshape((rows, inp))?.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
-        let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().expect("non-empty dims") = self.weight.dim(0)?;
-        y.reshape(out_dims)
+        // One GEMM over the flattened leading dims, bias folded in (maxsup-ops).
+        maxsup_ops::linear(x, &self.weight, Some(&self.bias))
     }
 
     /// The weight matrix [out, in] (used to apply the classifier at every spatial location).

@@ -101,13 +101,13 @@ impl Block {
     pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match self {
             Block::Basic { conv1, bn1, conv2, bn2, downsample } => {
-                let y = bn1.forward_t(&conv1.forward(x)?, train)?.relu()?;
+                let y = maxsup_ops::relu(&bn1.forward_t(&conv1.forward(x)?, train)?)?;
                 let y = bn2.forward_t(&conv2.forward(&y)?, train)?;
                 residual(y, x, downsample.as_ref(), train)
             }
             Block::Bottleneck { conv1, bn1, conv2, bn2, conv3, bn3, downsample } => {
-                let y = bn1.forward_t(&conv1.forward(x)?, train)?.relu()?;
-                let y = bn2.forward_t(&conv2.forward(&y)?, train)?.relu()?;
+                let y = maxsup_ops::relu(&bn1.forward_t(&conv1.forward(x)?, train)?)?;
+                let y = maxsup_ops::relu(&bn2.forward_t(&conv2.forward(&y)?, train)?)?;
                 let y = bn3.forward_t(&conv3.forward(&y)?, train)?;
                 residual(y, x, downsample.as_ref(), train)
             }
@@ -129,5 +129,5 @@ fn residual(y: Tensor, x: &Tensor, downsample: Option<&Downsample>, train: bool)
         Some(d) => d.forward_t(x, train)?,
         None => x.clone(),
     };
-    (y + identity)?.relu()
+    maxsup_ops::relu(&(y + identity)?)
 }

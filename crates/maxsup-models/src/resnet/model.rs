@@ -89,7 +89,7 @@ impl ImageClassifier for ResNet {
     }
 
     fn forward_stage(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut y = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let mut y = maxsup_ops::relu(&self.bn1.forward_t(&self.conv1.forward(x)?, train)?)?;
         if self.config.stem == Stem::ImageNet {
             y = maxsup_ops::max_pool2d(&y, 3, 2, 1)?;
         }
