@@ -19,7 +19,8 @@ fixtures:
 # Zipf-LS and MaxSup with one recipe and seed, extracts train/val features and prints the table
 # beside the paper's. Default profile: CIFAR-10, resnet20_cifar, on the CPU. `imagenet=DIR` uses
 # the zip cache in DIR with the paper's ResNet-50 recipe (`device=cuda` for a GPU build).
-reproduce-table1 epochs="30" imagenet="" device="cpu" out="runs/table1":
+# `subset=N` trains (and measures the train split) on the first N CIFAR-10 training images.
+reproduce-table1 epochs="30" subset="" imagenet="" device="cpu" out="runs/table1":
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build --release -p train-conv -p maxsup
@@ -28,6 +29,7 @@ reproduce-table1 epochs="30" imagenet="" device="cpu" out="runs/table1":
     else
         bash data/fetch-cifar10.sh
         data=(--recipe cifar10-resnet20 --epochs "{{epochs}}"); limit=(--limit 10000)
+        if [ -n "{{subset}}" ]; then data+=(--train-subset "{{subset}}" --eval-subset 2000); limit=(--limit "{{subset}}"); fi
     fi
     for loss in ce ls ols zipf maxsup; do
         dir="{{out}}/$loss"
@@ -42,4 +44,34 @@ reproduce-table1 epochs="30" imagenet="" device="cpu" out="runs/table1":
         fi
     done
     ./target/release/maxsup table1 --runs "{{out}}" --out "{{out}}/table1.md" \
-        --note "Command: just reproduce-table1 epochs={{epochs}} imagenet={{imagenet}} device={{device}}"
+        --note "Command: just reproduce-table1 epochs={{epochs}} subset={{subset}} imagenet={{imagenet}} device={{device}}"
+
+# Paper Table 2 (linear transfer): pretrains with CE, LS and MaxSup (reusing reproduce-table1's runs
+# when present), extracts frozen penultimate features of Fashion-MNIST (train and test) and fits the
+# L2 logistic-regression probe (45 lambdas, chosen on a held-out split) for each. The paper probes
+# ImageNet ResNet-50 features on CIFAR-10; `imagenet=DIR` pretrains that way and probes CIFAR-10.
+reproduce-table2 epochs="30" imagenet="" device="cpu" out="runs/table1":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release -p train-conv -p maxsup
+    if [ -n "{{imagenet}}" ]; then
+        bash data/fetch-cifar10.sh
+        data=(--recipe resnet50-imagenet --zip "{{imagenet}}"); target=(--cifar10 data/cifar-10-batches-bin)
+    else
+        bash data/fetch-cifar10.sh; bash data/fetch-fashion-mnist.sh
+        data=(--recipe cifar10-resnet20 --epochs "{{epochs}}"); target=(--fashion-mnist data/fashion-mnist)
+    fi
+    for loss in ce ls maxsup; do
+        dir="{{out}}/$loss"
+        if [ ! -f "$dir/last.safetensors" ]; then
+            ./target/release/train-conv "${data[@]}" --loss "$loss" --seed 0 --device "{{device}}" \
+                --out-dir "$dir" --no-progress
+        fi
+        for split in train val; do
+            name=$([ "$split" = train ] && echo transfer_train || echo transfer_test)
+            [ -f "$dir/$name.safetensors" ] || ./target/release/maxsup extract --weights "$dir/last.safetensors" \
+                "${target[@]}" --split "$split" --device "{{device}}" --out "$dir/$name.safetensors"
+        done
+    done
+    ./target/release/maxsup table2 --runs "{{out}}" --out "{{out}}/table2.md" \
+        --note "Command: just reproduce-table2 epochs={{epochs}} imagenet={{imagenet}} device={{device}}"

@@ -35,6 +35,8 @@ enum Command {
     Project(cmd::project::Args),
     /// The paper's Table 1 from a set of runs' feature files, beside the paper's numbers.
     Table1(cmd::table1::Args),
+    /// The paper's linear-transfer table from a set of runs' transfer feature files.
+    Table2(cmd::table2::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -59,5 +61,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logits(a) => cmd::logits::run(a),
         Command::Project(a) => cmd::project::run(a),
         Command::Table1(a) => cmd::table1::run(a),
+        Command::Table2(a) => cmd::table2::run(a),
     }
 }

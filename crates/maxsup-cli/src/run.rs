@@ -113,6 +113,7 @@ fn resume_path(path: &str, args: &TrainArgs, default_recipe: &str) -> Result<Pat
 fn data_name(data: &DataSource) -> String {
     match data {
         DataSource::Cifar10 { .. } => "CIFAR-10".into(),
+        DataSource::FashionMnist { .. } => "Fashion-MNIST".into(),
         DataSource::Folder { root } => root.display().to_string(),
         DataSource::Zip { root, .. } => root.display().to_string(),
     }

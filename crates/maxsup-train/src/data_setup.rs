@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use maxsup_data::{
+    FashionMnist, FashionSplit,
     ColorJitter, RandAugment, RandomErasing, Cifar10, CifarSplit, Dataset, ImageFolder, Interpolation, Loader, LoaderConfig, Mixup, Pipeline, RgbImage,
     ZipCache, ZipCacheOptions,
 };
@@ -61,6 +62,12 @@ fn open_datasets(source: &DataSource) -> Result<(Arc<dyn Dataset>, Arc<dyn Datas
             let test = Cifar10::open(dir, CifarSplit::Test).with_context(hint)?;
             (Arc::new(train), Arc::new(test))
         }
+        DataSource::FashionMnist { dir } => {
+            let hint = || format!("opening Fashion-MNIST in {} (run data/fetch-fashion-mnist.sh)", dir.display());
+            let train = FashionMnist::open(dir, FashionSplit::Train).with_context(hint)?;
+            let test = FashionMnist::open(dir, FashionSplit::Test).with_context(hint)?;
+            (Arc::new(train), Arc::new(test))
+        }
         DataSource::Folder { root } => {
             let train = ImageFolder::open(&root.join("train"))?;
             let val = ImageFolder::open(&root.join("val"))?;
@@ -78,7 +85,7 @@ fn open_datasets(source: &DataSource) -> Result<(Arc<dyn Dataset>, Arc<dyn Datas
 fn pipelines(config: &TrainConfig) -> (Pipeline, Pipeline) {
     let a = &config.augment;
     let (mut train, eval) = match config.data {
-        DataSource::Cifar10 { .. } => (Pipeline::cifar_train(), Pipeline::cifar_eval()),
+        DataSource::Cifar10 { .. } | DataSource::FashionMnist { .. } => (Pipeline::cifar_train(), Pipeline::cifar_eval()),
         _ => {
             let interpolation = if a.bicubic { Interpolation::Bicubic } else { Interpolation::Bilinear };
             let train = if a.randaugment {

@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 pub enum DataSource {
     /// CIFAR-10 binary batches (`data/fetch-cifar10.sh` installs them).
     Cifar10 { dir: PathBuf },
+    /// Fashion-MNIST IDX files (`data/fetch-fashion-mnist.sh`), padded to 32x32 RGB: the transfer
+    /// target of the CPU linear-probe experiment.
+    FashionMnist { dir: PathBuf },
     /// ImageFolder trees `<root>/train/<class>/...` and `<root>/val/<class>/...`.
     Folder { root: PathBuf },
     /// The official zip cache: `<root>/{train,val}.zip` + `<root>/{train,val}_map.txt`; `cache`

@@ -44,6 +44,9 @@ pub struct DataArgs {
     /// CIFAR-10 binary batches.
     #[arg(long, value_name = "DIR")]
     pub cifar10: Option<PathBuf>,
+    /// Fashion-MNIST IDX directory (padded to 32x32 RGB; CIFAR normalization).
+    #[arg(long, value_name = "DIR")]
+    pub fashion_mnist: Option<PathBuf>,
     /// ImageFolder root with train/ and val/.
     #[arg(long, value_name = "DIR")]
     pub folder: Option<PathBuf>,
@@ -58,12 +61,13 @@ pub struct DataArgs {
 impl DataArgs {
     /// The data part of a configuration: the training run's, overridden by any option given.
     pub fn resolve(&self, from_checkpoint: Option<TrainConfig>) -> Result<TrainConfig> {
-        let given = match (&self.cifar10, &self.folder, &self.zip) {
-            (Some(dir), None, None) => Some((DataSource::Cifar10 { dir: dir.clone() }, 32)),
-            (None, Some(root), None) => Some((DataSource::Folder { root: root.clone() }, self.image_size)),
-            (None, None, Some(root)) => Some((DataSource::Zip { root: root.clone(), cache: false }, self.image_size)),
-            (None, None, None) => None,
-            _ => bail!("give one of --cifar10, --folder, --zip"),
+        let given = match (&self.cifar10, &self.fashion_mnist, &self.folder, &self.zip) {
+            (Some(dir), None, None, None) => Some((DataSource::Cifar10 { dir: dir.clone() }, 32)),
+            (None, Some(dir), None, None) => Some((DataSource::FashionMnist { dir: dir.clone() }, 32)),
+            (None, None, Some(root), None) => Some((DataSource::Folder { root: root.clone() }, self.image_size)),
+            (None, None, None, Some(root)) => Some((DataSource::Zip { root: root.clone(), cache: false }, self.image_size)),
+            (None, None, None, None) => None,
+            _ => bail!("give one of --cifar10, --fashion-mnist, --folder, --zip"),
         };
         match (from_checkpoint, given) {
             (Some(mut c), Some((data, size))) => {
@@ -78,7 +82,7 @@ impl DataArgs {
                 c.image_size = size;
                 Ok(c)
             }
-            (None, None) => bail!("plain weight files need the data: --cifar10, --folder or --zip"),
+            (None, None) => bail!("plain weight files need the data: --cifar10, --fashion-mnist, --folder or --zip"),
         }
     }
 }

@@ -9,3 +9,4 @@ pub mod gradcam;
 pub mod logits;
 pub mod project;
 pub mod table1;
+pub mod table2;
