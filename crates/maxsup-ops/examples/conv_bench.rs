@@ -11,7 +11,10 @@ use std::time::Instant;
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<f64> = after.split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
     // fields 14 and 15 of the full line are utime, stime; `after` starts at field 3.
     (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
 }
@@ -59,7 +62,8 @@ fn main() -> Result<()> {
         let both = time(&|| conv(x.as_tensor())?.sum_all()?.backward().map(|_| ()))?;
         let candle = if with_candle {
             let f = || -> Result<()> {
-                let y = maxsup_ops::reference::conv2d(x.as_tensor(), w.as_tensor(), None, s, p, 1, 1)?;
+                let y =
+                    maxsup_ops::reference::conv2d(x.as_tensor(), w.as_tensor(), None, s, p, 1, 1)?;
                 y.sum_all()?.backward().map(|_| ())
             };
             format!("{:.4}s", time(&f)?)

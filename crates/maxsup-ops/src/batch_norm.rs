@@ -24,9 +24,16 @@ fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
         .map(|ch| {
             let planes = || (0..n).map(move |b| &x[(b * c + ch) * hw..(b * c + ch + 1) * hw]);
             let m = (n * hw) as f64;
-            let mean = planes().map(|p| p.iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() / m;
+            let mean = planes()
+                .map(|p| p.iter().map(|&v| v as f64).sum::<f64>())
+                .sum::<f64>()
+                / m;
             let var = planes()
-                .map(|p| p.iter().map(|&v| (v as f64 - mean) * (v as f64 - mean)).sum::<f64>())
+                .map(|p| {
+                    p.iter()
+                        .map(|&v| (v as f64 - mean) * (v as f64 - mean))
+                        .sum::<f64>()
+                })
                 .sum::<f64>()
                 / m;
             (mean, var)
@@ -54,12 +61,17 @@ impl CustomOp3 for BatchNormTrainOp {
         let bi = contiguous_f32(bs, bl, "batch_norm2d bias")?;
         let hw = h * w;
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(pl, (yp, xp))| {
-            let ch = pl % c;
-            let scale = wt[ch] * self.rstd[ch];
-            let shift = bi[ch] - self.mean[ch] * scale;
-            yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = v * scale + shift);
-        });
+        y.par_chunks_mut(hw)
+            .zip(x.par_chunks(hw))
+            .enumerate()
+            .for_each(|(pl, (yp, xp))| {
+                let ch = pl % c;
+                let scale = wt[ch] * self.rstd[ch];
+                let shift = bi[ch] - self.mean[ch] * scale;
+                yp.iter_mut()
+                    .zip(xp)
+                    .for_each(|(o, &v)| *o = v * scale + shift);
+            });
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -125,7 +137,10 @@ impl CustomOp3 for BatchNormTrainOp {
 fn check_channels(c: usize, named: &[(&str, &Tensor)]) -> Result<()> {
     for (name, t) in named {
         if t.elem_count() != c {
-            candle_core::bail!("batch_norm2d: {name} has shape {:?}, expected [{c}] (input channels)", t.shape());
+            candle_core::bail!(
+                "batch_norm2d: {name} has shape {:?}, expected [{c}] (input channels)",
+                t.shape()
+            );
         }
     }
     Ok(())
@@ -152,22 +167,51 @@ pub fn batch_norm2d(
     eps: f64,
 ) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
-    check_channels(c, &[("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)])?;
-    let fast = is_cpu_f32(&[x, weight, bias, running_mean.as_tensor(), running_var.as_tensor()]);
+    check_channels(
+        c,
+        &[
+            ("weight", weight),
+            ("bias", bias),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+        ],
+    )?;
+    let fast = is_cpu_f32(&[
+        x,
+        weight,
+        bias,
+        running_mean.as_tensor(),
+        running_var.as_tensor(),
+    ]);
     if !train || !fast {
-        return reference::batch_norm2d(x, weight, bias, running_mean, running_var, train, momentum, eps);
+        return reference::batch_norm2d(
+            x,
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            train,
+            momentum,
+            eps,
+        );
     }
     let cnt = n * h * w;
     if cnt < 2 {
-        candle_core::bail!("batch_norm2d: train mode needs more than one value per channel, got input {:?}", x.shape());
+        candle_core::bail!(
+            "batch_norm2d: train mode needs more than one value per channel, got input {:?}",
+            x.shape()
+        );
     }
     let x = x.contiguous()?;
     let stats = with_f32(&x, |xv| Ok(channel_stats(xv, n, c, h * w)))?;
     let unbias = cnt as f64 / (cnt - 1) as f64;
     let rm = running_mean.as_tensor().flatten_all()?.to_vec1::<f32>()?;
     let rv = running_var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-    let new_rm: Vec<f32> =
-        rm.iter().zip(&stats).map(|(&r, s)| ((1.0 - momentum) * r as f64 + momentum * s.0) as f32).collect();
+    let new_rm: Vec<f32> = rm
+        .iter()
+        .zip(&stats)
+        .map(|(&r, s)| ((1.0 - momentum) * r as f64 + momentum * s.0) as f32)
+        .collect();
     let new_rv: Vec<f32> = rv
         .iter()
         .zip(&stats)
@@ -177,7 +221,10 @@ pub fn batch_norm2d(
     running_var.set(&tensor_from_vec(new_rv, running_var.shape())?)?;
     let op = BatchNormTrainOp {
         mean: stats.iter().map(|s| s.0 as f32).collect(),
-        rstd: stats.iter().map(|s| (1.0 / (s.1 + eps).sqrt()) as f32).collect(),
+        rstd: stats
+            .iter()
+            .map(|s| (1.0 / (s.1 + eps).sqrt()) as f32)
+            .collect(),
     };
     x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)
 }

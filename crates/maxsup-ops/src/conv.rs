@@ -18,7 +18,13 @@ struct Conv2dOp {
 
 impl Conv2dOp {
     fn geom(&self, x: &Layout, w: &Layout) -> Result<ConvGeom> {
-        ConvGeom::new(x.shape().dims4()?, w.shape().dims4()?, self.stride, self.pad, self.dil)
+        ConvGeom::new(
+            x.shape().dims4()?,
+            w.shape().dims4()?,
+            self.stride,
+            self.pad,
+            self.dil,
+        )
     }
 }
 
@@ -27,7 +33,13 @@ impl CustomOp2 for Conv2dOp {
         "maxsup-conv2d"
     }
 
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let g = self.geom(xl, wl)?;
         let x = contiguous_f32(xs, xl, "conv2d input")?;
         let w = contiguous_f32(ws, wl, "conv2d weight")?;
@@ -35,10 +47,20 @@ impl CustomOp2 for Conv2dOp {
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = ConvGeom::new(x.dims4()?, w.dims4()?, self.stride, self.pad, self.dil)?;
         let (dx, dw) = with_f32(x, |xv| {
-            with_f32(w, |wv| with_f32(dy, |dyv| Ok(backward(&g, xv, wv, dyv, self.need_dx, self.need_dw))))
+            with_f32(w, |wv| {
+                with_f32(dy, |dyv| {
+                    Ok(backward(&g, xv, wv, dyv, self.need_dx, self.need_dw))
+                })
+            })
         })?;
         let dx = dx.map(|v| tensor_from_vec(v, x.shape())).transpose()?;
         let dw = dw.map(|v| tensor_from_vec(v, w.shape())).transpose()?;
@@ -63,7 +85,13 @@ pub fn conv2d(
     if groups != 1 || !is_cpu_f32(&[x, weight]) || x.rank() != 4 || weight.rank() != 4 {
         return reference::conv2d(x, weight, bias, stride, padding, dilation, groups);
     }
-    let op = Conv2dOp { stride, pad: padding, dil: dilation, need_dx: x.track_op(), need_dw: weight.track_op() };
+    let op = Conv2dOp {
+        stride,
+        pad: padding,
+        dil: dilation,
+        need_dx: x.track_op(),
+        need_dw: weight.track_op(),
+    };
     let y = x.contiguous()?.apply_op2(&weight.contiguous()?, op)?;
     match bias {
         Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),

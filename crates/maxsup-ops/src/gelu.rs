@@ -20,11 +20,13 @@ impl CustomOp1 for GeluErfOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l, "gelu input")?;
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(yc, xc)| {
-            for (o, &v) in yc.iter_mut().zip(xc) {
-                *o = 0.5 * v * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
-            }
-        });
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(yc, xc)| {
+                for (o, &v) in yc.iter_mut().zip(xc) {
+                    *o = 0.5 * v * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
+                }
+            });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -32,15 +34,15 @@ impl CustomOp1 for GeluErfOp {
         let dx = with_f32(x, |xv| {
             with_f32(dy, |gv| {
                 let mut dx = vec![0f32; xv.len()];
-                dx.par_chunks_mut(CHUNK).zip(xv.par_chunks(CHUNK).zip(gv.par_chunks(CHUNK))).for_each(
-                    |(dc, (xc, gc))| {
+                dx.par_chunks_mut(CHUNK)
+                    .zip(xv.par_chunks(CHUNK).zip(gv.par_chunks(CHUNK)))
+                    .for_each(|(dc, (xc, gc))| {
                         for ((o, &v), &g) in dc.iter_mut().zip(xc).zip(gc) {
                             let cdf = 0.5 * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
                             let pdf = FRAC_1_SQRT_2PI * (-0.5 * v * v).exp();
                             *o = g * (cdf + v * pdf);
                         }
-                    },
-                );
+                    });
                 Ok(dx)
             })
         })?;

@@ -2,7 +2,9 @@
 //! none). Row statistics are recomputed in the backward instead of stored: one extra read of `x`
 //! is cheaper than keeping them alive for the whole graph.
 
-use crate::cpu::slices::{contiguous_f32, is_cpu_f32, num_threads, split_range, tensor_from_vec, with_f32};
+use crate::cpu::slices::{
+    contiguous_f32, is_cpu_f32, num_threads, split_range, tensor_from_vec, with_f32,
+};
 use crate::reference;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
@@ -38,15 +40,22 @@ impl CustomOp3 for LayerNormOp {
         let b = contiguous_f32(bs, bl, "layer_norm bias")?;
         let d = w.len();
         if b.len() != d || xl.shape().dims().last() != Some(&d) {
-            candle_core::bail!("layer_norm: input {:?} last dim must equal weight {d} and bias {}", xl.shape(), b.len());
+            candle_core::bail!(
+                "layer_norm: input {:?} last dim must equal weight {d} and bias {}",
+                xl.shape(),
+                b.len()
+            );
         }
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(d).zip(x.par_chunks(d)).with_min_len(16).for_each(|(yr, xr)| {
-            let (mean, rstd) = row_stats(xr, self.eps);
-            for (((o, &v), &wv), &bv) in yr.iter_mut().zip(xr).zip(w).zip(b) {
-                *o = (v - mean) * rstd * wv + bv;
-            }
-        });
+        y.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .with_min_len(16)
+            .for_each(|(yr, xr)| {
+                let (mean, rstd) = row_stats(xr, self.eps);
+                for (((o, &v), &wv), &bv) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+                    *o = (v - mean) * rstd * wv + bv;
+                }
+            });
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -124,5 +133,9 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     if !is_cpu_f32(&[x, weight, bias]) || x.rank() == 0 {
         return reference::layer_norm(x, weight, bias, eps);
     }
-    x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, LayerNormOp { eps: eps as f32 })
+    x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        LayerNormOp { eps: eps as f32 },
+    )
 }

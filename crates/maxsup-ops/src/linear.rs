@@ -3,7 +3,9 @@
 //! candle's transpose / broadcast / reduce / gradient-accumulation nodes.
 
 use crate::cpu::gemm::{matmul as gemm, Mat};
-use crate::cpu::slices::{contiguous_f32, is_cpu_f32, num_threads, split_range, tensor_from_vec, with_f32};
+use crate::cpu::slices::{
+    contiguous_f32, is_cpu_f32, num_threads, split_range, tensor_from_vec, with_f32,
+};
 use crate::reference;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -21,7 +23,9 @@ fn column_sums(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         .map(|r| {
             let mut acc = vec![0f32; cols];
             for row in r {
-                acc.iter_mut().zip(&m[row * cols..(row + 1) * cols]).for_each(|(a, v)| *a += v);
+                acc.iter_mut()
+                    .zip(&m[row * cols..(row + 1) * cols])
+                    .for_each(|(a, v)| *a += v);
             }
             acc
         })
@@ -53,11 +57,21 @@ impl CustomOp3 for LinearOp {
         let (rows, inp) = xl.shape().dims2()?;
         let (out, win) = wl.shape().dims2()?;
         if win != inp || b.len() != out {
-            candle_core::bail!("linear: input [{rows}, {inp}], weight [{out}, {win}], bias [{}] do not fit", b.len());
+            candle_core::bail!(
+                "linear: input [{rows}, {inp}], weight [{out}, {win}], bias [{}] do not fit",
+                b.len()
+            );
         }
         let mut y = vec![0f32; rows * out];
         y.par_chunks_mut(out).for_each(|r| r.copy_from_slice(b));
-        gemm(&mut y, out, Mat::row_major(x, rows, inp), Mat::row_major(w, out, inp).t(), true, num_threads());
+        gemm(
+            &mut y,
+            out,
+            Mat::row_major(x, rows, inp),
+            Mat::row_major(w, out, inp).t(),
+            true,
+            num_threads(),
+        );
         Ok((CpuStorage::F32(y), Shape::from((rows, out))))
     }
 
@@ -87,14 +101,25 @@ impl CustomOp3 for LinearOp {
             let dw = if self.need_w {
                 let dw = with_f32(x, |xv| {
                     let mut dw = vec![0f32; out * inp];
-                    gemm(&mut dw, inp, gm.t(), Mat::row_major(xv, rows, inp), false, nt);
+                    gemm(
+                        &mut dw,
+                        inp,
+                        gm.t(),
+                        Mat::row_major(xv, rows, inp),
+                        false,
+                        nt,
+                    );
                     Ok(dw)
                 })?;
                 Some(tensor_from_vec(dw, w.shape())?)
             } else {
                 None
             };
-            let db = if self.need_b { Some(tensor_from_vec(column_sums(g, rows, out), b.shape())?) } else { None };
+            let db = if self.need_b {
+                Some(tensor_from_vec(column_sums(g, rows, out), b.shape())?)
+            } else {
+                None
+            };
             Ok((dx, dw, db))
         })
     }
@@ -105,7 +130,11 @@ impl CustomOp3 for LinearOp {
 ///
 /// f32 on CPU runs the fused custom op; other dtypes/devices the composed `reference::linear`.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    if !is_cpu_f32(&[x, weight]) || bias.is_some_and(|b| !is_cpu_f32(&[b])) || x.rank() == 0 || weight.rank() != 2 {
+    if !is_cpu_f32(&[x, weight])
+        || bias.is_some_and(|b| !is_cpu_f32(&[b]))
+        || x.rank() == 0
+        || weight.rank() != 2
+    {
         return reference::linear(x, weight, bias);
     }
     let dims = x.dims().to_vec();
@@ -119,7 +148,11 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
             &zeros
         }
     };
-    let op = LinearOp { need_x: x.track_op(), need_w: weight.track_op(), need_b: bias.is_some_and(|b| b.track_op()) };
+    let op = LinearOp {
+        need_x: x.track_op(),
+        need_w: weight.track_op(),
+        need_b: bias.is_some_and(|b| b.track_op()),
+    };
     let y = x2.apply_op3(&weight.contiguous()?, &b.contiguous()?, op)?;
     let mut out_dims = dims;
     *out_dims.last_mut().expect("rank >= 1") = out;

@@ -37,13 +37,31 @@ impl Batched {
             }
             offsets = next;
         }
-        Ok(Self { offsets, rows: dims[r - 2], cols: dims[r - 1], rs: st[r - 2], cs: st[r - 1] })
+        Ok(Self {
+            offsets,
+            rows: dims[r - 2],
+            cols: dims[r - 1],
+            rs: st[r - 2],
+            cs: st[r - 1],
+        })
     }
     fn mat<'a>(&self, data: &'a [f32], i: usize) -> Mat<'a> {
-        Mat { data: &data[self.offsets[i]..], rows: self.rows, cols: self.cols, rs: self.rs, cs: self.cs }
+        Mat {
+            data: &data[self.offsets[i]..],
+            rows: self.rows,
+            cols: self.cols,
+            rs: self.rs,
+            cs: self.cs,
+        }
     }
     fn t(self) -> Self {
-        Self { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
     }
 }
 
@@ -55,7 +73,11 @@ fn bmm(a_data: &[f32], a: &Batched, b_data: &[f32], b: &Batched) -> Vec<f32> {
     if m * n == 0 {
         return dst;
     }
-    let threads = if batch < num_threads() { num_threads() } else { 1 };
+    let threads = if batch < num_threads() {
+        num_threads()
+    } else {
+        1
+    };
     dst.par_chunks_mut(m * n).enumerate().for_each(|(i, d)| {
         gemm(d, n, a.mat(a_data, i), b.mat(b_data, i), false, threads);
     });
@@ -78,7 +100,9 @@ fn check(al: &Layout, bl: &Layout) -> Result<Shape> {
     let (ad, bd) = (al.dims(), bl.dims());
     let r = ad.len();
     if r < 2 || bd.len() != r || ad[..r - 2] != bd[..r - 2] || ad[r - 1] != bd[r - 2] {
-        candle_core::bail!("matmul: incompatible shapes {ad:?} @ {bd:?} (same batch dims, inner dims equal)");
+        candle_core::bail!(
+            "matmul: incompatible shapes {ad:?} @ {bd:?} (same batch dims, inner dims equal)"
+        );
     }
     let mut out = ad.to_vec();
     out[r - 1] = bd[r - 1];
@@ -90,13 +114,30 @@ impl CustomOp2 for MatMulOp {
         "maxsup-batched-matmul"
     }
 
-    fn cpu_fwd(&self, a: &CpuStorage, al: &Layout, b: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        a: &CpuStorage,
+        al: &Layout,
+        b: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let shape = check(al, bl)?;
-        let y = bmm(f32_data(a)?, &Batched::from_layout(al)?, f32_data(b)?, &Batched::from_layout(bl)?);
+        let y = bmm(
+            f32_data(a)?,
+            &Batched::from_layout(al)?,
+            f32_data(b)?,
+            &Batched::from_layout(bl)?,
+        );
         Ok((CpuStorage::F32(y), shape))
     }
 
-    fn bwd(&self, a: &Tensor, b: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
         let (sa, la) = a.storage_and_layout();
         let (sb, lb) = b.storage_and_layout();
@@ -106,11 +147,26 @@ impl CustomOp2 for MatMulOp {
         };
         let (ad, bd) = (f32_data(sa)?, f32_data(sb)?);
         let dd = contiguous_f32(sd, ld, "matmul output gradient")?;
-        let (ba, bb, bdy) = (Batched::from_layout(la)?, Batched::from_layout(lb)?, Batched::from_layout(ld)?);
-        let bdy = Batched { offsets: bdy.offsets.iter().map(|o| o - ld.start_offset()).collect(), ..bdy };
+        let (ba, bb, bdy) = (
+            Batched::from_layout(la)?,
+            Batched::from_layout(lb)?,
+            Batched::from_layout(ld)?,
+        );
+        let bdy = Batched {
+            offsets: bdy.offsets.iter().map(|o| o - ld.start_offset()).collect(),
+            ..bdy
+        };
         // dA = dY @ B^T, dB = A^T @ dY.
-        let da = if self.need_a { Some(tensor_from_vec(bmm(dd, &bdy, bd, &bb.t()), a.shape())?) } else { None };
-        let db = if self.need_b { Some(tensor_from_vec(bmm(ad, &ba.t(), dd, &bdy), b.shape())?) } else { None };
+        let da = if self.need_a {
+            Some(tensor_from_vec(bmm(dd, &bdy, bd, &bb.t()), a.shape())?)
+        } else {
+            None
+        };
+        let db = if self.need_b {
+            Some(tensor_from_vec(bmm(ad, &ba.t(), dd, &bdy), b.shape())?)
+        } else {
+            None
+        };
         Ok((da, db))
     }
 }
@@ -125,5 +181,11 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         return a.matmul(b);
     }
     check(a.layout(), b.layout())?;
-    a.apply_op2(b, MatMulOp { need_a: a.track_op(), need_b: b.track_op() })
+    a.apply_op2(
+        b,
+        MatMulOp {
+            need_a: a.track_op(),
+            need_b: b.track_op(),
+        },
+    )
 }

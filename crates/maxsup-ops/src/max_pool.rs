@@ -42,36 +42,45 @@ impl CustomOp1 for MaxPoolOp {
         let (oh, ow) = (out_size(h, k, st, p)?, out_size(w, k, st, p)?);
         let mut y = vec![0f32; n * c * oh * ow];
         let mut idx = vec![0u32; n * c * oh * ow];
-        y.par_chunks_mut(oh * ow).zip(idx.par_chunks_mut(oh * ow)).enumerate().for_each(|(pl, (yp, ip))| {
-            let plane = &x[pl * h * w..(pl + 1) * h * w];
-            for i in 0..oh {
-                let r0 = (i * st).saturating_sub(p);
-                let r1 = (i * st + k - p).min(h);
-                for j in 0..ow {
-                    let c0 = (j * st).saturating_sub(p);
-                    let c1 = (j * st + k - p).min(w);
-                    let (mut best, mut at) = (f32::NEG_INFINITY, r0 * w + c0);
-                    for r in r0..r1 {
-                        for (cc, &v) in plane[r * w + c0..r * w + c1].iter().enumerate() {
-                            if v > best || v.is_nan() {
-                                best = v;
-                                at = r * w + c0 + cc;
+        y.par_chunks_mut(oh * ow)
+            .zip(idx.par_chunks_mut(oh * ow))
+            .enumerate()
+            .for_each(|(pl, (yp, ip))| {
+                let plane = &x[pl * h * w..(pl + 1) * h * w];
+                for i in 0..oh {
+                    let r0 = (i * st).saturating_sub(p);
+                    let r1 = (i * st + k - p).min(h);
+                    for j in 0..ow {
+                        let c0 = (j * st).saturating_sub(p);
+                        let c1 = (j * st + k - p).min(w);
+                        let (mut best, mut at) = (f32::NEG_INFINITY, r0 * w + c0);
+                        for r in r0..r1 {
+                            for (cc, &v) in plane[r * w + c0..r * w + c1].iter().enumerate() {
+                                if v > best || v.is_nan() {
+                                    best = v;
+                                    at = r * w + c0 + cc;
+                                }
                             }
                         }
+                        yp[i * ow + j] = best;
+                        ip[i * ow + j] = at as u32;
                     }
-                    yp[i * ow + j] = best;
-                    ip[i * ow + j] = at as u32;
                 }
-            }
-        });
-        *self.argmax.lock().map_err(|_| candle_core::Error::Msg("max_pool2d: poisoned lock".into()))? = idx;
+            });
+        *self
+            .argmax
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("max_pool2d: poisoned lock".into()))? = idx;
         Ok((CpuStorage::F32(y), Shape::from((n, c, oh, ow))))
     }
 
     fn bwd(&self, x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let (n, c, h, w) = x.dims4()?;
         let (oh, ow) = (y.dim(2)?, y.dim(3)?);
-        let idx = self.argmax.lock().map_err(|_| candle_core::Error::Msg("max_pool2d: poisoned lock".into()))?;
+        let idx = self
+            .argmax
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("max_pool2d: poisoned lock".into()))?;
         let mut dx = vec![0f32; n * c * h * w];
         with_f32(dy, |g| {
             dx.par_chunks_mut(h * w).enumerate().for_each(|(pl, dp)| {
@@ -96,5 +105,10 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     if !is_cpu_f32(&[x]) || x.rank() != 4 {
         return reference::max_pool2d(x, kernel, stride, padding);
     }
-    x.contiguous()?.apply_op1(MaxPoolOp { kernel, stride, pad: padding, argmax: Mutex::new(Vec::new()) })
+    x.contiguous()?.apply_op1(MaxPoolOp {
+        kernel,
+        stride,
+        pad: padding,
+        argmax: Mutex::new(Vec::new()),
+    })
 }

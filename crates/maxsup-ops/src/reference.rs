@@ -30,7 +30,8 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
         let neg = f32::MIN as f64;
         let pad_h = Tensor::full(neg, (n, c, padding, w), x.device())?.to_dtype(x.dtype())?;
         let t = Tensor::cat(&[&pad_h, x, &pad_h], 2)?;
-        let pad_w = Tensor::full(neg, (n, c, h + 2 * padding, padding), x.device())?.to_dtype(x.dtype())?;
+        let pad_w =
+            Tensor::full(neg, (n, c, h + 2 * padding, padding), x.device())?.to_dtype(x.dtype())?;
         Tensor::cat(&[&pad_w, &t, &pad_w], 3)?
     } else {
         x.clone()
@@ -54,7 +55,7 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
 /// Pick every `stride`-th row and column of a [N, C, (oh-1)*s+1, (ow-1)*s+1] window.
 fn subsample(t: &Tensor, stride: usize, oh: usize, ow: usize) -> Result<Tensor> {
     if stride == 1 {
-        return Ok(t.contiguous()?);
+        return t.contiguous();
     }
     let (n, c, h, w) = t.dims4()?;
     // pad to a multiple of stride so it can be reshaped, then take index 0 of each group.
@@ -102,25 +103,46 @@ pub fn batch_norm2d(
     let (mean, var) = if train {
         let cnt = n * h * w;
         if cnt < 2 {
-            candle_core::bail!("batch_norm2d: train mode needs more than one value per channel, got input {:?}", x.shape());
+            candle_core::bail!(
+                "batch_norm2d: train mode needs more than one value per channel, got input {:?}",
+                x.shape()
+            );
         }
         let mean = x.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
-        let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
+        let var = x
+            .broadcast_sub(&mean)?
+            .sqr()?
+            .mean_keepdim(0)?
+            .mean_keepdim(2)?
+            .mean_keepdim(3)?;
         let (m, v) = (mean.detach().flatten_all()?, var.detach().flatten_all()?);
         let unbiased = (v * (cnt as f64 / (cnt - 1) as f64))?;
-        let rm = ((running_mean.as_tensor().detach() * (1.0 - momentum))? + (m.reshape(running_mean.shape())? * momentum)?)?;
-        let rv = ((running_var.as_tensor().detach() * (1.0 - momentum))? + (unbiased.reshape(running_var.shape())? * momentum)?)?;
+        let rm = ((running_mean.as_tensor().detach() * (1.0 - momentum))?
+            + (m.reshape(running_mean.shape())? * momentum)?)?;
+        let rv = ((running_var.as_tensor().detach() * (1.0 - momentum))?
+            + (unbiased.reshape(running_var.shape())? * momentum)?)?;
         running_mean.set(&rm.to_dtype(running_mean.dtype())?)?;
         running_var.set(&rv.to_dtype(running_var.dtype())?)?;
         (mean, var)
     } else {
         (
-            running_mean.as_tensor().detach().reshape(shape)?.to_dtype(x.dtype())?,
-            running_var.as_tensor().detach().reshape(shape)?.to_dtype(x.dtype())?,
+            running_mean
+                .as_tensor()
+                .detach()
+                .reshape(shape)?
+                .to_dtype(x.dtype())?,
+            running_var
+                .as_tensor()
+                .detach()
+                .reshape(shape)?
+                .to_dtype(x.dtype())?,
         )
     };
-    let xn = x.broadcast_sub(&mean)?.broadcast_div(&(var + eps)?.sqrt()?)?;
-    xn.broadcast_mul(&weight.reshape(shape)?)?.broadcast_add(&bias.reshape(shape)?)
+    let xn = x
+        .broadcast_sub(&mean)?
+        .broadcast_div(&(var + eps)?.sqrt()?)?;
+    xn.broadcast_mul(&weight.reshape(shape)?)?
+        .broadcast_add(&bias.reshape(shape)?)
 }
 
 /// `x @ weight^T + bias` over the last dimension of `x` (any rank), composed from candle ops.

@@ -19,9 +19,11 @@ impl CustomOp1 for ReluOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l, "relu input")?;
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(yc, xc)| {
-            yc.iter_mut().zip(xc).for_each(|(o, &v)| *o = v.max(0.0));
-        });
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(yc, xc)| {
+                yc.iter_mut().zip(xc).for_each(|(o, &v)| *o = v.max(0.0));
+            });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -29,13 +31,13 @@ impl CustomOp1 for ReluOp {
         let dx = with_f32(y, |yv| {
             with_f32(dy, |gv| {
                 let mut dx = vec![0f32; yv.len()];
-                dx.par_chunks_mut(CHUNK).zip(yv.par_chunks(CHUNK).zip(gv.par_chunks(CHUNK))).for_each(
-                    |(dc, (yc, gc))| {
+                dx.par_chunks_mut(CHUNK)
+                    .zip(yv.par_chunks(CHUNK).zip(gv.par_chunks(CHUNK)))
+                    .for_each(|(dc, (yc, gc))| {
                         for ((o, &yv), &g) in dc.iter_mut().zip(yc).zip(gc) {
                             *o = if yv > 0.0 { g } else { 0.0 };
                         }
-                    },
-                );
+                    });
                 Ok(dx)
             })
         })?;

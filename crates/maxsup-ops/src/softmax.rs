@@ -22,18 +22,20 @@ impl CustomOp1 for SoftmaxOp {
         let x = contiguous_f32(s, l, "softmax input")?;
         let d = l.shape().dims().last().copied().unwrap_or(1).max(1);
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(d * rows_per_task(d)).zip(x.par_chunks(d * rows_per_task(d))).for_each(|(yc, xc)| {
-            for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
-                let m = xr.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                let mut sum = 0f32;
-                for (o, &v) in yr.iter_mut().zip(xr) {
-                    *o = (v - m).exp();
-                    sum += *o;
+        y.par_chunks_mut(d * rows_per_task(d))
+            .zip(x.par_chunks(d * rows_per_task(d)))
+            .for_each(|(yc, xc)| {
+                for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
+                    let m = xr.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                    let mut sum = 0f32;
+                    for (o, &v) in yr.iter_mut().zip(xr) {
+                        *o = (v - m).exp();
+                        sum += *o;
+                    }
+                    let inv = 1.0 / sum;
+                    yr.iter_mut().for_each(|o| *o *= inv);
                 }
-                let inv = 1.0 / sum;
-                yr.iter_mut().for_each(|o| *o *= inv);
-            }
-        });
+            });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -43,16 +45,16 @@ impl CustomOp1 for SoftmaxOp {
             with_f32(dy, |gv| {
                 let mut dx = vec![0f32; yv.len()];
                 let chunk = d * rows_per_task(d);
-                dx.par_chunks_mut(chunk).zip(yv.par_chunks(chunk).zip(gv.par_chunks(chunk))).for_each(
-                    |(dc, (yc, gc))| {
+                dx.par_chunks_mut(chunk)
+                    .zip(yv.par_chunks(chunk).zip(gv.par_chunks(chunk)))
+                    .for_each(|(dc, (yc, gc))| {
                         for ((dr, yr), gr) in dc.chunks_mut(d).zip(yc.chunks(d)).zip(gc.chunks(d)) {
                             let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
                             for ((o, &yv), &gv) in dr.iter_mut().zip(yr).zip(gr) {
                                 *o = yv * (gv - dot);
                             }
                         }
-                    },
-                );
+                    });
                 Ok(dx)
             })
         })?;

@@ -7,12 +7,18 @@ use common::*;
 use maxsup_ops::{batch_norm2d, reference};
 
 fn stats(c: usize) -> Result<(Var, Var)> {
-    Ok((Var::zeros(c, candle_core::DType::F32, &candle_core::Device::Cpu)?, Var::ones(c, candle_core::DType::F32, &candle_core::Device::Cpu)?))
+    Ok((
+        Var::zeros(c, candle_core::DType::F32, &candle_core::Device::Cpu)?,
+        Var::ones(c, candle_core::DType::F32, &candle_core::Device::Cpu)?,
+    ))
 }
 
 #[test]
 fn train_mode_matches_reference_and_updates_running_stats() -> Result<()> {
-    for (i, &(n, c, h, w)) in [(4, 3, 5, 5), (2, 8, 3, 7), (16, 2, 1, 1)].iter().enumerate() {
+    for (i, &(n, c, h, w)) in [(4, 3, 5, 5), (2, 8, 3, 7), (16, 2, 1, 1)]
+        .iter()
+        .enumerate()
+    {
         let x0 = rand_tensor(&[n, c, h, w], 90 + i as u64)?;
         // Shift/scale channels so the statistics are non-trivial.
         let x = Var::from_tensor(&((x0 * 2.0)? + 0.5)?)?;
@@ -20,8 +26,30 @@ fn train_mode_matches_reference_and_updates_running_stats() -> Result<()> {
         let b = rand_var(&[c], 92 + i as u64)?;
         let (rm_f, rv_f) = stats(c)?;
         let (rm_s, rv_s) = stats(c)?;
-        let fast = || batch_norm2d(x.as_tensor(), wt.as_tensor(), b.as_tensor(), &rm_f, &rv_f, true, 0.1, 1e-5);
-        let slow = || reference::batch_norm2d(x.as_tensor(), wt.as_tensor(), b.as_tensor(), &rm_s, &rv_s, true, 0.1, 1e-5);
+        let fast = || {
+            batch_norm2d(
+                x.as_tensor(),
+                wt.as_tensor(),
+                b.as_tensor(),
+                &rm_f,
+                &rv_f,
+                true,
+                0.1,
+                1e-5,
+            )
+        };
+        let slow = || {
+            reference::batch_norm2d(
+                x.as_tensor(),
+                wt.as_tensor(),
+                b.as_tensor(),
+                &rm_s,
+                &rv_s,
+                true,
+                0.1,
+                1e-5,
+            )
+        };
         let (yf, gf) = output_and_grads(&[&x, &wt, &b], &fast, 11)?;
         let (ys, gs) = output_and_grads(&[&x, &wt, &b], &slow, 11)?;
         assert_close(&yf, &ys, 1e-4, "bn output")?;
@@ -31,13 +59,25 @@ fn train_mode_matches_reference_and_updates_running_stats() -> Result<()> {
         assert_close(rm_f.as_tensor(), rm_s.as_tensor(), 1e-5, "running_mean")?;
         assert_close(rv_f.as_tensor(), rv_s.as_tensor(), 1e-5, "running_var")?;
         // Closed form for channel 0 after one update from (0, 1).
-        let xs = x.as_tensor().narrow(1, 0, 1)?.flatten_all()?.to_vec1::<f32>()?;
+        let xs = x
+            .as_tensor()
+            .narrow(1, 0, 1)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let m = xs.iter().map(|&v| v as f64).sum::<f64>() / xs.len() as f64;
         let uv = xs.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / (xs.len() - 1) as f64;
         let rm0 = rm_f.as_tensor().to_vec1::<f32>()?[0] as f64;
         let rv0 = rv_f.as_tensor().to_vec1::<f32>()?[0] as f64;
-        assert!((rm0 - 0.1 * m).abs() < 1e-5, "running_mean {rm0} vs {}", 0.1 * m);
-        assert!((rv0 - (0.9 + 0.1 * uv)).abs() < 1e-4, "running_var {rv0} vs {}", 0.9 + 0.1 * uv);
+        assert!(
+            (rm0 - 0.1 * m).abs() < 1e-5,
+            "running_mean {rm0} vs {}",
+            0.1 * m
+        );
+        assert!(
+            (rv0 - (0.9 + 0.1 * uv)).abs() < 1e-4,
+            "running_var {rv0} vs {}",
+            0.9 + 0.1 * uv
+        );
     }
     Ok(())
 }
@@ -48,7 +88,18 @@ fn train_mode_matches_finite_differences() -> Result<()> {
     let wt = rand_var(&[2], 6)?;
     let b = rand_var(&[2], 7)?;
     let (rm, rv) = stats(2)?;
-    let f = || batch_norm2d(x.as_tensor(), wt.as_tensor(), b.as_tensor(), &rm, &rv, true, 0.1, 1e-5);
+    let f = || {
+        batch_norm2d(
+            x.as_tensor(),
+            wt.as_tensor(),
+            b.as_tensor(),
+            &rm,
+            &rv,
+            true,
+            0.1,
+            1e-5,
+        )
+    };
     let (_, g) = output_and_grads(&[&x, &wt, &b], &f, 3)?;
     check_finite_diff(&x, &g[0], &f, 3, 2e-2)?;
     check_finite_diff(&wt, &g[1], &f, 3, 2e-2)
@@ -78,7 +129,9 @@ fn rejects_wrong_channel_count() -> Result<()> {
     let (rm, rv) = stats(3)?;
     let w = rand_tensor(&[4], 2)?;
     let b = rand_tensor(&[3], 3)?;
-    let err = batch_norm2d(&x, &w, &b, &rm, &rv, true, 0.1, 1e-5).unwrap_err().to_string();
+    let err = batch_norm2d(&x, &w, &b, &rm, &rv, true, 0.1, 1e-5)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("weight"), "{err}");
     Ok(())
 }

@@ -6,15 +6,28 @@ use common::*;
 use maxsup_ops::{conv2d, reference};
 
 /// (n, c, h, w, o, k, stride, pad, dil, bias)
-const CASES: &[(usize, usize, usize, usize, usize, usize, usize, usize, usize, bool)] = &[
+type Case = (
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    bool,
+);
+
+const CASES: &[Case] = &[
     (2, 3, 9, 9, 4, 3, 1, 1, 1, false),
     (3, 4, 11, 7, 5, 3, 2, 1, 1, true),
-    (2, 6, 8, 8, 7, 1, 1, 0, 1, false),  // pointwise: plain GEMM
-    (5, 6, 8, 8, 7, 1, 2, 0, 1, false),  // 1x1 stride 2 (ResNet downsample)
-    (2, 3, 19, 17, 4, 7, 2, 3, 1, true), // 7x7 stem
+    (2, 6, 8, 8, 7, 1, 1, 0, 1, false),   // pointwise: plain GEMM
+    (5, 6, 8, 8, 7, 1, 2, 0, 1, false),   // 1x1 stride 2 (ResNet downsample)
+    (2, 3, 19, 17, 4, 7, 2, 3, 1, true),  // 7x7 stem
     (3, 2, 10, 12, 3, 3, 1, 2, 2, false), // dilation
-    (1, 3, 5, 5, 2, 2, 3, 0, 1, false),  // odd stride, one image (multi-thread GEMM path)
-    (9, 3, 4, 4, 6, 3, 1, 1, 1, false),  // many images per block (P = 16)
+    (1, 3, 5, 5, 2, 2, 3, 0, 1, false),   // odd stride, one image (multi-thread GEMM path)
+    (9, 3, 4, 4, 6, 3, 1, 1, 1, false),   // many images per block (P = 16)
 ];
 
 #[test]

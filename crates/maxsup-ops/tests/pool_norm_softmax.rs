@@ -9,8 +9,14 @@ use maxsup_ops::{layer_norm, max_pool2d, reference, softmax_last_dim};
 #[test]
 fn max_pool_matches_reference() -> Result<()> {
     // (n, c, h, w, kernel, stride, pad)
-    for (i, &(n, c, h, w, k, s, p)) in
-        [(2, 3, 9, 9, 3, 2, 1), (1, 2, 8, 8, 2, 2, 0), (2, 2, 7, 10, 3, 1, 1), (3, 1, 11, 11, 3, 2, 0)].iter().enumerate()
+    for (i, &(n, c, h, w, k, s, p)) in [
+        (2, 3, 9, 9, 3, 2, 1),
+        (1, 2, 8, 8, 2, 2, 0),
+        (2, 2, 7, 10, 3, 1, 1),
+        (3, 1, 11, 11, 3, 2, 0),
+    ]
+    .iter()
+    .enumerate()
     {
         let x = rand_var(&[n, c, h, w], 40 + i as u64)?;
         let fast = || max_pool2d(x.as_tensor(), k, s, p);
@@ -25,7 +31,10 @@ fn max_pool_matches_reference() -> Result<()> {
 
 #[test]
 fn layer_norm_matches_reference_and_finite_differences() -> Result<()> {
-    for (i, shape) in [vec![4, 7, 33], vec![5, 384], vec![3, 2, 1, 8]].iter().enumerate() {
+    for (i, shape) in [vec![4, 7, 33], vec![5, 384], vec![3, 2, 1, 8]]
+        .iter()
+        .enumerate()
+    {
         let d = *shape.last().unwrap();
         let x = rand_var(shape, 50 + i as u64)?;
         let w = rand_var(&[d], 60 + i as u64)?;
@@ -36,7 +45,12 @@ fn layer_norm_matches_reference_and_finite_differences() -> Result<()> {
         let (ys, gs) = output_and_grads(&[&x, &w, &b], &slow, 7)?;
         assert_close(&yf, &ys, 1e-4, "layer_norm output")?;
         for (j, name) in ["dx", "dw", "db"].iter().enumerate() {
-            assert_close(&gf[j], &gs[j], 1e-4, &format!("layer_norm {shape:?} {name}"))?;
+            assert_close(
+                &gf[j],
+                &gs[j],
+                1e-4,
+                &format!("layer_norm {shape:?} {name}"),
+            )?;
         }
         check_finite_diff(&x, &gf[0], &fast, 7, 2e-2)?;
         check_finite_diff(&w, &gf[1], &fast, 7, 2e-2)?;
@@ -56,7 +70,10 @@ fn softmax_matches_reference_and_finite_differences() -> Result<()> {
         assert_close(&yf, &ys, 1e-5, "softmax output")?;
         assert_close(&gf[0], &gs[0], 1e-4, &format!("softmax {shape:?} grad"))?;
         let sums = yf.sum(D::Minus1)?.flatten_all()?.to_vec1::<f32>()?;
-        assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "rows sum to 1: {sums:?}");
+        assert!(
+            sums.iter().all(|s| (s - 1.0).abs() < 1e-5),
+            "rows sum to 1: {sums:?}"
+        );
         check_finite_diff(&x, &gf[0], &fast, 9, 2e-2)?;
     }
     Ok(())
@@ -113,7 +130,12 @@ fn batched_matmul_matches_candle_including_transposed_views() -> Result<()> {
     // a permuted (non-collapsible batch strides) operand
     let p = a.as_tensor().permute((1, 0, 2, 3))?; // [3, 2, 5, 4]
     let q = rand_tensor(&[3, 2, 4, 7], 24)?;
-    assert_close(&maxsup_ops::matmul(&p, &q)?, &p.contiguous()?.matmul(&q)?, 1e-5, "permuted matmul")?;
+    assert_close(
+        &maxsup_ops::matmul(&p, &q)?,
+        &p.contiguous()?.matmul(&q)?,
+        1e-5,
+        "permuted matmul",
+    )?;
     assert!(maxsup_ops::matmul(&p, &rand_tensor(&[3, 2, 5, 7], 1)?).is_err());
     Ok(())
 }

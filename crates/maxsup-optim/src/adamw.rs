@@ -94,7 +94,8 @@ impl AdamW {
         } = self.config;
         let param = &self.table.params[i];
         let g = grad.detach();
-        let mut p = param.var.as_tensor().clone();
+        // Detached, so no autograd graph is recorded (and kept alive by the moments) across steps.
+        let mut p = param.var.as_tensor().detach();
         if param.weight_decay != 0.0 {
             p = p.affine(1.0 - lr * param.weight_decay, 0.0)?;
         }

@@ -74,7 +74,9 @@ impl Sgd {
             nesterov,
         } = self.config;
         let param = &self.table.params[i];
-        let p = param.var.as_tensor();
+        // Detached: arithmetic on the tracked `Var` itself would record an autograd graph that the
+        // momentum buffer keeps alive from step to step (memory grows every step).
+        let p = &param.var.as_tensor().detach();
         let mut d = grad.detach();
         if param.weight_decay != 0.0 {
             d = (d + p.affine(param.weight_decay, 0.0)?)?;
@@ -146,6 +148,27 @@ impl Optimizer for Sgd {
         }
         self.config.lr = state.scalar("lr")?;
         self.buffers = buffers;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Optimizer state must not hold autograd graphs: a buffer derived from the tracked `Var`
+    /// would keep every previous step's graph alive and memory would grow without bound.
+    #[test]
+    fn momentum_buffers_hold_no_autograd_graph() -> Result<()> {
+        let w = Var::new(&[1f32, -2.0, 3.0], &Device::Cpu)?;
+        let named = vec![("w".to_string(), w.clone())];
+        let mut sgd = Sgd::new(vec![ParamGroup::new(named, 0.1)], SgdConfig { lr: 0.1, momentum: 0.9, nesterov: true })?;
+        for _ in 0..2 {
+            let grads = w.as_tensor().sqr()?.sum_all()?.backward()?;
+            sgd.step(&grads)?;
+        }
+        assert!(sgd.buffers.iter().flatten().all(|b| !b.track_op()));
         Ok(())
     }
 }

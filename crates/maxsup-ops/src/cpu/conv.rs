@@ -47,11 +47,19 @@ fn plan(g: &ConvGeom) -> Plan {
     let per = ranges.iter().map(|r| r.len()).max().unwrap_or(1);
     let nb = TARGET_COLS.div_ceil(g.p().max(1)).clamp(1, per.max(1));
     let gemm_threads = if ranges.len() < nt { nt } else { 1 };
-    Plan { ranges, nb, gemm_threads }
+    Plan {
+        ranges,
+        nb,
+        gemm_threads,
+    }
 }
 
 /// Splits `buf` (n images of `per` elements) into the mutable pieces matching `ranges`.
-fn split_images<'a>(mut buf: &'a mut [f32], ranges: &[std::ops::Range<usize>], per: usize) -> Vec<&'a mut [f32]> {
+fn split_images<'a>(
+    mut buf: &'a mut [f32],
+    ranges: &[std::ops::Range<usize>],
+    per: usize,
+) -> Vec<&'a mut [f32]> {
     let mut out = Vec::with_capacity(ranges.len());
     for r in ranges {
         let (head, tail) = buf.split_at_mut(r.len() * per);
@@ -63,7 +71,12 @@ fn split_images<'a>(mut buf: &'a mut [f32], ranges: &[std::ops::Range<usize>], p
 
 /// Columns for images `imgs` of `x` into `cols` (K x nb*P); the pointwise case of a single image
 /// needs no copy and returns the image itself.
-fn columns<'a>(g: &ConvGeom, x: &'a [f32], imgs: std::ops::Range<usize>, cols: &'a mut Vec<f32>) -> &'a [f32] {
+fn columns<'a>(
+    g: &ConvGeom,
+    x: &'a [f32],
+    imgs: std::ops::Range<usize>,
+    cols: &'a mut Vec<f32>,
+) -> &'a [f32] {
     let (k, p, chw) = (g.k(), g.p(), g.chw());
     if g.is_pointwise() && imgs.len() == 1 {
         return &x[imgs.start * chw..(imgs.start + 1) * chw];
@@ -83,29 +96,34 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
     let pl = plan(g);
     let wm = Mat::row_major(w, o, k);
     let parts = split_images(&mut y, &pl.ranges, o * p);
-    parts.into_par_iter().zip(pl.ranges.par_iter()).for_each(|(yt, r)| with_scratch(|sc| {
-        let Scratch { cols, tmp, .. } = sc;
-        let mut b0 = r.start;
-        while b0 < r.end {
-            let b1 = (b0 + pl.nb).min(r.end);
-            let nbp = (b1 - b0) * p;
-            let cm = Mat::row_major(columns(g, x, b0..b1, cols), k, nbp);
-            let yb = &mut yt[(b0 - r.start) * o * p..(b1 - r.start) * o * p];
-            if b1 - b0 == 1 {
-                matmul(yb, p, wm, cm, false, pl.gemm_threads);
-            } else {
-                tmp.resize(o * nbp, 0.0);
-                matmul(tmp, nbp, wm, cm, false, pl.gemm_threads);
-                for bi in 0..b1 - b0 {
-                    for oc in 0..o {
-                        let src = &tmp[oc * nbp + bi * p..oc * nbp + (bi + 1) * p];
-                        yb[(bi * o + oc) * p..(bi * o + oc + 1) * p].copy_from_slice(src);
+    parts
+        .into_par_iter()
+        .zip(pl.ranges.par_iter())
+        .for_each(|(yt, r)| {
+            with_scratch(|sc| {
+                let Scratch { cols, tmp, .. } = sc;
+                let mut b0 = r.start;
+                while b0 < r.end {
+                    let b1 = (b0 + pl.nb).min(r.end);
+                    let nbp = (b1 - b0) * p;
+                    let cm = Mat::row_major(columns(g, x, b0..b1, cols), k, nbp);
+                    let yb = &mut yt[(b0 - r.start) * o * p..(b1 - r.start) * o * p];
+                    if b1 - b0 == 1 {
+                        matmul(yb, p, wm, cm, false, pl.gemm_threads);
+                    } else {
+                        tmp.resize(o * nbp, 0.0);
+                        matmul(tmp, nbp, wm, cm, false, pl.gemm_threads);
+                        for bi in 0..b1 - b0 {
+                            for oc in 0..o {
+                                let src = &tmp[oc * nbp + bi * p..oc * nbp + (bi + 1) * p];
+                                yb[(bi * o + oc) * p..(bi * o + oc + 1) * p].copy_from_slice(src);
+                            }
+                        }
                     }
+                    b0 = b1;
                 }
-            }
-            b0 = b1;
-        }
-    }));
+            })
+        });
     y
 }
 
@@ -122,55 +140,80 @@ pub fn backward(
     let (k, p, o, chw) = (g.k(), g.p(), g.o, g.chw());
     let pl = plan(g);
     let wt = Mat::row_major(w, o, k).t();
-    let mut dx = if want_dx { vec![0f32; g.n * chw] } else { Vec::new() };
+    let mut dx = if want_dx {
+        vec![0f32; g.n * chw]
+    } else {
+        Vec::new()
+    };
     let dx_parts: Vec<Option<&mut [f32]>> = if want_dx {
-        split_images(&mut dx, &pl.ranges, chw).into_iter().map(Some).collect()
+        split_images(&mut dx, &pl.ranges, chw)
+            .into_iter()
+            .map(Some)
+            .collect()
     } else {
         pl.ranges.iter().map(|_| None).collect()
     };
     let dws: Vec<Option<Vec<f32>>> = dx_parts
         .into_par_iter()
         .zip(pl.ranges.par_iter())
-        .map(|(mut dxt, r)| with_scratch(|sc| {
-            let Scratch { cols, tmp: dyb, dcols } = sc;
-            let mut dw = if want_dw { Some(vec![0f32; o * k]) } else { None };
-            let mut b0 = r.start;
-            while b0 < r.end {
-                let b1 = (b0 + pl.nb).min(r.end);
-                let nbp = (b1 - b0) * p;
-                // dY block as an O x nb*P matrix (a view for a single image, else gathered).
-                let dym = if b1 - b0 == 1 {
-                    Mat::row_major(&dy[b0 * o * p..(b0 + 1) * o * p], o, p)
+        .map(|(mut dxt, r)| {
+            with_scratch(|sc| {
+                let Scratch {
+                    cols,
+                    tmp: dyb,
+                    dcols,
+                } = sc;
+                let mut dw = if want_dw {
+                    Some(vec![0f32; o * k])
                 } else {
-                    dyb.resize(o * nbp, 0.0);
-                    for bi in 0..b1 - b0 {
-                        for oc in 0..o {
-                            let src = &dy[((b0 + bi) * o + oc) * p..((b0 + bi) * o + oc + 1) * p];
-                            dyb[oc * nbp + bi * p..oc * nbp + (bi + 1) * p].copy_from_slice(src);
-                        }
-                    }
-                    Mat::row_major(dyb, o, nbp)
+                    None
                 };
-                if let Some(dw) = dw.as_mut() {
-                    let cm = Mat::row_major(columns(g, x, b0..b1, cols), k, nbp);
-                    matmul(dw, k, dym, cm.t(), true, pl.gemm_threads);
-                }
-                if let Some(dxt) = dxt.as_deref_mut() {
-                    let dxb = &mut dxt[(b0 - r.start) * chw..(b1 - r.start) * chw];
-                    if g.is_pointwise() && b1 - b0 == 1 {
-                        matmul(dxb, p, wt, dym, false, pl.gemm_threads);
+                let mut b0 = r.start;
+                while b0 < r.end {
+                    let b1 = (b0 + pl.nb).min(r.end);
+                    let nbp = (b1 - b0) * p;
+                    // dY block as an O x nb*P matrix (a view for a single image, else gathered).
+                    let dym = if b1 - b0 == 1 {
+                        Mat::row_major(&dy[b0 * o * p..(b0 + 1) * o * p], o, p)
                     } else {
-                        dcols.resize(k * nbp, 0.0);
-                        matmul(dcols, nbp, wt, dym, false, pl.gemm_threads);
+                        dyb.resize(o * nbp, 0.0);
                         for bi in 0..b1 - b0 {
-                            col2im_add(g, dcols, nbp, bi * p, &mut dxb[bi * chw..(bi + 1) * chw]);
+                            for oc in 0..o {
+                                let src =
+                                    &dy[((b0 + bi) * o + oc) * p..((b0 + bi) * o + oc + 1) * p];
+                                dyb[oc * nbp + bi * p..oc * nbp + (bi + 1) * p]
+                                    .copy_from_slice(src);
+                            }
+                        }
+                        Mat::row_major(dyb, o, nbp)
+                    };
+                    if let Some(dw) = dw.as_mut() {
+                        let cm = Mat::row_major(columns(g, x, b0..b1, cols), k, nbp);
+                        matmul(dw, k, dym, cm.t(), true, pl.gemm_threads);
+                    }
+                    if let Some(dxt) = dxt.as_deref_mut() {
+                        let dxb = &mut dxt[(b0 - r.start) * chw..(b1 - r.start) * chw];
+                        if g.is_pointwise() && b1 - b0 == 1 {
+                            matmul(dxb, p, wt, dym, false, pl.gemm_threads);
+                        } else {
+                            dcols.resize(k * nbp, 0.0);
+                            matmul(dcols, nbp, wt, dym, false, pl.gemm_threads);
+                            for bi in 0..b1 - b0 {
+                                col2im_add(
+                                    g,
+                                    dcols,
+                                    nbp,
+                                    bi * p,
+                                    &mut dxb[bi * chw..(bi + 1) * chw],
+                                );
+                            }
                         }
                     }
+                    b0 = b1;
                 }
-                b0 = b1;
-            }
-            dw
-        }))
+                dw
+            })
+        })
         .collect();
     let dw = if want_dw {
         let mut it = dws.into_iter().flatten();

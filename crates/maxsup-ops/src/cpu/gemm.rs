@@ -14,11 +14,23 @@ pub struct Mat<'a> {
 impl<'a> Mat<'a> {
     /// A row-major (C-order) `rows x cols` matrix.
     pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Self { data, rows, cols, rs: cols, cs: 1 }
+        Self {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
     }
     /// The transpose view (no copy).
     pub fn t(self) -> Self {
-        Self { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+        Self {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
     }
     fn max_index(&self) -> usize {
         if self.rows == 0 || self.cols == 0 {
@@ -40,7 +52,10 @@ pub fn matmul(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool, 
     if m == 0 || n == 0 {
         return;
     }
-    assert!(dst.len() >= (m - 1) * dst_rs + n, "gemm: destination too small");
+    assert!(
+        dst.len() >= (m - 1) * dst_rs + n,
+        "gemm: destination too small"
+    );
     if k == 0 {
         if !accumulate {
             for r in 0..m {
@@ -49,7 +64,10 @@ pub fn matmul(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool, 
         }
         return;
     }
-    assert!(a.max_index() < a.data.len() && b.max_index() < b.data.len(), "gemm: operand out of bounds");
+    assert!(
+        a.max_index() < a.data.len() && b.max_index() < b.data.len(),
+        "gemm: operand out of bounds"
+    );
     // SAFETY: every index touched is bounds-checked above; dst does not alias a or b (&mut).
     unsafe {
         gemm::gemm(
@@ -71,7 +89,11 @@ pub fn matmul(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool, 
             false,
             false,
             false,
-            if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None },
+            if threads > 1 {
+                gemm::Parallelism::Rayon(threads)
+            } else {
+                gemm::Parallelism::None
+            },
         )
     }
 }

@@ -31,7 +31,9 @@ impl ConvGeom {
         let (n, c, h, w) = x;
         let (o, wc, kh, kw) = wt;
         if wc != c {
-            candle_core::bail!("conv2d: input has {c} channels but weight expects {wc} (groups = 1)");
+            candle_core::bail!(
+                "conv2d: input has {c} channels but weight expects {wc} (groups = 1)"
+            );
         }
         if stride == 0 || dil == 0 {
             candle_core::bail!("conv2d: stride ({stride}) and dilation ({dil}) must be >= 1");
@@ -43,7 +45,20 @@ impl ConvGeom {
         }
         let oh = (h + 2 * pad - ekh) / stride + 1;
         let ow = (w + 2 * pad - ekw) / stride + 1;
-        Ok(Self { n, c, h, w, o, kh, kw, stride, pad, dil, oh, ow })
+        Ok(Self {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            stride,
+            pad,
+            dil,
+            oh,
+            ow,
+        })
     }
     /// Rows of the column matrix: C * KH * KW.
     pub fn k(&self) -> usize {

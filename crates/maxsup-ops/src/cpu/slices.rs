@@ -5,7 +5,9 @@ use candle_core::{CpuStorage, DType, Device, Layout, Result, Storage, Tensor};
 
 /// True when the fast f32 CPU kernels apply to every tensor given (same dtype, CPU device).
 pub fn is_cpu_f32(tensors: &[&Tensor]) -> bool {
-    tensors.iter().all(|t| t.dtype() == DType::F32 && matches!(t.device(), Device::Cpu))
+    tensors
+        .iter()
+        .all(|t| t.dtype() == DType::F32 && matches!(t.device(), Device::Cpu))
 }
 
 /// Runs `f` on the contiguous f32 data of `t` (copied to contiguous first when it is a strided view).
@@ -19,7 +21,11 @@ pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R>
 }
 
 /// The f32 elements of a contiguous CPU storage under `layout`; errors name `what` otherwise.
-pub fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
+pub fn contiguous_f32<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    what: &str,
+) -> Result<&'a [f32]> {
     let data = match storage {
         CpuStorage::F32(v) => v.as_slice(),
         other => candle_core::bail!("maxsup-ops: {what} must be f32, got {:?}", other.dtype()),
@@ -44,5 +50,8 @@ pub fn num_threads() -> usize {
 /// Splits `0..n` into at most `parts` contiguous ranges of near-equal length.
 pub fn split_range(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
     let parts = parts.clamp(1, n.max(1));
-    (0..parts).map(|i| (i * n / parts)..((i + 1) * n / parts)).filter(|r| !r.is_empty()).collect()
+    (0..parts)
+        .map(|i| (i * n / parts)..((i + 1) * n / parts))
+        .filter(|r| !r.is_empty())
+        .collect()
 }

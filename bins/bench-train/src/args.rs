@@ -1,0 +1,45 @@
+//! Command-line options of `bench-train`.
+
+use clap::Parser;
+
+/// Time N training steps of a registry model on a fixed random batch (f32, CPU) and report the
+/// median step time and the peak resident memory, in the same shape as
+/// /work/shared/anchors/torch_cpu_steps.py (SGD lr 0.1, momentum 0.9, weight decay 1e-4 by default,
+/// MaxSup alpha 0.1; the first step is a warm-up and excluded from the median).
+#[derive(Parser, Debug)]
+#[command(name = "bench-train")]
+pub struct Args {
+    /// Registry model name (e.g. resnet18_cifar, resnet50, resnet20_cifar, deit_small_patch4_32), or
+    /// `ops:<resnet name>` for the stand-in ResNet built directly on maxsup-ops' fused layers.
+    #[arg(long)]
+    pub model: String,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Timed steps, the warm-up step included.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Square input resolution.
+    #[arg(long, default_value_t = 32)]
+    pub img: usize,
+    /// Number of classes (logits).
+    #[arg(long, default_value_t = 10)]
+    pub classes: usize,
+    /// MaxSup coefficient of the loss.
+    #[arg(long, default_value_t = 0.1)]
+    pub alpha: f64,
+    /// Worker threads (rayon pool used by candle and maxsup-ops); default: RAYON_NUM_THREADS or all cores.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// SGD momentum (maxsup-optim's Sgd, PyTorch semantics).
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// SGD L2 weight decay. Note: maxsup-optim's Sgd currently keeps the autograd graph of
+    /// `weight_decay * param` alive inside its momentum buffer (memory grows every step); pass 0
+    /// to measure memory without that bug.
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f64,
+    /// Seed of the weights and the random batch.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
