@@ -15,11 +15,12 @@ fixtures:
     cd crates/maxsup-optim/fixtures && python3 gen_fixtures.py
     cd crates/maxsup-metrics/fixtures && python3 gen_fixtures.py && python3 gen_probe_fixture.py
 
-# Paper Table 1 (intra-class variation, inter-class separability): trains Baseline (CE), LS, OLS,
-# Zipf-LS and MaxSup with one recipe and seed, extracts train/val features and prints the table
-# beside the paper's. Default profile: CIFAR-10, resnet20_cifar, on the CPU. `imagenet=DIR` uses
-# the zip cache in DIR with the paper's ResNet-50 recipe (`device=cuda` for a GPU build).
-# `subset=N` trains (and measures the train split) on the first N CIFAR-10 training images.
+# Arguments are positional: `just reproduce-table1 EPOCHS SUBSET IMAGENET_DIR DEVICE OUT`.
+# Default profile: CIFAR-10, resnet20_cifar, CPU. SUBSET=N trains (and measures the train split)
+# on the first N CIFAR-10 training images; IMAGENET_DIR uses the zip cache there with the paper's
+# ResNet-50 recipe (DEVICE=cuda for a GPU build). Trains CE, LS, OLS, Zipf-LS and MaxSup with one
+# recipe and seed, extracts train/val features and prints the table beside the paper's.
+# Paper Table 1: intra-class variation and inter-class separability of five losses.
 reproduce-table1 epochs="30" subset="" imagenet="" device="cpu" out="runs/table1":
     #!/usr/bin/env bash
     set -euo pipefail
@@ -46,10 +47,12 @@ reproduce-table1 epochs="30" subset="" imagenet="" device="cpu" out="runs/table1
     ./target/release/maxsup table1 --runs "{{out}}" --out "{{out}}/table1.md" \
         --note "Command: just reproduce-table1 epochs={{epochs}} subset={{subset}} imagenet={{imagenet}} device={{device}}"
 
-# Paper Table 2 (linear transfer): pretrains with CE, LS and MaxSup (reusing reproduce-table1's runs
-# when present), extracts frozen penultimate features of Fashion-MNIST (train and test) and fits the
-# L2 logistic-regression probe (45 lambdas, chosen on a held-out split) for each. The paper probes
-# ImageNet ResNet-50 features on CIFAR-10; `imagenet=DIR` pretrains that way and probes CIFAR-10.
+# Arguments are positional: `just reproduce-table2 EPOCHS IMAGENET_DIR DEVICE OUT`. Pretrains with
+# CE, LS and MaxSup (reusing reproduce-table1's runs in OUT when present), extracts frozen
+# penultimate features of Fashion-MNIST (train and test) and fits the L2 logistic-regression probe
+# (45 lambdas, chosen on a held-out split) for each. The paper probes ImageNet ResNet-50 features
+# on CIFAR-10; IMAGENET_DIR pretrains that way and probes CIFAR-10 instead.
+# Paper Table 2: linear transfer of frozen features.
 reproduce-table2 epochs="30" imagenet="" device="cpu" out="runs/table1":
     #!/usr/bin/env bash
     set -euo pipefail
