@@ -45,15 +45,16 @@ reproduce-table1 epochs="30" subset="" imagenet="" device="cpu" out="runs/table1
         fi
     done
     ./target/release/maxsup table1 --runs "{{out}}" --out "{{out}}/table1.md" \
-        --note "Command: just reproduce-table1 epochs={{epochs}} subset={{subset}} imagenet={{imagenet}} device={{device}}"
+        --note "Command: just reproduce-table1 {{epochs}} {{subset}} '{{imagenet}}' {{device}} {{out}}"
 
-# Arguments are positional: `just reproduce-table2 EPOCHS IMAGENET_DIR DEVICE OUT`. Pretrains with
+# Arguments are positional: `just reproduce-table2 EPOCHS SUBSET IMAGENET_DIR DEVICE OUT`
+# (SUBSET=N: pretrain on N images, as reproduce-table1, and fit the probe on N transfer images). Pretrains with
 # CE, LS and MaxSup (reusing reproduce-table1's runs in OUT when present), extracts frozen
 # penultimate features of Fashion-MNIST (train and test) and fits the L2 logistic-regression probe
 # (45 lambdas, chosen on a held-out split) for each. The paper probes ImageNet ResNet-50 features
 # on CIFAR-10; IMAGENET_DIR pretrains that way and probes CIFAR-10 instead.
 # Paper Table 2: linear transfer of frozen features.
-reproduce-table2 epochs="30" imagenet="" device="cpu" out="runs/table1":
+reproduce-table2 epochs="30" subset="" imagenet="" device="cpu" out="runs/table1":
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build --release -p train-conv -p maxsup
@@ -64,6 +65,8 @@ reproduce-table2 epochs="30" imagenet="" device="cpu" out="runs/table1":
         bash data/fetch-cifar10.sh; bash data/fetch-fashion-mnist.sh
         data=(--recipe cifar10-resnet20 --epochs "{{epochs}}"); target=(--fashion-mnist data/fashion-mnist)
     fi
+    limit=()
+    if [ -n "{{subset}}" ]; then data+=(--train-subset "{{subset}}" --eval-subset 2000); limit=(--limit "{{subset}}"); fi
     for loss in ce ls maxsup; do
         dir="{{out}}/$loss"
         if [ ! -f "$dir/last.safetensors" ]; then
@@ -72,9 +75,10 @@ reproduce-table2 epochs="30" imagenet="" device="cpu" out="runs/table1":
         fi
         for split in train val; do
             name=$([ "$split" = train ] && echo transfer_train || echo transfer_test)
+            if [ "$split" = train ]; then n=("${limit[@]}"); else n=(); fi
             [ -f "$dir/$name.safetensors" ] || ./target/release/maxsup extract --weights "$dir/last.safetensors" \
-                "${target[@]}" --split "$split" --device "{{device}}" --out "$dir/$name.safetensors"
+                "${target[@]}" --split "$split" "${n[@]}" --device "{{device}}" --out "$dir/$name.safetensors"
         done
     done
     ./target/release/maxsup table2 --runs "{{out}}" --out "{{out}}/table2.md" \
-        --note "Command: just reproduce-table2 epochs={{epochs}} imagenet={{imagenet}} device={{device}}"
+        --note "Command: just reproduce-table2 {{epochs}} {{subset}} '{{imagenet}}' {{device}} {{out}}"
