@@ -91,8 +91,8 @@ pub fn run(args: Args) -> Result<()> {
     if let (Some(ls), Some(ce), Some(ms)) = (ls, ce, ms) {
         let verdict = |ok: bool| if ok { "holds" } else { "does NOT hold" };
         writeln!(md, "\nQualitative claims (validation split):")?;
-        writeln!(md, "- LS lowers intra-class variation below the baseline's: {} ({:.4} < {:.4})", verdict(ls.val.d_within < ce.val.d_within), ls.val.d_within, ce.val.d_within)?;
-        writeln!(md, "- MaxSup keeps it above LS: {} ({:.4} > {:.4})", verdict(ms.val.d_within > ls.val.d_within), ms.val.d_within, ls.val.d_within)?;
+        writeln!(md, "- LS lowers intra-class variation below the baseline's: {} (LS {:.4}, baseline {:.4})", verdict(ls.val.d_within < ce.val.d_within), ls.val.d_within, ce.val.d_within)?;
+        writeln!(md, "- MaxSup keeps it above LS: {} (MaxSup {:.4}, LS {:.4})", verdict(ms.val.d_within > ls.val.d_within), ms.val.d_within, ls.val.d_within)?;
     }
     print!("{md}");
     if let Some(out) = &args.out {
