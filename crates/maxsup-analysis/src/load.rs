@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use maxsup_models::{create_model, load_state_dict, read_pth_state_dict, ImageClassifier, ModelOptions};
-use maxsup_train::{build_model, load_checkpoint, CheckpointTensors, RunState, TrainConfig};
+use maxsup_train::{build_model, is_training_checkpoint, load_checkpoint, CheckpointTensors, RunState, TrainConfig};
 
 /// A model with its weights, plus the training configuration when the file was a training
 /// checkpoint (it says which model and dataset the weights belong to).
@@ -36,14 +36,6 @@ pub fn load_model(weights: &Path, model_name: Option<&str>, device: &Device) -> 
     let model = create_model(name, &options, device)?;
     load_state_dict(model.params(), state_dict, &weights.display().to_string())?;
     Ok(LoadedModel { model, config: None })
-}
-
-fn is_training_checkpoint(path: &Path) -> bool {
-    let Ok(bytes) = std::fs::read(path) else { return false };
-    safetensors::SafeTensors::read_metadata(&bytes)
-        .ok()
-        .and_then(|(_, header)| header.metadata().as_ref().map(|m| m.contains_key("format")))
-        .unwrap_or(false)
 }
 
 fn read_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>> {

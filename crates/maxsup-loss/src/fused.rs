@@ -117,17 +117,14 @@ impl CustomOp1 for FusedLoss {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let op = FusedLossGradient { targets: self.targets.clone(), terms: self.terms };
+        let op = FusedLossGradient(FusedLoss { targets: self.targets.clone(), terms: self.terms });
         let grad = arg.apply_op1_no_bwd(&op)?;
         Ok(Some(grad.broadcast_mul(grad_res)?))
     }
 }
 
 /// The gradient of [`FusedLoss`] w.r.t. the logits, `[B, K]`, for an upstream gradient of 1.
-struct FusedLossGradient {
-    targets: Vec<u32>,
-    terms: Terms,
-}
+struct FusedLossGradient(FusedLoss);
 
 impl CustomOp1 for FusedLossGradient {
     fn name(&self) -> &'static str {
@@ -135,7 +132,7 @@ impl CustomOp1 for FusedLossGradient {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let fused = FusedLoss { targets: self.targets.clone(), terms: self.terms };
+        let fused = &self.0;
         let out = match storage {
             CpuStorage::F32(_) => fused.gradient::<f32>(storage, layout)?,
             CpuStorage::F64(_) => fused.gradient::<f64>(storage, layout)?,

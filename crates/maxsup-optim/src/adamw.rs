@@ -139,11 +139,7 @@ fn lerp(start: &Tensor, end: &Tensor, w: f64) -> Result<Tensor> {
 
 impl Optimizer for AdamW {
     fn step(&mut self, grads: &GradStore) -> Result<()> {
-        for i in 0..self.table.params.len() {
-            let Some(grad) = grads.get(self.table.params[i].var.as_tensor()) else {
-                continue;
-            };
-            let grad = grad.clone();
+        for (i, grad) in self.table.gradients(grads) {
             self.update_one(i, &grad)?;
         }
         Ok(())

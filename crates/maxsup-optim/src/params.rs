@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Result, Var};
+use candle_core::{backprop::GradStore, Result, Tensor, Var};
 
 use crate::param_groups::ParamGroup;
 
@@ -23,6 +23,16 @@ pub(crate) struct ParamTable {
 }
 
 impl ParamTable {
+    /// `(index, gradient)` of every parameter that received a gradient, in table order; the
+    /// others are skipped (PyTorch's `p.grad is None`).
+    pub fn gradients(&self, grads: &GradStore) -> Vec<(usize, Tensor)> {
+        self.params
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| grads.get(p.var.as_tensor()).map(|g| (i, g.clone())))
+            .collect()
+    }
+
     /// Flattens `groups`; a name occurring twice is an error because optimizer state is keyed by name.
     pub fn new(groups: Vec<ParamGroup>) -> Result<Self> {
         let mut params = Vec::new();

@@ -100,11 +100,7 @@ impl Sgd {
 
 impl Optimizer for Sgd {
     fn step(&mut self, grads: &GradStore) -> Result<()> {
-        for i in 0..self.table.params.len() {
-            let Some(grad) = grads.get(self.table.params[i].var.as_tensor()) else {
-                continue;
-            };
-            let grad = grad.clone();
+        for (i, grad) in self.table.gradients(grads) {
             self.update_one(i, &grad)?;
         }
         Ok(())

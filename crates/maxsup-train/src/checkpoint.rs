@@ -81,6 +81,25 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
+/// Whether `path` is a training checkpoint (rather than a plain weight file), from its
+/// safetensors header alone: the tensors are not read.
+pub fn is_training_checkpoint(path: &Path) -> bool {
+    let read_header = || -> Option<Vec<u8>> {
+        let mut file = fs::File::open(path).ok()?;
+        let mut len = [0u8; 8];
+        std::io::Read::read_exact(&mut file, &mut len).ok()?;
+        let len = usize::try_from(u64::from_le_bytes(len)).ok().filter(|&n| n <= 100 << 20)?;
+        let mut header = vec![0u8; len];
+        std::io::Read::read_exact(&mut file, &mut header).ok()?;
+        Some(header)
+    };
+    let Some(header) = read_header() else { return false };
+    serde_json::from_slice::<serde_json::Value>(&header)
+        .ok()
+        .and_then(|h| h.get("__metadata__")?.get("format")?.as_str().map(|f| f == FORMAT))
+        .unwrap_or(false)
+}
+
 /// Reads a checkpoint written by [`save_checkpoint`]: its tensors on `device` and its state.
 pub fn load_checkpoint<M: DeserializeOwned>(path: &Path, device: &Device) -> Result<(CheckpointTensors, M)> {
     let bytes = fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
@@ -129,6 +148,7 @@ mod tests {
         tensors.loss.insert("ols.next_count".into(), Tensor::new(&[5f32], &Device::Cpu).unwrap());
         save_checkpoint(&path, &tensors, &Meta { epoch: 3, note: "a".into() }).unwrap();
         save_checkpoint(&path, &tensors, &Meta { epoch: 4, note: "b".into() }).unwrap();
+        assert!(is_training_checkpoint(&path));
         let (back, meta): (CheckpointTensors, Meta) = load_checkpoint(&path, &Device::Cpu).unwrap();
         assert_eq!(meta, Meta { epoch: 4, note: "b".into() });
         assert_eq!(back.model["fc.weight"].to_vec2::<f32>().unwrap(), vec![vec![1.0, 2.0], vec![3.0, 4.0]]);
@@ -143,6 +163,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("garbage.safetensors");
         fs::write(&path, b"not a checkpoint").unwrap();
+        assert!(!is_training_checkpoint(&path));
         let err = format!("{:#}", load_checkpoint::<Meta>(&path, &Device::Cpu).unwrap_err());
         assert!(err.contains("garbage.safetensors"), "{err}");
         let missing = dir.path().join("missing.safetensors");

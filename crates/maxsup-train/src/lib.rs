@@ -15,7 +15,7 @@ mod events;
 mod recipe;
 mod trainer;
 
-pub use checkpoint::{load_checkpoint, save_checkpoint, write_atomically, CheckpointTensors};
+pub use checkpoint::{is_training_checkpoint, load_checkpoint, save_checkpoint, write_atomically, CheckpointTensors};
 pub use components::{build_criterion, build_model, build_optimizer, build_schedule};
 pub use data_setup::{build_eval_loader, build_loaders, DataLoaders, Split};
 pub use device::parse_device;
