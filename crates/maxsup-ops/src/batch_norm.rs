@@ -6,7 +6,7 @@
 //! `dx = w * rstd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat))` are each one fused pass,
 //! instead of the ~10 elementwise/reduction nodes of the composed version.
 
-use crate::cpu::slices::{contiguous_f32, is_cpu_f32, tensor_from_vec, with_f32};
+use crate::cpu::slices::{contiguous_f32, is_cpu_f32, output_buffer, tensor_from_vec, with_f32};
 use crate::reference;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, Var};
 use rayon::prelude::*;
@@ -60,7 +60,7 @@ impl CustomOp3 for BatchNormTrainOp {
         let wt = contiguous_f32(ws, wl, "batch_norm2d weight")?;
         let bi = contiguous_f32(bs, bl, "batch_norm2d bias")?;
         let hw = h * w;
-        let mut y = vec![0f32; x.len()];
+        let mut y = output_buffer(x.len());
         y.par_chunks_mut(hw)
             .zip(x.par_chunks(hw))
             .enumerate()
@@ -108,7 +108,7 @@ impl CustomOp3 for BatchNormTrainOp {
                             (s as f32, sx as f32)
                         })
                         .collect();
-                    let mut dx = vec![0f32; xv.len()];
+                    let mut dx = output_buffer(xv.len());
                     dx.par_chunks_mut(hw).enumerate().for_each(|(pl, dp)| {
                         let ch = pl % c;
                         let (mean, rstd) = (self.mean[ch], self.rstd[ch]);

@@ -1,7 +1,7 @@
 //! Exact (erf) GELU as a custom op with a one-pass backward. candle's `gelu_erf` backward is
 //! composed of ~10 elementwise ops, each a full pass (and a temporary) over the MLP activation.
 
-use crate::cpu::slices::{contiguous_f32, is_cpu_f32, tensor_from_vec, with_f32};
+use crate::cpu::slices::{contiguous_f32, is_cpu_f32, output_buffer, tensor_from_vec, with_f32};
 use candle_core::cpu::erf::erf_f32;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -19,7 +19,7 @@ impl CustomOp1 for GeluErfOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l, "gelu input")?;
-        let mut y = vec![0f32; x.len()];
+        let mut y = output_buffer(x.len());
         y.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .for_each(|(yc, xc)| {
@@ -33,7 +33,7 @@ impl CustomOp1 for GeluErfOp {
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let dx = with_f32(x, |xv| {
             with_f32(dy, |gv| {
-                let mut dx = vec![0f32; xv.len()];
+                let mut dx = output_buffer(xv.len());
                 dx.par_chunks_mut(CHUNK)
                     .zip(xv.par_chunks(CHUNK).zip(gv.par_chunks(CHUNK)))
                     .for_each(|(dc, (xc, gc))| {

@@ -3,7 +3,7 @@
 //! is cheaper than keeping them alive for the whole graph.
 
 use crate::cpu::slices::{
-    contiguous_f32, is_cpu_f32, num_threads, split_range, tensor_from_vec, with_f32,
+    contiguous_f32, is_cpu_f32, num_threads, output_buffer, split_range, tensor_from_vec, with_f32,
 };
 use crate::reference;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
@@ -46,7 +46,7 @@ impl CustomOp3 for LayerNormOp {
                 b.len()
             );
         }
-        let mut y = vec![0f32; x.len()];
+        let mut y = output_buffer(x.len());
         y.par_chunks_mut(d)
             .zip(x.par_chunks(d))
             .with_min_len(16)
@@ -71,7 +71,7 @@ impl CustomOp3 for LayerNormOp {
         let (dx, dw, db) = with_f32(x, |xv| {
             with_f32(w, |wv| {
                 with_f32(dy, |gv| {
-                    let mut dx = vec![0f32; xv.len()];
+                    let mut dx = output_buffer(xv.len());
                     let rows = xv.len() / d.max(1);
                     let ranges = split_range(rows, num_threads());
                     let mut parts = Vec::with_capacity(ranges.len());

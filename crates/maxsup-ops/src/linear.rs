@@ -4,7 +4,7 @@
 
 use crate::cpu::gemm::{matmul as gemm, Mat};
 use crate::cpu::slices::{
-    contiguous_f32, is_cpu_f32, num_threads, split_range, tensor_from_vec, with_f32,
+    contiguous_f32, is_cpu_f32, num_threads, output_buffer, split_range, tensor_from_vec, with_f32,
 };
 use crate::reference;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
@@ -62,7 +62,7 @@ impl CustomOp3 for LinearOp {
                 b.len()
             );
         }
-        let mut y = vec![0f32; rows * out];
+        let mut y = output_buffer(rows * out);
         y.par_chunks_mut(out).for_each(|r| r.copy_from_slice(b));
         gemm(
             &mut y,
@@ -90,7 +90,7 @@ impl CustomOp3 for LinearOp {
             let gm = Mat::row_major(g, rows, out);
             let dx = if self.need_x {
                 let dx = with_f32(w, |wv| {
-                    let mut dx = vec![0f32; rows * inp];
+                    let mut dx = output_buffer(rows * inp);
                     gemm(&mut dx, inp, gm, Mat::row_major(wv, out, inp), false, nt);
                     Ok(dx)
                 })?;
@@ -100,7 +100,7 @@ impl CustomOp3 for LinearOp {
             };
             let dw = if self.need_w {
                 let dw = with_f32(x, |xv| {
-                    let mut dw = vec![0f32; out * inp];
+                    let mut dw = output_buffer(out * inp);
                     gemm(
                         &mut dw,
                         inp,

@@ -5,7 +5,7 @@
 //! place, without a contiguous copy.
 
 use crate::cpu::gemm::{matmul as gemm, Mat};
-use crate::cpu::slices::{contiguous_f32, is_cpu_f32, num_threads, tensor_from_vec};
+use crate::cpu::slices::{contiguous_f32, is_cpu_f32, num_threads, output_buffer, tensor_from_vec};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
@@ -69,7 +69,7 @@ impl Batched {
 fn bmm(a_data: &[f32], a: &Batched, b_data: &[f32], b: &Batched) -> Vec<f32> {
     let (m, n) = (a.rows, b.cols);
     let batch = a.offsets.len();
-    let mut dst = vec![0f32; batch * m * n];
+    let mut dst = output_buffer(batch * m * n);
     if m * n == 0 {
         return dst;
     }

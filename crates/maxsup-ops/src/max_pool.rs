@@ -2,7 +2,7 @@
 //! pass, so the backward is a single scatter (candle's own max-pool only differentiates
 //! kernel == stride).
 
-use crate::cpu::slices::{contiguous_f32, is_cpu_f32, tensor_from_vec, with_f32};
+use crate::cpu::slices::{contiguous_f32, is_cpu_f32, output_buffer, tensor_from_vec, with_f32};
 use crate::reference;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -40,7 +40,7 @@ impl CustomOp1 for MaxPoolOp {
         let x = contiguous_f32(s, l, "max_pool2d input")?;
         let (k, st, p) = (self.kernel, self.stride, self.pad);
         let (oh, ow) = (out_size(h, k, st, p)?, out_size(w, k, st, p)?);
-        let mut y = vec![0f32; n * c * oh * ow];
+        let mut y = output_buffer(n * c * oh * ow);
         let mut idx = vec![0u32; n * c * oh * ow];
         y.par_chunks_mut(oh * ow)
             .zip(idx.par_chunks_mut(oh * ow))

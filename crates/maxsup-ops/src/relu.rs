@@ -2,7 +2,7 @@
 //! `relu` backward builds a zeros tensor, a comparison, a dtype cast and a product (4 passes and
 //! 3 temporaries over the activation).
 
-use crate::cpu::slices::{contiguous_f32, is_cpu_f32, tensor_from_vec, with_f32};
+use crate::cpu::slices::{contiguous_f32, is_cpu_f32, output_buffer, tensor_from_vec, with_f32};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -18,7 +18,7 @@ impl CustomOp1 for ReluOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l, "relu input")?;
-        let mut y = vec![0f32; x.len()];
+        let mut y = output_buffer(x.len());
         y.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .for_each(|(yc, xc)| {
@@ -30,7 +30,7 @@ impl CustomOp1 for ReluOp {
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let dx = with_f32(y, |yv| {
             with_f32(dy, |gv| {
-                let mut dx = vec![0f32; yv.len()];
+                let mut dx = output_buffer(yv.len());
                 dx.par_chunks_mut(CHUNK)
                     .zip(yv.par_chunks(CHUNK).zip(gv.par_chunks(CHUNK)))
                     .for_each(|(dc, (yc, gc))| {

@@ -1,7 +1,7 @@
 //! Fused softmax over the last dimension with its backward `dx = y * (dy - sum(dy * y))`
 //! (candle's fused `softmax_last_dim` has none).
 
-use crate::cpu::slices::{contiguous_f32, is_cpu_f32, tensor_from_vec, with_f32};
+use crate::cpu::slices::{contiguous_f32, is_cpu_f32, output_buffer, tensor_from_vec, with_f32};
 use crate::reference;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
@@ -21,7 +21,7 @@ impl CustomOp1 for SoftmaxOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l, "softmax input")?;
         let d = l.shape().dims().last().copied().unwrap_or(1).max(1);
-        let mut y = vec![0f32; x.len()];
+        let mut y = output_buffer(x.len());
         y.par_chunks_mut(d * rows_per_task(d))
             .zip(x.par_chunks(d * rows_per_task(d)))
             .for_each(|(yc, xc)| {
@@ -43,7 +43,7 @@ impl CustomOp1 for SoftmaxOp {
         let d = y.dim(D::Minus1)?.max(1);
         let dx = with_f32(y, |yv| {
             with_f32(dy, |gv| {
-                let mut dx = vec![0f32; yv.len()];
+                let mut dx = output_buffer(yv.len());
                 let chunk = d * rows_per_task(d);
                 dx.par_chunks_mut(chunk)
                     .zip(yv.par_chunks(chunk).zip(gv.par_chunks(chunk)))

@@ -28,6 +28,9 @@ const CASES: &[Case] = &[
     (3, 2, 10, 12, 3, 3, 1, 2, 2, false), // dilation
     (1, 3, 5, 5, 2, 2, 3, 0, 1, false),   // odd stride, one image (multi-thread GEMM path)
     (9, 3, 4, 4, 6, 3, 1, 1, 1, false),   // many images per block (P = 16)
+    (2, 3, 7, 5, 4, 5, 1, 2, 1, true),    // same-size 5x5: contiguous shifted im2col/col2im
+    (2, 2, 2, 3, 3, 5, 1, 2, 1, false),   // same-size taps that read only padding
+    (3, 2, 1, 6, 2, 3, 1, 1, 1, false),   // single-row image
 ];
 
 #[test]

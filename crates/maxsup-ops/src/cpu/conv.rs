@@ -6,7 +6,7 @@
 
 use super::gemm::{matmul, Mat};
 use super::im2col::{col2im_add, im2col, ConvGeom};
-use super::slices::{num_threads, split_range};
+use super::slices::{num_threads, output_buffer, split_range};
 use rayon::prelude::*;
 
 /// Per-thread scratch matrices, kept across calls: re-allocating them per convolution costs page
@@ -92,7 +92,7 @@ fn columns<'a>(
 /// `y[N, O, OH, OW] = conv(x[N, C, H, W], w[O, C, KH, KW])`.
 pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (k, p, o) = (g.k(), g.p(), g.o);
-    let mut y = vec![0f32; g.n * o * p];
+    let mut y = output_buffer(g.n * o * p);
     let pl = plan(g);
     let wm = Mat::row_major(w, o, k);
     let parts = split_images(&mut y, &pl.ranges, o * p);
@@ -141,7 +141,7 @@ pub fn backward(
     let pl = plan(g);
     let wt = Mat::row_major(w, o, k).t();
     let mut dx = if want_dx {
-        vec![0f32; g.n * chw]
+        output_buffer(g.n * chw)
     } else {
         Vec::new()
     };
@@ -198,10 +198,13 @@ pub fn backward(
                         } else {
                             dcols.resize(k * nbp, 0.0);
                             matmul(dcols, nbp, wt, dym, false, pl.gemm_threads);
+                            // Zeroed here, per block and per thread, while it is about to be
+                            // touched anyway (output_buffer left it uninitialised).
+                            dxb.fill(0.0);
                             for bi in 0..b1 - b0 {
                                 col2im_add(
                                     g,
-                                    dcols,
+                                    &mut dcols[..],
                                     nbp,
                                     bi * p,
                                     &mut dxb[bi * chw..(bi + 1) * chw],

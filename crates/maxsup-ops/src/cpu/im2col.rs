@@ -72,6 +72,23 @@ impl ConvGeom {
     pub fn chw(&self) -> usize {
         self.c * self.h * self.w
     }
+    /// Stride 1 with the output as large as the input (e.g. 3x3, padding 1): output pixel `j`
+    /// of kernel tap (ki, kj) reads input pixel `j + shift`, one shift for the whole plane.
+    pub fn is_same_stride1(&self) -> bool {
+        self.stride == 1 && self.oh == self.h && self.ow == self.w
+    }
+    /// For a stride-1 same-size convolution and tap (ki, kj): the flat input offset of each output
+    /// pixel, the output rows `[r0, r1)` and columns `[lo, hi)` that read inside the image.
+    fn same_tap(&self, ki: usize, kj: usize) -> (isize, usize, usize, usize, usize) {
+        let dy = (ki * self.dil) as isize - self.pad as isize;
+        let dx = (kj * self.dil) as isize - self.pad as isize;
+        let (h, w) = (self.h as isize, self.w as isize);
+        let r0 = (-dy).clamp(0, h) as usize;
+        let r1 = (h - dy).clamp(r0 as isize, h) as usize;
+        let lo = (-dx).clamp(0, w) as usize;
+        let hi = (w - dx).clamp(lo as isize, w) as usize;
+        (dy * w + dx, r0, r1, lo, hi)
+    }
     /// A 1x1, stride-1, unpadded convolution is a plain GEMM on the image itself.
     pub fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
@@ -94,6 +111,9 @@ impl ConvGeom {
 
 /// Fills `cols` (K rows, row stride `ld`, columns `col0 .. col0 + P`) from one image `img` (C*H*W).
 pub fn im2col(g: &ConvGeom, img: &[f32], cols: &mut [f32], ld: usize, col0: usize) {
+    if g.is_same_stride1() {
+        return im2col_same(g, img, cols, ld, col0);
+    }
     let (oh_n, ow_n) = (g.oh, g.ow);
     for c in 0..g.c {
         let plane = &img[c * g.h * g.w..(c + 1) * g.h * g.w];
@@ -128,7 +148,13 @@ pub fn im2col(g: &ConvGeom, img: &[f32], cols: &mut [f32], ld: usize, col0: usiz
 }
 
 /// Adds the column matrix back into one image gradient `img` (C*H*W): the adjoint of `im2col`.
-pub fn col2im_add(g: &ConvGeom, cols: &[f32], ld: usize, col0: usize, img: &mut [f32]) {
+///
+/// For stride-1 "same" convolutions the entries of `cols` that read padding are overwritten with
+/// zeros (they carry no gradient), which lets each kernel tap be one contiguous add.
+pub fn col2im_add(g: &ConvGeom, cols: &mut [f32], ld: usize, col0: usize, img: &mut [f32]) {
+    if g.is_same_stride1() {
+        return col2im_add_same(g, cols, ld, col0, img);
+    }
     let (oh_n, ow_n) = (g.oh, g.ow);
     for c in 0..g.c {
         let plane = &mut img[c * g.h * g.w..(c + 1) * g.h * g.w];
@@ -157,6 +183,70 @@ pub fn col2im_add(g: &ConvGeom, cols: &[f32], ld: usize, col0: usize, img: &mut 
                             dst[iw0 + i * g.stride] += s;
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// `im2col` for stride-1 same-size convolutions: per tap, one contiguous copy of the shifted
+/// plane, then zeros where the tap reads padding (short per-row copies cost more than the data).
+fn im2col_same(g: &ConvGeom, img: &[f32], cols: &mut [f32], ld: usize, col0: usize) {
+    let (hw, w) = (g.h * g.w, g.w);
+    for c in 0..g.c {
+        let plane = &img[c * hw..(c + 1) * hw];
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let k = (c * g.kh + ki) * g.kw + kj;
+                let row = &mut cols[k * ld + col0..k * ld + col0 + hw];
+                let (shift, r0, r1, lo, hi) = g.same_tap(ki, kj);
+                if r0 == r1 || lo == hi {
+                    row.fill(0.0);
+                    continue;
+                }
+                // Output range [a, b) of the valid rows whose shifted source lies in the plane.
+                let a = ((r0 * w) as isize).max(-shift) as usize;
+                let b = ((r1 * w) as isize).min(hw as isize - shift) as usize;
+                let sa = (a as isize + shift) as usize;
+                row[a..b].copy_from_slice(&plane[sa..sa + (b - a)]);
+                row[..r0 * w].fill(0.0);
+                row[r1 * w..].fill(0.0);
+                if lo > 0 || hi < w {
+                    for r in r0..r1 {
+                        row[r * w..r * w + lo].fill(0.0);
+                        row[r * w + hi..(r + 1) * w].fill(0.0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `col2im_add` for stride-1 same-size convolutions: zero the entries that read padding, then
+/// one contiguous add per tap.
+fn col2im_add_same(g: &ConvGeom, cols: &mut [f32], ld: usize, col0: usize, img: &mut [f32]) {
+    let (hw, w) = (g.h * g.w, g.w);
+    for c in 0..g.c {
+        let plane = &mut img[c * hw..(c + 1) * hw];
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let k = (c * g.kh + ki) * g.kw + kj;
+                let row = &mut cols[k * ld + col0..k * ld + col0 + hw];
+                let (shift, r0, r1, lo, hi) = g.same_tap(ki, kj);
+                if r0 == r1 || lo == hi {
+                    continue;
+                }
+                if lo > 0 || hi < w {
+                    for r in r0..r1 {
+                        row[r * w..r * w + lo].fill(0.0);
+                        row[r * w + hi..(r + 1) * w].fill(0.0);
+                    }
+                }
+                let a = ((r0 * w) as isize).max(-shift) as usize;
+                let b = ((r1 * w) as isize).min(hw as isize - shift) as usize;
+                let sa = (a as isize + shift) as usize;
+                for (d, s) in plane[sa..sa + (b - a)].iter_mut().zip(&row[a..b]) {
+                    *d += s;
                 }
             }
         }
