@@ -67,6 +67,9 @@ fn build(name: &str, options: &ModelOptions, img: usize, dev: &Device) -> Result
 }
 
 fn main() -> Result<()> {
+    if !maxsup_cli::allocator::retain_freed_pages() {
+        eprintln!("warning: could not set mimalloc's purge delay; timings include page faults");
+    }
     let args = args::Args::parse();
     if args.steps < 2 {
         bail!("--steps must be at least 2 (the first step is a warm-up)");

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 mod cmd;
 
 #[derive(Parser)]
-#[command(name = "maxsup", version, about = "MaxSup toolkit: models, data, metrics")]
+#[command(
+    name = "maxsup",
+    version,
+    about = "MaxSup toolkit: models, data, metrics"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,6 +49,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    maxsup_cli::allocator::retain_freed_pages();
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

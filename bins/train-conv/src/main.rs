@@ -7,5 +7,10 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    maxsup_cli::train_main("train-conv", maxsup_cli::ModelFamily::Conv, "cifar10-resnet20")
+    maxsup_cli::allocator::retain_freed_pages();
+    maxsup_cli::train_main(
+        "train-conv",
+        maxsup_cli::ModelFamily::Conv,
+        "cifar10-resnet20",
+    )
 }

@@ -20,7 +20,16 @@ fn command(out_dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.arg("--cifar10")
         .arg(cifar_dir())
-        .args(["--epochs", "3", "--train-subset", "400", "--eval-subset", "200", "--batch-size", "50"])
+        .args([
+            "--epochs",
+            "3",
+            "--train-subset",
+            "400",
+            "--eval-subset",
+            "200",
+            "--batch-size",
+            "50",
+        ])
         .args(["--eval-batch-size", "200", "--no-progress", "--out-dir"])
         .arg(out_dir)
         .stdout(Stdio::null())
@@ -33,7 +42,9 @@ fn model_weights(checkpoint: &Path) -> HashMap<String, Vec<f32>> {
     tensors
         .into_iter()
         .filter(|(name, _)| name.starts_with("model/"))
-        .map(|(name, t): (String, Tensor)| (name, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .map(|(name, t): (String, Tensor)| {
+            (name, t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        })
         .collect()
 }
 
@@ -51,26 +62,47 @@ fn killed_run_resumes_to_identical_weights() {
     let checkpoint = killed.join("last.safetensors");
     let start = Instant::now();
     while !checkpoint.exists() {
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before its first checkpoint");
-        assert!(start.elapsed() < Duration::from_secs(600), "no checkpoint after 10 minutes");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its first checkpoint"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "no checkpoint after 10 minutes"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL: no chance to clean up
     child.wait().unwrap();
 
-    let resumed = Command::new(BIN).arg("--resume").arg(&checkpoint).stdout(Stdio::null()).status().unwrap();
+    let resumed = Command::new(BIN)
+        .arg("--resume")
+        .arg(&checkpoint)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
     assert!(resumed.success());
-    let (a, b) = (model_weights(&full.join("last.safetensors")), model_weights(&checkpoint));
+    let (a, b) = (
+        model_weights(&full.join("last.safetensors")),
+        model_weights(&checkpoint),
+    );
     assert!(!a.is_empty());
     assert_eq!(a.len(), b.len());
     for (name, values) in &a {
-        assert_eq!(Some(values), b.get(name), "tensor {name} differs after kill + resume");
+        assert_eq!(
+            Some(values),
+            b.get(name),
+            "tensor {name} differs after kill + resume"
+        );
     }
 }
 
 #[test]
 fn asking_for_cuda_without_the_feature_is_a_clear_error() {
-    let out = Command::new(BIN).args(["--device", "cuda:0", "--epochs", "1"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--device", "cuda:0", "--epochs", "1"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     if cfg!(not(feature = "cuda")) {

@@ -7,5 +7,10 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    maxsup_cli::train_main("train-vit", maxsup_cli::ModelFamily::Vit, "cifar10-deit-tiny")
+    maxsup_cli::allocator::retain_freed_pages();
+    maxsup_cli::train_main(
+        "train-vit",
+        maxsup_cli::ModelFamily::Vit,
+        "cifar10-deit-tiny",
+    )
 }

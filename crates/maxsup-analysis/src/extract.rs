@@ -27,7 +27,9 @@ pub fn extract_features(
         let x = Tensor::from_slice(&batch.images, batch.shape.as_slice(), device)?;
         let features = model.forward_features(&x, false)?;
         let logits = model.forward_head(&features)?;
-        let to_host = |t: Tensor| -> Result<Vec<f32>> { Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?) };
+        let to_host = |t: Tensor| -> Result<Vec<f32>> {
+            Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+        };
         let labels: Vec<i64> = batch.labels.iter().map(|&l| i64::from(l)).collect();
         writer
             .push(&to_host(features)?, &to_host(logits)?, &labels)

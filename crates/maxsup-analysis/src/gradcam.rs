@@ -21,7 +21,11 @@ pub struct GradCam {
 /// The activation `A` is the model's last stage: for ResNets the last block's feature map
 /// `[B, C, h, w]`; for DeiTs the tokens after the last block with the CLS token dropped and the
 /// patch tokens laid out on their grid (the official visualization's reshape transform).
-pub fn grad_cam(model: &dyn ImageClassifier, images: &Tensor, classes: Option<&[u32]>) -> Result<GradCam> {
+pub fn grad_cam(
+    model: &dyn ImageClassifier,
+    images: &Tensor,
+    classes: Option<&[u32]>,
+) -> Result<GradCam> {
     let activation = Var::from_tensor(&model.forward_stage(images, false)?.detach())?;
     let logits = model.forward_from_stage(activation.as_tensor(), false)?;
     let (b, k) = logits.dims2()?;
@@ -48,21 +52,33 @@ pub fn grad_cam(model: &dyn ImageClassifier, images: &Tensor, classes: Option<&[
     let alpha = grad.mean_keepdim(2)?; // [B, C, 1]
     let cam = act.broadcast_mul(&alpha)?.sum(1)?.relu()?; // [B, h*w]
     let maps: Vec<Vec<f32>> = cam.to_dtype(DType::F32)?.to_vec2()?;
-    Ok(GradCam { maps, height, width, classes })
+    Ok(GradCam {
+        maps,
+        height,
+        width,
+        classes,
+    })
 }
 
 /// Brings the activation and its gradient to `[B, C, h*w]`: a conv feature map directly, ViT
 /// tokens without the CLS token, transposed, on a square patch grid.
 fn spatial_layout(act: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor, usize, usize)> {
     match act.dims() {
-        &[b, c, h, w] => Ok((act.reshape((b, c, h * w))?, grad.reshape((b, c, h * w))?, h, w)),
+        &[b, c, h, w] => Ok((
+            act.reshape((b, c, h * w))?,
+            grad.reshape((b, c, h * w))?,
+            h,
+            w,
+        )),
         &[_, tokens, _] => {
             let patches = tokens - 1;
             let side = (patches as f64).sqrt().round() as usize;
             if side * side != patches {
                 bail!("grad_cam: {patches} patch tokens do not form a square grid");
             }
-            let layout = |t: &Tensor| -> Result<Tensor> { Ok(t.narrow(1, 1, patches)?.transpose(1, 2)?.contiguous()?) };
+            let layout = |t: &Tensor| -> Result<Tensor> {
+                Ok(t.narrow(1, 1, patches)?.transpose(1, 2)?.contiguous()?)
+            };
             Ok((layout(act)?, layout(grad)?, side, side))
         }
         other => bail!("grad_cam: unexpected last-stage activation shape {other:?}"),

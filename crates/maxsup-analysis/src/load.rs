@@ -4,8 +4,12 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
-use maxsup_models::{create_model, load_state_dict, read_pth_state_dict, ImageClassifier, ModelOptions};
-use maxsup_train::{build_model, is_training_checkpoint, load_checkpoint, CheckpointTensors, RunState, TrainConfig};
+use maxsup_models::{
+    create_model, load_state_dict, read_pth_state_dict, ImageClassifier, ModelOptions,
+};
+use maxsup_train::{
+    build_model, is_training_checkpoint, load_checkpoint, CheckpointTensors, RunState, TrainConfig,
+};
 
 /// A model with its weights, plus the training configuration when the file was a training
 /// checkpoint (it says which model and dataset the weights belong to).
@@ -18,7 +22,11 @@ pub struct LoadedModel {
 /// read from it), or a plain state dict as safetensors or PyTorch `.pth` (torchvision/timm names,
 /// `model`/`state_dict` keys and DDP `module.` prefixes handled), which needs `model_name`. The
 /// number of classes is read from the classifier weight.
-pub fn load_model(weights: &Path, model_name: Option<&str>, device: &Device) -> Result<LoadedModel> {
+pub fn load_model(
+    weights: &Path,
+    model_name: Option<&str>,
+    device: &Device,
+) -> Result<LoadedModel> {
     if is_training_checkpoint(weights) {
         let (tensors, state): (CheckpointTensors, RunState) = load_checkpoint(weights, device)?;
         let config = state.config;
@@ -26,20 +34,35 @@ pub fn load_model(weights: &Path, model_name: Option<&str>, device: &Device) -> 
         let classes = num_classes(&state_dict, weights)?;
         let model = build_model(&config, classes, device)?;
         load_state_dict(model.params(), state_dict, &weights.display().to_string())?;
-        return Ok(LoadedModel { model, config: Some(config) });
+        return Ok(LoadedModel {
+            model,
+            config: Some(config),
+        });
     }
     let Some(name) = model_name else {
-        bail!("{} is a plain weight file: say which model it is with --model", weights.display());
+        bail!(
+            "{} is a plain weight file: say which model it is with --model",
+            weights.display()
+        );
     };
     let state_dict = read_state_dict(weights)?;
-    let options = ModelOptions { num_classes: Some(num_classes(&state_dict, weights)?), ..ModelOptions::default() };
+    let options = ModelOptions {
+        num_classes: Some(num_classes(&state_dict, weights)?),
+        ..ModelOptions::default()
+    };
     let model = create_model(name, &options, device)?;
     load_state_dict(model.params(), state_dict, &weights.display().to_string())?;
-    Ok(LoadedModel { model, config: None })
+    Ok(LoadedModel {
+        model,
+        config: None,
+    })
 }
 
 fn read_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    let is_pth = matches!(path.extension().and_then(|e| e.to_str()), Some("pth" | "pt" | "bin" | "tar"));
+    let is_pth = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("pth" | "pt" | "bin" | "tar")
+    );
     if is_pth {
         return read_pth_state_dict(path);
     }
@@ -56,6 +79,9 @@ fn num_classes(state_dict: &[(String, Tensor)], origin: &Path) -> Result<usize> 
     });
     match classifier {
         Some((_, w)) => Ok(w.dims()[0]),
-        None => bail!("{}: no classifier weight (fc.weight or head.weight) in the state dict", origin.display()),
+        None => bail!(
+            "{}: no classifier weight (fc.weight or head.weight) in the state dict",
+            origin.display()
+        ),
     }
 }

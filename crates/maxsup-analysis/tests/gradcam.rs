@@ -7,13 +7,19 @@ use maxsup_models::{create_model, ModelOptions};
 
 fn images(b: usize, side: usize) -> Tensor {
     let n = b * 3 * side * side;
-    let values: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+    let values: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
     Tensor::from_vec(values, (b, 3, side, side), &Device::Cpu).unwrap()
 }
 
 #[test]
 fn resnet_grad_cam_equals_the_closed_form() {
-    let options = ModelOptions { num_classes: Some(10), seed: 3, ..ModelOptions::default() };
+    let options = ModelOptions {
+        num_classes: Some(10),
+        seed: 3,
+        ..ModelOptions::default()
+    };
     let model = create_model("resnet20_cifar", &options, &Device::Cpu).unwrap();
     let x = images(2, 32);
     let cam = grad_cam(model.as_ref(), &x, Some(&[4, 7])).unwrap();
@@ -21,12 +27,30 @@ fn resnet_grad_cam_equals_the_closed_form() {
     let dense = model.dense_logits(&feature_map).unwrap(); // [B, K, h, w]
     let (_, _, h, w) = dense.dims4().unwrap();
     assert_eq!((cam.height, cam.width), (h, w));
-    let bias: Vec<f32> = model.params().get("fc.bias").unwrap().var.to_vec1().unwrap();
+    let bias: Vec<f32> = model
+        .params()
+        .get("fc.bias")
+        .unwrap()
+        .var
+        .to_vec1()
+        .unwrap();
     for (i, &c) in [4usize, 7].iter().enumerate() {
-        let expected: Vec<f32> = dense.get(i).unwrap().get(c).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let expected: Vec<f32> = dense
+            .get(i)
+            .unwrap()
+            .get(c)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         for (j, e) in expected.iter().enumerate() {
             let closed = ((e - bias[c]) / (h * w) as f32).max(0.0);
-            assert!((cam.maps[i][j] - closed).abs() < 1e-5, "image {i} cell {j}: {} vs {closed}", cam.maps[i][j]);
+            assert!(
+                (cam.maps[i][j] - closed).abs() < 1e-5,
+                "image {i} cell {j}: {} vs {closed}",
+                cam.maps[i][j]
+            );
         }
     }
     assert_eq!(cam.classes, vec![4, 7]);
@@ -34,14 +58,27 @@ fn resnet_grad_cam_equals_the_closed_form() {
 
 #[test]
 fn deit_grad_cam_is_on_the_patch_grid_and_defaults_to_the_top_class() {
-    let options = ModelOptions { num_classes: Some(10), seed: 1, ..ModelOptions::default() };
+    let options = ModelOptions {
+        num_classes: Some(10),
+        seed: 1,
+        ..ModelOptions::default()
+    };
     let model = create_model("deit_tiny_patch4_32", &options, &Device::Cpu).unwrap();
     let x = images(1, 32);
     let cam = grad_cam(model.as_ref(), &x, None).unwrap();
     assert_eq!((cam.height, cam.width), (8, 8));
     assert_eq!(cam.maps[0].len(), 64);
     assert!(cam.maps[0].iter().all(|v| *v >= 0.0 && v.is_finite()));
-    let top: Vec<u32> = model.forward_t(&x, false).unwrap().argmax(1).unwrap().to_vec1().unwrap();
+    let top: Vec<u32> = model
+        .forward_t(&x, false)
+        .unwrap()
+        .argmax(1)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     assert_eq!(cam.classes, top);
-    assert!(grad_cam(model.as_ref(), &x, Some(&[10])).unwrap_err().to_string().contains("out of range"));
+    assert!(grad_cam(model.as_ref(), &x, Some(&[10]))
+        .unwrap_err()
+        .to_string()
+        .contains("out of range"));
 }

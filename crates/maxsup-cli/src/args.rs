@@ -123,7 +123,10 @@ impl TrainArgs {
             c.data = DataSource::Folder { root: root.clone() };
         }
         if let Some(root) = &self.zip {
-            c.data = DataSource::Zip { root: root.clone(), cache: self.cache };
+            c.data = DataSource::Zip {
+                root: root.clone(),
+                cache: self.cache,
+            };
         }
         set(&mut c.image_size, self.image_size);
         set(&mut c.loss, self.loss);
@@ -137,7 +140,12 @@ impl TrainArgs {
         set(&mut c.eval_batch_size, self.eval_batch_size);
         set(&mut c.lr, self.lr);
         set(&mut c.weight_decay, self.weight_decay);
-        if let maxsup_train::ScheduleConfig::Cosine { warmup_epochs, min_lr, .. } = &mut c.schedule {
+        if let maxsup_train::ScheduleConfig::Cosine {
+            warmup_epochs,
+            min_lr,
+            ..
+        } = &mut c.schedule
+        {
             set(warmup_epochs, self.warmup_epochs);
             set(min_lr, self.min_lr);
         }

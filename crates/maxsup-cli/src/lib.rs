@@ -4,6 +4,7 @@
 //! Unlike the library crates, this crate owns the terminal by design: it is the body of the two
 //! binaries, which only choose their model family and default recipe.
 
+pub mod allocator;
 mod args;
 mod progress;
 mod run;

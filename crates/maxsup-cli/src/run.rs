@@ -64,7 +64,10 @@ fn run(binary: &str, family: ModelFamily, default_recipe: &str, args: &TrainArgs
         None => {
             let config = args.resolve(default_recipe)?;
             if !family.accepts(&config.model) {
-                bail!("{binary} trains {family:?} models; `{}` is not one (use the other binary)", config.model);
+                bail!(
+                    "{binary} trains {family:?} models; `{}` is not one (use the other binary)",
+                    config.model
+                );
             }
             println!("{}", serde_json::to_string_pretty(&config)?);
             if args.print_config {
@@ -81,7 +84,10 @@ fn run(binary: &str, family: ModelFamily, default_recipe: &str, args: &TrainArgs
     let mut progress = TerminalProgress::new(args.no_progress);
     let mut observers = Fanout(vec![&mut progress, &mut log]);
     let state = trainer.run(&mut observers)?;
-    let last = state.last_eval.as_ref().context("the run has no evaluation")?;
+    let last = state
+        .last_eval
+        .as_ref()
+        .context("the run has no evaluation")?;
     println!(
         "done: {} on {} with {} for {} epochs: test top-1 {:.2}% (best {:.2}% at epoch {}), top-5 {:.2}%, NLL {:.4}, ECE {:.4}; {:.1} min; checkpoints in {}",
         state.config.model,
@@ -106,8 +112,12 @@ fn resume_path(path: &str, args: &TrainArgs, default_recipe: &str) -> Result<Pat
         return Ok(PathBuf::from(path));
     }
     let out_dir = args.resolve(default_recipe)?.out_dir;
-    Trainer::last_checkpoint(&out_dir)
-        .with_context(|| format!("--resume: no checkpoint in {} (give its path)", out_dir.display()))
+    Trainer::last_checkpoint(&out_dir).with_context(|| {
+        format!(
+            "--resume: no checkpoint in {} (give its path)",
+            out_dir.display()
+        )
+    })
 }
 
 fn data_name(data: &DataSource) -> String {
@@ -121,15 +131,25 @@ fn data_name(data: &DataSource) -> String {
 
 /// The default run needs no user data: CIFAR-10 is installed by the project's fetch script.
 fn ensure_data(config: &TrainConfig) -> Result<()> {
-    let DataSource::Cifar10 { dir } = &config.data else { return Ok(()) };
+    let DataSource::Cifar10 { dir } = &config.data else {
+        return Ok(());
+    };
     if dir.join("test_batch.bin").exists() {
         return Ok(());
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fetch-cifar10.sh");
     if !script.exists() {
-        bail!("CIFAR-10 is not in {} and the fetch script {} is missing", dir.display(), script.display());
+        bail!(
+            "CIFAR-10 is not in {} and the fetch script {} is missing",
+            dir.display(),
+            script.display()
+        );
     }
-    eprintln!("CIFAR-10 not found in {}: fetching it with {}", dir.display(), script.display());
+    eprintln!(
+        "CIFAR-10 not found in {}: fetching it with {}",
+        dir.display(),
+        script.display()
+    );
     let status = Command::new("bash")
         .arg(&script)
         .arg(dir)

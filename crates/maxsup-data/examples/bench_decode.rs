@@ -9,7 +9,9 @@ use maxsup_data::{Interpolation, Pipeline, Rng};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let dir = args.next().ok_or_else(|| anyhow::anyhow!("usage: bench_decode DIR [N]"))?;
+    let dir = args
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("usage: bench_decode DIR [N]"))?;
     let n: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(400);
     let mut files: Vec<_> = std::fs::read_dir(&dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -39,7 +41,8 @@ fn main() -> anyhow::Result<()> {
         pipeline.apply_into(&decoded[i % decoded.len()], &mut rng, &mut out)?;
     }
     let transform_ms = t.elapsed().as_secs_f64() * 1e3 / n as f64;
-    let mean_kib = blobs.iter().map(|b| b.len()).sum::<usize>() as f64 / blobs.len() as f64 / 1024.0;
+    let mean_kib =
+        blobs.iter().map(|b| b.len()).sum::<usize>() as f64 / blobs.len() as f64 / 1024.0;
     println!(
         "maxsup-data: {:.1} img/s per core ({} JPEGs, mean {mean_kib:.0} KiB; decode {:.0}% of the time; transform alone {:.2} ms/img)",
         n as f64 / dt,

@@ -9,7 +9,9 @@ use maxsup_data::{Cifar10, CifarSplit, Loader, LoaderConfig, Pipeline};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let dir = args.next().unwrap_or_else(|| "data/cifar-10-batches-bin".into());
+    let dir = args
+        .next()
+        .unwrap_or_else(|| "data/cifar-10-batches-bin".into());
     let batches: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(100);
     let step_ms: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(10);
     let ds = Arc::new(Cifar10::open(&dir, CifarSplit::Train)?);

@@ -18,8 +18,18 @@ pub const RECORDS_PER_BATCH: usize = 10_000;
 /// Side of a CIFAR image.
 pub const SIDE: usize = 32;
 /// Class names in label order (from `batches.meta.txt`).
-pub const CLASS_NAMES: [&str; 10] =
-    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+pub const CLASS_NAMES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
 
 /// Which part of CIFAR-10 to read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +70,8 @@ impl Cifar10 {
     /// truncated file and say how to fetch the data.
     pub fn open(dir: impl AsRef<Path>, split: CifarSplit) -> anyhow::Result<Cifar10> {
         let dir = dir.as_ref().to_path_buf();
-        let mut records = Vec::with_capacity(split.files().len() * RECORDS_PER_BATCH * RECORD_BYTES);
+        let mut records =
+            Vec::with_capacity(split.files().len() * RECORDS_PER_BATCH * RECORD_BYTES);
         for file in split.files() {
             let path = dir.join(file);
             let bytes = std::fs::read(&path).with_context(|| {
@@ -72,14 +83,22 @@ impl Cifar10 {
             validate_batch(&bytes, &path)?;
             records.extend_from_slice(&bytes);
         }
-        Ok(Cifar10 { records, dir, split })
+        Ok(Cifar10 {
+            records,
+            dir,
+            split,
+        })
     }
 
     /// Builds a dataset from raw records (e.g. a subset); `origin` is used in messages.
     pub fn from_records(records: Vec<u8>, origin: impl Into<PathBuf>) -> anyhow::Result<Cifar10> {
         let origin = origin.into();
         validate_records(&records, &origin)?;
-        Ok(Cifar10 { records, dir: origin, split: CifarSplit::Test })
+        Ok(Cifar10 {
+            records,
+            dir: origin,
+            split: CifarSplit::Test,
+        })
     }
 
     pub fn split(&self) -> CifarSplit {
@@ -95,12 +114,20 @@ impl Cifar10 {
     pub fn image(&self, index: usize) -> RgbImage {
         let rec = self.record(index);
         let plane = SIDE * SIDE;
-        let (r, g, b) = (&rec[1..1 + plane], &rec[1 + plane..1 + 2 * plane], &rec[1 + 2 * plane..]);
+        let (r, g, b) = (
+            &rec[1..1 + plane],
+            &rec[1 + plane..1 + 2 * plane],
+            &rec[1 + 2 * plane..],
+        );
         let mut data = Vec::with_capacity(plane * 3);
         for i in 0..plane {
             data.extend_from_slice(&[r[i], g[i], b[i]]);
         }
-        RgbImage { width: SIDE, height: SIDE, data }
+        RgbImage {
+            width: SIDE,
+            height: SIDE,
+            data,
+        }
     }
 }
 
@@ -121,11 +148,21 @@ fn validate_batch(bytes: &[u8], path: &Path) -> anyhow::Result<()> {
 
 fn validate_records(bytes: &[u8], path: &Path) -> anyhow::Result<()> {
     if !bytes.len().is_multiple_of(RECORD_BYTES) {
-        bail!("{}: {} bytes is not a whole number of {}-byte records", path.display(), bytes.len(), RECORD_BYTES);
+        bail!(
+            "{}: {} bytes is not a whole number of {}-byte records",
+            path.display(),
+            bytes.len(),
+            RECORD_BYTES
+        );
     }
     for (i, rec) in bytes.chunks_exact(RECORD_BYTES).enumerate() {
         if rec[0] as usize >= CLASS_NAMES.len() {
-            bail!("{}: record {} has label {}, expected 0..=9", path.display(), i, rec[0]);
+            bail!(
+                "{}: record {} has label {}, expected 0..=9",
+                path.display(),
+                i,
+                rec[0]
+            );
         }
     }
     Ok(())
@@ -147,15 +184,29 @@ impl Dataset for Cifar10 {
     fn name(&self, index: usize) -> String {
         let per_file = index / RECORDS_PER_BATCH;
         match self.split.files().get(per_file) {
-            Some(f) if self.records.len().is_multiple_of(RECORDS_PER_BATCH * RECORD_BYTES) => {
-                format!("{} record {}", self.dir.join(f).display(), index % RECORDS_PER_BATCH)
+            Some(f)
+                if self
+                    .records
+                    .len()
+                    .is_multiple_of(RECORDS_PER_BATCH * RECORD_BYTES) =>
+            {
+                format!(
+                    "{} record {}",
+                    self.dir.join(f).display(),
+                    index % RECORDS_PER_BATCH
+                )
             }
             _ => format!("{} record {}", self.dir.display(), index),
         }
     }
 
     fn load(&self, index: usize) -> anyhow::Result<RgbImage> {
-        anyhow::ensure!(index < self.len(), "CIFAR-10 index {} out of range (len {})", index, self.len());
+        anyhow::ensure!(
+            index < self.len(),
+            "CIFAR-10 index {} out of range (len {})",
+            index,
+            self.len()
+        );
         Ok(self.image(index))
     }
 }

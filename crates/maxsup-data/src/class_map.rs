@@ -20,21 +20,34 @@ pub struct ClassIndexConverter {
 
 /// wnid -> label from map-file text, as the official converter reads it: whitespace-split lines with
 /// exactly two fields, key = the path's first component starting with `n`, first occurrence wins.
-pub fn wnid_labels_from_map_text(text: &str, origin: &Path) -> anyhow::Result<BTreeMap<String, u32>> {
+pub fn wnid_labels_from_map_text(
+    text: &str,
+    origin: &Path,
+) -> anyhow::Result<BTreeMap<String, u32>> {
     let mut map = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         let parts: Vec<&str> = line.split_whitespace().collect();
         if parts.len() != 2 {
             continue;
         }
-        let Some(wnid) = wnid_of(parts[0]) else { continue };
-        let label: u32 = parts[1]
-            .parse()
-            .with_context(|| format!("{}:{}: label {:?} is not a non-negative integer", origin.display(), i + 1, parts[1]))?;
+        let Some(wnid) = wnid_of(parts[0]) else {
+            continue;
+        };
+        let label: u32 = parts[1].parse().with_context(|| {
+            format!(
+                "{}:{}: label {:?} is not a non-negative integer",
+                origin.display(),
+                i + 1,
+                parts[1]
+            )
+        })?;
         map.entry(wnid.to_string()).or_insert(label);
     }
     if map.is_empty() {
-        bail!("{}: no `<path-with-wnid> <label>` lines found", origin.display());
+        bail!(
+            "{}: no `<path-with-wnid> <label>` lines found",
+            origin.display()
+        );
     }
     Ok(map)
 }
@@ -49,16 +62,32 @@ fn invert(map: &BTreeMap<String, u32>, what: &str) -> anyhow::Result<Vec<String>
             bail!("{what}: index {i} is used by both {other} and {wnid}");
         }
     }
-    Ok(by_index.into_iter().map(|w| w.expect("a bijection fills every slot")).collect())
+    Ok(by_index
+        .into_iter()
+        .map(|w| w.expect("a bijection fills every slot"))
+        .collect())
 }
 
 impl ClassIndexConverter {
     /// From two wnid -> index tables with identical wnid sets, each a bijection onto `0..K`.
-    pub fn new(zip: &BTreeMap<String, u32>, target: &BTreeMap<String, u32>) -> anyhow::Result<ClassIndexConverter> {
+    pub fn new(
+        zip: &BTreeMap<String, u32>,
+        target: &BTreeMap<String, u32>,
+    ) -> anyhow::Result<ClassIndexConverter> {
         if zip.keys().ne(target.keys()) {
-            let only_zip: Vec<_> = zip.keys().filter(|k| !target.contains_key(*k)).take(5).collect();
-            let only_target: Vec<_> = target.keys().filter(|k| !zip.contains_key(*k)).take(5).collect();
-            bail!("class sets differ: only in zip map {only_zip:?}, only in target {only_target:?}");
+            let only_zip: Vec<_> = zip
+                .keys()
+                .filter(|k| !target.contains_key(*k))
+                .take(5)
+                .collect();
+            let only_target: Vec<_> = target
+                .keys()
+                .filter(|k| !zip.contains_key(*k))
+                .take(5)
+                .collect();
+            bail!(
+                "class sets differ: only in zip map {only_zip:?}, only in target {only_target:?}"
+            );
         }
         let zip_wnids = invert(zip, "zip map")?;
         invert(target, "target classes")?;
@@ -67,14 +96,23 @@ impl ClassIndexConverter {
         for (z, &t) in zip_to_target.iter().enumerate() {
             target_to_zip[t as usize] = z as u32;
         }
-        Ok(ClassIndexConverter { zip_wnids, zip_to_target, target_to_zip })
+        Ok(ClassIndexConverter {
+            zip_wnids,
+            zip_to_target,
+            target_to_zip,
+        })
     }
 
     /// Zip order from a map file against sorted-wnid (ImageFolder) order.
     pub fn from_map_file_to_sorted(map: &Path) -> anyhow::Result<ClassIndexConverter> {
-        let text = std::fs::read_to_string(map).with_context(|| format!("cannot read map file {}", map.display()))?;
+        let text = std::fs::read_to_string(map)
+            .with_context(|| format!("cannot read map file {}", map.display()))?;
         let zip = wnid_labels_from_map_text(&text, map)?;
-        let sorted: BTreeMap<String, u32> = zip.keys().enumerate().map(|(i, w)| (w.clone(), i as u32)).collect();
+        let sorted: BTreeMap<String, u32> = zip
+            .keys()
+            .enumerate()
+            .map(|(i, w)| (w.clone(), i as u32))
+            .collect();
         ClassIndexConverter::new(&zip, &sorted)
     }
 
@@ -89,17 +127,38 @@ impl ClassIndexConverter {
 
     /// Zip index -> target index (e.g. a `--cache` DeiT prediction to ImageFolder's index).
     pub fn zip_to_target(&self, zip_index: u32) -> anyhow::Result<u32> {
-        self.zip_to_target.get(zip_index as usize).copied().with_context(|| format!("zip class index {zip_index} out of range 0..{}", self.num_classes()))
+        self.zip_to_target
+            .get(zip_index as usize)
+            .copied()
+            .with_context(|| {
+                format!(
+                    "zip class index {zip_index} out of range 0..{}",
+                    self.num_classes()
+                )
+            })
     }
 
     /// Target index -> zip index.
     pub fn target_to_zip(&self, target_index: u32) -> anyhow::Result<u32> {
-        self.target_to_zip.get(target_index as usize).copied().with_context(|| format!("target class index {target_index} out of range 0..{}", self.num_classes()))
+        self.target_to_zip
+            .get(target_index as usize)
+            .copied()
+            .with_context(|| {
+                format!(
+                    "target class index {target_index} out of range 0..{}",
+                    self.num_classes()
+                )
+            })
     }
 
     /// Reorders one row of zip-order logits/probabilities into target order.
     pub fn permute_zip_row_to_target(&self, row: &[f32]) -> anyhow::Result<Vec<f32>> {
-        anyhow::ensure!(row.len() == self.num_classes(), "row has {} values, expected {}", row.len(), self.num_classes());
+        anyhow::ensure!(
+            row.len() == self.num_classes(),
+            "row has {} values, expected {}",
+            row.len(),
+            self.num_classes()
+        );
         let mut out = vec![0f32; row.len()];
         for (z, &t) in self.zip_to_target.iter().enumerate() {
             out[t as usize] = row[z];
@@ -117,7 +176,11 @@ mod tests {
         let text = "val/n03146219/ILSVRC2012_val_00027260.JPEG\t0\nval/n03146219/b.JPEG\t0\n\
                     val/n01751748/c.JPEG\t1\nImageNet/train/n01871265/d.JPEG\t2\n";
         let zip = wnid_labels_from_map_text(text, Path::new("val_map.txt")).unwrap();
-        let sorted: BTreeMap<String, u32> = zip.keys().enumerate().map(|(i, w)| (w.clone(), i as u32)).collect();
+        let sorted: BTreeMap<String, u32> = zip
+            .keys()
+            .enumerate()
+            .map(|(i, w)| (w.clone(), i as u32))
+            .collect();
         let c = ClassIndexConverter::new(&zip, &sorted).unwrap();
         // sorted: n01751748=0, n01871265=1, n03146219=2
         assert_eq!(c.zip_to_target(0).unwrap(), 2);
@@ -126,7 +189,10 @@ mod tests {
         for z in 0..3 {
             assert_eq!(c.target_to_zip(c.zip_to_target(z).unwrap()).unwrap(), z);
         }
-        assert_eq!(c.permute_zip_row_to_target(&[10., 11., 12.]).unwrap(), vec![11., 12., 10.]);
+        assert_eq!(
+            c.permute_zip_row_to_target(&[10., 11., 12.]).unwrap(),
+            vec![11., 12., 10.]
+        );
         assert!(c.zip_to_target(3).is_err());
     }
 

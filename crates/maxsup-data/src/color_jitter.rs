@@ -21,7 +21,11 @@ pub struct ColorJitter {
 impl ColorJitter {
     /// timm's scalar form: the same strength for brightness, contrast and saturation.
     pub fn uniform(strength: f64) -> ColorJitter {
-        ColorJitter { brightness: strength, contrast: strength, saturation: strength }
+        ColorJitter {
+            brightness: strength,
+            contrast: strength,
+            saturation: strength,
+        }
     }
 
     /// Draws the factors and a random order (torchvision permutes the four adjustments; hue is
@@ -57,11 +61,18 @@ mod tests {
         let mut rng = Rng::from_seed(4);
         assert_eq!(ColorJitter::uniform(0.0).apply(&img, &mut rng), img);
         // Brightness only, strength 0.3: every pixel is scaled by a factor in [0.7, 1.3].
-        let cj = ColorJitter { brightness: 0.3, contrast: 0.0, saturation: 0.0 };
+        let cj = ColorJitter {
+            brightness: 0.3,
+            contrast: 0.0,
+            saturation: 0.0,
+        };
         for _ in 0..50 {
             let out = cj.apply(&img, &mut rng);
             let (a, b) = (img.data[11] as f64, out.data[11] as f64);
-            assert!(b >= (a * 0.7).floor() && b <= (a * 1.3).min(255.0), "{a} -> {b}");
+            assert!(
+                b >= (a * 0.7).floor() && b <= (a * 1.3).min(255.0),
+                "{a} -> {b}"
+            );
         }
     }
 }

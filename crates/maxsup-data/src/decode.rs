@@ -56,8 +56,12 @@ pub fn decode_jpeg(bytes: &[u8]) -> anyhow::Result<RgbImage> {
         .set_max_height(MAX_SIDE)
         .jpeg_set_out_colorspace(ColorSpace::RGB);
     let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
-    let data = decoder.decode().map_err(|e| anyhow::anyhow!("corrupt JPEG: {e:?}"))?;
-    let info = decoder.info().context("JPEG decoder returned no image info")?;
+    let data = decoder
+        .decode()
+        .map_err(|e| anyhow::anyhow!("corrupt JPEG: {e:?}"))?;
+    let info = decoder
+        .info()
+        .context("JPEG decoder returned no image info")?;
     let (w, h) = (info.width as usize, info.height as usize);
     anyhow::ensure!(
         data.len() == w * h * 3,
@@ -73,9 +77,15 @@ pub fn decode_jpeg(bytes: &[u8]) -> anyhow::Result<RgbImage> {
 /// which would silently produce gray pixels. Neither marker can occur inside entropy-coded data
 /// (0xFF is byte-stuffed), so the check is exact; scanning from the end keeps it O(trailing bytes).
 fn ensure_jpeg_complete(bytes: &[u8]) -> anyhow::Result<()> {
-    let eoi = bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]).unwrap_or(0);
+    let eoi = bytes
+        .windows(2)
+        .rposition(|w| w == [0xFF, 0xD9])
+        .unwrap_or(0);
     if bytes[eoi..].windows(2).any(|w| w == [0xFF, 0xDA]) {
-        bail!("truncated JPEG: no end-of-image marker after the last scan ({} bytes)", bytes.len());
+        bail!(
+            "truncated JPEG: no end-of-image marker after the last scan ({} bytes)",
+            bytes.len()
+        );
     }
     Ok(())
 }
@@ -84,12 +94,19 @@ fn ensure_jpeg_complete(bytes: &[u8]) -> anyhow::Result<()> {
 pub fn decode_png(bytes: &[u8]) -> anyhow::Result<RgbImage> {
     let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut reader = decoder.read_info().map_err(|e| anyhow::anyhow!("corrupt PNG header: {e}"))?;
+    let mut reader = decoder
+        .read_info()
+        .map_err(|e| anyhow::anyhow!("corrupt PNG header: {e}"))?;
     let buf_size = reader.output_buffer_size().context("PNG image too large")?;
     let mut buf = vec![0u8; buf_size];
-    let info = reader.next_frame(&mut buf).map_err(|e| anyhow::anyhow!("corrupt PNG data: {e}"))?;
+    let info = reader
+        .next_frame(&mut buf)
+        .map_err(|e| anyhow::anyhow!("corrupt PNG data: {e}"))?;
     let (w, h) = (info.width as usize, info.height as usize);
-    anyhow::ensure!(w <= MAX_SIDE && h <= MAX_SIDE, "PNG of {w}x{h} exceeds the {MAX_SIDE} px limit");
+    anyhow::ensure!(
+        w <= MAX_SIDE && h <= MAX_SIDE,
+        "PNG of {w}x{h} exceeds the {MAX_SIDE} px limit"
+    );
     let channels = match info.color_type {
         png::ColorType::Grayscale => 1,
         png::ColorType::GrayscaleAlpha => 2,

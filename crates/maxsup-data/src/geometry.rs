@@ -15,9 +15,18 @@ pub enum Geometry {
     /// (torchvision `RandomCrop(size, padding)`, the CIFAR recipe).
     PadRandomCrop { size: usize, padding: usize },
     /// torchvision `RandomResizedCrop(size, scale, ratio, interpolation)`.
-    RandomResizedCrop { size: usize, scale: (f64, f64), ratio: (f64, f64), interpolation: Interpolation },
+    RandomResizedCrop {
+        size: usize,
+        scale: (f64, f64),
+        ratio: (f64, f64),
+        interpolation: Interpolation,
+    },
     /// torchvision `Resize(resize)` (shorter side) followed by `CenterCrop(crop)`.
-    ResizeCenterCrop { resize: usize, crop: usize, interpolation: Interpolation },
+    ResizeCenterCrop {
+        resize: usize,
+        crop: usize,
+        interpolation: Interpolation,
+    },
 }
 
 impl Geometry {
@@ -33,7 +42,12 @@ impl Geometry {
 
     /// Applies the transform, then mirrors horizontally when `flip` (flip after crop, as torchvision).
     pub fn apply(&self, img: &RgbImage, rng: &mut Rng, flip: bool) -> anyhow::Result<RgbImage> {
-        anyhow::ensure!(img.width > 0 && img.height > 0, "empty image ({}x{})", img.width, img.height);
+        anyhow::ensure!(
+            img.width > 0 && img.height > 0,
+            "empty image ({}x{})",
+            img.width,
+            img.height
+        );
         match *self {
             Geometry::Identity { size } => {
                 anyhow::ensure!(
@@ -44,20 +58,41 @@ impl Geometry {
                 );
                 Ok(if flip { mirror(img) } else { img.clone() })
             }
-            Geometry::PadRandomCrop { size, padding } => Ok(pad_random_crop(img, size, padding, rng, flip)),
-            Geometry::RandomResizedCrop { size, scale, ratio, interpolation } => {
+            Geometry::PadRandomCrop { size, padding } => {
+                Ok(pad_random_crop(img, size, padding, rng, flip))
+            }
+            Geometry::RandomResizedCrop {
+                size,
+                scale,
+                ratio,
+                interpolation,
+            } => {
                 let crop = random_resized_crop_params(img.width, img.height, scale, ratio, rng);
-                let full = Rect { x: 0, y: 0, width: size, height: size };
+                let full = Rect {
+                    x: 0,
+                    y: 0,
+                    width: size,
+                    height: size,
+                };
                 Ok(resample(img, crop, size, size, full, interpolation, flip))
             }
-            Geometry::ResizeCenterCrop { resize, crop, interpolation } => {
+            Geometry::ResizeCenterCrop {
+                resize,
+                crop,
+                interpolation,
+            } => {
                 let (w, h) = shorter_side_size(img.width, img.height, resize);
                 anyhow::ensure!(
                     w >= crop && h >= crop,
                     "resized image {w}x{h} is smaller than the center crop {crop}"
                 );
                 let window = center_crop_rect(w, h, crop);
-                let src = Rect { x: 0, y: 0, width: img.width, height: img.height };
+                let src = Rect {
+                    x: 0,
+                    y: 0,
+                    width: img.width,
+                    height: img.height,
+                };
                 Ok(resample(img, src, w, h, window, interpolation, flip))
             }
         }
@@ -72,10 +107,20 @@ pub fn mirror(img: &RgbImage) -> RgbImage {
             data.extend_from_slice(px);
         }
     }
-    RgbImage { width: img.width, height: img.height, data }
+    RgbImage {
+        width: img.width,
+        height: img.height,
+        data,
+    }
 }
 
-fn pad_random_crop(img: &RgbImage, size: usize, padding: usize, rng: &mut Rng, flip: bool) -> RgbImage {
+fn pad_random_crop(
+    img: &RgbImage,
+    size: usize,
+    padding: usize,
+    rng: &mut Rng,
+    flip: bool,
+) -> RgbImage {
     let (pw, ph) = (img.width + 2 * padding, img.height + 2 * padding);
     // torchvision: i = randint(0, h - th + 1), j = randint(0, w - tw + 1); top first.
     let top = rng.below((ph.saturating_sub(size) + 1) as u64) as usize;
@@ -96,7 +141,11 @@ fn pad_random_crop(img: &RgbImage, size: usize, padding: usize, rng: &mut Rng, f
             data[(y * size + ox) * 3..(y * size + ox) * 3 + 3].copy_from_slice(&img.data[s..s + 3]);
         }
     }
-    RgbImage { width: size, height: size, data }
+    RgbImage {
+        width: size,
+        height: size,
+        data,
+    }
 }
 
 /// torchvision `RandomResizedCrop.get_params`: up to 10 tries of (area fraction ~ U(scale),
@@ -120,18 +169,34 @@ pub fn random_resized_crop_params(
         if 0 < w && w <= width as i64 && 0 < h && h <= height as i64 {
             let top = rng.below((height as i64 - h + 1) as u64) as usize;
             let left = rng.below((width as i64 - w + 1) as u64) as usize;
-            return Rect { x: left, y: top, width: w as usize, height: h as usize };
+            return Rect {
+                x: left,
+                y: top,
+                width: w as usize,
+                height: h as usize,
+            };
         }
     }
     let in_ratio = width as f64 / height as f64;
     let (w, h) = if in_ratio < ratio.0.min(ratio.1) {
-        (width, ((width as f64 / ratio.0.min(ratio.1)).round_ties_even() as usize).max(1))
+        (
+            width,
+            ((width as f64 / ratio.0.min(ratio.1)).round_ties_even() as usize).max(1),
+        )
     } else if in_ratio > ratio.0.max(ratio.1) {
-        (((height as f64 * ratio.0.max(ratio.1)).round_ties_even() as usize).max(1), height)
+        (
+            ((height as f64 * ratio.0.max(ratio.1)).round_ties_even() as usize).max(1),
+            height,
+        )
     } else {
         (width, height)
     };
-    Rect { x: (width - w) / 2, y: (height - h) / 2, width: w, height: h }
+    Rect {
+        x: (width - w) / 2,
+        y: (height - h) / 2,
+        width: w,
+        height: h,
+    }
 }
 
 /// torchvision `Resize(int)`: the shorter side becomes `size`, the longer one `int(size * long / short)`.
@@ -147,7 +212,12 @@ pub fn shorter_side_size(width: usize, height: usize, size: usize) -> (usize, us
 pub fn center_crop_rect(width: usize, height: usize, crop: usize) -> Rect {
     let top = ((height - crop) as f64 / 2.0).round_ties_even() as usize;
     let left = ((width - crop) as f64 / 2.0).round_ties_even() as usize;
-    Rect { x: left, y: top, width: crop, height: crop }
+    Rect {
+        x: left,
+        y: top,
+        width: crop,
+        height: crop,
+    }
 }
 
 #[cfg(test)]
@@ -170,16 +240,40 @@ mod tests {
         // A 1000x10 strip can never fit a crop of ratio <= 4/3 with area >= 8%: fallback.
         let mut rng = Rng::from_seed(2);
         let r = random_resized_crop_params(1000, 10, (0.08, 1.0), (0.75, 4.0 / 3.0), &mut rng);
-        assert_eq!(r, Rect { x: (1000 - 13) / 2, y: 0, width: 13, height: 10 });
+        assert_eq!(
+            r,
+            Rect {
+                x: (1000 - 13) / 2,
+                y: 0,
+                width: 13,
+                height: 10
+            }
+        );
         let r = random_resized_crop_params(10, 1000, (0.9, 1.0), (0.75, 4.0 / 3.0), &mut rng);
-        assert_eq!(r, Rect { x: 0, y: (1000 - 13) / 2, width: 10, height: 13 });
+        assert_eq!(
+            r,
+            Rect {
+                x: 0,
+                y: (1000 - 13) / 2,
+                width: 10,
+                height: 13
+            }
+        );
     }
 
     #[test]
     fn resize_and_center_crop_follow_torchvision_rounding() {
         assert_eq!(shorter_side_size(500, 375, 256), (341, 256));
         assert_eq!(shorter_side_size(375, 500, 256), (256, 341));
-        assert_eq!(center_crop_rect(341, 256, 224), Rect { x: 58, y: 16, width: 224, height: 224 });
+        assert_eq!(
+            center_crop_rect(341, 256, 224),
+            Rect {
+                x: 58,
+                y: 16,
+                width: 224,
+                height: 224
+            }
+        );
         // (255 - 224) / 2 = 15.5 rounds to even: 16.
         assert_eq!(center_crop_rect(255, 224, 224).x, 16);
     }

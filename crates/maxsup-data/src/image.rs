@@ -20,7 +20,11 @@ impl RgbImage {
             height,
             width * height * 3
         );
-        Ok(RgbImage { width, height, data })
+        Ok(RgbImage {
+            width,
+            height,
+            data,
+        })
     }
 
     /// The pixel at (x, y).

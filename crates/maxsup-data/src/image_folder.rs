@@ -22,10 +22,18 @@ impl ImageFolder {
     /// Scans `root`. A class folder without any image is an error (as in torchvision).
     pub fn open(root: &Path) -> anyhow::Result<ImageFolder> {
         let mut classes = Vec::new();
-        for entry in std::fs::read_dir(root).with_context(|| format!("cannot list ImageFolder root {}", root.display()))? {
+        for entry in std::fs::read_dir(root)
+            .with_context(|| format!("cannot list ImageFolder root {}", root.display()))?
+        {
             let entry = entry.with_context(|| format!("listing {}", root.display()))?;
-            if std::fs::metadata(entry.path()).map(|m| m.is_dir()).unwrap_or(false) {
-                let name = entry.file_name().into_string().map_err(|n| anyhow::anyhow!("non-UTF-8 class folder {n:?}"))?;
+            if std::fs::metadata(entry.path())
+                .map(|m| m.is_dir())
+                .unwrap_or(false)
+            {
+                let name = entry
+                    .file_name()
+                    .into_string()
+                    .map_err(|n| anyhow::anyhow!("non-UTF-8 class folder {n:?}"))?;
                 classes.push(name);
             }
         }
@@ -51,7 +59,11 @@ impl ImageFolder {
                 );
             }
         }
-        Ok(ImageFolder { root: root.to_path_buf(), classes, samples })
+        Ok(ImageFolder {
+            root: root.to_path_buf(),
+            classes,
+            samples,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -73,11 +85,18 @@ impl ImageFolder {
 /// Sorting the full paths equals torchvision's sorted walk + sorted file names.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let path = entry.with_context(|| format!("listing {}", dir.display()))?.path();
-        let meta = std::fs::metadata(&path).with_context(|| format!("cannot stat {}", path.display()))?;
+        let path = entry
+            .with_context(|| format!("listing {}", dir.display()))?
+            .path();
+        let meta =
+            std::fs::metadata(&path).with_context(|| format!("cannot stat {}", path.display()))?;
         if meta.is_dir() {
             walk(&path, out)?;
-        } else if path.file_name().and_then(|n| n.to_str()).is_some_and(has_image_extension) {
+        } else if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(has_image_extension)
+        {
             out.push(path);
         }
     }
@@ -103,7 +122,8 @@ impl Dataset for ImageFolder {
 
     fn load(&self, index: usize) -> anyhow::Result<RgbImage> {
         let path = self.root.join(&self.samples[index].0);
-        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         decode(&bytes).with_context(|| format!("decoding {}", path.display()))
     }
 }

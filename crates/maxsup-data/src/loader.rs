@@ -61,7 +61,11 @@ impl LoaderConfig {
 
     /// Sequential order, keeps the last partial batch.
     pub fn eval(batch_size: usize) -> LoaderConfig {
-        LoaderConfig { shuffle: false, drop_last: false, ..LoaderConfig::train(batch_size, 0) }
+        LoaderConfig {
+            shuffle: false,
+            drop_last: false,
+            ..LoaderConfig::train(batch_size, 0)
+        }
     }
 
     /// This process's shard of a distributed run.
@@ -82,7 +86,11 @@ pub struct Loader {
 }
 
 impl Loader {
-    pub fn new(dataset: Arc<dyn Dataset>, pipeline: Pipeline, config: LoaderConfig) -> anyhow::Result<Loader> {
+    pub fn new(
+        dataset: Arc<dyn Dataset>,
+        pipeline: Pipeline,
+        config: LoaderConfig,
+    ) -> anyhow::Result<Loader> {
         anyhow::ensure!(config.batch_size > 0, "batch_size must be positive");
         anyhow::ensure!(
             config.world_size > 0 && config.rank < config.world_size,
@@ -95,7 +103,13 @@ impl Loader {
             .thread_name(|i| format!("maxsup-data-{i}"))
             .build()
             .context("cannot start the loader's thread pool")?;
-        Ok(Loader { dataset, pipeline: Arc::new(pipeline), mixup: None, config, pool: Arc::new(pool) })
+        Ok(Loader {
+            dataset,
+            pipeline: Arc::new(pipeline),
+            mixup: None,
+            config,
+            pool: Arc::new(pool),
+        })
     }
 
     /// Mixes every batch with Mixup/CutMix (training); batches then carry `soft_targets`.
@@ -124,14 +138,22 @@ impl Loader {
 
     /// The sample indices this rank owns: `rank, rank + W, rank + 2W, ...`.
     pub fn shard_indices(&self) -> Vec<usize> {
-        (self.config.rank..self.dataset.len()).step_by(self.config.world_size).collect()
+        (self.config.rank..self.dataset.len())
+            .step_by(self.config.world_size)
+            .collect()
     }
 
     /// The sample order of `epoch` on this rank.
     pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
         let mut order = self.shard_indices();
         if self.config.shuffle {
-            Rng::derive(self.config.seed, epoch, self.config.rank as u64, Stream::Shuffle).shuffle(&mut order);
+            Rng::derive(
+                self.config.seed,
+                epoch,
+                self.config.rank as u64,
+                Stream::Shuffle,
+            )
+            .shuffle(&mut order);
         }
         order
     }
@@ -174,12 +196,23 @@ impl Loader {
                 }
             })
             .expect("spawning a thread only fails when the OS is out of resources");
-        EpochBatches { rx: Some(rx), handle: Some(handle), stall: Duration::ZERO, skipped, remaining: n_batches }
+        EpochBatches {
+            rx: Some(rx),
+            handle: Some(handle),
+            stall: Duration::ZERO,
+            skipped,
+            remaining: n_batches,
+        }
     }
 
     /// Builds one batch synchronously (no prefetching): the same bytes `epoch()` would produce for
     /// these indices at position `batch_index`.
-    pub fn make_batch(&self, epoch: u64, batch_index: u64, indices: &[usize]) -> anyhow::Result<Batch> {
+    pub fn make_batch(
+        &self,
+        epoch: u64,
+        batch_index: u64,
+        indices: &[usize],
+    ) -> anyhow::Result<Batch> {
         BatchMaker {
             dataset: self.dataset.clone(),
             pipeline: self.pipeline.clone(),
@@ -249,7 +282,12 @@ impl BatchMaker {
             indices,
         };
         if let Some(mixup) = &self.mixup {
-            let mut rng = Rng::derive(seed, epoch, (batch_index << 16) | self.config.rank as u64, Stream::Batch);
+            let mut rng = Rng::derive(
+                seed,
+                epoch,
+                (batch_index << 16) | self.config.rank as u64,
+                Stream::Batch,
+            );
             mixup.apply(&mut batch, &mut rng)?;
         }
         Ok(batch)

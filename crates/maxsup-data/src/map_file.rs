@@ -10,7 +10,9 @@ use std::path::Path;
 use anyhow::{bail, Context};
 
 /// torchvision's `IMG_EXTENSIONS` (compared lower-cased).
-pub const IMG_EXTENSIONS: [&str; 9] = [".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"];
+pub const IMG_EXTENSIONS: [&str; 9] = [
+    ".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp",
+];
 
 /// True when the lower-cased name ends with one of [`IMG_EXTENSIONS`].
 pub fn has_image_extension(name: &str) -> bool {
@@ -41,12 +43,15 @@ pub fn parse_map(text: &str, origin: &Path) -> anyhow::Result<Vec<MapEntry>> {
         let mut fields = raw.split('\t');
         let path = fields.next().unwrap_or_default();
         let Some(label_text) = fields.next() else {
-            bail!("{}: expected `<path>\\t<label>`, found no tab in {:?}", at(), raw);
+            bail!(
+                "{}: expected `<path>\\t<label>`, found no tab in {:?}",
+                at(),
+                raw
+            );
         };
-        let label: i64 = label_text
-            .trim()
-            .parse()
-            .with_context(|| format!("{}: label {:?} is not an integer", at(), label_text.trim()))?;
+        let label: i64 = label_text.trim().parse().with_context(|| {
+            format!("{}: label {:?} is not an integer", at(), label_text.trim())
+        })?;
         if label < 0 || label > u32::MAX as i64 {
             bail!("{}: label {label} is negative or too large", at());
         }
@@ -54,16 +59,26 @@ pub fn parse_map(text: &str, origin: &Path) -> anyhow::Result<Vec<MapEntry>> {
             bail!("{}: empty path", at());
         }
         if !has_image_extension(path) {
-            bail!("{}: {:?} does not have an image extension ({})", at(), path, IMG_EXTENSIONS.join(" "));
+            bail!(
+                "{}: {:?} does not have an image extension ({})",
+                at(),
+                path,
+                IMG_EXTENSIONS.join(" ")
+            );
         }
-        entries.push(MapEntry { path: path.replace("ImageNet/", ""), label: label as u32, line });
+        entries.push(MapEntry {
+            path: path.replace("ImageNet/", ""),
+            label: label as u32,
+            line,
+        });
     }
     Ok(entries)
 }
 
 /// Reads and parses a map file.
 pub fn read_map(path: &Path) -> anyhow::Result<Vec<MapEntry>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read map file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read map file {}", path.display()))?;
     parse_map(&text, path)
 }
 
@@ -92,7 +107,14 @@ mod tests {
         let text = "ImageNet/train/n03146219/n03146219_8050.JPEG\t0\nval/n01751748/ILSVRC2012_val_00000001.JPEG\t 1 \r\n\n";
         let e = parse_map(text, Path::new("m.txt")).unwrap();
         assert_eq!(e.len(), 2);
-        assert_eq!(e[0], MapEntry { path: "train/n03146219/n03146219_8050.JPEG".into(), label: 0, line: 1 });
+        assert_eq!(
+            e[0],
+            MapEntry {
+                path: "train/n03146219/n03146219_8050.JPEG".into(),
+                label: 0,
+                line: 1
+            }
+        );
         assert_eq!((e[1].label, e[1].line), (1, 2));
     }
 
@@ -111,9 +133,15 @@ mod tests {
 
     #[test]
     fn zip_style_paths_split_at_first_at() {
-        assert_eq!(split_zip_style_path("/d/train.zip@/train/n1/a@b.JPEG"), Some(("/d/train.zip", "train/n1/a@b.JPEG")));
+        assert_eq!(
+            split_zip_style_path("/d/train.zip@/train/n1/a@b.JPEG"),
+            Some(("/d/train.zip", "train/n1/a@b.JPEG"))
+        );
         assert_eq!(split_zip_style_path("/d/train/x.JPEG"), None);
-        assert_eq!(wnid_of("ImageNet/train/n03146219/x.JPEG"), Some("n03146219"));
+        assert_eq!(
+            wnid_of("ImageNet/train/n03146219/x.JPEG"),
+            Some("n03146219")
+        );
         assert_eq!(wnid_of("val/x.JPEG"), None);
     }
 }

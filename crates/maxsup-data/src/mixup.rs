@@ -38,7 +38,14 @@ pub struct MixDecision {
 impl Mixup {
     /// DeiT's defaults with the given label smoothing.
     pub fn deit(num_classes: usize, label_smoothing: f64) -> Mixup {
-        Mixup { mixup_alpha: 0.8, cutmix_alpha: 1.0, prob: 1.0, switch_prob: 0.5, label_smoothing, num_classes }
+        Mixup {
+            mixup_alpha: 0.8,
+            cutmix_alpha: 1.0,
+            prob: 1.0,
+            switch_prob: 0.5,
+            label_smoothing,
+            num_classes,
+        }
     }
 
     /// Draws this batch's parameters (timm `_params_per_batch` + `rand_bbox`) for an image of `h x w`.
@@ -48,7 +55,11 @@ impl Mixup {
         if rng.uniform() < self.prob {
             if self.mixup_alpha > 0.0 && self.cutmix_alpha > 0.0 {
                 use_cutmix = rng.uniform() < self.switch_prob;
-                let a = if use_cutmix { self.cutmix_alpha } else { self.mixup_alpha };
+                let a = if use_cutmix {
+                    self.cutmix_alpha
+                } else {
+                    self.mixup_alpha
+                };
                 lam = rng.beta(a, a);
             } else if self.mixup_alpha > 0.0 {
                 lam = rng.beta(self.mixup_alpha, self.mixup_alpha);
@@ -58,7 +69,10 @@ impl Mixup {
             }
         }
         if lam == 1.0 || !use_cutmix {
-            return MixDecision { lam, cutmix_box: None };
+            return MixDecision {
+                lam,
+                cutmix_box: None,
+            };
         }
         let ratio = (1.0 - lam).sqrt();
         let (cut_h, cut_w) = ((h as f64 * ratio) as i64, (w as f64 * ratio) as i64);
@@ -68,12 +82,20 @@ impl Mixup {
         let (yl, yh) = (clip(cy - cut_h / 2, h), clip(cy + cut_h / 2, h));
         let (xl, xh) = (clip(cx - cut_w / 2, w), clip(cx + cut_w / 2, w));
         let lam = 1.0 - ((yh - yl) * (xh - xl)) as f64 / (h * w) as f64;
-        MixDecision { lam, cutmix_box: Some((yl, yh, xl, xh)) }
+        MixDecision {
+            lam,
+            cutmix_box: Some((yl, yh, xl, xh)),
+        }
     }
 
     /// Mixes the batch in place and sets its soft targets.
     pub fn apply(&self, batch: &mut Batch, rng: &mut Rng) -> anyhow::Result<MixDecision> {
-        anyhow::ensure!(batch.num_classes == self.num_classes, "Mixup expects {} classes, batch has {}", self.num_classes, batch.num_classes);
+        anyhow::ensure!(
+            batch.num_classes == self.num_classes,
+            "Mixup expects {} classes, batch has {}",
+            self.num_classes,
+            batch.num_classes
+        );
         let [b, c, h, w] = batch.shape;
         let d = self.decide(h, w, rng);
         let per = c * h * w;
@@ -149,7 +171,9 @@ mod tests {
             // Image 0 is lam * 0 + (1 - lam) * 3 everywhere (Mixup) or 3 inside the box (CutMix).
             let img0 = &bt.images[..192];
             match d.cutmix_box {
-                None => assert!(img0.iter().all(|&v| (v as f64 - 3.0 * (1.0 - d.lam)).abs() < 1e-4)),
+                None => assert!(img0
+                    .iter()
+                    .all(|&v| (v as f64 - 3.0 * (1.0 - d.lam)).abs() < 1e-4)),
                 Some((yl, yh, xl, xh)) => {
                     let inside = img0.iter().filter(|&&v| v == 3.0).count();
                     assert_eq!(inside, 3 * (yh - yl) * (xh - xl));
@@ -163,7 +187,9 @@ mod tests {
     fn switch_prob_splits_methods() {
         let m = Mixup::deit(5, 0.0);
         let mut rng = Rng::from_seed(9);
-        let cut = (0..4000).filter(|_| m.decide(224, 224, &mut rng).cutmix_box.is_some()).count();
+        let cut = (0..4000)
+            .filter(|_| m.decide(224, 224, &mut rng).cutmix_box.is_some())
+            .count();
         assert!((1800..2200).contains(&cut), "{cut}");
     }
 }

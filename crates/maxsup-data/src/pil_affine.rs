@@ -30,7 +30,11 @@ pub fn affine(img: &RgbImage, m: AffineMatrix, filter: Interpolation, fill: [u8;
             data.extend_from_slice(&px);
         }
     }
-    RgbImage { width: w, height: h, data }
+    RgbImage {
+        width: w,
+        height: h,
+        data,
+    }
 }
 
 #[inline]
@@ -52,7 +56,9 @@ fn bilinear(img: &RgbImage, xin: f64, yin: f64) -> [u8; 3] {
     std::array::from_fn(|c| {
         let lerp = |a: f64, b: f64, d: f64| a + (b - a) * d;
         let v1 = lerp(sample(img, x0, row0, c), sample(img, x1, row0, c), dx);
-        let v2 = row1.map_or(v1, |r| lerp(sample(img, x0, r, c), sample(img, x1, r, c), dx));
+        let v2 = row1.map_or(v1, |r| {
+            lerp(sample(img, x0, r, c), sample(img, x1, r, c), dx)
+        });
         lerp(v1, v2, dy) as u8
     })
 }
@@ -73,13 +79,31 @@ fn bicubic(img: &RgbImage, xin: f64, yin: f64) -> [u8; 3] {
     let in_rows = |k: i64| y + k >= 0 && y + k < img.height as i64;
     std::array::from_fn(|c| {
         let row = |r: usize| {
-            cubic(sample(img, xs[0], r, c), sample(img, xs[1], r, c), sample(img, xs[2], r, c), sample(img, xs[3], r, c), dx)
+            cubic(
+                sample(img, xs[0], r, c),
+                sample(img, xs[1], r, c),
+                sample(img, xs[2], r, c),
+                sample(img, xs[3], r, c),
+                dx,
+            )
         };
         // Rows outside the image repeat the previous row's value (the first row is clamped).
         let v1 = row(clip_index(y, img.height));
-        let v2 = if in_rows(1) { row((y + 1) as usize) } else { v1 };
-        let v3 = if in_rows(2) { row((y + 2) as usize) } else { v2 };
-        let v4 = if in_rows(3) { row((y + 3) as usize) } else { v3 };
+        let v2 = if in_rows(1) {
+            row((y + 1) as usize)
+        } else {
+            v1
+        };
+        let v3 = if in_rows(2) {
+            row((y + 2) as usize)
+        } else {
+            v2
+        };
+        let v4 = if in_rows(3) {
+            row((y + 3) as usize)
+        } else {
+            v3
+        };
         let v = cubic(v1, v2, v3, v4, dy);
         if v <= 0.0 {
             0
@@ -109,7 +133,14 @@ pub fn rotate(img: &RgbImage, degrees: f64, filter: Interpolation, fill: [u8; 3]
     let rad = -angle.to_radians();
     let (cos, sin) = (round15(rad.cos()), round15(rad.sin()));
     let (cx, cy) = (img.width as f64 / 2.0, img.height as f64 / 2.0);
-    let m = [cos, sin, cos * -cx + sin * -cy + cx, -sin, cos, -sin * -cx + cos * -cy + cy];
+    let m = [
+        cos,
+        sin,
+        cos * -cx + sin * -cy + cx,
+        -sin,
+        cos,
+        -sin * -cx + cos * -cy + cy,
+    ];
     affine(img, m, filter, fill)
 }
 
@@ -127,7 +158,11 @@ fn rotate_exact(img: &RgbImage, angle: u32) -> RgbImage {
             data.extend_from_slice(&img.pixel(sx, sy));
         }
     }
-    RgbImage { width: w, height: h, data }
+    RgbImage {
+        width: w,
+        height: h,
+        data,
+    }
 }
 
 #[cfg(test)]
@@ -143,7 +178,10 @@ mod tests {
     fn identity_and_integer_shift_are_exact() {
         let img = ramp();
         for f in [Interpolation::Bilinear, Interpolation::Bicubic] {
-            assert_eq!(affine(&img, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0], f, [1, 2, 3]), img);
+            assert_eq!(
+                affine(&img, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0], f, [1, 2, 3]),
+                img
+            );
             let shifted = affine(&img, [1.0, 0.0, 2.0, 0.0, 1.0, 0.0], f, [1, 2, 3]);
             assert_eq!(shifted.pixel(0, 1), img.pixel(2, 1));
             assert_eq!(shifted.pixel(4, 2), [1, 2, 3]);

@@ -8,7 +8,11 @@ use crate::image::RgbImage;
 /// Applies one 256-entry lookup table to every channel (Pillow `Image.point` / `ImageOps._lut`).
 pub fn apply_lut(img: &RgbImage, lut: &[u8; 256]) -> RgbImage {
     let data = img.data.iter().map(|&v| lut[v as usize]).collect();
-    RgbImage { width: img.width, height: img.height, data }
+    RgbImage {
+        width: img.width,
+        height: img.height,
+        data,
+    }
 }
 
 /// Applies a separate lookup table per channel.
@@ -19,7 +23,11 @@ fn apply_channel_luts(img: &RgbImage, luts: &[[u8; 256]; 3]) -> RgbImage {
             px[c] = luts[c][px[c] as usize];
         }
     }
-    RgbImage { width: img.width, height: img.height, data }
+    RgbImage {
+        width: img.width,
+        height: img.height,
+        data,
+    }
 }
 
 fn lut_from(f: impl Fn(usize) -> u8) -> [u8; 256] {
@@ -44,12 +52,30 @@ pub fn posterize(img: &RgbImage, bits: u32) -> RgbImage {
 
 /// `ImageOps.solarize`: invert values `>= threshold` (threshold 256 is the identity).
 pub fn solarize(img: &RgbImage, threshold: u32) -> RgbImage {
-    apply_lut(img, &lut_from(|i| if (i as u32) < threshold { i as u8 } else { 255 - i as u8 }))
+    apply_lut(
+        img,
+        &lut_from(|i| {
+            if (i as u32) < threshold {
+                i as u8
+            } else {
+                255 - i as u8
+            }
+        }),
+    )
 }
 
 /// timm `solarize_add`: add `add` (saturating) to values below `threshold`.
 pub fn solarize_add(img: &RgbImage, add: u32, threshold: u32) -> RgbImage {
-    apply_lut(img, &lut_from(|i| if (i as u32) < threshold { (i as u32 + add).min(255) as u8 } else { i as u8 }))
+    apply_lut(
+        img,
+        &lut_from(|i| {
+            if (i as u32) < threshold {
+                (i as u32 + add).min(255) as u8
+            } else {
+                i as u8
+            }
+        }),
+    )
 }
 
 fn histograms(img: &RgbImage) -> [[u64; 256]; 3] {
@@ -136,7 +162,11 @@ pub fn blend(a: &RgbImage, b: &RgbImage, alpha: f64) -> RgbImage {
             }
         })
         .collect();
-    RgbImage { width: a.width, height: a.height, data }
+    RgbImage {
+        width: a.width,
+        height: a.height,
+        data,
+    }
 }
 
 /// `ImageEnhance.Color(img).enhance(factor)`: blend with the grayscale image (saturation).
@@ -146,7 +176,15 @@ pub fn enhance_color(img: &RgbImage, factor: f64) -> RgbImage {
         let l = luma(px);
         px.copy_from_slice(&[l, l, l]);
     }
-    blend(&RgbImage { width: img.width, height: img.height, data: gray }, img, factor)
+    blend(
+        &RgbImage {
+            width: img.width,
+            height: img.height,
+            data: gray,
+        },
+        img,
+        factor,
+    )
 }
 
 /// `ImageEnhance.Contrast(img).enhance(factor)`: blend with a flat image at the rounded mean luma.
@@ -154,13 +192,21 @@ pub fn enhance_contrast(img: &RgbImage, factor: f64) -> RgbImage {
     let n = (img.width * img.height).max(1) as f64;
     let sum: u64 = img.data.chunks_exact(3).map(|px| luma(px) as u64).sum();
     let mean = (sum as f64 / n + 0.5) as u8;
-    let flat = RgbImage { width: img.width, height: img.height, data: vec![mean; img.data.len()] };
+    let flat = RgbImage {
+        width: img.width,
+        height: img.height,
+        data: vec![mean; img.data.len()],
+    };
     blend(&flat, img, factor)
 }
 
 /// `ImageEnhance.Brightness(img).enhance(factor)`: blend with black.
 pub fn enhance_brightness(img: &RgbImage, factor: f64) -> RgbImage {
-    let black = RgbImage { width: img.width, height: img.height, data: vec![0; img.data.len()] };
+    let black = RgbImage {
+        width: img.width,
+        height: img.height,
+        data: vec![0; img.data.len()],
+    };
     blend(&black, img, factor)
 }
 
@@ -191,11 +237,21 @@ pub fn smooth(img: &RgbImage) -> RgbImage {
                         ss += at(yy, xx) * wk;
                     }
                 }
-                out[y * stride + x * 3 + c] = if ss <= 0.0 { 0 } else if ss >= 255.0 { 255 } else { ss as u8 };
+                out[y * stride + x * 3 + c] = if ss <= 0.0 {
+                    0
+                } else if ss >= 255.0 {
+                    255
+                } else {
+                    ss as u8
+                };
             }
         }
     }
-    RgbImage { width: w, height: h, data: out }
+    RgbImage {
+        width: w,
+        height: h,
+        data: out,
+    }
 }
 
 #[cfg(test)]
@@ -209,7 +265,10 @@ mod tests {
         assert_eq!(posterize(&img, 1).data, vec![0, 0, 128, 128, 128, 0]);
         assert_eq!(posterize(&img, 0).data, vec![0; 6]);
         assert_eq!(solarize(&img, 128).data, vec![0, 100, 55, 0, 127, 127]);
-        assert_eq!(solarize_add(&img, 100, 128).data, vec![100, 200, 200, 255, 128, 227]);
+        assert_eq!(
+            solarize_add(&img, 100, 128).data,
+            vec![100, 200, 200, 255, 128, 227]
+        );
     }
 
     #[test]

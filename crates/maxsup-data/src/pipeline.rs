@@ -43,7 +43,10 @@ impl Pipeline {
     /// CIFAR training: zero-pad 4 + random 32x32 crop, flip, CIFAR mean/std.
     pub fn cifar_train() -> Pipeline {
         Pipeline {
-            geometry: Geometry::PadRandomCrop { size: 32, padding: 4 },
+            geometry: Geometry::PadRandomCrop {
+                size: 32,
+                padding: 4,
+            },
             flip_prob: 0.5,
             mean: CIFAR10_MEAN,
             std: CIFAR10_STD,
@@ -70,7 +73,12 @@ impl Pipeline {
     /// torchvision recipes use bilinear, DeiT bicubic.
     pub fn imagenet_train(size: usize, interpolation: Interpolation) -> Pipeline {
         Pipeline {
-            geometry: Geometry::RandomResizedCrop { size, scale: RRC_SCALE, ratio: RRC_RATIO, interpolation },
+            geometry: Geometry::RandomResizedCrop {
+                size,
+                scale: RRC_SCALE,
+                ratio: RRC_RATIO,
+                interpolation,
+            },
             flip_prob: 0.5,
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
@@ -84,7 +92,11 @@ impl Pipeline {
     /// crop_ratio 0.875 gives the classic 256 -> 224.
     pub fn imagenet_eval(size: usize, crop_ratio: f64, interpolation: Interpolation) -> Pipeline {
         Pipeline {
-            geometry: Geometry::ResizeCenterCrop { resize: (size as f64 / crop_ratio) as usize, crop: size, interpolation },
+            geometry: Geometry::ResizeCenterCrop {
+                resize: (size as f64 / crop_ratio) as usize,
+                crop: size,
+                interpolation,
+            },
             flip_prob: 0.0,
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
@@ -133,7 +145,12 @@ impl Pipeline {
     /// Transforms `img` into `out` (CHW, `sample_len()` values). All randomness comes from `rng`,
     /// drawn in a fixed order, so the result depends only on the image and the generator state.
     pub fn apply_into(&self, img: &RgbImage, rng: &mut Rng, out: &mut [f32]) -> anyhow::Result<()> {
-        anyhow::ensure!(out.len() == self.sample_len(), "output slice has {} values, expected {}", out.len(), self.sample_len());
+        anyhow::ensure!(
+            out.len() == self.sample_len(),
+            "output slice has {} values, expected {}",
+            out.len(),
+            self.sample_len()
+        );
         let flip = self.flip_prob > 0.0 && rng.chance(self.flip_prob);
         let mut img = self.geometry.apply(img, rng, flip)?;
         if let Some(ra) = &self.randaugment {
@@ -186,17 +203,33 @@ mod tests {
         let mut out = vec![0f32; 6];
         normalize_into(&img, IMAGENET_MEAN, IMAGENET_STD, &mut out);
         let expect = |v: f32, c: usize| (v / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
-        assert_eq!(out, vec![expect(0., 0), expect(10., 0), expect(128., 1), expect(20., 1), expect(255., 2), expect(30., 2)]);
+        assert_eq!(
+            out,
+            vec![
+                expect(0., 0),
+                expect(10., 0),
+                expect(128., 1),
+                expect(20., 1),
+                expect(255., 2),
+                expect(30., 2)
+            ]
+        );
     }
 
     #[test]
     fn presets_have_expected_sizes() {
-        assert_eq!(Pipeline::preset("imagenet-eval").unwrap().geometry, Geometry::ResizeCenterCrop {
-            resize: 256,
-            crop: 224,
-            interpolation: Interpolation::Bilinear
-        });
-        assert_eq!(Pipeline::preset("cifar-train").unwrap().sample_len(), 3 * 32 * 32);
+        assert_eq!(
+            Pipeline::preset("imagenet-eval").unwrap().geometry,
+            Geometry::ResizeCenterCrop {
+                resize: 256,
+                crop: 224,
+                interpolation: Interpolation::Bilinear
+            }
+        );
+        assert_eq!(
+            Pipeline::preset("cifar-train").unwrap().sample_len(),
+            3 * 32 * 32
+        );
         assert!(Pipeline::preset("nope").is_err());
     }
 
@@ -204,9 +237,17 @@ mod tests {
     fn cifar_eval_is_plain_normalization() {
         let data: Vec<u8> = (0..32 * 32 * 3).map(|i| (i % 256) as u8).collect();
         let img = RgbImage::new(32, 32, data).unwrap();
-        let out = Pipeline::cifar_eval().apply(&img, &mut Rng::from_seed(0)).unwrap();
+        let out = Pipeline::cifar_eval()
+            .apply(&img, &mut Rng::from_seed(0))
+            .unwrap();
         let p = img.pixel(5, 7);
-        assert_eq!(out[7 * 32 + 5], (p[0] as f32 / 255.0 - CIFAR10_MEAN[0]) / CIFAR10_STD[0]);
-        assert_eq!(out[2 * 1024 + 7 * 32 + 5], (p[2] as f32 / 255.0 - CIFAR10_MEAN[2]) / CIFAR10_STD[2]);
+        assert_eq!(
+            out[7 * 32 + 5],
+            (p[0] as f32 / 255.0 - CIFAR10_MEAN[0]) / CIFAR10_STD[0]
+        );
+        assert_eq!(
+            out[2 * 1024 + 7 * 32 + 5],
+            (p[2] as f32 / 255.0 - CIFAR10_MEAN[2]) / CIFAR10_STD[2]
+        );
     }
 }

@@ -143,8 +143,18 @@ impl AugmentOp {
             Sharpness | SharpnessIncreasing => pil_ops::enhance_sharpness(img, arg),
             ShearX => affine(img, [1.0, arg, 0.0, 0.0, 1.0, 0.0], filter(), ctx.fill),
             ShearY => affine(img, [1.0, 0.0, 0.0, arg, 1.0, 0.0], filter(), ctx.fill),
-            TranslateXRel => affine(img, [1.0, 0.0, arg * img.width as f64, 0.0, 1.0, 0.0], filter(), ctx.fill),
-            TranslateYRel => affine(img, [1.0, 0.0, 0.0, 0.0, 1.0, arg * img.height as f64], filter(), ctx.fill),
+            TranslateXRel => affine(
+                img,
+                [1.0, 0.0, arg * img.width as f64, 0.0, 1.0, 0.0],
+                filter(),
+                ctx.fill,
+            ),
+            TranslateYRel => affine(
+                img,
+                [1.0, 0.0, 0.0, 0.0, 1.0, arg * img.height as f64],
+                filter(),
+                ctx.fill,
+            ),
         }
     }
 }
@@ -171,7 +181,10 @@ impl RandAugment {
     /// inc). Weighted op sets (`t...`) are not supported.
     pub fn from_config(config: &str, context: OpContext) -> anyhow::Result<RandAugment> {
         let mut parts = config.split('-');
-        anyhow::ensure!(parts.next() == Some("rand"), "RandAugment config '{config}' must start with 'rand'");
+        anyhow::ensure!(
+            parts.next() == Some("rand"),
+            "RandAugment config '{config}' must start with 'rand'"
+        );
         let mut ra = RandAugment {
             ops: RAND_TRANSFORMS.to_vec(),
             num_layers: 2,
@@ -182,20 +195,33 @@ impl RandAugment {
             context,
         };
         for part in parts {
-            let split = part.find(|c: char| c.is_ascii_digit()).unwrap_or(part.len());
+            let split = part
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(part.len());
             let (key, val) = part.split_at(split);
             let num = || -> anyhow::Result<f64> {
-                val.parse::<f64>()
-                    .map_err(|_| anyhow::anyhow!("RandAugment config '{config}': section '{part}' has no number"))
+                val.parse::<f64>().map_err(|_| {
+                    anyhow::anyhow!("RandAugment config '{config}': section '{part}' has no number")
+                })
             };
             match key {
                 "m" => ra.magnitude = num()?.trunc(),
                 "n" => ra.num_layers = num()? as usize,
                 "p" => ra.prob = num()?,
-                "mstd" => ra.magnitude_std = if num()? > 100.0 { f64::INFINITY } else { num()? },
+                "mstd" => {
+                    ra.magnitude_std = if num()? > 100.0 {
+                        f64::INFINITY
+                    } else {
+                        num()?
+                    }
+                }
                 "mmax" => ra.magnitude_max = num()?.trunc(),
                 "inc" => {
-                    ra.ops = if num()? != 0.0 { RAND_INCREASING_TRANSFORMS.to_vec() } else { RAND_TRANSFORMS.to_vec() }
+                    ra.ops = if num()? != 0.0 {
+                        RAND_INCREASING_TRANSFORMS.to_vec()
+                    } else {
+                        RAND_TRANSFORMS.to_vec()
+                    }
                 }
                 _ => anyhow::bail!("RandAugment config '{config}': unknown section '{part}'"),
             }
@@ -206,8 +232,13 @@ impl RandAugment {
     /// DeiT's `rand-m9-mstd0.5-inc1` with timm's hparams for ImageNet: fill = round(255 * mean)
     /// = (124, 116, 104), bicubic resampling (`--train-interpolation bicubic`), translate 0.45.
     pub fn deit() -> RandAugment {
-        let context = OpContext { fill: [124, 116, 104], interpolation: Some(Interpolation::Bicubic), translate_pct: 0.45 };
-        RandAugment::from_config("rand-m9-mstd0.5-inc1", context).expect("the DeiT config string is valid")
+        let context = OpContext {
+            fill: [124, 116, 104],
+            interpolation: Some(Interpolation::Bicubic),
+            translate_pct: 0.45,
+        };
+        RandAugment::from_config("rand-m9-mstd0.5-inc1", context)
+            .expect("the DeiT config string is valid")
     }
 
     /// Draws this image's magnitude for one op.
@@ -248,11 +279,30 @@ mod tests {
     #[test]
     fn deit_config_parses_to_timm_defaults() {
         let ra = RandAugment::deit();
-        assert_eq!((ra.num_layers, ra.magnitude, ra.magnitude_std, ra.magnitude_max, ra.prob), (2, 9.0, 0.5, 10.0, 0.5));
+        assert_eq!(
+            (
+                ra.num_layers,
+                ra.magnitude,
+                ra.magnitude_std,
+                ra.magnitude_max,
+                ra.prob
+            ),
+            (2, 9.0, 0.5, 10.0, 0.5)
+        );
         assert_eq!(ra.ops, RAND_INCREASING_TRANSFORMS.to_vec());
         let ctx = ra.context;
-        assert_eq!(RandAugment::from_config("rand-m7-n3-p0.8", ctx).unwrap().ops, RAND_TRANSFORMS.to_vec());
-        assert_eq!(RandAugment::from_config("rand-mstd101", ctx).unwrap().magnitude_std, f64::INFINITY);
+        assert_eq!(
+            RandAugment::from_config("rand-m7-n3-p0.8", ctx)
+                .unwrap()
+                .ops,
+            RAND_TRANSFORMS.to_vec()
+        );
+        assert_eq!(
+            RandAugment::from_config("rand-mstd101", ctx)
+                .unwrap()
+                .magnitude_std,
+            f64::INFINITY
+        );
         assert!(RandAugment::from_config("auto-m9", ctx).is_err());
         assert!(RandAugment::from_config("rand-x3", ctx).is_err());
     }
@@ -271,6 +321,9 @@ mod tests {
         assert!((arg(AugmentOp::TranslateXRel).abs() - 0.405).abs() < 1e-12);
         let f = arg(AugmentOp::ColorIncreasing);
         assert!((f - 1.81).abs() < 1e-12 || (f - 0.19).abs() < 1e-12, "{f}");
-        assert_eq!(AugmentOp::PosterizeIncreasing.level_to_arg(10.0, &ctx, &mut rng), 0.0);
+        assert_eq!(
+            AugmentOp::PosterizeIncreasing.level_to_arg(10.0, &ctx, &mut rng),
+            0.0
+        );
     }
 }

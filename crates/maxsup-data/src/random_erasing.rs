@@ -57,7 +57,14 @@ impl RandomErasing {
     }
 
     /// Erases in place in a `[channels, height, width]` sample; returns the boxes drawn.
-    pub fn apply(&self, sample: &mut [f32], channels: usize, height: usize, width: usize, rng: &mut Rng) -> Vec<EraseBox> {
+    pub fn apply(
+        &self,
+        sample: &mut [f32],
+        channels: usize,
+        height: usize,
+        width: usize,
+        rng: &mut Rng,
+    ) -> Vec<EraseBox> {
         debug_assert_eq!(sample.len(), channels * height * width);
         let mut boxes = Vec::new();
         if rng.uniform() > self.prob {
@@ -80,8 +87,25 @@ impl RandomErasing {
                 if w < width && h < height {
                     let top = rng.int_inclusive(0, (height - h) as i64) as usize;
                     let left = rng.int_inclusive(0, (width - w) as i64) as usize;
-                    self.fill(sample, channels, height, width, EraseBox { top, left, height: h, width: w }, rng);
-                    boxes.push(EraseBox { top, left, height: h, width: w });
+                    self.fill(
+                        sample,
+                        channels,
+                        height,
+                        width,
+                        EraseBox {
+                            top,
+                            left,
+                            height: h,
+                            width: w,
+                        },
+                        rng,
+                    );
+                    boxes.push(EraseBox {
+                        top,
+                        left,
+                        height: h,
+                        width: w,
+                    });
                     break;
                 }
             }
@@ -89,7 +113,15 @@ impl RandomErasing {
         boxes
     }
 
-    fn fill(&self, sample: &mut [f32], channels: usize, height: usize, width: usize, b: EraseBox, rng: &mut Rng) {
+    fn fill(
+        &self,
+        sample: &mut [f32],
+        channels: usize,
+        height: usize,
+        width: usize,
+        b: EraseBox,
+        rng: &mut Rng,
+    ) {
         for c in 0..channels {
             let channel_value = match self.mode {
                 EraseMode::Const => 0.0,
@@ -99,7 +131,11 @@ impl RandomErasing {
             for y in b.top..b.top + b.height {
                 let row = &mut sample[c * height * width + y * width + b.left..][..b.width];
                 for v in row.iter_mut() {
-                    *v = if self.mode == EraseMode::Pixel { rng.normal() as f32 } else { channel_value };
+                    *v = if self.mode == EraseMode::Pixel {
+                        rng.normal() as f32
+                    } else {
+                        channel_value
+                    };
                 }
             }
         }

@@ -91,12 +91,21 @@ fn axis_taps(
             total += v;
         }
         for (j, v) in w.iter().enumerate().take(taps) {
-            weights[k * taps + j] = if total != 0.0 { (v / total) as f32 } else { 0.0 };
+            weights[k * taps + j] = if total != 0.0 {
+                (v / total) as f32
+            } else {
+                0.0
+            };
         }
         start.push(in_offset + lo);
         count.push(w.len().min(taps));
     }
-    AxisTaps { start, count, taps, weights }
+    AxisTaps {
+        start,
+        count,
+        taps,
+        weights,
+    }
 }
 
 /// Rounds half up and clamps to 8 bits. `(v + 0.5) as u8` instead of `f32::round`: without SSE4.1
@@ -119,10 +128,24 @@ pub fn resample(
     filter: Interpolation,
     flip: bool,
 ) -> RgbImage {
-    debug_assert!(src_rect.x + src_rect.width <= img.width && src_rect.y + src_rect.height <= img.height);
+    debug_assert!(
+        src_rect.x + src_rect.width <= img.width && src_rect.y + src_rect.height <= img.height
+    );
     debug_assert!(window.x + window.width <= out_w && window.y + window.height <= out_h);
-    let hx = axis_taps(src_rect.x, src_rect.width, out_w, window.x..window.x + window.width, filter);
-    let vy = axis_taps(src_rect.y, src_rect.height, out_h, window.y..window.y + window.height, filter);
+    let hx = axis_taps(
+        src_rect.x,
+        src_rect.width,
+        out_w,
+        window.x..window.x + window.width,
+        filter,
+    );
+    let vy = axis_taps(
+        src_rect.y,
+        src_rect.height,
+        out_h,
+        window.y..window.y + window.height,
+        filter,
+    );
 
     // Rows of the source that the vertical pass touches.
     let row_lo = vy.start.iter().copied().min().unwrap_or(0);
@@ -181,7 +204,11 @@ pub fn resample(
             *o = to_u8(a);
         }
     }
-    RgbImage { width: ow, height: oh, data: out }
+    RgbImage {
+        width: ow,
+        height: oh,
+        data: out,
+    }
 }
 
 #[cfg(test)]
@@ -202,7 +229,12 @@ mod tests {
     fn identity_size_is_exact() {
         let img = gradient(17, 9);
         for f in [Interpolation::Bilinear, Interpolation::Bicubic] {
-            let full = Rect { x: 0, y: 0, width: 17, height: 9 };
+            let full = Rect {
+                x: 0,
+                y: 0,
+                width: 17,
+                height: 9,
+            };
             let out = resample(&img, full, 17, 9, full, f, false);
             assert_eq!(out, img);
         }
@@ -213,8 +245,26 @@ mod tests {
         // Bilinear 2x shrink in Pillow = mean of each 2x2 block (weights 1/4,1/4 and 1/8 beyond).
         let data: Vec<u8> = (0..16).flat_map(|i| [i as u8 * 10, 0, 255]).collect();
         let img = RgbImage::new(4, 4, data).unwrap();
-        let full = Rect { x: 0, y: 0, width: 4, height: 4 };
-        let out = resample(&img, full, 2, 2, Rect { x: 0, y: 0, width: 2, height: 2 }, Interpolation::Bilinear, false);
+        let full = Rect {
+            x: 0,
+            y: 0,
+            width: 4,
+            height: 4,
+        };
+        let out = resample(
+            &img,
+            full,
+            2,
+            2,
+            Rect {
+                x: 0,
+                y: 0,
+                width: 2,
+                height: 2,
+            },
+            Interpolation::Bilinear,
+            false,
+        );
         assert_eq!(out.pixel(0, 0)[2], 255);
         assert_eq!(out.pixel(0, 0)[1], 0);
         // Constant channels stay constant; the ramp is smoothed monotonically.
@@ -225,9 +275,32 @@ mod tests {
     #[test]
     fn flip_and_window_match_full_then_crop() {
         let img = gradient(40, 30);
-        let src = Rect { x: 3, y: 2, width: 31, height: 25 };
-        let full = resample(&img, src, 20, 16, Rect { x: 0, y: 0, width: 20, height: 16 }, Interpolation::Bicubic, false);
-        let win = Rect { x: 4, y: 3, width: 10, height: 9 };
+        let src = Rect {
+            x: 3,
+            y: 2,
+            width: 31,
+            height: 25,
+        };
+        let full = resample(
+            &img,
+            src,
+            20,
+            16,
+            Rect {
+                x: 0,
+                y: 0,
+                width: 20,
+                height: 16,
+            },
+            Interpolation::Bicubic,
+            false,
+        );
+        let win = Rect {
+            x: 4,
+            y: 3,
+            width: 10,
+            height: 9,
+        };
         let part = resample(&img, src, 20, 16, win, Interpolation::Bicubic, false);
         let flipped = resample(&img, src, 20, 16, win, Interpolation::Bicubic, true);
         for y in 0..9 {

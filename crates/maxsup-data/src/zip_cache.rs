@@ -31,7 +31,13 @@ pub struct ZipCacheOptions {
 
 impl Default for ZipCacheOptions {
     fn default() -> Self {
-        ZipCacheOptions { cache: false, rank: 0, world_size: 1, num_classes: None, allow_empty_classes: false }
+        ZipCacheOptions {
+            cache: false,
+            rank: 0,
+            world_size: 1,
+            num_classes: None,
+            allow_empty_classes: false,
+        }
     }
 }
 
@@ -74,7 +80,10 @@ impl Seek for SharedCursor {
             SeekFrom::Current(d) => self.pos as i64 + d,
         };
         if new < 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before start"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek before start",
+            ));
         }
         self.pos = new as u64;
         Ok(self.pos)
@@ -104,13 +113,25 @@ pub struct ZipCache {
 
 impl ZipCache {
     /// Opens `<root>/<split>.zip` with `<root>/<split>_map.txt` (the official layout).
-    pub fn open_split(root: &Path, split: &str, options: ZipCacheOptions) -> anyhow::Result<ZipCache> {
-        ZipCache::open(&root.join(format!("{split}.zip")), &root.join(format!("{split}_map.txt")), options)
+    pub fn open_split(
+        root: &Path,
+        split: &str,
+        options: ZipCacheOptions,
+    ) -> anyhow::Result<ZipCache> {
+        ZipCache::open(
+            &root.join(format!("{split}.zip")),
+            &root.join(format!("{split}_map.txt")),
+            options,
+        )
     }
 
     /// Opens a zip with its map file. Every map entry must name an existing member; errors name the
     /// map line and member.
-    pub fn open(zip_path: &Path, map_path: &Path, options: ZipCacheOptions) -> anyhow::Result<ZipCache> {
+    pub fn open(
+        zip_path: &Path,
+        map_path: &Path,
+        options: ZipCacheOptions,
+    ) -> anyhow::Result<ZipCache> {
         anyhow::ensure!(
             options.world_size > 0 && options.rank < options.world_size,
             "rank {} is not in 0..world_size {}",
@@ -118,12 +139,18 @@ impl ZipCache {
             options.world_size
         );
         let entries = read_map(map_path)?;
-        let file = std::fs::File::open(zip_path).with_context(|| format!("cannot open zip {}", zip_path.display()))?;
+        let file = std::fs::File::open(zip_path)
+            .with_context(|| format!("cannot open zip {}", zip_path.display()))?;
         // SAFETY: the archive is opened read-only; like every mmap-based reader we assume the file is
         // not truncated by another process while training.
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot map {}", zip_path.display()))?;
-        let cursor = SharedCursor { bytes: Arc::new(Backing::Mmap(mmap)), pos: 0 };
-        let archive = zip::ZipArchive::new(cursor).with_context(|| format!("{} is not a valid zip archive", zip_path.display()))?;
+        let mmap = unsafe { memmap2::Mmap::map(&file) }
+            .with_context(|| format!("cannot map {}", zip_path.display()))?;
+        let cursor = SharedCursor {
+            bytes: Arc::new(Backing::Mmap(mmap)),
+            pos: 0,
+        };
+        let archive = zip::ZipArchive::new(cursor)
+            .with_context(|| format!("{} is not a valid zip archive", zip_path.display()))?;
         let samples = resolve_samples(entries, zip_path, map_path, &archive)?;
         let num_classes = check_labels(&samples, map_path, &options)?;
         let mut ds = ZipCache {
@@ -166,7 +193,11 @@ impl ZipCache {
 
     /// The encoded bytes of sample `index` (from the cache when enabled), CRC-checked.
     pub fn encoded(&self, index: usize) -> anyhow::Result<Vec<u8>> {
-        anyhow::ensure!(index < self.samples.len(), "index {index} out of range ({} samples)", self.samples.len());
+        anyhow::ensure!(
+            index < self.samples.len(),
+            "index {index} out of range ({} samples)",
+            self.samples.len()
+        );
         match &self.cached {
             Some(c) => match &c[index] {
                 Some(bytes) => Ok(bytes.clone()),
@@ -185,15 +216,24 @@ impl ZipCache {
     fn read_member(&self, index: usize) -> anyhow::Result<Vec<u8>> {
         let s = &self.samples[index];
         let mut archive = self.archive.clone();
-        let mut f = archive.by_index(s.member_index).with_context(|| self.describe(index))?;
+        let mut f = archive
+            .by_index(s.member_index)
+            .with_context(|| self.describe(index))?;
         let mut bytes = Vec::with_capacity(f.size() as usize);
-        f.read_to_end(&mut bytes).with_context(|| format!("reading {} (corrupt zip member?)", self.describe(index)))?;
+        f.read_to_end(&mut bytes)
+            .with_context(|| format!("reading {} (corrupt zip member?)", self.describe(index)))?;
         Ok(bytes)
     }
 
     fn describe(&self, index: usize) -> String {
         let s = &self.samples[index];
-        format!("{}@{} ({}:{})", self.zip_path.display(), s.member, self.map_path.display(), s.map_line)
+        format!(
+            "{}@{} ({}:{})",
+            self.zip_path.display(),
+            s.member,
+            self.map_path.display(),
+            s.map_line
+        )
     }
 }
 
@@ -217,20 +257,44 @@ fn resolve_samples(
             None => e.path.trim_matches('/').to_string(),
         };
         let Some(member_index) = archive.index_for_name(&member) else {
-            bail!("{}:{}: member {:?} is not in {}", map_path.display(), e.line, member, zip_path.display());
+            bail!(
+                "{}:{}: member {:?} is not in {}",
+                map_path.display(),
+                e.line,
+                member,
+                zip_path.display()
+            );
         };
-        samples.push(ZipSample { member, label: e.label, map_line: e.line, member_index });
+        samples.push(ZipSample {
+            member,
+            label: e.label,
+            map_line: e.line,
+            member_index,
+        });
     }
     Ok(samples)
 }
 
 /// Validates labels against the expected class count and returns the class count.
-fn check_labels(samples: &[ZipSample], map_path: &Path, options: &ZipCacheOptions) -> anyhow::Result<usize> {
-    anyhow::ensure!(!samples.is_empty(), "map file {} has no samples", map_path.display());
+fn check_labels(
+    samples: &[ZipSample],
+    map_path: &Path,
+    options: &ZipCacheOptions,
+) -> anyhow::Result<usize> {
+    anyhow::ensure!(
+        !samples.is_empty(),
+        "map file {} has no samples",
+        map_path.display()
+    );
     let max = samples.iter().map(|s| s.label).max().unwrap_or(0) as usize;
     let k = options.num_classes.unwrap_or(max + 1);
     if let Some(bad) = samples.iter().find(|s| s.label as usize >= k) {
-        bail!("{}:{}: label {} out of range 0..{k}", map_path.display(), bad.map_line, bad.label);
+        bail!(
+            "{}:{}: label {} out of range 0..{k}",
+            map_path.display(),
+            bad.map_line,
+            bad.label
+        );
     }
     if !options.allow_empty_classes {
         let mut count = vec![0usize; k];

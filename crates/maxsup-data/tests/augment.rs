@@ -11,39 +11,91 @@ use maxsup_data::random_erasing::RandomErasing;
 use maxsup_data::{Interpolation, Pipeline, RandAugment, RgbImage, Rng};
 
 fn load(name: &str) -> RgbImage {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
     decode(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
 }
 
 /// (max abs diff, fraction of values that differ).
 fn diff(a: &RgbImage, b: &RgbImage) -> (u8, f64) {
     assert_eq!((a.width, a.height), (b.width, b.height));
-    let d: Vec<u8> = a.data.iter().zip(&b.data).map(|(x, y)| x.abs_diff(*y)).collect();
-    (*d.iter().max().unwrap(), d.iter().filter(|&&v| v > 0).count() as f64 / d.len() as f64)
+    let d: Vec<u8> = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .map(|(x, y)| x.abs_diff(*y))
+        .collect();
+    (
+        *d.iter().max().unwrap(),
+        d.iter().filter(|&&v| v > 0).count() as f64 / d.len() as f64,
+    )
 }
 
 fn ctx(interpolation: Interpolation) -> OpContext {
-    OpContext { fill: [124, 116, 104], interpolation: Some(interpolation), translate_pct: 0.45 }
+    OpContext {
+        fill: [124, 116, 104],
+        interpolation: Some(interpolation),
+        translate_pct: 0.45,
+    }
 }
 
-fn check(op: AugmentOp, arg: f64, interpolation: Interpolation, src: &str, fixture: &str, max_tol: u8, frac_tol: f64) {
+fn check(
+    op: AugmentOp,
+    arg: f64,
+    interpolation: Interpolation,
+    src: &str,
+    fixture: &str,
+    max_tol: u8,
+    frac_tol: f64,
+) {
     let out = op.apply(&load(src), arg, &ctx(interpolation), &mut Rng::from_seed(0));
     let (max, frac) = diff(&out, &load(&format!("ra_{fixture}.png")));
-    eprintln!("{fixture}: max diff {max}, {:.2}% of values differ", frac * 100.0);
-    assert!(max <= max_tol && frac <= frac_tol, "{fixture}: max {max}, fraction differing {frac}");
+    eprintln!(
+        "{fixture}: max diff {max}, {:.2}% of values differ",
+        frac * 100.0
+    );
+    assert!(
+        max <= max_tol && frac <= frac_tol,
+        "{fixture}: max {max}, fraction differing {frac}"
+    );
 }
 
 #[test]
 fn pixel_ops_match_pillow_exactly() {
     use AugmentOp::*;
     let b = Interpolation::Bicubic;
-    check(AutoContrast, 0.0, b, "ra_src_low.png", "autocontrast", 0, 0.0);
+    check(
+        AutoContrast,
+        0.0,
+        b,
+        "ra_src_low.png",
+        "autocontrast",
+        0,
+        0.0,
+    );
     check(Equalize, 0.0, b, "ra_src_low.png", "equalize", 0, 0.0);
     check(Equalize, 0.0, b, "ra_src.png", "equalize_full", 0, 0.0);
     check(Invert, 0.0, b, "ra_src.png", "invert", 0, 0.0);
-    check(PosterizeIncreasing, 1.0, b, "ra_src.png", "posterize1", 0, 0.0);
+    check(
+        PosterizeIncreasing,
+        1.0,
+        b,
+        "ra_src.png",
+        "posterize1",
+        0,
+        0.0,
+    );
     check(Posterize, 3.0, b, "ra_src.png", "posterize3", 0, 0.0);
-    check(SolarizeIncreasing, 26.0, b, "ra_src.png", "solarize26", 0, 0.0);
+    check(
+        SolarizeIncreasing,
+        26.0,
+        b,
+        "ra_src.png",
+        "solarize26",
+        0,
+        0.0,
+    );
     check(SolarizeAdd, 99.0, b, "ra_src.png", "solarize_add99", 0, 0.0);
 }
 
@@ -51,9 +103,22 @@ fn pixel_ops_match_pillow_exactly() {
 fn enhance_ops_match_pillow() {
     use AugmentOp::*;
     let b = Interpolation::Bicubic;
-    for (op, name) in [(ColorIncreasing, "color"), (ContrastIncreasing, "contrast"), (BrightnessIncreasing, "brightness"), (SharpnessIncreasing, "sharpness")] {
+    for (op, name) in [
+        (ColorIncreasing, "color"),
+        (ContrastIncreasing, "contrast"),
+        (BrightnessIncreasing, "brightness"),
+        (SharpnessIncreasing, "sharpness"),
+    ] {
         for f in ["1.81", "0.19"] {
-            check(op, f.parse().unwrap(), b, "ra_src.png", &format!("{name}{f}"), 0, 0.0);
+            check(
+                op,
+                f.parse().unwrap(),
+                b,
+                "ra_src.png",
+                &format!("{name}{f}"),
+                0,
+                0.0,
+            );
         }
     }
 }
@@ -63,11 +128,43 @@ fn geometric_ops_match_pillow() {
     use AugmentOp::*;
     let (bc, bl) = (Interpolation::Bicubic, Interpolation::Bilinear);
     check(Rotate, 27.0, bc, "ra_src.png", "rotate27_bicubic", 0, 0.0);
-    check(Rotate, -13.0, bl, "ra_src.png", "rotate-13_bilinear", 0, 0.0);
+    check(
+        Rotate,
+        -13.0,
+        bl,
+        "ra_src.png",
+        "rotate-13_bilinear",
+        0,
+        0.0,
+    );
     check(ShearX, 0.27, bc, "ra_src.png", "shearx0.27_bicubic", 0, 0.0);
-    check(ShearY, -0.27, bl, "ra_src.png", "sheary-0.27_bilinear", 0, 0.0);
-    check(TranslateXRel, 0.405, bc, "ra_src.png", "translatex0.405_bicubic", 0, 0.0);
-    check(TranslateYRel, -0.3, bc, "ra_src.png", "translatey-0.3_bicubic", 0, 0.0);
+    check(
+        ShearY,
+        -0.27,
+        bl,
+        "ra_src.png",
+        "sheary-0.27_bilinear",
+        0,
+        0.0,
+    );
+    check(
+        TranslateXRel,
+        0.405,
+        bc,
+        "ra_src.png",
+        "translatex0.405_bicubic",
+        0,
+        0.0,
+    );
+    check(
+        TranslateYRel,
+        -0.3,
+        bc,
+        "ra_src.png",
+        "translatey-0.3_bicubic",
+        0,
+        0.0,
+    );
 }
 
 #[test]
@@ -115,8 +212,12 @@ fn deit_randaugment_is_deterministic_and_changes_images() {
     let ra = RandAugment::deit();
     assert_eq!(ra.ops, RAND_INCREASING_TRANSFORMS.to_vec());
     let img = load("ra_src.png");
-    let a: Vec<_> = (0..20).map(|i| ra.apply(&img, &mut Rng::from_seed(i))).collect();
-    let b: Vec<_> = (0..20).map(|i| ra.apply(&img, &mut Rng::from_seed(i))).collect();
+    let a: Vec<_> = (0..20)
+        .map(|i| ra.apply(&img, &mut Rng::from_seed(i)))
+        .collect();
+    let b: Vec<_> = (0..20)
+        .map(|i| ra.apply(&img, &mut Rng::from_seed(i)))
+        .collect();
     assert_eq!(a, b);
     // P(both ops skipped) = 1/4, so most of 20 draws alter the image.
     let changed = a.iter().filter(|o| **o != img).count();
@@ -148,10 +249,17 @@ fn random_erasing_area_and_aspect_follow_timm() {
     assert!((mean_area - 0.177).abs() < 0.01, "{mean_area}");
     assert!((log_aspect_sum / erased as f64).abs() < 0.06);
     // Pixel mode: the erased values are standard normal.
-    let vals: Vec<f64> = sample.iter().filter(|&&v| v != 0.0).map(|&v| v as f64).collect();
+    let vals: Vec<f64> = sample
+        .iter()
+        .filter(|&&v| v != 0.0)
+        .map(|&v| v as f64)
+        .collect();
     let mean = vals.iter().sum::<f64>() / vals.len() as f64;
     let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
-    assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.02, "mean {mean} var {var}");
+    assert!(
+        mean.abs() < 0.01 && (var - 1.0).abs() < 0.02,
+        "mean {mean} var {var}"
+    );
 }
 
 #[test]

@@ -11,7 +11,10 @@ fn cifar_dir() -> Option<PathBuf> {
     if dir.join("test_batch.bin").exists() {
         Some(dir)
     } else {
-        eprintln!("NOTE: {} absent; skipping real CIFAR-10 checks (run data/fetch-cifar10.sh)", dir.display());
+        eprintln!(
+            "NOTE: {} absent; skipping real CIFAR-10 checks (run data/fetch-cifar10.sh)",
+            dir.display()
+        );
         None
     }
 }
@@ -22,7 +25,10 @@ fn real_test_split_known_pixels_and_labels() {
     let test = Cifar10::open(&dir, CifarSplit::Test).unwrap();
     assert_eq!(test.len(), 10_000);
     let first20: Vec<u32> = (0..20).map(|i| test.label(i)).collect();
-    assert_eq!(first20, [3, 8, 8, 0, 6, 6, 1, 6, 3, 1, 0, 9, 5, 7, 9, 8, 5, 7, 8, 6]);
+    assert_eq!(
+        first20,
+        [3, 8, 8, 0, 6, 6, 1, 6, 3, 1, 0, 9, 5, 7, 9, 8, 5, 7, 8, 6]
+    );
     // Values read once with numpy (record 0: R row 0, G row 0, B(31,31), R(10,20)).
     let img = test.load(0).unwrap();
     let r: Vec<u8> = (0..4).map(|x| img.pixel(x, 0)[0]).collect();
@@ -44,7 +50,9 @@ fn real_train_split_counts_and_pixels() {
     }
     assert_eq!(counts, [5000; 10]);
     assert_eq!(train.label(0), 6);
-    let r: Vec<u8> = (0..4).map(|x| train.load(0).unwrap().pixel(x, 0)[0]).collect();
+    let r: Vec<u8> = (0..4)
+        .map(|x| train.load(0).unwrap().pixel(x, 0)[0])
+        .collect();
     assert_eq!(r, [59, 43, 50, 68]);
     assert_eq!(train.label(49_999), 1);
     assert_eq!(train.load(49_999).unwrap().pixel(31, 31)[2], 161);
@@ -68,7 +76,10 @@ fn planar_records_become_interleaved_rgb() {
     let rec = &bytes[RECORD_BYTES..];
     for (x, y) in [(0, 0), (5, 3), (31, 31)] {
         let p = y * 32 + x;
-        assert_eq!(img.pixel(x, y), [rec[1 + p], rec[1 + 1024 + p], rec[1 + 2048 + p]]);
+        assert_eq!(
+            img.pixel(x, y),
+            [rec[1 + p], rec[1 + 1024 + p], rec[1 + 2048 + p]]
+        );
     }
 }
 
@@ -78,14 +89,23 @@ fn missing_and_truncated_files_are_clear_errors() {
     std::fs::create_dir_all(&dir).unwrap();
     let err = Cifar10::open(&dir, CifarSplit::Test).err().unwrap();
     let msg = format!("{err:#}");
-    assert!(msg.contains("test_batch.bin") && msg.contains("fetch-cifar10.sh"), "{msg}");
+    assert!(
+        msg.contains("test_batch.bin") && msg.contains("fetch-cifar10.sh"),
+        "{msg}"
+    );
 
     std::fs::write(dir.join("test_batch.bin"), vec![0u8; RECORD_BYTES * 3 + 10]).unwrap();
     let msg = format!("{:#}", Cifar10::open(&dir, CifarSplit::Test).err().unwrap());
-    assert!(msg.contains("test_batch.bin") && msg.contains("truncated"), "{msg}");
+    assert!(
+        msg.contains("test_batch.bin") && msg.contains("truncated"),
+        "{msg}"
+    );
 
     let bad_label = synthetic_record(10, 1);
-    let msg = format!("{:#}", Cifar10::from_records(bad_label, "x.bin").err().unwrap());
+    let msg = format!(
+        "{:#}",
+        Cifar10::from_records(bad_label, "x.bin").err().unwrap()
+    );
     assert!(msg.contains("x.bin") && msg.contains("label 10"), "{msg}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -8,15 +8,25 @@ use maxsup_data::resample::{resample, Interpolation, Rect};
 use maxsup_data::{RgbImage, Rng};
 
 fn data(name: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 /// (max, mean) absolute difference of two equally sized images.
 fn diff(a: &RgbImage, b: &RgbImage) -> (u8, f64) {
     assert_eq!((a.width, a.height), (b.width, b.height));
-    let d: Vec<u8> = a.data.iter().zip(&b.data).map(|(x, y)| x.abs_diff(*y)).collect();
-    (*d.iter().max().unwrap(), d.iter().map(|&v| v as f64).sum::<f64>() / d.len() as f64)
+    let d: Vec<u8> = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .map(|(x, y)| x.abs_diff(*y))
+        .collect();
+    (
+        *d.iter().max().unwrap(),
+        d.iter().map(|&v| v as f64).sum::<f64>() / d.len() as f64,
+    )
 }
 
 fn check_decode(name: &str, max_tol: u8, mean_tol: f64) {
@@ -25,7 +35,10 @@ fn check_decode(name: &str, max_tol: u8, mean_tol: f64) {
     let expect = decode(&data(&format!("{stem}.expected.png"))).unwrap();
     let (max, mean) = diff(&img, &expect);
     eprintln!("{name}: max diff {max}, mean diff {mean:.3}");
-    assert!(max <= max_tol && mean <= mean_tol, "{name}: max {max} mean {mean}");
+    assert!(
+        max <= max_tol && mean <= mean_tol,
+        "{name}: max {max} mean {mean}"
+    );
 }
 
 #[test]
@@ -44,7 +57,20 @@ fn jpegs_match_pillow() {
 
 fn check_resample(src: Rect, w: usize, h: usize, f: Interpolation, fixture: &str) {
     let img = decode(&data("photo_baseline.expected.png")).unwrap();
-    let out = resample(&img, src, w, h, Rect { x: 0, y: 0, width: w, height: h }, f, false);
+    let out = resample(
+        &img,
+        src,
+        w,
+        h,
+        Rect {
+            x: 0,
+            y: 0,
+            width: w,
+            height: h,
+        },
+        f,
+        false,
+    );
     let (max, mean) = diff(&out, &decode(&data(fixture)).unwrap());
     eprintln!("{fixture}: max diff {max}, mean diff {mean:.3}");
     assert!(max <= 1 && mean < 0.1, "{fixture}: max {max} mean {mean}");
@@ -52,19 +78,48 @@ fn check_resample(src: Rect, w: usize, h: usize, f: Interpolation, fixture: &str
 
 #[test]
 fn resampling_matches_pillow_within_one_level() {
-    let down = Rect { x: 13, y: 7, width: 70, height: 50 };
-    check_resample(down, 40, 32, Interpolation::Bilinear, "resize_down_bilinear.png");
-    check_resample(down, 40, 32, Interpolation::Bicubic, "resize_down_bicubic.png");
-    let up = Rect { x: 30, y: 20, width: 20, height: 15 };
+    let down = Rect {
+        x: 13,
+        y: 7,
+        width: 70,
+        height: 50,
+    };
+    check_resample(
+        down,
+        40,
+        32,
+        Interpolation::Bilinear,
+        "resize_down_bilinear.png",
+    );
+    check_resample(
+        down,
+        40,
+        32,
+        Interpolation::Bicubic,
+        "resize_down_bicubic.png",
+    );
+    let up = Rect {
+        x: 30,
+        y: 20,
+        width: 20,
+        height: 15,
+    };
     check_resample(up, 48, 36, Interpolation::Bicubic, "resize_up_bicubic.png");
 }
 
 #[test]
 fn eval_geometry_matches_torchvision() {
     let img = decode(&data("photo_baseline.expected.png")).unwrap();
-    let g = Geometry::ResizeCenterCrop { resize: 45, crop: 40, interpolation: Interpolation::Bicubic };
+    let g = Geometry::ResizeCenterCrop {
+        resize: 45,
+        crop: 40,
+        interpolation: Interpolation::Bicubic,
+    };
     let out = g.apply(&img, &mut Rng::from_seed(0), false).unwrap();
-    let (max, mean) = diff(&out, &decode(&data("eval_resize45_crop40_bicubic.png")).unwrap());
+    let (max, mean) = diff(
+        &out,
+        &decode(&data("eval_resize45_crop40_bicubic.png")).unwrap(),
+    );
     assert!(max <= 1 && mean < 0.1, "max {max} mean {mean}");
 }
 
@@ -75,7 +130,10 @@ fn truncated_and_corrupt_images_are_errors() {
         // A missing EOI marker alone is tolerated (all pixel data is present), as by libjpeg.
         for cut in [bytes.len() / 3, bytes.len() * 2 / 3, bytes.len() - 12] {
             let r = decode(&bytes[..cut]);
-            assert!(r.is_err(), "{name} truncated to {cut} bytes decoded without error");
+            assert!(
+                r.is_err(),
+                "{name} truncated to {cut} bytes decoded without error"
+            );
         }
     }
     let msg = format!("{:#}", decode(b"GIF89a....").err().unwrap());
@@ -84,5 +142,8 @@ fn truncated_and_corrupt_images_are_errors() {
     for b in garbage[600..1600].iter_mut() {
         *b = 0xFF;
     }
-    assert!(decode(&garbage).is_err(), "garbage entropy data decoded without error");
+    assert!(
+        decode(&garbage).is_err(),
+        "garbage entropy data decoded without error"
+    );
 }

@@ -25,15 +25,25 @@ impl Dataset for Synthetic {
         format!("synthetic/{index}.jpg")
     }
     fn load(&self, index: usize) -> anyhow::Result<RgbImage> {
-        anyhow::ensure!(!self.broken.contains(&index), "corrupt JPEG in synthetic/{index}.jpg");
-        let data = (0..48 * 40 * 3).map(|p| ((p * 7 + index * 13) % 256) as u8).collect();
+        anyhow::ensure!(
+            !self.broken.contains(&index),
+            "corrupt JPEG in synthetic/{index}.jpg"
+        );
+        let data = (0..48 * 40 * 3)
+            .map(|p| ((p * 7 + index * 13) % 256) as u8)
+            .collect();
         RgbImage::new(48, 40, data)
     }
 }
 
 fn loader(n: usize, cfg: LoaderConfig) -> Loader {
     let ds = Arc::new(Synthetic { n, broken: vec![] });
-    Loader::new(ds, Pipeline::imagenet_train(24, Interpolation::Bicubic), cfg).unwrap()
+    Loader::new(
+        ds,
+        Pipeline::imagenet_train(24, Interpolation::Bicubic),
+        cfg,
+    )
+    .unwrap()
 }
 
 fn collect(l: &Loader, epoch: u64) -> Vec<maxsup_data::Batch> {
@@ -51,7 +61,7 @@ fn identical_batches_for_any_thread_count() {
     let b = collect(&loader(37, three), 2);
     assert_eq!(a, b);
     assert_eq!(a.len(), 4); // drop_last: 37 / 8
-    // A different epoch reshuffles and re-augments.
+                            // A different epoch reshuffles and re-augments.
     let c = collect(&loader(37, one), 3);
     assert_ne!(a[0].indices, c[0].indices);
 }
@@ -59,7 +69,10 @@ fn identical_batches_for_any_thread_count() {
 #[test]
 fn shuffle_covers_shard_and_eval_is_sequential() {
     let l = loader(37, LoaderConfig::train(8, 1));
-    let mut seen: Vec<usize> = collect(&l, 0).iter().flat_map(|b| b.indices.clone()).collect();
+    let mut seen: Vec<usize> = collect(&l, 0)
+        .iter()
+        .flat_map(|b| b.indices.clone())
+        .collect();
     assert_eq!(seen.len(), 32);
     seen.sort();
     seen.dedup();
@@ -79,7 +92,10 @@ fn shards_partition_the_dataset_like_deit() {
     let mut all = Vec::new();
     for rank in 0..3 {
         let l = loader(20, LoaderConfig::eval(4).with_shard(rank, 3));
-        let idx: Vec<usize> = collect(&l, 0).iter().flat_map(|b| b.indices.clone()).collect();
+        let idx: Vec<usize> = collect(&l, 0)
+            .iter()
+            .flat_map(|b| b.indices.clone())
+            .collect();
         assert!(idx.iter().all(|i| i % 3 == rank));
         all.extend(idx);
     }
@@ -99,17 +115,32 @@ fn same_sample_same_augmentation_regardless_of_batch_position() {
 
 #[test]
 fn errors_stop_the_epoch_and_name_the_sample() {
-    let ds = Arc::new(Synthetic { n: 12, broken: vec![5] });
-    let l = Loader::new(ds.clone(), Pipeline::imagenet_eval(16, 0.875, Interpolation::Bilinear), LoaderConfig::eval(4))
-        .unwrap();
+    let ds = Arc::new(Synthetic {
+        n: 12,
+        broken: vec![5],
+    });
+    let l = Loader::new(
+        ds.clone(),
+        Pipeline::imagenet_eval(16, 0.875, Interpolation::Bilinear),
+        LoaderConfig::eval(4),
+    )
+    .unwrap();
     let results: Vec<_> = l.epoch(0).collect();
     assert_eq!(results.len(), 2);
     let msg = format!("{:#}", results[1].as_ref().err().unwrap());
-    assert!(msg.contains("synthetic/5.jpg") && msg.contains("sample 5"), "{msg}");
+    assert!(
+        msg.contains("synthetic/5.jpg") && msg.contains("sample 5"),
+        "{msg}"
+    );
 
     let mut cfg = LoaderConfig::eval(4);
     cfg.skip_corrupt = true;
-    let l = Loader::new(ds, Pipeline::imagenet_eval(16, 0.875, Interpolation::Bilinear), cfg).unwrap();
+    let l = Loader::new(
+        ds,
+        Pipeline::imagenet_eval(16, 0.875, Interpolation::Bilinear),
+        cfg,
+    )
+    .unwrap();
     let mut it = l.epoch(0);
     let batches: Vec<_> = it.by_ref().map(|b| b.unwrap()).collect();
     assert_eq!(batches[1].indices, vec![4, 6, 7]);
@@ -129,7 +160,9 @@ fn stall_time_is_measured_and_early_drop_is_clean() {
 
 #[test]
 fn mixup_batches_carry_soft_targets() {
-    let l = loader(16, LoaderConfig::train(8, 0)).with_mixup(Mixup::deit(10, 0.0)).unwrap();
+    let l = loader(16, LoaderConfig::train(8, 0))
+        .with_mixup(Mixup::deit(10, 0.0))
+        .unwrap();
     let b = collect(&l, 0);
     let t = b[0].soft_targets.as_ref().unwrap();
     assert_eq!(t.len(), 8 * 10);

@@ -6,12 +6,17 @@ use std::sync::Arc;
 
 use maxsup_data::decode::decode;
 use maxsup_data::{
-    build_zip_from_folder, ClassIndexConverter, Dataset, ImageFolder, Interpolation, Loader, LoaderConfig, Pipeline,
-    ZipCache, ZipCacheOptions,
+    build_zip_from_folder, ClassIndexConverter, Dataset, ImageFolder, Interpolation, Loader,
+    LoaderConfig, Pipeline, ZipCache, ZipCacheOptions,
 };
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)).unwrap()
+    std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(name),
+    )
+    .unwrap()
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -28,14 +33,29 @@ fn put(path: &Path, bytes: &[u8]) {
 
 /// ROOT/{train,val}/<wnid>/... with real JPEG/PNG fixtures (CMYK and grayscale included).
 fn make_tree(root: &Path) {
-    put(&root.join("train/n02000000/b.JPEG"), &fixture("photo_baseline.jpg"));
+    put(
+        &root.join("train/n02000000/b.JPEG"),
+        &fixture("photo_baseline.jpg"),
+    );
     put(&root.join("train/n02000000/a.jpeg"), &fixture("cmyk.jpg"));
-    put(&root.join("train/n01000000/sub/c.png"), &fixture("rgba.png"));
+    put(
+        &root.join("train/n01000000/sub/c.png"),
+        &fixture("rgba.png"),
+    );
     put(&root.join("train/n01000000/notes.txt"), b"not an image");
-    put(&root.join("train/n03000000/d.jpg"), &fixture("photo_progressive.jpg"));
+    put(
+        &root.join("train/n03000000/d.jpg"),
+        &fixture("photo_progressive.jpg"),
+    );
     put(&root.join("val/n01000000/v1.JPEG"), &fixture("gray.jpg"));
-    put(&root.join("val/n02000000/v2.JPEG"), &fixture("photo_baseline.jpg"));
-    put(&root.join("val/n03000000/v3.JPEG"), &fixture("photo_progressive.jpg"));
+    put(
+        &root.join("val/n02000000/v2.JPEG"),
+        &fixture("photo_baseline.jpg"),
+    );
+    put(
+        &root.join("val/n03000000/v3.JPEG"),
+        &fixture("photo_progressive.jpg"),
+    );
 }
 
 #[test]
@@ -59,12 +79,20 @@ fn built_zip_reads_back_identically() {
         assert_eq!(zc.load(i).unwrap(), folder.load(i).unwrap());
     }
     // Members are stored, not recompressed.
-    let mut ar = zip::ZipArchive::new(std::fs::File::open(dir.join("out/train.zip")).unwrap()).unwrap();
-    assert_eq!(ar.by_index(0).unwrap().compression(), zip::CompressionMethod::Stored);
+    let mut ar =
+        zip::ZipArchive::new(std::fs::File::open(dir.join("out/train.zip")).unwrap()).unwrap();
+    assert_eq!(
+        ar.by_index(0).unwrap().compression(),
+        zip::CompressionMethod::Stored
+    );
 
     // The loader runs on it end to end.
-    let l = Loader::new(Arc::new(zc), Pipeline::imagenet_train(16, Interpolation::Bicubic), LoaderConfig::train(2, 0))
-        .unwrap();
+    let l = Loader::new(
+        Arc::new(zc),
+        Pipeline::imagenet_train(16, Interpolation::Bicubic),
+        LoaderConfig::train(2, 0),
+    )
+    .unwrap();
     let batches: Vec<_> = l.epoch(0).map(|b| b.unwrap()).collect();
     assert_eq!(batches.len(), 2);
     assert!(batches[0].images.iter().all(|v| v.is_finite()));
@@ -91,15 +119,35 @@ fn official_map_prefixes_unsorted_lines_and_label_order() {
     let (zip, map_path) = official_layout(&dir, map);
     let zc = ZipCache::open(&zip, &map_path, ZipCacheOptions::default()).unwrap();
     let members: Vec<&str> = zc.samples().iter().map(|s| s.member.as_str()).collect();
-    assert_eq!(members, ["train/n01000000/sub/c.png", "train/n02000000/a.jpeg", "train/n02000000/b.JPEG", "train/n03000000/d.jpg"]);
-    assert_eq!((0..4).map(|i| zc.label(i)).collect::<Vec<_>>(), [2, 1, 1, 0]);
+    assert_eq!(
+        members,
+        [
+            "train/n01000000/sub/c.png",
+            "train/n02000000/a.jpeg",
+            "train/n02000000/b.JPEG",
+            "train/n03000000/d.jpg"
+        ]
+    );
+    assert_eq!(
+        (0..4).map(|i| zc.label(i)).collect::<Vec<_>>(),
+        [2, 1, 1, 0]
+    );
     assert_eq!(zc.samples()[0].map_line, 2);
-    assert_eq!(zc.load(3).unwrap(), decode(&fixture("photo_progressive.jpg")).unwrap());
+    assert_eq!(
+        zc.load(3).unwrap(),
+        decode(&fixture("photo_progressive.jpg")).unwrap()
+    );
 
     // Converter between the map's class order and sorted wnids.
     let conv = ClassIndexConverter::from_map_file_to_sorted(&map_path).unwrap();
     assert_eq!(conv.zip_wnids(), ["n03000000", "n02000000", "n01000000"]);
-    assert_eq!((conv.zip_to_target(0).unwrap(), conv.zip_to_target(2).unwrap()), (2, 0));
+    assert_eq!(
+        (
+            conv.zip_to_target(0).unwrap(),
+            conv.zip_to_target(2).unwrap()
+        ),
+        (2, 0)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -108,16 +156,26 @@ fn cache_mode_holds_only_this_ranks_shard() {
     let dir = tmp("cache");
     make_tree(&dir.join("src"));
     build_zip_from_folder(&dir.join("src"), &dir.join("data")).unwrap();
-    let opts = ZipCacheOptions { cache: true, rank: 1, world_size: 2, ..Default::default() };
+    let opts = ZipCacheOptions {
+        cache: true,
+        rank: 1,
+        world_size: 2,
+        ..Default::default()
+    };
     let zc = Arc::new(ZipCache::open_split(&dir.join("data"), "train", opts).unwrap());
-    let plain = ZipCache::open_split(&dir.join("data"), "train", ZipCacheOptions::default()).unwrap();
+    let plain =
+        ZipCache::open_split(&dir.join("data"), "train", ZipCacheOptions::default()).unwrap();
     assert_eq!(zc.load(1).unwrap(), plain.load(1).unwrap());
     assert_eq!(zc.load(3).unwrap(), plain.load(3).unwrap());
     let msg = format!("{:#}", zc.load(0).unwrap_err());
     assert!(msg.contains("belongs to rank 0"), "{msg}");
     // A loader with the matching shard only touches cached samples.
-    let l = Loader::new(zc, Pipeline::imagenet_eval(16, 0.875, Interpolation::Bilinear), LoaderConfig::eval(4).with_shard(1, 2))
-        .unwrap();
+    let l = Loader::new(
+        zc,
+        Pipeline::imagenet_eval(16, 0.875, Interpolation::Bilinear),
+        LoaderConfig::eval(4).with_shard(1, 2),
+    )
+    .unwrap();
     let b: Vec<_> = l.epoch(0).map(|b| b.unwrap()).collect();
     assert_eq!(b[0].indices, [1, 3]);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -126,7 +184,12 @@ fn cache_mode_holds_only_this_ranks_shard() {
 fn open_err(name: &str, map: &str, opts: ZipCacheOptions) -> String {
     let dir = tmp(name);
     let (zip, map_path) = official_layout(&dir, map);
-    let msg = format!("{:#}", ZipCache::open(&zip, &map_path, opts).err().expect("bad input must fail"));
+    let msg = format!(
+        "{:#}",
+        ZipCache::open(&zip, &map_path, opts)
+            .err()
+            .expect("bad input must fail")
+    );
     std::fs::remove_dir_all(&dir).unwrap();
     msg
 }
@@ -134,20 +197,47 @@ fn open_err(name: &str, map: &str, opts: ZipCacheOptions) -> String {
 #[test]
 fn bad_maps_name_the_file_and_line() {
     let good = "train/n01000000/sub/c.png\t0\n";
-    let msg = open_err("malformed", &format!("{good}train/n02000000/a.jpeg 1\n"), ZipCacheOptions::default());
-    assert!(msg.contains("custom_map.txt:2") && msg.contains("no tab"), "{msg}");
+    let msg = open_err(
+        "malformed",
+        &format!("{good}train/n02000000/a.jpeg 1\n"),
+        ZipCacheOptions::default(),
+    );
+    assert!(
+        msg.contains("custom_map.txt:2") && msg.contains("no tab"),
+        "{msg}"
+    );
 
     let msg = open_err(
         "range",
         &format!("{good}train/n02000000/a.jpeg\t7\n"),
-        ZipCacheOptions { num_classes: Some(3), allow_empty_classes: true, ..Default::default() },
+        ZipCacheOptions {
+            num_classes: Some(3),
+            allow_empty_classes: true,
+            ..Default::default()
+        },
     );
-    assert!(msg.contains("custom_map.txt:2") && msg.contains("label 7 out of range 0..3"), "{msg}");
+    assert!(
+        msg.contains("custom_map.txt:2") && msg.contains("label 7 out of range 0..3"),
+        "{msg}"
+    );
 
-    let msg = open_err("missing", &format!("{good}train/n02000000/zzz.JPEG\t1\n"), ZipCacheOptions::default());
-    assert!(msg.contains("custom_map.txt:2") && msg.contains("train/n02000000/zzz.JPEG") && msg.contains("train.zip"), "{msg}");
+    let msg = open_err(
+        "missing",
+        &format!("{good}train/n02000000/zzz.JPEG\t1\n"),
+        ZipCacheOptions::default(),
+    );
+    assert!(
+        msg.contains("custom_map.txt:2")
+            && msg.contains("train/n02000000/zzz.JPEG")
+            && msg.contains("train.zip"),
+        "{msg}"
+    );
 
-    let msg = open_err("empty", &format!("{good}train/n02000000/a.jpeg\t2\n"), ZipCacheOptions::default());
+    let msg = open_err(
+        "empty",
+        &format!("{good}train/n02000000/a.jpeg\t2\n"),
+        ZipCacheOptions::default(),
+    );
     assert!(msg.contains("class 1 has no samples"), "{msg}");
 }
 
@@ -158,25 +248,49 @@ fn corrupt_and_truncated_members_are_named_or_skipped() {
     put(&src.join("n1/good.JPEG"), &fixture("photo_baseline.jpg"));
     let jpeg = fixture("photo_progressive.jpg");
     put(&src.join("n1/truncated.JPEG"), &jpeg[..jpeg.len() / 2]);
-    put(&src.join("n2/garbage.JPEG"), b"\xFF\xD8\xFF\xE0 this is not really a jpeg");
+    put(
+        &src.join("n2/garbage.JPEG"),
+        b"\xFF\xD8\xFF\xE0 this is not really a jpeg",
+    );
     put(&src.join("n2/good2.png"), &fixture("rgba.png"));
     build_zip_from_folder(&dir.join("src"), &dir.join("data")).unwrap();
-    let zc = Arc::new(ZipCache::open_split(&dir.join("data"), "train", ZipCacheOptions::default()).unwrap());
+    let zc = Arc::new(
+        ZipCache::open_split(&dir.join("data"), "train", ZipCacheOptions::default()).unwrap(),
+    );
     let names: Vec<String> = (0..4).map(|i| zc.name(i)).collect();
-    let bad = names.iter().position(|n| n.contains("truncated.JPEG")).unwrap();
+    let bad = names
+        .iter()
+        .position(|n| n.contains("truncated.JPEG"))
+        .unwrap();
     let msg = format!("{:#}", zc.load(bad).unwrap_err());
-    assert!(msg.contains("train.zip@train/n1/truncated.JPEG") && msg.contains("train_map.txt:"), "{msg}");
-    let bad = names.iter().position(|n| n.contains("garbage.JPEG")).unwrap();
+    assert!(
+        msg.contains("train.zip@train/n1/truncated.JPEG") && msg.contains("train_map.txt:"),
+        "{msg}"
+    );
+    let bad = names
+        .iter()
+        .position(|n| n.contains("garbage.JPEG"))
+        .unwrap();
     assert!(format!("{:#}", zc.load(bad).unwrap_err()).contains("garbage.JPEG"));
 
     let mut cfg = LoaderConfig::eval(4);
     cfg.skip_corrupt = true;
-    let l = Loader::new(zc.clone(), Pipeline::imagenet_eval(16, 0.875, Interpolation::Bilinear), cfg).unwrap();
+    let l = Loader::new(
+        zc.clone(),
+        Pipeline::imagenet_eval(16, 0.875, Interpolation::Bilinear),
+        cfg,
+    )
+    .unwrap();
     let mut it = l.epoch(0);
     let b = it.next().unwrap().unwrap();
     assert_eq!(b.len(), 2);
     assert_eq!(it.skipped(), 2);
-    let l = Loader::new(zc, Pipeline::imagenet_eval(16, 0.875, Interpolation::Bilinear), LoaderConfig::eval(4)).unwrap();
+    let l = Loader::new(
+        zc,
+        Pipeline::imagenet_eval(16, 0.875, Interpolation::Bilinear),
+        LoaderConfig::eval(4),
+    )
+    .unwrap();
     assert!(l.epoch(0).next().unwrap().is_err());
 
     // A member whose bytes were damaged inside the archive fails its CRC check.
@@ -184,7 +298,10 @@ fn corrupt_and_truncated_members_are_named_or_skipped() {
     let mut bytes = std::fs::read(&zip_path).unwrap();
     let pos = bytes.windows(4).position(|w| w == b"JFIF").unwrap() + 200;
     bytes[pos] ^= 0x55;
-    std::fs::File::create(&zip_path).unwrap().write_all(&bytes).unwrap();
+    std::fs::File::create(&zip_path)
+        .unwrap()
+        .write_all(&bytes)
+        .unwrap();
     let zc = ZipCache::open_split(&dir.join("data"), "train", ZipCacheOptions::default()).unwrap();
     let msg = format!("{:#}", zc.load(0).unwrap_err());
     assert!(msg.contains("train/n1/good.JPEG"), "{msg}");
@@ -200,7 +317,10 @@ fn image_folder_rules() {
     assert_eq!(f.len(), 4); // notes.txt ignored
     std::fs::create_dir_all(dir.join("train/n04000000")).unwrap();
     let msg = format!("{:#}", ImageFolder::open(&dir.join("train")).err().unwrap());
-    assert!(msg.contains("n04000000") && msg.contains("no images"), "{msg}");
+    assert!(
+        msg.contains("n04000000") && msg.contains("no images"),
+        "{msg}"
+    );
     // build-zip refuses splits with different classes.
     assert!(build_zip_from_folder(&dir, &dir.join("out")).is_err());
     std::fs::remove_dir_all(&dir).unwrap();

@@ -7,8 +7,8 @@ use std::str::FromStr;
 use candle_core::{bail, Device, Result, Tensor};
 
 use crate::{
-    cross_entropy, focal, label_smoothing, logit_penalty, maxsup, maxsup_penalty, soft_target_cross_entropy,
-    AlphaSchedule, OnlineLabelSmoothing, ZipfLabelSmoothing,
+    cross_entropy, focal, label_smoothing, logit_penalty, maxsup, maxsup_penalty,
+    soft_target_cross_entropy, AlphaSchedule, OnlineLabelSmoothing, ZipfLabelSmoothing,
 };
 
 /// The losses the paper compares, by their command-line names.
@@ -34,8 +34,15 @@ pub enum LossKind {
 
 impl LossKind {
     /// Every kind, in the order the paper's tables list them.
-    pub const ALL: [LossKind; 7] =
-        [Self::Ce, Self::Ls, Self::Ols, Self::Zipf, Self::Maxsup, Self::Lp, Self::Focal];
+    pub const ALL: [LossKind; 7] = [
+        Self::Ce,
+        Self::Ls,
+        Self::Ols,
+        Self::Zipf,
+        Self::Maxsup,
+        Self::Lp,
+        Self::Focal,
+    ];
 
     /// The command-line name.
     pub fn name(self) -> &'static str {
@@ -65,10 +72,13 @@ impl fmt::Display for LossKind {
 impl FromStr for LossKind {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Self::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
-            let names: Vec<&str> = Self::ALL.iter().map(|k| k.name()).collect();
-            format!("unknown loss `{s}` (expected one of: {})", names.join(", "))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown loss `{s}` (expected one of: {})", names.join(", "))
+            })
     }
 }
 
@@ -120,7 +130,12 @@ pub struct LossInput<'a> {
 impl<'a> LossInput<'a> {
     /// Hard labels only.
     pub fn new(logits: &'a Tensor, targets: &'a Tensor) -> Self {
-        Self { logits, targets, soft_targets: None, dense_logits: None }
+        Self {
+            logits,
+            targets,
+            soft_targets: None,
+            dense_logits: None,
+        }
     }
 }
 
@@ -151,7 +166,11 @@ impl Criterion {
             LossKind::Ols => Some(OnlineLabelSmoothing::new(config.num_classes, device)?),
             _ => None,
         };
-        Ok(Self { config, epoch: 0, online })
+        Ok(Self {
+            config,
+            epoch: 0,
+            online,
+        })
     }
 
     pub fn config(&self) -> &CriterionConfig {
@@ -199,7 +218,11 @@ impl Criterion {
                 let Some(dense) = input.dense_logits else {
                     bail!("criterion zipf: needs the dense logits [B, K, H, W] of the last feature map");
                 };
-                let zipf = ZipfLabelSmoothing { weight: c.zipf_weight, power: c.zipf_power, mask_incorrect: false };
+                let zipf = ZipfLabelSmoothing {
+                    weight: c.zipf_weight,
+                    power: c.zipf_power,
+                    mask_incorrect: false,
+                };
                 zipf.forward(z, dense, y)
             }
         }
@@ -217,7 +240,12 @@ impl Criterion {
                 soft_target_cross_entropy(z, &smoothed)
             }
             LossKind::Lp => {
-                let penalty = (z.to_dtype(candle_core::DType::F32)?.sqr()?.sum(1)?.mean_all()? * (c.beta / 2.0))?;
+                let penalty = (z
+                    .to_dtype(candle_core::DType::F32)?
+                    .sqr()?
+                    .sum(1)?
+                    .mean_all()?
+                    * (c.beta / 2.0))?;
                 soft_target_cross_entropy(z, soft)? + penalty
             }
             LossKind::Ols | LossKind::Zipf | LossKind::Focal => bail!(

@@ -2,8 +2,8 @@
 
 use candle_core::{Result, Tensor, D};
 
-use crate::log_softmax::log_softmax;
 use crate::fused::Terms;
+use crate::log_softmax::log_softmax;
 use crate::softmax_family::softmax_family_loss;
 use crate::validate::{finite_loss, logits_2d, soft_targets};
 
@@ -21,7 +21,10 @@ use crate::validate::{finite_loss, logits_2d, soft_targets};
 /// # Ok::<(), candle_core::Error>(())
 /// ```
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let terms = Terms { ce: 1.0, ..Terms::default() };
+    let terms = Terms {
+        ce: 1.0,
+        ..Terms::default()
+    };
     softmax_family_loss(logits, targets, terms, "cross_entropy")
 }
 

@@ -25,7 +25,10 @@ pub(crate) fn try_fused(z: &Tensor, targets: &[u32], terms: Terms) -> Result<Opt
     if !z.device().is_cpu() || !matches!(z.dtype(), DType::F32 | DType::F64) {
         return Ok(None);
     }
-    let op = FusedLoss { targets: targets.to_vec(), terms };
+    let op = FusedLoss {
+        targets: targets.to_vec(),
+        terms,
+    };
     Ok(Some(z.contiguous()?.apply_op1(op)?))
 }
 
@@ -54,10 +57,19 @@ fn row_stats<T: WithDType>(row: &[T]) -> RowStats {
         sum_sq += v * v;
     }
     let sum_exp: f64 = row.iter().map(|v| (v.to_f64() - max).exp()).sum();
-    RowStats { max, argmax, log_sum_exp: max + sum_exp.ln(), mean: sum / row.len() as f64, sum_sq }
+    RowStats {
+        max,
+        argmax,
+        log_sum_exp: max + sum_exp.ln(),
+        mean: sum / row.len() as f64,
+        sum_sq,
+    }
 }
 
-fn rows<'a, T: WithDType>(storage: &'a CpuStorage, layout: &Layout) -> Result<(&'a [T], usize, usize)> {
+fn rows<'a, T: WithDType>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+) -> Result<(&'a [T], usize, usize)> {
     let (b, k) = layout.shape().dims2()?;
     let Some((start, end)) = layout.contiguous_offsets() else {
         candle_core::bail!("fused loss: logits must be contiguous");
@@ -76,7 +88,9 @@ impl FusedLoss {
                 let s = row_stats(row);
                 let log_p_y = row[y as usize].to_f64() - s.log_sum_exp;
                 let mean_log_p = s.mean - s.log_sum_exp;
-                -t.ce * log_p_y - t.uniform * mean_log_p + t.maxsup * (s.max - s.mean) + t.lp * 0.5 * s.sum_sq
+                -t.ce * log_p_y - t.uniform * mean_log_p
+                    + t.maxsup * (s.max - s.mean)
+                    + t.lp * 0.5 * s.sum_sq
             })
             .sum();
         Ok(T::to_cpu_storage(&[T::from_f64(total / b as f64)]))
@@ -87,17 +101,23 @@ impl FusedLoss {
         let t = self.terms;
         let (inv_b, inv_k) = (1.0 / b as f64, 1.0 / k as f64);
         let mut grad = vec![T::from_f64(0.0); b * k];
-        grad.par_chunks_mut(k).zip(data.par_chunks(k)).zip(self.targets.par_iter()).for_each(|((g, row), &y)| {
-            let s = row_stats(row);
-            for (j, (gj, zj)) in g.iter_mut().zip(row).enumerate() {
-                let z = zj.to_f64();
-                let p = (z - s.log_sum_exp).exp();
-                let onehot_y = if j == y as usize { 1.0 } else { 0.0 };
-                let onehot_max = if j == s.argmax { 1.0 } else { 0.0 };
-                let d = t.ce * (p - onehot_y) + t.uniform * (p - inv_k) + t.maxsup * (onehot_max - inv_k) + t.lp * z;
-                *gj = T::from_f64(d * inv_b);
-            }
-        });
+        grad.par_chunks_mut(k)
+            .zip(data.par_chunks(k))
+            .zip(self.targets.par_iter())
+            .for_each(|((g, row), &y)| {
+                let s = row_stats(row);
+                for (j, (gj, zj)) in g.iter_mut().zip(row).enumerate() {
+                    let z = zj.to_f64();
+                    let p = (z - s.log_sum_exp).exp();
+                    let onehot_y = if j == y as usize { 1.0 } else { 0.0 };
+                    let onehot_max = if j == s.argmax { 1.0 } else { 0.0 };
+                    let d = t.ce * (p - onehot_y)
+                        + t.uniform * (p - inv_k)
+                        + t.maxsup * (onehot_max - inv_k)
+                        + t.lp * z;
+                    *gj = T::from_f64(d * inv_b);
+                }
+            });
         Ok(T::to_cpu_storage_owned(grad))
     }
 }
@@ -117,7 +137,10 @@ impl CustomOp1 for FusedLoss {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let op = FusedLossGradient(FusedLoss { targets: self.targets.clone(), terms: self.terms });
+        let op = FusedLossGradient(FusedLoss {
+            targets: self.targets.clone(),
+            terms: self.terms,
+        });
         let grad = arg.apply_op1_no_bwd(&op)?;
         Ok(Some(grad.broadcast_mul(grad_res)?))
     }

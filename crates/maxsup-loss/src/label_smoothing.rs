@@ -13,7 +13,11 @@ use crate::validate::{class_indices, finite_loss, finite_param, logits_2d};
 /// `alpha` must lie in `[0, 1]`.
 pub fn label_smoothing(logits: &Tensor, targets: &Tensor, alpha: f64) -> Result<Tensor> {
     check_alpha(alpha, "label_smoothing")?;
-    let terms = Terms { ce: 1.0 - alpha, uniform: alpha, ..Terms::default() };
+    let terms = Terms {
+        ce: 1.0 - alpha,
+        uniform: alpha,
+        ..Terms::default()
+    };
     softmax_family_loss(logits, targets, terms, "label_smoothing")
 }
 

@@ -10,5 +10,14 @@ use crate::validate::finite_param;
 /// paper's configuration).
 pub fn logit_penalty(logits: &Tensor, targets: &Tensor, beta: f64) -> Result<Tensor> {
     finite_param(beta, "beta", "logit_penalty")?;
-    softmax_family_loss(logits, targets, Terms { ce: 1.0, lp: beta, ..Terms::default() }, "logit_penalty")
+    softmax_family_loss(
+        logits,
+        targets,
+        Terms {
+            ce: 1.0,
+            lp: beta,
+            ..Terms::default()
+        },
+        "logit_penalty",
+    )
 }

@@ -25,7 +25,16 @@ use crate::validate::{finite_loss, finite_param, logits_2d};
 /// ```
 pub fn maxsup(logits: &Tensor, targets: &Tensor, alpha: f64) -> Result<Tensor> {
     finite_param(alpha, "alpha", "maxsup")?;
-    softmax_family_loss(logits, targets, Terms { ce: 1.0, maxsup: alpha, ..Terms::default() }, "maxsup")
+    softmax_family_loss(
+        logits,
+        targets,
+        Terms {
+            ce: 1.0,
+            maxsup: alpha,
+            ..Terms::default()
+        },
+        "maxsup",
+    )
 }
 
 /// The bare MaxSup term `alpha * mean_b(z_max - mean_k z_k)`, batch-averaged.

@@ -45,7 +45,12 @@ impl OnlineLabelSmoothing {
 
     /// Custom weights for the hard and the soft term (the official fine-grained script uses
     /// 1.0 / 1.0).
-    pub fn with_weights(num_classes: usize, hard_weight: f64, soft_weight: f64, device: &Device) -> Result<Self> {
+    pub fn with_weights(
+        num_classes: usize,
+        hard_weight: f64,
+        soft_weight: f64,
+        device: &Device,
+    ) -> Result<Self> {
         if num_classes < 2 {
             bail!("OnlineLabelSmoothing: need at least 2 classes, got {num_classes}");
         }
@@ -66,12 +71,18 @@ impl OnlineLabelSmoothing {
         const WHAT: &str = "online_label_smoothing";
         let (_, k, z) = logits_2d(logits, WHAT)?;
         if k != self.num_classes {
-            bail!("{WHAT}: logits have {k} classes, the supervision matrix {}", self.num_classes);
+            bail!(
+                "{WHAT}: logits have {k} classes, the supervision matrix {}",
+                self.num_classes
+            );
         }
         let idx = class_indices(targets, &z, WHAT)?;
         let log_probs = log_softmax(&z)?;
         let hard = per_sample_ce(&log_probs, &idx)?;
-        let rows = self.supervision.to_dtype(z.dtype())?.index_select(&idx.squeeze(1)?, 0)?;
+        let rows = self
+            .supervision
+            .to_dtype(z.dtype())?
+            .index_select(&idx.squeeze(1)?, 0)?;
         let soft = per_sample_soft_ce(&log_probs, &rows)?;
         let loss = ((hard * self.hard_weight)? + (soft * self.soft_weight)?)?.mean_all()?;
         let loss = finite_loss(loss, logits, WHAT)?;
@@ -88,7 +99,9 @@ impl OnlineLabelSmoothing {
         let classes = idx.squeeze(1)?;
         let masked = probs.broadcast_mul(&correct)?;
         self.next_sum = self.next_sum.index_add(&classes, &masked, 0)?;
-        self.next_count = self.next_count.index_add(&classes, &correct.squeeze(1)?, 0)?;
+        self.next_count = self
+            .next_count
+            .index_add(&classes, &correct.squeeze(1)?, 0)?;
         Ok(())
     }
 
@@ -114,7 +127,11 @@ impl OnlineLabelSmoothing {
     /// All state, for a checkpoint: `ols.supervision`, `ols.next_sum`, `ols.next_count`.
     pub fn state(&self) -> HashMap<String, Tensor> {
         let values = [&self.supervision, &self.next_sum, &self.next_count];
-        STATE_KEYS.iter().zip(values).map(|(k, v)| (k.to_string(), v.clone())).collect()
+        STATE_KEYS
+            .iter()
+            .zip(values)
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 
     /// Restores the state saved by [`state`](Self::state), checking names and shapes.
@@ -123,10 +140,15 @@ impl OnlineLabelSmoothing {
         let device = self.supervision.device().clone();
         let fetch = |key: &str, shape: &[usize]| -> Result<Tensor> {
             let t = state.get(key).ok_or_else(|| {
-                candle_core::Error::Msg(format!("OnlineLabelSmoothing state: missing tensor `{key}`"))
+                candle_core::Error::Msg(format!(
+                    "OnlineLabelSmoothing state: missing tensor `{key}`"
+                ))
             })?;
             if t.dims() != shape {
-                bail!("OnlineLabelSmoothing state: `{key}` has shape {:?}, expected {shape:?}", t.dims());
+                bail!(
+                    "OnlineLabelSmoothing state: `{key}` has shape {:?}, expected {shape:?}",
+                    t.dims()
+                );
             }
             t.to_dtype(DType::F32)?.to_device(&device)
         };

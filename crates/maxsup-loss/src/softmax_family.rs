@@ -11,7 +11,12 @@ use crate::maxsup::per_sample_gap;
 use crate::validate::{class_index_values, finite_loss, index_tensor, logits_2d};
 
 /// The batch mean of the per-sample loss described by `terms` (see [`Terms`]).
-pub(crate) fn softmax_family_loss(logits: &Tensor, targets: &Tensor, terms: Terms, what: &str) -> Result<Tensor> {
+pub(crate) fn softmax_family_loss(
+    logits: &Tensor,
+    targets: &Tensor,
+    terms: Terms,
+    what: &str,
+) -> Result<Tensor> {
     let (b, k, z) = logits_2d(logits, what)?;
     let y = class_index_values(targets, b, k, what)?;
     let loss = match try_fused(&z, &y, terms)? {
@@ -46,7 +51,9 @@ mod tests {
         let mut s = seed;
         (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 11) as f64 / (1u64 << 53) as f64) * 10.0 - 5.0
             })
             .collect()
@@ -61,18 +68,47 @@ mod tests {
         values[3] = 6.0;
         values[7] = 6.0; // row 0 has a tie for the max
         let y: Vec<u32> = (0..b as u32).map(|i| (i * 5) % k as u32).collect();
-        let all = Terms { ce: 0.8, uniform: 0.2, maxsup: 0.15, lp: 0.01 };
-        for terms in [all, Terms { ce: 1.0, maxsup: 0.1, ..Terms::default() }] {
+        let all = Terms {
+            ce: 0.8,
+            uniform: 0.2,
+            maxsup: 0.15,
+            lp: 0.01,
+        };
+        for terms in [
+            all,
+            Terms {
+                ce: 1.0,
+                maxsup: 0.1,
+                ..Terms::default()
+            },
+        ] {
             for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 1e-5)] {
-                let t = Tensor::from_vec(values.clone(), (b, k), &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+                let t = Tensor::from_vec(values.clone(), (b, k), &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap();
                 let z = Var::from_tensor(&t).unwrap();
                 let fused = try_fused(z.as_tensor(), &y, terms).unwrap().unwrap();
                 let idx = index_tensor(&y, &Device::Cpu).unwrap();
                 let reference = composed(z.as_tensor(), &idx, terms).unwrap();
-                let scalar = |t: &Tensor| t.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
-                assert!((scalar(&fused) - scalar(&reference)).abs() < tol * scalar(&reference).abs().max(1.0));
-                let g1 = fused.backward().unwrap().get(z.as_tensor()).unwrap().clone();
-                let g2 = reference.backward().unwrap().get(z.as_tensor()).unwrap().clone();
+                let scalar =
+                    |t: &Tensor| t.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
+                assert!(
+                    (scalar(&fused) - scalar(&reference)).abs()
+                        < tol * scalar(&reference).abs().max(1.0)
+                );
+                let g1 = fused
+                    .backward()
+                    .unwrap()
+                    .get(z.as_tensor())
+                    .unwrap()
+                    .clone();
+                let g2 = reference
+                    .backward()
+                    .unwrap()
+                    .get(z.as_tensor())
+                    .unwrap()
+                    .clone();
                 let diff = (g1 - g2).unwrap().abs().unwrap().max_all().unwrap();
                 assert!(scalar(&diff) < tol, "{dtype:?}: gradient differs by {diff}");
             }

@@ -10,7 +10,9 @@ pub(crate) fn compute_dtype(logits: &Tensor) -> Result<DType> {
     match logits.dtype() {
         DType::F64 => Ok(DType::F64),
         DType::F32 | DType::F16 | DType::BF16 => Ok(DType::F32),
-        other => bail!("loss: logits must be a float tensor (f32, f16, bf16 or f64), got {other:?}"),
+        other => {
+            bail!("loss: logits must be a float tensor (f32, f16, bf16 or f64), got {other:?}")
+        }
     }
 }
 
@@ -19,14 +21,20 @@ pub(crate) fn compute_dtype(logits: &Tensor) -> Result<DType> {
 pub(crate) fn logits_2d(logits: &Tensor, what: &str) -> Result<(usize, usize, Tensor)> {
     let dims = logits.dims();
     if dims.len() != 2 {
-        bail!("{what}: logits must have shape [batch, classes], got {:?}", dims);
+        bail!(
+            "{what}: logits must have shape [batch, classes], got {:?}",
+            dims
+        );
     }
     let (b, k) = (dims[0], dims[1]);
     if b == 0 {
         bail!("{what}: empty batch (logits shape {:?})", dims);
     }
     if k < 2 {
-        bail!("{what}: need at least 2 classes, logits shape is {:?}", dims);
+        bail!(
+            "{what}: need at least 2 classes, logits shape is {:?}",
+            dims
+        );
     }
     let z = logits.to_dtype(compute_dtype(logits)?)?;
     Ok((b, k, z))
@@ -36,7 +44,10 @@ pub(crate) fn logits_2d(logits: &Tensor, what: &str) -> Result<(usize, usize, Te
 /// `[B, 1]` u32 tensor on the logits' device, ready for `gather`.
 pub(crate) fn class_indices(targets: &Tensor, logits: &Tensor, what: &str) -> Result<Tensor> {
     let (batch, num_classes) = logits.dims2()?;
-    index_tensor(&class_index_values(targets, batch, num_classes, what)?, logits.device())
+    index_tensor(
+        &class_index_values(targets, batch, num_classes, what)?,
+        logits.device(),
+    )
 }
 
 /// The checked class indices as a `[B, 1]` u32 tensor on `device`.
@@ -49,26 +60,52 @@ pub(crate) fn index_tensor(values: &[u32], device: &candle_core::Device) -> Resu
 /// The indices are read back to the host to be range-checked: `B` integers, which is negligible
 /// next to a forward pass, and the only way to turn an out-of-range label into an error rather
 /// than an out-of-bounds gather.
-pub(crate) fn class_index_values(targets: &Tensor, batch: usize, num_classes: usize, what: &str) -> Result<Vec<u32>> {
+pub(crate) fn class_index_values(
+    targets: &Tensor,
+    batch: usize,
+    num_classes: usize,
+    what: &str,
+) -> Result<Vec<u32>> {
     let dims = targets.dims();
     if dims != [batch] {
-        bail!("{what}: targets must have shape [{batch}] (one class index per sample), got {dims:?}");
+        bail!(
+            "{what}: targets must have shape [{batch}] (one class index per sample), got {dims:?}"
+        );
     }
     let values: Vec<i64> = match targets.dtype() {
-        DType::U32 => targets.to_vec1::<u32>()?.into_iter().map(i64::from).collect(),
+        DType::U32 => targets
+            .to_vec1::<u32>()?
+            .into_iter()
+            .map(i64::from)
+            .collect(),
         DType::I64 => targets.to_vec1::<i64>()?,
-        DType::U8 => targets.to_vec1::<u8>()?.into_iter().map(i64::from).collect(),
+        DType::U8 => targets
+            .to_vec1::<u8>()?
+            .into_iter()
+            .map(i64::from)
+            .collect(),
         other => bail!("{what}: targets must be class indices (u32 or i64), got {other:?}"),
     };
-    if let Some(i) = values.iter().position(|&v| v < 0 || v >= num_classes as i64) {
+    if let Some(i) = values
+        .iter()
+        .position(|&v| v < 0 || v >= num_classes as i64)
+    {
         let bad = values[i];
-        bail!("{what}: target {bad} at batch position {i} is out of range for {num_classes} classes");
+        bail!(
+            "{what}: target {bad} at batch position {i} is out of range for {num_classes} classes"
+        );
     }
     Ok(values.into_iter().map(|v| v as u32).collect())
 }
 
 /// Checks `soft_targets` is `[B, K]` like the logits and returns it in `dtype`.
-pub(crate) fn soft_targets(soft: &Tensor, batch: usize, num_classes: usize, dtype: DType, what: &str) -> Result<Tensor> {
+pub(crate) fn soft_targets(
+    soft: &Tensor,
+    batch: usize,
+    num_classes: usize,
+    dtype: DType,
+    what: &str,
+) -> Result<Tensor> {
     if soft.dims() != [batch, num_classes] {
         bail!(
             "{what}: soft targets must have the logits' shape [{batch}, {num_classes}], got {:?}",

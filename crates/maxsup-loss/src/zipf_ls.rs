@@ -30,18 +30,30 @@ pub struct ZipfLabelSmoothing {
 
 impl Default for ZipfLabelSmoothing {
     fn default() -> Self {
-        Self { weight: 0.1, power: 1.0, mask_incorrect: false }
+        Self {
+            weight: 0.1,
+            power: 1.0,
+            mask_incorrect: false,
+        }
     }
 }
 
 impl ZipfLabelSmoothing {
     /// The official ImageNet configuration with a given weight.
     pub fn new(weight: f64) -> Self {
-        Self { weight, ..Self::default() }
+        Self {
+            weight,
+            ..Self::default()
+        }
     }
 
     /// The full loss: hard-label CE on `logits` plus `weight` times the Zipf KL term.
-    pub fn forward(&self, logits: &Tensor, dense_logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        logits: &Tensor,
+        dense_logits: &Tensor,
+        targets: &Tensor,
+    ) -> Result<Tensor> {
         const WHAT: &str = "zipf_label_smoothing";
         let (_, _, z) = logits_2d(logits, WHAT)?;
         let idx = class_indices(targets, &z, WHAT)?;
@@ -51,7 +63,12 @@ impl ZipfLabelSmoothing {
     }
 
     /// The KL term alone (batch-averaged, without the weight).
-    pub fn zipf_term(&self, logits: &Tensor, dense_logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    pub fn zipf_term(
+        &self,
+        logits: &Tensor,
+        dense_logits: &Tensor,
+        targets: &Tensor,
+    ) -> Result<Tensor> {
         const WHAT: &str = "zipf_label_smoothing";
         let (_, _, z) = logits_2d(logits, WHAT)?;
         let idx = class_indices(targets, &z, WHAT)?;
@@ -68,8 +85,16 @@ impl ZipfLabelSmoothing {
         let mut others = Vec::with_capacity(b * (k - 1));
         for (sample_votes, &y) in votes.chunks(k).zip(&targets) {
             let ranks = min_ranks(sample_votes);
-            let mass: Vec<f64> = ranks.iter().map(|&r| (r as f64).powf(-self.power)).collect();
-            let norm: f64 = mass.iter().enumerate().filter(|&(c, _)| c != y as usize).map(|(_, m)| m).sum();
+            let mass: Vec<f64> = ranks
+                .iter()
+                .map(|&r| (r as f64).powf(-self.power))
+                .collect();
+            let norm: f64 = mass
+                .iter()
+                .enumerate()
+                .filter(|&(c, _)| c != y as usize)
+                .map(|(_, m)| m)
+                .sum();
             for (c, m) in mass.iter().enumerate().filter(|&(c, _)| c != y as usize) {
                 pdf.push(m / norm);
                 others.push(c as u32);
@@ -84,8 +109,15 @@ impl ZipfLabelSmoothing {
         if !self.mask_incorrect {
             return kl.mean_all();
         }
-        let correct = z.argmax_keepdim(D::Minus1)?.eq(idx)?.squeeze(1)?.to_dtype(z.dtype())?;
-        let count = correct.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let correct = z
+            .argmax_keepdim(D::Minus1)?
+            .eq(idx)?
+            .squeeze(1)?
+            .to_dtype(z.dtype())?;
+        let count = correct
+            .sum_all()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
         (kl * correct)?.sum_all()? / count.max(1.0)
     }
 }
@@ -117,7 +149,11 @@ fn min_ranks(votes: &[u32]) -> Vec<usize> {
     let mut ranks = vec![0; votes.len()];
     for (position, &class) in order.iter().enumerate() {
         let tied_with_previous = position > 0 && votes[order[position - 1]] == votes[class];
-        ranks[class] = if tied_with_previous { ranks[order[position - 1]] } else { position + 1 };
+        ranks[class] = if tied_with_previous {
+            ranks[order[position - 1]]
+        } else {
+            position + 1
+        };
     }
     ranks
 }

@@ -11,7 +11,10 @@ type LossFn = fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>;
 
 fn check(key: &str, f: LossFn) {
     let r = reference();
-    let (b, k) = (r["batch"].as_u64().unwrap() as usize, r["classes"].as_u64().unwrap() as usize);
+    let (b, k) = (
+        r["batch"].as_u64().unwrap() as usize,
+        r["classes"].as_u64().unwrap() as usize,
+    );
     let logits = floats(&r["logits"]);
     let y = targets(&ints(&r["targets"]));
     let expected_value = r[key]["value"].as_f64().unwrap();
@@ -19,7 +22,12 @@ fn check(key: &str, f: LossFn) {
     for (dtype, rel) in [(DType::F64, 1e-10), (DType::F32, 2e-5)] {
         let z = var(&logits, (b, k), dtype);
         let (value, grad) = value_and_grad(&z, f(z.as_tensor(), &y));
-        assert_close(value, expected_value, rel, &format!("{key} value {dtype:?}"));
+        assert_close(
+            value,
+            expected_value,
+            rel,
+            &format!("{key} value {dtype:?}"),
+        );
         assert_all_close(&grad, &expected_grad, rel, &format!("{key} grad {dtype:?}"));
     }
 }
@@ -49,11 +57,21 @@ fn soft_target_cross_entropy_matches_pytorch() {
     let soft32 = soft.to_dtype(DType::F32).unwrap();
     let z = var(&floats(&r["logits"]), (6, 5), DType::F64);
     let (value, grad) = value_and_grad(&z, soft_target_cross_entropy(z.as_tensor(), &soft));
-    assert_close(value, r["soft_ce"]["value"].as_f64().unwrap(), 1e-10, "soft ce");
+    assert_close(
+        value,
+        r["soft_ce"]["value"].as_f64().unwrap(),
+        1e-10,
+        "soft ce",
+    );
     assert_all_close(&grad, &floats(&r["soft_ce"]["grad"]), 1e-10, "soft ce grad");
     let z = var(&floats(&r["logits"]), (6, 5), DType::F32);
     let (value, _) = value_and_grad(&z, soft_target_cross_entropy(z.as_tensor(), &soft32));
-    assert_close(value, r["soft_ce"]["value"].as_f64().unwrap(), 2e-5, "soft ce f32");
+    assert_close(
+        value,
+        r["soft_ce"]["value"].as_f64().unwrap(),
+        2e-5,
+        "soft ce f32",
+    );
 }
 
 #[test]
@@ -75,11 +93,28 @@ fn ls_decomposition_matches_reference_and_sums_to_the_ls_term() {
     let parts = ls_decomposition(&z, &y, 0.1).unwrap();
     let reg = parts.regularization.to_scalar::<f64>().unwrap();
     let err = parts.error_amplification.to_scalar::<f64>().unwrap();
-    assert_close(reg, r["ls_decomposition_0.1"]["regularization"].as_f64().unwrap(), 1e-12, "reg");
-    assert_close(err, r["ls_decomposition_0.1"]["error_amplification"].as_f64().unwrap(), 1e-12, "err");
+    assert_close(
+        reg,
+        r["ls_decomposition_0.1"]["regularization"]
+            .as_f64()
+            .unwrap(),
+        1e-12,
+        "reg",
+    );
+    assert_close(
+        err,
+        r["ls_decomposition_0.1"]["error_amplification"]
+            .as_f64()
+            .unwrap(),
+        1e-12,
+        "err",
+    );
     assert!(reg >= 0.0 && err <= 0.0);
     // LS = CE + regularization + error amplification (paper Lemma 3.2 / Corollary 3.4).
-    let ls = label_smoothing(&z, &y, 0.1).unwrap().to_scalar::<f64>().unwrap();
+    let ls = label_smoothing(&z, &y, 0.1)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
     let ce = cross_entropy(&z, &y).unwrap().to_scalar::<f64>().unwrap();
     assert_close(ls, ce + reg + err, 1e-12, "LS = CE + reg + err");
 }

@@ -11,15 +11,26 @@ pub fn reference() -> Value {
 }
 
 pub fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number")).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("number"))
+        .collect()
 }
 
 pub fn ints(v: &Value) -> Vec<u32> {
-    v.as_array().expect("array").iter().map(|x| x.as_u64().expect("int") as u32).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().expect("int") as u32)
+        .collect()
 }
 
 pub fn var(values: &[f64], shape: (usize, usize), dtype: DType) -> Var {
-    let t = Tensor::from_vec(values.to_vec(), shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+    let t = Tensor::from_vec(values.to_vec(), shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap();
     Var::from_tensor(&t).unwrap()
 }
 
@@ -31,15 +42,30 @@ pub fn targets(values: &[u32]) -> Tensor {
 pub fn value_and_grad(z: &Var, loss: Result<Tensor>) -> (f64, Vec<f64>) {
     let loss = loss.unwrap();
     let grads = loss.backward().unwrap();
-    let g = grads.get(z.as_tensor()).expect("gradient reaches the logits");
-    let value = loss.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
-    let g = g.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let g = grads
+        .get(z.as_tensor())
+        .expect("gradient reaches the logits");
+    let value = loss
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    let g = g
+        .to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
     (value, g)
 }
 
 pub fn assert_close(actual: f64, expected: f64, rel: f64, what: &str) {
     let tol = rel * expected.abs().max(1.0);
-    assert!((actual - expected).abs() <= tol, "{what}: got {actual}, expected {expected} (tol {tol})");
+    assert!(
+        (actual - expected).abs() <= tol,
+        "{what}: got {actual}, expected {expected} (tol {tol})"
+    );
 }
 
 pub fn assert_all_close(actual: &[f64], expected: &[f64], rel: f64, what: &str) {

@@ -18,7 +18,10 @@ fn logits() -> Tensor {
 fn target_out_of_range() {
     let y = Tensor::new(&[0u32, 3], &Device::Cpu).unwrap();
     let msg = err_text(maxsup(&logits(), &y, 0.1));
-    assert!(msg.contains("target 3 at batch position 1 is out of range for 3 classes"), "{msg}");
+    assert!(
+        msg.contains("target 3 at batch position 1 is out of range for 3 classes"),
+        "{msg}"
+    );
     let y = Tensor::new(&[-1i64, 0], &Device::Cpu).unwrap();
     assert!(err_text(cross_entropy(&logits(), &y)).contains("target -1"));
 }
@@ -30,7 +33,9 @@ fn shape_mismatch() {
     let flat = Tensor::new(&[1.0f32, 2.0], &Device::Cpu).unwrap();
     assert!(err_text(maxsup_penalty(&flat, 0.1)).contains("[batch, classes]"));
     let soft = Tensor::zeros((2, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
-    assert!(err_text(soft_target_cross_entropy(&logits(), &soft)).contains("soft targets must have"));
+    assert!(
+        err_text(soft_target_cross_entropy(&logits(), &soft)).contains("soft targets must have")
+    );
 }
 
 #[test]
@@ -45,11 +50,21 @@ fn empty_batch_and_single_class() {
 
 #[test]
 fn non_finite_logits_are_reported_with_their_samples() {
-    let z = Tensor::new(&[[2.0f32, 0.5, -1.0], [0.1, f32::NAN, 3.0], [0.0, f32::INFINITY, 1.0]], &Device::Cpu)
-        .unwrap();
+    let z = Tensor::new(
+        &[
+            [2.0f32, 0.5, -1.0],
+            [0.1, f32::NAN, 3.0],
+            [0.0, f32::INFINITY, 1.0],
+        ],
+        &Device::Cpu,
+    )
+    .unwrap();
     let y = Tensor::new(&[0u32, 1, 2], &Device::Cpu).unwrap();
     let msg = err_text(maxsup(&z, &y, 0.1));
-    assert!(msg.contains("non-finite logits in 2 of 3 samples (batch positions 1, 2)"), "{msg}");
+    assert!(
+        msg.contains("non-finite logits in 2 of 3 samples (batch positions 1, 2)"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -61,12 +76,18 @@ fn bad_hyper_parameters_and_dtypes() {
     let y_float = Tensor::new(&[0f32, 2.0], &Device::Cpu).unwrap();
     assert!(err_text(cross_entropy(&logits(), &y_float)).contains("class indices"));
     let int_logits = Tensor::new(&[[1u32, 2]], &Device::Cpu).unwrap();
-    assert!(err_text(cross_entropy(&int_logits, &Tensor::new(&[0u32], &Device::Cpu).unwrap()))
-        .contains("float tensor"));
+    assert!(err_text(cross_entropy(
+        &int_logits,
+        &Tensor::new(&[0u32], &Device::Cpu).unwrap()
+    ))
+    .contains("float tensor"));
 }
 
 #[test]
 fn unknown_loss_name() {
     let err = "smooth".parse::<LossKind>().unwrap_err();
-    assert!(err.contains("unknown loss `smooth`") && err.contains("maxsup"), "{err}");
+    assert!(
+        err.contains("unknown loss `smooth`") && err.contains("maxsup"),
+        "{err}"
+    );
 }

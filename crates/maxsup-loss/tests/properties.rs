@@ -9,10 +9,14 @@ use maxsup_loss::*;
 
 fn random_logits(b: usize, k: usize, seed: u64) -> Vec<f64> {
     // A small deterministic generator so the tests need no RNG crate.
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..b * k)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 11) as f64 / (1u64 << 53) as f64) * 8.0 - 4.0
         })
         .collect()
@@ -28,7 +32,11 @@ fn maxsup_penalty_gradient_is_paper_eq_9() {
         let row = &values[i * k..(i + 1) * k];
         let top = (0..k).fold(0, |best, j| if row[j] > row[best] { j } else { best });
         for j in 0..k {
-            let expected = if j == top { alpha * (1.0 - 1.0 / k as f64) } else { -alpha / k as f64 } / b as f64;
+            let expected = if j == top {
+                alpha * (1.0 - 1.0 / k as f64)
+            } else {
+                -alpha / k as f64
+            } / b as f64;
             assert_close(grad[i * k + j], expected, 1e-12, &format!("grad[{i},{j}]"));
         }
     }
@@ -50,7 +58,12 @@ fn maxsup_term_is_nonnegative_and_equals_ls_term_when_all_correct() {
     let ls_term = parts.regularization.to_scalar::<f64>().unwrap()
         + parts.error_amplification.to_scalar::<f64>().unwrap();
     assert_eq!(parts.error_amplification.to_scalar::<f64>().unwrap(), 0.0);
-    assert_close(ms - ce, ls_term, 1e-12, "MaxSup term = LS term when correct");
+    assert_close(
+        ms - ce,
+        ls_term,
+        1e-12,
+        "MaxSup term = LS term when correct",
+    );
     assert_close(ms - ce, penalty, 1e-12, "maxsup - ce = maxsup_penalty");
 }
 
@@ -72,7 +85,12 @@ fn half_precision_logits_are_computed_in_f32() {
         let (value, grad) = value_and_grad(&z, maxsup(z.as_tensor(), &y, 0.1));
         // The only error left is the rounding of the logits themselves to half precision.
         assert_close(value, expected, 2e-2, &format!("{dtype:?} value"));
-        assert_all_close(&grad, &floats(&r["maxsup_0.1"]["grad"]), 2e-2, &format!("{dtype:?} grad"));
+        assert_all_close(
+            &grad,
+            &floats(&r["maxsup_0.1"]["grad"]),
+            2e-2,
+            &format!("{dtype:?} grad"),
+        );
     }
 }
 
@@ -89,7 +107,12 @@ fn alpha_schedule_reaches_the_end_value_at_the_last_epoch() {
     let s = AlphaSchedule::linear(0.1, 0.2, 300);
     assert_eq!(s.at(0), 0.1);
     assert_close(s.at(299), 0.2, 1e-15, "last epoch");
-    assert_close(s.at(150), 0.1 + 0.1 * 150.0 / 299.0, 1e-15, "middle (official DeiT /299)");
+    assert_close(
+        s.at(150),
+        0.1 + 0.1 * 150.0 / 299.0,
+        1e-15,
+        "middle (official DeiT /299)",
+    );
     assert_close(s.at(1000), 0.2, 1e-15, "past the end");
     assert_eq!(AlphaSchedule::linear(0.1, 0.2, 1).at(0), 0.1);
     assert_eq!(AlphaSchedule::constant(0.1).at(42), 0.1);

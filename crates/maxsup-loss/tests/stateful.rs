@@ -26,8 +26,20 @@ fn online_label_smoothing_follows_the_official_algorithm_over_two_epochs() {
             assert_all_close(&grad, &floats(&batch["grad"]), 1e-6, &what);
         }
         ols.end_epoch().unwrap();
-        let s: Vec<f64> = ols.supervision().to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        assert_all_close(&s, &floats(&r["ols"]["supervision_after"][e]), 1e-6, &format!("S after epoch {e}"));
+        let s: Vec<f64> = ols
+            .supervision()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_all_close(
+            &s,
+            &floats(&r["ols"]["supervision_after"][e]),
+            1e-6,
+            &format!("S after epoch {e}"),
+        );
     }
 }
 
@@ -50,7 +62,8 @@ fn online_label_smoothing_resumes_exactly_from_its_state() {
         let mut ols = OnlineLabelSmoothing::new(K, &Device::Cpu).unwrap();
         for (i, batch) in batches.iter().enumerate() {
             let z = Tensor::from_vec(floats(&batch["logits"]), (B, K), &Device::Cpu).unwrap();
-            ols.forward(&z, &targets(&ints(&batch["targets"])), true).unwrap();
+            ols.forward(&z, &targets(&ints(&batch["targets"])), true)
+                .unwrap();
             if restore_after_first && i == 0 {
                 let saved: HashMap<String, Tensor> = ols.state();
                 let mut fresh = OnlineLabelSmoothing::new(K, &Device::Cpu).unwrap();
@@ -64,13 +77,24 @@ fn online_label_smoothing_resumes_exactly_from_its_state() {
     assert_eq!(run(false), run(true));
     let mut ols = OnlineLabelSmoothing::new(K, &Device::Cpu).unwrap();
     let mut bad = ols.state();
-    bad.insert("ols.next_count".into(), Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap());
+    bad.insert(
+        "ols.next_count".into(),
+        Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap(),
+    );
     let msg = ols.load_state(&bad).unwrap_err().to_string();
-    assert!(msg.contains("`ols.next_count` has shape [4], expected [5]"), "{msg}");
+    assert!(
+        msg.contains("`ols.next_count` has shape [4], expected [5]"),
+        "{msg}"
+    );
 }
 
 /// Central finite differences of `f` at `x` (f64), compared with the autograd gradient.
-fn finite_difference_check(x: &[f64], shape: (usize, usize), f: impl Fn(&Tensor) -> f64, grad: &[f64]) {
+fn finite_difference_check(
+    x: &[f64],
+    shape: (usize, usize),
+    f: impl Fn(&Tensor) -> f64,
+    grad: &[f64],
+) {
     let h = 1e-6;
     for i in 0..x.len() {
         let mut plus = x.to_vec();
@@ -90,7 +114,8 @@ fn online_label_smoothing_gradient_matches_finite_differences() {
     let mut ols = OnlineLabelSmoothing::new(K, &Device::Cpu).unwrap();
     for batch in r["ols"]["epochs"][0].as_array().unwrap() {
         let z = Tensor::from_vec(floats(&batch["logits"]), (B, K), &Device::Cpu).unwrap();
-        ols.forward(&z, &targets(&ints(&batch["targets"])), true).unwrap();
+        ols.forward(&z, &targets(&ints(&batch["targets"])), true)
+            .unwrap();
     }
     ols.end_epoch().unwrap(); // a non-trivial supervision matrix
     let batch = &r["ols"]["epochs"][1][0];
@@ -98,15 +123,36 @@ fn online_label_smoothing_gradient_matches_finite_differences() {
     let y = targets(&ints(&batch["targets"]));
     let z = var(&x, (B, K), DType::F64);
     let (_, grad) = value_and_grad(&z, ols.clone().forward(z.as_tensor(), &y, false));
-    finite_difference_check(&x, (B, K), |t| ols.clone().forward(t, &y, false).unwrap().to_scalar().unwrap(), &grad);
+    finite_difference_check(
+        &x,
+        (B, K),
+        |t| {
+            ols.clone()
+                .forward(t, &y, false)
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        },
+        &grad,
+    );
 }
 
 fn zipf_inputs() -> (Vec<f64>, Tensor, Tensor, f64) {
     let r = reference();
     let zr = &r["zipf"];
     let hw = ints(&zr["dense_hw"]);
-    let dense = Tensor::from_vec(floats(&zr["dense"]), (B, K, hw[0] as usize, hw[1] as usize), &Device::Cpu).unwrap();
-    (floats(&zr["logits"]), dense, targets(&ints(&zr["targets"])), zr["weight"].as_f64().unwrap())
+    let dense = Tensor::from_vec(
+        floats(&zr["dense"]),
+        (B, K, hw[0] as usize, hw[1] as usize),
+        &Device::Cpu,
+    )
+    .unwrap();
+    (
+        floats(&zr["logits"]),
+        dense,
+        targets(&ints(&zr["targets"])),
+        zr["weight"].as_f64().unwrap(),
+    )
 }
 
 #[test]
@@ -116,12 +162,24 @@ fn zipf_label_smoothing_follows_the_official_algorithm() {
     let zipf = ZipfLabelSmoothing::new(weight);
     for (dtype, rel) in [(DType::F64, 1e-10), (DType::F32, 2e-5)] {
         let z = var(&x, (B, K), dtype);
-        let (value, grad) = value_and_grad(&z, zipf.forward(z.as_tensor(), &dense.to_dtype(dtype).unwrap(), &y));
-        assert_close(value, r["zipf"]["value"].as_f64().unwrap(), rel, "zipf value");
+        let (value, grad) = value_and_grad(
+            &z,
+            zipf.forward(z.as_tensor(), &dense.to_dtype(dtype).unwrap(), &y),
+        );
+        assert_close(
+            value,
+            r["zipf"]["value"].as_f64().unwrap(),
+            rel,
+            "zipf value",
+        );
         assert_all_close(&grad, &floats(&r["zipf"]["grad"]), rel, "zipf grad");
     }
     let z = Tensor::from_vec(x, (B, K), &Device::Cpu).unwrap();
-    let kl = zipf.zipf_term(&z, &dense, &y).unwrap().to_scalar::<f64>().unwrap();
+    let kl = zipf
+        .zipf_term(&z, &dense, &y)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
     assert_close(kl, r["zipf"]["kl"].as_f64().unwrap(), 1e-10, "zipf kl");
 }
 
@@ -131,7 +189,12 @@ fn zipf_label_smoothing_gradient_matches_finite_differences() {
     let zipf = ZipfLabelSmoothing::new(weight);
     let z = var(&x, (B, K), DType::F64);
     let (_, grad) = value_and_grad(&z, zipf.forward(z.as_tensor(), &dense, &y));
-    finite_difference_check(&x, (B, K), |t| zipf.forward(t, &dense, &y).unwrap().to_scalar().unwrap(), &grad);
+    finite_difference_check(
+        &x,
+        (B, K),
+        |t| zipf.forward(t, &dense, &y).unwrap().to_scalar().unwrap(),
+        &grad,
+    );
 }
 
 #[test]
@@ -139,8 +202,14 @@ fn zipf_rejects_dense_logits_of_the_wrong_shape() {
     let (x, _, y, _) = zipf_inputs();
     let z = Tensor::from_vec(x, (B, K), &Device::Cpu).unwrap();
     let dense = Tensor::zeros((B, K + 1, 2, 2), DType::F64, &Device::Cpu).unwrap();
-    let msg = ZipfLabelSmoothing::default().forward(&z, &dense, &y).unwrap_err().to_string();
-    assert!(msg.contains("dense logits must have shape [6, 5, H, W]"), "{msg}");
+    let msg = ZipfLabelSmoothing::default()
+        .forward(&z, &dense, &y)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("dense logits must have shape [6, 5, H, W]"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -165,7 +234,9 @@ fn criterion_dispatches_every_loss_by_name() {
             LossKind::Maxsup => maxsup(&z, &y, 0.1),
             LossKind::Lp => logit_penalty(&z, &y, 2e-3),
             LossKind::Focal => focal(&z, &y, 2.0),
-            LossKind::Ols => OnlineLabelSmoothing::new(K, &Device::Cpu).unwrap().forward(&z, &y, true),
+            LossKind::Ols => OnlineLabelSmoothing::new(K, &Device::Cpu)
+                .unwrap()
+                .forward(&z, &y, true),
             LossKind::Zipf => ZipfLabelSmoothing::new(0.1).forward(&z, &dense, &y),
         }
         .unwrap()
@@ -184,15 +255,26 @@ fn criterion_with_soft_targets_adds_maxsup_to_the_soft_cross_entropy() {
     let y = targets(&ints(&r["targets"]));
     let mut c = Criterion::new(CriterionConfig::new(LossKind::Maxsup, K, 5), &Device::Cpu).unwrap();
     c.set_epoch(4);
-    let input = LossInput { soft_targets: Some(&soft), ..LossInput::new(&z, &y) };
+    let input = LossInput {
+        soft_targets: Some(&soft),
+        ..LossInput::new(&z, &y)
+    };
     let got = c.loss(&input, true).unwrap().to_scalar::<f64>().unwrap();
     let expected = r["soft_ce"]["value"].as_f64().unwrap()
         + maxsup_penalty(&z, 0.2).unwrap().to_scalar::<f64>().unwrap();
     assert_close(got, expected, 1e-12, "soft ce + maxsup at alpha 0.2");
     let mut ols = Criterion::new(CriterionConfig::new(LossKind::Ols, K, 5), &Device::Cpu).unwrap();
-    assert!(ols.loss(&input, true).unwrap_err().to_string().contains("Mixup/CutMix"));
+    assert!(ols
+        .loss(&input, true)
+        .unwrap_err()
+        .to_string()
+        .contains("Mixup/CutMix"));
     let zipf = Criterion::new(CriterionConfig::new(LossKind::Zipf, K, 5), &Device::Cpu).unwrap();
-    let msg = zipf.clone().loss(&LossInput::new(&z, &y), true).unwrap_err().to_string();
+    let msg = zipf
+        .clone()
+        .loss(&LossInput::new(&z, &y), true)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("dense logits"), "{msg}");
     let _ = Var::new(0f32, &Device::Cpu); // keep the import used in every configuration
 }

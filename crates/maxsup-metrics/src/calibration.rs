@@ -51,7 +51,10 @@ pub struct CalibrationReport {
 impl CalibrationReport {
     /// ECE for `num_bins` bins, if that bin count was requested.
     pub fn ece(&self, num_bins: usize) -> Option<f64> {
-        self.reliability.iter().find(|r| r.num_bins == num_bins).map(|r| r.ece)
+        self.reliability
+            .iter()
+            .find(|r| r.num_bins == num_bins)
+            .map(|r| r.ece)
     }
 }
 
@@ -81,13 +84,30 @@ impl CalibrationAccumulator {
 
     /// Accumulator with the given ECE bin counts.
     pub fn with_bins(num_classes: usize, bin_counts: &[usize]) -> Result<Self> {
-        ensure!(num_classes > 0, "calibration: number of classes must be positive");
-        ensure!(bin_counts.iter().all(|&m| m > 0), "calibration: bin counts must be positive, got {bin_counts:?}");
+        ensure!(
+            num_classes > 0,
+            "calibration: number of classes must be positive"
+        );
+        ensure!(
+            bin_counts.iter().all(|&m| m > 0),
+            "calibration: bin counts must be positive, got {bin_counts:?}"
+        );
         let bins = bin_counts
             .iter()
-            .map(|&m| BinSums { count: vec![0; m], correct: vec![0; m], confidence: vec![0.0; m] })
+            .map(|&m| BinSums {
+                count: vec![0; m],
+                correct: vec![0; m],
+                confidence: vec![0.0; m],
+            })
             .collect();
-        Ok(Self { num_classes, bins, samples: 0, top1: 0, top5: 0, nll_sum: 0.0 })
+        Ok(Self {
+            num_classes,
+            bins,
+            samples: 0,
+            top1: 0,
+            top5: 0,
+            nll_sum: 0.0,
+        })
     }
 
     /// Adds a batch: `logits` row-major [rows, K], one label per row.
@@ -145,11 +165,24 @@ impl CalibrationAccumulator {
                         } else {
                             (b.correct[i] as f64 / c as f64, b.confidence[i] / c as f64)
                         };
-                        ReliabilityBin { lower: i as f64 / m as f64, upper: (i + 1) as f64 / m as f64, count: c, accuracy, confidence }
+                        ReliabilityBin {
+                            lower: i as f64 / m as f64,
+                            upper: (i + 1) as f64 / m as f64,
+                            count: c,
+                            accuracy,
+                            confidence,
+                        }
                     })
                     .collect();
-                let ece = bins.iter().map(|b| b.count as f64 / n * (b.accuracy - b.confidence).abs()).sum();
-                ReliabilityDiagram { num_bins: m, ece, bins }
+                let ece = bins
+                    .iter()
+                    .map(|b| b.count as f64 / n * (b.accuracy - b.confidence).abs())
+                    .sum();
+                ReliabilityDiagram {
+                    num_bins: m,
+                    ece,
+                    bins,
+                }
             })
             .collect();
         Ok(CalibrationReport {

@@ -64,8 +64,16 @@ impl FeatureFileWriter {
     /// Creates (truncates) `path` for `n` samples with `d` features and `k` logits each.
     pub fn create(path: impl AsRef<Path>, n: usize, d: usize, k: usize) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        ensure!(d > 0 && k > 0, "feature file {}: D={d} and K={k} must be positive", path.display());
-        let (f_end, l_end, y_end) = (n * d * 4, n * d * 4 + n * k * 4, n * d * 4 + n * k * 4 + n * 8);
+        ensure!(
+            d > 0 && k > 0,
+            "feature file {}: D={d} and K={k} must be positive",
+            path.display()
+        );
+        let (f_end, l_end, y_end) = (
+            n * d * 4,
+            n * d * 4 + n * k * 4,
+            n * d * 4 + n * k * 4 + n * 8,
+        );
         let header = serde_json::json!({
             FEATURES: {"dtype": "F32", "shape": [n, d], "data_offsets": [0, f_end]},
             LOGITS: {"dtype": "F32", "shape": [n, k], "data_offsets": [f_end, l_end]},
@@ -76,26 +84,64 @@ impl FeatureFileWriter {
         while header.len() % 8 != 0 {
             header.push(b' ');
         }
-        let mut file = File::create(&path).with_context(|| format!("creating feature file {}", path.display()))?;
+        let mut file = File::create(&path)
+            .with_context(|| format!("creating feature file {}", path.display()))?;
         file.write_all(&(header.len() as u64).to_le_bytes())?;
         file.write_all(&header)?;
         let data_start = 8 + header.len() as u64;
         file.set_len(data_start + y_end as u64)
             .with_context(|| format!("sizing feature file {}", path.display()))?;
-        Ok(Self { path, file, n, d, k, written: 0, data_start })
+        Ok(Self {
+            path,
+            file,
+            n,
+            d,
+            k,
+            written: 0,
+            data_start,
+        })
     }
 
     /// Appends `rows = labels.len()` samples; `features` is [rows, D], `logits` [rows, K].
     pub fn push(&mut self, features: &[f32], logits: &[f32], labels: &[i64]) -> Result<()> {
         let rows = labels.len();
         let p = self.path.display();
-        ensure!(features.len() == rows * self.d, "feature file {p}: batch has {} feature values, expected {rows} x {}", features.len(), self.d);
-        ensure!(logits.len() == rows * self.k, "feature file {p}: batch has {} logit values, expected {rows} x {}", logits.len(), self.k);
-        ensure!(self.written + rows <= self.n, "feature file {p}: pushing {rows} rows after {} exceeds the declared {} samples", self.written, self.n);
-        let (n, d, k, w) = (self.n as u64, self.d as u64, self.k as u64, self.written as u64);
-        self.write_at(self.data_start + w * d * 4, features.iter().flat_map(|v| v.to_le_bytes()))?;
-        self.write_at(self.data_start + n * d * 4 + w * k * 4, logits.iter().flat_map(|v| v.to_le_bytes()))?;
-        self.write_at(self.data_start + n * (d + k) * 4 + w * 8, labels.iter().flat_map(|v| v.to_le_bytes()))?;
+        ensure!(
+            features.len() == rows * self.d,
+            "feature file {p}: batch has {} feature values, expected {rows} x {}",
+            features.len(),
+            self.d
+        );
+        ensure!(
+            logits.len() == rows * self.k,
+            "feature file {p}: batch has {} logit values, expected {rows} x {}",
+            logits.len(),
+            self.k
+        );
+        ensure!(
+            self.written + rows <= self.n,
+            "feature file {p}: pushing {rows} rows after {} exceeds the declared {} samples",
+            self.written,
+            self.n
+        );
+        let (n, d, k, w) = (
+            self.n as u64,
+            self.d as u64,
+            self.k as u64,
+            self.written as u64,
+        );
+        self.write_at(
+            self.data_start + w * d * 4,
+            features.iter().flat_map(|v| v.to_le_bytes()),
+        )?;
+        self.write_at(
+            self.data_start + n * d * 4 + w * k * 4,
+            logits.iter().flat_map(|v| v.to_le_bytes()),
+        )?;
+        self.write_at(
+            self.data_start + n * (d + k) * 4 + w * 8,
+            labels.iter().flat_map(|v| v.to_le_bytes()),
+        )?;
         self.written += rows;
         Ok(())
     }
@@ -123,7 +169,12 @@ impl FeatureFileWriter {
 }
 
 /// Writes a whole in-memory batch as a feature file (tests, small tools).
-pub fn write_feature_file(path: impl AsRef<Path>, d: usize, k: usize, batch: &FeatureBatch) -> Result<()> {
+pub fn write_feature_file(
+    path: impl AsRef<Path>,
+    d: usize,
+    k: usize,
+    batch: &FeatureBatch,
+) -> Result<()> {
     let mut w = FeatureFileWriter::create(path, batch.rows(), d, k)?;
     w.push(&batch.features, &batch.logits, &batch.labels)?;
     w.finish()
@@ -149,11 +200,15 @@ impl FeatureFile {
         let file = File::open(&path).with_context(|| format!("opening feature file {p}"))?;
         // SAFETY: the map is read-only; like every mmap reader we assume nobody truncates the file
         // while it is open (the extractor writes to a different path before we run).
-        let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("mapping feature file {p}"))?;
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .with_context(|| format!("mapping feature file {p}"))?;
         let st = safetensors::SafeTensors::deserialize(&map)
             .with_context(|| format!("feature file {p} is not a valid safetensors file"))?;
         let base = map.as_ptr() as usize;
-        let tensor = |name: &str, dtype: safetensors::Dtype, rank: usize| -> Result<(Vec<usize>, usize)> {
+        let tensor = |name: &str,
+                      dtype: safetensors::Dtype,
+                      rank: usize|
+         -> Result<(Vec<usize>, usize)> {
             let t = st
                 .tensor(name)
                 .with_context(|| format!("feature file {p} has no tensor `{name}`"))?;
@@ -170,9 +225,28 @@ impl FeatureFile {
         let (ls, logits_at) = tensor(LOGITS, safetensors::Dtype::F32, 2)?;
         let (ys, labels_at) = tensor(LABELS, safetensors::Dtype::I64, 1)?;
         let n = ys[0];
-        ensure!(fs[0] == n && ls[0] == n, "feature file {p}: row counts differ (features {}, logits {}, labels {n})", fs[0], ls[0]);
-        ensure!(fs[1] > 0 && ls[1] > 0, "feature file {p}: empty feature ({}) or logit ({}) dimension", fs[1], ls[1]);
-        Ok(Self { d: fs[1], k: ls[1], n, path, map, features_at, logits_at, labels_at })
+        ensure!(
+            fs[0] == n && ls[0] == n,
+            "feature file {p}: row counts differ (features {}, logits {}, labels {n})",
+            fs[0],
+            ls[0]
+        );
+        ensure!(
+            fs[1] > 0 && ls[1] > 0,
+            "feature file {p}: empty feature ({}) or logit ({}) dimension",
+            fs[1],
+            ls[1]
+        );
+        Ok(Self {
+            d: fs[1],
+            k: ls[1],
+            n,
+            path,
+            map,
+            features_at,
+            logits_at,
+            labels_at,
+        })
     }
 
     /// Number of samples N.
@@ -202,22 +276,36 @@ impl FeatureFile {
 
     /// Decodes rows `start..end`.
     pub fn read_rows(&self, start: usize, end: usize) -> Result<FeatureBatch> {
-        ensure!(start <= end && end <= self.n, "feature file {}: row range {start}..{end} outside 0..{}", self.path.display(), self.n);
+        ensure!(
+            start <= end && end <= self.n,
+            "feature file {}: row range {start}..{end} outside 0..{}",
+            self.path.display(),
+            self.n
+        );
         let f32s = |at: usize, width: usize| -> Vec<f32> {
             let bytes = &self.map[at + start * width * 4..at + end * width * 4];
-            bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect()
         };
         let labels = self.map[self.labels_at + start * 8..self.labels_at + end * 8]
             .chunks_exact(8)
             .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
             .collect();
-        Ok(FeatureBatch { features: f32s(self.features_at, self.d), logits: f32s(self.logits_at, self.k), labels })
+        Ok(FeatureBatch {
+            features: f32s(self.features_at, self.d),
+            logits: f32s(self.logits_at, self.k),
+            labels,
+        })
     }
 
     /// Iterates over consecutive batches of at most `batch_rows` rows.
     pub fn batches(&self, batch_rows: usize) -> impl Iterator<Item = Result<FeatureBatch>> + '_ {
         let step = batch_rows.max(1);
-        (0..self.n).step_by(step).map(move |s| self.read_rows(s, (s + step).min(self.n)))
+        (0..self.n)
+            .step_by(step)
+            .map(move |s| self.read_rows(s, (s + step).min(self.n)))
     }
 
     /// Decodes the whole file.

@@ -9,15 +9,21 @@ pub mod feature_file;
 pub mod rng;
 pub mod separation;
 
-pub use feature_file::{labels_to_classes, write_feature_file, FeatureBatch, FeatureFile, FeatureFileWriter};
+pub use feature_file::{
+    labels_to_classes, write_feature_file, FeatureBatch, FeatureFile, FeatureFileWriter,
+};
 pub use rng::SplitMix64;
 pub use separation::{ClassSeparation, SeparationMetrics};
 pub mod calibration;
 pub mod logits;
 mod softmax_row;
 
-pub use calibration::{CalibrationAccumulator, CalibrationReport, ReliabilityBin, ReliabilityDiagram};
-pub use logits::{analyze_logits, near_zero_share, Histogram, LogitSummary, DEFAULT_NEAR_ZERO_THRESHOLD};
+pub use calibration::{
+    CalibrationAccumulator, CalibrationReport, ReliabilityBin, ReliabilityDiagram,
+};
+pub use logits::{
+    analyze_logits, near_zero_share, Histogram, LogitSummary, DEFAULT_NEAR_ZERO_THRESHOLD,
+};
 pub use softmax_row::top1_probability;
 pub mod projection;
 pub use projection::{project_onto_class_plane, ClassPlaneProjection};

@@ -25,10 +25,17 @@ pub struct LogitSummary {
 
 /// Computes [`LogitSummary`] for `logits` row-major [rows, k].
 pub fn analyze_logits(logits: &[f32], k: usize, threshold: f32) -> Result<LogitSummary> {
-    ensure!(k > 0 && logits.len().is_multiple_of(k), "logit analysis: {} values is not a whole number of rows of K={k}", logits.len());
+    ensure!(
+        k > 0 && logits.len().is_multiple_of(k),
+        "logit analysis: {} values is not a whole number of rows of K={k}",
+        logits.len()
+    );
     let rows = logits.chunks_exact(k);
     Ok(LogitSummary {
-        near_zero_share: rows.clone().map(|r| near_zero_share(r, threshold)).collect(),
+        near_zero_share: rows
+            .clone()
+            .map(|r| near_zero_share(r, threshold))
+            .collect(),
         top1_probability: rows.map(top1_probability).collect(),
     })
 }
@@ -48,8 +55,17 @@ pub struct Histogram {
 impl Histogram {
     /// `bins` equal-width bins over `[lo, hi]`.
     pub fn new(lo: f64, hi: f64, bins: usize) -> Result<Self> {
-        ensure!(bins > 0 && lo < hi, "histogram: need bins > 0 and lo < hi, got {bins} bins over [{lo}, {hi}]");
-        Ok(Self { lo, hi, counts: vec![0; bins], below: 0, above: 0 })
+        ensure!(
+            bins > 0 && lo < hi,
+            "histogram: need bins > 0 and lo < hi, got {bins} bins over [{lo}, {hi}]"
+        );
+        Ok(Self {
+            lo,
+            hi,
+            counts: vec![0; bins],
+            below: 0,
+            above: 0,
+        })
     }
 
     /// Counts one value.
@@ -73,7 +89,9 @@ impl Histogram {
     /// Bin edges (`bins + 1` values).
     pub fn edges(&self) -> Vec<f64> {
         let m = self.counts.len();
-        (0..=m).map(|i| self.lo + (self.hi - self.lo) * i as f64 / m as f64).collect()
+        (0..=m)
+            .map(|i| self.lo + (self.hi - self.lo) * i as f64 / m as f64)
+            .collect()
     }
 
     /// Everything pushed, in range or not.
@@ -86,6 +104,9 @@ impl Histogram {
     pub fn density(&self) -> Vec<f64> {
         let width = (self.hi - self.lo) / self.counts.len() as f64;
         let total = self.total().max(1) as f64;
-        self.counts.iter().map(|&c| c as f64 / (total * width)).collect()
+        self.counts
+            .iter()
+            .map(|&c| c as f64 / (total * width))
+            .collect()
     }
 }

@@ -30,20 +30,36 @@ pub struct ClassPlaneProjection {
 }
 
 /// Projects the samples of `classes` (features row-major [N, d]) onto their centroid plane.
-pub fn project_onto_class_plane(features: &[f32], d: usize, labels: &[u32], classes: [u32; 3]) -> Result<ClassPlaneProjection> {
-    ensure!(d > 0 && features.len() == labels.len() * d, "projection: {} values for {} labels of dimension {d}", features.len(), labels.len());
+pub fn project_onto_class_plane(
+    features: &[f32],
+    d: usize,
+    labels: &[u32],
+    classes: [u32; 3],
+) -> Result<ClassPlaneProjection> {
+    ensure!(
+        d > 0 && features.len() == labels.len() * d,
+        "projection: {} values for {} labels of dimension {d}",
+        features.len(),
+        labels.len()
+    );
     ensure!(
         classes[0] != classes[1] && classes[0] != classes[2] && classes[1] != classes[2],
         "projection: the three classes must differ, got {classes:?}"
     );
-    let indices: Vec<usize> = (0..labels.len()).filter(|&i| classes.contains(&labels[i])).collect();
+    let indices: Vec<usize> = (0..labels.len())
+        .filter(|&i| classes.contains(&labels[i]))
+        .collect();
     let mut centroids = [vec![0.0f64; d], vec![0.0f64; d], vec![0.0f64; d]];
     let mut counts = [0usize; 3];
     let mut global = vec![0.0f64; d];
     for &i in &indices {
         let c = classes.iter().position(|&c| c == labels[i]).unwrap_or(0);
         counts[c] += 1;
-        for ((s, g), &v) in centroids[c].iter_mut().zip(global.iter_mut()).zip(&features[i * d..(i + 1) * d]) {
+        for ((s, g), &v) in centroids[c]
+            .iter_mut()
+            .zip(global.iter_mut())
+            .zip(&features[i * d..(i + 1) * d])
+        {
             *s += f64::from(v);
             *g += f64::from(v);
         }
@@ -54,14 +70,20 @@ pub fn project_onto_class_plane(features: &[f32], d: usize, labels: &[u32], clas
     }
     global.iter_mut().for_each(|v| *v /= indices.len() as f64);
     // Centre the centroids by their own mean (the plane through them).
-    let centre: Vec<f64> = (0..d).map(|j| (centroids[0][j] + centroids[1][j] + centroids[2][j]) / 3.0).collect();
+    let centre: Vec<f64> = (0..d)
+        .map(|j| (centroids[0][j] + centroids[1][j] + centroids[2][j]) / 3.0)
+        .collect();
     for c in &mut centroids {
         c.iter_mut().zip(&centre).for_each(|(v, m)| *v -= m);
     }
     let mut gram = [[0.0f64; 3]; 3];
     for a in 0..3 {
         for b in 0..3 {
-            gram[a][b] = centroids[a].iter().zip(&centroids[b]).map(|(x, y)| x * y).sum();
+            gram[a][b] = centroids[a]
+                .iter()
+                .zip(&centroids[b])
+                .map(|(x, y)| x * y)
+                .sum();
         }
     }
     let (eigvals, eigvecs) = symmetric_eigen3(gram);
@@ -73,8 +95,13 @@ pub fn project_onto_class_plane(features: &[f32], d: usize, labels: &[u32], clas
     }
     let basis = [0, 1].map(|r| {
         let (i, s) = (order[r], singular_values[r]);
-        let mut v: Vec<f64> = (0..d).map(|j| (0..3).map(|a| centroids[a][j] * eigvecs[a][i]).sum::<f64>() / s).collect();
-        let lead = v.iter().enumerate().fold(0, |best, (j, x)| if x.abs() > v[best].abs() { j } else { best });
+        let mut v: Vec<f64> = (0..d)
+            .map(|j| (0..3).map(|a| centroids[a][j] * eigvecs[a][i]).sum::<f64>() / s)
+            .collect();
+        let lead = v.iter().enumerate().fold(
+            0,
+            |best, (j, x)| if x.abs() > v[best].abs() { j } else { best },
+        );
         if v[lead] < 0.0 {
             v.iter_mut().for_each(|x| *x = -*x);
         }
@@ -84,10 +111,23 @@ pub fn project_onto_class_plane(features: &[f32], d: usize, labels: &[u32], clas
         .iter()
         .map(|&i| {
             let row = &features[i * d..(i + 1) * d];
-            [0, 1].map(|r| row.iter().zip(&global).zip(&basis[r]).map(|((&x, m), b)| (f64::from(x) - m) * b).sum())
+            [0, 1].map(|r| {
+                row.iter()
+                    .zip(&global)
+                    .zip(&basis[r])
+                    .map(|((&x, m), b)| (f64::from(x) - m) * b)
+                    .sum()
+            })
         })
         .collect();
-    Ok(ClassPlaneProjection { classes, coords, labels: indices.iter().map(|&i| labels[i]).collect(), indices, basis, singular_values })
+    Ok(ClassPlaneProjection {
+        classes,
+        coords,
+        labels: indices.iter().map(|&i| labels[i]).collect(),
+        indices,
+        basis,
+        singular_values,
+    })
 }
 
 /// Eigen-decomposition of a symmetric 3×3 matrix by cyclic Jacobi rotations.
@@ -142,7 +182,11 @@ mod tests {
         for r in 0..3 {
             for c in 0..3 {
                 let rec: f64 = (0..3).map(|i| v[r][i] * w[i] * v[c][i]).sum();
-                assert!((rec - m[r][c]).abs() < 1e-12, "{r}{c}: {rec} vs {}", m[r][c]);
+                assert!(
+                    (rec - m[r][c]).abs() < 1e-12,
+                    "{r}{c}: {rec} vs {}",
+                    m[r][c]
+                );
             }
         }
     }

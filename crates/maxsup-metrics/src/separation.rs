@@ -41,7 +41,12 @@ pub struct ClassSeparation {
 impl ClassSeparation {
     /// An empty accumulator for `dim`-dimensional features.
     pub fn new(dim: usize) -> Self {
-        Self { dim, sums: Vec::new(), counts: Vec::new(), seen: 0 }
+        Self {
+            dim,
+            sums: Vec::new(),
+            counts: Vec::new(),
+            seen: 0,
+        }
     }
 
     /// Adds a batch: `features` row-major [rows, dim], `labels` one class index per row.
@@ -56,7 +61,13 @@ impl ClassSeparation {
         );
         let inv_norms: Vec<f64> = features
             .par_chunks(d.max(1))
-            .map(|row| 1.0 / row.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt())
+            .map(|row| {
+                1.0 / row
+                    .iter()
+                    .map(|&v| f64::from(v) * f64::from(v))
+                    .sum::<f64>()
+                    .sqrt()
+            })
             .collect();
         if let Some(bad) = inv_norms.iter().position(|s| !s.is_finite()) {
             anyhow::bail!(
@@ -111,11 +122,21 @@ impl ClassSeparation {
         ensure!(k > 0, "class separation: no samples were pushed");
         let kf = k as f64;
         let d_within = 1.0 - sum_sq_means / kf;
-        let d_total = 1.0 - mean_of_means.iter().map(|m| (m / kf) * (m / kf)).sum::<f64>();
+        let d_total = 1.0
+            - mean_of_means
+                .iter()
+                .map(|m| (m / kf) * (m / kf))
+                .sum::<f64>();
         ensure!(
             d_total > 0.0,
             "class separation: d_total is {d_total} (all {k} class means coincide), R^2 undefined"
         );
-        Ok(SeparationMetrics { d_within, d_total, r2: 1.0 - d_within / d_total, num_classes: k, num_samples: self.seen })
+        Ok(SeparationMetrics {
+            d_within,
+            d_total,
+            r2: 1.0 - d_within / d_total,
+            num_classes: k,
+            num_samples: self.seen,
+        })
     }
 }

@@ -1,6 +1,8 @@
 //! Feature files: streamed writes read back exactly, through both our reader and the safetensors crate.
 
-use maxsup_metrics::{labels_to_classes, write_feature_file, FeatureBatch, FeatureFile, FeatureFileWriter};
+use maxsup_metrics::{
+    labels_to_classes, write_feature_file, FeatureBatch, FeatureFile, FeatureFileWriter,
+};
 
 fn tmp(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("maxsup-metrics-{}-{name}", std::process::id()))
@@ -15,14 +17,29 @@ fn batched_writes_round_trip() {
     let path = tmp("rt.safetensors");
     let mut w = FeatureFileWriter::create(&path, n, d, k).unwrap();
     for s in [0..4, 4..5, 5..11] {
-        w.push(&features[s.start * d..s.end * d], &logits[s.start * k..s.end * k], &labels[s.clone()]).unwrap();
+        w.push(
+            &features[s.start * d..s.end * d],
+            &logits[s.start * k..s.end * k],
+            &labels[s.clone()],
+        )
+        .unwrap();
     }
     w.finish().unwrap();
 
     let file = FeatureFile::open(&path).unwrap();
-    assert_eq!((file.len(), file.feature_dim(), file.num_logits()), (n, d, k));
+    assert_eq!(
+        (file.len(), file.feature_dim(), file.num_logits()),
+        (n, d, k)
+    );
     let all = file.read_all().unwrap();
-    assert_eq!(all, FeatureBatch { features: features.clone(), logits: logits.clone(), labels: labels.clone() });
+    assert_eq!(
+        all,
+        FeatureBatch {
+            features: features.clone(),
+            logits: logits.clone(),
+            labels: labels.clone()
+        }
+    );
     let pieces: Vec<FeatureBatch> = file.batches(4).collect::<Result<_, _>>().unwrap();
     assert_eq!(pieces.len(), 3);
     assert_eq!(pieces[2].labels, labels[8..]);
@@ -32,7 +49,10 @@ fn batched_writes_round_trip() {
     let bytes = std::fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert_eq!(st.tensor("features").unwrap().shape(), &[n, d]);
-    assert_eq!(st.tensor("labels").unwrap().dtype(), safetensors::Dtype::I64);
+    assert_eq!(
+        st.tensor("labels").unwrap().dtype(),
+        safetensors::Dtype::I64
+    );
     std::fs::remove_file(&path).unwrap();
 }
 
@@ -43,20 +63,38 @@ fn writer_and_reader_report_errors() {
     assert!(w.push(&[0.0; 3], &[0.0; 2], &[0]).is_err());
     w.push(&[0.0; 2], &[0.0; 2], &[0]).unwrap();
     assert!(w.push(&[0.0; 4], &[0.0; 4], &[0, 1]).is_err());
-    assert!(w.finish().unwrap_err().to_string().contains("1 samples written but 2 declared"));
+    assert!(w
+        .finish()
+        .unwrap_err()
+        .to_string()
+        .contains("1 samples written but 2 declared"));
 
     // A safetensors file without `logits`.
     let data = [0u8; 8];
-    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1, 2], &data).unwrap();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1, 2], &data).unwrap();
     safetensors::serialize_to_file([("features", view)], None, &path).unwrap();
     let err = FeatureFile::open(&path).err().unwrap().to_string();
     assert!(err.contains("no tensor `logits`"), "{err}");
     std::fs::remove_file(&path).unwrap();
     assert!(FeatureFile::open(&path).is_err());
 
-    write_feature_file(&path, 1, 1, &FeatureBatch { features: vec![1.0], logits: vec![2.0], labels: vec![-3] }).unwrap();
+    write_feature_file(
+        &path,
+        1,
+        1,
+        &FeatureBatch {
+            features: vec![1.0],
+            logits: vec![2.0],
+            labels: vec![-3],
+        },
+    )
+    .unwrap();
     let f = FeatureFile::open(&path).unwrap();
-    assert!(labels_to_classes(&f.read_all().unwrap().labels).unwrap_err().to_string().contains("row 0"));
+    assert!(labels_to_classes(&f.read_all().unwrap().labels)
+        .unwrap_err()
+        .to_string()
+        .contains("row 0"));
     assert!(f.read_rows(0, 2).is_err());
     std::fs::remove_file(&path).unwrap();
 }

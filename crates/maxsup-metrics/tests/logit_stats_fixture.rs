@@ -13,19 +13,32 @@ fn near_zero_share_top1_and_histogram_match_reference() {
     for (a, b) in s.near_zero_share.iter().zip(f64s(&fx["near_zero_share"])) {
         close(*a, b, 1e-7, "near-zero share");
     }
-    assert!(s.near_zero_share.iter().any(|&v| v > 0.5), "fixture should contain near-zero rows");
+    assert!(
+        s.near_zero_share.iter().any(|&v| v > 0.5),
+        "fixture should contain near-zero rows"
+    );
     for (a, b) in s.top1_probability.iter().zip(f64s(&fx["top1_probability"])) {
         close(*a, b, 1e-12, "top-1 probability");
     }
     let mut h = Histogram::new(-4.0, 4.0, 16).unwrap();
     h.extend(logits.iter().map(|&z| f64::from(z)));
-    let expected: Vec<u64> = fx["hist_counts"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let expected: Vec<u64> = fx["hist_counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
     assert_eq!(h.counts, expected);
     assert_eq!(h.below, fx["hist_below"].as_u64().unwrap());
     assert_eq!(h.above, fx["hist_above"].as_u64().unwrap());
     assert_eq!(h.total(), logits.len() as u64);
     let inside = h.counts.iter().sum::<u64>() as f64 / logits.len() as f64;
-    close(h.density().iter().sum::<f64>() * 0.5, inside, 1e-12, "density integrates to in-range share");
+    close(
+        h.density().iter().sum::<f64>() * 0.5,
+        inside,
+        1e-12,
+        "density integrates to in-range share",
+    );
 }
 
 #[test]

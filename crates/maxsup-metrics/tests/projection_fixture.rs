@@ -9,7 +9,13 @@ fn coordinates_match_numpy_svd_reference() {
     let fx = load("projection.json");
     let d = fx["d"].as_u64().unwrap() as usize;
     let classes = u32s(&fx["classes"]);
-    let p = project_onto_class_plane(&f32s(&fx["features"]), d, &u32s(&fx["labels"]), [classes[0], classes[1], classes[2]]).unwrap();
+    let p = project_onto_class_plane(
+        &f32s(&fx["features"]),
+        d,
+        &u32s(&fx["labels"]),
+        [classes[0], classes[1], classes[2]],
+    )
+    .unwrap();
     let coords = fx["coords"].as_array().unwrap();
     assert_eq!(p.coords.len(), coords.len());
     for (mine, reference) in p.coords.iter().zip(coords) {
@@ -32,7 +38,10 @@ fn coordinates_match_numpy_svd_reference() {
 fn rejects_collinear_or_missing_classes() {
     // Centroids 0, 1, 2 on one line.
     let f = [0.0f32, 0.0, 1.0, 0.0, 2.0, 0.0];
-    assert!(project_onto_class_plane(&f, 2, &[0, 1, 2], [0, 1, 2]).unwrap_err().to_string().contains("collinear"));
+    assert!(project_onto_class_plane(&f, 2, &[0, 1, 2], [0, 1, 2])
+        .unwrap_err()
+        .to_string()
+        .contains("collinear"));
     assert!(project_onto_class_plane(&f, 2, &[0, 1, 1], [0, 1, 2]).is_err());
     assert!(project_onto_class_plane(&f, 2, &[0, 1, 2], [0, 1, 1]).is_err());
 }

@@ -42,7 +42,9 @@ fn million_by_512_pass_is_streaming_and_matches_expectation() {
     let m = acc.finish().unwrap();
     let secs = t0.elapsed().as_secs_f64();
     let after = vm_hwm_kib();
-    eprintln!("10^6 x 512 pass: {secs:.2} s, VmHWM before {before:?} KiB, after {after:?} KiB, {m:?}");
+    eprintln!(
+        "10^6 x 512 pass: {secs:.2} s, VmHWM before {before:?} KiB, after {after:?} KiB, {m:?}"
+    );
     assert_eq!(m.num_samples, n as u64);
     assert!((m.d_within - 0.5).abs() < 1e-2, "{m:?}");
     assert!((m.d_total - (1.0 - 0.5 / k as f64)).abs() < 1e-2, "{m:?}");

@@ -7,12 +7,18 @@ use maxsup_metrics::{ClassSeparation, SplitMix64};
 fn naive(features: &[f32], labels: &[u32], d: usize, k: usize) -> (f64, f64) {
     let rows: Vec<&[f32]> = features.chunks_exact(d).collect();
     let cos_dist = |a: &[f32], b: &[f32]| {
-        let dot: f64 = a.iter().zip(b).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum();
+        let dot: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(&x, &y)| f64::from(x) * f64::from(y))
+            .sum();
         let na: f64 = a.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
         let nb: f64 = b.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
         1.0 - dot / (na * nb)
     };
-    let members: Vec<Vec<usize>> = (0..k as u32).map(|c| (0..labels.len()).filter(|&i| labels[i] == c).collect()).collect();
+    let members: Vec<Vec<usize>> = (0..k as u32)
+        .map(|c| (0..labels.len()).filter(|&i| labels[i] == c).collect())
+        .collect();
     let pair_mean = |a: &[usize], b: &[usize]| {
         let mut s = 0.0;
         for &i in a {
@@ -36,8 +42,16 @@ fn naive(features: &[f32], labels: &[u32], d: usize, k: usize) -> (f64, f64) {
 #[allow(clippy::needless_range_loop)]
 fn clustered(n: usize, d: usize, k: usize, sep: f64, seed: u64) -> (Vec<f32>, Vec<u32>) {
     let mut r = SplitMix64::new(seed);
-    let centres: Vec<Vec<f64>> = (0..k).map(|_| (0..d).map(|_| r.next_normal() * sep / (d as f64).sqrt()).collect()).collect();
-    let labels: Vec<u32> = (0..n).map(|i| if i % 3 == 0 { 0 } else { (i % k) as u32 }).collect();
+    let centres: Vec<Vec<f64>> = (0..k)
+        .map(|_| {
+            (0..d)
+                .map(|_| r.next_normal() * sep / (d as f64).sqrt())
+                .collect()
+        })
+        .collect();
+    let labels: Vec<u32> = (0..n)
+        .map(|i| if i % 3 == 0 { 0 } else { (i % k) as u32 })
+        .collect();
     let mut f = Vec::with_capacity(n * d);
     for &y in &labels {
         for j in 0..d {
@@ -57,13 +71,22 @@ fn check(features: &[f32], labels: &[u32], d: usize, k: usize) {
             break;
         }
         let end = (start + size).min(labels.len());
-        acc.push(&features[start * d..end * d], &labels[start..end]).unwrap();
+        acc.push(&features[start * d..end * d], &labels[start..end])
+            .unwrap();
         start = end;
     }
     let m = acc.finish().unwrap();
     assert_eq!(m.num_classes, k);
-    assert!((m.d_within - w).abs() < 1e-6, "d_within {} vs naive {w}", m.d_within);
-    assert!((m.d_total - t).abs() < 1e-6, "d_total {} vs naive {t}", m.d_total);
+    assert!(
+        (m.d_within - w).abs() < 1e-6,
+        "d_within {} vs naive {w}",
+        m.d_within
+    );
+    assert!(
+        (m.d_total - t).abs() < 1e-6,
+        "d_total {} vs naive {t}",
+        m.d_total
+    );
     assert!((m.r2 - (1.0 - w / t)).abs() < 1e-6);
 }
 
@@ -103,7 +126,11 @@ fn well_separated_clusters_have_high_r2_and_identical_classes_zero() {
 #[test]
 fn rejects_zero_vectors_and_bad_shapes() {
     let mut acc = ClassSeparation::new(2);
-    assert!(acc.push(&[1.0, 0.0, 0.0, 0.0], &[0, 1]).unwrap_err().to_string().contains("sample 1"));
+    assert!(acc
+        .push(&[1.0, 0.0, 0.0, 0.0], &[0, 1])
+        .unwrap_err()
+        .to_string()
+        .contains("sample 1"));
     assert!(acc.push(&[1.0, 0.0, 1.0], &[0, 1]).is_err());
     assert!(ClassSeparation::new(2).finish().is_err());
 }

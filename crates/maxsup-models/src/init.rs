@@ -22,18 +22,26 @@ pub enum Init {
 impl Init {
     /// timm's ViT init for Linear weights, `pos_embed` and `cls_token`: std 0.02 in [-2, 2].
     pub fn timm_trunc_normal() -> Self {
-        Init::TruncNormal { std: 0.02, lo: -2.0, hi: 2.0 }
+        Init::TruncNormal {
+            std: 0.02,
+            lo: -2.0,
+            hi: 2.0,
+        }
     }
 
     /// torchvision ResNet conv init: `kaiming_normal_(mode="fan_out", nonlinearity="relu")`.
     pub fn kaiming_normal_fan_out(out_channels: usize, kernel_area: usize) -> Self {
-        Init::Normal { std: (2.0 / (out_channels * kernel_area) as f64).sqrt() }
+        Init::Normal {
+            std: (2.0 / (out_channels * kernel_area) as f64).sqrt(),
+        }
     }
 
     /// PyTorch's default `nn.Linear`/`nn.Conv2d` init for weight and bias alike:
     /// `kaiming_uniform_(a=sqrt(5))` reduces to Uniform(±1/sqrt(fan_in)).
     pub fn torch_default(fan_in: usize) -> Self {
-        Init::Uniform { bound: 1.0 / (fan_in.max(1) as f64).sqrt() }
+        Init::Uniform {
+            bound: 1.0 / (fan_in.max(1) as f64).sqrt(),
+        }
     }
 }
 
@@ -47,7 +55,10 @@ pub struct InitRng {
 
 impl InitRng {
     pub fn new(seed: u64) -> Self {
-        Self { state: seed ^ 0x5DEE_CE66_D1CE_4E5B, spare_normal: None }
+        Self {
+            state: seed ^ 0x5DEE_CE66_D1CE_4E5B,
+            spare_normal: None,
+        }
     }
 
     fn next_u64(&mut self) -> u64 {
@@ -88,17 +99,22 @@ impl InitRng {
         const CHUNK: usize = 1 << 16;
         let tensor_seed = self.next_u64();
         let mut out = vec![0f32; n];
-        out.par_chunks_mut(CHUNK).enumerate().for_each(|(i, chunk)| {
-            let mut rng = InitRng::new(tensor_seed ^ (i as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93));
-            rng.fill(init, chunk);
-        });
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, chunk)| {
+                let mut rng =
+                    InitRng::new(tensor_seed ^ (i as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93));
+                rng.fill(init, chunk);
+            });
         out
     }
 
     fn fill(&mut self, init: &Init, out: &mut [f32]) {
         match *init {
             Init::Const(c) => out.fill(c as f32),
-            Init::Normal { std } => out.iter_mut().for_each(|v| *v = (self.standard_normal() * std) as f32),
+            Init::Normal { std } => out
+                .iter_mut()
+                .for_each(|v| *v = (self.standard_normal() * std) as f32),
             Init::TruncNormal { std, lo, hi } => out.iter_mut().for_each(|v| {
                 *v = loop {
                     let x = self.standard_normal() * std;
@@ -107,9 +123,9 @@ impl InitRng {
                     }
                 }
             }),
-            Init::Uniform { bound } => {
-                out.iter_mut().for_each(|v| *v = ((2.0 * self.unit() - 1.0) * bound) as f32)
-            }
+            Init::Uniform { bound } => out
+                .iter_mut()
+                .for_each(|v| *v = ((2.0 * self.unit() - 1.0) * bound) as f32),
         }
     }
 }
@@ -130,7 +146,14 @@ mod tests {
     #[test]
     fn trunc_normal_respects_bounds_and_uniform_its_bound() {
         let mut rng = InitRng::new(2);
-        let t = rng.sample(&Init::TruncNormal { std: 1.0, lo: -0.5, hi: 0.5 }, 10_000);
+        let t = rng.sample(
+            &Init::TruncNormal {
+                std: 1.0,
+                lo: -0.5,
+                hi: 0.5,
+            },
+            10_000,
+        );
         assert!(t.iter().all(|x| x.abs() <= 0.5));
         let u = rng.sample(&Init::Uniform { bound: 0.1 }, 10_000);
         assert!(u.iter().all(|x| x.abs() <= 0.1));

@@ -27,10 +27,11 @@ pub mod resnet;
 mod summary;
 
 pub use classifier::ImageClassifier;
-pub use layers::seed_stochastic_layers;
 pub use io::{
-    load_pth, load_safetensors, load_state_dict, read_pth_state_dict, save_safetensors, state_dict, StateDictMismatch,
+    load_pth, load_safetensors, load_state_dict, read_pth_state_dict, save_safetensors, state_dict,
+    StateDictMismatch,
 };
+pub use layers::seed_stochastic_layers;
 pub use params::{ParamEntry, ParamKind, ParamStore};
 pub use registry::{create_model, model_names, model_summary, ModelOptions};
 pub use summary::{module_summary, ModuleSummary};

@@ -56,7 +56,9 @@ impl ParamStore {
     }
 
     pub fn trainable(&self) -> impl Iterator<Item = &ParamEntry> {
-        self.entries.iter().filter(|e| e.kind == ParamKind::Trainable)
+        self.entries
+            .iter()
+            .filter(|e| e.kind == ParamKind::Trainable)
     }
 
     pub fn buffers(&self) -> impl Iterator<Item = &ParamEntry> {
@@ -96,13 +98,25 @@ impl ParamBuilder {
     }
 
     pub(crate) fn root(&self) -> Scope<'_> {
-        Scope { builder: self, prefix: String::new() }
+        Scope {
+            builder: self,
+            prefix: String::new(),
+        }
     }
 
     pub(crate) fn finish(self) -> ParamStore {
         let entries = self.entries.into_inner();
-        let index = entries.iter().enumerate().map(|(i, e)| (e.name.clone(), i)).collect();
-        ParamStore { entries, index, device: self.device, dtype: self.dtype }
+        let index = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i))
+            .collect();
+        ParamStore {
+            entries,
+            index,
+            device: self.device,
+            dtype: self.dtype,
+        }
     }
 }
 
@@ -116,9 +130,15 @@ pub(crate) struct Scope<'a> {
 impl<'a> Scope<'a> {
     /// The child scope `prefix.name`.
     pub(crate) fn pp(&self, name: impl std::fmt::Display) -> Scope<'a> {
-        let prefix =
-            if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
-        Scope { builder: self.builder, prefix }
+        let prefix = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
+        Scope {
+            builder: self.builder,
+            prefix,
+        }
     }
 
     pub(crate) fn device(&self) -> &Device {
@@ -128,7 +148,10 @@ impl<'a> Scope<'a> {
     /// A new trainable tensor `prefix.name`; returns the tensor that layers use in forward.
     pub(crate) fn param(&self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
         let var = self.sampled(shape, &init)?;
-        Ok(self.register(name, var, ParamKind::Trainable)?.as_tensor().clone())
+        Ok(self
+            .register(name, var, ParamKind::Trainable)?
+            .as_tensor()
+            .clone())
     }
 
     /// A new buffer filled by `init`.
@@ -139,7 +162,9 @@ impl<'a> Scope<'a> {
 
     /// A new buffer holding `value` (converted to the model's dtype and device).
     pub(crate) fn buffer_from(&self, name: &str, value: &Tensor) -> Result<Var> {
-        let t = value.to_device(&self.builder.device)?.to_dtype(self.builder.dtype)?;
+        let t = value
+            .to_device(&self.builder.device)?
+            .to_dtype(self.builder.dtype)?;
         self.register(name, Var::from_tensor(&t)?, ParamKind::Buffer)
     }
 
@@ -161,7 +186,11 @@ impl<'a> Scope<'a> {
         if entries.iter().any(|e| e.name == full) {
             candle_core::bail!("model construction registered `{full}` twice");
         }
-        entries.push(ParamEntry { name: full, var: var.clone(), kind });
+        entries.push(ParamEntry {
+            name: full,
+            var: var.clone(),
+            kind,
+        });
         Ok(var)
     }
 }

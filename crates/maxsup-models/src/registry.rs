@@ -25,7 +25,13 @@ pub struct ModelOptions {
 
 impl Default for ModelOptions {
     fn default() -> Self {
-        Self { num_classes: None, drop_path_rate: 0.0, blurpool: false, img_size: None, seed: 0 }
+        Self {
+            num_classes: None,
+            drop_path_rate: 0.0,
+            blurpool: false,
+            img_size: None,
+            seed: 0,
+        }
     }
 }
 
@@ -34,7 +40,11 @@ enum Arch {
     ResNet(fn(usize) -> ResNetConfig),
     ResNetCifarStem(fn(usize) -> ResNetConfig),
     CifarHe(usize),
-    DeiT { make: fn(usize, usize, usize) -> DeiTConfig, img: usize, patch: usize },
+    DeiT {
+        make: fn(usize, usize, usize) -> DeiTConfig,
+        img: usize,
+        patch: usize,
+    },
 }
 
 struct Entry {
@@ -45,22 +55,126 @@ struct Entry {
 }
 
 const REGISTRY: &[Entry] = &[
-    Entry { name: "resnet18", arch: Arch::ResNet(ResNetConfig::resnet18), default_classes: 1000, summary: "torchvision ResNet-18" },
-    Entry { name: "resnet34", arch: Arch::ResNet(ResNetConfig::resnet34), default_classes: 1000, summary: "torchvision ResNet-34" },
-    Entry { name: "resnet50", arch: Arch::ResNet(ResNetConfig::resnet50), default_classes: 1000, summary: "torchvision ResNet-50 (v1.5)" },
-    Entry { name: "resnet101", arch: Arch::ResNet(ResNetConfig::resnet101), default_classes: 1000, summary: "torchvision ResNet-101" },
-    Entry { name: "resnet152", arch: Arch::ResNet(ResNetConfig::resnet152), default_classes: 1000, summary: "torchvision ResNet-152" },
-    Entry { name: "resnet18_cifar", arch: Arch::ResNetCifarStem(ResNetConfig::resnet18), default_classes: 10, summary: "ResNet-18, 3x3 stride-1 stem, no max-pool" },
-    Entry { name: "resnet50_cifar", arch: Arch::ResNetCifarStem(ResNetConfig::resnet50), default_classes: 10, summary: "ResNet-50, 3x3 stride-1 stem, no max-pool" },
-    Entry { name: "resnet20_cifar", arch: Arch::CifarHe(20), default_classes: 10, summary: "He et al. CIFAR ResNet-20 (16/32/64, option-B shortcuts)" },
-    Entry { name: "resnet32_cifar", arch: Arch::CifarHe(32), default_classes: 10, summary: "He et al. CIFAR ResNet-32 (16/32/64, option-B shortcuts)" },
-    Entry { name: "resnet56_cifar", arch: Arch::CifarHe(56), default_classes: 10, summary: "He et al. CIFAR ResNet-56 (16/32/64, option-B shortcuts)" },
-    Entry { name: "deit_tiny_patch16_224", arch: Arch::DeiT { make: DeiTConfig::tiny, img: 224, patch: 16 }, default_classes: 1000, summary: "timm DeiT-Tiny (192, 12 blocks, 3 heads)" },
-    Entry { name: "deit_small_patch16_224", arch: Arch::DeiT { make: DeiTConfig::small, img: 224, patch: 16 }, default_classes: 1000, summary: "timm DeiT-Small (384, 12 blocks, 6 heads)" },
-    Entry { name: "deit_base_patch16_224", arch: Arch::DeiT { make: DeiTConfig::base_model, img: 224, patch: 16 }, default_classes: 1000, summary: "timm DeiT-Base (768, 12 blocks, 12 heads)" },
-    Entry { name: "deit_tiny_patch4_32", arch: Arch::DeiT { make: DeiTConfig::tiny, img: 32, patch: 4 }, default_classes: 10, summary: "DeiT-Tiny for 32x32 inputs, patch 4 (65 tokens)" },
-    Entry { name: "deit_small_patch4_32", arch: Arch::DeiT { make: DeiTConfig::small, img: 32, patch: 4 }, default_classes: 10, summary: "DeiT-Small for 32x32 inputs, patch 4 (65 tokens)" },
-    Entry { name: "deit_base_patch4_32", arch: Arch::DeiT { make: DeiTConfig::base_model, img: 32, patch: 4 }, default_classes: 10, summary: "DeiT-Base for 32x32 inputs, patch 4 (65 tokens)" },
+    Entry {
+        name: "resnet18",
+        arch: Arch::ResNet(ResNetConfig::resnet18),
+        default_classes: 1000,
+        summary: "torchvision ResNet-18",
+    },
+    Entry {
+        name: "resnet34",
+        arch: Arch::ResNet(ResNetConfig::resnet34),
+        default_classes: 1000,
+        summary: "torchvision ResNet-34",
+    },
+    Entry {
+        name: "resnet50",
+        arch: Arch::ResNet(ResNetConfig::resnet50),
+        default_classes: 1000,
+        summary: "torchvision ResNet-50 (v1.5)",
+    },
+    Entry {
+        name: "resnet101",
+        arch: Arch::ResNet(ResNetConfig::resnet101),
+        default_classes: 1000,
+        summary: "torchvision ResNet-101",
+    },
+    Entry {
+        name: "resnet152",
+        arch: Arch::ResNet(ResNetConfig::resnet152),
+        default_classes: 1000,
+        summary: "torchvision ResNet-152",
+    },
+    Entry {
+        name: "resnet18_cifar",
+        arch: Arch::ResNetCifarStem(ResNetConfig::resnet18),
+        default_classes: 10,
+        summary: "ResNet-18, 3x3 stride-1 stem, no max-pool",
+    },
+    Entry {
+        name: "resnet50_cifar",
+        arch: Arch::ResNetCifarStem(ResNetConfig::resnet50),
+        default_classes: 10,
+        summary: "ResNet-50, 3x3 stride-1 stem, no max-pool",
+    },
+    Entry {
+        name: "resnet20_cifar",
+        arch: Arch::CifarHe(20),
+        default_classes: 10,
+        summary: "He et al. CIFAR ResNet-20 (16/32/64, option-B shortcuts)",
+    },
+    Entry {
+        name: "resnet32_cifar",
+        arch: Arch::CifarHe(32),
+        default_classes: 10,
+        summary: "He et al. CIFAR ResNet-32 (16/32/64, option-B shortcuts)",
+    },
+    Entry {
+        name: "resnet56_cifar",
+        arch: Arch::CifarHe(56),
+        default_classes: 10,
+        summary: "He et al. CIFAR ResNet-56 (16/32/64, option-B shortcuts)",
+    },
+    Entry {
+        name: "deit_tiny_patch16_224",
+        arch: Arch::DeiT {
+            make: DeiTConfig::tiny,
+            img: 224,
+            patch: 16,
+        },
+        default_classes: 1000,
+        summary: "timm DeiT-Tiny (192, 12 blocks, 3 heads)",
+    },
+    Entry {
+        name: "deit_small_patch16_224",
+        arch: Arch::DeiT {
+            make: DeiTConfig::small,
+            img: 224,
+            patch: 16,
+        },
+        default_classes: 1000,
+        summary: "timm DeiT-Small (384, 12 blocks, 6 heads)",
+    },
+    Entry {
+        name: "deit_base_patch16_224",
+        arch: Arch::DeiT {
+            make: DeiTConfig::base_model,
+            img: 224,
+            patch: 16,
+        },
+        default_classes: 1000,
+        summary: "timm DeiT-Base (768, 12 blocks, 12 heads)",
+    },
+    Entry {
+        name: "deit_tiny_patch4_32",
+        arch: Arch::DeiT {
+            make: DeiTConfig::tiny,
+            img: 32,
+            patch: 4,
+        },
+        default_classes: 10,
+        summary: "DeiT-Tiny for 32x32 inputs, patch 4 (65 tokens)",
+    },
+    Entry {
+        name: "deit_small_patch4_32",
+        arch: Arch::DeiT {
+            make: DeiTConfig::small,
+            img: 32,
+            patch: 4,
+        },
+        default_classes: 10,
+        summary: "DeiT-Small for 32x32 inputs, patch 4 (65 tokens)",
+    },
+    Entry {
+        name: "deit_base_patch4_32",
+        arch: Arch::DeiT {
+            make: DeiTConfig::base_model,
+            img: 32,
+            patch: 4,
+        },
+        default_classes: 10,
+        summary: "DeiT-Base for 32x32 inputs, patch 4 (65 tokens)",
+    },
 ];
 
 /// All registered model names, in a stable order.
@@ -74,11 +188,17 @@ pub fn model_summary(name: &str) -> Option<&'static str> {
 }
 
 /// Builds the model `name` with fresh (seeded) weights on `device`.
-pub fn create_model(name: &str, options: &ModelOptions, device: &Device) -> Result<Box<dyn ImageClassifier>> {
-    let entry = REGISTRY
-        .iter()
-        .find(|e| e.name == name)
-        .with_context(|| format!("unknown model `{name}`; known models: {}", model_names().join(", ")))?;
+pub fn create_model(
+    name: &str,
+    options: &ModelOptions,
+    device: &Device,
+) -> Result<Box<dyn ImageClassifier>> {
+    let entry = REGISTRY.iter().find(|e| e.name == name).with_context(|| {
+        format!(
+            "unknown model `{name}`; known models: {}",
+            model_names().join(", ")
+        )
+    })?;
     let classes = options.num_classes.unwrap_or(entry.default_classes);
     if classes == 0 {
         bail!("num_classes must be at least 1");
@@ -100,7 +220,10 @@ pub fn create_model(name: &str, options: &ModelOptions, device: &Device) -> Resu
             }
             let mut config = make(options.img_size.unwrap_or(img), patch, classes);
             config.drop_path_rate = options.drop_path_rate;
-            Ok(Box::new(DeiT::new(name, config, device, options.seed).with_context(|| format!("building {name}"))?))
+            Ok(Box::new(
+                DeiT::new(name, config, device, options.seed)
+                    .with_context(|| format!("building {name}"))?,
+            ))
         }
     }
 }

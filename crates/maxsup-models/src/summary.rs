@@ -22,7 +22,12 @@ pub fn module_summary(params: &ParamStore) -> Vec<ModuleSummary> {
         let idx = match out.iter().position(|m| m.module == module) {
             Some(i) => i,
             None => {
-                out.push(ModuleSummary { module: module.to_string(), trainable: 0, buffers: 0, tensors: 0 });
+                out.push(ModuleSummary {
+                    module: module.to_string(),
+                    trainable: 0,
+                    buffers: 0,
+                    tensors: 0,
+                });
                 out.len() - 1
             }
         };
@@ -43,12 +48,28 @@ mod tests {
 
     #[test]
     fn resnet20_groups_sum_to_the_total() {
-        let m = create_model("resnet20_cifar", &ModelOptions::default(), &candle_core::Device::Cpu).unwrap();
+        let m = create_model(
+            "resnet20_cifar",
+            &ModelOptions::default(),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
         let s = module_summary(m.params());
         let names: Vec<_> = s.iter().map(|m| m.module.as_str()).collect();
         assert_eq!(names, ["conv1", "bn1", "layer1", "layer2", "layer3", "fc"]);
-        assert_eq!(s.iter().map(|m| m.trainable).sum::<usize>(), m.params().num_trainable_params());
+        assert_eq!(
+            s.iter().map(|m| m.trainable).sum::<usize>(),
+            m.params().num_trainable_params()
+        );
         assert_eq!(s[5].trainable, 64 * 10 + 10);
-        assert_eq!(s[1], ModuleSummary { module: "bn1".into(), trainable: 32, buffers: 32, tensors: 4 });
+        assert_eq!(
+            s[1],
+            ModuleSummary {
+                module: "bn1".into(),
+                trainable: 32,
+                buffers: 32,
+                tensors: 4
+            }
+        );
     }
 }

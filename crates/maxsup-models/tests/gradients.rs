@@ -24,7 +24,11 @@ fn input_for(name: &str) -> (usize, usize, Option<usize>) {
 
 fn check_all_params_get_gradient(name: &str) -> anyhow::Result<()> {
     let (batch, size, img_size) = input_for(name);
-    let options = ModelOptions { num_classes: Some(3), img_size, ..Default::default() };
+    let options = ModelOptions {
+        num_classes: Some(3),
+        img_size,
+        ..Default::default()
+    };
     let model = create_model(name, &options, &Device::Cpu)?;
     let n = batch * 3 * size * size;
     let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
@@ -32,23 +36,38 @@ fn check_all_params_get_gradient(name: &str) -> anyhow::Result<()> {
     let logits = model.forward_t(&x, true)?;
     assert_eq!(logits.dims(), &[batch, 3], "{name}");
     // A fixed, non-degenerate weighting of the logits as the loss.
-    let w: Vec<f32> = (0..batch * 3).map(|i| (i as f32 * 1.3 + 0.4).cos()).collect();
+    let w: Vec<f32> = (0..batch * 3)
+        .map(|i| (i as f32 * 1.3 + 0.4).cos())
+        .collect();
     let w = Tensor::from_vec(w, (batch, 3), &Device::Cpu)?;
     let loss = (logits * w)?.sum_all()?;
     let grads = loss.backward()?;
     let mut missing = vec![];
     for p in model.params().trainable() {
         let ok = match grads.get(&p.var) {
-            Some(g) => g.abs()?.max_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()? > 0.0,
+            Some(g) => {
+                g.abs()?
+                    .max_all()?
+                    .to_dtype(DType::F32)?
+                    .to_scalar::<f32>()?
+                    > 0.0
+            }
             None => false,
         };
         if !ok {
             missing.push(p.name.clone());
         }
     }
-    assert!(missing.is_empty(), "{name}: parameters without gradient: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "{name}: parameters without gradient: {missing:?}"
+    );
     for b in model.params().buffers() {
-        assert!(grads.get(&b.var).is_none(), "{name}: buffer {} received a gradient", b.name);
+        assert!(
+            grads.get(&b.var).is_none(),
+            "{name}: buffer {} received a gradient",
+            b.name
+        );
     }
     Ok(())
 }
@@ -80,21 +99,37 @@ fn deits_train_every_parameter() -> anyhow::Result<()> {
 #[test]
 fn every_registered_name_is_covered_by_a_group() {
     for n in model_names() {
-        assert!(n.starts_with("resnet") || n.starts_with("deit"), "{n} is not in any gradient group");
+        assert!(
+            n.starts_with("resnet") || n.starts_with("deit"),
+            "{n} is not in any gradient group"
+        );
     }
 }
 
 #[test]
 fn blurpool_resnet_trains_every_parameter_and_keeps_filters_fixed() -> anyhow::Result<()> {
-    let options = ModelOptions { num_classes: Some(3), blurpool: true, ..Default::default() };
+    let options = ModelOptions {
+        num_classes: Some(3),
+        blurpool: true,
+        ..Default::default()
+    };
     let model = create_model("resnet18", &options, &Device::Cpu)?;
     let x = Tensor::randn(0f32, 1f32, (2, 3, 64, 64), &Device::Cpu)?;
     let grads = model.forward_t(&x, true)?.sum_all()?.backward()?;
     for p in model.params().trainable() {
         assert!(grads.get(&p.var).is_some(), "{} has no gradient", p.name);
     }
-    let blur: Vec<_> = model.params().buffers().filter(|b| b.name.ends_with("blur_filter")).collect();
+    let blur: Vec<_> = model
+        .params()
+        .buffers()
+        .filter(|b| b.name.ends_with("blur_filter"))
+        .collect();
     // resnet18: layer2/3/4 each have a strided conv1 and a strided downsample.0.
-    assert_eq!(blur.len(), 6, "{:?}", blur.iter().map(|b| &b.name).collect::<Vec<_>>());
+    assert_eq!(
+        blur.len(),
+        6,
+        "{:?}",
+        blur.iter().map(|b| &b.name).collect::<Vec<_>>()
+    );
     Ok(())
 }

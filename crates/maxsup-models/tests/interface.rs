@@ -8,14 +8,20 @@ use maxsup_models::deit::DeiT;
 use maxsup_models::{create_model, ImageClassifier, ModelOptions};
 
 fn opts(classes: usize) -> ModelOptions {
-    ModelOptions { num_classes: Some(classes), ..Default::default() }
+    ModelOptions {
+        num_classes: Some(classes),
+        ..Default::default()
+    }
 }
 
 #[test]
 fn models_are_send_sync_trait_objects() {
     fn assert_send_sync<T: Send + Sync + ?Sized>() {}
     assert_send_sync::<dyn ImageClassifier>();
-    let m: std::sync::Arc<dyn ImageClassifier> = create_model("resnet20_cifar", &opts(10), &Device::Cpu).unwrap().into();
+    let m: std::sync::Arc<dyn ImageClassifier> =
+        create_model("resnet20_cifar", &opts(10), &Device::Cpu)
+            .unwrap()
+            .into();
     let m2 = m.clone();
     let h = std::thread::spawn(move || m2.num_classes());
     assert_eq!(h.join().unwrap(), 10);
@@ -32,7 +38,11 @@ fn last_stage_shapes_follow_the_topology() -> anyhow::Result<()> {
     for (name, size, stage, features) in cases {
         let m = create_model(name, &opts(7), &Device::Cpu)?;
         let x = formula_input(&[2, 3, size, size])?;
-        assert_eq!(m.forward_stage(&x, false)?.dims(), stage.as_slice(), "{name}");
+        assert_eq!(
+            m.forward_stage(&x, false)?.dims(),
+            stage.as_slice(),
+            "{name}"
+        );
         assert_eq!(m.num_features(), features, "{name}");
         assert_eq!(m.forward_t(&x, false)?.dims(), &[2, 7], "{name}");
     }
@@ -42,22 +52,58 @@ fn last_stage_shapes_follow_the_topology() -> anyhow::Result<()> {
 #[test]
 fn invalid_options_are_rejected_with_reasons() {
     let dev = &Device::Cpu;
-    let e = create_model("resnet50", &ModelOptions { drop_path_rate: 0.1, ..Default::default() }, dev).err().unwrap();
+    let e = create_model(
+        "resnet50",
+        &ModelOptions {
+            drop_path_rate: 0.1,
+            ..Default::default()
+        },
+        dev,
+    )
+    .err()
+    .unwrap();
     assert!(e.to_string().contains("drop_path_rate"), "{e}");
-    let e = create_model("deit_tiny_patch4_32", &ModelOptions { blurpool: true, ..Default::default() }, dev).err().unwrap();
+    let e = create_model(
+        "deit_tiny_patch4_32",
+        &ModelOptions {
+            blurpool: true,
+            ..Default::default()
+        },
+        dev,
+    )
+    .err()
+    .unwrap();
     assert!(e.to_string().contains("blurpool"), "{e}");
-    let e = create_model("deit_tiny_patch4_32", &ModelOptions { img_size: Some(30), ..Default::default() }, dev).err().unwrap();
+    let e = create_model(
+        "deit_tiny_patch4_32",
+        &ModelOptions {
+            img_size: Some(30),
+            ..Default::default()
+        },
+        dev,
+    )
+    .err()
+    .unwrap();
     assert!(format!("{e:#}").contains("multiple of patch_size"), "{e:#}");
-    let e = create_model("resnet21", &ModelOptions::default(), dev).err().unwrap();
+    let e = create_model("resnet21", &ModelOptions::default(), dev)
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("resnet20_cifar"), "{e}");
     let m = create_model("deit_tiny_patch4_32", &opts(10), dev).unwrap();
-    let e = m.forward_t(&formula_input(&[1, 3, 64, 64]).unwrap(), false).unwrap_err();
+    let e = m
+        .forward_t(&formula_input(&[1, 3, 64, 64]).unwrap(), false)
+        .unwrap_err();
     assert!(e.to_string().contains("32x32"), "{e}");
 }
 
 #[test]
 fn drop_path_follows_timm_schedule_and_only_acts_in_training() -> anyhow::Result<()> {
-    let options = ModelOptions { num_classes: Some(10), drop_path_rate: 0.5, img_size: Some(16), ..Default::default() };
+    let options = ModelOptions {
+        num_classes: Some(10),
+        drop_path_rate: 0.5,
+        img_size: Some(16),
+        ..Default::default()
+    };
     let m = create_model("deit_tiny_patch4_32", &options, &Device::Cpu)?;
     let x = formula_input(&[8, 3, 16, 16])?;
     let eval1 = m.forward_t(&x, false)?;
@@ -69,7 +115,15 @@ fn drop_path_follows_timm_schedule_and_only_acts_in_training() -> anyhow::Result
     let d = (t1 - t2)?.abs()?.max_all()?.to_scalar::<f32>()?;
     assert!(d > 0.0, "training passes identical: drop path inactive");
 
-    let deit = DeiT::new("d", maxsup_models::deit::DeiTConfig { drop_path_rate: 0.11, ..maxsup_models::deit::DeiTConfig::tiny(32, 4, 10) }, &Device::Cpu, 0)?;
+    let deit = DeiT::new(
+        "d",
+        maxsup_models::deit::DeiTConfig {
+            drop_path_rate: 0.11,
+            ..maxsup_models::deit::DeiTConfig::tiny(32, 4, 10)
+        },
+        &Device::Cpu,
+        0,
+    )?;
     let rates = deit.block_drop_path_rates();
     assert_eq!(rates.len(), 12);
     for (i, r) in rates.iter().enumerate() {
@@ -80,10 +134,32 @@ fn drop_path_follows_timm_schedule_and_only_acts_in_training() -> anyhow::Result
 
 #[test]
 fn equal_seeds_give_equal_weights_and_different_seeds_do_not() -> anyhow::Result<()> {
-    let build = |seed| create_model("resnet20_cifar", &ModelOptions { seed, ..Default::default() }, &Device::Cpu);
+    let build = |seed| {
+        create_model(
+            "resnet20_cifar",
+            &ModelOptions {
+                seed,
+                ..Default::default()
+            },
+            &Device::Cpu,
+        )
+    };
     let (a, b, c) = (build(3)?, build(3)?, build(4)?);
-    let w = |m: &dyn ImageClassifier| m.params().get("layer2.0.conv1.weight").unwrap().var.as_tensor().clone();
+    let w = |m: &dyn ImageClassifier| {
+        m.params()
+            .get("layer2.0.conv1.weight")
+            .unwrap()
+            .var
+            .as_tensor()
+            .clone()
+    };
     assert_close("same seed", &w(a.as_ref()), &w(b.as_ref()), 0.0)?;
-    assert!((w(a.as_ref()) - w(c.as_ref()))?.abs()?.max_all()?.to_scalar::<f32>()? > 0.0);
+    assert!(
+        (w(a.as_ref()) - w(c.as_ref()))?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?
+            > 0.0
+    );
     Ok(())
 }

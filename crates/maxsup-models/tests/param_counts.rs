@@ -4,7 +4,14 @@ use candle_core::Device;
 use maxsup_models::{create_model, ModelOptions};
 
 fn count(name: &str, classes: Option<usize>) -> anyhow::Result<usize> {
-    let m = create_model(name, &ModelOptions { num_classes: classes, ..Default::default() }, &Device::Cpu)?;
+    let m = create_model(
+        name,
+        &ModelOptions {
+            num_classes: classes,
+            ..Default::default()
+        },
+        &Device::Cpu,
+    )?;
     Ok(m.params().num_trainable_params())
 }
 
@@ -23,7 +30,9 @@ fn counts_match_torchvision_and_timm() -> anyhow::Result<()> {
 fn buffers_are_not_trainable() -> anyhow::Result<()> {
     let m = create_model("resnet18", &ModelOptions::default(), &Device::Cpu)?;
     let buffers: Vec<_> = m.params().buffers().map(|b| b.name.clone()).collect();
-    assert!(buffers.iter().all(|n| n.ends_with("running_mean") || n.ends_with("running_var")));
+    assert!(buffers
+        .iter()
+        .all(|n| n.ends_with("running_mean") || n.ends_with("running_var")));
     assert_eq!(buffers.len(), 2 * 20, "resnet18 has 20 BatchNorms");
     assert!(m.params().trainable().all(|p| !p.name.contains("running")));
     Ok(())

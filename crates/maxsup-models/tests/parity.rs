@@ -11,42 +11,88 @@ use maxsup_models::{create_model, ModelOptions};
 const REL: f64 = 1e-4;
 
 fn check(name: &str, fixture_name: &str, options: ModelOptions) -> anyhow::Result<()> {
-    let reference = candle_core::safetensors::load(fixture(&format!("parity_{fixture_name}.safetensors")), &Device::Cpu)?;
+    let reference = candle_core::safetensors::load(
+        fixture(&format!("parity_{fixture_name}.safetensors")),
+        &Device::Cpu,
+    )?;
     let model = create_model(name, &options, &Device::Cpu)?;
     formula_fill(model.params())?;
-    let shape: Vec<usize> = reference["input_shape"].to_vec1::<i64>()?.iter().map(|&d| d as usize).collect();
+    let shape: Vec<usize> = reference["input_shape"]
+        .to_vec1::<i64>()?
+        .iter()
+        .map(|&d| d as usize)
+        .collect();
     let x = formula_input(&shape)?;
 
     let logits = model.forward_t(&x, false)?;
-    assert_close(&format!("{fixture_name} eval logits"), &logits, &reference["logits_eval"], REL)?;
+    assert_close(
+        &format!("{fixture_name} eval logits"),
+        &logits,
+        &reference["logits_eval"],
+        REL,
+    )?;
     let features = model.forward_features(&x, false)?;
-    assert_close(&format!("{fixture_name} eval features"), &features, &reference["features_eval"], REL)?;
+    assert_close(
+        &format!("{fixture_name} eval features"),
+        &features,
+        &reference["features_eval"],
+        REL,
+    )?;
     assert_eq!(features.dims()[1], model.num_features());
     let via_head = model.forward_head(&features)?;
-    assert_close(&format!("{fixture_name} forward_head(features)"), &via_head, &logits, 1e-6)?;
+    assert_close(
+        &format!("{fixture_name} forward_head(features)"),
+        &via_head,
+        &logits,
+        1e-6,
+    )?;
     let stage = model.forward_stage(&x, false)?;
     let via_stage = model.forward_from_stage(&stage, false)?;
-    assert_close(&format!("{fixture_name} forward_from_stage"), &via_stage, &logits, 1e-6)?;
+    assert_close(
+        &format!("{fixture_name} forward_from_stage"),
+        &via_stage,
+        &logits,
+        1e-6,
+    )?;
 
     // Train mode last: it updates the running statistics, which are compared afterwards.
     let train_logits = model.forward_t(&x, true)?;
-    assert_close(&format!("{fixture_name} train logits"), &train_logits, &reference["logits_train"], REL)?;
+    assert_close(
+        &format!("{fixture_name} train logits"),
+        &train_logits,
+        &reference["logits_train"],
+        REL,
+    )?;
     let mut compared = 0;
     for (key, want) in &reference {
         if let Some(param) = key.strip_prefix("running.") {
-            let entry = model.params().get(param).unwrap_or_else(|| panic!("{fixture_name}: model lacks {param}"));
-            assert_close(&format!("{fixture_name} {param}"), entry.var.as_tensor(), want, REL)?;
+            let entry = model
+                .params()
+                .get(param)
+                .unwrap_or_else(|| panic!("{fixture_name}: model lacks {param}"));
+            assert_close(
+                &format!("{fixture_name} {param}"),
+                entry.var.as_tensor(),
+                want,
+                REL,
+            )?;
             compared += 1;
         }
     }
     if name.starts_with("resnet") {
-        assert!(compared > 0, "{fixture_name}: no running statistics compared");
+        assert!(
+            compared > 0,
+            "{fixture_name}: no running statistics compared"
+        );
     }
     Ok(())
 }
 
 fn ten_classes() -> ModelOptions {
-    ModelOptions { num_classes: Some(10), ..Default::default() }
+    ModelOptions {
+        num_classes: Some(10),
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -56,7 +102,14 @@ fn resnet18_matches_torchvision() -> anyhow::Result<()> {
 
 #[test]
 fn resnet18_blurpool_matches_ffcv_style_blurpool() -> anyhow::Result<()> {
-    check("resnet18", "resnet18_blurpool", ModelOptions { blurpool: true, ..ten_classes() })
+    check(
+        "resnet18",
+        "resnet18_blurpool",
+        ModelOptions {
+            blurpool: true,
+            ..ten_classes()
+        },
+    )
 }
 
 #[test]
@@ -87,7 +140,12 @@ fn dense_logits_average_to_the_logits() -> anyhow::Result<()> {
     assert_eq!(fmap.dims(), &[2, 64, 8, 8]);
     let dense = model.dense_logits(&fmap)?;
     assert_eq!(dense.dims(), &[2, 10, 8, 8]);
-    assert_close("mean of dense logits", &dense.mean(3)?.mean(2)?, &model.forward_t(&x, false)?, 1e-5)?;
+    assert_close(
+        "mean of dense logits",
+        &dense.mean(3)?.mean(2)?,
+        &model.forward_t(&x, false)?,
+        1e-5,
+    )?;
     let deit = create_model("deit_tiny_patch4_32", &ten_classes(), &Device::Cpu)?;
     let tokens = deit.forward_stage(&x, false)?;
     assert_eq!(tokens.dims(), &[2, 65, 192]);
@@ -98,10 +156,15 @@ fn dense_logits_average_to_the_logits() -> anyhow::Result<()> {
 /// Gradients of loss = sum(logits_train * W), W[i] = hash(i, 0.25), against PyTorch float64
 /// (first 1024 elements of selected parameters; see gen_fixtures.py `write_grad_parity`).
 fn check_gradients(name: &str, rel: f64) -> anyhow::Result<()> {
-    let reference = candle_core::safetensors::load(fixture(&format!("grad_{name}.safetensors")), &Device::Cpu)?;
+    let reference =
+        candle_core::safetensors::load(fixture(&format!("grad_{name}.safetensors")), &Device::Cpu)?;
     let model = create_model(name, &ten_classes(), &Device::Cpu)?;
     formula_fill(model.params())?;
-    let shape: Vec<usize> = reference["input_shape"].to_vec1::<i64>()?.iter().map(|&d| d as usize).collect();
+    let shape: Vec<usize> = reference["input_shape"]
+        .to_vec1::<i64>()?
+        .iter()
+        .map(|&d| d as usize)
+        .collect();
     let logits = model.forward_t(&formula_input(&shape)?, true)?;
     let k = logits.elem_count();
     let w: Vec<f32> = (0..k).map(|i| common::hash_value(i, 0.25) as f32).collect();
@@ -110,8 +173,14 @@ fn check_gradients(name: &str, rel: f64) -> anyhow::Result<()> {
     let mut compared = 0;
     for (key, want) in &reference {
         if let Some(param) = key.strip_prefix("grad.") {
-            let var = &model.params().get(param).unwrap_or_else(|| panic!("{name}: no {param}")).var;
-            let g = grads.get(var).unwrap_or_else(|| panic!("{name}: no gradient for {param}"));
+            let var = &model
+                .params()
+                .get(param)
+                .unwrap_or_else(|| panic!("{name}: no {param}"))
+                .var;
+            let g = grads
+                .get(var)
+                .unwrap_or_else(|| panic!("{name}: no gradient for {param}"));
             let got = g.flatten_all()?.narrow(0, 0, want.elem_count())?;
             assert_close(&format!("{name} grad {param}"), &got, want, rel)?;
             compared += 1;

@@ -11,10 +11,14 @@ use crate::reference;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, Var};
 use rayon::prelude::*;
 
-/// Normalisation with fixed per-channel batch statistics (computed before the op is built).
+/// Normalisation with fixed per-channel batch statistics (computed before the op is built),
+/// optionally followed by ReLU in the same pass.
 struct BatchNormTrainOp {
     mean: Vec<f32>,
     rstd: Vec<f32>,
+    /// `max(bn(x), 0)`: saves a pass over the activation each way, and one gradient tensor that
+    /// candle's backward would zero-fill and add into.
+    relu: bool,
 }
 
 /// Per-channel mean and biased variance over N, H, W of an NCHW buffer (f64 accumulation).
@@ -68,9 +72,15 @@ impl CustomOp3 for BatchNormTrainOp {
                 let ch = pl % c;
                 let scale = wt[ch] * self.rstd[ch];
                 let shift = bi[ch] - self.mean[ch] * scale;
-                yp.iter_mut()
-                    .zip(xp)
-                    .for_each(|(o, &v)| *o = v * scale + shift);
+                if self.relu {
+                    yp.iter_mut()
+                        .zip(xp)
+                        .for_each(|(o, &v)| *o = (v * scale + shift).max(0.0));
+                } else {
+                    yp.iter_mut()
+                        .zip(xp)
+                        .for_each(|(o, &v)| *o = v * scale + shift);
+                }
             });
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
@@ -80,9 +90,15 @@ impl CustomOp3 for BatchNormTrainOp {
         x: &Tensor,
         w: &Tensor,
         b: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // With the fused ReLU, the gradient reaching the normalisation is dy where y > 0.
+        let dy = if self.relu {
+            &crate::relu::relu_backward(y, dy)?
+        } else {
+            dy
+        };
         let (n, c, h, wd) = x.dims4()?;
         let hw = h * wd;
         let m = (n * hw) as f32;
@@ -166,6 +182,55 @@ pub fn batch_norm2d(
     momentum: f64,
     eps: f64,
 ) -> Result<Tensor> {
+    batch_norm2d_impl(
+        x,
+        weight,
+        bias,
+        (running_mean, running_var),
+        train,
+        momentum,
+        eps,
+        false,
+    )
+}
+
+/// `relu(batch_norm2d(..))` as one op in train mode on f32 CPU (the ResNet conv-BN-ReLU pattern):
+/// one pass forward and one fewer activation-sized gradient in backward. Same arguments and
+/// results as [`batch_norm2d`] followed by [`crate::relu`].
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm2d_relu(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    running_mean: &Var,
+    running_var: &Var,
+    train: bool,
+    momentum: f64,
+    eps: f64,
+) -> Result<Tensor> {
+    batch_norm2d_impl(
+        x,
+        weight,
+        bias,
+        (running_mean, running_var),
+        train,
+        momentum,
+        eps,
+        true,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn batch_norm2d_impl(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    (running_mean, running_var): (&Var, &Var),
+    train: bool,
+    momentum: f64,
+    eps: f64,
+    relu: bool,
+) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     check_channels(
         c,
@@ -184,7 +249,7 @@ pub fn batch_norm2d(
         running_var.as_tensor(),
     ]);
     if !train || !fast {
-        return reference::batch_norm2d(
+        let y = reference::batch_norm2d(
             x,
             weight,
             bias,
@@ -193,7 +258,8 @@ pub fn batch_norm2d(
             train,
             momentum,
             eps,
-        );
+        )?;
+        return if relu { crate::relu(&y) } else { Ok(y) };
     }
     let cnt = n * h * w;
     if cnt < 2 {
@@ -225,6 +291,7 @@ pub fn batch_norm2d(
             .iter()
             .map(|s| (1.0 / (s.1 + eps).sqrt()) as f32)
             .collect(),
+        relu,
     };
     x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)
 }

@@ -31,12 +31,12 @@ pub mod reference;
 mod relu;
 mod softmax;
 
-pub use batch_norm::batch_norm2d;
+pub use batch_norm::{batch_norm2d, batch_norm2d_relu};
 pub use conv::conv2d;
 pub use gelu::gelu_erf;
 pub use layer_norm::layer_norm;
 pub use linear::linear;
 pub use matmul::matmul;
 pub use max_pool::max_pool2d;
-pub use relu::relu;
+pub use relu::{add_relu, relu};
 pub use softmax::softmax_last_dim;

@@ -3,7 +3,7 @@
 //! 3 temporaries over the activation).
 
 use crate::cpu::slices::{contiguous_f32, is_cpu_f32, output_buffer, tensor_from_vec, with_f32};
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Elements per rayon task.
@@ -28,21 +28,83 @@ impl CustomOp1 for ReluOp {
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        let dx = with_f32(y, |yv| {
-            with_f32(dy, |gv| {
-                let mut dx = output_buffer(yv.len());
-                dx.par_chunks_mut(CHUNK)
-                    .zip(yv.par_chunks(CHUNK).zip(gv.par_chunks(CHUNK)))
-                    .for_each(|(dc, (yc, gc))| {
-                        for ((o, &yv), &g) in dc.iter_mut().zip(yc).zip(gc) {
-                            *o = if yv > 0.0 { g } else { 0.0 };
-                        }
-                    });
-                Ok(dx)
-            })
-        })?;
-        Ok(Some(tensor_from_vec(dx, y.shape())?))
+        Ok(Some(relu_backward(y, dy)?))
     }
+}
+
+/// `dy` where `y > 0`, else 0: the gradient through a ReLU whose output is `y` (f32 CPU).
+pub(crate) fn relu_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    let dx = with_f32(y, |yv| {
+        with_f32(dy, |gv| {
+            let mut dx = output_buffer(yv.len());
+            dx.par_chunks_mut(CHUNK)
+                .zip(yv.par_chunks(CHUNK).zip(gv.par_chunks(CHUNK)))
+                .for_each(|(dc, (yc, gc))| {
+                    for ((o, &yv), &g) in dc.iter_mut().zip(yc).zip(gc) {
+                        *o = if yv > 0.0 { g } else { 0.0 };
+                    }
+                });
+            Ok(dx)
+        })
+    })?;
+    tensor_from_vec(dx, y.shape())
+}
+
+/// `max(a + b, 0)` in one pass (the residual join of a ResNet block); both inputs get the same
+/// gradient, `dy` where the output is positive.
+struct AddReluOp;
+
+impl CustomOp2 for AddReluOp {
+    fn name(&self) -> &'static str {
+        "maxsup-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let a = contiguous_f32(s1, l1, "add_relu lhs")?;
+        let b = contiguous_f32(s2, l2, "add_relu rhs")?;
+        let mut y = output_buffer(a.len());
+        y.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+            .for_each(|(yc, (ac, bc))| {
+                for ((o, &u), &v) in yc.iter_mut().zip(ac).zip(bc) {
+                    *o = (u + v).max(0.0);
+                }
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _a: &Tensor,
+        _b: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dx = relu_backward(y, dy)?;
+        Ok((Some(dx.clone()), Some(dx)))
+    }
+}
+
+/// `relu(a + b)` for same-shape tensors; f32 on CPU runs one fused custom op, other
+/// dtypes/devices candle's ops.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.shape() != b.shape() {
+        candle_core::bail!(
+            "add_relu: shapes differ: {:?} and {:?}",
+            a.shape(),
+            b.shape()
+        );
+    }
+    if !is_cpu_f32(&[a, b]) {
+        return (a + b)?.relu();
+    }
+    a.contiguous()?.apply_op2(&b.contiguous()?, AddReluOp)
 }
 
 /// `max(x, 0)`, differentiable (gradient 0 at 0, like PyTorch).

@@ -135,3 +135,63 @@ fn rejects_wrong_channel_count() -> Result<()> {
     assert!(err.contains("weight"), "{err}");
     Ok(())
 }
+
+/// The fused `relu(batch_norm2d(x))` equals the two ops composed from the reference, in values,
+/// all three gradients and the running statistics; eval mode too.
+#[test]
+fn fused_relu_matches_reference_then_relu() -> Result<()> {
+    for (i, &(n, c, h, w)) in [(4, 3, 5, 5), (2, 8, 3, 7)].iter().enumerate() {
+        let x = Var::from_tensor(&(rand_tensor(&[n, c, h, w], 120 + i as u64)? * 2.0)?)?;
+        let wt = rand_var(&[c], 121 + i as u64)?;
+        let b = rand_var(&[c], 122 + i as u64)?;
+        for train in [true, false] {
+            let (rm_f, rv_f) = stats(c)?;
+            let (rm_s, rv_s) = stats(c)?;
+            let fast = || {
+                maxsup_ops::batch_norm2d_relu(
+                    x.as_tensor(),
+                    wt.as_tensor(),
+                    b.as_tensor(),
+                    &rm_f,
+                    &rv_f,
+                    train,
+                    0.1,
+                    1e-5,
+                )
+            };
+            let slow = || {
+                reference::batch_norm2d(
+                    x.as_tensor(),
+                    wt.as_tensor(),
+                    b.as_tensor(),
+                    &rm_s,
+                    &rv_s,
+                    train,
+                    0.1,
+                    1e-5,
+                )?
+                .relu()
+            };
+            let (yf, gf) = output_and_grads(&[&x, &wt, &b], &fast, 13)?;
+            let (ys, gs) = output_and_grads(&[&x, &wt, &b], &slow, 13)?;
+            let zeros = yf.eq(0f32)?.to_dtype(candle_core::DType::F32)?.mean_all()?;
+            let zeros = zeros.to_scalar::<f32>()?;
+            assert!(
+                zeros > 0.2 && zeros < 0.8,
+                "case {i}: {zeros} of outputs clipped"
+            );
+            assert_close(&yf, &ys, 1e-4, "bn+relu output")?;
+            for (j, name) in ["dx", "dw", "db"].iter().enumerate() {
+                assert_close(
+                    &gf[j],
+                    &gs[j],
+                    1e-4,
+                    &format!("bn+relu case {i} train {train} {name}"),
+                )?;
+            }
+            assert_close(rm_f.as_tensor(), rm_s.as_tensor(), 1e-5, "running_mean")?;
+            assert_close(rv_f.as_tensor(), rv_s.as_tensor(), 1e-5, "running_var")?;
+        }
+    }
+    Ok(())
+}

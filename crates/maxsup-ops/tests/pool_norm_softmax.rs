@@ -152,3 +152,19 @@ fn gelu_erf_matches_candle_and_finite_differences() -> Result<()> {
     assert_close(&gf[0], &gs[0], 1e-4, "gelu grad")?;
     check_finite_diff(&x, &gf[0], &fast, 32, 2e-2)
 }
+
+/// `add_relu(a, b)` equals `relu(a + b)` composed from candle ops, in values and both gradients.
+#[test]
+fn add_relu_matches_composed() -> Result<()> {
+    let a = rand_var(&[3, 4, 5, 6], 140)?;
+    let b = rand_var(&[3, 4, 5, 6], 141)?;
+    let fast = || maxsup_ops::add_relu(a.as_tensor(), b.as_tensor());
+    let slow = || (a.as_tensor() + b.as_tensor())?.relu();
+    let (yf, gf) = output_and_grads(&[&a, &b], &fast, 15)?;
+    let (ys, gs) = output_and_grads(&[&a, &b], &slow, 15)?;
+    assert_close(&yf, &ys, 1e-6, "add_relu output")?;
+    assert_close(&gf[0], &gs[0], 1e-6, "add_relu da")?;
+    assert_close(&gf[1], &gs[1], 1e-6, "add_relu db")?;
+    assert!(maxsup_ops::add_relu(a.as_tensor(), &a.as_tensor().narrow(0, 0, 1)?).is_err());
+    Ok(())
+}

@@ -159,7 +159,14 @@ mod tests {
     fn momentum_buffers_hold_no_autograd_graph() -> Result<()> {
         let w = Var::new(&[1f32, -2.0, 3.0], &Device::Cpu)?;
         let named = vec![("w".to_string(), w.clone())];
-        let mut sgd = Sgd::new(vec![ParamGroup::new(named, 0.1)], SgdConfig { lr: 0.1, momentum: 0.9, nesterov: true })?;
+        let mut sgd = Sgd::new(
+            vec![ParamGroup::new(named, 0.1)],
+            SgdConfig {
+                lr: 0.1,
+                momentum: 0.9,
+                nesterov: true,
+            },
+        )?;
         for _ in 0..2 {
             let grads = w.as_tensor().sqr()?.sum_all()?.backward()?;
             sgd.step(&grads)?;

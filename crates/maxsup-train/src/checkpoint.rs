@@ -42,7 +42,11 @@ impl CheckpointTensors {
 }
 
 /// Writes `tensors` and `meta` (any serializable state) to `path` atomically.
-pub fn save_checkpoint<M: Serialize>(path: &Path, tensors: &CheckpointTensors, meta: &M) -> Result<()> {
+pub fn save_checkpoint<M: Serialize>(
+    path: &Path,
+    tensors: &CheckpointTensors,
+    meta: &M,
+) -> Result<()> {
     let mut flat: Vec<(String, Tensor)> = Vec::new();
     for (prefix, group) in GROUPS.iter().zip(tensors.groups()) {
         for (name, t) in group {
@@ -62,18 +66,27 @@ pub fn save_checkpoint<M: Serialize>(path: &Path, tensors: &CheckpointTensors, m
 
 /// Writes `bytes` to `path` via a temporary file in the same directory and a rename.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
     let tmp: PathBuf = dir.join(format!(
         ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint"),
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("checkpoint"),
         std::process::id()
     ));
     let result = (|| -> Result<()> {
-        let mut file = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        file.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
-        file.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
-        fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+        let mut file =
+            fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        file.write_all(bytes)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        file.sync_all()
+            .with_context(|| format!("syncing {}", tmp.display()))?;
+        fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -88,20 +101,32 @@ pub fn is_training_checkpoint(path: &Path) -> bool {
         let mut file = fs::File::open(path).ok()?;
         let mut len = [0u8; 8];
         std::io::Read::read_exact(&mut file, &mut len).ok()?;
-        let len = usize::try_from(u64::from_le_bytes(len)).ok().filter(|&n| n <= 100 << 20)?;
+        let len = usize::try_from(u64::from_le_bytes(len))
+            .ok()
+            .filter(|&n| n <= 100 << 20)?;
         let mut header = vec![0u8; len];
         std::io::Read::read_exact(&mut file, &mut header).ok()?;
         Some(header)
     };
-    let Some(header) = read_header() else { return false };
+    let Some(header) = read_header() else {
+        return false;
+    };
     serde_json::from_slice::<serde_json::Value>(&header)
         .ok()
-        .and_then(|h| h.get("__metadata__")?.get("format")?.as_str().map(|f| f == FORMAT))
+        .and_then(|h| {
+            h.get("__metadata__")?
+                .get("format")?
+                .as_str()
+                .map(|f| f == FORMAT)
+        })
         .unwrap_or(false)
 }
 
 /// Reads a checkpoint written by [`save_checkpoint`]: its tensors on `device` and its state.
-pub fn load_checkpoint<M: DeserializeOwned>(path: &Path, device: &Device) -> Result<(CheckpointTensors, M)> {
+pub fn load_checkpoint<M: DeserializeOwned>(
+    path: &Path,
+    device: &Device,
+) -> Result<(CheckpointTensors, M)> {
     let bytes = fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .with_context(|| format!("{} is not a safetensors file", path.display()))?;
@@ -114,7 +139,9 @@ pub fn load_checkpoint<M: DeserializeOwned>(path: &Path, device: &Device) -> Res
             path.display()
         ),
     }
-    let state_json = metadata.get("state").with_context(|| format!("{}: metadata has no `state`", path.display()))?;
+    let state_json = metadata
+        .get("state")
+        .with_context(|| format!("{}: metadata has no `state`", path.display()))?;
     let state: M = serde_json::from_str(state_json)
         .with_context(|| format!("{}: cannot parse the checkpoint state", path.display()))?;
     let all = candle_core::safetensors::load_buffer(&bytes, device)
@@ -122,9 +149,14 @@ pub fn load_checkpoint<M: DeserializeOwned>(path: &Path, device: &Device) -> Res
     let mut tensors = CheckpointTensors::default();
     for (name, t) in all {
         let Some(i) = GROUPS.iter().position(|p| name.starts_with(p)) else {
-            bail!("{}: tensor `{name}` belongs to no known group", path.display());
+            bail!(
+                "{}: tensor `{name}` belongs to no known group",
+                path.display()
+            );
         };
-        tensors.group_mut(i).insert(name[GROUPS[i].len()..].to_string(), t);
+        tensors
+            .group_mut(i)
+            .insert(name[GROUPS[i].len()..].to_string(), t);
     }
     Ok((tensors, state))
 }
@@ -144,17 +176,54 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("last.safetensors");
         let mut tensors = CheckpointTensors::default();
-        tensors.model.insert("fc.weight".into(), Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &Device::Cpu).unwrap());
-        tensors.loss.insert("ols.next_count".into(), Tensor::new(&[5f32], &Device::Cpu).unwrap());
-        save_checkpoint(&path, &tensors, &Meta { epoch: 3, note: "a".into() }).unwrap();
-        save_checkpoint(&path, &tensors, &Meta { epoch: 4, note: "b".into() }).unwrap();
+        tensors.model.insert(
+            "fc.weight".into(),
+            Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &Device::Cpu).unwrap(),
+        );
+        tensors.loss.insert(
+            "ols.next_count".into(),
+            Tensor::new(&[5f32], &Device::Cpu).unwrap(),
+        );
+        save_checkpoint(
+            &path,
+            &tensors,
+            &Meta {
+                epoch: 3,
+                note: "a".into(),
+            },
+        )
+        .unwrap();
+        save_checkpoint(
+            &path,
+            &tensors,
+            &Meta {
+                epoch: 4,
+                note: "b".into(),
+            },
+        )
+        .unwrap();
         assert!(is_training_checkpoint(&path));
         let (back, meta): (CheckpointTensors, Meta) = load_checkpoint(&path, &Device::Cpu).unwrap();
-        assert_eq!(meta, Meta { epoch: 4, note: "b".into() });
-        assert_eq!(back.model["fc.weight"].to_vec2::<f32>().unwrap(), vec![vec![1.0, 2.0], vec![3.0, 4.0]]);
-        assert_eq!(back.loss["ols.next_count"].to_vec1::<f32>().unwrap(), vec![5.0]);
+        assert_eq!(
+            meta,
+            Meta {
+                epoch: 4,
+                note: "b".into()
+            }
+        );
+        assert_eq!(
+            back.model["fc.weight"].to_vec2::<f32>().unwrap(),
+            vec![vec![1.0, 2.0], vec![3.0, 4.0]]
+        );
+        assert_eq!(
+            back.loss["ols.next_count"].to_vec1::<f32>().unwrap(),
+            vec![5.0]
+        );
         // No temporary file is left behind.
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "{names:?}");
     }
 
@@ -164,10 +233,16 @@ mod tests {
         let path = dir.path().join("garbage.safetensors");
         fs::write(&path, b"not a checkpoint").unwrap();
         assert!(!is_training_checkpoint(&path));
-        let err = format!("{:#}", load_checkpoint::<Meta>(&path, &Device::Cpu).unwrap_err());
+        let err = format!(
+            "{:#}",
+            load_checkpoint::<Meta>(&path, &Device::Cpu).unwrap_err()
+        );
         assert!(err.contains("garbage.safetensors"), "{err}");
         let missing = dir.path().join("missing.safetensors");
-        let err = format!("{:#}", load_checkpoint::<Meta>(&missing, &Device::Cpu).unwrap_err());
+        let err = format!(
+            "{:#}",
+            load_checkpoint::<Meta>(&missing, &Device::Cpu).unwrap_err()
+        );
         assert!(err.contains("missing.safetensors"), "{err}");
     }
 }

@@ -5,14 +5,18 @@ use candle_core::Device;
 use maxsup_loss::{AlphaSchedule, Criterion, CriterionConfig};
 use maxsup_models::{create_model, ImageClassifier, ModelOptions};
 use maxsup_optim::{
-    deit_param_groups, resnet_param_groups, AdamW, AdamWConfig, FfcvLr, FfcvShape, Granularity, LrSchedule,
-    MultiStepLr, Optimizer, Sgd, SgdConfig, StepLr, TimmCosineLr,
+    deit_param_groups, resnet_param_groups, AdamW, AdamWConfig, FfcvLr, FfcvShape, Granularity,
+    LrSchedule, MultiStepLr, Optimizer, Sgd, SgdConfig, StepLr, TimmCosineLr,
 };
 
 use crate::recipe::{OptimizerConfig, ScheduleConfig, TrainConfig};
 
 /// The model, initialized from the run's seed.
-pub fn build_model(config: &TrainConfig, num_classes: usize, device: &Device) -> Result<Box<dyn ImageClassifier>> {
+pub fn build_model(
+    config: &TrainConfig,
+    num_classes: usize,
+    device: &Device,
+) -> Result<Box<dyn ImageClassifier>> {
     let is_deit = config.model.starts_with("deit");
     let options = ModelOptions {
         num_classes: Some(num_classes),
@@ -21,22 +25,43 @@ pub fn build_model(config: &TrainConfig, num_classes: usize, device: &Device) ->
         img_size: is_deit.then_some(config.image_size),
         seed: config.seed,
     };
-    create_model(&config.model, &options, device).with_context(|| format!("building model `{}`", config.model))
+    create_model(&config.model, &options, device)
+        .with_context(|| format!("building model `{}`", config.model))
 }
 
 /// The optimizer over the model's trainable parameters, with the recipe's weight-decay groups.
-pub fn build_optimizer(config: &TrainConfig, model: &dyn ImageClassifier) -> Result<Box<dyn Optimizer>> {
-    let named: Vec<(String, candle_core::Var)> =
-        model.params().trainable().map(|e| (e.name.clone(), e.var.clone())).collect();
+pub fn build_optimizer(
+    config: &TrainConfig,
+    model: &dyn ImageClassifier,
+) -> Result<Box<dyn Optimizer>> {
+    let named: Vec<(String, candle_core::Var)> = model
+        .params()
+        .trainable()
+        .map(|e| (e.name.clone(), e.var.clone()))
+        .collect();
     let lr = config.scaled_lr();
     Ok(match config.optimizer {
         OptimizerConfig::Sgd { momentum, nesterov } => {
             let groups = resnet_param_groups(named, config.weight_decay)?;
-            Box::new(Sgd::new(groups.into(), SgdConfig { lr, momentum, nesterov })?)
+            Box::new(Sgd::new(
+                groups.into(),
+                SgdConfig {
+                    lr,
+                    momentum,
+                    nesterov,
+                },
+            )?)
         }
         OptimizerConfig::AdamW { beta1, beta2, eps } => {
             let groups = deit_param_groups(named, config.weight_decay)?;
-            Box::new(AdamW::new(groups.into(), AdamWConfig { lr, betas: (beta1, beta2), eps })?)
+            Box::new(AdamW::new(
+                groups.into(),
+                AdamWConfig {
+                    lr,
+                    betas: (beta1, beta2),
+                    eps,
+                },
+            )?)
         }
     })
 }
@@ -44,15 +69,27 @@ pub fn build_optimizer(config: &TrainConfig, model: &dyn ImageClassifier) -> Res
 /// The learning-rate schedule, a pure function of the position in training.
 pub fn build_schedule(config: &TrainConfig) -> Box<dyn LrSchedule + Send + Sync> {
     let base_lr = config.scaled_lr();
-    let granularity = if config.lr_per_iteration { Granularity::PerIteration } else { Granularity::PerEpoch };
+    let granularity = if config.lr_per_iteration {
+        Granularity::PerIteration
+    } else {
+        Granularity::PerEpoch
+    };
     match &config.schedule {
-        ScheduleConfig::Step { step_size, gamma } => {
-            Box::new(StepLr { base_lr, step_size: *step_size, gamma: *gamma })
-        }
-        ScheduleConfig::MultiStep { milestones, gamma } => {
-            Box::new(MultiStepLr { base_lr, milestones: milestones.clone(), gamma: *gamma })
-        }
-        ScheduleConfig::Cosine { warmup_epochs, warmup_lr, min_lr } => Box::new(TimmCosineLr {
+        ScheduleConfig::Step { step_size, gamma } => Box::new(StepLr {
+            base_lr,
+            step_size: *step_size,
+            gamma: *gamma,
+        }),
+        ScheduleConfig::MultiStep { milestones, gamma } => Box::new(MultiStepLr {
+            base_lr,
+            milestones: milestones.clone(),
+            gamma: *gamma,
+        }),
+        ScheduleConfig::Cosine {
+            warmup_epochs,
+            warmup_lr,
+            min_lr,
+        } => Box::new(TimmCosineLr {
             base_lr,
             t_initial: config.epochs as f64,
             lr_min: *min_lr,
@@ -64,13 +101,19 @@ pub fn build_schedule(config: &TrainConfig) -> Box<dyn LrSchedule + Send + Sync>
         ScheduleConfig::Ffcv { peak_epoch } => Box::new(FfcvLr {
             base_lr,
             epochs: config.epochs,
-            shape: FfcvShape::Cyclic { lr_peak_epoch: *peak_epoch },
+            shape: FfcvShape::Cyclic {
+                lr_peak_epoch: *peak_epoch,
+            },
         }),
     }
 }
 
 /// The loss by name with the alpha schedule of the run.
-pub fn build_criterion(config: &TrainConfig, num_classes: usize, device: &Device) -> Result<Criterion> {
+pub fn build_criterion(
+    config: &TrainConfig,
+    num_classes: usize,
+    device: &Device,
+) -> Result<Criterion> {
     let criterion = CriterionConfig {
         kind: config.loss,
         num_classes,

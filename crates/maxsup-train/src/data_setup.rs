@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use maxsup_data::{
-    FashionMnist, FashionSplit,
-    ColorJitter, RandAugment, RandomErasing, Cifar10, CifarSplit, Dataset, ImageFolder, Interpolation, Loader, LoaderConfig, Mixup, Pipeline, RgbImage,
+    Cifar10, CifarSplit, ColorJitter, Dataset, FashionMnist, FashionSplit, ImageFolder,
+    Interpolation, Loader, LoaderConfig, Mixup, Pipeline, RandAugment, RandomErasing, RgbImage,
     ZipCache, ZipCacheOptions,
 };
 
@@ -25,7 +25,11 @@ pub fn build_loaders(config: &TrainConfig) -> Result<DataLoaders> {
     let eval = subset(eval, config.eval_subset);
     let num_classes = train.num_classes();
     let (train_pipeline, eval_pipeline) = pipelines(config);
-    let train_loader = Loader::new(train, train_pipeline, LoaderConfig::train(config.batch_size, config.seed))?;
+    let train_loader = Loader::new(
+        train,
+        train_pipeline,
+        LoaderConfig::train(config.batch_size, config.seed),
+    )?;
     let train_loader = if config.augment.mixes() {
         let mut mixup = Mixup::deit(num_classes, 0.0);
         mixup.mixup_alpha = config.augment.mixup;
@@ -34,8 +38,16 @@ pub fn build_loaders(config: &TrainConfig) -> Result<DataLoaders> {
     } else {
         train_loader
     };
-    let eval_loader = Loader::new(eval, eval_pipeline, LoaderConfig::eval(config.eval_batch_size))?;
-    Ok(DataLoaders { train: train_loader, eval: eval_loader, num_classes })
+    let eval_loader = Loader::new(
+        eval,
+        eval_pipeline,
+        LoaderConfig::eval(config.eval_batch_size),
+    )?;
+    Ok(DataLoaders {
+        train: train_loader,
+        eval: eval_loader,
+        num_classes,
+    })
 }
 
 /// Which part of a dataset to read.
@@ -48,22 +60,41 @@ pub enum Split {
 
 /// A sequential, un-augmented loader over one split (feature extraction, evaluation): the eval
 /// transform of the data source, in dataset order, keeping the last partial batch.
-pub fn build_eval_loader(config: &TrainConfig, split: Split, batch_size: usize, limit: Option<usize>) -> Result<Loader> {
+pub fn build_eval_loader(
+    config: &TrainConfig,
+    split: Split,
+    batch_size: usize,
+    limit: Option<usize>,
+) -> Result<Loader> {
     let (train, val) = open_datasets(&config.data)?;
     let dataset = subset(if split == Split::Train { train } else { val }, limit);
-    Ok(Loader::new(dataset, pipelines(config).1, LoaderConfig::eval(batch_size))?)
+    Ok(Loader::new(
+        dataset,
+        pipelines(config).1,
+        LoaderConfig::eval(batch_size),
+    )?)
 }
 
 fn open_datasets(source: &DataSource) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)> {
     Ok(match source {
         DataSource::Cifar10 { dir } => {
-            let hint = || format!("opening CIFAR-10 in {} (run data/fetch-cifar10.sh)", dir.display());
+            let hint = || {
+                format!(
+                    "opening CIFAR-10 in {} (run data/fetch-cifar10.sh)",
+                    dir.display()
+                )
+            };
             let train = Cifar10::open(dir, CifarSplit::Train).with_context(hint)?;
             let test = Cifar10::open(dir, CifarSplit::Test).with_context(hint)?;
             (Arc::new(train), Arc::new(test))
         }
         DataSource::FashionMnist { dir } => {
-            let hint = || format!("opening Fashion-MNIST in {} (run data/fetch-fashion-mnist.sh)", dir.display());
+            let hint = || {
+                format!(
+                    "opening Fashion-MNIST in {} (run data/fetch-fashion-mnist.sh)",
+                    dir.display()
+                )
+            };
             let train = FashionMnist::open(dir, FashionSplit::Train).with_context(hint)?;
             let test = FashionMnist::open(dir, FashionSplit::Test).with_context(hint)?;
             (Arc::new(train), Arc::new(test))
@@ -74,7 +105,10 @@ fn open_datasets(source: &DataSource) -> Result<(Arc<dyn Dataset>, Arc<dyn Datas
             (Arc::new(train), Arc::new(val))
         }
         DataSource::Zip { root, cache } => {
-            let options = ZipCacheOptions { cache: *cache, ..ZipCacheOptions::default() };
+            let options = ZipCacheOptions {
+                cache: *cache,
+                ..ZipCacheOptions::default()
+            };
             let train = ZipCache::open_split(root, "train", options.clone())?;
             let val = ZipCache::open_split(root, "val", options)?;
             (Arc::new(train), Arc::new(val))
@@ -85,23 +119,36 @@ fn open_datasets(source: &DataSource) -> Result<(Arc<dyn Dataset>, Arc<dyn Datas
 fn pipelines(config: &TrainConfig) -> (Pipeline, Pipeline) {
     let a = &config.augment;
     let (mut train, eval) = match config.data {
-        DataSource::Cifar10 { .. } | DataSource::FashionMnist { .. } => (Pipeline::cifar_train(), Pipeline::cifar_eval()),
+        DataSource::Cifar10 { .. } | DataSource::FashionMnist { .. } => {
+            (Pipeline::cifar_train(), Pipeline::cifar_eval())
+        }
         _ => {
-            let interpolation = if a.bicubic { Interpolation::Bicubic } else { Interpolation::Bilinear };
+            let interpolation = if a.bicubic {
+                Interpolation::Bicubic
+            } else {
+                Interpolation::Bilinear
+            };
             let train = if a.randaugment {
                 Pipeline::deit_train(config.image_size)
             } else {
                 Pipeline::imagenet_train(config.image_size, interpolation)
             };
-            (train, Pipeline::imagenet_eval(config.image_size, 0.875, interpolation))
+            (
+                train,
+                Pipeline::imagenet_eval(config.image_size, 0.875, interpolation),
+            )
         }
     };
     if a.randaugment && train.randaugment.is_none() {
         train.randaugment = Some(RandAugment::deit());
     }
     // timm applies color jitter only when auto-augment is off (DeiT's 0.3 is therefore unused).
-    train.color_jitter = (a.color_jitter > 0.0 && !a.randaugment).then(|| ColorJitter::uniform(a.color_jitter));
-    train.random_erasing = (a.random_erasing > 0.0).then(|| RandomErasing { prob: a.random_erasing, ..RandomErasing::deit() });
+    train.color_jitter =
+        (a.color_jitter > 0.0 && !a.randaugment).then(|| ColorJitter::uniform(a.color_jitter));
+    train.random_erasing = (a.random_erasing > 0.0).then(|| RandomErasing {
+        prob: a.random_erasing,
+        ..RandomErasing::deit()
+    });
     (train, eval)
 }
 
@@ -113,7 +160,10 @@ struct Subset {
 
 fn subset(dataset: Arc<dyn Dataset>, n: Option<usize>) -> Arc<dyn Dataset> {
     match n {
-        Some(n) if n < dataset.len() => Arc::new(Subset { inner: dataset, len: n }),
+        Some(n) if n < dataset.len() => Arc::new(Subset {
+            inner: dataset,
+            len: n,
+        }),
         _ => dataset,
     }
 }

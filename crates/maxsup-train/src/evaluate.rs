@@ -12,14 +12,22 @@ use crate::events::EvalStats;
 
 /// Runs `model` (eval mode: BatchNorm running statistics, no drop path) over every batch of
 /// `loader` and returns the metrics.
-pub fn evaluate(model: &dyn ImageClassifier, loader: &Loader, device: &Device, epoch: usize) -> Result<EvalStats> {
+pub fn evaluate(
+    model: &dyn ImageClassifier,
+    loader: &Loader,
+    device: &Device,
+    epoch: usize,
+) -> Result<EvalStats> {
     let start = Instant::now();
     let mut acc = CalibrationAccumulator::with_bins(model.num_classes(), &[15])?;
     for batch in loader.epoch(0) {
         let batch = batch?;
         let x = Tensor::from_slice(&batch.images, batch.shape.as_slice(), device)?;
         let logits = model.forward_t(&x, false)?;
-        let logits: Vec<f32> = logits.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
+        let logits: Vec<f32> = logits
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
         acc.push(&logits, &batch.labels)?;
     }
     let report = acc.report()?;

@@ -44,11 +44,29 @@ pub struct EvalStats {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    EpochStart { epoch: usize, epochs: usize, batches: usize, lr: f64, alpha: f64 },
-    Step { epoch: usize, batch: usize, batches: usize, global_step: u64, loss: f64, lr: f64, images_per_second: f64 },
+    EpochStart {
+        epoch: usize,
+        epochs: usize,
+        batches: usize,
+        lr: f64,
+        alpha: f64,
+    },
+    Step {
+        epoch: usize,
+        batch: usize,
+        batches: usize,
+        global_step: u64,
+        loss: f64,
+        lr: f64,
+        images_per_second: f64,
+    },
     Train(TrainStats),
     Eval(EvalStats),
-    Checkpoint { epoch: usize, path: PathBuf, best: bool },
+    Checkpoint {
+        epoch: usize,
+        path: PathBuf,
+        best: bool,
+    },
 }
 
 /// Receives events as the engine produces them.
@@ -79,7 +97,10 @@ impl JsonLinesLog {
             .append(true)
             .open(path)
             .with_context(|| format!("opening log {}", path.display()))?;
-        Ok(Self { path: path.to_path_buf(), out: BufWriter::new(file) })
+        Ok(Self {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+        })
     }
 }
 
@@ -90,7 +111,9 @@ impl Observer for JsonLinesLog {
         }
         serde_json::to_writer(&mut self.out, event)?;
         self.out.write_all(b"\n")?;
-        self.out.flush().with_context(|| format!("writing log {}", self.path.display()))
+        self.out
+            .flush()
+            .with_context(|| format!("writing log {}", self.path.display()))
     }
 }
 

@@ -15,11 +15,15 @@ mod events;
 mod recipe;
 mod trainer;
 
-pub use checkpoint::{is_training_checkpoint, load_checkpoint, save_checkpoint, write_atomically, CheckpointTensors};
+pub use checkpoint::{
+    is_training_checkpoint, load_checkpoint, save_checkpoint, write_atomically, CheckpointTensors,
+};
 pub use components::{build_criterion, build_model, build_optimizer, build_schedule};
 pub use data_setup::{build_eval_loader, build_loaders, DataLoaders, Split};
 pub use device::parse_device;
 pub use evaluate::evaluate;
 pub use events::{EvalStats, Event, Fanout, JsonLinesLog, Observer, Silent, TrainStats};
-pub use recipe::{AugmentConfig, DataSource, OptimizerConfig, ScheduleConfig, TrainConfig, RECIPES};
+pub use recipe::{
+    AugmentConfig, DataSource, OptimizerConfig, ScheduleConfig, TrainConfig, RECIPES,
+};
 pub use trainer::{RunState, Trainer, BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, LOG_FILE};

@@ -65,15 +65,34 @@ impl Trainer {
             Some(decay) => Some(ModelEma::new(named_tensors(model.as_ref()), decay)?),
             None => None,
         };
-        let state = RunState { config, next_epoch: 0, global_step: 0, best_top1: -1.0, best_epoch: None, last_eval: None };
-        Ok(Self { state, device, model, optimizer, schedule, criterion, ema, data })
+        let state = RunState {
+            config,
+            next_epoch: 0,
+            global_step: 0,
+            best_top1: -1.0,
+            best_epoch: None,
+            last_eval: None,
+        };
+        Ok(Self {
+            state,
+            device,
+            model,
+            optimizer,
+            schedule,
+            criterion,
+            ema,
+            data,
+        })
     }
 
     /// Continues the run saved in `checkpoint`, with the configuration stored in it.
     pub fn resume(checkpoint: &Path) -> Result<Self> {
-        let (tensors, state): (CheckpointTensors, RunState) = load_checkpoint(checkpoint, &Device::Cpu)?;
+        let (tensors, state): (CheckpointTensors, RunState) =
+            load_checkpoint(checkpoint, &Device::Cpu)?;
         let mut trainer = Self::new(state.config.clone())?;
-        trainer.restore(tensors, state).with_context(|| format!("restoring {}", checkpoint.display()))?;
+        trainer
+            .restore(tensors, state)
+            .with_context(|| format!("restoring {}", checkpoint.display()))?;
         Ok(trainer)
     }
 
@@ -95,7 +114,8 @@ impl Trainer {
 
     /// Trains the remaining epochs, evaluating and checkpointing after each one.
     pub fn run(&mut self, observer: &mut dyn Observer) -> Result<RunState> {
-        fs::create_dir_all(self.out_dir()).with_context(|| format!("creating {}", self.out_dir().display()))?;
+        fs::create_dir_all(self.out_dir())
+            .with_context(|| format!("creating {}", self.out_dir().display()))?;
         let config_json = serde_json::to_vec_pretty(&self.state.config)?;
         write_atomically(&self.out_dir().join(CONFIG_FILE), &config_json)?;
         while self.state.next_epoch < self.state.config.epochs {
@@ -120,12 +140,20 @@ impl Trainer {
         }
         let last = self.out_dir().join(LAST_CHECKPOINT);
         self.save(&last)?;
-        observer.on_event(&Event::Checkpoint { epoch, path: last.clone(), best: false })?;
+        observer.on_event(&Event::Checkpoint {
+            epoch,
+            path: last.clone(),
+            best: false,
+        })?;
         if best {
             let best_path = self.out_dir().join(BEST_CHECKPOINT);
             let bytes = fs::read(&last).with_context(|| format!("reading {}", last.display()))?;
             write_atomically(&best_path, &bytes)?;
-            observer.on_event(&Event::Checkpoint { epoch, path: best_path, best: true })?;
+            observer.on_event(&Event::Checkpoint {
+                epoch,
+                path: best_path,
+                best: true,
+            })?;
         }
         Ok((train, eval))
     }
@@ -133,34 +161,63 @@ impl Trainer {
     fn train_epoch(&mut self, epoch: usize, observer: &mut dyn Observer) -> Result<TrainStats> {
         let batches = self.data.train.batches_per_epoch();
         if batches == 0 {
-            bail!("the training set has fewer samples than one batch ({})", self.state.config.batch_size);
+            bail!(
+                "the training set has fewer samples than one batch ({})",
+                self.state.config.batch_size
+            );
         }
         self.criterion.set_epoch(epoch);
         let alpha = self.criterion.alpha();
         let first_lr = self.schedule.lr(epoch, 0, batches);
         let epochs = self.state.config.epochs;
-        observer.on_event(&Event::EpochStart { epoch, epochs, batches, lr: first_lr, alpha })?;
+        observer.on_event(&Event::EpochStart {
+            epoch,
+            epochs,
+            batches,
+            lr: first_lr,
+            alpha,
+        })?;
         let start = Instant::now();
         let mut sums = EpochSums::default();
         let mut lr = first_lr;
         let mut stream = self.data.train.epoch(epoch as u64);
         for iter in 0.. {
             let Some(batch) = stream.next() else { break };
-            let batch = batch.with_context(|| format!("loading training batch {iter} of epoch {epoch}"))?;
+            let batch =
+                batch.with_context(|| format!("loading training batch {iter} of epoch {epoch}"))?;
             lr = self.schedule.lr(epoch, iter, batches);
             self.optimizer.set_lr(lr);
             // Drop-path masks depend only on (seed, global step): a resumed run repeats them.
-            seed_stochastic_layers(self.state.config.seed ^ self.state.global_step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let step = self.step(&batch, alpha).with_context(|| self.failure_context(epoch, iter, &batch))?;
+            seed_stochastic_layers(
+                self.state.config.seed ^ self.state.global_step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
+            let step = self
+                .step(&batch, alpha)
+                .with_context(|| self.failure_context(epoch, iter, &batch))?;
             sums.add(&step, batch.len());
             self.state.global_step += 1;
             let images_per_second = sums.images as f64 / start.elapsed().as_secs_f64();
             let global_step = self.state.global_step;
-            observer.on_event(&Event::Step { epoch, batch: iter, batches, global_step, loss: step.loss, lr, images_per_second })?;
+            observer.on_event(&Event::Step {
+                epoch,
+                batch: iter,
+                batches,
+                global_step,
+                loss: step.loss,
+                lr,
+                images_per_second,
+            })?;
         }
         self.criterion.end_epoch()?;
         let seconds = start.elapsed().as_secs_f64();
-        Ok(sums.stats(epoch, alpha, lr, seconds, stream.stall_time().as_secs_f64(), stream.skipped()))
+        Ok(sums.stats(
+            epoch,
+            alpha,
+            lr,
+            seconds,
+            stream.stall_time().as_secs_f64(),
+            stream.skipped(),
+        ))
     }
 
     /// One optimization step on `batch`.
@@ -168,17 +225,29 @@ impl Trainer {
         let x = Tensor::from_slice(&batch.images, batch.shape.as_slice(), &self.device)?;
         let y = Tensor::from_slice(&batch.labels, batch.len(), &self.device)?;
         let soft = match &batch.soft_targets {
-            Some(s) => Some(Tensor::from_slice(s, (batch.len(), batch.num_classes), &self.device)?),
+            Some(s) => Some(Tensor::from_slice(
+                s,
+                (batch.len(), batch.num_classes),
+                &self.device,
+            )?),
             None => None,
         };
         let (logits, dense) = if self.criterion.needs_dense_logits() {
             let feature_map = self.model.forward_stage(&x, true)?;
             let dense = self.model.dense_logits(&feature_map.detach())?;
-            (self.model.forward_from_stage(&feature_map, true)?, Some(dense))
+            (
+                self.model.forward_from_stage(&feature_map, true)?,
+                Some(dense),
+            )
         } else {
             (self.model.forward_t(&x, true)?, None)
         };
-        let input = LossInput { logits: &logits, targets: &y, soft_targets: soft.as_ref(), dense_logits: dense.as_ref() };
+        let input = LossInput {
+            logits: &logits,
+            targets: &y,
+            soft_targets: soft.as_ref(),
+            dense_logits: dense.as_ref(),
+        };
         let loss = self.criterion.loss(&input, true)?;
         let mut grads = loss.backward()?;
         if let Some(max_norm) = self.state.config.clip_grad {
@@ -191,21 +260,37 @@ impl Trainer {
         let detached = logits.detach();
         let parts = ls_decomposition(&detached, &y, alpha.clamp(0.0, 1.0))?;
         let predicted: Vec<u32> = detached.argmax(1)?.to_vec1()?;
-        let correct = predicted.iter().zip(&batch.labels).filter(|(p, y)| p == y).count();
+        let correct = predicted
+            .iter()
+            .zip(&batch.labels)
+            .filter(|(p, y)| p == y)
+            .count();
         Ok(StepResult {
             loss: loss.to_dtype(DType::F64)?.to_scalar()?,
             correct,
             ls_regularization: parts.regularization.to_dtype(DType::F64)?.to_scalar()?,
-            ls_error_amplification: parts.error_amplification.to_dtype(DType::F64)?.to_scalar()?,
+            ls_error_amplification: parts
+                .error_amplification
+                .to_dtype(DType::F64)?
+                .to_scalar()?,
         })
     }
 
     /// What to tell the user when a step fails (e.g. a non-finite loss).
     fn failure_context(&self, epoch: usize, iter: usize, batch: &Batch) -> String {
-        let shown: Vec<String> = batch.indices.iter().take(8).map(|i| i.to_string()).collect();
+        let shown: Vec<String> = batch
+            .indices
+            .iter()
+            .take(8)
+            .map(|i| i.to_string())
+            .collect();
         let last = self.out_dir().join(LAST_CHECKPOINT);
         let checkpoint = if self.state.next_epoch > 0 && last.exists() {
-            format!("last good checkpoint: {} (after epoch {})", last.display(), self.state.next_epoch - 1)
+            format!(
+                "last good checkpoint: {} (after epoch {})",
+                last.display(),
+                self.state.next_epoch - 1
+            )
         } else {
             "no checkpoint written yet".to_string()
         };
@@ -220,7 +305,9 @@ impl Trainer {
     /// Writes the whole run state to `path` atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let tensors = CheckpointTensors {
-            model: named_tensors(self.model.as_ref()).map(|(n, t)| (n.to_string(), t.clone())).collect(),
+            model: named_tensors(self.model.as_ref())
+                .map(|(n, t)| (n.to_string(), t.clone()))
+                .collect(),
             optimizer: self.optimizer.export_state()?.to_tensor_map()?,
             ema: match &self.ema {
                 Some(ema) => ema.export_state()?,
@@ -238,16 +325,25 @@ impl Trainer {
                 .get(&entry.name)
                 .with_context(|| format!("checkpoint lacks model tensor `{}`", entry.name))?;
             if saved.dims() != entry.var.dims() {
-                bail!("model tensor `{}`: checkpoint shape {:?}, model shape {:?}", entry.name, saved.dims(), entry.var.dims());
+                bail!(
+                    "model tensor `{}`: checkpoint shape {:?}, model shape {:?}",
+                    entry.name,
+                    saved.dims(),
+                    entry.var.dims()
+                );
             }
-            entry.var.set(&saved.to_device(&self.device)?.to_dtype(entry.var.dtype())?)?;
+            entry
+                .var
+                .set(&saved.to_device(&self.device)?.to_dtype(entry.var.dtype())?)?;
         }
         let optimizer_tensors = to_device(tensors.optimizer, &self.device)?;
-        self.optimizer.import_state(&OptimizerState::from_tensor_map(optimizer_tensors)?)?;
+        self.optimizer
+            .import_state(&OptimizerState::from_tensor_map(optimizer_tensors)?)?;
         if let (Some(ema), false) = (self.ema.as_mut(), tensors.ema.is_empty()) {
             *ema = ModelEma::from_state(to_device(tensors.ema, &self.device)?, ema.decay())?;
         }
-        self.criterion.load_state(&to_device(tensors.loss, &self.device)?)?;
+        self.criterion
+            .load_state(&to_device(tensors.loss, &self.device)?)?;
         self.state = state;
         Ok(())
     }
@@ -260,11 +356,17 @@ impl Trainer {
 }
 
 fn named_tensors(model: &dyn ImageClassifier) -> impl Iterator<Item = (&str, &Tensor)> {
-    model.params().entries().iter().map(|e| (e.name.as_str(), e.var.as_tensor()))
+    model
+        .params()
+        .entries()
+        .iter()
+        .map(|e| (e.name.as_str(), e.var.as_tensor()))
 }
 
 fn to_device(map: HashMap<String, Tensor>, device: &Device) -> Result<HashMap<String, Tensor>> {
-    map.into_iter().map(|(k, t)| Ok((k, t.to_device(device)?))).collect()
+    map.into_iter()
+        .map(|(k, t)| Ok((k, t.to_device(device)?)))
+        .collect()
 }
 
 struct StepResult {
@@ -294,7 +396,15 @@ impl EpochSums {
         self.err += s.ls_error_amplification;
     }
 
-    fn stats(&self, epoch: usize, alpha: f64, lr_last: f64, seconds: f64, stall: f64, skipped: usize) -> TrainStats {
+    fn stats(
+        &self,
+        epoch: usize,
+        alpha: f64,
+        lr_last: f64,
+        seconds: f64,
+        stall: f64,
+        skipped: usize,
+    ) -> TrainStats {
         let steps = self.steps.max(1) as f64;
         TrainStats {
             epoch,

@@ -15,7 +15,10 @@ fn cifar_dir() -> PathBuf {
 fn config(out_dir: &Path, epochs: usize) -> Option<TrainConfig> {
     let dir = cifar_dir();
     if !dir.join("test_batch.bin").exists() {
-        eprintln!("skipping: CIFAR-10 not installed in {} (run data/fetch-cifar10.sh)", dir.display());
+        eprintln!(
+            "skipping: CIFAR-10 not installed in {} (run data/fetch-cifar10.sh)",
+            dir.display()
+        );
         return None;
     }
     let mut c = TrainConfig::preset("cifar10-resnet20").unwrap();
@@ -36,14 +39,21 @@ fn weights(trainer: &Trainer) -> Vec<(String, Vec<f32>)> {
         .params()
         .entries()
         .iter()
-        .map(|e| (e.name.clone(), e.var.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .map(|e| {
+            (
+                e.name.clone(),
+                e.var.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            )
+        })
         .collect()
 }
 
 #[test]
 fn trains_and_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(full_config) = config(&dir.path().join("full"), 4) else { return };
+    let Some(full_config) = config(&dir.path().join("full"), 4) else {
+        return;
+    };
 
     // Uninterrupted run.
     let mut full = Trainer::new(full_config).unwrap();
@@ -54,8 +64,14 @@ fn trains_and_resumes_exactly() {
         losses.push(train.loss);
         last_top1 = eval.top1;
     }
-    assert!(losses[3] < losses[0] - 0.2, "training loss should fall: {losses:?}");
-    assert!(last_top1 > 0.25, "test top-1 {last_top1} should beat chance (0.10) by a wide margin");
+    assert!(
+        losses[3] < losses[0] - 0.2,
+        "training loss should fall: {losses:?}"
+    );
+    assert!(
+        last_top1 > 0.25,
+        "test top-1 {last_top1} should beat chance (0.10) by a wide margin"
+    );
 
     // The same run stopped after two epochs (the process is gone: only the checkpoint is left)
     // and resumed.
@@ -68,6 +84,10 @@ fn trains_and_resumes_exactly() {
     assert_eq!(resumed.state.next_epoch, 2);
     let state = resumed.run(&mut Silent).unwrap();
     assert_eq!(state.next_epoch, 4);
-    assert_eq!(weights(&resumed), weights(&full), "resumed run must end with identical weights");
+    assert_eq!(
+        weights(&resumed),
+        weights(&full),
+        "resumed run must end with identical weights"
+    );
     assert!(resumed_dir.join("best.safetensors").exists());
 }

@@ -3,7 +3,10 @@
 
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
-use maxsup_metrics::{analyze_logits, labels_to_classes, CalibrationAccumulator, FeatureFile, DEFAULT_NEAR_ZERO_THRESHOLD};
+use maxsup_metrics::{
+    analyze_logits, labels_to_classes, CalibrationAccumulator, FeatureFile,
+    DEFAULT_NEAR_ZERO_THRESHOLD,
+};
 use std::path::PathBuf;
 
 #[derive(ClapArgs, Debug)]
@@ -30,13 +33,17 @@ pub fn run(args: Args) -> Result<()> {
     let (mut share_sum, mut top1_sum) = (0.0, 0.0);
     for batch in file.batches(args.batch_rows) {
         let batch = batch?;
-        let labels = labels_to_classes(&batch.labels).with_context(|| format!("in {}", args.features.display()))?;
-        acc.push(&batch.logits, &labels).with_context(|| format!("in {}", args.features.display()))?;
+        let labels = labels_to_classes(&batch.labels)
+            .with_context(|| format!("in {}", args.features.display()))?;
+        acc.push(&batch.logits, &labels)
+            .with_context(|| format!("in {}", args.features.display()))?;
         let s = analyze_logits(&batch.logits, k, args.near_zero_threshold)?;
         share_sum += s.near_zero_share.iter().sum::<f64>();
         top1_sum += s.top1_probability.iter().sum::<f64>();
     }
-    let r = acc.report().with_context(|| format!("in {}", args.features.display()))?;
+    let r = acc
+        .report()
+        .with_context(|| format!("in {}", args.features.display()))?;
     let n = r.samples as f64;
     if args.json {
         let out = serde_json::json!({
@@ -48,7 +55,11 @@ pub fn run(args: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("{}: {} samples, K = {k}", args.features.display(), r.samples);
+    println!(
+        "{}: {} samples, K = {k}",
+        args.features.display(),
+        r.samples
+    );
     println!("top-1 accuracy {:.4}", r.top1);
     println!("top-5 accuracy {:.4}", r.top5);
     println!("NLL            {:.4}", r.nll);
@@ -56,6 +67,10 @@ pub fn run(args: Args) -> Result<()> {
         println!("ECE ({:>2} bins)  {:.4}", d.num_bins, d.ece);
     }
     println!("mean top-1 probability {:.4}", top1_sum / n);
-    println!("mean share of |z| < {}: {:.4}", args.near_zero_threshold, share_sum / n);
+    println!(
+        "mean share of |z| < {}: {:.4}",
+        args.near_zero_threshold,
+        share_sum / n
+    );
     Ok(())
 }

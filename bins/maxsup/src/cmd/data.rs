@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
-use maxsup_data::{build_zip_from_folder, Cifar10, CifarSplit, Dataset, ImageFolder, ZipCache, ZipCacheOptions};
+use maxsup_data::{
+    build_zip_from_folder, Cifar10, CifarSplit, Dataset, ImageFolder, ZipCache, ZipCacheOptions,
+};
 use rayon::prelude::*;
 
 #[derive(clap::Args)]
@@ -86,26 +88,45 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 fn check(a: CheckArgs) -> anyhow::Result<()> {
     let ds: Box<dyn Dataset> = if let (Some(zip), Some(map)) = (&a.zip, &a.map) {
-        let opts = ZipCacheOptions { num_classes: a.num_classes, ..Default::default() };
+        let opts = ZipCacheOptions {
+            num_classes: a.num_classes,
+            ..Default::default()
+        };
         Box::new(ZipCache::open(zip, map, opts)?)
     } else if let Some(dir) = &a.cifar {
-        let split = if a.split == "test" { CifarSplit::Test } else { CifarSplit::Train };
+        let split = if a.split == "test" {
+            CifarSplit::Test
+        } else {
+            CifarSplit::Train
+        };
         Box::new(Cifar10::open(dir, split)?)
     } else if let Some(root) = &a.folder {
         Box::new(ImageFolder::open(root)?)
     } else {
-        anyhow::bail!("give --zip DIR/train.zip --map DIR/train_map.txt, --cifar DIR or --folder DIR");
+        anyhow::bail!(
+            "give --zip DIR/train.zip --map DIR/train_map.txt, --cifar DIR or --folder DIR"
+        );
     };
     summarize(ds.as_ref(), a.show);
-    let n = if a.decode_all { ds.len() } else { a.decode.min(ds.len()) };
+    let n = if a.decode_all {
+        ds.len()
+    } else {
+        a.decode.min(ds.len())
+    };
     let failures: Vec<(usize, String)> = (0..n)
         .into_par_iter()
         .filter_map(|i| ds.load(i).err().map(|e| (i, format!("{e:#}"))))
         .collect();
-    println!("decoded: {} of {} samples, {} failed", n, ds.len(), failures.len());
+    println!(
+        "decoded: {} of {} samples, {} failed",
+        n,
+        ds.len(),
+        failures.len()
+    );
     if let Some((i, e)) = failures.first() {
         if !a.skip_corrupt {
-            return Err(anyhow::anyhow!("{e}")).with_context(|| format!("sample {i} failed to decode"));
+            return Err(anyhow::anyhow!("{e}"))
+                .with_context(|| format!("sample {i} failed to decode"));
         }
         for (i, e) in failures.iter().take(10) {
             println!("  skipped sample {i}: {e}");
@@ -120,7 +141,9 @@ fn summarize(ds: &dyn Dataset, show: usize) {
     for i in 0..ds.len() {
         counts[ds.label(i) as usize] += 1;
     }
-    let (lo, hi) = (0..ds.len()).map(|i| ds.label(i)).fold((u32::MAX, 0), |(l, h), v| (l.min(v), h.max(v)));
+    let (lo, hi) = (0..ds.len())
+        .map(|i| ds.label(i))
+        .fold((u32::MAX, 0), |(l, h), v| (l.min(v), h.max(v)));
     println!("samples: {}", ds.len());
     println!("classes: {k} (labels {lo}..={hi})");
     println!(

@@ -63,9 +63,19 @@ impl DataArgs {
     pub fn resolve(&self, from_checkpoint: Option<TrainConfig>) -> Result<TrainConfig> {
         let given = match (&self.cifar10, &self.fashion_mnist, &self.folder, &self.zip) {
             (Some(dir), None, None, None) => Some((DataSource::Cifar10 { dir: dir.clone() }, 32)),
-            (None, Some(dir), None, None) => Some((DataSource::FashionMnist { dir: dir.clone() }, 32)),
-            (None, None, Some(root), None) => Some((DataSource::Folder { root: root.clone() }, self.image_size)),
-            (None, None, None, Some(root)) => Some((DataSource::Zip { root: root.clone(), cache: false }, self.image_size)),
+            (None, Some(dir), None, None) => {
+                Some((DataSource::FashionMnist { dir: dir.clone() }, 32))
+            }
+            (None, None, Some(root), None) => {
+                Some((DataSource::Folder { root: root.clone() }, self.image_size))
+            }
+            (None, None, None, Some(root)) => Some((
+                DataSource::Zip {
+                    root: root.clone(),
+                    cache: false,
+                },
+                self.image_size,
+            )),
             (None, None, None, None) => None,
             _ => bail!("give one of --cifar10, --fashion-mnist, --folder, --zip"),
         };
@@ -82,7 +92,9 @@ impl DataArgs {
                 c.image_size = size;
                 Ok(c)
             }
-            (None, None) => bail!("plain weight files need the data: --cifar10, --fashion-mnist, --folder or --zip"),
+            (None, None) => bail!(
+                "plain weight files need the data: --cifar10, --fashion-mnist, --folder or --zip"
+            ),
         }
     }
 }
@@ -97,10 +109,17 @@ pub fn run(args: Args) -> Result<()> {
     };
     let loader = build_eval_loader(&config, split, args.batch_size, args.limit)?;
     let bar = ProgressBar::new(loader.shard_indices().len() as u64);
-    bar.set_style(ProgressStyle::with_template("extract [{bar:30}] {pos}/{len} {per_sec} eta {eta}")?.progress_chars("=> "));
-    let n = extract_features(loaded.model.as_ref(), &loader, &device, &args.out, &mut |done, _| {
-        bar.set_position(done as u64)
-    })?;
+    bar.set_style(
+        ProgressStyle::with_template("extract [{bar:30}] {pos}/{len} {per_sec} eta {eta}")?
+            .progress_chars("=> "),
+    );
+    let n = extract_features(
+        loaded.model.as_ref(),
+        &loader,
+        &device,
+        &args.out,
+        &mut |done, _| bar.set_position(done as u64),
+    )?;
     bar.finish_and_clear();
     println!(
         "wrote {} samples ({}-d features, {} logits) to {}",

@@ -38,7 +38,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     if !args.names.is_empty() && args.names.len() != args.weights.len() {
-        bail!("--names: {} names for {} checkpoints", args.names.len(), args.weights.len());
+        bail!(
+            "--names: {} names for {} checkpoints",
+            args.names.len(),
+            args.weights.len()
+        );
     }
     let device = parse_device(&args.device)?;
     let mut rows = vec![];
@@ -47,7 +51,11 @@ pub fn run(args: Args) -> Result<()> {
         let loaded = load_model(path, args.model.as_deref(), &device)?;
         let config = args.data.resolve(loaded.config)?;
         let loader = build_eval_loader(&config, Split::Val, args.images, Some(args.images))?;
-        let batch = loader.epoch(0).next().transpose()?.ok_or_else(|| anyhow::anyhow!("no validation images"))?;
+        let batch = loader
+            .epoch(0)
+            .next()
+            .transpose()?
+            .ok_or_else(|| anyhow::anyhow!("no validation images"))?;
         let x = Tensor::from_slice(&batch.images, batch.shape.as_slice(), &device)?;
         let classes = args.class.map(|c| vec![c; batch.len()]);
         let cam = grad_cam(loaded.model.as_ref(), &x, classes.as_deref())?;
@@ -74,11 +82,21 @@ pub fn run(args: Args) -> Result<()> {
             .into_iter()
             .map(|m| HeatMap::new(cam.height, cam.width, m))
             .collect::<Result<Vec<_>, _>>()?;
-        let label = args.names.get(i).cloned().unwrap_or_else(|| path.display().to_string());
+        let label = args
+            .names
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| path.display().to_string());
         rows.push(GradCamRow { label, cams: maps });
     }
     let (images, column_labels) = shown.expect("at least one checkpoint");
-    let grid = GradCamGrid { images, column_labels, rows, alpha: 0.5, show_inputs: true };
+    let grid = GradCamGrid {
+        images,
+        column_labels,
+        rows,
+        alpha: 0.5,
+        show_inputs: true,
+    };
     write_gradcam_grid(&grid, &args.out, &PlotOptions::titled("Grad-CAM"))?;
     println!("wrote {}", args.out.display());
     Ok(())

@@ -44,13 +44,30 @@ pub fn run(args: Args) -> Result<()> {
         model.num_classes(),
         model.num_features()
     );
-    println!("{:<14} {:>8} {:>14} {:>12}", "module", "tensors", "parameters", "buffers");
+    println!(
+        "{:<14} {:>8} {:>14} {:>12}",
+        "module", "tensors", "parameters", "buffers"
+    );
     let rows = module_summary(model.params());
     for r in &rows {
-        println!("{:<14} {:>8} {:>14} {:>12}", r.module, r.tensors, thousands(r.trainable), thousands(r.buffers));
+        println!(
+            "{:<14} {:>8} {:>14} {:>12}",
+            r.module,
+            r.tensors,
+            thousands(r.trainable),
+            thousands(r.buffers)
+        );
     }
-    let (t, p, b) = rows.iter().fold((0, 0, 0), |acc, r| (acc.0 + r.tensors, acc.1 + r.trainable, acc.2 + r.buffers));
-    println!("{:<14} {:>8} {:>14} {:>12}", "total", t, thousands(p), thousands(b));
+    let (t, p, b) = rows.iter().fold((0, 0, 0), |acc, r| {
+        (acc.0 + r.tensors, acc.1 + r.trainable, acc.2 + r.buffers)
+    });
+    println!(
+        "{:<14} {:>8} {:>14} {:>12}",
+        "total",
+        t,
+        thousands(p),
+        thousands(b)
+    );
     Ok(())
 }
 

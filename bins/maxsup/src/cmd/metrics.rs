@@ -23,14 +23,24 @@ pub fn run(args: Args) -> Result<()> {
     let mut acc = ClassSeparation::new(file.feature_dim());
     for batch in file.batches(args.batch_rows) {
         let batch = batch?;
-        let labels = labels_to_classes(&batch.labels).with_context(|| format!("in {}", args.features.display()))?;
-        acc.push(&batch.features, &labels).with_context(|| format!("in {}", args.features.display()))?;
+        let labels = labels_to_classes(&batch.labels)
+            .with_context(|| format!("in {}", args.features.display()))?;
+        acc.push(&batch.features, &labels)
+            .with_context(|| format!("in {}", args.features.display()))?;
     }
-    let m = acc.finish().with_context(|| format!("in {}", args.features.display()))?;
+    let m = acc
+        .finish()
+        .with_context(|| format!("in {}", args.features.display()))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&m)?);
     } else {
-        println!("{}: {} samples, {} classes, D = {}", args.features.display(), m.num_samples, m.num_classes, file.feature_dim());
+        println!(
+            "{}: {} samples, {} classes, D = {}",
+            args.features.display(),
+            m.num_samples,
+            m.num_classes,
+            file.feature_dim()
+        );
         println!("d_within {:.4}", m.d_within);
         println!("d_total  {:.4}", m.d_total);
         println!("R^2      {:.4}", m.r2);

@@ -42,8 +42,13 @@ pub struct Args {
 fn load(path: &Path) -> Result<ProbeData> {
     let file = FeatureFile::open(path)?;
     let all = file.read_all()?;
-    let labels = labels_to_classes(&all.labels).with_context(|| format!("in {}", path.display()))?;
-    Ok(ProbeData { features: all.features, labels, dim: file.feature_dim() })
+    let labels =
+        labels_to_classes(&all.labels).with_context(|| format!("in {}", path.display()))?;
+    Ok(ProbeData {
+        features: all.features,
+        labels,
+        dim: file.feature_dim(),
+    })
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -52,7 +57,11 @@ pub fn run(args: Args) -> Result<()> {
         val_fraction: args.val_fraction,
         seed: args.seed,
         standardize: !args.no_standardize,
-        solver: LbfgsParams { max_iter: args.max_iter, gtol: args.tol, ..Default::default() },
+        solver: LbfgsParams {
+            max_iter: args.max_iter,
+            gtol: args.tol,
+            ..Default::default()
+        },
     };
     let r = run_probe(load(&args.train)?, load(&args.test)?, &cfg)?;
     if args.json {
@@ -68,9 +77,15 @@ pub fn run(args: Args) -> Result<()> {
     let iters: usize = r.path.iter().map(|p| p.iterations).sum();
     println!("validation accuracy over {} λ in [{:.0e}, {:.0e}]: min {:.4}, max {:.4} ({iters} L-BFGS iterations)", accs.len(), args.lambda_min, args.lambda_max, worst, r.chosen_val_accuracy);
     for p in r.path.iter().step_by((r.path.len() / 9).max(1)) {
-        println!("  λ {:>9.3e}  val acc {:.4}  ({} it)", p.lambda, p.val_accuracy, p.iterations);
+        println!(
+            "  λ {:>9.3e}  val acc {:.4}  ({} it)",
+            p.lambda, p.val_accuracy, p.iterations
+        );
     }
-    println!("chosen λ {:.4e} (sklearn C = {:.4e} on the refit)", r.chosen_lambda, r.refit_sklearn_c);
+    println!(
+        "chosen λ {:.4e} (sklearn C = {:.4e} on the refit)",
+        r.chosen_lambda, r.refit_sklearn_c
+    );
     println!("test accuracy {:.4}", r.test_accuracy);
     println!("time {:.2} s", r.seconds);
     Ok(())

@@ -25,7 +25,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let [a, b, c] = args.classes[..] else { bail!("--classes needs exactly three classes") };
+    let [a, b, c] = args.classes[..] else {
+        bail!("--classes needs exactly three classes")
+    };
     let mut panels = vec![];
     for (i, path) in args.features.iter().enumerate() {
         let file = FeatureFile::open(path)?;
@@ -45,11 +47,31 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
         let projection = project_onto_class_plane(&features, d, &kept, [a, b, c])?;
-        let name = args.names.get(i).cloned().unwrap_or_else(|| path.file_stem().unwrap_or_default().to_string_lossy().into());
-        panels.push(ProjectionPanel { name, points: projection.coords, labels: projection.labels });
+        let name = args.names.get(i).cloned().unwrap_or_else(|| {
+            path.file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into()
+        });
+        panels.push(ProjectionPanel {
+            name,
+            points: projection.coords,
+            labels: projection.labels,
+        });
     }
-    let classes: Vec<ClassName> = [a, b, c].iter().map(|&id| ClassName { id, name: format!("class {id}") }).collect();
-    plot_feature_projections(&panels, &classes, &args.out, &PlotOptions::titled("Penultimate features, class-centroid plane"))?;
+    let classes: Vec<ClassName> = [a, b, c]
+        .iter()
+        .map(|&id| ClassName {
+            id,
+            name: format!("class {id}"),
+        })
+        .collect();
+    plot_feature_projections(
+        &panels,
+        &classes,
+        &args.out,
+        &PlotOptions::titled("Penultimate features, class-centroid plane"),
+    )?;
     println!("wrote {}", args.out.display());
     Ok(())
 }

@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use maxsup_metrics::{labels_to_classes, CalibrationAccumulator, ClassSeparation, FeatureFile, SeparationMetrics};
+use maxsup_metrics::{
+    labels_to_classes, CalibrationAccumulator, ClassSeparation, FeatureFile, SeparationMetrics,
+};
 
 /// Methods in the paper's row order: directory name, row label, paper values (ResNet-50,
 /// ImageNet, paper Tab. 14: d_within train/val, R^2 train/val).
@@ -57,16 +59,30 @@ pub fn run(args: Args) -> Result<()> {
     let mut measured = vec![];
     for (dir, label, paper) in ROWS {
         let base = args.runs.join(dir);
-        let (train_path, val_path) = (base.join("features_train.safetensors"), base.join("features_val.safetensors"));
+        let (train_path, val_path) = (
+            base.join("features_train.safetensors"),
+            base.join("features_val.safetensors"),
+        );
         if !train_path.exists() || !val_path.exists() {
             continue;
         }
         let (train, _) = separation(&train_path)?;
         let (val, top1) = separation(&val_path)?;
-        measured.push((label, paper, Measured { train, val, top1: top1.unwrap_or(f64::NAN) }));
+        measured.push((
+            label,
+            paper,
+            Measured {
+                train,
+                val,
+                top1: top1.unwrap_or(f64::NAN),
+            },
+        ));
     }
     if measured.is_empty() {
-        bail!("no run in {} has features_train/val.safetensors", args.runs.display());
+        bail!(
+            "no run in {} has features_train/val.safetensors",
+            args.runs.display()
+        );
     }
     let mut md = String::new();
     writeln!(md, "| Method | Val top-1 | Intra-class var. (train) | Intra-class var. (val) | Inter-class sep. R² (train) | Inter-class sep. R² (val) |")?;
@@ -87,12 +103,28 @@ pub fn run(args: Args) -> Result<()> {
         )?;
     }
     writeln!(md, "\nIn parentheses: the paper's values (ResNet-50 on ImageNet-1K, paper Table 1 / Table 14).")?;
-    let (ls, ce, ms) = (find(&measured, "Label Smoothing"), find(&measured, "Baseline"), find(&measured, "MaxSup"));
+    let (ls, ce, ms) = (
+        find(&measured, "Label Smoothing"),
+        find(&measured, "Baseline"),
+        find(&measured, "MaxSup"),
+    );
     if let (Some(ls), Some(ce), Some(ms)) = (ls, ce, ms) {
         let verdict = |ok: bool| if ok { "holds" } else { "does NOT hold" };
         writeln!(md, "\nQualitative claims (validation split):")?;
-        writeln!(md, "- LS lowers intra-class variation below the baseline's: {} (LS {:.4}, baseline {:.4})", verdict(ls.val.d_within < ce.val.d_within), ls.val.d_within, ce.val.d_within)?;
-        writeln!(md, "- MaxSup keeps it above LS: {} (MaxSup {:.4}, LS {:.4})", verdict(ms.val.d_within > ls.val.d_within), ms.val.d_within, ls.val.d_within)?;
+        writeln!(
+            md,
+            "- LS lowers intra-class variation below the baseline's: {} (LS {:.4}, baseline {:.4})",
+            verdict(ls.val.d_within < ce.val.d_within),
+            ls.val.d_within,
+            ce.val.d_within
+        )?;
+        writeln!(
+            md,
+            "- MaxSup keeps it above LS: {} (MaxSup {:.4}, LS {:.4})",
+            verdict(ms.val.d_within > ls.val.d_within),
+            ms.val.d_within,
+            ls.val.d_within
+        )?;
     }
     print!("{md}");
     if let Some(out) = &args.out {

@@ -36,7 +36,11 @@ pub struct Args {
 fn probe_data(path: &Path) -> Result<ProbeData> {
     let file = FeatureFile::open(path)?;
     let all = file.read_all()?;
-    Ok(ProbeData { features: all.features, labels: labels_to_classes(&all.labels)?, dim: file.feature_dim() })
+    Ok(ProbeData {
+        features: all.features,
+        labels: labels_to_classes(&all.labels)?,
+        dim: file.feature_dim(),
+    })
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -46,17 +50,32 @@ pub fn run(args: Args) -> Result<()> {
     let mut rows = 0;
     for (dir, label, paper) in ROWS {
         let base = args.runs.join(dir);
-        let (train, test) = (base.join("transfer_train.safetensors"), base.join("transfer_test.safetensors"));
+        let (train, test) = (
+            base.join("transfer_train.safetensors"),
+            base.join("transfer_test.safetensors"),
+        );
         if !train.exists() || !test.exists() {
             continue;
         }
-        let report = run_probe(probe_data(&train)?, probe_data(&test)?, &ProbeConfig::default())?;
+        let report = run_probe(
+            probe_data(&train)?,
+            probe_data(&test)?,
+            &ProbeConfig::default(),
+        )?;
         let paper = paper.map_or("–".to_string(), |p| format!("{:.1}%", 100.0 * p));
-        writeln!(md, "| {label} | {:.2}% | {:.3e} | {paper} |", 100.0 * report.test_accuracy, report.chosen_lambda)?;
+        writeln!(
+            md,
+            "| {label} | {:.2}% | {:.3e} | {paper} |",
+            100.0 * report.test_accuracy,
+            report.chosen_lambda
+        )?;
         rows += 1;
     }
     if rows == 0 {
-        bail!("no run in {} has transfer_train/test.safetensors", args.runs.display());
+        bail!(
+            "no run in {} has transfer_train/test.safetensors",
+            args.runs.display()
+        );
     }
     print!("{md}");
     if let Some(out) = &args.out {

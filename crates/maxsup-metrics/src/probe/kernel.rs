@@ -12,10 +12,18 @@ pub struct BlockSums {
 }
 
 /// Dispatches to the AVX2+FMA build when the CPU has it.
-pub fn block_loss_grad(x: &[f32], y: &[u32], w: &[f32], bias: &[f64], d: usize, k: usize) -> BlockSums {
+pub fn block_loss_grad(
+    x: &[f32],
+    y: &[u32],
+    w: &[f32],
+    bias: &[f64],
+    d: usize,
+    k: usize,
+) -> BlockSums {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: the CPU supports the features the function is compiled for.
             return unsafe { block_avx2(x, y, w, bias, d, k) };
         }
@@ -25,7 +33,14 @@ pub fn block_loss_grad(x: &[f32], y: &[u32], w: &[f32], bias: &[f64], d: usize, 
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn block_avx2(x: &[f32], y: &[u32], w: &[f32], bias: &[f64], d: usize, k: usize) -> BlockSums {
+unsafe fn block_avx2(
+    x: &[f32],
+    y: &[u32],
+    w: &[f32],
+    bias: &[f64],
+    d: usize,
+    k: usize,
+) -> BlockSums {
     block_generic(x, y, w, bias, d, k)
 }
 
@@ -38,7 +53,12 @@ const F32_ROWS: usize = 64;
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (xa, xb) in ac.zip(bc) {
         for l in 0..LANES {
             acc[l] += xa[l] * xb[l];

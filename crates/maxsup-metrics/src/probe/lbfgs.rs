@@ -24,7 +24,14 @@ pub struct LbfgsParams {
 
 impl Default for LbfgsParams {
     fn default() -> Self {
-        Self { memory: 10, max_iter: 1000, gtol: 1e-4, ftol: 64.0 * f64::EPSILON, max_first_step: f64::INFINITY, wolfe: WolfeParams::default() }
+        Self {
+            memory: 10,
+            max_iter: 1000,
+            gtol: 1e-4,
+            ftol: 64.0 * f64::EPSILON,
+            max_first_step: f64::INFINITY,
+            wolfe: WolfeParams::default(),
+        }
     }
 }
 
@@ -74,7 +81,11 @@ impl LbfgsMemory {
                 y[i] += delta * s[i];
             }
             let ys = dot(y, s);
-            *rho = if ys > f64::EPSILON * dot(y, y) { 1.0 / ys } else { 0.0 };
+            *rho = if ys > f64::EPSILON * dot(y, y) {
+                1.0 / ys
+            } else {
+                0.0
+            };
         }
         self.pairs.retain(|p| p.2 > 0.0);
     }
@@ -91,7 +102,11 @@ impl LbfgsMemory {
 }
 
 /// Minimises `eval` (returns f, writes ∇f) from `x0`.
-pub fn minimize(eval: &mut dyn FnMut(&[f64], &mut [f64]) -> f64, x0: Vec<f64>, p: LbfgsParams) -> LbfgsResult {
+pub fn minimize(
+    eval: &mut dyn FnMut(&[f64], &mut [f64]) -> f64,
+    x0: Vec<f64>,
+    p: LbfgsParams,
+) -> LbfgsResult {
     minimize_with_memory(eval, x0, p, &mut LbfgsMemory::default())
 }
 
@@ -126,13 +141,28 @@ pub fn minimize_with_memory(
             dir = g.iter().map(|v| -v).collect();
             df0 = dot(&g, &dir);
         }
-        let alpha0 = if pairs.is_empty() { (1.0 / dot(&dir, &dir).sqrt()).min(1.0).min(p.max_first_step) } else { 1.0 };
+        let alpha0 = if pairs.is_empty() {
+            (1.0 / dot(&dir, &dir).sqrt())
+                .min(1.0)
+                .min(p.max_first_step)
+        } else {
+            1.0
+        };
         let mut trial = strong_wolfe(eval, &x, f, df0, &dir, alpha0, p.wolfe, &mut evaluations);
         if trial.is_none() && !pairs.is_empty() {
             pairs.clear();
             let sd: Vec<f64> = g.iter().map(|v| -v).collect();
             let alpha0 = (1.0 / dot(&sd, &sd).sqrt()).min(1.0).min(p.max_first_step);
-            trial = strong_wolfe(eval, &x, f, dot(&g, &sd), &sd, alpha0, p.wolfe, &mut evaluations);
+            trial = strong_wolfe(
+                eval,
+                &x,
+                f,
+                dot(&g, &sd),
+                &sd,
+                alpha0,
+                p.wolfe,
+                &mut evaluations,
+            );
         }
         let Some(t) = trial else {
             break StopReason::LineSearchFailed;
@@ -157,7 +187,13 @@ pub fn minimize_with_memory(
             break StopReason::RelativeDecrease;
         }
     };
-    LbfgsResult { x, f, iterations, evaluations, stop }
+    LbfgsResult {
+        x,
+        f,
+        iterations,
+        evaluations,
+        stop,
+    }
 }
 
 /// d = -H g with H the L-BFGS inverse-Hessian approximation.
@@ -199,7 +235,11 @@ mod tests {
             }
             f
         };
-        let p = LbfgsParams { gtol: 1e-9, ftol: 0.0, ..Default::default() };
+        let p = LbfgsParams {
+            gtol: 1e-9,
+            ftol: 0.0,
+            ..Default::default()
+        };
         let r = minimize(&mut rosen, vec![-1.2, 1.0, -1.2, 1.0, 0.5], p);
         assert!(r.x.iter().all(|v| (v - 1.0).abs() < 1e-6), "{r:?}");
         assert_eq!(r.stop, StopReason::GradientTolerance);
@@ -217,7 +257,11 @@ mod tests {
             }
             f
         };
-        let p = LbfgsParams { gtol: 1e-10, ftol: 0.0, ..Default::default() };
+        let p = LbfgsParams {
+            gtol: 1e-10,
+            ftol: 0.0,
+            ..Default::default()
+        };
         let r = minimize(&mut quad, vec![5.0; 4], p);
         for i in 0..4 {
             assert!((r.x[i] - i as f64).abs() < 1e-9, "{r:?}");

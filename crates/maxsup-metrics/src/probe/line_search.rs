@@ -24,7 +24,11 @@ pub struct WolfeParams {
 
 impl Default for WolfeParams {
     fn default() -> Self {
-        Self { c1: 1e-4, c2: 0.9, max_evals: 50 }
+        Self {
+            c1: 1e-4,
+            c2: 0.9,
+            max_evals: 50,
+        }
     }
 }
 
@@ -54,7 +58,13 @@ pub fn strong_wolfe(
     let curvature = |t: &Trial| t.df.abs() <= -p.c2 * df0;
 
     let start = *evals;
-    let mut prev = Trial { alpha: 0.0, f: f0, df: df0, x: x0.to_vec(), g: Vec::new() };
+    let mut prev = Trial {
+        alpha: 0.0,
+        f: f0,
+        df: df0,
+        x: x0.to_vec(),
+        g: Vec::new(),
+    };
     let mut alpha = alpha0;
     let mut first = true;
     loop {
@@ -91,7 +101,9 @@ fn zoom(
     evals: &mut usize,
 ) -> Option<Trial> {
     loop {
-        if *evals - start >= p.max_evals || (hi.alpha - lo.alpha).abs() <= 1e-16 * lo.alpha.abs().max(1e-300) {
+        if *evals - start >= p.max_evals
+            || (hi.alpha - lo.alpha).abs() <= 1e-16 * lo.alpha.abs().max(1e-300)
+        {
             // Out of budget or interval collapsed: accept the best sufficient-decrease point.
             return (lo.alpha > 0.0).then_some(lo);
         }

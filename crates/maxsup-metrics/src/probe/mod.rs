@@ -43,8 +43,13 @@ impl ProbeData {
     fn subset(&self, idx: &[usize]) -> ProbeData {
         let d = self.dim;
         let mut features = Vec::with_capacity(idx.len() * d);
-        idx.iter().for_each(|&i| features.extend_from_slice(&self.features[i * d..(i + 1) * d]));
-        ProbeData { features, labels: idx.iter().map(|&i| self.labels[i]).collect(), dim: d }
+        idx.iter()
+            .for_each(|&i| features.extend_from_slice(&self.features[i * d..(i + 1) * d]));
+        ProbeData {
+            features,
+            labels: idx.iter().map(|&i| self.labels[i]).collect(),
+            dim: d,
+        }
     }
 }
 
@@ -61,14 +66,28 @@ pub struct ProbeConfig {
 
 impl Default for ProbeConfig {
     fn default() -> Self {
-        Self { lambdas: log_grid(1e-6, 1e5, 45), val_fraction: 0.2, seed: 0, standardize: true, solver: LbfgsParams::default() }
+        Self {
+            lambdas: log_grid(1e-6, 1e5, 45),
+            val_fraction: 0.2,
+            seed: 0,
+            standardize: true,
+            solver: LbfgsParams::default(),
+        }
     }
 }
 
 /// `count` values log-spaced from `lo` to `hi` inclusive (numpy `logspace`).
 pub fn log_grid(lo: f64, hi: f64, count: usize) -> Vec<f64> {
     let (a, b) = (lo.log10(), hi.log10());
-    (0..count).map(|i| 10f64.powf(if count == 1 { a } else { a + (b - a) * i as f64 / (count - 1) as f64 })).collect()
+    (0..count)
+        .map(|i| {
+            10f64.powf(if count == 1 {
+                a
+            } else {
+                a + (b - a) * i as f64 / (count - 1) as f64
+            })
+        })
+        .collect()
 }
 
 /// One point of the regularisation path.
@@ -114,8 +133,13 @@ pub struct LinearModel {
 impl LinearModel {
     /// Fraction of rows of `data` classified correctly.
     pub fn accuracy(&self, data: &ProbeData) -> f64 {
-        let pred = SoftmaxObjective::predict(&self.theta, &data.features, self.dim, self.num_classes);
-        pred.iter().zip(&data.labels).filter(|(p, y)| p == y).count() as f64 / data.rows().max(1) as f64
+        let pred =
+            SoftmaxObjective::predict(&self.theta, &data.features, self.dim, self.num_classes);
+        pred.iter()
+            .zip(&data.labels)
+            .filter(|(p, y)| p == y)
+            .count() as f64
+            / data.rows().max(1) as f64
     }
 }
 
@@ -128,8 +152,21 @@ pub struct FitStats {
 }
 
 /// Fits one λ from `start` (zeros when `None`).
-pub fn fit(data: &ProbeData, num_classes: usize, lambda: f64, start: Option<&[f64]>, solver: LbfgsParams) -> (LinearModel, FitStats) {
-    fit_with_memory(data, num_classes, lambda, start, solver, &mut LbfgsMemory::default())
+pub fn fit(
+    data: &ProbeData,
+    num_classes: usize,
+    lambda: f64,
+    start: Option<&[f64]>,
+    solver: LbfgsParams,
+) -> (LinearModel, FitStats) {
+    fit_with_memory(
+        data,
+        num_classes,
+        lambda,
+        start,
+        solver,
+        &mut LbfgsMemory::default(),
+    )
 }
 
 /// [`fit`] continuing from L-BFGS curvature pairs of a previous fit (already adjusted to `lambda`
@@ -142,28 +179,82 @@ pub fn fit_with_memory(
     solver: LbfgsParams,
     memory: &mut LbfgsMemory,
 ) -> (LinearModel, FitStats) {
-    let obj = SoftmaxObjective { x: &data.features, y: &data.labels, d: data.dim, k: num_classes, lambda };
+    let obj = SoftmaxObjective {
+        x: &data.features,
+        y: &data.labels,
+        d: data.dim,
+        k: num_classes,
+        lambda,
+    };
     let x0 = start.map_or_else(|| vec![0.0; obj.num_params()], <[f64]>::to_vec);
     // Along -∇f the λ·I part of the Hessian alone makes any step beyond 1/λ overshoot.
-    let solver = LbfgsParams { max_first_step: solver.max_first_step.min(1.0 / lambda), ..solver };
-    let r = lbfgs::minimize_with_memory(&mut |t: &[f64], g: &mut [f64]| obj.value_grad(t, g), x0, solver, memory);
-    let stats = FitStats { iterations: r.iterations, evaluations: r.evaluations, stop: r.stop };
-    (LinearModel { theta: r.x, dim: data.dim, num_classes }, stats)
+    let solver = LbfgsParams {
+        max_first_step: solver.max_first_step.min(1.0 / lambda),
+        ..solver
+    };
+    let r = lbfgs::minimize_with_memory(
+        &mut |t: &[f64], g: &mut [f64]| obj.value_grad(t, g),
+        x0,
+        solver,
+        memory,
+    );
+    let stats = FitStats {
+        iterations: r.iterations,
+        evaluations: r.evaluations,
+        stop: r.stop,
+    };
+    (
+        LinearModel {
+            theta: r.x,
+            dim: data.dim,
+            num_classes,
+        },
+        stats,
+    )
 }
 
 /// Selects λ on a validation split of `train`, refits on all of `train`, scores `test`.
-pub fn run_probe(mut train: ProbeData, mut test: ProbeData, cfg: &ProbeConfig) -> Result<ProbeReport> {
+pub fn run_probe(
+    mut train: ProbeData,
+    mut test: ProbeData,
+    cfg: &ProbeConfig,
+) -> Result<ProbeReport> {
     let t0 = Instant::now();
     let d = train.dim;
-    ensure!(d > 0 && train.features.len() == train.rows() * d, "probe: training features do not match {} labels of dimension {d}", train.rows());
-    ensure!(test.dim == d && test.features.len() == test.rows() * d, "probe: test features have dimension {} but training has {d}", test.dim);
-    ensure!(!cfg.lambdas.is_empty() && cfg.lambdas.iter().all(|l| *l > 0.0), "probe: λ grid must be non-empty and positive");
-    ensure!(cfg.val_fraction > 0.0 && cfg.val_fraction < 1.0, "probe: validation fraction {} not in (0, 1)", cfg.val_fraction);
-    let k = train.labels.iter().copied().max().map_or(0, |m| m as usize + 1);
+    ensure!(
+        d > 0 && train.features.len() == train.rows() * d,
+        "probe: training features do not match {} labels of dimension {d}",
+        train.rows()
+    );
+    ensure!(
+        test.dim == d && test.features.len() == test.rows() * d,
+        "probe: test features have dimension {} but training has {d}",
+        test.dim
+    );
+    ensure!(
+        !cfg.lambdas.is_empty() && cfg.lambdas.iter().all(|l| *l > 0.0),
+        "probe: λ grid must be non-empty and positive"
+    );
+    ensure!(
+        cfg.val_fraction > 0.0 && cfg.val_fraction < 1.0,
+        "probe: validation fraction {} not in (0, 1)",
+        cfg.val_fraction
+    );
+    let k = train
+        .labels
+        .iter()
+        .copied()
+        .max()
+        .map_or(0, |m| m as usize + 1);
     let mut present = vec![false; k];
-    train.labels.iter().for_each(|&y| present[y as usize] = true);
+    train
+        .labels
+        .iter()
+        .for_each(|&y| present[y as usize] = true);
     if let Some(c) = present.iter().position(|p| !p) {
-        anyhow::bail!("probe: class {c} has no training samples (classes must be 0..K-1, all present)");
+        anyhow::bail!(
+            "probe: class {c} has no training samples (classes must be 0..K-1, all present)"
+        );
     }
     ensure!(k >= 2, "probe: need at least two classes, found {k}");
     if let Some(y) = test.labels.iter().find(|&&y| y as usize >= k) {
@@ -175,7 +266,11 @@ pub fn run_probe(mut train: ProbeData, mut test: ProbeData, cfg: &ProbeConfig) -
         s.apply(&mut test.features);
     }
     let (tr_idx, val_idx) = stratified_split(&train.labels, cfg.val_fraction, cfg.seed);
-    ensure!(!tr_idx.is_empty() && !val_idx.is_empty(), "probe: validation split of {} samples is degenerate", train.rows());
+    ensure!(
+        !tr_idx.is_empty() && !val_idx.is_empty(),
+        "probe: validation split of {} samples is degenerate",
+        train.rows()
+    );
     let (fit_set, val_set) = (train.subset(&tr_idx), train.subset(&val_idx));
 
     let mut lambdas = cfg.lambdas.clone();
@@ -191,10 +286,24 @@ pub fn run_probe(mut train: ProbeData, mut test: ProbeData, cfg: &ProbeConfig) -
             memory.shift_curvature(0..k * d, lambda - prev);
         }
         prev_lambda = Some(lambda);
-        let (model, st) = fit_with_memory(&fit_set, k, lambda, warm.as_deref(), cfg.solver, &mut memory);
+        let (model, st) = fit_with_memory(
+            &fit_set,
+            k,
+            lambda,
+            warm.as_deref(),
+            cfg.solver,
+            &mut memory,
+        );
         let acc = model.accuracy(&val_set);
         let sklearn_c = 1.0 / (lambda * fit_set.rows() as f64);
-        path.push(PathPoint { lambda, sklearn_c, val_accuracy: acc, iterations: st.iterations, evaluations: st.evaluations, stop: st.stop });
+        path.push(PathPoint {
+            lambda,
+            sklearn_c,
+            val_accuracy: acc,
+            iterations: st.iterations,
+            evaluations: st.evaluations,
+            stop: st.stop,
+        });
         if best.as_ref().is_none_or(|b| acc > b.0) {
             best = Some((acc, lambda, model.theta.clone()));
         }

@@ -62,7 +62,14 @@ impl SoftmaxObjective<'_> {
     /// Summed (not averaged) cross-entropy and its gradient over rows `r0..r1`.
     fn block_loss_grad(&self, w32: &[f32], bias: &[f64], r0: usize, r1: usize) -> (f64, Vec<f64>) {
         let (d, k) = (self.d, self.k);
-        let s = super::kernel::block_loss_grad(&self.x[r0 * d..r1 * d], &self.y[r0..r1], w32, bias, d, k);
+        let s = super::kernel::block_loss_grad(
+            &self.x[r0 * d..r1 * d],
+            &self.y[r0..r1],
+            w32,
+            bias,
+            d,
+            k,
+        );
         let mut g = s.gw;
         g.extend_from_slice(&s.gb);
         (s.loss, g)
@@ -76,7 +83,12 @@ impl SoftmaxObjective<'_> {
             .map(|row| {
                 let mut best = (0u32, f64::NEG_INFINITY);
                 for c in 0..k {
-                    let s: f64 = w[c * d..(c + 1) * d].iter().zip(row).map(|(&wi, &xi)| wi * f64::from(xi)).sum::<f64>() + b[c];
+                    let s: f64 = w[c * d..(c + 1) * d]
+                        .iter()
+                        .zip(row)
+                        .map(|(&wi, &xi)| wi * f64::from(xi))
+                        .sum::<f64>()
+                        + b[c];
                     if s > best.1 {
                         best = (c as u32, s);
                     }

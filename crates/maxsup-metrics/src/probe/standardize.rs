@@ -17,14 +17,23 @@ impl Standardizer {
         let rows = (features.len() / d.max(1)).max(1) as f64;
         let mut mean = vec![0.0f64; d];
         for row in features.chunks_exact(d) {
-            mean.iter_mut().zip(row).for_each(|(m, &v)| *m += f64::from(v));
+            mean.iter_mut()
+                .zip(row)
+                .for_each(|(m, &v)| *m += f64::from(v));
         }
         mean.iter_mut().for_each(|m| *m /= rows);
         let mut var = vec![0.0f64; d];
         for row in features.chunks_exact(d) {
-            var.iter_mut().zip(row).zip(&mean).for_each(|((s, &v), m)| *s += (f64::from(v) - m).powi(2));
+            var.iter_mut()
+                .zip(row)
+                .zip(&mean)
+                .for_each(|((s, &v), m)| *s += (f64::from(v) - m).powi(2));
         }
-        let std = var.into_iter().map(|s| (s / rows).sqrt()).map(|s| if s > 1e-12 { s } else { 1.0 }).collect();
+        let std = var
+            .into_iter()
+            .map(|s| (s / rows).sqrt())
+            .map(|s| if s > 1e-12 { s } else { 1.0 })
+            .collect();
         Self { mean, std }
     }
 

@@ -27,12 +27,18 @@ impl Attention {
         let (b, n, d) = x.dims3()?;
         let hd = d / self.num_heads;
         // [B, N, 3D] -> [3, B, H, N, hd]
-        let qkv = self.qkv.forward(x)?.reshape((b, n, 3, self.num_heads, hd))?.permute((2, 0, 3, 1, 4))?;
+        let qkv = self
+            .qkv
+            .forward(x)?
+            .reshape((b, n, 3, self.num_heads, hd))?
+            .permute((2, 0, 3, 1, 4))?;
         let q = (qkv.get(0)? * (hd as f64).powf(-0.5))?.contiguous()?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
         let attn = maxsup_ops::softmax_last_dim(&maxsup_ops::matmul(&q, &k.t()?)?)?;
-        let out = maxsup_ops::matmul(&attn, &v)?.transpose(1, 2)?.reshape((b, n, d))?;
+        let out = maxsup_ops::matmul(&attn, &v)?
+            .transpose(1, 2)?
+            .reshape((b, n, d))?;
         self.proj.forward(&out)
     }
 }
@@ -48,7 +54,13 @@ pub(crate) struct Block {
 }
 
 impl Block {
-    pub(crate) fn new(s: &Scope, dim: usize, heads: usize, mlp_ratio: usize, drop_path_rate: f64) -> Result<Self> {
+    pub(crate) fn new(
+        s: &Scope,
+        dim: usize,
+        heads: usize,
+        mlp_ratio: usize,
+        drop_path_rate: f64,
+    ) -> Result<Self> {
         let a = s.pp("attn");
         let m = s.pp("mlp");
         Ok(Self {
@@ -69,7 +81,9 @@ impl Block {
         let a = self.attn.forward(&self.norm1.forward(x)?)?;
         let x = (x + drop_path(&a, self.drop_path_rate, train)?)?;
         // timm's MLP uses nn.GELU: the exact erf form.
-        let m = self.fc2.forward(&maxsup_ops::gelu_erf(&self.fc1.forward(&self.norm2.forward(&x)?)?)?)?;
+        let m = self.fc2.forward(&maxsup_ops::gelu_erf(
+            &self.fc1.forward(&self.norm2.forward(&x)?)?,
+        )?)?;
         x + drop_path(&m, self.drop_path_rate, train)?
     }
 

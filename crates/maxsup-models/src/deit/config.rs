@@ -16,8 +16,23 @@ pub struct DeiTConfig {
 }
 
 impl DeiTConfig {
-    fn base(embed_dim: usize, num_heads: usize, img_size: usize, patch_size: usize, num_classes: usize) -> Self {
-        Self { img_size, patch_size, embed_dim, depth: 12, num_heads, mlp_ratio: 4, num_classes, drop_path_rate: 0.0 }
+    fn base(
+        embed_dim: usize,
+        num_heads: usize,
+        img_size: usize,
+        patch_size: usize,
+        num_classes: usize,
+    ) -> Self {
+        Self {
+            img_size,
+            patch_size,
+            embed_dim,
+            depth: 12,
+            num_heads,
+            mlp_ratio: 4,
+            num_classes,
+            drop_path_rate: 0.0,
+        }
     }
 
     /// DeiT-Tiny: embed 192, 12 blocks, 3 heads.
@@ -41,13 +56,24 @@ impl DeiTConfig {
     /// Checks the geometry is consistent.
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.patch_size == 0 || !self.img_size.is_multiple_of(self.patch_size) {
-            anyhow::bail!("DeiT img_size {} must be a multiple of patch_size {}", self.img_size, self.patch_size);
+            anyhow::bail!(
+                "DeiT img_size {} must be a multiple of patch_size {}",
+                self.img_size,
+                self.patch_size
+            );
         }
         if self.num_heads == 0 || !self.embed_dim.is_multiple_of(self.num_heads) {
-            anyhow::bail!("DeiT embed_dim {} must be divisible by num_heads {}", self.embed_dim, self.num_heads);
+            anyhow::bail!(
+                "DeiT embed_dim {} must be divisible by num_heads {}",
+                self.embed_dim,
+                self.num_heads
+            );
         }
         if !(0.0..1.0).contains(&self.drop_path_rate) {
-            anyhow::bail!("drop_path_rate must be in [0, 1), got {}", self.drop_path_rate);
+            anyhow::bail!(
+                "drop_path_rate must be in [0, 1), got {}",
+                self.drop_path_rate
+            );
         }
         Ok(())
     }

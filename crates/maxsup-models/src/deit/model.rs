@@ -37,7 +37,11 @@ impl DeiT {
         let p = config.patch_size;
         // timm's state_dict order: cls_token, pos_embed, patch_embed, blocks, norm, head.
         let cls_token = root.param("cls_token", &[1, 1, d], Init::timm_trunc_normal())?;
-        let pos_embed = root.param("pos_embed", &[1, 1 + config.num_patches(), d], Init::timm_trunc_normal())?;
+        let pos_embed = root.param(
+            "pos_embed",
+            &[1, 1 + config.num_patches(), d],
+            Init::timm_trunc_normal(),
+        )?;
         let patch_embed = Conv2d::new(
             &root.pp("patch_embed").pp("proj"),
             ConvSpec {
@@ -55,12 +59,30 @@ impl DeiT {
         let blocks = rates
             .iter()
             .enumerate()
-            .map(|(i, &r)| Block::new(&root.pp("blocks").pp(i), d, config.num_heads, config.mlp_ratio, r))
+            .map(|(i, &r)| {
+                Block::new(
+                    &root.pp("blocks").pp(i),
+                    d,
+                    config.num_heads,
+                    config.mlp_ratio,
+                    r,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let norm = LayerNorm::new(&root.pp("norm"), d, LN_EPS)?;
         let head = linear(&root.pp("head"), d, config.num_classes)?;
         let params = builder.finish();
-        Ok(Self { name: name.to_string(), config, cls_token, pos_embed, patch_embed, blocks, norm, head, params })
+        Ok(Self {
+            name: name.to_string(),
+            config,
+            cls_token,
+            pos_embed,
+            patch_embed,
+            blocks,
+            norm,
+            head,
+            params,
+        })
     }
 
     pub fn config(&self) -> &DeiTConfig {
@@ -95,10 +117,17 @@ impl ImageClassifier for DeiT {
         let (b, _, h, w) = x.dims4()?;
         let size = self.config.img_size;
         if h != size || w != size {
-            candle_core::bail!("{} expects {size}x{size} images (pos_embed is fixed), got {h}x{w}", self.name);
+            candle_core::bail!(
+                "{} expects {size}x{size} images (pos_embed is fixed), got {h}x{w}",
+                self.name
+            );
         }
         // [B, D, h', w'] -> [B, N, D]
-        let patches = self.patch_embed.forward(x)?.flatten_from(2)?.transpose(1, 2)?;
+        let patches = self
+            .patch_embed
+            .forward(x)?
+            .flatten_from(2)?
+            .transpose(1, 2)?;
         let cls = self.cls_token.broadcast_as((b, 1, self.config.embed_dim))?;
         let mut t = Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.pos_embed)?;
         for block in &self.blocks {

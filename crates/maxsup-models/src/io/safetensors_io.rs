@@ -11,8 +11,10 @@ use crate::params::ParamStore;
 
 pub fn save_safetensors(params: &ParamStore, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let tensors: std::collections::HashMap<String, candle_core::Tensor> = state_dict(params).into_iter().collect();
-    candle_core::safetensors::save(&tensors, path).with_context(|| format!("writing {}", path.display()))
+    let tensors: std::collections::HashMap<String, candle_core::Tensor> =
+        state_dict(params).into_iter().collect();
+    candle_core::safetensors::save(&tensors, path)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Strict load (see [`load_state_dict`]).
@@ -20,5 +22,9 @@ pub fn load_safetensors(params: &ParamStore, path: impl AsRef<Path>) -> Result<(
     let path = path.as_ref();
     let tensors = candle_core::safetensors::load(path, params.device())
         .with_context(|| format!("reading safetensors file {}", path.display()))?;
-    load_state_dict(params, tensors.into_iter().collect(), &path.display().to_string())
+    load_state_dict(
+        params,
+        tensors.into_iter().collect(),
+        &path.display().to_string(),
+    )
 }

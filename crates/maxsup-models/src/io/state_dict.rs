@@ -26,13 +26,21 @@ impl fmt::Display for StateDictMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "weights in {} do not match the model", self.origin)?;
         if !self.missing.is_empty() {
-            write!(f, "\n  missing ({}, in the model but not in the file):", self.missing.len())?;
+            write!(
+                f,
+                "\n  missing ({}, in the model but not in the file):",
+                self.missing.len()
+            )?;
             for (n, s) in &self.missing {
                 write!(f, "\n    {n} {s:?}")?;
             }
         }
         if !self.unexpected.is_empty() {
-            write!(f, "\n  unexpected ({}, in the file but not in the model):", self.unexpected.len())?;
+            write!(
+                f,
+                "\n  unexpected ({}, in the file but not in the model):",
+                self.unexpected.len()
+            )?;
             for (n, s) in &self.unexpected {
                 write!(f, "\n    {n} {s:?}")?;
             }
@@ -49,7 +57,11 @@ impl fmt::Display for StateDictMismatch {
 
 /// The model's tensors (parameters and buffers) by state-dict name, in state-dict order.
 pub fn state_dict(params: &ParamStore) -> Vec<(String, Tensor)> {
-    params.entries().iter().map(|e| (e.name.clone(), e.var.as_tensor().clone())).collect()
+    params
+        .entries()
+        .iter()
+        .map(|e| (e.name.clone(), e.var.as_tensor().clone()))
+        .collect()
 }
 
 /// PyTorch's BatchNorm step counter; unused with a fixed momentum, so it is neither kept nor
@@ -62,12 +74,25 @@ fn is_ignored(name: &str) -> bool {
 /// its shape and nothing else may be there (`num_batches_tracked` is ignored; a DDP `module.`
 /// prefix on every name is stripped). Values are converted to the model's dtype and device.
 /// On mismatch the error is a [`StateDictMismatch`] (downcast it to inspect the lists).
-pub fn load_state_dict(params: &ParamStore, tensors: Vec<(String, Tensor)>, origin: &str) -> Result<()> {
+pub fn load_state_dict(
+    params: &ParamStore,
+    tensors: Vec<(String, Tensor)>,
+    origin: &str,
+) -> Result<()> {
     let strip = !tensors.is_empty() && tensors.iter().all(|(n, _)| n.starts_with("module."));
     let file: BTreeMap<String, Tensor> = tensors
         .into_iter()
         .filter(|(n, _)| !is_ignored(n))
-        .map(|(n, t)| (if strip { n["module.".len()..].to_string() } else { n }, t))
+        .map(|(n, t)| {
+            (
+                if strip {
+                    n["module.".len()..].to_string()
+                } else {
+                    n
+                },
+                t,
+            )
+        })
         .collect();
     let mut mismatch = StateDictMismatch {
         origin: origin.to_string(),
@@ -79,10 +104,14 @@ pub fn load_state_dict(params: &ParamStore, tensors: Vec<(String, Tensor)>, orig
     for e in params.entries() {
         known.insert(e.name.as_str());
         match file.get(&e.name) {
-            None => mismatch.missing.push((e.name.clone(), e.var.dims().to_vec())),
-            Some(t) if t.dims() != e.var.dims() => {
-                mismatch.wrong_shape.push((e.name.clone(), e.var.dims().to_vec(), t.dims().to_vec()))
-            }
+            None => mismatch
+                .missing
+                .push((e.name.clone(), e.var.dims().to_vec())),
+            Some(t) if t.dims() != e.var.dims() => mismatch.wrong_shape.push((
+                e.name.clone(),
+                e.var.dims().to_vec(),
+                t.dims().to_vec(),
+            )),
             Some(_) => {}
         }
     }
@@ -91,13 +120,18 @@ pub fn load_state_dict(params: &ParamStore, tensors: Vec<(String, Tensor)>, orig
             mismatch.unexpected.push((n.clone(), t.dims().to_vec()));
         }
     }
-    if !(mismatch.missing.is_empty() && mismatch.unexpected.is_empty() && mismatch.wrong_shape.is_empty()) {
+    if !(mismatch.missing.is_empty()
+        && mismatch.unexpected.is_empty()
+        && mismatch.wrong_shape.is_empty())
+    {
         return Err(mismatch.into());
     }
     for e in params.entries() {
         let t = &file[&e.name];
         let value = t.to_device(params.device())?.to_dtype(params.dtype())?;
-        e.var.set(&value).with_context(|| format!("setting `{}` from {origin}", e.name))?;
+        e.var
+            .set(&value)
+            .with_context(|| format!("setting `{}` from {origin}", e.name))?;
     }
     Ok(())
 }

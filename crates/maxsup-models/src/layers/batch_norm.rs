@@ -34,14 +34,50 @@ impl BatchNorm2d {
     /// `x`: [N, C, H, W]. In train mode this also updates the running statistics in place.
     /// Runs `maxsup_ops::batch_norm2d` (a fused custom op for f32 on the CPU).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.check_input(x, train)?;
+        maxsup_ops::batch_norm2d(
+            x,
+            &self.weight,
+            &self.bias,
+            &self.running_mean,
+            &self.running_var,
+            train,
+            MOMENTUM,
+            EPS,
+        )
+    }
+
+    /// `relu(self.forward_t(x, train))`, fused into one op where the backend allows (the
+    /// conv-BN-ReLU pattern of every ResNet).
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.check_input(x, train)?;
+        maxsup_ops::batch_norm2d_relu(
+            x,
+            &self.weight,
+            &self.bias,
+            &self.running_mean,
+            &self.running_var,
+            train,
+            MOMENTUM,
+            EPS,
+        )
+    }
+
+    fn check_input(&self, x: &Tensor, train: bool) -> Result<()> {
         let (n, c, h, w) = x.dims4()?;
         if c != self.weight.elem_count() {
-            bail!("BatchNorm2d expects {} channels, got input {:?}", self.weight.elem_count(), x.dims());
+            bail!(
+                "BatchNorm2d expects {} channels, got input {:?}",
+                self.weight.elem_count(),
+                x.dims()
+            );
         }
         if train && n * h * w < 2 {
-            bail!("BatchNorm2d in train mode needs more than 1 value per channel, got input {:?}", x.dims());
+            bail!(
+                "BatchNorm2d in train mode needs more than 1 value per channel, got input {:?}",
+                x.dims()
+            );
         }
-        maxsup_ops::batch_norm2d(x, &self.weight, &self.bias, &self.running_mean, &self.running_var, train, MOMENTUM, EPS)
+        Ok(())
     }
 }
-

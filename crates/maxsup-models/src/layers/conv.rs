@@ -33,7 +33,12 @@ pub(crate) struct ConvSpec {
 
 impl Conv2d {
     pub(crate) fn new(s: &Scope, spec: ConvSpec) -> Result<Self> {
-        let shape = [spec.out_channels, spec.in_channels, spec.kernel, spec.kernel];
+        let shape = [
+            spec.out_channels,
+            spec.in_channels,
+            spec.kernel,
+            spec.kernel,
+        ];
         let (weight_scope, blur_filter) = if spec.blurpool {
             let filter = blur_filter(spec.in_channels, s.device())?;
             let var = s.buffer_from("blur_filter", &filter)?;
@@ -48,7 +53,13 @@ impl Conv2d {
         } else {
             None
         };
-        Ok(Self { weight, bias, blur_filter, stride: spec.stride, padding: spec.padding })
+        Ok(Self {
+            weight,
+            bias,
+            blur_filter,
+            stride: spec.stride,
+            padding: spec.padding,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -61,7 +72,15 @@ impl Conv2d {
             }
             None => x,
         };
-        maxsup_ops::conv2d(x, &self.weight, self.bias.as_ref(), self.stride, self.padding, 1, 1)
+        maxsup_ops::conv2d(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            self.stride,
+            self.padding,
+            1,
+            1,
+        )
     }
 }
 

@@ -36,7 +36,15 @@ pub fn drop_path(x: &Tensor, rate: f64, train: bool) -> Result<Tensor> {
     // Each sample is kept with probability `keep` and then scaled by 1 / keep.
     let scale: Vec<f32> = MASK_RNG.with(|rng| {
         let mut rng = rng.borrow_mut();
-        (0..batch).map(|_| if rng.uniform() < keep { (1.0 / keep) as f32 } else { 0.0 }).collect()
+        (0..batch)
+            .map(|_| {
+                if rng.uniform() < keep {
+                    (1.0 / keep) as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect()
     });
     let mask = Tensor::from_vec(scale, mask_shape, x.device())?.to_dtype(x.dtype())?;
     x.broadcast_mul(&mask)
@@ -47,7 +55,9 @@ pub fn linear_drop_path_rates(max_rate: f64, depth: usize) -> Vec<f64> {
     match depth {
         0 => vec![],
         1 => vec![0.0],
-        _ => (0..depth).map(|i| max_rate * i as f64 / (depth - 1) as f64).collect(),
+        _ => (0..depth)
+            .map(|i| max_rate * i as f64 / (depth - 1) as f64)
+            .collect(),
     }
 }
 
@@ -70,7 +80,10 @@ mod tests {
         let mut kept = 0;
         for row in per_sample {
             let v = row[0];
-            assert!(row.iter().all(|&r| r == v), "a sample was partially dropped");
+            assert!(
+                row.iter().all(|&r| r == v),
+                "a sample was partially dropped"
+            );
             assert!(v == 0.0 || (v - 2.0).abs() < 1e-6, "value {v}");
             kept += (v != 0.0) as usize;
         }
@@ -83,7 +96,12 @@ mod tests {
     fn mask(seed: u64) -> Vec<f32> {
         seed_stochastic_layers(seed);
         let x = Tensor::ones((64, 1), candle_core::DType::F32, &Device::Cpu).unwrap();
-        drop_path(&x, 0.25, true).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+        drop_path(&x, 0.25, true)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
     }
 
     #[test]

@@ -13,7 +13,13 @@ pub struct Linear {
 
 impl Linear {
     /// `weight` [out, in] and `bias` [out] initialised as given.
-    pub(crate) fn new(s: &Scope, inp: usize, out: usize, weight_init: Init, bias_init: Init) -> Result<Self> {
+    pub(crate) fn new(
+        s: &Scope,
+        inp: usize,
+        out: usize,
+        weight_init: Init,
+        bias_init: Init,
+    ) -> Result<Self> {
         Ok(Self {
             weight: s.param("weight", &[out, inp], weight_init)?,
             bias: s.param("bias", &[out], bias_init)?,

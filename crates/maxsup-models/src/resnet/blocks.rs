@@ -42,7 +42,10 @@ pub(crate) struct Downsample {
 
 impl Downsample {
     fn new(s: &Scope, inp: usize, out: usize, stride: usize, blurpool: bool) -> Result<Self> {
-        Ok(Self { conv: conv(&s.pp(0), inp, out, 1, stride, blurpool)?, bn: BatchNorm2d::new(&s.pp(1), out)? })
+        Ok(Self {
+            conv: conv(&s.pp(0), inp, out, 1, stride, blurpool)?,
+            bn: BatchNorm2d::new(&s.pp(1), out)?,
+        })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -53,7 +56,13 @@ impl Downsample {
 /// One residual block.
 #[derive(Debug, Clone)]
 pub(crate) enum Block {
-    Basic { conv1: Conv2d, bn1: BatchNorm2d, conv2: Conv2d, bn2: BatchNorm2d, downsample: Option<Downsample> },
+    Basic {
+        conv1: Conv2d,
+        bn1: BatchNorm2d,
+        conv2: Conv2d,
+        bn2: BatchNorm2d,
+        downsample: Option<Downsample>,
+    },
     Bottleneck {
         conv1: Conv2d,
         bn1: BatchNorm2d,
@@ -100,14 +109,28 @@ impl Block {
 
     pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match self {
-            Block::Basic { conv1, bn1, conv2, bn2, downsample } => {
-                let y = maxsup_ops::relu(&bn1.forward_t(&conv1.forward(x)?, train)?)?;
+            Block::Basic {
+                conv1,
+                bn1,
+                conv2,
+                bn2,
+                downsample,
+            } => {
+                let y = bn1.forward_relu_t(&conv1.forward(x)?, train)?;
                 let y = bn2.forward_t(&conv2.forward(&y)?, train)?;
                 residual(y, x, downsample.as_ref(), train)
             }
-            Block::Bottleneck { conv1, bn1, conv2, bn2, conv3, bn3, downsample } => {
-                let y = maxsup_ops::relu(&bn1.forward_t(&conv1.forward(x)?, train)?)?;
-                let y = maxsup_ops::relu(&bn2.forward_t(&conv2.forward(&y)?, train)?)?;
+            Block::Bottleneck {
+                conv1,
+                bn1,
+                conv2,
+                bn2,
+                conv3,
+                bn3,
+                downsample,
+            } => {
+                let y = bn1.forward_relu_t(&conv1.forward(x)?, train)?;
+                let y = bn2.forward_relu_t(&conv2.forward(&y)?, train)?;
                 let y = bn3.forward_t(&conv3.forward(&y)?, train)?;
                 residual(y, x, downsample.as_ref(), train)
             }
@@ -118,7 +141,13 @@ impl Block {
 /// torchvision adds a projection when the stride or the channel count changes.
 fn shortcut(s: &Scope, b: &BlockSpec, out: usize) -> Result<Option<Downsample>> {
     if b.stride != 1 || b.inp != out {
-        Ok(Some(Downsample::new(&s.pp("downsample"), b.inp, out, b.stride, b.blurpool)?))
+        Ok(Some(Downsample::new(
+            &s.pp("downsample"),
+            b.inp,
+            out,
+            b.stride,
+            b.blurpool,
+        )?))
     } else {
         Ok(None)
     }
@@ -129,5 +158,5 @@ fn residual(y: Tensor, x: &Tensor, downsample: Option<&Downsample>, train: bool)
         Some(d) => d.forward_t(x, train)?,
         None => x.clone(),
     };
-    maxsup_ops::relu(&(y + identity)?)
+    maxsup_ops::add_relu(&y, &identity)
 }

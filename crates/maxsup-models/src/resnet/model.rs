@@ -35,7 +35,14 @@ impl ResNet {
             Stem::ImageNet => (7, 2),
             Stem::Cifar => (3, 1),
         };
-        let conv1 = conv(&root.pp("conv1"), 3, config.stem_width, kernel, stride, config.blurpool)?;
+        let conv1 = conv(
+            &root.pp("conv1"),
+            3,
+            config.stem_width,
+            kernel,
+            stride,
+            config.blurpool,
+        )?;
         let bn1 = BatchNorm2d::new(&root.pp("bn1"), config.stem_width)?;
         let mut inp = config.stem_width;
         let mut stages = Vec::with_capacity(config.layers.len());
@@ -60,9 +67,23 @@ impl ResNet {
         }
         let features = config.num_features();
         let fc_init = Init::torch_default(features);
-        let fc = Linear::new(&root.pp("fc"), features, config.num_classes, fc_init.clone(), fc_init)?;
+        let fc = Linear::new(
+            &root.pp("fc"),
+            features,
+            config.num_classes,
+            fc_init.clone(),
+            fc_init,
+        )?;
         let params = builder.finish();
-        Ok(Self { name: name.to_string(), config, conv1, bn1, stages, fc, params })
+        Ok(Self {
+            name: name.to_string(),
+            config,
+            conv1,
+            bn1,
+            stages,
+            fc,
+            params,
+        })
     }
 
     pub fn config(&self) -> &ResNetConfig {
@@ -89,7 +110,7 @@ impl ImageClassifier for ResNet {
     }
 
     fn forward_stage(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut y = maxsup_ops::relu(&self.bn1.forward_t(&self.conv1.forward(x)?, train)?)?;
+        let mut y = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
         if self.config.stem == Stem::ImageNet {
             y = maxsup_ops::max_pool2d(&y, 3, 2, 1)?;
         }
@@ -108,7 +129,10 @@ impl ImageClassifier for ResNet {
         // [B, C, h, w] -> [B*h*w, C] -> fc -> [B, h, w, K] -> [B, K, h, w].
         let flat = feature_map.permute((0, 2, 3, 1))?.reshape((b * h * w, c))?;
         let k = self.fc.out_features();
-        self.fc.forward(&flat)?.reshape((b, h, w, k))?.permute((0, 3, 1, 2))
+        self.fc
+            .forward(&flat)?
+            .reshape((b, h, w, k))?
+            .permute((0, 3, 1, 2))
     }
 
     fn num_classes(&self) -> usize {

@@ -8,7 +8,9 @@ use candle_core::{DType, Device, Tensor};
 use maxsup_models::ParamStore;
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 /// Pseudo-random value in [-1, 1) of fixtures/gen_fixtures.py:
@@ -21,8 +23,12 @@ pub fn hash_value(j: usize, k: f64) -> f64 {
 /// Fills every tensor (except fixed `blur_filter`s) by the formula documented in
 /// fixtures/gen_fixtures.py: sorted names, tensor k, element j, b = hash(j, k).
 pub fn formula_fill(params: &ParamStore) -> anyhow::Result<()> {
-    let mut names: Vec<&str> =
-        params.entries().iter().map(|e| e.name.as_str()).filter(|n| !n.ends_with("blur_filter")).collect();
+    let mut names: Vec<&str> = params
+        .entries()
+        .iter()
+        .map(|e| e.name.as_str())
+        .filter(|n| !n.ends_with("blur_filter"))
+        .collect();
     names.sort_unstable();
     for (k, name) in names.iter().enumerate() {
         let e = params.get(name).expect("name from the store");
@@ -63,6 +69,9 @@ pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, rel: f64) -> anyhow
     let diff = (&got - &want)?.abs()?.max_all()?.to_scalar::<f64>()?;
     let scale = want.abs()?.max_all()?.to_scalar::<f64>()?;
     eprintln!("{what}: rel err {:.2e}", diff / scale.max(1e-12));
-    assert!(diff <= rel * scale.max(1e-12), "{what}: max abs diff {diff:e} vs max |ref| {scale:e} (rel {rel:e})");
+    assert!(
+        diff <= rel * scale.max(1e-12),
+        "{what}: max abs diff {diff:e} vs max |ref| {scale:e} (rel {rel:e})"
+    );
     Ok(())
 }
