@@ -18,7 +18,10 @@
 //! | [`layer_norm`], [`softmax_last_dim`] | candle's fused ops (no backward) | fused forward and backward |
 //! | [`linear`] | `candle_nn::Linear` | one GEMM over flattened leading dims, bias folded in, direct dx/dW/db |
 //! | [`matmul`] | batched `Tensor::matmul` | parallel over the batch (attention: B x heads small GEMMs) |
+//! | [`attention_qkv`] | reshape/permute/copies + 2 matmuls + softmax | one op from the fused qkv projection, q/k/v read in place |
+//! | [`batch_norm2d_relu`], [`add_relu`] | BatchNorm or add, then ReLU | one pass each way, one fewer gradient tensor |
 
+mod attention;
 mod batch_norm;
 mod conv;
 mod cpu;
@@ -31,6 +34,7 @@ pub mod reference;
 mod relu;
 mod softmax;
 
+pub use attention::{attention_qkv, attention_qkv_composed};
 pub use batch_norm::{batch_norm2d, batch_norm2d_relu};
 pub use conv::conv2d;
 pub use gelu::gelu_erf;

@@ -49,22 +49,44 @@ const LANES: usize = 8;
 /// ~64 terms at a conversion cost of ~1/64 of the FMAs.
 const F32_ROWS: usize = 64;
 
+/// Independent accumulators in `dot`: one 8-lane chain would wait on the FMA latency (4-5
+/// cycles) every step; four chains keep both FMA units busy.
+const CHAINS: usize = 4;
+
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
+    let mut acc = [[0f32; LANES]; CHAINS];
+    let (ac, bc) = (
+        a.chunks_exact(LANES * CHAINS),
+        b.chunks_exact(LANES * CHAINS),
+    );
+    let (ra, rb) = (ac.remainder(), bc.remainder());
     for (xa, xb) in ac.zip(bc) {
-        for l in 0..LANES {
-            acc[l] += xa[l] * xb[l];
+        for (j, acc) in acc.iter_mut().enumerate() {
+            for l in 0..LANES {
+                acc[l] += xa[j * LANES + l] * xb[j * LANES + l];
+            }
         }
     }
-    acc.iter().sum::<f32>() + tail
+    let (ra8, rb8) = (ra.chunks_exact(LANES), rb.chunks_exact(LANES));
+    let tail: f32 = ra8
+        .remainder()
+        .iter()
+        .zip(rb8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (xa, xb) in ra8.zip(rb8) {
+        for l in 0..LANES {
+            acc[0][l] += xa[l] * xb[l];
+        }
+    }
+    let mut lanes = [0f32; LANES];
+    for chain in &acc {
+        for l in 0..LANES {
+            lanes[l] += chain[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 #[inline(always)]

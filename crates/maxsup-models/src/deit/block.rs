@@ -24,21 +24,8 @@ struct Attention {
 
 impl Attention {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, n, d) = x.dims3()?;
-        let hd = d / self.num_heads;
-        // [B, N, 3D] -> [3, B, H, N, hd]
-        let qkv = self
-            .qkv
-            .forward(x)?
-            .reshape((b, n, 3, self.num_heads, hd))?
-            .permute((2, 0, 3, 1, 4))?;
-        let q = (qkv.get(0)? * (hd as f64).powf(-0.5))?.contiguous()?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        let attn = maxsup_ops::softmax_last_dim(&maxsup_ops::matmul(&q, &k.t()?)?)?;
-        let out = maxsup_ops::matmul(&attn, &v)?
-            .transpose(1, 2)?
-            .reshape((b, n, d))?;
+        // q/k/v split, scaled dot-product softmax and head merge in one op (maxsup-ops).
+        let out = maxsup_ops::attention_qkv(&self.qkv.forward(x)?, self.num_heads)?;
         self.proj.forward(&out)
     }
 }

@@ -1,0 +1,203 @@
+//! Multi-head self-attention straight from the fused `qkv` projection, as one custom op:
+//! `[B, N, 3C] -> [B, N, C]`, `softmax(q kᵀ / sqrt(hd)) v` per head, heads concatenated.
+//!
+//! Why one op: composed from tensor ops, attention is a reshape/permute, three contiguous copies,
+//! a scale, two batched products, a softmax and a transpose back, and every one of those nodes
+//! makes candle's backward allocate a zero tensor and add into it. Here q, k and v are read in
+//! place (strided views of the qkv rows), the output is written token-major, and the backward
+//! writes the three gradients straight into one `[B, N, 3C]` buffer. The attention matrix is
+//! recomputed in the backward instead of stored (as flash attention does): it is `N x N` per head,
+//! cheap next to the projections, and nothing `B x H x N x N` stays alive between passes.
+
+use crate::cpu::gemm::{matmul as gemm, Mat};
+use crate::cpu::slices::{contiguous_f32, is_cpu_f32, output_buffer, tensor_from_vec, with_f32};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
+
+struct AttentionOp {
+    heads: usize,
+}
+
+/// Shape bookkeeping for one `[B, N, 3C]` input.
+#[derive(Clone, Copy)]
+struct Geom {
+    n: usize,
+    c: usize,
+    hd: usize,
+    heads: usize,
+    scale: f32,
+}
+
+impl Geom {
+    fn new(dims: &[usize], heads: usize) -> Result<(usize, Self)> {
+        let &[b, n, c3] = dims else {
+            candle_core::bail!("attention: qkv must be [B, N, 3C], got {dims:?}");
+        };
+        if heads == 0 || c3 % (3 * heads) != 0 {
+            candle_core::bail!(
+                "attention: last dim {c3} of qkv is not 3 x heads ({heads}) x head_dim"
+            );
+        }
+        let c = c3 / 3;
+        let hd = c / heads;
+        Ok((
+            b,
+            Self {
+                n,
+                c,
+                hd,
+                heads,
+                scale: (hd as f32).powf(-0.5),
+            },
+        ))
+    }
+
+    /// `part` (0 = q, 1 = k, 2 = v) of head `h` inside one image's qkv rows: N x hd, row stride 3C.
+    fn part<'a>(&self, qkv: &'a [f32], part: usize, h: usize) -> Mat<'a> {
+        Mat {
+            data: &qkv[part * self.c + h * self.hd..],
+            rows: self.n,
+            cols: self.hd,
+            rs: 3 * self.c,
+            cs: 1,
+        }
+    }
+
+    /// `p = softmax(scale * q kᵀ)` for head `h` of one image (N x N, row-major).
+    fn probabilities(&self, qkv: &[f32], h: usize, p: &mut [f32]) {
+        let n = self.n;
+        gemm(
+            p,
+            n,
+            self.part(qkv, 0, h),
+            self.part(qkv, 1, h).t(),
+            false,
+            1,
+        );
+        for row in p.chunks_mut(n) {
+            let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let mut sum = 0f32;
+            for v in row.iter_mut() {
+                *v = ((*v - m) * self.scale).exp();
+                sum += *v;
+            }
+            let inv = 1.0 / sum;
+            row.iter_mut().for_each(|v| *v *= inv);
+        }
+    }
+}
+
+impl CustomOp1 for AttentionOp {
+    fn name(&self) -> &'static str {
+        "maxsup-attention-qkv"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s, l, "attention qkv")?;
+        let (b, g) = Geom::new(l.dims(), self.heads)?;
+        let (n, c) = (g.n, g.c);
+        let mut out = output_buffer(b * n * c);
+        out.par_chunks_mut(n * c)
+            .zip(x.par_chunks(n * 3 * c))
+            .for_each(|(ob, qkv)| {
+                let mut p = vec![0f32; n * n];
+                for h in 0..g.heads {
+                    g.probabilities(qkv, h, &mut p);
+                    gemm(
+                        &mut ob[h * g.hd..],
+                        c,
+                        Mat::row_major(&p, n, n),
+                        g.part(qkv, 2, h),
+                        false,
+                        1,
+                    );
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b, n, c))))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let (b, g) = Geom::new(x.dims(), self.heads)?;
+        let (n, c) = (g.n, g.c);
+        let dx = with_f32(x, |xv| {
+            with_f32(dy, |gv| {
+                let mut dx = output_buffer(b * n * 3 * c);
+                dx.par_chunks_mut(n * 3 * c)
+                    .zip(xv.par_chunks(n * 3 * c).zip(gv.par_chunks(n * c)))
+                    .for_each(|(dxb, (qkv, dyb))| {
+                        let (mut p, mut dp) = (vec![0f32; n * n], vec![0f32; n * n]);
+                        for h in 0..g.heads {
+                            g.probabilities(qkv, h, &mut p);
+                            let pm = Mat::row_major(&p, n, n);
+                            let dyh = Mat {
+                                data: &dyb[h * g.hd..],
+                                rows: n,
+                                cols: g.hd,
+                                rs: c,
+                                cs: 1,
+                            };
+                            // dV = Pᵀ dO
+                            gemm(&mut dxb[2 * c + h * g.hd..], 3 * c, pm.t(), dyh, false, 1);
+                            // dP = dO Vᵀ, then dS = scale * P ⊙ (dP - rowsum(dP ⊙ P))
+                            gemm(&mut dp, n, dyh, g.part(qkv, 2, h).t(), false, 1);
+                            for (dr, pr) in dp.chunks_mut(n).zip(p.chunks(n)) {
+                                let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                                for (d, &pv) in dr.iter_mut().zip(pr) {
+                                    *d = g.scale * pv * (*d - dot);
+                                }
+                            }
+                            let ds = Mat::row_major(&dp, n, n);
+                            // dQ = dS K, dK = dSᵀ Q
+                            gemm(&mut dxb[h * g.hd..], 3 * c, ds, g.part(qkv, 1, h), false, 1);
+                            gemm(
+                                &mut dxb[c + h * g.hd..],
+                                3 * c,
+                                ds.t(),
+                                g.part(qkv, 0, h),
+                                false,
+                                1,
+                            );
+                        }
+                    });
+                Ok(dx)
+            })
+        })?;
+        Ok(Some(tensor_from_vec(dx, x.shape())?))
+    }
+}
+
+/// Multi-head self-attention from a fused projection `qkv` `[B, N, 3C]` laid out as timm's
+/// `Attention.qkv` output (`[q heads | k heads | v heads]` along the last dim): returns the heads'
+/// outputs concatenated, `[B, N, C]`, ready for the output projection. Scale `head_dim^-0.5`.
+///
+/// f32 on CPU runs the fused custom op; other dtypes/devices [`attention_qkv_composed`].
+pub fn attention_qkv(qkv: &Tensor, heads: usize) -> Result<Tensor> {
+    Geom::new(qkv.dims(), heads)?;
+    if !is_cpu_f32(&[qkv]) {
+        return attention_qkv_composed(qkv, heads);
+    }
+    qkv.contiguous()?.apply_op1(AttentionOp { heads })
+}
+
+/// [`attention_qkv`] composed from candle tensor ops (the reference, and the path for non-CPU
+/// devices and other dtypes).
+pub fn attention_qkv_composed(qkv: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, n, c3) = qkv.dims3()?;
+    let c = c3 / 3;
+    let hd = c / heads;
+    let parts = qkv
+        .reshape((b, n, 3, heads, hd))?
+        .permute((2, 0, 3, 1, 4))?;
+    let q = (parts.get(0)? * (hd as f64).powf(-0.5))?.contiguous()?;
+    let k = parts.get(1)?.contiguous()?;
+    let v = parts.get(2)?.contiguous()?;
+    let attn = softmax_composed(&q.matmul(&k.t()?.contiguous()?)?)?;
+    attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))
+}
+
+/// Softmax over the last dimension from differentiable candle ops.
+fn softmax_composed(x: &Tensor) -> Result<Tensor> {
+    let m = x.max_keepdim(D::Minus1)?;
+    let e = x.broadcast_sub(&m)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
