@@ -11,7 +11,7 @@
 
 use crate::cpu::gemm::{matmul as gemm, Mat};
 use crate::cpu::slices::{contiguous_f32, is_cpu_f32, output_buffer, tensor_from_vec, with_f32};
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 struct AttentionOp {
@@ -191,13 +191,6 @@ pub fn attention_qkv_composed(qkv: &Tensor, heads: usize) -> Result<Tensor> {
     let q = (parts.get(0)? * (hd as f64).powf(-0.5))?.contiguous()?;
     let k = parts.get(1)?.contiguous()?;
     let v = parts.get(2)?.contiguous()?;
-    let attn = softmax_composed(&q.matmul(&k.t()?.contiguous()?)?)?;
+    let attn = crate::reference::softmax_last_dim(&q.matmul(&k.t()?.contiguous()?)?)?;
     attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))
-}
-
-/// Softmax over the last dimension from differentiable candle ops.
-fn softmax_composed(x: &Tensor) -> Result<Tensor> {
-    let m = x.max_keepdim(D::Minus1)?;
-    let e = x.broadcast_sub(&m)?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }

@@ -77,9 +77,9 @@ impl ConvGeom {
     pub fn is_same_stride1(&self) -> bool {
         self.stride == 1 && self.oh == self.h && self.ow == self.w
     }
-    /// For a stride-1 same-size convolution and tap (ki, kj): the flat input offset of each output
-    /// pixel, the output rows `[r0, r1)` and columns `[lo, hi)` that read inside the image.
-    fn same_tap(&self, ki: usize, kj: usize) -> (isize, usize, usize, usize, usize) {
+    /// For a stride-1 same-size convolution, tap (ki, kj) as a contiguous copy (see [`SameTap`]);
+    /// `None` when the tap reads only padding.
+    fn same_tap(&self, ki: usize, kj: usize) -> Option<SameTap> {
         let dy = (ki * self.dil) as isize - self.pad as isize;
         let dx = (kj * self.dil) as isize - self.pad as isize;
         let (h, w) = (self.h as isize, self.w as isize);
@@ -87,7 +87,20 @@ impl ConvGeom {
         let r1 = (h - dy).clamp(r0 as isize, h) as usize;
         let lo = (-dx).clamp(0, w) as usize;
         let hi = (w - dx).clamp(lo as isize, w) as usize;
-        (dy * w + dx, r0, r1, lo, hi)
+        if r0 == r1 || lo == hi {
+            return None;
+        }
+        let (w, shift) = (self.w, dy * w + dx);
+        // Output range of the valid rows whose shifted source lies inside the plane.
+        let a = ((r0 * w) as isize).max(-shift) as usize;
+        let b = ((r1 * w) as isize).min((self.h * w) as isize - shift) as usize;
+        Some(SameTap {
+            rows: r0..r1,
+            cols: lo..hi,
+            out: a..b,
+            src: (a as isize + shift) as usize,
+            w,
+        })
     }
     /// A 1x1, stride-1, unpadded convolution is a plain GEMM on the image itself.
     pub fn is_pointwise(&self) -> bool {
@@ -106,6 +119,31 @@ impl ConvGeom {
         let lo = (lo as usize).min(self.ow);
         let hi = (hi as usize).min(self.ow).max(lo);
         (lo, hi)
+    }
+}
+
+/// One kernel tap of a stride-1 same-size convolution: output pixel `j` reads input pixel
+/// `j + shift`, so the tap is the contiguous copy `out` <- `src .. src + out.len()`, except that
+/// output columns outside `cols` (and rows outside `rows`) read padding.
+struct SameTap {
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    out: std::ops::Range<usize>,
+    src: usize,
+    w: usize,
+}
+
+impl SameTap {
+    /// Zeroes the entries of a column-matrix row (one image plane) that read padding columns
+    /// inside the valid rows.
+    fn zero_padding_columns(&self, row: &mut [f32]) {
+        let w = self.w;
+        if self.cols.start > 0 || self.cols.end < w {
+            for r in self.rows.clone() {
+                row[r * w..r * w + self.cols.start].fill(0.0);
+                row[r * w + self.cols.end..(r + 1) * w].fill(0.0);
+            }
+        }
     }
 }
 
@@ -192,32 +230,21 @@ pub fn col2im_add(g: &ConvGeom, cols: &mut [f32], ld: usize, col0: usize, img: &
 /// `im2col` for stride-1 same-size convolutions: per tap, one contiguous copy of the shifted
 /// plane, then zeros where the tap reads padding (short per-row copies cost more than the data).
 fn im2col_same(g: &ConvGeom, img: &[f32], cols: &mut [f32], ld: usize, col0: usize) {
-    let (hw, w) = (g.h * g.w, g.w);
+    let hw = g.h * g.w;
+    let taps = same_taps(g);
     for c in 0..g.c {
         let plane = &img[c * hw..(c + 1) * hw];
-        for ki in 0..g.kh {
-            for kj in 0..g.kw {
-                let k = (c * g.kh + ki) * g.kw + kj;
-                let row = &mut cols[k * ld + col0..k * ld + col0 + hw];
-                let (shift, r0, r1, lo, hi) = g.same_tap(ki, kj);
-                if r0 == r1 || lo == hi {
-                    row.fill(0.0);
-                    continue;
-                }
-                // Output range [a, b) of the valid rows whose shifted source lies in the plane.
-                let a = ((r0 * w) as isize).max(-shift) as usize;
-                let b = ((r1 * w) as isize).min(hw as isize - shift) as usize;
-                let sa = (a as isize + shift) as usize;
-                row[a..b].copy_from_slice(&plane[sa..sa + (b - a)]);
-                row[..r0 * w].fill(0.0);
-                row[r1 * w..].fill(0.0);
-                if lo > 0 || hi < w {
-                    for r in r0..r1 {
-                        row[r * w..r * w + lo].fill(0.0);
-                        row[r * w + hi..(r + 1) * w].fill(0.0);
-                    }
-                }
-            }
+        for (t, tap) in taps.iter().enumerate() {
+            let k = c * taps.len() + t;
+            let row = &mut cols[k * ld + col0..k * ld + col0 + hw];
+            let Some(tap) = tap else {
+                row.fill(0.0);
+                continue;
+            };
+            row[tap.out.clone()].copy_from_slice(&plane[tap.src..tap.src + tap.out.len()]);
+            row[..tap.rows.start * g.w].fill(0.0);
+            row[tap.rows.end * g.w..].fill(0.0);
+            tap.zero_padding_columns(row);
         }
     }
 }
@@ -225,30 +252,28 @@ fn im2col_same(g: &ConvGeom, img: &[f32], cols: &mut [f32], ld: usize, col0: usi
 /// `col2im_add` for stride-1 same-size convolutions: zero the entries that read padding, then
 /// one contiguous add per tap.
 fn col2im_add_same(g: &ConvGeom, cols: &mut [f32], ld: usize, col0: usize, img: &mut [f32]) {
-    let (hw, w) = (g.h * g.w, g.w);
+    let hw = g.h * g.w;
+    let taps = same_taps(g);
     for c in 0..g.c {
         let plane = &mut img[c * hw..(c + 1) * hw];
-        for ki in 0..g.kh {
-            for kj in 0..g.kw {
-                let k = (c * g.kh + ki) * g.kw + kj;
-                let row = &mut cols[k * ld + col0..k * ld + col0 + hw];
-                let (shift, r0, r1, lo, hi) = g.same_tap(ki, kj);
-                if r0 == r1 || lo == hi {
-                    continue;
-                }
-                if lo > 0 || hi < w {
-                    for r in r0..r1 {
-                        row[r * w..r * w + lo].fill(0.0);
-                        row[r * w + hi..(r + 1) * w].fill(0.0);
-                    }
-                }
-                let a = ((r0 * w) as isize).max(-shift) as usize;
-                let b = ((r1 * w) as isize).min(hw as isize - shift) as usize;
-                let sa = (a as isize + shift) as usize;
-                for (d, s) in plane[sa..sa + (b - a)].iter_mut().zip(&row[a..b]) {
-                    *d += s;
-                }
+        for (t, tap) in taps.iter().enumerate() {
+            let Some(tap) = tap else { continue };
+            let k = c * taps.len() + t;
+            let row = &mut cols[k * ld + col0..k * ld + col0 + hw];
+            tap.zero_padding_columns(row);
+            let dst = &mut plane[tap.src..tap.src + tap.out.len()];
+            for (d, s) in dst.iter_mut().zip(&row[tap.out.clone()]) {
+                *d += s;
             }
         }
     }
+}
+
+/// The taps of a stride-1 same-size convolution in column-matrix row order (`ki * KW + kj`),
+/// computed once per image rather than once per channel.
+fn same_taps(g: &ConvGeom) -> Vec<Option<SameTap>> {
+    (0..g.kh)
+        .flat_map(|ki| (0..g.kw).map(move |kj| (ki, kj)))
+        .map(|(ki, kj)| g.same_tap(ki, kj))
+        .collect()
 }
