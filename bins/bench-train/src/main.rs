@@ -4,11 +4,6 @@
 //! prints per-step times, then `median_step_s=<s>` and `peak_rss_mb=<MiB>`.
 //! bench/compare_torch.sh runs it next to the PyTorch anchor and prints the ratio.
 
-/// mimalloc keeps freed pages mapped: with glibc's allocator every large activation tensor was a
-/// fresh mmap, and the page faults and kernel page clearing cost ~10% of a training step.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod args;
 mod memory;
 mod ops_deit;

@@ -1,11 +1,6 @@
 //! `maxsup`: one command line for the toolkit's utilities. Each subcommand lives in its own
 //! module under `cmd/` and only parses arguments and wires library crates together.
 
-/// mimalloc keeps freed pages mapped: with glibc's allocator every large activation tensor was a
-/// fresh mmap, and the page faults and kernel page clearing cost ~10% of a training step.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::{Parser, Subcommand};
 
 mod cmd;

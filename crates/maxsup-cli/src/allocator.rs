@@ -1,5 +1,5 @@
-//! Allocator tuning shared by the workspace's binaries, which all install mimalloc as the global
-//! allocator (`#[global_allocator] static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;`).
+//! The global allocator of every workspace binary (they all link this crate): mimalloc, tuned
+//! with [`retain_freed_pages`] at the start of `main`.
 //!
 //! Why: a training step allocates and frees dozens of activation-sized tensors (8 MB each for
 //! ResNet-20 at batch 128). glibc's allocator returned each to the kernel, and mimalloc by default
@@ -7,6 +7,9 @@
 //! one training step; either way every step paid page faults and kernel page
 //! clearing, measured at 10-15% of a CPU training step. Keeping freed pages mapped holds the
 //! process at its peak footprint instead, which a training run reaches in its first step anyway.
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// `mi_option_purge_delay` in mimalloc's option enum, v2 and v3 alike (libmimalloc-sys exports no
 /// constant for it).
