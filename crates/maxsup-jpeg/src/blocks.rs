@@ -1,0 +1,260 @@
+//! Entropy decoding of one 8x8 block, for each kind of scan (ITU T.81 F.2 and G.1.2). Coefficients
+//! stay quantized and in zigzag order; each block also keeps a bit mask of its non-zero AC
+//! coefficients, which lets progressive refinement scans jump between non-zero coefficients
+//! instead of testing all 63.
+
+use crate::bits::BitReader;
+use crate::error::{corrupt, JpegError};
+use crate::huffman::{extend, HuffmanTable};
+
+/// Mask of zigzag positions `ss..=se`.
+#[inline(always)]
+pub(crate) fn band_mask(ss: u32, se: u32) -> u64 {
+    (u64::MAX >> (63 - se)) & (u64::MAX << ss)
+}
+
+/// Mask of positions `>= k` (k may be 64).
+#[inline(always)]
+fn from(k: u32) -> u64 {
+    if k >= 64 {
+        0
+    } else {
+        u64::MAX << k
+    }
+}
+
+/// Reads a DC difference and returns the new predictor.
+#[inline(always)]
+fn dc_value(r: &mut BitReader, dc: &HuffmanTable, pred: &mut i32) -> Result<i32, JpegError> {
+    let size = dc.decode(r)? as u32;
+    if size > 15 {
+        return corrupt("DC difference category above 15");
+    }
+    let diff = extend(r.bits(size), size);
+    *pred = pred.wrapping_add(diff);
+    Ok(*pred)
+}
+
+/// Sequential (baseline / extended) block: DC difference then run-length coded AC values.
+#[inline(always)]
+pub(crate) fn baseline(
+    r: &mut BitReader,
+    dc: &HuffmanTable,
+    ac: &HuffmanTable,
+    pred: &mut i32,
+    blk: &mut [i16],
+    nz: &mut u64,
+) -> Result<(), JpegError> {
+    blk[0] = dc_value(r, dc, pred)? as i16;
+    let mut k = 1u32;
+    let mut mask = 0u64;
+    while k <= 63 {
+        r.ensure(16);
+        let f = ac.ac_fast(r);
+        if f != 0 {
+            r.consume((f & 0xFF) as u32);
+            k += ((f >> 8) & 0xFF) as u32;
+            if k > 63 {
+                return corrupt("AC coefficient run goes past the end of a block");
+            }
+            blk[k as usize] = (f >> 16) as i16;
+            mask |= 1 << k;
+            k += 1;
+            continue;
+        }
+        let sym = ac.decode(r)? as u32;
+        let (run, size) = (sym >> 4, sym & 15);
+        if size == 0 {
+            if run != 15 {
+                break; // end of block
+            }
+            k += 16;
+            continue;
+        }
+        k += run;
+        if k > 63 {
+            return corrupt("AC coefficient run goes past the end of a block");
+        }
+        blk[k as usize] = extend(r.bits(size), size) as i16;
+        mask |= 1 << k;
+        k += 1;
+    }
+    *nz = mask;
+    Ok(())
+}
+
+/// Progressive DC, first scan: the predictor-coded DC value shifted left by `al`.
+#[inline(always)]
+pub(crate) fn dc_first(
+    r: &mut BitReader,
+    dc: &HuffmanTable,
+    pred: &mut i32,
+    blk: &mut [i16],
+    al: u32,
+) -> Result<(), JpegError> {
+    blk[0] = (dc_value(r, dc, pred)? << al) as i16;
+    Ok(())
+}
+
+/// Progressive DC refinement: one more bit of precision.
+#[inline(always)]
+pub(crate) fn dc_refine(r: &mut BitReader, blk: &mut [i16], al: u32) {
+    if r.bit() {
+        blk[0] |= 1 << al;
+    }
+}
+
+/// Progressive AC, first scan of band `ss..=se` (one component), with end-of-band runs.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn ac_first(
+    r: &mut BitReader,
+    ac: &HuffmanTable,
+    blk: &mut [i16],
+    nz: &mut u64,
+    ss: u32,
+    se: u32,
+    al: u32,
+    eobrun: &mut u32,
+) -> Result<(), JpegError> {
+    if *eobrun > 0 {
+        *eobrun -= 1;
+        return Ok(());
+    }
+    let mut k = ss;
+    while k <= se {
+        r.ensure(16);
+        let f = ac.ac_fast(r);
+        if f != 0 {
+            r.consume((f & 0xFF) as u32);
+            k += ((f >> 8) & 0xFF) as u32;
+            if k > se {
+                return corrupt("AC coefficient run goes past the end of the spectral band");
+            }
+            blk[k as usize] = ((f >> 16) << al) as i16;
+            *nz |= 1 << k;
+            k += 1;
+            continue;
+        }
+        let sym = ac.decode(r)? as u32;
+        let (run, size) = (sym >> 4, sym & 15);
+        if size == 0 {
+            if run < 15 {
+                *eobrun = (1 << run) - 1 + r.bits(run);
+                break;
+            }
+            k += 16;
+            continue;
+        }
+        k += run;
+        if k > se {
+            return corrupt("AC coefficient run goes past the end of the spectral band");
+        }
+        blk[k as usize] = (extend(r.bits(size), size) << al) as i16;
+        *nz |= 1 << k;
+        k += 1;
+    }
+    Ok(())
+}
+
+/// Applies one correction bit, in zigzag order, to each already non-zero coefficient in `targets`:
+/// a set bit adds `p1` away from zero unless that bit is already set (G.1.2.3).
+#[inline(always)]
+fn correct(r: &mut BitReader, blk: &mut [i16], mut targets: u64, p1: i16) {
+    while targets != 0 {
+        let take = targets.count_ones().min(32);
+        let bits = r.bits(take);
+        for i in (0..take).rev() {
+            let k = targets.trailing_zeros() as usize;
+            targets &= targets - 1;
+            if (bits >> i) & 1 != 0 {
+                let c = blk[k];
+                if c & p1 == 0 {
+                    blk[k] = if c >= 0 { c + p1 } else { c - p1 };
+                }
+            }
+        }
+    }
+}
+
+/// Position of the `n`-th (0-based) set bit of `x`.
+#[inline(always)]
+fn nth_set_bit(mut x: u64, n: u32) -> Option<u32> {
+    for _ in 0..n {
+        x &= x.wrapping_sub(1);
+    }
+    (x != 0).then(|| x.trailing_zeros())
+}
+
+/// Progressive AC refinement of band `ss..=se` by bit `al`: new coefficients of magnitude 1 placed
+/// after runs of still-zero coefficients, and a correction bit for every coefficient that was
+/// already non-zero, including those skipped by a run or inside an end-of-band run.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn ac_refine(
+    r: &mut BitReader,
+    ac: &HuffmanTable,
+    blk: &mut [i16],
+    nz: &mut u64,
+    ss: u32,
+    se: u32,
+    al: u32,
+    eobrun: &mut u32,
+) -> Result<(), JpegError> {
+    let p1: i16 = 1 << al;
+    let band = band_mask(ss, se);
+    let mut k = ss;
+    if *eobrun == 0 {
+        while k <= se {
+            let sym = ac.decode(r)? as u32;
+            let (run, size) = (sym >> 4, sym & 15);
+            let value = match size {
+                1 => {
+                    if r.bit() {
+                        p1
+                    } else {
+                        -p1
+                    }
+                }
+                0 if run != 15 => {
+                    *eobrun = (1 << run) + r.bits(run);
+                    break;
+                }
+                0 => 0, // ZRL: skip 16 zero coefficients
+                _ => return corrupt("AC refinement value with magnitude other than 1"),
+            };
+            // The new coefficient (or the end of a ZRL) lands on the `run`-th still-zero position.
+            let zeros = !*nz & band & from(k);
+            let pos = match nth_set_bit(zeros, if value != 0 { run } else { 15 }) {
+                Some(p) => p,
+                None if value == 0 => se + 1,
+                None => return corrupt("AC refinement run goes past the end of the spectral band"),
+            };
+            correct(r, blk, *nz & band & from(k) & !from(pos), p1);
+            if value != 0 {
+                blk[pos as usize] = value;
+                *nz |= 1 << pos;
+            }
+            k = pos + 1;
+        }
+    }
+    if *eobrun > 0 {
+        correct(r, blk, *nz & band & from(k), p1);
+        *eobrun -= 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn band_and_nth_bit() {
+        assert_eq!(band_mask(1, 63), u64::MAX - 1);
+        assert_eq!(band_mask(1, 5), 0b111110);
+        assert_eq!(nth_set_bit(0b1011000, 0), Some(3));
+        assert_eq!(nth_set_bit(0b1011000, 2), Some(6));
+        assert_eq!(nth_set_bit(0b1011000, 3), None);
+    }
+}

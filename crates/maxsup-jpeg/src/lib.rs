@@ -1,0 +1,208 @@
+//! JPEG decoding of a region of the image, optionally at 1/2, 1/4 or 1/8 scale in the DCT domain.
+//!
+//! Training pipelines crop before they resize (RandomResizedCrop keeps 8-100% of the area, then
+//! shrinks it to 224 px), so most of a full decode is thrown away. This decoder does only what the
+//! crop needs: entropy decoding stops after the last block row the region touches (every scan of
+//! a progressive file, too), only the blocks inside the region are inverse-transformed, and when
+//! the crop will be shrunk by 2x or more the inverse DCT produces the smaller image directly.
+//!
+//! Scope: Huffman-coded 8-bit baseline, extended and progressive JPEG with 1 (grayscale) or 3
+//! (YCbCr, or RGB per Adobe's marker) components, any sampling factors, restart intervals. Other
+//! streams (arithmetic coding, lossless, 12-bit, CMYK) return [`JpegError::Unsupported`] so the
+//! caller can use a general decoder. Data after the region's last block row is not read, so damage
+//! there goes unnoticed; everything the region depends on is checked.
+
+// Index loops over fixed-size rows are kept: they are what the compiler vectorizes.
+#![allow(clippy::needless_range_loop)]
+
+mod bits;
+mod blocks;
+mod error;
+mod frame;
+mod huffman;
+mod idct;
+mod output;
+mod scan;
+
+pub use error::JpegError;
+pub use frame::{ImageInfo, MAX_SIDE};
+pub use output::Region;
+
+use error::{corrupt, unsupported};
+use frame::{be16, Frame, Tables};
+use output::ColorModel;
+
+/// Reads the frame header (size, components, progressive) without decoding.
+pub fn read_info(data: &[u8]) -> Result<ImageInfo, JpegError> {
+    let mut tables = Tables::new();
+    let (frame, _) = parse_until_frame(data, &mut tables)?;
+    Ok(frame.info())
+}
+
+/// Size of the image decoded at `1/denom` scale: each side rounded up, like libjpeg.
+pub fn scaled_size(width: usize, height: usize, denom: usize) -> (usize, usize) {
+    (width.div_ceil(denom), height.div_ceil(denom))
+}
+
+/// An 8-bit RGB image: `width * height * 3` bytes, rows top to bottom.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rgb {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<u8>,
+}
+
+/// Decodes `region` of the image scaled by `1/denom` (denom 1, 2, 4 or 8); the region is in
+/// coordinates of the scaled image (see [`scaled_size`]).
+pub fn decode_region(data: &[u8], denom: usize, region: Region) -> Result<Rgb, JpegError> {
+    if !matches!(denom, 1 | 2 | 4 | 8) {
+        return unsupported(format!("scale 1/{denom} (only 1, 1/2, 1/4, 1/8)"));
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("bmi1")
+        && std::arch::is_x86_feature_detected!("popcnt")
+    {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        return unsafe { decode_region_avx2(data, denom, region) };
+    }
+    decode_region_impl(data, denom, region)
+}
+
+/// Decodes the whole image at full scale.
+pub fn decode(data: &[u8]) -> Result<Rgb, JpegError> {
+    let info = read_info(data)?;
+    decode_region(
+        data,
+        1,
+        Region {
+            x: 0,
+            y: 0,
+            width: info.width,
+            height: info.height,
+        },
+    )
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,bmi1,popcnt")]
+unsafe fn decode_region_avx2(data: &[u8], denom: usize, region: Region) -> Result<Rgb, JpegError> {
+    decode_region_impl(data, denom, region)
+}
+
+/// Walks segments up to and including the frame header; returns the frame and the offset after it.
+fn parse_until_frame(data: &[u8], tables: &mut Tables) -> Result<(Frame, usize), JpegError> {
+    if !data.starts_with(&[0xFF, 0xD8]) {
+        return corrupt("missing start-of-image marker");
+    }
+    let mut pos = 2;
+    loop {
+        let (marker, seg, next) = segment(data, pos)?;
+        match marker {
+            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
+                return Ok((frame::parse_sof(marker, seg)?, next));
+            }
+            0xDA => return corrupt("scan before the frame header"),
+            0xD9 => return corrupt("end of image before the frame header"),
+            _ => apply_table_segment(marker, seg, tables)?,
+        }
+        pos = next;
+    }
+}
+
+/// The marker at `pos` (after any fill bytes), its payload, and the offset after it.
+fn segment(data: &[u8], mut pos: usize) -> Result<(u8, &[u8], usize), JpegError> {
+    while data.get(pos) == Some(&0xFF) && data.get(pos + 1) == Some(&0xFF) {
+        pos += 1;
+    }
+    match data.get(pos..pos + 2) {
+        Some([0xFF, m]) => {
+            let m = *m;
+            if m == 0xD9 || (0xD0..=0xD7).contains(&m) || m == 0x01 {
+                return Ok((m, &[], pos + 2));
+            }
+            let len = be16(data, pos + 2)?;
+            match data.get(pos + 4..pos + 2 + len) {
+                Some(seg) if len >= 2 => Ok((m, seg, pos + 2 + len)),
+                _ => corrupt(format!(
+                    "marker 0xFF{m:02X} segment runs past the end of the data"
+                )),
+            }
+        }
+        Some(_) => corrupt(format!("expected a marker at byte {pos}")),
+        None => corrupt("data ends before the end-of-image marker"),
+    }
+}
+
+fn apply_table_segment(marker: u8, seg: &[u8], tables: &mut Tables) -> Result<(), JpegError> {
+    match marker {
+        0xDB => frame::parse_dqt(seg, tables),
+        0xC4 => frame::parse_dht(seg, tables),
+        0xDD => {
+            tables.restart_interval = be16(seg, 0)?;
+            Ok(())
+        }
+        0xEE => {
+            frame::parse_app14(seg, tables);
+            Ok(())
+        }
+        0xCC => unsupported("arithmetic-coded JPEG"),
+        _ => Ok(()), // APPn, COM, DNL and others carry nothing the pixels depend on.
+    }
+}
+
+#[inline(always)]
+fn decode_region_impl(data: &[u8], denom: usize, region: Region) -> Result<Rgb, JpegError> {
+    let mut tables = Tables::new();
+    let (mut frame, mut pos) = parse_until_frame(data, &mut tables)?;
+    let (sw, sh) = scaled_size(frame.width, frame.height, denom);
+    if region.width == 0
+        || region.height == 0
+        || region.x + region.width > sw
+        || region.y + region.height > sh
+    {
+        return unsupported(format!(
+            "region {}x{} at ({}, {}) outside the {sw}x{sh} image",
+            region.width, region.height, region.x, region.y
+        ));
+    }
+    let model = match frame.components.len() {
+        1 => ColorModel::Gray,
+        _ => match tables.adobe_transform {
+            Some(0) => ColorModel::Rgb,
+            Some(_) => ColorModel::YCbCr,
+            None if frame.components.iter().map(|c| c.id).eq(*b"RGB") => ColorModel::Rgb,
+            None => ColorModel::YCbCr,
+        },
+    };
+    frame.allocate();
+    let rows_needed: Vec<usize> = (0..frame.components.len())
+        .map(|c| output::rows_needed(&frame, c, denom, region))
+        .collect();
+    let mut scans = 0;
+    loop {
+        let (marker, seg, next) = segment(data, pos)?;
+        match marker {
+            0xDA => {
+                pos = scan::decode_scan(data, pos, &mut frame, &tables, &rows_needed)?;
+                scans += 1;
+                continue;
+            }
+            0xD9 => break,
+            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
+                return corrupt("second frame header");
+            }
+            _ => apply_table_segment(marker, seg, &mut tables)?,
+        }
+        pos = next;
+    }
+    if scans == 0 {
+        return corrupt("no scan in the image");
+    }
+    Ok(Rgb {
+        width: region.width,
+        height: region.height,
+        data: output::render(&frame, &tables, model, denom, region),
+    })
+}

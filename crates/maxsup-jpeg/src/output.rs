@@ -1,0 +1,355 @@
+//! From coefficients to RGB pixels of the requested region: inverse DCT of only the blocks the
+//! region touches, chroma upsampling, colour conversion.
+//!
+//! Chroma is upsampled by linear interpolation between sample centres, which for 2x factors gives
+//! libjpeg's "fancy" (triangle) upsampling weights 3/4, 1/4; YCbCr -> RGB uses the JFIF equations.
+
+use crate::frame::{Frame, Tables};
+use crate::idct::{to_u8, Idct};
+
+/// A rectangle of the (possibly scaled) output image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub x: usize,
+    pub y: usize,
+    pub width: usize,
+    pub height: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ColorModel {
+    Gray,
+    YCbCr,
+    Rgb,
+}
+
+/// Which two component samples (and with what weight on the second) feed each output position
+/// along one axis.
+pub(crate) struct AxisPlan {
+    i0: Vec<usize>,
+    i1: Vec<usize>,
+    w: Vec<f32>,
+    /// Component samples `lo..hi` are read.
+    pub lo: usize,
+    pub hi: usize,
+    /// The component has the output's resolution on this axis (no interpolation).
+    pub direct: bool,
+    /// The component has half the output's resolution (4:2:0 / 4:2:2 chroma): a vectorizable path.
+    pub half: bool,
+    /// First output position.
+    pub start: usize,
+}
+
+/// Plans output positions `start..start + len` for a component with `factor / max` times the
+/// output's resolution and `samples` samples on this axis.
+pub(crate) fn axis_plan(
+    start: usize,
+    len: usize,
+    factor: usize,
+    max: usize,
+    samples: usize,
+) -> AxisPlan {
+    let direct = factor == max;
+    let (mut i0, mut i1, mut w) = (
+        Vec::with_capacity(len),
+        Vec::with_capacity(len),
+        Vec::with_capacity(len),
+    );
+    let last = samples - 1;
+    for x in start..start + len {
+        if direct {
+            let i = x.min(last);
+            i0.push(i);
+            i1.push(i);
+            w.push(0.0);
+        } else {
+            let c = (x as f32 + 0.5) * factor as f32 / max as f32 - 0.5;
+            let f = c.floor();
+            let base = f as isize;
+            i0.push(base.clamp(0, last as isize) as usize);
+            i1.push((base + 1).clamp(0, last as isize) as usize);
+            w.push(if base < 0 || base as usize >= last {
+                0.0
+            } else {
+                c - f
+            });
+        }
+    }
+    let lo = *i0.iter().min().unwrap_or(&0);
+    let hi = i1.iter().max().map_or(0, |&m| m + 1);
+    AxisPlan {
+        i0,
+        i1,
+        w,
+        lo,
+        hi,
+        direct,
+        half: 2 * factor == max,
+        start,
+    }
+}
+
+/// The samples of one component that the region needs, inverse-transformed.
+pub(crate) struct Plane {
+    /// Sample coordinates of `data[0]`.
+    x0: usize,
+    y0: usize,
+    width: usize,
+    data: Vec<u8>,
+    cols: AxisPlan,
+    rows: AxisPlan,
+}
+
+/// How one axis of a component reaches the output grid at scale `1/denom`: each block yields `n`
+/// samples, and sample `i` sits at output coordinate `(i + 0.5) * den / num - 0.5`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AxisScale {
+    pub n: usize,
+    pub num: usize,
+    pub den: usize,
+}
+
+/// Picks the inverse DCT size so that a subsampled component lands on the output grid directly
+/// when it can (like libjpeg: 4:2:0 chroma at 1/2 scale is an 8-point transform, not a 4-point one
+/// upsampled 2x). A block covers `8 * max / (factor * denom)` output pixels: if that is a power of
+/// two up to 8 it is the transform size; if larger, an 8-point transform is upsampled by the rest.
+pub(crate) fn axis_scale(factor: usize, max: usize, denom: usize) -> AxisScale {
+    let (num, den) = (8 * max, factor * denom);
+    if num % den == 0 && (num / den).is_power_of_two() {
+        let n = num / den;
+        return if n <= 8 {
+            AxisScale { n, num: 1, den: 1 }
+        } else {
+            AxisScale {
+                n: 8,
+                num: 8,
+                den: n,
+            }
+        };
+    }
+    AxisScale {
+        n: 8 / denom,
+        num: factor,
+        den: max,
+    }
+}
+
+/// Per axis: the scale and the number of samples the component has on the output grid.
+fn component_axes(
+    frame: &Frame,
+    c: usize,
+    denom: usize,
+) -> ((AxisScale, usize), (AxisScale, usize)) {
+    let comp = &frame.components[c];
+    let (w, h) = comp.sample_size(frame);
+    let sx = axis_scale(comp.h, frame.h_max, denom);
+    let sy = axis_scale(comp.v, frame.v_max, denom);
+    ((sx, (w * sx.n).div_ceil(8)), (sy, (h * sy.n).div_ceil(8)))
+}
+
+/// Block rows of component `c` that the region reads (for stopping entropy decoding early).
+pub(crate) fn rows_needed(frame: &Frame, c: usize, denom: usize, region: Region) -> usize {
+    let (_, (sy, samples)) = component_axes(frame, c, denom);
+    let rows = axis_plan(region.y, region.height, sy.num, sy.den, samples);
+    rows.hi.div_ceil(sy.n)
+}
+
+#[inline(always)]
+pub(crate) fn transform_plane(
+    frame: &Frame,
+    tables: &Tables,
+    c: usize,
+    denom: usize,
+    region: Region,
+) -> Plane {
+    let comp = &frame.components[c];
+    let ((sx, sw), (sy, sh)) = component_axes(frame, c, denom);
+    let (nx, ny) = (sx.n, sy.n);
+    let cols = axis_plan(region.x, region.width, sx.num, sx.den, sw);
+    let rows = axis_plan(region.y, region.height, sy.num, sy.den, sh);
+    let (bx0, bx1) = (cols.lo / nx, cols.hi.div_ceil(nx).min(comp.blocks_w));
+    let (by0, by1) = (rows.lo / ny, rows.hi.div_ceil(ny).min(comp.blocks_h));
+    let width = (bx1 - bx0) * nx;
+    let mut data = vec![0u8; width * (by1 - by0) * ny];
+    let quant = tables.quant[comp.quant_index].unwrap_or([1; 64]);
+    let idct = Idct::new(nx, ny, &quant);
+    for by in by0..by1 {
+        for bx in bx0..bx1 {
+            let b = by * comp.blocks_w + bx;
+            let o = (by - by0) * ny * width + (bx - bx0) * nx;
+            idct.block(
+                &comp.coefs[b * 64..b * 64 + 64],
+                comp.nz[b],
+                &mut data[o..],
+                width,
+            );
+        }
+    }
+    Plane {
+        x0: bx0 * nx,
+        y0: by0 * ny,
+        width,
+        data,
+        cols,
+        rows,
+    }
+}
+
+impl Plane {
+    /// Fills `out[x]` (one per region column) with this component's values on output row `j`
+    /// (0-based within the region). `tmp` is scratch space.
+    #[inline(always)]
+    fn row(&self, j: usize, out: &mut [f32], tmp: &mut [Vec<f32>; 3]) {
+        let [tmp, ext, full] = tmp;
+        let (r0, r1, wy) = (
+            self.rows.i0[j] - self.y0,
+            self.rows.i1[j] - self.y0,
+            self.rows.w[j],
+        );
+        let row0 = &self.data[r0 * self.width..(r0 + 1) * self.width];
+        let row1 = &self.data[r1 * self.width..(r1 + 1) * self.width];
+        let (lo, hi) = (self.cols.lo - self.x0, self.cols.hi - self.x0);
+        if self.cols.direct {
+            lerp_rows(&row0[lo..hi], &row1[lo..hi], wy, out);
+            return;
+        }
+        tmp.clear();
+        tmp.resize(hi - lo, 0.0);
+        lerp_rows(&row0[lo..hi], &row1[lo..hi], wy, tmp);
+        if self.cols.half {
+            upsample_half(tmp, self.cols.lo, self.cols.start, out, ext, full);
+            return;
+        }
+        let base = self.cols.lo;
+        for (x, o) in out.iter_mut().enumerate() {
+            let a = tmp[self.cols.i0[x] - base];
+            let b = tmp[self.cols.i1[x] - base];
+            *o = a + self.cols.w[x] * (b - a);
+        }
+    }
+}
+
+/// Doubles the resolution of samples `lo..lo + c.len()` with weights 3/4, 1/4 toward
+/// the nearer neighbour (edges replicated), writing output positions `start..start + out.len()`.
+/// Same values as the general interpolation path, computed two outputs per sample.
+#[inline(always)]
+fn upsample_half(
+    c: &[f32],
+    lo: usize,
+    start: usize,
+    out: &mut [f32],
+    ext: &mut Vec<f32>,
+    full: &mut Vec<f32>,
+) {
+    let first = start / 2; // sample of the first output
+    debug_assert!(first >= lo && (start + out.len() - 1) / 2 < lo + c.len());
+    let count = (start + out.len() - 1) / 2 - first + 1;
+    // ext[k] = sample first - 1 + k, clamped to the samples in `c`. `c` holds every sample an output
+    // in the window reads (the plan clamped those to the image); clamping to `c` only changes samples
+    // that feed outputs outside the window, which are dropped.
+    let (s0, s1) = (first as isize - 1, (first + count) as isize); // inclusive
+    let (lo_i, hi_i) = (lo as isize, (lo + c.len()) as isize - 1);
+    let left = (lo_i - s0).clamp(0, count as isize + 2) as usize;
+    let right = (s1 - hi_i).clamp(0, count as isize + 2) as usize;
+    let (m0, m1) = (s0.clamp(lo_i, hi_i) - lo_i, s1.clamp(lo_i, hi_i) - lo_i);
+    ext.clear();
+    ext.extend(std::iter::repeat_n(c[0], left));
+    ext.extend_from_slice(&c[m0 as usize..=m1 as usize]);
+    debug_assert_eq!(ext.len(), count + 2 - right);
+    ext.extend(std::iter::repeat_n(c[c.len() - 1], right));
+    full.clear();
+    full.resize(2 * count, 0.0);
+    for (pair, w) in full.chunks_exact_mut(2).zip(ext.windows(3)) {
+        let m = 0.75 * w[1];
+        pair[0] = m + 0.25 * w[0];
+        pair[1] = m + 0.25 * w[2];
+    }
+    let skip = start - 2 * first;
+    out.copy_from_slice(&full[skip..skip + out.len()]);
+}
+
+/// `out = a + w (b - a)` element-wise, from bytes.
+#[inline(always)]
+fn lerp_rows(a: &[u8], b: &[u8], w: f32, out: &mut [f32]) {
+    let n = out.len();
+    let (a, b) = (&a[..n], &b[..n]);
+    if w == 0.0 {
+        for x in 0..n {
+            out[x] = a[x] as f32;
+        }
+    } else {
+        for x in 0..n {
+            let (p, q) = (a[x] as f32, b[x] as f32);
+            out[x] = p + w * (q - p);
+        }
+    }
+}
+
+/// Writes three byte rows interleaved.
+#[inline(always)]
+fn interleave(r: &[u8], g: &[u8], b: &[u8], dst: &mut [u8]) {
+    for (((px, &r), &g), &b) in dst.chunks_exact_mut(3).zip(r).zip(g).zip(b) {
+        px[0] = r;
+        px[1] = g;
+        px[2] = b;
+    }
+}
+
+/// Renders the region as interleaved RGB.
+#[inline(always)]
+pub(crate) fn render(
+    frame: &Frame,
+    tables: &Tables,
+    model: ColorModel,
+    denom: usize,
+    region: Region,
+) -> Vec<u8> {
+    // Plain loops rather than iterator closures here and below: closures are separate functions that
+    // would not inherit the caller's AVX2 code generation.
+    let mut planes = Vec::with_capacity(frame.components.len());
+    for c in 0..frame.components.len() {
+        planes.push(transform_plane(frame, tables, c, denom, region));
+    }
+    let w = region.width;
+    let mut out = vec![0u8; w * region.height * 3];
+    let mut rows = vec![vec![0f32; w]; planes.len()];
+    let mut rgb = vec![vec![0u8; w]; 3];
+    let mut tmp = [Vec::new(), Vec::new(), Vec::new()];
+    for j in 0..region.height {
+        for c in 0..planes.len() {
+            planes[c].row(j, &mut rows[c], &mut tmp);
+        }
+        let dst = &mut out[j * w * 3..(j + 1) * w * 3];
+        let [r8, g8, b8] = &mut rgb[..] else {
+            unreachable!()
+        };
+        match model {
+            ColorModel::Gray => {
+                for x in 0..w {
+                    r8[x] = to_u8(rows[0][x]);
+                }
+                interleave(r8, r8, r8, dst);
+            }
+            ColorModel::Rgb => {
+                for x in 0..w {
+                    r8[x] = to_u8(rows[0][x]);
+                    g8[x] = to_u8(rows[1][x]);
+                    b8[x] = to_u8(rows[2][x]);
+                }
+                interleave(r8, g8, b8, dst);
+            }
+            ColorModel::YCbCr => {
+                let (y, cb, cr) = (&rows[0][..w], &rows[1][..w], &rows[2][..w]);
+                let (r8, g8, b8) = (&mut r8[..w], &mut g8[..w], &mut b8[..w]);
+                for x in 0..w {
+                    let (l, b, r) = (y[x], cb[x] - 128.0, cr[x] - 128.0);
+                    r8[x] = to_u8(l + 1.402 * r);
+                    g8[x] = to_u8(l - 0.344_136 * b - 0.714_136 * r);
+                    b8[x] = to_u8(l + 1.772 * b);
+                }
+                interleave(r8, g8, b8, dst);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,231 @@
+//! One scan (SOS segment + entropy-coded data): MCU traversal, restart intervals, and the early stop
+//! once every block row the caller needs has been decoded.
+
+use crate::bits::BitReader;
+use crate::blocks;
+use crate::error::{corrupt, JpegError};
+use crate::frame::{be16, Component, Frame, Tables};
+use crate::huffman::HuffmanTable;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Sequential,
+    DcFirst,
+    DcRefine,
+    AcFirst,
+    AcRefine,
+}
+
+struct ScanComponent {
+    index: usize,
+    dc: usize,
+    ac: usize,
+}
+
+/// Tables and parameters shared by every block of a scan.
+struct ScanTables<'t> {
+    kind: Kind,
+    dc: Vec<&'t HuffmanTable>,
+    ac: Vec<&'t HuffmanTable>,
+    ss: u32,
+    se: u32,
+    al: u32,
+}
+
+/// Decodes block (`bx`, `by`) of the `i`-th component of the scan.
+#[inline(always)]
+fn decode_block(
+    t: &ScanTables,
+    r: &mut BitReader,
+    comp: &mut Component,
+    i: usize,
+    bx: usize,
+    by: usize,
+    eobrun: &mut u32,
+) -> Result<(), JpegError> {
+    let b = by * comp.blocks_w + bx;
+    let blk = &mut comp.coefs[b * 64..b * 64 + 64];
+    let nz = &mut comp.nz[b];
+    let (ss, se, al) = (t.ss, t.se, t.al);
+    match t.kind {
+        Kind::Sequential => blocks::baseline(r, t.dc[i], t.ac[i], &mut comp.dc_pred, blk, nz),
+        Kind::DcFirst => blocks::dc_first(r, t.dc[i], &mut comp.dc_pred, blk, al),
+        Kind::DcRefine => {
+            blocks::dc_refine(r, blk, al);
+            Ok(())
+        }
+        Kind::AcFirst => blocks::ac_first(r, t.ac[i], blk, nz, ss, se, al, eobrun),
+        Kind::AcRefine => blocks::ac_refine(r, t.ac[i], blk, nz, ss, se, al, eobrun),
+    }
+}
+
+/// Decodes the scan whose SOS segment starts at `data[pos]` (the marker's `FF DA`). `rows_needed[c]`
+/// is how many block rows of component `c` the caller will read: the scan stops after the MCU row
+/// that completes them. Returns the offset of the marker following the scan.
+#[inline(always)]
+pub(crate) fn decode_scan(
+    data: &[u8],
+    pos: usize,
+    frame: &mut Frame,
+    tables: &Tables,
+    rows_needed: &[usize],
+) -> Result<usize, JpegError> {
+    let len = be16(data, pos + 2)?;
+    let seg = match data.get(pos + 4..pos + 2 + len) {
+        Some(s) if len >= 2 => s,
+        _ => return corrupt("SOS segment runs past the end of the data"),
+    };
+    let ns = *seg
+        .first()
+        .ok_or(JpegError::Corrupt("empty SOS segment".into()))? as usize;
+    if ns == 0 || ns > 4 || seg.len() < 1 + 2 * ns + 3 {
+        return corrupt("malformed SOS segment");
+    }
+    let mut comps = Vec::with_capacity(ns);
+    for i in 0..ns {
+        let id = seg[1 + 2 * i];
+        let index = frame
+            .components
+            .iter()
+            .position(|c| c.id == id)
+            .ok_or_else(|| JpegError::Corrupt(format!("scan refers to unknown component {id}")))?;
+        let t = seg[2 + 2 * i];
+        comps.push(ScanComponent {
+            index,
+            dc: (t >> 4) as usize & 3,
+            ac: (t & 15) as usize & 3,
+        });
+    }
+    let p = 1 + 2 * ns;
+    let (ss, se, ah, al) = (
+        seg[p] as u32,
+        seg[p + 1] as u32,
+        (seg[p + 2] >> 4) as u32,
+        (seg[p + 2] & 15) as u32,
+    );
+    let kind = if !frame.progressive {
+        Kind::Sequential
+    } else if ss == 0 {
+        if se != 0 {
+            return corrupt("progressive DC scan with a non-zero spectral end");
+        }
+        if ah == 0 {
+            Kind::DcFirst
+        } else {
+            Kind::DcRefine
+        }
+    } else {
+        if se < ss || se > 63 || ns != 1 {
+            return corrupt("progressive AC scan with a bad band or several components");
+        }
+        if ah == 0 {
+            Kind::AcFirst
+        } else {
+            Kind::AcRefine
+        }
+    };
+    if al > 13 {
+        return corrupt("successive approximation shift above 13");
+    }
+    let need_dc = matches!(kind, Kind::Sequential | Kind::DcFirst);
+    let need_ac = matches!(kind, Kind::Sequential | Kind::AcFirst | Kind::AcRefine);
+    let empty = HuffmanTable::new(&[0; 16], &[]).expect("empty table");
+    let mut dc_tables = Vec::with_capacity(ns);
+    let mut ac_tables = Vec::with_capacity(ns);
+    for c in &comps {
+        dc_tables.push(match (&tables.dc[c.dc], need_dc) {
+            (Some(t), _) => t,
+            (None, false) => &empty,
+            (None, true) => {
+                return corrupt(format!("scan uses undefined DC Huffman table {}", c.dc))
+            }
+        });
+        ac_tables.push(match (&tables.ac[c.ac], need_ac) {
+            (Some(t), _) => t,
+            (None, false) => &empty,
+            (None, true) => {
+                return corrupt(format!("scan uses undefined AC Huffman table {}", c.ac))
+            }
+        });
+    }
+    for c in &comps {
+        frame.components[c.index].dc_pred = 0;
+    }
+
+    let mut r = BitReader::new(data, pos + 2 + len);
+    let mut eobrun = 0u32;
+    let restart = tables.restart_interval;
+    let mut mcus_done = 0usize;
+    let tabs = ScanTables {
+        kind,
+        dc: dc_tables,
+        ac: ac_tables,
+        ss,
+        se,
+        al,
+    };
+
+    if ns == 1 {
+        // Non-interleaved: one block per MCU, over the component's own (unpadded) block grid.
+        let ci = comps[0].index;
+        let (w, h) = frame.components[ci].sample_size(frame);
+        let (bw, bh) = (w.div_ceil(8), h.div_ceil(8));
+        let rows = bh.min(rows_needed[ci]);
+        for by in 0..rows {
+            for bx in 0..bw {
+                if restart > 0 && mcus_done > 0 && mcus_done.is_multiple_of(restart) {
+                    r.restart()?;
+                    frame.components[ci].dc_pred = 0;
+                    eobrun = 0;
+                }
+                decode_block(
+                    &tabs,
+                    &mut r,
+                    &mut frame.components[ci],
+                    0,
+                    bx,
+                    by,
+                    &mut eobrun,
+                )?;
+                mcus_done += 1;
+            }
+        }
+    } else {
+        let mut rows = 0;
+        for c in &comps {
+            let v = frame.components[c.index].v;
+            rows = rows.max(rows_needed[c.index].div_ceil(v));
+        }
+        let rows = rows.min(frame.mcus_y);
+        for my in 0..rows {
+            for mx in 0..frame.mcus_x {
+                if restart > 0 && mcus_done > 0 && mcus_done.is_multiple_of(restart) {
+                    r.restart()?;
+                    for c in &comps {
+                        frame.components[c.index].dc_pred = 0;
+                    }
+                    eobrun = 0;
+                }
+                for (i, c) in comps.iter().enumerate() {
+                    let (h, v) = (frame.components[c.index].h, frame.components[c.index].v);
+                    for y in 0..v {
+                        for x in 0..h {
+                            decode_block(
+                                &tabs,
+                                &mut r,
+                                &mut frame.components[c.index],
+                                i,
+                                mx * h + x,
+                                my * v + y,
+                                &mut eobrun,
+                            )?;
+                        }
+                    }
+                }
+                mcus_done += 1;
+            }
+        }
+    }
+    r.check_overrun()?;
+    Ok(r.end_of_scan())
+}
