@@ -26,4 +26,19 @@ pub trait Dataset: Send + Sync {
 
     /// Reads and decodes sample `index` to RGB.
     fn load(&self, index: usize) -> anyhow::Result<RgbImage>;
+
+    /// Reads sample `index` as stored. Datasets of encoded files return the bytes, so a pipeline
+    /// that crops can decode only the crop (see `Pipeline::apply_raw_into`); the default decodes.
+    fn load_raw(&self, index: usize) -> anyhow::Result<RawSample> {
+        self.load(index).map(RawSample::Decoded)
+    }
+}
+
+/// A sample as a dataset stores it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RawSample {
+    /// An encoded JPEG or PNG file.
+    Encoded(Vec<u8>),
+    /// Pixels (CIFAR-10, Fashion-MNIST records).
+    Decoded(RgbImage),
 }

@@ -1,6 +1,9 @@
 //! Image decoding: JPEG (baseline and progressive; grayscale, YCbCr, CMYK/YCCK all to RGB) via
 //! `zune-jpeg`, PNG (any bit depth / color type, alpha dropped like PIL's `convert("RGB")`) via `png`.
 //!
+//! Training crops decode only the crop, at reduced scale when it is shrunk a lot, with `maxsup-jpeg`
+//! ([`decode_jpeg_crop`]).
+//!
 //! The format is detected from the bytes, not the file name (ImageNet has PNG and CMYK files named
 //! `.JPEG`). The JPEG decoder runs in strict mode: a truncated or corrupt stream is an error, never
 //! a gray-filled image.
@@ -12,6 +15,8 @@ use zune_jpeg::zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
 
 use crate::image::RgbImage;
+use crate::resample::Rect;
+use maxsup_jpeg::JpegError;
 
 /// Largest accepted width or height (guards against absurd headers).
 pub const MAX_SIDE: usize = 1 << 15;
@@ -70,6 +75,64 @@ pub fn decode_jpeg(bytes: &[u8]) -> anyhow::Result<RgbImage> {
         decoder.output_colorspace()
     );
     RgbImage::new(w, h, data)
+}
+
+/// Header of a JPEG that [`decode_jpeg_crop`] can decode region-wise; `None` for PNG and for JPEG
+/// variants outside `maxsup-jpeg`'s scope (those are decoded whole). Errors on truncated or
+/// malformed headers, like [`decode`].
+pub fn jpeg_region_info(bytes: &[u8]) -> anyhow::Result<Option<maxsup_jpeg::ImageInfo>> {
+    if sniff(bytes) != Some(ImageFormat::Jpeg) {
+        return Ok(None);
+    }
+    ensure_jpeg_complete(bytes)?;
+    match maxsup_jpeg::read_info(bytes) {
+        Ok(info) => Ok(Some(info)),
+        Err(JpegError::Unsupported(_)) => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("{e}")),
+    }
+}
+
+/// Decodes the pixels of `crop` (full-resolution coordinates) that a resize to `out_w x out_h`
+/// needs: only the blocks under the crop, and at 1/2, 1/4 or 1/8 scale in the DCT domain when the
+/// crop is at least that many times larger than the output on both axes (the scaled crop is then
+/// still at least the output size, so the resize only ever shrinks). The returned image is the
+/// crop, at that scale, with edges rounded outward to whole scaled pixels.
+pub fn decode_jpeg_crop(
+    bytes: &[u8],
+    info: &maxsup_jpeg::ImageInfo,
+    crop: Rect,
+    out_w: usize,
+    out_h: usize,
+) -> anyhow::Result<RgbImage> {
+    let denom = [8, 4, 2]
+        .into_iter()
+        .find(|&d| crop.width >= out_w * d && crop.height >= out_h * d)
+        .unwrap_or(1);
+    let (sw, sh) = maxsup_jpeg::scaled_size(info.width, info.height, denom);
+    let x0 = crop.x / denom;
+    let y0 = crop.y / denom;
+    let x1 = (crop.x + crop.width).div_ceil(denom).min(sw);
+    let y1 = (crop.y + crop.height).div_ceil(denom).min(sh);
+    let region = maxsup_jpeg::Region {
+        x: x0,
+        y: y0,
+        width: x1 - x0,
+        height: y1 - y0,
+    };
+    match maxsup_jpeg::decode_region(bytes, denom, region) {
+        Ok(rgb) => RgbImage::new(rgb.width, rgb.height, rgb.data),
+        Err(JpegError::Unsupported(_)) => {
+            // A feature found past the header (e.g. a second frame): decode whole, then crop.
+            let full = decode_jpeg(bytes)?;
+            let mut data = Vec::with_capacity(crop.width * crop.height * 3);
+            for y in crop.y..crop.y + crop.height {
+                let row = (y * full.width + crop.x) * 3;
+                data.extend_from_slice(&full.data[row..row + crop.width * 3]);
+            }
+            RgbImage::new(crop.width, crop.height, data)
+        }
+        Err(e) => Err(anyhow::anyhow!("{e}")),
+    }
 }
 
 /// Rejects JPEG streams cut short: the last scan (SOS, `FF DA`) must be followed by an end-of-image

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, RawSample};
 use crate::decode::decode;
 use crate::image::RgbImage;
 use crate::map_file::{has_image_extension, IMG_EXTENSIONS};
@@ -125,5 +125,12 @@ impl Dataset for ImageFolder {
         let bytes =
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         decode(&bytes).with_context(|| format!("decoding {}", path.display()))
+    }
+
+    fn load_raw(&self, index: usize) -> anyhow::Result<RawSample> {
+        let path = self.root.join(&self.samples[index].0);
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(RawSample::Encoded(bytes))
     }
 }

@@ -30,7 +30,7 @@ pub use build_zip::build_zip_from_folder;
 pub use cifar::{Cifar10, CifarSplit};
 pub use class_map::ClassIndexConverter;
 pub use color_jitter::ColorJitter;
-pub use dataset::Dataset;
+pub use dataset::{Dataset, RawSample};
 pub use fashion_mnist::{FashionMnist, FashionSplit};
 pub use geometry::Geometry;
 pub use image::RgbImage;

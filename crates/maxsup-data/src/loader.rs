@@ -246,10 +246,10 @@ impl BatchMaker {
                 .zip(indices.par_iter())
                 .map(|(out, &i)| {
                     let mut rng = Rng::derive(seed, epoch, i as u64, Stream::Sample);
-                    let img = self.dataset.load(i)?;
+                    let raw = self.dataset.load_raw(i)?;
                     self.pipeline
-                        .apply_into(&img, &mut rng, out)
-                        .with_context(|| format!("transforming {}", self.dataset.name(i)))
+                        .apply_raw_into(&raw, &mut rng, out)
+                        .with_context(|| format!("decoding/transforming {}", self.dataset.name(i)))
                 })
                 .collect()
         });

@@ -5,11 +5,13 @@
 //! RGB (RandAugment, then color jitter) -> ToTensor + Normalize to `f32` CHW -> random erasing.
 
 use crate::color_jitter::ColorJitter;
-use crate::geometry::Geometry;
+use crate::dataset::RawSample;
+use crate::decode::{decode, decode_jpeg_crop, jpeg_region_info};
+use crate::geometry::{random_resized_crop_params, Geometry};
 use crate::image::RgbImage;
 use crate::randaugment::RandAugment;
 use crate::random_erasing::RandomErasing;
-use crate::resample::Interpolation;
+use crate::resample::{resample, Interpolation, Rect};
 use crate::rng::Rng;
 
 /// Per-channel statistics of CIFAR-10's training set (computed from the 50,000 images).
@@ -145,14 +147,78 @@ impl Pipeline {
     /// Transforms `img` into `out` (CHW, `sample_len()` values). All randomness comes from `rng`,
     /// drawn in a fixed order, so the result depends only on the image and the generator state.
     pub fn apply_into(&self, img: &RgbImage, rng: &mut Rng, out: &mut [f32]) -> anyhow::Result<()> {
+        self.check_output(out)?;
+        let flip = self.flip_prob > 0.0 && rng.chance(self.flip_prob);
+        let img = self.geometry.apply(img, rng, flip)?;
+        self.finish_into(img, rng, out)
+    }
+
+    /// Transforms a sample as a dataset stored it (see [`Dataset::load_raw`](crate::Dataset)).
+    pub fn apply_raw_into(
+        &self,
+        raw: &RawSample,
+        rng: &mut Rng,
+        out: &mut [f32],
+    ) -> anyhow::Result<()> {
+        match raw {
+            RawSample::Decoded(img) => self.apply_into(img, rng, out),
+            RawSample::Encoded(bytes) => self.apply_encoded_into(bytes, rng, out),
+        }
+    }
+
+    /// Decodes and transforms an encoded image. RandomResizedCrop on a JPEG decodes only the crop,
+    /// in the DCT domain at 1/2-1/8 scale when the crop is that much larger than the output
+    /// ([`decode_jpeg_crop`]); the random draws are the same as for [`Pipeline::apply_into`], so the
+    /// crop and flip are too. Other geometries and formats decode the whole image.
+    pub fn apply_encoded_into(
+        &self,
+        bytes: &[u8],
+        rng: &mut Rng,
+        out: &mut [f32],
+    ) -> anyhow::Result<()> {
+        self.check_output(out)?;
+        if let Geometry::RandomResizedCrop {
+            size,
+            scale,
+            ratio,
+            interpolation,
+        } = self.geometry
+        {
+            if let Some(info) = jpeg_region_info(bytes)? {
+                let flip = self.flip_prob > 0.0 && rng.chance(self.flip_prob);
+                let crop = random_resized_crop_params(info.width, info.height, scale, ratio, rng);
+                let img = decode_jpeg_crop(bytes, &info, crop, size, size)?;
+                let all = Rect {
+                    x: 0,
+                    y: 0,
+                    width: img.width,
+                    height: img.height,
+                };
+                let window = Rect {
+                    x: 0,
+                    y: 0,
+                    width: size,
+                    height: size,
+                };
+                let img = resample(&img, all, size, size, window, interpolation, flip);
+                return self.finish_into(img, rng, out);
+            }
+        }
+        self.apply_into(&decode(bytes)?, rng, out)
+    }
+
+    fn check_output(&self, out: &[f32]) -> anyhow::Result<()> {
         anyhow::ensure!(
             out.len() == self.sample_len(),
             "output slice has {} values, expected {}",
             out.len(),
             self.sample_len()
         );
-        let flip = self.flip_prob > 0.0 && rng.chance(self.flip_prob);
-        let mut img = self.geometry.apply(img, rng, flip)?;
+        Ok(())
+    }
+
+    /// Everything after the geometry: photometric ops, normalization, random erasing.
+    fn finish_into(&self, mut img: RgbImage, rng: &mut Rng, out: &mut [f32]) -> anyhow::Result<()> {
         if let Some(ra) = &self.randaugment {
             img = ra.apply(&img, rng);
         }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, RawSample};
 use crate::decode::decode;
 use crate::image::RgbImage;
 use crate::map_file::{read_map, MapEntry};
@@ -331,5 +331,9 @@ impl Dataset for ZipCache {
     fn load(&self, index: usize) -> anyhow::Result<RgbImage> {
         let bytes = self.encoded(index)?;
         decode(&bytes).with_context(|| format!("decoding {}", self.describe(index)))
+    }
+
+    fn load_raw(&self, index: usize) -> anyhow::Result<RawSample> {
+        self.encoded(index).map(RawSample::Encoded)
     }
 }

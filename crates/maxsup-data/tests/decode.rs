@@ -147,3 +147,58 @@ fn truncated_and_corrupt_images_are_errors() {
         "garbage entropy data decoded without error"
     );
 }
+
+/// The loader's path for encoded JPEGs (decode only the crop, DCT-scaled when it shrinks 2x or
+/// more) makes the same random draws as decoding first, and nearly the same pixels.
+#[test]
+fn crop_decoding_matches_decode_then_crop() {
+    use maxsup_data::{Interpolation, Pipeline};
+    for name in ["photo_baseline.jpg", "photo_progressive.jpg", "gray.jpg"] {
+        let bytes = data(name);
+        let full = decode(&bytes).unwrap();
+        // 224-px output upsamples these small photos (full-scale crop decode); 12 px lets most
+        // crops decode at 1/2 or 1/4 scale.
+        for size in [224usize, 12] {
+            let p = Pipeline::imagenet_train(size, Interpolation::Bilinear);
+            let (mut worst, mut total) = (0f32, 0f32);
+            for seed in 0..40 {
+                let (mut r1, mut r2) = (Rng::from_seed(seed), Rng::from_seed(seed));
+                let mut a = vec![0f32; p.sample_len()];
+                let mut b = vec![0f32; p.sample_len()];
+                p.apply_encoded_into(&bytes, &mut r1, &mut a).unwrap();
+                p.apply_into(&full, &mut r2, &mut b).unwrap();
+                assert_eq!(
+                    r1.next_u64(),
+                    r2.next_u64(),
+                    "{name}: different random draws"
+                );
+                let d: Vec<f32> = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).collect();
+                // In normalized units (1 level ~ 0.017): decoders differ by a few levels; the
+                // DCT-domain box filter differs more from Pillow's triangle filter at edges.
+                let mean = d.iter().sum::<f32>() / d.len() as f32;
+                worst = worst.max(mean);
+                total += mean;
+            }
+            let avg = total / 40.0;
+            eprintln!("{name} size {size}: mean |diff| avg {avg:.4}, worst {worst:.4}");
+            let (avg_tol, worst_tol) = if size == 224 {
+                (0.02, 0.05)
+            } else {
+                (0.12, 0.3)
+            };
+            assert!(
+                avg < avg_tol && worst < worst_tol,
+                "{name} size {size}: {avg} / {worst}"
+            );
+        }
+    }
+    // Broken files fail the same way on this path.
+    let p = Pipeline::imagenet_train(16, Interpolation::Bilinear);
+    let bytes = data("photo_progressive.jpg");
+    let mut out = vec![0f32; p.sample_len()];
+    let r = p.apply_encoded_into(&bytes[..bytes.len() / 2], &mut Rng::from_seed(0), &mut out);
+    assert!(format!("{:#}", r.unwrap_err()).contains("truncated"));
+    // CMYK is outside maxsup-jpeg's scope: decoded whole, still works.
+    p.apply_encoded_into(&data("cmyk.jpg"), &mut Rng::from_seed(0), &mut out)
+        .unwrap();
+}

@@ -68,5 +68,44 @@ fn main() {
         }
     }
     let entropy = t.elapsed().as_secs_f64() * 1e3 / (reps * blobs.len()) as f64;
-    println!("full decode ms/img: maxsup-jpeg {ours:.2} (entropy decoding {entropy:.2}), zune-jpeg {theirs:.2}");
+    // RandomResizedCrop-like regions (area 8-100%, aspect 3/4-4/3) resized to 224: the scale is
+    // the largest 1/d with the scaled crop still >= 224, as maxsup-data's loader chooses it.
+    let mut seed = 7u64;
+    let mut uniform = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut crops = Vec::new();
+    for _ in 0..reps * blobs.len() {
+        let area = 0.08 + 0.92 * uniform();
+        let aspect = ((0.75f64).ln() + uniform() * ((4.0f64 / 3.0).ln() - (0.75f64).ln())).exp();
+        crops.push((area, aspect, uniform(), uniform()));
+    }
+    let t = std::time::Instant::now();
+    for (i, &(area, aspect, fx, fy)) in crops.iter().enumerate() {
+        let b = &blobs[i % blobs.len()];
+        let info = maxsup_jpeg::read_info(b).unwrap();
+        let a = area * (info.width * info.height) as f64;
+        let w = ((a * aspect).sqrt() as usize).clamp(1, info.width);
+        let h = ((a / aspect).sqrt() as usize).clamp(1, info.height);
+        let x = ((info.width - w) as f64 * fx) as usize;
+        let y = ((info.height - h) as f64 * fy) as usize;
+        let d = [8, 4, 2]
+            .into_iter()
+            .find(|&d| w >= 224 * d && h >= 224 * d)
+            .unwrap_or(1);
+        let (sw, sh) = maxsup_jpeg::scaled_size(info.width, info.height, d);
+        let (x1, y1) = ((x + w).div_ceil(d).min(sw), (y + h).div_ceil(d).min(sh));
+        let r = maxsup_jpeg::Region {
+            x: x / d,
+            y: y / d,
+            width: x1 - x / d,
+            height: y1 - y / d,
+        };
+        std::hint::black_box(maxsup_jpeg::decode_region(b, d, r).unwrap());
+    }
+    let crop = t.elapsed().as_secs_f64() * 1e3 / crops.len() as f64;
+    println!("full decode ms/img: maxsup-jpeg {ours:.2} (entropy decoding {entropy:.2}; random crop {crop:.2}), zune-jpeg {theirs:.2}");
 }

@@ -3,6 +3,9 @@
 
 use crate::error::{corrupt, JpegError};
 
+/// `Copy`, and the cold paths take and return it by value: its address never escapes, so after
+/// inlining the compiler keeps the fields in registers through the hot loops.
+#[derive(Clone, Copy)]
 pub(crate) struct BitReader<'a> {
     data: &'a [u8],
     /// Next byte to load.
@@ -54,11 +57,12 @@ impl<'a> BitReader<'a> {
                 return;
             }
         }
-        self.refill_slow();
+        *self = self.refill_slow();
     }
 
     #[cold]
-    fn refill_slow(&mut self) {
+    #[inline(never)]
+    fn refill_slow(mut self) -> Self {
         while self.count <= 56 {
             let byte = if self.at_marker {
                 self.fabricated += 8;
@@ -91,6 +95,7 @@ impl<'a> BitReader<'a> {
             self.buf |= (byte as u64) << (56 - self.count);
             self.count += 8;
         }
+        self
     }
 
     /// Makes sure at least `n` (<= 57) bits are buffered.
@@ -135,6 +140,7 @@ impl<'a> BitReader<'a> {
     }
 
     /// Errors when the scan consumed bits that were never in the stream.
+    #[inline(always)]
     pub fn check_overrun(&self) -> Result<(), JpegError> {
         if self.fabricated > self.count {
             return corrupt(
@@ -146,7 +152,9 @@ impl<'a> BitReader<'a> {
 
     /// Handles a restart marker: drops the padding bits of the current interval and positions the
     /// reader after the next `RSTn` marker.
-    pub fn restart(&mut self) -> Result<(), JpegError> {
+    #[cold]
+    #[inline(never)]
+    pub fn restart(mut self) -> Result<Self, JpegError> {
         self.check_overrun()?;
         let marker_pos = next_marker(self.data, self.pos);
         match self.data.get(marker_pos + 1) {
@@ -158,12 +166,13 @@ impl<'a> BitReader<'a> {
         self.count = 0;
         self.fabricated = 0;
         self.at_marker = false;
-        Ok(())
+        Ok(self)
     }
 
     /// Position of the marker that ends this scan (searching on from the last byte loaded), for
     /// continuing with the next segment; also used when decoding stops early.
-    pub fn end_of_scan(&self) -> usize {
+    #[inline(never)]
+    pub fn end_of_scan(self) -> usize {
         let mut p = self.pos;
         loop {
             p = next_marker(self.data, p);
@@ -239,7 +248,7 @@ mod tests {
         let data = [0b1010_1111, 0xFF, 0xD0, 0x80, 0xFF, 0xD9];
         let mut r = BitReader::new(&data, 0);
         assert_eq!(r.bits(4), 0b1010);
-        r.restart().unwrap();
+        r = r.restart().unwrap();
         assert!(r.bit());
         assert_eq!(r.end_of_scan(), 4);
     }

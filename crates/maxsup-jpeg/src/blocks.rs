@@ -1,11 +1,13 @@
 //! Entropy decoding of one 8x8 block, for each kind of scan (ITU T.81 F.2 and G.1.2). Coefficients
-//! stay quantized and in zigzag order; each block also keeps a bit mask of its non-zero AC
-//! coefficients, which lets progressive refinement scans jump between non-zero coefficients
-//! instead of testing all 63.
+//! stay quantized and are stored column by column (`ZZ_COL`), the layout the inverse DCT loads as
+//! vectors; each block also keeps a bit mask of its non-zero AC coefficients indexed by zigzag
+//! position, which lets progressive refinement scans jump between non-zero coefficients instead
+//! of testing all 63.
 
 use crate::bits::BitReader;
 use crate::error::{corrupt, JpegError};
 use crate::huffman::{extend, HuffmanTable};
+use crate::idct::ZZ_COL;
 
 /// Mask of zigzag positions `ss..=se`.
 #[inline(always)]
@@ -57,7 +59,7 @@ pub(crate) fn baseline(
             if k > 63 {
                 return corrupt("AC coefficient run goes past the end of a block");
             }
-            blk[k as usize] = (f >> 16) as i16;
+            blk[ZZ_COL[k as usize]] = (f >> 16) as i16;
             mask |= 1 << k;
             k += 1;
             continue;
@@ -75,7 +77,7 @@ pub(crate) fn baseline(
         if k > 63 {
             return corrupt("AC coefficient run goes past the end of a block");
         }
-        blk[k as usize] = extend(r.bits(size), size) as i16;
+        blk[ZZ_COL[k as usize]] = extend(r.bits(size), size) as i16;
         mask |= 1 << k;
         k += 1;
     }
@@ -100,7 +102,7 @@ pub(crate) fn dc_first(
 #[inline(always)]
 pub(crate) fn dc_refine(r: &mut BitReader, blk: &mut [i16], al: u32) {
     if r.bit() {
-        blk[0] |= 1 << al;
+        blk[0] |= (1i32 << al) as i16;
     }
 }
 
@@ -131,7 +133,7 @@ pub(crate) fn ac_first(
             if k > se {
                 return corrupt("AC coefficient run goes past the end of the spectral band");
             }
-            blk[k as usize] = ((f >> 16) << al) as i16;
+            blk[ZZ_COL[k as usize]] = ((f >> 16) << al) as i16;
             *nz |= 1 << k;
             k += 1;
             continue;
@@ -150,7 +152,7 @@ pub(crate) fn ac_first(
         if k > se {
             return corrupt("AC coefficient run goes past the end of the spectral band");
         }
-        blk[k as usize] = (extend(r.bits(size), size) << al) as i16;
+        blk[ZZ_COL[k as usize]] = (extend(r.bits(size), size) << al) as i16;
         *nz |= 1 << k;
         k += 1;
     }
@@ -165,12 +167,16 @@ fn correct(r: &mut BitReader, blk: &mut [i16], mut targets: u64, p1: i16) {
         let take = targets.count_ones().min(32);
         let bits = r.bits(take);
         for i in (0..take).rev() {
-            let k = targets.trailing_zeros() as usize;
+            let k = ZZ_COL[targets.trailing_zeros() as usize];
             targets &= targets - 1;
             if (bits >> i) & 1 != 0 {
                 let c = blk[k];
                 if c & p1 == 0 {
-                    blk[k] = if c >= 0 { c + p1 } else { c - p1 };
+                    blk[k] = if c >= 0 {
+                        c.wrapping_add(p1)
+                    } else {
+                        c.wrapping_sub(p1)
+                    };
                 }
             }
         }
@@ -232,7 +238,7 @@ pub(crate) fn ac_refine(
             };
             correct(r, blk, *nz & band & from(k) & !from(pos), p1);
             if value != 0 {
-                blk[pos as usize] = value;
+                blk[ZZ_COL[pos as usize]] = value;
                 *nz |= 1 << pos;
             }
             k = pos + 1;

@@ -218,14 +218,29 @@ pub(crate) fn parse_sof(marker: u8, seg: &[u8]) -> Result<Frame, JpegError> {
     })
 }
 
+thread_local! {
+    /// Coefficient buffers of earlier images on this thread, reused: a 512x512 image needs ~0.8 MB,
+    /// and a fresh zeroed allocation per image costs page faults and a memset.
+    static COEF_BUFFERS: std::cell::RefCell<Vec<Vec<i16>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Frame {
-    /// Allocates coefficient storage (zeroed: progressive scans accumulate into it).
-    pub fn allocate(&mut self) {
-        for c in &mut self.components {
+    /// Sets up coefficient storage for decoding block rows `0..rows_needed[c]` of each component:
+    /// those are zeroed (progressive scans accumulate into them and the vector IDCT reads whole
+    /// columns); the rest of a reused buffer is never written or read.
+    pub fn allocate(&mut self, rows_needed: &[usize]) {
+        for (c, &rows) in self.components.iter_mut().zip(rows_needed) {
             c.blocks_w = self.mcus_x * c.h;
             c.blocks_h = self.mcus_y * c.v;
             let blocks = c.blocks_w * c.blocks_h;
-            c.coefs = vec![0; blocks * 64];
+            let mut coefs = COEF_BUFFERS
+                .with(|p| p.borrow_mut().pop())
+                .unwrap_or_default();
+            if coefs.len() < blocks * 64 {
+                coefs.resize(blocks * 64, 0);
+            }
+            coefs[..rows.min(c.blocks_h) * c.blocks_w * 64].fill(0);
+            c.coefs = coefs;
             c.nz = vec![0; blocks];
         }
     }
@@ -237,5 +252,18 @@ impl Frame {
             components: self.components.len(),
             progressive: self.progressive,
         }
+    }
+}
+
+impl Drop for Frame {
+    fn drop(&mut self) {
+        COEF_BUFFERS.with(|p| {
+            let mut pool = p.borrow_mut();
+            for c in &mut self.components {
+                if !c.coefs.is_empty() && pool.len() < 4 {
+                    pool.push(std::mem::take(&mut c.coefs));
+                }
+            }
+        });
     }
 }

@@ -103,18 +103,21 @@ impl HuffmanTable {
             r.consume((e >> 8) as u32);
             return Ok(e as u8);
         }
-        self.decode_slow(r)
+        let (symbol, len) = self.decode_slow(r.peek(16))?;
+        r.consume(len);
+        Ok(symbol)
     }
 
+    /// Codes longer than `FAST_BITS`, from the next 16 bits: (symbol, code length).
     #[cold]
-    fn decode_slow(&self, r: &mut BitReader) -> Result<u8, JpegError> {
+    #[inline(never)]
+    fn decode_slow(&self, next16: u32) -> Result<(u8, u32), JpegError> {
         for len in FAST_BITS + 1..=16 {
-            let code = r.peek(len) as i32;
+            let code = (next16 >> (16 - len)) as i32;
             if code <= self.max_code[len as usize] {
-                r.consume(len);
                 let i = (self.offset[len as usize] + code) as usize;
                 return match self.values.get(i) {
-                    Some(&v) => Ok(v),
+                    Some(&v) => Ok((v, len)),
                     None => corrupt("Huffman code outside its table"),
                 };
             }

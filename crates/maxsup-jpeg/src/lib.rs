@@ -67,7 +67,7 @@ pub fn decode_region(data: &[u8], denom: usize, region: Region) -> Result<Rgb, J
         // SAFETY: the CPU supports the features the function is compiled for.
         return unsafe { decode_region_avx2(data, denom, region) };
     }
-    decode_region_impl(data, denom, region)
+    decode_region_impl(data, denom, region, false)
 }
 
 /// Decodes the whole image at full scale.
@@ -88,7 +88,7 @@ pub fn decode(data: &[u8]) -> Result<Rgb, JpegError> {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,bmi1,popcnt")]
 unsafe fn decode_region_avx2(data: &[u8], denom: usize, region: Region) -> Result<Rgb, JpegError> {
-    decode_region_impl(data, denom, region)
+    decode_region_impl(data, denom, region, true)
 }
 
 /// Walks segments up to and including the frame header; returns the frame and the offset after it.
@@ -152,8 +152,14 @@ fn apply_table_segment(marker: u8, seg: &[u8], tables: &mut Tables) -> Result<()
     }
 }
 
+/// `avx2`: the caller checked AVX2 and FMA support (selects the vector inverse DCT).
 #[inline(always)]
-fn decode_region_impl(data: &[u8], denom: usize, region: Region) -> Result<Rgb, JpegError> {
+fn decode_region_impl(
+    data: &[u8],
+    denom: usize,
+    region: Region,
+    avx2: bool,
+) -> Result<Rgb, JpegError> {
     let mut tables = Tables::new();
     let (mut frame, mut pos) = parse_until_frame(data, &mut tables)?;
     let (sw, sh) = scaled_size(frame.width, frame.height, denom);
@@ -176,10 +182,10 @@ fn decode_region_impl(data: &[u8], denom: usize, region: Region) -> Result<Rgb, 
             None => ColorModel::YCbCr,
         },
     };
-    frame.allocate();
     let rows_needed: Vec<usize> = (0..frame.components.len())
         .map(|c| output::rows_needed(&frame, c, denom, region))
         .collect();
+    frame.allocate(&rows_needed);
     let mut scans = 0;
     loop {
         let (marker, seg, next) = segment(data, pos)?;
@@ -203,6 +209,6 @@ fn decode_region_impl(data: &[u8], denom: usize, region: Region) -> Result<Rgb, 
     Ok(Rgb {
         width: region.width,
         height: region.height,
-        data: output::render(&frame, &tables, model, denom, region),
+        data: output::render(&frame, &tables, model, denom, region, avx2),
     })
 }

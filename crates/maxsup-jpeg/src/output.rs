@@ -161,6 +161,7 @@ pub(crate) fn transform_plane(
     c: usize,
     denom: usize,
     region: Region,
+    avx2: bool,
 ) -> Plane {
     let comp = &frame.components[c];
     let ((sx, sw), (sy, sh)) = component_axes(frame, c, denom);
@@ -177,12 +178,15 @@ pub(crate) fn transform_plane(
         for bx in bx0..bx1 {
             let b = by * comp.blocks_w + bx;
             let o = (by - by0) * ny * width + (bx - bx0) * nx;
-            idct.block(
-                &comp.coefs[b * 64..b * 64 + 64],
-                comp.nz[b],
-                &mut data[o..],
-                width,
-            );
+            let coefs = &comp.coefs[b * 64..b * 64 + 64];
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                // SAFETY: `avx2` is only set when the CPU has AVX2 and FMA; the slices are in bounds
+                // (64 coefficients; `ny` rows of `width` >= `nx` bytes from `o`).
+                unsafe { idct.block_avx2(coefs, comp.nz[b], &mut data[o..], width) };
+                continue;
+            }
+            idct.block(coefs, comp.nz[b], &mut data[o..], width);
         }
     }
     Plane {
@@ -303,12 +307,13 @@ pub(crate) fn render(
     model: ColorModel,
     denom: usize,
     region: Region,
+    avx2: bool,
 ) -> Vec<u8> {
     // Plain loops rather than iterator closures here and below: closures are separate functions that
     // would not inherit the caller's AVX2 code generation.
     let mut planes = Vec::with_capacity(frame.components.len());
     for c in 0..frame.components.len() {
-        planes.push(transform_plane(frame, tables, c, denom, region));
+        planes.push(transform_plane(frame, tables, c, denom, region, avx2));
     }
     let w = region.width;
     let mut out = vec![0u8; w * region.height * 3];

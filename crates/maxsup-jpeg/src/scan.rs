@@ -7,14 +7,12 @@ use crate::error::{corrupt, JpegError};
 use crate::frame::{be16, Component, Frame, Tables};
 use crate::huffman::HuffmanTable;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Sequential,
-    DcFirst,
-    DcRefine,
-    AcFirst,
-    AcRefine,
-}
+/// Scan kinds, as const generic parameters: each gets its own specialized MCU loop.
+const SEQUENTIAL: u8 = 0;
+const DC_FIRST: u8 = 1;
+const DC_REFINE: u8 = 2;
+const AC_FIRST: u8 = 3;
+const AC_REFINE: u8 = 4;
 
 struct ScanComponent {
     index: usize,
@@ -24,7 +22,6 @@ struct ScanComponent {
 
 /// Tables and parameters shared by every block of a scan.
 struct ScanTables<'t> {
-    kind: Kind,
     dc: Vec<&'t HuffmanTable>,
     ac: Vec<&'t HuffmanTable>,
     ss: u32,
@@ -34,7 +31,7 @@ struct ScanTables<'t> {
 
 /// Decodes block (`bx`, `by`) of the `i`-th component of the scan.
 #[inline(always)]
-fn decode_block(
+fn decode_block<const KIND: u8>(
     t: &ScanTables,
     r: &mut BitReader,
     comp: &mut Component,
@@ -47,15 +44,15 @@ fn decode_block(
     let blk = &mut comp.coefs[b * 64..b * 64 + 64];
     let nz = &mut comp.nz[b];
     let (ss, se, al) = (t.ss, t.se, t.al);
-    match t.kind {
-        Kind::Sequential => blocks::baseline(r, t.dc[i], t.ac[i], &mut comp.dc_pred, blk, nz),
-        Kind::DcFirst => blocks::dc_first(r, t.dc[i], &mut comp.dc_pred, blk, al),
-        Kind::DcRefine => {
+    match KIND {
+        SEQUENTIAL => blocks::baseline(r, t.dc[i], t.ac[i], &mut comp.dc_pred, blk, nz),
+        DC_FIRST => blocks::dc_first(r, t.dc[i], &mut comp.dc_pred, blk, al),
+        DC_REFINE => {
             blocks::dc_refine(r, blk, al);
             Ok(())
         }
-        Kind::AcFirst => blocks::ac_first(r, t.ac[i], blk, nz, ss, se, al, eobrun),
-        Kind::AcRefine => blocks::ac_refine(r, t.ac[i], blk, nz, ss, se, al, eobrun),
+        AC_FIRST => blocks::ac_first(r, t.ac[i], blk, nz, ss, se, al, eobrun),
+        _ => blocks::ac_refine(r, t.ac[i], blk, nz, ss, se, al, eobrun),
     }
 }
 
@@ -104,31 +101,31 @@ pub(crate) fn decode_scan(
         (seg[p + 2] & 15) as u32,
     );
     let kind = if !frame.progressive {
-        Kind::Sequential
+        SEQUENTIAL
     } else if ss == 0 {
         if se != 0 {
             return corrupt("progressive DC scan with a non-zero spectral end");
         }
         if ah == 0 {
-            Kind::DcFirst
+            DC_FIRST
         } else {
-            Kind::DcRefine
+            DC_REFINE
         }
     } else {
         if se < ss || se > 63 || ns != 1 {
             return corrupt("progressive AC scan with a bad band or several components");
         }
         if ah == 0 {
-            Kind::AcFirst
+            AC_FIRST
         } else {
-            Kind::AcRefine
+            AC_REFINE
         }
     };
     if al > 13 {
         return corrupt("successive approximation shift above 13");
     }
-    let need_dc = matches!(kind, Kind::Sequential | Kind::DcFirst);
-    let need_ac = matches!(kind, Kind::Sequential | Kind::AcFirst | Kind::AcRefine);
+    let need_dc = matches!(kind, SEQUENTIAL | DC_FIRST);
+    let need_ac = matches!(kind, SEQUENTIAL | AC_FIRST | AC_REFINE);
     let empty = HuffmanTable::new(&[0; 16], &[]).expect("empty table");
     let mut dc_tables = Vec::with_capacity(ns);
     let mut ac_tables = Vec::with_capacity(ns);
@@ -152,20 +149,40 @@ pub(crate) fn decode_scan(
         frame.components[c.index].dc_pred = 0;
     }
 
-    let mut r = BitReader::new(data, pos + 2 + len);
-    let mut eobrun = 0u32;
-    let restart = tables.restart_interval;
-    let mut mcus_done = 0usize;
+    let r = BitReader::new(data, pos + 2 + len);
     let tabs = ScanTables {
-        kind,
         dc: dc_tables,
         ac: ac_tables,
         ss,
         se,
         al,
     };
+    let restart = tables.restart_interval;
+    let r = match kind {
+        SEQUENTIAL => traverse::<SEQUENTIAL>(r, frame, &comps, &tabs, rows_needed, restart)?,
+        DC_FIRST => traverse::<DC_FIRST>(r, frame, &comps, &tabs, rows_needed, restart)?,
+        DC_REFINE => traverse::<DC_REFINE>(r, frame, &comps, &tabs, rows_needed, restart)?,
+        AC_FIRST => traverse::<AC_FIRST>(r, frame, &comps, &tabs, rows_needed, restart)?,
+        _ => traverse::<AC_REFINE>(r, frame, &comps, &tabs, rows_needed, restart)?,
+    };
+    r.check_overrun()?;
+    Ok(r.end_of_scan())
+}
 
-    if ns == 1 {
+/// Walks the scan's MCUs (restart intervals included) up to the rows needed, decoding each block.
+#[inline(always)]
+fn traverse<'a, const KIND: u8>(
+    mut r: BitReader<'a>,
+    frame: &mut Frame,
+    comps: &[ScanComponent],
+    tabs: &ScanTables,
+    rows_needed: &[usize],
+    restart: usize,
+) -> Result<BitReader<'a>, JpegError> {
+    let mut eobrun = 0u32;
+    let mut mcus_done = 0usize;
+
+    if comps.len() == 1 {
         // Non-interleaved: one block per MCU, over the component's own (unpadded) block grid.
         let ci = comps[0].index;
         let (w, h) = frame.components[ci].sample_size(frame);
@@ -174,12 +191,12 @@ pub(crate) fn decode_scan(
         for by in 0..rows {
             for bx in 0..bw {
                 if restart > 0 && mcus_done > 0 && mcus_done.is_multiple_of(restart) {
-                    r.restart()?;
+                    r = r.restart()?;
                     frame.components[ci].dc_pred = 0;
                     eobrun = 0;
                 }
-                decode_block(
-                    &tabs,
+                decode_block::<KIND>(
+                    tabs,
                     &mut r,
                     &mut frame.components[ci],
                     0,
@@ -192,7 +209,7 @@ pub(crate) fn decode_scan(
         }
     } else {
         let mut rows = 0;
-        for c in &comps {
+        for c in comps {
             let v = frame.components[c.index].v;
             rows = rows.max(rows_needed[c.index].div_ceil(v));
         }
@@ -200,8 +217,8 @@ pub(crate) fn decode_scan(
         for my in 0..rows {
             for mx in 0..frame.mcus_x {
                 if restart > 0 && mcus_done > 0 && mcus_done.is_multiple_of(restart) {
-                    r.restart()?;
-                    for c in &comps {
+                    r = r.restart()?;
+                    for c in comps {
                         frame.components[c.index].dc_pred = 0;
                     }
                     eobrun = 0;
@@ -210,8 +227,8 @@ pub(crate) fn decode_scan(
                     let (h, v) = (frame.components[c.index].h, frame.components[c.index].v);
                     for y in 0..v {
                         for x in 0..h {
-                            decode_block(
-                                &tabs,
+                            decode_block::<KIND>(
+                                tabs,
                                 &mut r,
                                 &mut frame.components[c.index],
                                 i,
@@ -226,6 +243,5 @@ pub(crate) fn decode_scan(
             }
         }
     }
-    r.check_overrun()?;
-    Ok(r.end_of_scan())
+    Ok(r)
 }
