@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Decode + RandomResizedCrop(224) + flip + normalize, one core, same JPEG bytes: maxsup-data vs
 # torchvision+PIL (the anchor /work/shared/anchors/torchvision_pipeline.py or $ANCHOR), run back to back.
-# Usage: bench/vs_torchvision.sh [JPEG_DIR] [N]. Default JPEG_DIR: the 20 real ImageNet photos of
-# foolbox==3.3.4 (fetched with pip into /tmp/maxsup-bench-jpegs).
+# Usage: bench/vs_torchvision.sh [JPEG_DIR] [N] [ROUNDS]. Default JPEG_DIR: the 20 real ImageNet
+# photos of foolbox==3.3.4 (fetched with pip into /tmp/maxsup-bench-jpegs). The two run alternately
+# ROUNDS times (default 5); each round's ratio and the median are printed, since a shared machine
+# drifts by more than the differences being measured.
 set -euo pipefail
 crate="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 anchor="${ANCHOR:-/work/shared/anchors/torchvision_pipeline.py}"
 dir="${1:-}"
 n="${2:-400}"
+rounds="${3:-5}"
 if [[ -z "$dir" ]]; then
     dir=/tmp/maxsup-bench-jpegs
     if ! ls "$dir"/*.jpg >/dev/null 2>&1; then
@@ -18,12 +21,13 @@ if [[ -z "$dir" ]]; then
 fi
 cd "$crate/../.."
 cargo build --release -q -p maxsup-data --example bench_decode
-ours=$(./target/release/examples/bench_decode "$dir" "$n")
-theirs=$(python3 "$anchor" "$dir" "$n")
-echo "$ours"
-echo "$theirs"
-python3 - "$ours" "$theirs" <<'PY'
-import re, sys
-a, b = (float(re.search(r"([\d.]+) img/s", s).group(1)) for s in sys.argv[1:])
-print(f"ratio maxsup-data / torchvision+PIL: {a / b:.2f}x")
-PY
+ratios=()
+for ((r = 1; r <= rounds; r++)); do
+    ours=$(./target/release/examples/bench_decode "$dir" "$n")
+    theirs=$(python3 "$anchor" "$dir" "$n")
+    echo "$ours"
+    echo "$theirs"
+    ratios+=("$(python3 -c 'import re,sys; a,b=(float(re.search(r"([\d.]+) img/s",s).group(1)) for s in sys.argv[1:]); print(f"{a/b:.2f}")' "$ours" "$theirs")")
+    echo "round $r: ratio maxsup-data / torchvision+PIL = ${ratios[-1]}x"
+done
+python3 -c 'import statistics,sys; r=[float(x) for x in sys.argv[1:]]; print(f"median ratio over {len(r)} rounds: {statistics.median(r):.2f}x (min {min(r):.2f}, max {max(r):.2f})")' "${ratios[@]}"

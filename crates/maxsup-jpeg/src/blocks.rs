@@ -47,6 +47,7 @@ pub(crate) fn baseline(
     blk: &mut [i16],
     nz: &mut u64,
 ) -> Result<(), JpegError> {
+    blk.fill(0);
     blk[0] = dc_value(r, dc, pred)? as i16;
     let mut k = 1u32;
     let mut mask = 0u64;
@@ -94,6 +95,9 @@ pub(crate) fn dc_first(
     blk: &mut [i16],
     al: u32,
 ) -> Result<(), JpegError> {
+    // The first scan to reach a block (T.81 G.1.1.1.1: DC before AC), so it clears the block
+    // here, while its cache lines are being touched anyway, instead of in a separate pass.
+    blk.fill(0);
     blk[0] = (dc_value(r, dc, pred)? << al) as i16;
     Ok(())
 }
@@ -160,7 +164,8 @@ pub(crate) fn ac_first(
 }
 
 /// Applies one correction bit, in zigzag order, to each already non-zero coefficient in `targets`:
-/// a set bit adds `p1` away from zero unless that bit is already set (G.1.2.3).
+/// a set bit adds `p1` away from zero unless that bit is already set (G.1.2.3). Branch-free per
+/// coefficient: the correction bits are close to random, so a branch on them mispredicts often.
 #[inline(always)]
 fn correct(r: &mut BitReader, blk: &mut [i16], mut targets: u64, p1: i16) {
     while targets != 0 {
@@ -169,17 +174,23 @@ fn correct(r: &mut BitReader, blk: &mut [i16], mut targets: u64, p1: i16) {
         for i in (0..take).rev() {
             let k = ZZ_COL[targets.trailing_zeros() as usize];
             targets &= targets - 1;
-            if (bits >> i) & 1 != 0 {
-                let c = blk[k];
-                if c & p1 == 0 {
-                    blk[k] = if c >= 0 {
-                        c.wrapping_add(p1)
-                    } else {
-                        c.wrapping_sub(p1)
-                    };
-                }
-            }
+            let c = blk[k];
+            let sign = c >> 15; // 0 or -1
+            let step = (p1 ^ sign).wrapping_sub(sign); // p1 toward c's sign
+            let apply = ((bits >> i) & 1) as i16 & ((c & p1) == 0) as i16;
+            blk[k] = c.wrapping_add(step * apply);
         }
+    }
+}
+
+/// Consumes the correction bits of `targets` without applying them (a block nobody will read).
+#[inline(always)]
+fn skip_corrections(r: &mut BitReader, targets: u64) {
+    let mut n = targets.count_ones();
+    while n > 0 {
+        let take = n.min(32);
+        r.bits(take);
+        n -= take;
     }
 }
 
@@ -194,7 +205,9 @@ fn nth_set_bit(mut x: u64, n: u32) -> Option<u32> {
 
 /// Progressive AC refinement of band `ss..=se` by bit `al`: new coefficients of magnitude 1 placed
 /// after runs of still-zero coefficients, and a correction bit for every coefficient that was
-/// already non-zero, including those skipped by a run or inside an end-of-band run.
+/// already non-zero, including those skipped by a run or inside an end-of-band run. With `keep`
+/// false only the bit stream and the non-zero mask advance: the values of a block outside the
+/// decoded region are never read, and skipping their updates saves the memory traffic.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn ac_refine(
@@ -206,6 +219,7 @@ pub(crate) fn ac_refine(
     se: u32,
     al: u32,
     eobrun: &mut u32,
+    keep: bool,
 ) -> Result<(), JpegError> {
     let p1: i16 = 1 << al;
     let band = band_mask(ss, se);
@@ -236,16 +250,27 @@ pub(crate) fn ac_refine(
                 None if value == 0 => se + 1,
                 None => return corrupt("AC refinement run goes past the end of the spectral band"),
             };
-            correct(r, blk, *nz & band & from(k) & !from(pos), p1);
+            let targets = *nz & band & from(k) & !from(pos);
+            if keep {
+                correct(r, blk, targets, p1);
+            } else {
+                skip_corrections(r, targets);
+            }
             if value != 0 {
-                blk[ZZ_COL[pos as usize]] = value;
+                if keep {
+                    blk[ZZ_COL[pos as usize]] = value;
+                }
                 *nz |= 1 << pos;
             }
             k = pos + 1;
         }
     }
     if *eobrun > 0 {
-        correct(r, blk, *nz & band & from(k), p1);
+        if keep {
+            correct(r, blk, *nz & band & from(k), p1);
+        } else {
+            skip_corrections(r, *nz & band & from(k));
+        }
         *eobrun -= 1;
     }
     Ok(())

@@ -225,11 +225,11 @@ thread_local! {
 }
 
 impl Frame {
-    /// Sets up coefficient storage for decoding block rows `0..rows_needed[c]` of each component:
-    /// those are zeroed (progressive scans accumulate into them and the vector IDCT reads whole
-    /// columns); the rest of a reused buffer is never written or read.
-    pub fn allocate(&mut self, rows_needed: &[usize]) {
-        for (c, &rows) in self.components.iter_mut().zip(rows_needed) {
+    /// Sets up coefficient storage. Blocks are cleared by the first scan that reaches them (the
+    /// sequential block decoder, or the first DC scan of a progressive image), so a reused buffer
+    /// is not zeroed here; blocks no scan reached are never read (the region's rows are decoded).
+    pub fn allocate(&mut self) {
+        for c in self.components.iter_mut() {
             c.blocks_w = self.mcus_x * c.h;
             c.blocks_h = self.mcus_y * c.v;
             let blocks = c.blocks_w * c.blocks_h;
@@ -239,7 +239,6 @@ impl Frame {
             if coefs.len() < blocks * 64 {
                 coefs.resize(blocks * 64, 0);
             }
-            coefs[..rows.min(c.blocks_h) * c.blocks_w * 64].fill(0);
             c.coefs = coefs;
             c.nz = vec![0; blocks];
         }

@@ -182,16 +182,16 @@ fn decode_region_impl(
             None => ColorModel::YCbCr,
         },
     };
-    let rows_needed: Vec<usize> = (0..frame.components.len())
-        .map(|c| output::rows_needed(&frame, c, denom, region))
+    let needed: Vec<output::BlockRange> = (0..frame.components.len())
+        .map(|c| output::needed_blocks(&frame, c, denom, region))
         .collect();
-    frame.allocate(&rows_needed);
+    frame.allocate();
     let mut scans = 0;
     loop {
         let (marker, seg, next) = segment(data, pos)?;
         match marker {
             0xDA => {
-                pos = scan::decode_scan(data, pos, &mut frame, &tables, &rows_needed)?;
+                pos = scan::decode_scan(data, pos, &mut frame, &tables, &needed)?;
                 scans += 1;
                 continue;
             }

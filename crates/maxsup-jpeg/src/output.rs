@@ -147,11 +147,34 @@ fn component_axes(
     ((sx, (w * sx.n).div_ceil(8)), (sy, (h * sy.n).div_ceil(8)))
 }
 
-/// Block rows of component `c` that the region reads (for stopping entropy decoding early).
-pub(crate) fn rows_needed(frame: &Frame, c: usize, denom: usize, region: Region) -> usize {
-    let (_, (sy, samples)) = component_axes(frame, c, denom);
-    let rows = axis_plan(region.y, region.height, sy.num, sy.den, samples);
-    rows.hi.div_ceil(sy.n)
+/// The blocks of a component that the region reads: columns `x0..x1`, rows `y0..y1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BlockRange {
+    pub x0: usize,
+    pub x1: usize,
+    pub y0: usize,
+    pub y1: usize,
+}
+
+impl BlockRange {
+    #[inline(always)]
+    pub fn contains(&self, bx: usize, by: usize) -> bool {
+        (self.x0..self.x1).contains(&bx) && (self.y0..self.y1).contains(&by)
+    }
+}
+
+/// Blocks of component `c` under the region (entropy decoding stops below them, and refinement
+/// scans update coefficient values only inside them).
+pub(crate) fn needed_blocks(frame: &Frame, c: usize, denom: usize, region: Region) -> BlockRange {
+    let ((sx, sw), (sy, sh)) = component_axes(frame, c, denom);
+    let cols = axis_plan(region.x, region.width, sx.num, sx.den, sw);
+    let rows = axis_plan(region.y, region.height, sy.num, sy.den, sh);
+    BlockRange {
+        x0: cols.lo / sx.n,
+        x1: cols.hi.div_ceil(sx.n),
+        y0: rows.lo / sy.n,
+        y1: rows.hi.div_ceil(sy.n),
+    }
 }
 
 #[inline(always)]

@@ -6,6 +6,7 @@ use crate::blocks;
 use crate::error::{corrupt, JpegError};
 use crate::frame::{be16, Component, Frame, Tables};
 use crate::huffman::HuffmanTable;
+use crate::output::BlockRange;
 
 /// Scan kinds, as const generic parameters: each gets its own specialized MCU loop.
 const SEQUENTIAL: u8 = 0;
@@ -39,6 +40,7 @@ fn decode_block<const KIND: u8>(
     bx: usize,
     by: usize,
     eobrun: &mut u32,
+    keep: bool,
 ) -> Result<(), JpegError> {
     let b = by * comp.blocks_w + bx;
     let blk = &mut comp.coefs[b * 64..b * 64 + 64];
@@ -52,20 +54,21 @@ fn decode_block<const KIND: u8>(
             Ok(())
         }
         AC_FIRST => blocks::ac_first(r, t.ac[i], blk, nz, ss, se, al, eobrun),
-        _ => blocks::ac_refine(r, t.ac[i], blk, nz, ss, se, al, eobrun),
+        _ => blocks::ac_refine(r, t.ac[i], blk, nz, ss, se, al, eobrun, keep),
     }
 }
 
-/// Decodes the scan whose SOS segment starts at `data[pos]` (the marker's `FF DA`). `rows_needed[c]`
-/// is how many block rows of component `c` the caller will read: the scan stops after the MCU row
-/// that completes them. Returns the offset of the marker following the scan.
+/// Decodes the scan whose SOS segment starts at `data[pos]` (the marker's `FF DA`). `needed[c]`
+/// are the blocks of component `c` the caller will read: the scan stops after the MCU row that
+/// completes rows `..needed[c].y1`, and refinement scans skip the value updates of blocks outside.
+/// Returns the offset of the marker following the scan.
 #[inline(always)]
 pub(crate) fn decode_scan(
     data: &[u8],
     pos: usize,
     frame: &mut Frame,
     tables: &Tables,
-    rows_needed: &[usize],
+    needed: &[BlockRange],
 ) -> Result<usize, JpegError> {
     let len = be16(data, pos + 2)?;
     let seg = match data.get(pos + 4..pos + 2 + len) {
@@ -159,11 +162,11 @@ pub(crate) fn decode_scan(
     };
     let restart = tables.restart_interval;
     let r = match kind {
-        SEQUENTIAL => traverse::<SEQUENTIAL>(r, frame, &comps, &tabs, rows_needed, restart)?,
-        DC_FIRST => traverse::<DC_FIRST>(r, frame, &comps, &tabs, rows_needed, restart)?,
-        DC_REFINE => traverse::<DC_REFINE>(r, frame, &comps, &tabs, rows_needed, restart)?,
-        AC_FIRST => traverse::<AC_FIRST>(r, frame, &comps, &tabs, rows_needed, restart)?,
-        _ => traverse::<AC_REFINE>(r, frame, &comps, &tabs, rows_needed, restart)?,
+        SEQUENTIAL => traverse::<SEQUENTIAL>(r, frame, &comps, &tabs, needed, restart)?,
+        DC_FIRST => traverse::<DC_FIRST>(r, frame, &comps, &tabs, needed, restart)?,
+        DC_REFINE => traverse::<DC_REFINE>(r, frame, &comps, &tabs, needed, restart)?,
+        AC_FIRST => traverse::<AC_FIRST>(r, frame, &comps, &tabs, needed, restart)?,
+        _ => traverse::<AC_REFINE>(r, frame, &comps, &tabs, needed, restart)?,
     };
     r.check_overrun()?;
     Ok(r.end_of_scan())
@@ -176,7 +179,7 @@ fn traverse<'a, const KIND: u8>(
     frame: &mut Frame,
     comps: &[ScanComponent],
     tabs: &ScanTables,
-    rows_needed: &[usize],
+    needed: &[BlockRange],
     restart: usize,
 ) -> Result<BitReader<'a>, JpegError> {
     let mut eobrun = 0u32;
@@ -187,7 +190,7 @@ fn traverse<'a, const KIND: u8>(
         let ci = comps[0].index;
         let (w, h) = frame.components[ci].sample_size(frame);
         let (bw, bh) = (w.div_ceil(8), h.div_ceil(8));
-        let rows = bh.min(rows_needed[ci]);
+        let rows = bh.min(needed[ci].y1);
         for by in 0..rows {
             for bx in 0..bw {
                 if restart > 0 && mcus_done > 0 && mcus_done.is_multiple_of(restart) {
@@ -203,6 +206,7 @@ fn traverse<'a, const KIND: u8>(
                     bx,
                     by,
                     &mut eobrun,
+                    needed[ci].contains(bx, by),
                 )?;
                 mcus_done += 1;
             }
@@ -211,7 +215,7 @@ fn traverse<'a, const KIND: u8>(
         let mut rows = 0;
         for c in comps {
             let v = frame.components[c.index].v;
-            rows = rows.max(rows_needed[c.index].div_ceil(v));
+            rows = rows.max(needed[c.index].y1.div_ceil(v));
         }
         let rows = rows.min(frame.mcus_y);
         for my in 0..rows {
@@ -235,6 +239,7 @@ fn traverse<'a, const KIND: u8>(
                                 mx * h + x,
                                 my * v + y,
                                 &mut eobrun,
+                                true, // interleaved scans are never refinements of AC
                             )?;
                         }
                     }
