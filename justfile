@@ -16,13 +16,14 @@ fixtures:
     cd crates/maxsup-metrics/fixtures && python3 gen_fixtures.py && python3 gen_probe_fixture.py
 
 # Arguments are positional: `just reproduce-table1 EPOCHS SUBSET IMAGENET_DIR DEVICE OUT`.
-# Default profile: CIFAR-10, resnet20_cifar (the cifar10-resnet20 recipe), 7 epochs per loss, CPU:
-# about 3 hours on the 2-core box at the measured ~185 images/s (5 losses x ~36 min). SUBSET=N trains (and measures the train split)
+# Default profile: CIFAR-10, resnet20_cifar (the cifar10-resnet20 recipe), 5 epochs per loss, CPU:
+# about 2.5 hours on the 2-core box at ~185 images/s (5 losses x ~25 min of training, plus
+# evaluation and feature extraction), interruptible: rerunning resumes. SUBSET=N trains (and measures the train split)
 # on the first N CIFAR-10 training images; IMAGENET_DIR uses the zip cache there with the paper's
 # ResNet-50 recipe (DEVICE=cuda for a GPU build). Trains CE, LS, OLS, Zipf-LS and MaxSup with one
 # recipe and seed, extracts train/val features and prints the table beside the paper's.
 # Paper Table 1: intra-class variation and inter-class separability of five losses.
-reproduce-table1 epochs="7" subset="" imagenet="" device="cpu" out="runs/table1":
+reproduce-table1 epochs="5" subset="" imagenet="" device="cpu" out="runs/table1":
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build --release -p train-conv -p maxsup
@@ -55,7 +56,7 @@ reproduce-table1 epochs="7" subset="" imagenet="" device="cpu" out="runs/table1"
 # (45 lambdas, chosen on a held-out split) for each. The paper probes ImageNet ResNet-50 features
 # on CIFAR-10; IMAGENET_DIR pretrains that way and probes CIFAR-10 instead.
 # Paper Table 2: linear transfer of frozen features.
-reproduce-table2 epochs="7" subset="" imagenet="" device="cpu" out="runs/table1":
+reproduce-table2 epochs="5" subset="" imagenet="" device="cpu" out="runs/table1":
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build --release -p train-conv -p maxsup

@@ -32,6 +32,7 @@ struct ScanTables<'t> {
 
 /// Decodes block (`bx`, `by`) of the `i`-th component of the scan.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn decode_block<const KIND: u8>(
     t: &ScanTables,
     r: &mut BitReader,
