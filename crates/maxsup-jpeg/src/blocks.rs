@@ -110,19 +110,25 @@ pub(crate) fn dc_refine(r: &mut BitReader, blk: &mut [i16], al: u32) {
     }
 }
 
-/// Progressive AC, first scan of band `ss..=se` (one component), with end-of-band runs.
+/// The spectral band `ss..=se` (zigzag positions) and bit position `al` of a progressive scan.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Band {
+    pub ss: u32,
+    pub se: u32,
+    pub al: u32,
+}
+
+/// Progressive AC, first scan of a band (one component), with end-of-band runs.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn ac_first(
     r: &mut BitReader,
     ac: &HuffmanTable,
     blk: &mut [i16],
     nz: &mut u64,
-    ss: u32,
-    se: u32,
-    al: u32,
+    band: Band,
     eobrun: &mut u32,
 ) -> Result<(), JpegError> {
+    let Band { ss, se, al } = band;
     if *eobrun > 0 {
         *eobrun -= 1;
         return Ok(());
@@ -203,24 +209,22 @@ fn nth_set_bit(mut x: u64, n: u32) -> Option<u32> {
     (x != 0).then(|| x.trailing_zeros())
 }
 
-/// Progressive AC refinement of band `ss..=se` by bit `al`: new coefficients of magnitude 1 placed
+/// Progressive AC refinement of a band by bit `al`: new coefficients of magnitude 1 placed
 /// after runs of still-zero coefficients, and a correction bit for every coefficient that was
 /// already non-zero, including those skipped by a run or inside an end-of-band run. With `keep`
 /// false only the bit stream and the non-zero mask advance: the values of a block outside the
 /// decoded region are never read, and skipping their updates saves the memory traffic.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn ac_refine(
     r: &mut BitReader,
     ac: &HuffmanTable,
     blk: &mut [i16],
     nz: &mut u64,
-    ss: u32,
-    se: u32,
-    al: u32,
+    band: Band,
     eobrun: &mut u32,
     keep: bool,
 ) -> Result<(), JpegError> {
+    let Band { ss, se, al } = band;
     let p1: i16 = 1 << al;
     let band = band_mask(ss, se);
     let mut k = ss;

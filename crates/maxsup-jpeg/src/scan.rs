@@ -2,7 +2,7 @@
 //! once every block row the caller needs has been decoded.
 
 use crate::bits::BitReader;
-use crate::blocks;
+use crate::blocks::{self, Band};
 use crate::error::{corrupt, JpegError};
 use crate::frame::{be16, Component, Frame, Tables};
 use crate::huffman::HuffmanTable;
@@ -25,9 +25,7 @@ struct ScanComponent {
 struct ScanTables<'t> {
     dc: Vec<&'t HuffmanTable>,
     ac: Vec<&'t HuffmanTable>,
-    ss: u32,
-    se: u32,
-    al: u32,
+    band: Band,
 }
 
 /// Decodes block (`bx`, `by`) of the `i`-th component of the scan.
@@ -46,7 +44,7 @@ fn decode_block<const KIND: u8>(
     let b = by * comp.blocks_w + bx;
     let blk = &mut comp.coefs[b * 64..b * 64 + 64];
     let nz = &mut comp.nz[b];
-    let (ss, se, al) = (t.ss, t.se, t.al);
+    let al = t.band.al;
     match KIND {
         SEQUENTIAL => blocks::baseline(r, t.dc[i], t.ac[i], &mut comp.dc_pred, blk, nz),
         DC_FIRST => blocks::dc_first(r, t.dc[i], &mut comp.dc_pred, blk, al),
@@ -54,8 +52,8 @@ fn decode_block<const KIND: u8>(
             blocks::dc_refine(r, blk, al);
             Ok(())
         }
-        AC_FIRST => blocks::ac_first(r, t.ac[i], blk, nz, ss, se, al, eobrun),
-        _ => blocks::ac_refine(r, t.ac[i], blk, nz, ss, se, al, eobrun, keep),
+        AC_FIRST => blocks::ac_first(r, t.ac[i], blk, nz, t.band, eobrun),
+        _ => blocks::ac_refine(r, t.ac[i], blk, nz, t.band, eobrun, keep),
     }
 }
 
@@ -157,9 +155,7 @@ pub(crate) fn decode_scan(
     let tabs = ScanTables {
         dc: dc_tables,
         ac: ac_tables,
-        ss,
-        se,
-        al,
+        band: Band { ss, se, al },
     };
     let restart = tables.restart_interval;
     let r = match kind {

@@ -36,6 +36,18 @@ fn png_rgb(name: &str) -> (usize, usize, Vec<u8>) {
     (info.width as usize, info.height as usize, buf)
 }
 
+/// The whole image at scale `1/denom` (the fixtures are 83x61).
+fn whole(bytes: &[u8], denom: usize) -> maxsup_jpeg::Rgb {
+    let (w, h) = scaled_size(83, 61, denom);
+    let all = Region {
+        x: 0,
+        y: 0,
+        width: w,
+        height: h,
+    };
+    decode_region(bytes, denom, all).unwrap()
+}
+
 /// (max, mean) absolute difference.
 fn diff(a: &[u8], b: &[u8]) -> (u8, f64) {
     assert_eq!(a.len(), b.len());
@@ -81,17 +93,7 @@ fn scaled_decodes_match_libjpeg_dct_scaling() {
         let bytes = data(&format!("{name}.jpg"));
         for denom in [2, 4, 8] {
             let (w, h) = scaled_size(83, 61, denom);
-            let img = decode_region(
-                &bytes,
-                denom,
-                Region {
-                    x: 0,
-                    y: 0,
-                    width: w,
-                    height: h,
-                },
-            )
-            .unwrap();
+            let img = whole(&bytes, denom);
             let (ew, eh, expect) = png_rgb(&format!("{name}.d{denom}.png"));
             assert_eq!((w, h), (ew, eh));
             let (max, mean) = diff(&img.data, &expect);
@@ -125,17 +127,7 @@ fn regions_equal_crops_of_the_whole_image() {
         let bytes = data(&format!("{name}.jpg"));
         for denom in [1, 2, 4, 8] {
             let (w, h) = scaled_size(83, 61, denom);
-            let full = decode_region(
-                &bytes,
-                denom,
-                Region {
-                    x: 0,
-                    y: 0,
-                    width: w,
-                    height: h,
-                },
-            )
-            .unwrap();
+            let full = whole(&bytes, denom);
             for _ in 0..12 {
                 let (x, y) = (next(w), next(h));
                 let (rw, rh) = (1 + next(w - x), 1 + next(h - y));
