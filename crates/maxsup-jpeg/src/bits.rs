@@ -3,8 +3,9 @@
 
 use crate::error::{corrupt, JpegError};
 
-/// `Copy`, and the cold paths take and return it by value: its address never escapes, so after
-/// inlining the compiler keeps the fields in registers through the hot loops.
+/// The out-of-line paths (slow refill, restart, end of scan) are free functions of plain values, so
+/// a reader's address never escapes and, once the hot loops are inlined, its fields live in
+/// registers instead of being stored and reloaded around every bit operation.
 #[derive(Clone, Copy)]
 pub(crate) struct BitReader<'a> {
     data: &'a [u8],
@@ -57,45 +58,19 @@ impl<'a> BitReader<'a> {
                 return;
             }
         }
-        *self = self.refill_slow();
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn refill_slow(mut self) -> Self {
-        while self.count <= 56 {
-            let byte = if self.at_marker {
-                self.fabricated += 8;
-                0
-            } else {
-                match self.data.get(self.pos) {
-                    None => {
-                        self.at_marker = true;
-                        self.fabricated += 8;
-                        0
-                    }
-                    Some(&0xFF) => match self.data.get(self.pos + 1) {
-                        Some(0x00) => {
-                            self.pos += 2;
-                            0xFF
-                        }
-                        // Fill bytes (0xFF 0xFF ...) before a marker are allowed.
-                        _ => {
-                            self.at_marker = true;
-                            self.fabricated += 8;
-                            0
-                        }
-                    },
-                    Some(&b) => {
-                        self.pos += 1;
-                        b
-                    }
-                }
-            };
-            self.buf |= (byte as u64) << (56 - self.count);
-            self.count += 8;
-        }
-        self
+        let (pos, buf, count, fabricated, at_marker) = refill_slow(
+            self.data,
+            self.pos,
+            self.buf,
+            self.count,
+            self.fabricated,
+            self.at_marker,
+        );
+        self.pos = pos;
+        self.buf = buf;
+        self.count = count;
+        self.fabricated = fabricated;
+        self.at_marker = at_marker;
     }
 
     /// Makes sure at least `n` (<= 57) bits are buffered.
@@ -152,34 +127,92 @@ impl<'a> BitReader<'a> {
 
     /// Handles a restart marker: drops the padding bits of the current interval and positions the
     /// reader after the next `RSTn` marker.
-    #[cold]
-    #[inline(never)]
-    pub fn restart(mut self) -> Result<Self, JpegError> {
+    #[inline(always)]
+    pub fn restart(&mut self) -> Result<(), JpegError> {
         self.check_overrun()?;
-        let marker_pos = next_marker(self.data, self.pos);
-        match self.data.get(marker_pos + 1) {
-            Some(m) if (0xD0..=0xD7).contains(m) => {}
-            _ => return corrupt("expected a restart marker (RSTn) between restart intervals"),
-        }
-        self.pos = marker_pos + 2;
+        self.pos = after_restart_marker(self.data, self.pos)?;
         self.buf = 0;
         self.count = 0;
         self.fabricated = 0;
         self.at_marker = false;
-        Ok(self)
+        Ok(())
     }
 
     /// Position of the marker that ends this scan (searching on from the last byte loaded), for
     /// continuing with the next segment; also used when decoding stops early.
-    #[inline(never)]
-    pub fn end_of_scan(self) -> usize {
-        let mut p = self.pos;
-        loop {
-            p = next_marker(self.data, p);
-            match self.data.get(p + 1) {
-                Some(m) if (0xD0..=0xD7).contains(m) => p += 2,
-                _ => return p,
+    #[inline(always)]
+    pub fn end_of_scan(&self) -> usize {
+        end_of_scan(self.data, self.pos)
+    }
+}
+
+/// Loads bytes one at a time (stuffing, markers, end of data) until more than 56 bits are buffered;
+/// returns the new (pos, buf, count, fabricated, at_marker).
+#[cold]
+#[inline(never)]
+fn refill_slow(
+    data: &[u8],
+    mut pos: usize,
+    mut buf: u64,
+    mut count: u32,
+    mut fabricated: u32,
+    mut at_marker: bool,
+) -> (usize, u64, u32, u32, bool) {
+    while count <= 56 {
+        let byte = if at_marker {
+            fabricated += 8;
+            0
+        } else {
+            match data.get(pos) {
+                None => {
+                    at_marker = true;
+                    fabricated += 8;
+                    0
+                }
+                Some(&0xFF) => match data.get(pos + 1) {
+                    Some(0x00) => {
+                        pos += 2;
+                        0xFF
+                    }
+                    // Fill bytes (0xFF 0xFF ...) before a marker are allowed.
+                    _ => {
+                        at_marker = true;
+                        fabricated += 8;
+                        0
+                    }
+                },
+                Some(&b) => {
+                    pos += 1;
+                    b
+                }
             }
+        };
+        buf |= (byte as u64) << (56 - count);
+        count += 8;
+    }
+    (pos, buf, count, fabricated, at_marker)
+}
+
+/// Offset after the `RSTn` marker that must follow a restart interval ending before `pos`.
+#[cold]
+#[inline(never)]
+fn after_restart_marker(data: &[u8], pos: usize) -> Result<usize, JpegError> {
+    let marker_pos = next_marker(data, pos);
+    match data.get(marker_pos + 1) {
+        Some(m) if (0xD0..=0xD7).contains(m) => Ok(marker_pos + 2),
+        _ => corrupt("expected a restart marker (RSTn) between restart intervals"),
+    }
+}
+
+/// The marker ending the scan whose data continues at `pos` (restart markers skipped).
+#[inline(never)]
+fn end_of_scan(data: &[u8], pos: usize) -> usize {
+    let mut p = pos;
+    loop {
+        p = next_marker(data, p);
+        match data.get(p + 1) {
+            Some(m) if (0xD0..=0xD7).contains(m) => p += 2,
+            _ => return p,
         }
     }
 }
@@ -248,7 +281,7 @@ mod tests {
         let data = [0b1010_1111, 0xFF, 0xD0, 0x80, 0xFF, 0xD9];
         let mut r = BitReader::new(&data, 0);
         assert_eq!(r.bits(4), 0b1010);
-        r = r.restart().unwrap();
+        r.restart().unwrap();
         assert!(r.bit());
         assert_eq!(r.end_of_scan(), 4);
     }

@@ -191,7 +191,7 @@ fn traverse<'a, const KIND: u8>(
         for by in 0..rows {
             for bx in 0..bw {
                 if restart > 0 && mcus_done > 0 && mcus_done.is_multiple_of(restart) {
-                    r = r.restart()?;
+                    r.restart()?;
                     frame.components[ci].dc_pred = 0;
                     eobrun = 0;
                 }
@@ -218,7 +218,7 @@ fn traverse<'a, const KIND: u8>(
         for my in 0..rows {
             for mx in 0..frame.mcus_x {
                 if restart > 0 && mcus_done > 0 && mcus_done.is_multiple_of(restart) {
-                    r = r.restart()?;
+                    r.restart()?;
                     for c in comps {
                         frame.components[c.index].dc_pred = 0;
                     }
