@@ -7,7 +7,7 @@
 use crate::color_jitter::ColorJitter;
 use crate::dataset::RawSample;
 use crate::decode::{decode, decode_jpeg_crop, jpeg_region_info};
-use crate::geometry::{random_resized_crop_params, Geometry};
+use crate::geometry::{center_crop_rect, random_resized_crop_params, shorter_side_size, Geometry};
 use crate::image::RgbImage;
 use crate::randaugment::RandAugment;
 use crate::random_erasing::RandomErasing;
@@ -166,10 +166,12 @@ impl Pipeline {
         }
     }
 
-    /// Decodes and transforms an encoded image. RandomResizedCrop on a JPEG decodes only the crop,
-    /// in the DCT domain at 1/2-1/8 scale when the crop is that much larger than the output
-    /// ([`decode_jpeg_crop`]); the random draws are the same as for [`Pipeline::apply_into`], so the
-    /// crop and flip are too. Other geometries and formats decode the whole image.
+    /// Decodes and transforms an encoded image. For JPEGs `maxsup-jpeg` decodes only what the
+    /// geometry needs: RandomResizedCrop decodes just the crop ([`decode_jpeg_crop`]), and both it
+    /// and Resize + CenterCrop decode at 1/2-1/8 scale in the DCT domain when the source is at
+    /// least that many times larger than the resized size. The random draws are those of
+    /// [`Pipeline::apply_into`], so crop and flip are the same. Other geometries and formats decode
+    /// the whole image.
     pub fn apply_encoded_into(
         &self,
         bytes: &[u8],
@@ -177,34 +179,56 @@ impl Pipeline {
         out: &mut [f32],
     ) -> anyhow::Result<()> {
         self.check_output(out)?;
-        if let Geometry::RandomResizedCrop {
-            size,
-            scale,
-            ratio,
-            interpolation,
-        } = self.geometry
-        {
-            if let Some(info) = jpeg_region_info(bytes)? {
-                let flip = self.flip_prob > 0.0 && rng.chance(self.flip_prob);
+        let info = match self.geometry {
+            Geometry::RandomResizedCrop { .. } | Geometry::ResizeCenterCrop { .. } => {
+                jpeg_region_info(bytes)?
+            }
+            _ => None,
+        };
+        let Some(info) = info else {
+            return self.apply_into(&decode(bytes)?, rng, out);
+        };
+        let flip = self.flip_prob > 0.0 && rng.chance(self.flip_prob);
+        let img = match self.geometry {
+            Geometry::RandomResizedCrop {
+                size,
+                scale,
+                ratio,
+                interpolation,
+            } => {
                 let crop = random_resized_crop_params(info.width, info.height, scale, ratio, rng);
                 let img = decode_jpeg_crop(bytes, &info, crop, size, size)?;
-                let all = Rect {
-                    x: 0,
-                    y: 0,
-                    width: img.width,
-                    height: img.height,
-                };
                 let window = Rect {
                     x: 0,
                     y: 0,
                     width: size,
                     height: size,
                 };
-                let img = resample(&img, all, size, size, window, interpolation, flip);
-                return self.finish_into(img, rng, out);
+                resample(&img, whole(&img), size, size, window, interpolation, flip)
             }
-        }
-        self.apply_into(&decode(bytes)?, rng, out)
+            Geometry::ResizeCenterCrop {
+                resize,
+                crop,
+                interpolation,
+            } => {
+                let (w, h) = shorter_side_size(info.width, info.height, resize);
+                anyhow::ensure!(
+                    w >= crop && h >= crop,
+                    "resized image {w}x{h} is smaller than the center crop {crop}"
+                );
+                let all = Rect {
+                    x: 0,
+                    y: 0,
+                    width: info.width,
+                    height: info.height,
+                };
+                let img = decode_jpeg_crop(bytes, &info, all, w, h)?;
+                let window = center_crop_rect(w, h, crop);
+                resample(&img, whole(&img), w, h, window, interpolation, flip)
+            }
+            _ => unreachable!("only the geometries matched above reach here"),
+        };
+        self.finish_into(img, rng, out)
     }
 
     fn check_output(&self, out: &[f32]) -> anyhow::Result<()> {
@@ -237,6 +261,16 @@ impl Pipeline {
         let mut out = vec![0f32; self.sample_len()];
         self.apply_into(img, rng, &mut out)?;
         Ok(out)
+    }
+}
+
+/// The rectangle covering all of `img`.
+fn whole(img: &RgbImage) -> Rect {
+    Rect {
+        x: 0,
+        y: 0,
+        width: img.width,
+        height: img.height,
     }
 }
 

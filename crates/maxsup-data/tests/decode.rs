@@ -158,8 +158,20 @@ fn crop_decoding_matches_decode_then_crop() {
         let full = decode(&bytes).unwrap();
         // 224-px output upsamples these small photos (full-scale crop decode); 12 px lets most
         // crops decode at 1/2 or 1/4 scale.
-        for size in [224usize, 12] {
-            let p = Pipeline::imagenet_train(size, Interpolation::Bilinear);
+        let pipelines = [
+            (224, Pipeline::imagenet_train(224, Interpolation::Bilinear)),
+            (12, Pipeline::imagenet_train(12, Interpolation::Bilinear)),
+            // Eval geometry: 256/224-style resize + center crop; at 16 px the photo is decoded at 1/2.
+            (
+                224,
+                Pipeline::imagenet_eval(224, 0.875, Interpolation::Bicubic),
+            ),
+            (
+                16,
+                Pipeline::imagenet_eval(16, 0.875, Interpolation::Bilinear),
+            ),
+        ];
+        for (size, p) in pipelines {
             let (mut worst, mut total) = (0f32, 0f32);
             for seed in 0..40 {
                 let (mut r1, mut r2) = (Rng::from_seed(seed), Rng::from_seed(seed));
