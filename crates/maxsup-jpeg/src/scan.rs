@@ -128,20 +128,22 @@ pub(crate) fn decode_scan(
     }
     let need_dc = matches!(kind, SEQUENTIAL | DC_FIRST);
     let need_ac = matches!(kind, SEQUENTIAL | AC_FIRST | AC_REFINE);
-    let empty = HuffmanTable::new(&[0; 16], &[]).expect("empty table");
+    // Placeholder for tables a scan kind never reads; built once.
+    static EMPTY: std::sync::OnceLock<HuffmanTable> = std::sync::OnceLock::new();
+    let empty = EMPTY.get_or_init(|| HuffmanTable::new(&[0; 16], &[]).expect("empty table"));
     let mut dc_tables = Vec::with_capacity(ns);
     let mut ac_tables = Vec::with_capacity(ns);
     for c in &comps {
         dc_tables.push(match (&tables.dc[c.dc], need_dc) {
             (Some(t), _) => t,
-            (None, false) => &empty,
+            (None, false) => empty,
             (None, true) => {
                 return corrupt(format!("scan uses undefined DC Huffman table {}", c.dc))
             }
         });
         ac_tables.push(match (&tables.ac[c.ac], need_ac) {
             (Some(t), _) => t,
-            (None, false) => &empty,
+            (None, false) => empty,
             (None, true) => {
                 return corrupt(format!("scan uses undefined AC Huffman table {}", c.ac))
             }
