@@ -166,15 +166,26 @@ impl BlockRange {
 /// Blocks of component `c` under the region (entropy decoding stops below them, and refinement
 /// scans update coefficient values only inside them).
 pub(crate) fn needed_blocks(frame: &Frame, c: usize, denom: usize, region: Region) -> BlockRange {
+    plans(frame, c, denom, region).0
+}
+
+/// The blocks under the region, the transform sizes, and the column and row sampling plans.
+fn plans(
+    frame: &Frame,
+    c: usize,
+    denom: usize,
+    region: Region,
+) -> (BlockRange, usize, usize, AxisPlan, AxisPlan) {
     let ((sx, sw), (sy, sh)) = component_axes(frame, c, denom);
     let cols = axis_plan(region.x, region.width, sx.num, sx.den, sw);
     let rows = axis_plan(region.y, region.height, sy.num, sy.den, sh);
-    BlockRange {
+    let blocks = BlockRange {
         x0: cols.lo / sx.n,
         x1: cols.hi.div_ceil(sx.n),
         y0: rows.lo / sy.n,
         y1: rows.hi.div_ceil(sy.n),
-    }
+    };
+    (blocks, sx.n, sy.n, cols, rows)
 }
 
 #[inline(always)]
@@ -187,12 +198,9 @@ pub(crate) fn transform_plane(
     avx2: bool,
 ) -> Plane {
     let comp = &frame.components[c];
-    let ((sx, sw), (sy, sh)) = component_axes(frame, c, denom);
-    let (nx, ny) = (sx.n, sy.n);
-    let cols = axis_plan(region.x, region.width, sx.num, sx.den, sw);
-    let rows = axis_plan(region.y, region.height, sy.num, sy.den, sh);
-    let (bx0, bx1) = (cols.lo / nx, cols.hi.div_ceil(nx).min(comp.blocks_w));
-    let (by0, by1) = (rows.lo / ny, rows.hi.div_ceil(ny).min(comp.blocks_h));
+    let (blocks, nx, ny, cols, rows) = plans(frame, c, denom, region);
+    let (bx0, bx1) = (blocks.x0, blocks.x1.min(comp.blocks_w));
+    let (by0, by1) = (blocks.y0, blocks.y1.min(comp.blocks_h));
     let width = (bx1 - bx0) * nx;
     let mut data = vec![0u8; width * (by1 - by0) * ny];
     let quant = tables.quant[comp.quant_index].unwrap_or([1; 64]);
