@@ -81,12 +81,8 @@ impl Geometry {
                 crop,
                 interpolation,
             } => {
-                let (w, h) = shorter_side_size(img.width, img.height, resize);
-                anyhow::ensure!(
-                    w >= crop && h >= crop,
-                    "resized image {w}x{h} is smaller than the center crop {crop}"
-                );
-                let window = center_crop_rect(w, h, crop);
+                let ((w, h), window) =
+                    resize_center_crop_plan(img.width, img.height, resize, crop)?;
                 let src = Rect {
                     x: 0,
                     y: 0,
@@ -206,6 +202,21 @@ pub fn shorter_side_size(width: usize, height: usize, size: usize) -> (usize, us
     } else {
         ((size as f64 * width as f64 / height as f64) as usize, size)
     }
+}
+
+/// Resize + CenterCrop of a `width x height` image: the resized size and the crop window in it.
+pub fn resize_center_crop_plan(
+    width: usize,
+    height: usize,
+    resize: usize,
+    crop: usize,
+) -> anyhow::Result<((usize, usize), Rect)> {
+    let (w, h) = shorter_side_size(width, height, resize);
+    anyhow::ensure!(
+        w >= crop && h >= crop,
+        "resized image {w}x{h} is smaller than the center crop {crop}"
+    );
+    Ok(((w, h), center_crop_rect(w, h, crop)))
 }
 
 /// torchvision `CenterCrop`: offsets `int(round((dim - crop) / 2))`.

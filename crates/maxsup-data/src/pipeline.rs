@@ -7,7 +7,7 @@
 use crate::color_jitter::ColorJitter;
 use crate::dataset::RawSample;
 use crate::decode::{decode, decode_jpeg_crop, jpeg_region_info};
-use crate::geometry::{center_crop_rect, random_resized_crop_params, shorter_side_size, Geometry};
+use crate::geometry::{random_resized_crop_params, resize_center_crop_plan, Geometry};
 use crate::image::RgbImage;
 use crate::randaugment::RandAugment;
 use crate::random_erasing::RandomErasing;
@@ -211,11 +211,8 @@ impl Pipeline {
                 crop,
                 interpolation,
             } => {
-                let (w, h) = shorter_side_size(info.width, info.height, resize);
-                anyhow::ensure!(
-                    w >= crop && h >= crop,
-                    "resized image {w}x{h} is smaller than the center crop {crop}"
-                );
+                let ((w, h), window) =
+                    resize_center_crop_plan(info.width, info.height, resize, crop)?;
                 let all = Rect {
                     x: 0,
                     y: 0,
@@ -223,7 +220,6 @@ impl Pipeline {
                     height: info.height,
                 };
                 let img = decode_jpeg_crop(bytes, &info, all, w, h)?;
-                let window = center_crop_rect(w, h, crop);
                 resample(&img, whole(&img), w, h, window, interpolation, flip)
             }
             _ => unreachable!("only the geometries matched above reach here"),
