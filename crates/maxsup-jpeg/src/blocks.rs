@@ -200,6 +200,16 @@ fn skip_corrections(r: &mut BitReader, targets: u64) {
     }
 }
 
+/// [`correct`] for a block the region reads, [`skip_corrections`] otherwise.
+#[inline(always)]
+fn correct_or_skip(r: &mut BitReader, blk: &mut [i16], targets: u64, p1: i16, keep: bool) {
+    if keep {
+        correct(r, blk, targets, p1);
+    } else {
+        skip_corrections(r, targets);
+    }
+}
+
 /// Position of the `n`-th (0-based) set bit of `x`.
 #[inline(always)]
 fn nth_set_bit(mut x: u64, n: u32) -> Option<u32> {
@@ -254,12 +264,7 @@ pub(crate) fn ac_refine(
                 None if value == 0 => se + 1,
                 None => return corrupt("AC refinement run goes past the end of the spectral band"),
             };
-            let targets = *nz & band & from(k) & !from(pos);
-            if keep {
-                correct(r, blk, targets, p1);
-            } else {
-                skip_corrections(r, targets);
-            }
+            correct_or_skip(r, blk, *nz & band & from(k) & !from(pos), p1, keep);
             if value != 0 {
                 if keep {
                     blk[ZZ_COL[pos as usize]] = value;
@@ -270,11 +275,7 @@ pub(crate) fn ac_refine(
         }
     }
     if *eobrun > 0 {
-        if keep {
-            correct(r, blk, *nz & band & from(k), p1);
-        } else {
-            skip_corrections(r, *nz & band & from(k));
-        }
+        correct_or_skip(r, blk, *nz & band & from(k), p1, keep);
         *eobrun -= 1;
     }
     Ok(())
