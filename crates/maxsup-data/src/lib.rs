@@ -16,6 +16,7 @@ pub mod image_folder;
 pub mod loader;
 pub mod map_file;
 pub mod mixup;
+pub mod normalize;
 pub mod pil_affine;
 pub mod pil_ops;
 pub mod pipeline;

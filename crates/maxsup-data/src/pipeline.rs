@@ -9,6 +9,7 @@ use crate::dataset::RawSample;
 use crate::decode::{decode, decode_jpeg_crop, jpeg_region_info};
 use crate::geometry::{random_resized_crop_params, resize_center_crop_plan, Geometry};
 use crate::image::RgbImage;
+pub use crate::normalize::normalize_into;
 use crate::randaugment::RandAugment;
 use crate::random_erasing::RandomErasing;
 use crate::resample::{resample, Interpolation, Rect};
@@ -267,25 +268,6 @@ fn whole(img: &RgbImage) -> Rect {
         y: 0,
         width: img.width,
         height: img.height,
-    }
-}
-
-/// ToTensor + Normalize: `(v / 255 - mean[c]) / std[c]`, interleaved RGB to planar CHW.
-pub fn normalize_into(img: &RgbImage, mean: [f32; 3], std: [f32; 3], out: &mut [f32]) {
-    let plane = img.width * img.height;
-    debug_assert_eq!(out.len(), 3 * plane);
-    let mut lut = [[0f32; 256]; 3];
-    for c in 0..3 {
-        for v in 0..256 {
-            lut[c][v] = (v as f32 / 255.0 - mean[c]) / std[c];
-        }
-    }
-    let (r, rest) = out.split_at_mut(plane);
-    let (g, b) = rest.split_at_mut(plane);
-    for (i, px) in img.data.chunks_exact(3).enumerate() {
-        r[i] = lut[0][px[0] as usize];
-        g[i] = lut[1][px[1] as usize];
-        b[i] = lut[2][px[2] as usize];
     }
 }
 
