@@ -62,6 +62,8 @@ pub fn decode_region(data: &[u8], denom: usize, region: Region) -> Result<Rgb, J
     if std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
         && std::arch::is_x86_feature_detected!("bmi1")
+        && std::arch::is_x86_feature_detected!("bmi2")
+        && std::arch::is_x86_feature_detected!("lzcnt")
         && std::arch::is_x86_feature_detected!("popcnt")
     {
         // SAFETY: the CPU supports the features the function is compiled for.
@@ -86,7 +88,7 @@ pub fn decode(data: &[u8]) -> Result<Rgb, JpegError> {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,bmi1,popcnt")]
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,lzcnt,popcnt")]
 unsafe fn decode_region_avx2(data: &[u8], denom: usize, region: Region) -> Result<Rgb, JpegError> {
     decode_region_impl(data, denom, region, true)
 }
