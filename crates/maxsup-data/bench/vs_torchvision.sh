@@ -23,7 +23,7 @@ cd "$crate/../.."
 cargo build --release -q -p maxsup-data --example bench_decode
 ratios=()
 for ((r = 1; r <= rounds; r++)); do
-    ours=$(./target/release/examples/bench_decode "$dir" "$n")
+    ours=$(./target/release/examples/bench_decode "$dir" "$n" --crop-only)
     theirs=$(python3 "$anchor" "$dir" "$n")
     echo "$ours"
     echo "$theirs"

@@ -3,7 +3,9 @@
 //! figure is the loader's path (`Pipeline::apply_encoded_into`: only the crop is decoded, at reduced
 //! scale when it is shrunk 2x or more); the second decodes whole images first.
 //!
-//! `cargo run --release -p maxsup-data --example bench_decode -- DIR [N]` (DIR holds *.jpg files).
+//! `cargo run --release -p maxsup-data --example bench_decode -- DIR [N] [--crop-only]` (DIR holds
+//! *.jpg files; `--crop-only` skips the second figure, e.g. to time the loader's path alone with
+//! `perf stat`).
 //! bench/vs_torchvision.sh runs this and the torchvision anchor in one go and prints the ratio.
 
 use maxsup_data::decode::decode;
@@ -15,6 +17,7 @@ fn main() -> anyhow::Result<()> {
         .next()
         .ok_or_else(|| anyhow::anyhow!("usage: bench_decode DIR [N]"))?;
     let n: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(400);
+    let crop_only = args.next().is_some_and(|a| a == "--crop-only");
     let mut files: Vec<_> = std::fs::read_dir(&dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
@@ -34,6 +37,16 @@ fn main() -> anyhow::Result<()> {
         pipeline.apply_encoded_into(&blobs[i % blobs.len()], &mut rng, &mut out)?;
     }
     let dt = start.elapsed().as_secs_f64();
+    let mean_kib =
+        blobs.iter().map(|b| b.len()).sum::<usize>() as f64 / blobs.len() as f64 / 1024.0;
+    if crop_only {
+        println!(
+            "maxsup-data: {:.1} img/s per core ({} JPEGs, mean {mean_kib:.0} KiB; crop decode)",
+            n as f64 / dt,
+            blobs.len()
+        );
+        return Ok(());
+    }
     // For comparison: full decode (zune-jpeg), then the same transform.
     let (mut t_decode, start) = (std::time::Duration::ZERO, std::time::Instant::now());
     for i in 0..n {
@@ -43,8 +56,6 @@ fn main() -> anyhow::Result<()> {
         pipeline.apply_into(&img, &mut rng, &mut out)?;
     }
     let dt_full = start.elapsed().as_secs_f64();
-    let mean_kib =
-        blobs.iter().map(|b| b.len()).sum::<usize>() as f64 / blobs.len() as f64 / 1024.0;
     println!(
         "maxsup-data: {:.1} img/s per core ({} JPEGs, mean {mean_kib:.0} KiB; crop decode); full decode then crop: {:.1} img/s (decode {:.0}% of it)",
         n as f64 / dt,

@@ -80,9 +80,11 @@ mod avx2 {
                 let a = _mm_loadu_si128(src.add(3 * p) as *const __m128i);
                 let b = _mm_loadu_si128(src.add(3 * p + 8) as *const __m128i);
                 for c in 0..3 {
-                    let bytes = _mm_or_si128(_mm_shuffle_epi8(a, lo[c]), _mm_shuffle_epi8(b, hi[c]));
+                    let bytes =
+                        _mm_or_si128(_mm_shuffle_epi8(a, lo[c]), _mm_shuffle_epi8(b, hi[c]));
                     let v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
-                    let v = _mm256_div_ps(_mm256_sub_ps(_mm256_div_ps(v, scale), means[c]), stds[c]);
+                    let v =
+                        _mm256_div_ps(_mm256_sub_ps(_mm256_div_ps(v, scale), means[c]), stds[c]);
                     _mm256_storeu_ps(dst.add(c * plane + p), v);
                 }
             }
@@ -121,7 +123,11 @@ mod tests {
                         let v = data[3 * i + c] as f32;
                         let expect = (v / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
                         let got = out[c * plane + i];
-                        assert_eq!(got.to_bits(), expect.to_bits(), "{w}x{h}+{off} px {i} c {c}");
+                        assert_eq!(
+                            got.to_bits(),
+                            expect.to_bits(),
+                            "{w}x{h}+{off} px {i} c {c}"
+                        );
                         assert_eq!(portable[c * plane + i].to_bits(), expect.to_bits());
                     }
                 }

@@ -31,7 +31,7 @@ struct ScanTables<'t> {
 /// Decodes block (`bx`, `by`) of the `i`-th component of the scan.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn decode_block<const KIND: u8>(
+fn decode_block<const KIND: u8, const PDEP: bool>(
     t: &ScanTables,
     r: &mut BitReader,
     comp: &mut Component,
@@ -53,16 +53,17 @@ fn decode_block<const KIND: u8>(
             Ok(())
         }
         AC_FIRST => blocks::ac_first(r, t.ac[i], blk, nz, t.band, eobrun),
-        _ => blocks::ac_refine(r, t.ac[i], blk, nz, t.band, eobrun, keep),
+        _ => blocks::ac_refine::<PDEP>(r, t.ac[i], blk, nz, t.band, eobrun, keep),
     }
 }
 
 /// Decodes the scan whose SOS segment starts at `data[pos]` (the marker's `FF DA`). `needed[c]`
 /// are the blocks of component `c` the caller will read: the scan stops after the MCU row that
 /// completes rows `..needed[c].y1`, and refinement scans skip the value updates of blocks outside.
-/// Returns the offset of the marker following the scan.
+/// Returns the offset of the marker following the scan. `PDEP`: BMI2 is enabled in the caller and
+/// its `pdep` is fast ([`crate::cpu::fast_pdep`]).
 #[inline(always)]
-pub(crate) fn decode_scan(
+pub(crate) fn decode_scan<const PDEP: bool>(
     data: &[u8],
     pos: usize,
     frame: &mut Frame,
@@ -161,11 +162,11 @@ pub(crate) fn decode_scan(
     };
     let restart = tables.restart_interval;
     let r = match kind {
-        SEQUENTIAL => traverse::<SEQUENTIAL>(r, frame, &comps, &tabs, needed, restart)?,
-        DC_FIRST => traverse::<DC_FIRST>(r, frame, &comps, &tabs, needed, restart)?,
-        DC_REFINE => traverse::<DC_REFINE>(r, frame, &comps, &tabs, needed, restart)?,
-        AC_FIRST => traverse::<AC_FIRST>(r, frame, &comps, &tabs, needed, restart)?,
-        _ => traverse::<AC_REFINE>(r, frame, &comps, &tabs, needed, restart)?,
+        SEQUENTIAL => traverse::<SEQUENTIAL, PDEP>(r, frame, &comps, &tabs, needed, restart)?,
+        DC_FIRST => traverse::<DC_FIRST, PDEP>(r, frame, &comps, &tabs, needed, restart)?,
+        DC_REFINE => traverse::<DC_REFINE, PDEP>(r, frame, &comps, &tabs, needed, restart)?,
+        AC_FIRST => traverse::<AC_FIRST, PDEP>(r, frame, &comps, &tabs, needed, restart)?,
+        _ => traverse::<AC_REFINE, PDEP>(r, frame, &comps, &tabs, needed, restart)?,
     };
     r.check_overrun()?;
     Ok(r.end_of_scan())
@@ -173,7 +174,7 @@ pub(crate) fn decode_scan(
 
 /// Walks the scan's MCUs (restart intervals included) up to the rows needed, decoding each block.
 #[inline(always)]
-fn traverse<'a, const KIND: u8>(
+fn traverse<'a, const KIND: u8, const PDEP: bool>(
     mut r: BitReader<'a>,
     frame: &mut Frame,
     comps: &[ScanComponent],
@@ -197,7 +198,7 @@ fn traverse<'a, const KIND: u8>(
                     frame.components[ci].dc_pred = 0;
                     eobrun = 0;
                 }
-                decode_block::<KIND>(
+                decode_block::<KIND, PDEP>(
                     tabs,
                     &mut r,
                     &mut frame.components[ci],
@@ -230,7 +231,7 @@ fn traverse<'a, const KIND: u8>(
                     let (h, v) = (frame.components[c.index].h, frame.components[c.index].v);
                     for y in 0..v {
                         for x in 0..h {
-                            decode_block::<KIND>(
+                            decode_block::<KIND, PDEP>(
                                 tabs,
                                 &mut r,
                                 &mut frame.components[c.index],
