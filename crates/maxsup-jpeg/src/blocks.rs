@@ -93,11 +93,14 @@ pub(crate) fn dc_first(
     dc: &HuffmanTable,
     pred: &mut i32,
     blk: &mut [i16],
+    nz: &mut u64,
     al: u32,
 ) -> Result<(), JpegError> {
-    // The first scan to reach a block (T.81 G.1.1.1.1: DC before AC), so it clears the block
-    // here, while its cache lines are being touched anyway, instead of in a separate pass.
+    // The first scan to reach a block (T.81 G.1.1.1.1: DC before AC), so it clears the block and
+    // its mask here, while their cache lines are being touched anyway, instead of in a separate
+    // pass over reused buffers.
     blk.fill(0);
+    *nz = 0;
     blk[0] = (dc_value(r, dc, pred)? << al) as i16;
     Ok(())
 }

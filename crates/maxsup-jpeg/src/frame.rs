@@ -219,28 +219,33 @@ pub(crate) fn parse_sof(marker: u8, seg: &[u8]) -> Result<Frame, JpegError> {
 }
 
 thread_local! {
-    /// Coefficient buffers of earlier images on this thread, reused: a 512x512 image needs ~0.8 MB,
-    /// and a fresh zeroed allocation per image costs page faults and a memset.
-    static COEF_BUFFERS: std::cell::RefCell<Vec<Vec<i16>>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Coefficient buffers and non-zero masks of earlier images on this thread, reused: a 512x512
+    /// image needs ~0.85 MB, and a zeroed allocation per image costs page faults and a memset.
+    static COEF_BUFFERS: std::cell::RefCell<Vec<(Vec<i16>, Vec<u64>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Frame {
-    /// Sets up coefficient storage. Blocks are cleared by the first scan that reaches them (the
-    /// sequential block decoder, or the first DC scan of a progressive image), so a reused buffer
-    /// is not zeroed here; blocks no scan reached are never read (the region's rows are decoded).
+    /// Sets up coefficient storage. Blocks and their masks are cleared by the first scan that
+    /// reaches them (the sequential block decoder, or the first DC scan of a progressive image),
+    /// so a reused buffer is not zeroed here; blocks no scan reached are never read (the region's
+    /// rows are decoded).
     pub fn allocate(&mut self) {
         for c in self.components.iter_mut() {
             c.blocks_w = self.mcus_x * c.h;
             c.blocks_h = self.mcus_y * c.v;
             let blocks = c.blocks_w * c.blocks_h;
-            let mut coefs = COEF_BUFFERS
+            let (mut coefs, mut nz) = COEF_BUFFERS
                 .with(|p| p.borrow_mut().pop())
                 .unwrap_or_default();
             if coefs.len() < blocks * 64 {
                 coefs.resize(blocks * 64, 0);
             }
+            if nz.len() < blocks {
+                nz.resize(blocks, 0);
+            }
             c.coefs = coefs;
-            c.nz = vec![0; blocks];
+            c.nz = nz;
         }
     }
 
@@ -260,7 +265,7 @@ impl Drop for Frame {
             let mut pool = p.borrow_mut();
             for c in &mut self.components {
                 if !c.coefs.is_empty() && pool.len() < 4 {
-                    pool.push(std::mem::take(&mut c.coefs));
+                    pool.push((std::mem::take(&mut c.coefs), std::mem::take(&mut c.nz)));
                 }
             }
         });

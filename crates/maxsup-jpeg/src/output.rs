@@ -64,8 +64,9 @@ pub(crate) fn axis_plan(
             w.push(0.0);
         } else {
             let c = (x as f32 + 0.5) * factor as f32 / max as f32 - 0.5;
-            let f = c.floor();
-            let base = f as isize;
+            // floor(c) for c >= -0.5, without `f32::floor` (a libm call without SSE4.1).
+            let base = if c < 0.0 { -1 } else { c as isize };
+            let f = base as f32;
             i0.push(base.clamp(0, last as isize) as usize);
             i1.push((base + 1).clamp(0, last as isize) as usize);
             w.push(if base < 0 || base as usize >= last {
@@ -202,7 +203,15 @@ pub(crate) fn transform_plane(
     let (bx0, bx1) = (blocks.x0, blocks.x1.min(comp.blocks_w));
     let (by0, by1) = (blocks.y0, blocks.y1.min(comp.blocks_h));
     let width = (bx1 - bx0) * nx;
-    let mut data = vec![0u8; width * (by1 - by0) * ny];
+    // Every byte is written below (the blocks tile the plane), so a reused buffer is not cleared.
+    let len = width * (by1 - by0) * ny;
+    let mut data = PLANE_BUFFERS
+        .with(|p| p.borrow_mut().pop())
+        .unwrap_or_default();
+    if data.len() < len {
+        data.resize(len, 0);
+    }
+    data.truncate(len);
     let quant = tables.quant[comp.quant_index].unwrap_or([1; 64]);
     let idct = Idct::new(nx, ny, &quant);
     for by in by0..by1 {
@@ -227,6 +236,23 @@ pub(crate) fn transform_plane(
         data,
         cols,
         rows,
+    }
+}
+
+thread_local! {
+    /// Sample buffers of earlier planes on this thread, reused (see `Frame::allocate`).
+    static PLANE_BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Drop for Plane {
+    fn drop(&mut self) {
+        PLANE_BUFFERS.with(|p| {
+            let mut pool = p.borrow_mut();
+            if pool.len() < 4 {
+                pool.push(std::mem::take(&mut self.data));
+            }
+        });
     }
 }
 

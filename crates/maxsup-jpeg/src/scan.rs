@@ -47,7 +47,7 @@ fn decode_block<const KIND: u8, const PDEP: bool>(
     let al = t.band.al;
     match KIND {
         SEQUENTIAL => blocks::baseline(r, t.dc[i], t.ac[i], &mut comp.dc_pred, blk, nz),
-        DC_FIRST => blocks::dc_first(r, t.dc[i], &mut comp.dc_pred, blk, al),
+        DC_FIRST => blocks::dc_first(r, t.dc[i], &mut comp.dc_pred, blk, nz, al),
         DC_REFINE => {
             blocks::dc_refine(r, blk, al);
             Ok(())
