@@ -221,8 +221,9 @@ pub(crate) fn parse_sof(marker: u8, seg: &[u8]) -> Result<Frame, JpegError> {
 thread_local! {
     /// Coefficient buffers and non-zero masks of earlier images on this thread, reused: a 512x512
     /// image needs ~0.85 MB, and a zeroed allocation per image costs page faults and a memset.
-    static COEF_BUFFERS: std::cell::RefCell<Vec<(Vec<i16>, Vec<u64>)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+    /// First in, first out, so each component gets back the buffers it had (see `PLANE_BUFFERS`).
+    static COEF_BUFFERS: std::cell::RefCell<std::collections::VecDeque<(Vec<i16>, Vec<u64>)>> =
+        const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
 }
 
 impl Frame {
@@ -236,7 +237,7 @@ impl Frame {
             c.blocks_h = self.mcus_y * c.v;
             let blocks = c.blocks_w * c.blocks_h;
             let (mut coefs, mut nz) = COEF_BUFFERS
-                .with(|p| p.borrow_mut().pop())
+                .with(|p| p.borrow_mut().pop_front())
                 .unwrap_or_default();
             if coefs.len() < blocks * 64 {
                 coefs.resize(blocks * 64, 0);
@@ -265,7 +266,7 @@ impl Drop for Frame {
             let mut pool = p.borrow_mut();
             for c in &mut self.components {
                 if !c.coefs.is_empty() && pool.len() < 4 {
-                    pool.push((std::mem::take(&mut c.coefs), std::mem::take(&mut c.nz)));
+                    pool.push_back((std::mem::take(&mut c.coefs), std::mem::take(&mut c.nz)));
                 }
             }
         });
