@@ -60,13 +60,7 @@ pub fn decode_region(data: &[u8], denom: usize, region: Region) -> Result<Rgb, J
         return unsupported(format!("scale 1/{denom} (only 1, 1/2, 1/4, 1/8)"));
     }
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-        && std::arch::is_x86_feature_detected!("bmi1")
-        && std::arch::is_x86_feature_detected!("bmi2")
-        && std::arch::is_x86_feature_detected!("lzcnt")
-        && std::arch::is_x86_feature_detected!("popcnt")
-    {
+    if vector_features() {
         // SAFETY: the CPU supports the features the function is compiled for.
         return unsafe {
             if cpu::fast_pdep() {
@@ -92,6 +86,17 @@ pub fn decode(data: &[u8]) -> Result<Rgb, JpegError> {
             height: info.height,
         },
     )
+}
+
+/// Whether the CPU has what [`decode_region_avx2`] is compiled for.
+#[cfg(target_arch = "x86_64")]
+fn vector_features() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("bmi1")
+        && std::arch::is_x86_feature_detected!("bmi2")
+        && std::arch::is_x86_feature_detected!("lzcnt")
+        && std::arch::is_x86_feature_detected!("popcnt")
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -262,13 +267,7 @@ mod tests {
             for region in regions {
                 let portable = decode_region_impl::<false>(&data, 1, region, false).unwrap();
                 #[cfg(target_arch = "x86_64")]
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                    && std::arch::is_x86_feature_detected!("bmi1")
-                    && std::arch::is_x86_feature_detected!("bmi2")
-                    && std::arch::is_x86_feature_detected!("lzcnt")
-                    && std::arch::is_x86_feature_detected!("popcnt")
-                {
+                if vector_features() {
                     // SAFETY: features checked just above.
                     let (a, b) = unsafe {
                         (
