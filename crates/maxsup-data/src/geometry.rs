@@ -68,12 +68,7 @@ impl Geometry {
                 interpolation,
             } => {
                 let crop = random_resized_crop_params(img.width, img.height, scale, ratio, rng);
-                let full = Rect {
-                    x: 0,
-                    y: 0,
-                    width: size,
-                    height: size,
-                };
+                let full = Rect::sized(size, size);
                 Ok(resample(img, crop, size, size, full, interpolation, flip))
             }
             Geometry::ResizeCenterCrop {
@@ -83,12 +78,7 @@ impl Geometry {
             } => {
                 let ((w, h), window) =
                     resize_center_crop_plan(img.width, img.height, resize, crop)?;
-                let src = Rect {
-                    x: 0,
-                    y: 0,
-                    width: img.width,
-                    height: img.height,
-                };
+                let src = Rect::sized(img.width, img.height);
                 Ok(resample(img, src, w, h, window, interpolation, flip))
             }
         }

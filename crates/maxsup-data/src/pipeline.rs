@@ -199,13 +199,8 @@ impl Pipeline {
             } => {
                 let crop = random_resized_crop_params(info.width, info.height, scale, ratio, rng);
                 let img = decode_jpeg_crop(bytes, &info, crop, size, size)?;
-                let window = Rect {
-                    x: 0,
-                    y: 0,
-                    width: size,
-                    height: size,
-                };
-                resample(&img, whole(&img), size, size, window, interpolation, flip)
+                let (all, window) = (Rect::sized(img.width, img.height), Rect::sized(size, size));
+                resample(&img, all, size, size, window, interpolation, flip)
             }
             Geometry::ResizeCenterCrop {
                 resize,
@@ -214,14 +209,10 @@ impl Pipeline {
             } => {
                 let ((w, h), window) =
                     resize_center_crop_plan(info.width, info.height, resize, crop)?;
-                let all = Rect {
-                    x: 0,
-                    y: 0,
-                    width: info.width,
-                    height: info.height,
-                };
+                let all = Rect::sized(info.width, info.height);
                 let img = decode_jpeg_crop(bytes, &info, all, w, h)?;
-                resample(&img, whole(&img), w, h, window, interpolation, flip)
+                let decoded = Rect::sized(img.width, img.height);
+                resample(&img, decoded, w, h, window, interpolation, flip)
             }
             _ => unreachable!("only the geometries matched above reach here"),
         };
@@ -258,16 +249,6 @@ impl Pipeline {
         let mut out = vec![0f32; self.sample_len()];
         self.apply_into(img, rng, &mut out)?;
         Ok(out)
-    }
-}
-
-/// The rectangle covering all of `img`.
-fn whole(img: &RgbImage) -> Rect {
-    Rect {
-        x: 0,
-        y: 0,
-        width: img.width,
-        height: img.height,
     }
 }
 

@@ -51,6 +51,18 @@ pub struct Rect {
     pub height: usize,
 }
 
+impl Rect {
+    /// The `width x height` rectangle at the origin (a whole image, or a whole resized output).
+    pub fn sized(width: usize, height: usize) -> Rect {
+        Rect {
+            x: 0,
+            y: 0,
+            width,
+            height,
+        }
+    }
+}
+
 /// Filter taps of one axis: for output i, source pixels `start[i] .. start[i] + taps` with weights
 /// `weights[i * taps ..]` (zero-padded to a common tap count).
 struct AxisTaps {
