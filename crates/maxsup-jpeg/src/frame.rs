@@ -3,6 +3,7 @@
 
 use crate::error::{corrupt, unsupported, JpegError};
 use crate::huffman::HuffmanTable;
+use crate::pool::BufferPool;
 
 /// What a JPEG holds, from its frame header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,11 +220,10 @@ pub(crate) fn parse_sof(marker: u8, seg: &[u8]) -> Result<Frame, JpegError> {
 }
 
 thread_local! {
-    /// Coefficient buffers and non-zero masks of earlier images on this thread, reused: a 512x512
-    /// image needs ~0.85 MB, and a zeroed allocation per image costs page faults and a memset.
-    /// First in, first out, so each component gets back the buffers it had (see `PLANE_BUFFERS`).
-    static COEF_BUFFERS: std::cell::RefCell<std::collections::VecDeque<(Vec<i16>, Vec<u64>)>> =
-        const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
+    /// Coefficient buffers (~0.8 MB for a 512x512 image) and non-zero masks of earlier images on
+    /// this thread, reused.
+    static COEF_BUFFERS: BufferPool<i16> = const { BufferPool::new() };
+    static MASK_BUFFERS: BufferPool<u64> = const { BufferPool::new() };
 }
 
 impl Frame {
@@ -236,17 +236,8 @@ impl Frame {
             c.blocks_w = self.mcus_x * c.h;
             c.blocks_h = self.mcus_y * c.v;
             let blocks = c.blocks_w * c.blocks_h;
-            let (mut coefs, mut nz) = COEF_BUFFERS
-                .with(|p| p.borrow_mut().pop_front())
-                .unwrap_or_default();
-            if coefs.len() < blocks * 64 {
-                coefs.resize(blocks * 64, 0);
-            }
-            if nz.len() < blocks {
-                nz.resize(blocks, 0);
-            }
-            c.coefs = coefs;
-            c.nz = nz;
+            c.coefs = COEF_BUFFERS.with(|p| p.take(blocks * 64));
+            c.nz = MASK_BUFFERS.with(|p| p.take(blocks));
         }
     }
 
@@ -262,13 +253,9 @@ impl Frame {
 
 impl Drop for Frame {
     fn drop(&mut self) {
-        COEF_BUFFERS.with(|p| {
-            let mut pool = p.borrow_mut();
-            for c in &mut self.components {
-                if !c.coefs.is_empty() && pool.len() < 4 {
-                    pool.push_back((std::mem::take(&mut c.coefs), std::mem::take(&mut c.nz)));
-                }
-            }
-        });
+        for c in &mut self.components {
+            COEF_BUFFERS.with(|p| p.give(std::mem::take(&mut c.coefs)));
+            MASK_BUFFERS.with(|p| p.give(std::mem::take(&mut c.nz)));
+        }
     }
 }

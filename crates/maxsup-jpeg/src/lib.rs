@@ -23,6 +23,7 @@ mod frame;
 mod huffman;
 mod idct;
 mod output;
+mod pool;
 mod scan;
 
 pub use error::JpegError;
@@ -202,9 +203,8 @@ fn decode_region_impl<const PDEP: bool>(
             None => ColorModel::YCbCr,
         },
     };
-    let needed: Vec<output::BlockRange> = (0..frame.components.len())
-        .map(|c| output::needed_blocks(&frame, c, denom, region))
-        .collect();
+    let plans = output::plan_components(&frame, denom, region);
+    let needed: Vec<output::BlockRange> = plans.iter().map(|p| p.blocks).collect();
     frame.allocate();
     let mut scans = 0;
     loop {
@@ -229,7 +229,7 @@ fn decode_region_impl<const PDEP: bool>(
     Ok(Rgb {
         width: region.width,
         height: region.height,
-        data: output::render(&frame, &tables, model, denom, region, avx2),
+        data: output::render(&frame, &tables, model, plans, region, avx2),
     })
 }
 

@@ -6,6 +6,7 @@
 
 use crate::frame::{Frame, Tables};
 use crate::idct::{to_u8, Idct};
+use crate::pool::BufferPool;
 use std::mem::MaybeUninit;
 
 /// A rectangle of the (possibly scaled) output image.
@@ -165,29 +166,38 @@ impl BlockRange {
     }
 }
 
-/// Blocks of component `c` under the region (entropy decoding stops below them, and refinement
-/// scans update coefficient values only inside them).
-pub(crate) fn needed_blocks(frame: &Frame, c: usize, denom: usize, region: Region) -> BlockRange {
-    plans(frame, c, denom, region).0
+/// How one component reaches the region: the blocks under it (entropy decoding stops below them,
+/// and refinement scans update coefficient values only inside them), the transform size, and
+/// the column and row sampling plans. Computed once per image, before the scans.
+pub(crate) struct ComponentPlan {
+    pub blocks: BlockRange,
+    nx: usize,
+    ny: usize,
+    cols: AxisPlan,
+    rows: AxisPlan,
 }
 
-/// The blocks under the region, the transform sizes, and the column and row sampling plans.
-fn plans(
-    frame: &Frame,
-    c: usize,
-    denom: usize,
-    region: Region,
-) -> (BlockRange, usize, usize, AxisPlan, AxisPlan) {
-    let ((sx, sw), (sy, sh)) = component_axes(frame, c, denom);
-    let cols = axis_plan(region.x, region.width, sx.num, sx.den, sw);
-    let rows = axis_plan(region.y, region.height, sy.num, sy.den, sh);
-    let blocks = BlockRange {
-        x0: cols.lo / sx.n,
-        x1: cols.hi.div_ceil(sx.n),
-        y0: rows.lo / sy.n,
-        y1: rows.hi.div_ceil(sy.n),
-    };
-    (blocks, sx.n, sy.n, cols, rows)
+/// The plan of every component of the frame for `region` at scale `1/denom`.
+pub(crate) fn plan_components(frame: &Frame, denom: usize, region: Region) -> Vec<ComponentPlan> {
+    let mut plans = Vec::with_capacity(frame.components.len());
+    for c in 0..frame.components.len() {
+        let ((sx, sw), (sy, sh)) = component_axes(frame, c, denom);
+        let cols = axis_plan(region.x, region.width, sx.num, sx.den, sw);
+        let rows = axis_plan(region.y, region.height, sy.num, sy.den, sh);
+        plans.push(ComponentPlan {
+            blocks: BlockRange {
+                x0: cols.lo / sx.n,
+                x1: cols.hi.div_ceil(sx.n),
+                y0: rows.lo / sy.n,
+                y1: rows.hi.div_ceil(sy.n),
+            },
+            nx: sx.n,
+            ny: sy.n,
+            cols,
+            rows,
+        });
+    }
+    plans
 }
 
 #[inline(always)]
@@ -195,24 +205,23 @@ pub(crate) fn transform_plane(
     frame: &Frame,
     tables: &Tables,
     c: usize,
-    denom: usize,
-    region: Region,
+    plan: ComponentPlan,
     avx2: bool,
 ) -> Plane {
     let comp = &frame.components[c];
-    let (blocks, nx, ny, cols, rows) = plans(frame, c, denom, region);
+    let ComponentPlan {
+        blocks,
+        nx,
+        ny,
+        cols,
+        rows,
+    } = plan;
     let (bx0, bx1) = (blocks.x0, blocks.x1.min(comp.blocks_w));
     let (by0, by1) = (blocks.y0, blocks.y1.min(comp.blocks_h));
     let width = (bx1 - bx0) * nx;
     // Every byte is written below (the blocks tile the plane), so a reused buffer is not cleared.
     let len = width * (by1 - by0) * ny;
-    let mut data = PLANE_BUFFERS
-        .with(|p| p.borrow_mut().pop_front())
-        .unwrap_or_default();
-    // Never shortened, so a reused buffer is grown (and zeroed) only past its largest use.
-    if data.len() < len {
-        data.resize(len, 0);
-    }
+    let mut data: Vec<u8> = PLANE_BUFFERS.with(|p| p.take(len));
     let quant = tables.quant[comp.quant_index].unwrap_or([1; 64]);
     let idct = Idct::new(nx, ny, &quant);
     for by in by0..by1 {
@@ -242,20 +251,12 @@ pub(crate) fn transform_plane(
 
 thread_local! {
     /// Sample buffers of earlier planes on this thread, reused (see `Frame::allocate`).
-    /// First in, first out: planes are made and dropped in component order, so each component
-    /// gets back the buffer it used last time, already of the right size.
-    static PLANE_BUFFERS: std::cell::RefCell<std::collections::VecDeque<Vec<u8>>> =
-        const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
+    static PLANE_BUFFERS: BufferPool<u8> = const { BufferPool::new() };
 }
 
 impl Drop for Plane {
     fn drop(&mut self) {
-        PLANE_BUFFERS.with(|p| {
-            let mut pool = p.borrow_mut();
-            if pool.len() < 4 {
-                pool.push_back(std::mem::take(&mut self.data));
-            }
-        });
+        PLANE_BUFFERS.with(|p| p.give(std::mem::take(&mut self.data)));
     }
 }
 
@@ -365,15 +366,15 @@ pub(crate) fn render(
     frame: &Frame,
     tables: &Tables,
     model: ColorModel,
-    denom: usize,
+    plans: Vec<ComponentPlan>,
     region: Region,
     avx2: bool,
 ) -> Vec<u8> {
     // Plain loops rather than iterator closures here and below: closures are separate functions that
     // would not inherit the caller's AVX2 code generation.
-    let mut planes = Vec::with_capacity(frame.components.len());
-    for c in 0..frame.components.len() {
-        planes.push(transform_plane(frame, tables, c, denom, region, avx2));
+    let mut planes = Vec::with_capacity(plans.len());
+    for (c, plan) in plans.into_iter().enumerate() {
+        planes.push(transform_plane(frame, tables, c, plan, avx2));
     }
     let w = region.width;
     // Filled row by row below; not zeroed first (that was ~2% of a crop decode).
