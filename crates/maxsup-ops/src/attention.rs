@@ -10,7 +10,8 @@
 //! cheap next to the projections, and nothing `B x H x N x N` stays alive between passes.
 
 use crate::cpu::gemm::{matmul as gemm, Mat};
-use crate::cpu::slices::{contiguous_f32, is_cpu_f32, output_buffer, tensor_from_vec, with_f32};
+use crate::dispatch::cpu_only;
+use crate::cpu::slices::{contiguous_f32, output_buffer, tensor_from_vec, with_f32};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -173,7 +174,7 @@ impl CustomOp1 for AttentionOp {
 /// f32 on CPU runs the fused custom op; other dtypes/devices [`attention_qkv_composed`].
 pub fn attention_qkv(qkv: &Tensor, heads: usize) -> Result<Tensor> {
     Geom::new(qkv.dims(), heads)?;
-    if !is_cpu_f32(&[qkv]) {
+    if !cpu_only(&[qkv]) {
         return attention_qkv_composed(qkv, heads);
     }
     qkv.contiguous()?.apply_op1(AttentionOp { heads })

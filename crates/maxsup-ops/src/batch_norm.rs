@@ -2,24 +2,19 @@
 //! `running = (1 - momentum) * running + momentum * batch_stat`, the running variance using the
 //! unbiased batch variance, normalisation using the biased one.
 //!
-//! In train mode on f32 CPU, statistics, normalisation and the backward
-//! `dx = w * rstd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat))` are each one fused pass,
-//! instead of the ~10 elementwise/reduction nodes of the composed version.
+//! In train mode the fused path is three ops, each with a CPU and a CUDA kernel: the batch
+//! statistics (f32 results of an f64 reduction), the normalisation (+ReLU) and, in backward, the
+//! per-channel sums then `dx = w * rstd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat))`. The
+//! input may be bf16 on CUDA; weight, bias, statistics and their gradients stay f32. The running
+//! statistics are updated with tensor ops on the statistics' device, in [`batch_norm2d`] itself.
 
-use crate::cpu::slices::{contiguous_f32, is_cpu_f32, output_buffer, tensor_from_vec, with_f32};
+use crate::cpu::slices::{contiguous_f32, output_buffer};
+use crate::dispatch::fused;
 use crate::reference;
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, Var};
+#[cfg(feature = "cuda")]
+use candle_core::cuda_backend::CudaStorage;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, Var};
 use rayon::prelude::*;
-
-/// Normalisation with fixed per-channel batch statistics (computed before the op is built),
-/// optionally followed by ReLU in the same pass.
-struct BatchNormTrainOp {
-    mean: Vec<f32>,
-    rstd: Vec<f32>,
-    /// `max(bn(x), 0)`: saves a pass over the activation each way, and one gradient tensor that
-    /// candle's backward would zero-fill and add into.
-    relu: bool,
-}
 
 /// Per-channel mean and biased variance over N, H, W of an NCHW buffer (f64 accumulation).
 fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
@@ -45,6 +40,68 @@ fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// The f32 values of a small CPU tensor (per-channel statistics captured by an op).
+fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1::<f32>()
+}
+
+/// Batch statistics `[mean (C) | biased variance (C)]`, f32, of an NCHW input.
+struct BatchStatsOp;
+
+impl CustomOp1 for BatchStatsOp {
+    fn name(&self) -> &'static str {
+        "maxsup-batch-norm2d-stats"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let x = contiguous_f32(s, l, "batch_norm2d input")?;
+        let st = channel_stats(x, n, c, h * w);
+        let mut out: Vec<f32> = st.iter().map(|s| s.0 as f32).collect();
+        out.extend(st.iter().map(|s| s.1 as f32));
+        Ok((CpuStorage::F32(out), Shape::from(2 * c)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (_, c, _, _) = l.shape().dims4()?;
+        Ok((crate::cuda::batch_norm::stats(s, l)?, Shape::from(2 * c)))
+    }
+}
+
+/// Borrow of a captured f32 tensor's CUDA storage (statistics, weights) inside a `cuda_fwd`.
+#[cfg(feature = "cuda")]
+fn with_cuda<R>(t: &Tensor, what: &str, f: impl FnOnce(&CudaStorage, &Layout) -> Result<R>) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cuda(s) => f(s, layout),
+        _ => candle_core::bail!("batch_norm2d: {what} is not on the CUDA device of the input"),
+    }
+}
+
+/// Normalisation with the batch statistics `stats` ([mean | var], computed before the op is
+/// built), optionally followed by ReLU in the same pass.
+struct BatchNormTrainOp {
+    stats: Tensor,
+    eps: f64,
+    /// `max(bn(x), 0)`: saves a pass over the activation each way, and one gradient tensor that
+    /// candle's backward would zero-fill and add into.
+    relu: bool,
+}
+
+impl BatchNormTrainOp {
+    /// Per channel `(mean, rstd)` on the host (CPU kernels).
+    fn host_mean_rstd(&self, c: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let st = host_f32(&self.stats)?;
+        let mean = st[..c].to_vec();
+        let rstd = st[c..]
+            .iter()
+            .map(|&v| (1.0 / (v as f64 + self.eps).sqrt()) as f32)
+            .collect();
+        Ok((mean, rstd))
+    }
+}
+
 impl CustomOp3 for BatchNormTrainOp {
     fn name(&self) -> &'static str {
         "maxsup-batch-norm2d-train"
@@ -63,6 +120,7 @@ impl CustomOp3 for BatchNormTrainOp {
         let x = contiguous_f32(xs, xl, "batch_norm2d input")?;
         let wt = contiguous_f32(ws, wl, "batch_norm2d weight")?;
         let bi = contiguous_f32(bs, bl, "batch_norm2d bias")?;
+        let (mean, rstd) = self.host_mean_rstd(c)?;
         let hw = h * w;
         let mut y = output_buffer(x.len());
         y.par_chunks_mut(hw)
@@ -70,8 +128,8 @@ impl CustomOp3 for BatchNormTrainOp {
             .enumerate()
             .for_each(|(pl, (yp, xp))| {
                 let ch = pl % c;
-                let scale = wt[ch] * self.rstd[ch];
-                let shift = bi[ch] - self.mean[ch] * scale;
+                let scale = wt[ch] * rstd[ch];
+                let shift = bi[ch] - mean[ch] * scale;
                 if self.relu {
                     yp.iter_mut()
                         .zip(xp)
@@ -85,67 +143,183 @@ impl CustomOp3 for BatchNormTrainOp {
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        ws: &CudaStorage,
+        wl: &Layout,
+        bs: &CudaStorage,
+        bl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let y = with_cuda(&self.stats, "the statistics", |ss, sl| {
+            crate::cuda::batch_norm::apply((xs, xl), (ss, sl), (ws, wl), (bs, bl), self.eps as f32, self.relu)
+        })?;
+        Ok((y, xl.shape().clone()))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
         w: &Tensor,
-        b: &Tensor,
+        _b: &Tensor,
         y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         // With the fused ReLU, the gradient reaching the normalisation is dy where y > 0.
-        let dy = if self.relu {
-            &crate::relu::relu_backward(y, dy)?
+        let g = if self.relu {
+            crate::relu::relu_backward(y, dy)?
         } else {
-            dy
+            dy.contiguous()?
         };
-        let (n, c, h, wd) = x.dims4()?;
-        let hw = h * wd;
+        let c = x.dim(1)?;
+        let sums = x.apply_op2_no_bwd(
+            &g,
+            &BatchNormBackwardSums {
+                stats: self.stats.clone(),
+                eps: self.eps,
+            },
+        )?;
+        let dx = x.apply_op3_no_bwd(
+            &g,
+            &sums,
+            &BatchNormBackwardDx {
+                stats: self.stats.clone(),
+                weight: w.clone(),
+                eps: self.eps,
+            },
+        )?;
+        let dw = sums.narrow(0, 0, c)?.reshape(w.shape())?;
+        let db = sums.narrow(0, c, c)?.reshape(w.shape())?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// `[sum(g * xhat) | sum(g)]` per channel, f32: the weight and bias gradients, from the input
+/// and the gradient `g` reaching the normalisation.
+struct BatchNormBackwardSums {
+    stats: Tensor,
+    eps: f64,
+}
+
+impl CustomOp2 for BatchNormBackwardSums {
+    fn name(&self) -> &'static str {
+        "maxsup-batch-norm2d-backward-sums"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = xl.shape().dims4()?;
+        let hw = h * w;
+        let xv = contiguous_f32(xs, xl, "batch_norm2d input")?;
+        let gv = contiguous_f32(gs, gl, "batch_norm2d gradient")?;
+        let st = host_f32(&self.stats)?;
+        let sums: Vec<(f32, f32)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let mean = st[ch];
+                let rstd = (1.0 / (st[c + ch] as f64 + self.eps).sqrt()) as f32;
+                let (mut s, mut sx) = (0f64, 0f64);
+                for bb in 0..n {
+                    let r = (bb * c + ch) * hw..(bb * c + ch + 1) * hw;
+                    let (mut a, mut ax) = (0f32, 0f32);
+                    for (&g, &v) in gv[r.clone()].iter().zip(&xv[r]) {
+                        a += g;
+                        ax += g * (v - mean) * rstd;
+                    }
+                    s += a as f64;
+                    sx += ax as f64;
+                }
+                (s as f32, sx as f32)
+            })
+            .collect();
+        let mut out: Vec<f32> = sums.iter().map(|s| s.1).collect();
+        out.extend(sums.iter().map(|s| s.0));
+        Ok((CpuStorage::F32(out), Shape::from(2 * c)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        gs: &CudaStorage,
+        gl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (_, c, _, _) = xl.shape().dims4()?;
+        let sums = with_cuda(&self.stats, "the statistics", |ss, sl| {
+            crate::cuda::batch_norm::backward_sums((xs, xl), (gs, gl), (ss, sl), self.eps as f32)
+        })?;
+        Ok((sums, Shape::from(2 * c)))
+    }
+}
+
+/// `dx` from `(x, g, sums)`: the input gradient of the train-mode normalisation.
+struct BatchNormBackwardDx {
+    stats: Tensor,
+    weight: Tensor,
+    eps: f64,
+}
+
+impl CustomOp3 for BatchNormBackwardDx {
+    fn name(&self) -> &'static str {
+        "maxsup-batch-norm2d-backward-dx"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ss: &CpuStorage,
+        sl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = xl.shape().dims4()?;
+        let hw = h * w;
         let m = (n * hw) as f32;
-        let (dx, dw, db) = with_f32(x, |xv| {
-            with_f32(w, |wv| {
-                with_f32(dy, |gv| {
-                    // Per channel: sum(dy) and sum(dy * xhat).
-                    let sums: Vec<(f32, f32)> = (0..c)
-                        .into_par_iter()
-                        .map(|ch| {
-                            let (mut s, mut sx) = (0f64, 0f64);
-                            for bb in 0..n {
-                                let r = (bb * c + ch) * hw..(bb * c + ch + 1) * hw;
-                                let (mean, rstd) = (self.mean[ch], self.rstd[ch]);
-                                let (mut a, mut ax) = (0f32, 0f32);
-                                for (&g, &v) in gv[r.clone()].iter().zip(&xv[r]) {
-                                    a += g;
-                                    ax += g * (v - mean) * rstd;
-                                }
-                                s += a as f64;
-                                sx += ax as f64;
-                            }
-                            (s as f32, sx as f32)
-                        })
-                        .collect();
-                    let mut dx = output_buffer(xv.len());
-                    dx.par_chunks_mut(hw).enumerate().for_each(|(pl, dp)| {
-                        let ch = pl % c;
-                        let (mean, rstd) = (self.mean[ch], self.rstd[ch]);
-                        let (s, sx) = sums[ch];
-                        let k = wv[ch] * rstd / m;
-                        let r = pl * hw..(pl + 1) * hw;
-                        for ((o, &g), &v) in dp.iter_mut().zip(&gv[r.clone()]).zip(&xv[r]) {
-                            *o = k * (m * g - s - (v - mean) * rstd * sx);
-                        }
-                    });
-                    let dw: Vec<f32> = sums.iter().map(|s| s.1).collect();
-                    let db: Vec<f32> = sums.iter().map(|s| s.0).collect();
-                    Ok((dx, dw, db))
-                })
+        let xv = contiguous_f32(xs, xl, "batch_norm2d input")?;
+        let gv = contiguous_f32(gs, gl, "batch_norm2d gradient")?;
+        let sums = contiguous_f32(ss, sl, "batch_norm2d sums")?;
+        let st = host_f32(&self.stats)?;
+        let wv = host_f32(&self.weight)?;
+        let mut dx = output_buffer(xv.len());
+        dx.par_chunks_mut(hw).enumerate().for_each(|(pl, dp)| {
+            let ch = pl % c;
+            let mean = st[ch];
+            let rstd = (1.0 / (st[c + ch] as f64 + self.eps).sqrt()) as f32;
+            let (sx, s) = (sums[ch], sums[c + ch]);
+            let k = wv[ch] * rstd / m;
+            let r = pl * hw..(pl + 1) * hw;
+            for ((o, &g), &v) in dp.iter_mut().zip(&gv[r.clone()]).zip(&xv[r]) {
+                *o = k * (m * g - s - (v - mean) * rstd * sx);
+            }
+        });
+        Ok((CpuStorage::F32(dx), xl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        gs: &CudaStorage,
+        gl: &Layout,
+        ss: &CudaStorage,
+        sl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dx = with_cuda(&self.stats, "the statistics", |ts, tl| {
+            with_cuda(&self.weight, "the weight", |ws, wl| {
+                crate::cuda::batch_norm::backward_dx((xs, xl), (gs, gl), (ts, tl), (ws, wl), (ss, sl), self.eps as f32)
             })
         })?;
-        Ok((
-            Some(tensor_from_vec(dx, x.shape())?),
-            Some(tensor_from_vec(dw, w.shape())?),
-            Some(tensor_from_vec(db, b.shape())?),
-        ))
+        Ok((dx, xl.shape().clone()))
     }
 }
 
@@ -169,8 +343,8 @@ fn check_channels(c: usize, named: &[(&str, &Tensor)]) -> Result<()> {
 /// `train == true`: normalise with the batch statistics (biased variance) and update the running
 /// statistics in place with `momentum` (PyTorch's convention, usually 0.1; unbiased variance).
 /// `train == false`: normalise with the running statistics; nothing is updated.
-/// f32 on CPU runs a fused custom op in train mode; other dtypes/devices the composed reference
-/// (`reference::batch_norm2d`).
+/// The fused ops run for f32 on the CPU and for f32 or bf16 input (f32 weight, bias and running
+/// statistics) on CUDA; anything else runs the composed reference (`reference::batch_norm2d`).
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm2d(
     x: &Tensor,
@@ -241,14 +415,8 @@ fn batch_norm2d_impl(
             ("running_var", running_var),
         ],
     )?;
-    let fast = is_cpu_f32(&[
-        x,
-        weight,
-        bias,
-        running_mean.as_tensor(),
-        running_var.as_tensor(),
-    ]);
-    if !train || !fast {
+    let stat_params = [weight, bias, running_mean.as_tensor(), running_var.as_tensor()];
+    if !fused(&[x], &stat_params) {
         let y = reference::batch_norm2d(
             x,
             weight,
@@ -261,6 +429,9 @@ fn batch_norm2d_impl(
         )?;
         return if relu { crate::relu(&y) } else { Ok(y) };
     }
+    if !train {
+        return eval_f32_statistics(x, weight, bias, (running_mean, running_var), eps, relu);
+    }
     let cnt = n * h * w;
     if cnt < 2 {
         candle_core::bail!(
@@ -269,29 +440,46 @@ fn batch_norm2d_impl(
         );
     }
     let x = x.contiguous()?;
-    let stats = with_f32(&x, |xv| Ok(channel_stats(xv, n, c, h * w)))?;
+    let stats = x.apply_op1_no_bwd(&BatchStatsOp)?;
+    // Running statistics, on the statistics' device (no host round trip).
     let unbias = cnt as f64 / (cnt - 1) as f64;
-    let rm = running_mean.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-    let rv = running_var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-    let new_rm: Vec<f32> = rm
-        .iter()
-        .zip(&stats)
-        .map(|(&r, s)| ((1.0 - momentum) * r as f64 + momentum * s.0) as f32)
-        .collect();
-    let new_rv: Vec<f32> = rv
-        .iter()
-        .zip(&stats)
-        .map(|(&r, s)| ((1.0 - momentum) * r as f64 + momentum * s.1 * unbias) as f32)
-        .collect();
-    running_mean.set(&tensor_from_vec(new_rm, running_mean.shape())?)?;
-    running_var.set(&tensor_from_vec(new_rv, running_var.shape())?)?;
-    let op = BatchNormTrainOp {
-        mean: stats.iter().map(|s| s.0 as f32).collect(),
-        rstd: stats
-            .iter()
-            .map(|s| (1.0 / (s.1 + eps).sqrt()) as f32)
-            .collect(),
-        relu,
-    };
+    let (mean, var) = (stats.narrow(0, 0, c)?, stats.narrow(0, c, c)?);
+    let rm = (running_mean.as_tensor().flatten_all()?.affine(1.0 - momentum, 0.0)? + mean.affine(momentum, 0.0)?)?;
+    let rv = (running_var.as_tensor().flatten_all()?.affine(1.0 - momentum, 0.0)?
+        + var.affine(momentum * unbias, 0.0)?)?;
+    running_mean.set(&rm.reshape(running_mean.shape())?)?;
+    running_var.set(&rv.reshape(running_var.shape())?)?;
+    let op = BatchNormTrainOp { stats, eps, relu };
     x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)
+}
+
+/// Eval mode with f32 statistics for any input dtype: `x * scale + shift` per channel, computed
+/// in f32 and cast back (candle autograd gives the gradients). f32 inputs keep the reference
+/// formula, `(x - mean) / sqrt(var + eps) * w + b`.
+fn eval_f32_statistics(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    (running_mean, running_var): (&Var, &Var),
+    eps: f64,
+    relu: bool,
+) -> Result<Tensor> {
+    let y = if x.dtype() == DType::F32 {
+        reference::batch_norm2d(x, weight, bias, running_mean, running_var, false, 0.0, eps)?
+    } else {
+        let c = x.dim(1)?;
+        let rm = running_mean.as_tensor().detach().flatten_all()?;
+        let rstd = (running_var.as_tensor().detach().flatten_all()? + eps)?.sqrt()?.recip()?;
+        let scale = weight.flatten_all()?.mul(&rstd)?;
+        let shift = bias.flatten_all()?.sub(&rm.mul(&scale)?)?;
+        x.to_dtype(DType::F32)?
+            .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
+            .broadcast_add(&shift.reshape((1, c, 1, 1))?)?
+            .to_dtype(x.dtype())?
+    };
+    if relu {
+        crate::relu(&y)
+    } else {
+        Ok(y)
+    }
 }

@@ -1,31 +1,67 @@
-//! `conv2d` as a candle custom op: GEMM forward, GEMM input/weight gradients, and no input
-//! gradient at all for inputs that are not part of the autograd graph (e.g. the image batch).
+//! `conv2d` as a candle custom op with a CPU kernel (im2col + GEMM, parallel over images) and a
+//! CUDA one (cuDNN), and a backward that is one op too (`[dx | dw]` packed), so it runs on the
+//! tensors' device. Gradients are computed only for tracked operands: the image batch gets no
+//! input gradient.
 
 use crate::cpu::conv::{backward, forward};
 use crate::cpu::im2col::ConvGeom;
-use crate::cpu::slices::{contiguous_f32, is_cpu_f32, tensor_from_vec, with_f32};
+use crate::cpu::slices::contiguous_f32;
+use crate::dispatch::{fused, unpack};
 use crate::reference;
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+#[cfg(feature = "cuda")]
+use candle_core::cuda_backend::CudaStorage;
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
-/// The convolution node: hyper-parameters plus which gradients the graph needs.
-struct Conv2dOp {
+/// The convolution's hyper-parameters.
+#[derive(Clone, Copy, Debug)]
+struct ConvParams {
     stride: usize,
     pad: usize,
     dil: usize,
-    need_dx: bool,
-    need_dw: bool,
+    groups: usize,
 }
 
-impl Conv2dOp {
-    fn geom(&self, x: &Layout, w: &Layout) -> Result<ConvGeom> {
-        ConvGeom::new(
-            x.shape().dims4()?,
-            w.shape().dims4()?,
-            self.stride,
-            self.pad,
-            self.dil,
-        )
+impl ConvParams {
+    fn geom(&self, x: &Shape, w: &Shape) -> Result<ConvGeom> {
+        if self.groups != 1 {
+            candle_core::bail!("conv2d: the CPU kernel takes groups = 1, got {}", self.groups);
+        }
+        ConvGeom::new(x.dims4()?, w.dims4()?, self.stride, self.pad, self.dil)
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_shape(&self, x: &Shape, w: &Shape) -> Result<crate::cuda::ConvShape> {
+        let (n, c, h, wd) = x.dims4()?;
+        let (o, cg, kh, kw) = w.dims4()?;
+        let g = self.groups;
+        if g == 0 || c % g != 0 || o % g != 0 || cg * g != c {
+            candle_core::bail!("conv2d: input {x:?} and weight {w:?} do not fit groups = {g}");
+        }
+        let fits = |len: usize, k: usize| len + 2 * self.pad >= self.dil * (k - 1) + 1;
+        if !fits(h, kh) || !fits(wd, kw) || self.stride == 0 {
+            candle_core::bail!("conv2d: kernel {kh}x{kw} (dilation {}) larger than the padded input {x:?}", self.dil);
+        }
+        Ok(crate::cuda::ConvShape {
+            n,
+            c,
+            h,
+            w: wd,
+            o,
+            kh,
+            kw,
+            stride: self.stride,
+            pad: self.pad,
+            dil: self.dil,
+            groups: g,
+        })
+    }
+}
+
+/// The convolution node: hyper-parameters plus which gradients the graph needs.
+struct Conv2dOp {
+    params: ConvParams,
+    need_dx: bool,
+    need_dw: bool,
 }
 
 impl CustomOp2 for Conv2dOp {
@@ -40,11 +76,25 @@ impl CustomOp2 for Conv2dOp {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = self.geom(xl, wl)?;
+        let g = self.params.geom(xl.shape(), wl.shape())?;
         let x = contiguous_f32(xs, xl, "conv2d input")?;
         let w = contiguous_f32(ws, wl, "conv2d weight")?;
         let y = forward(&g, x, w);
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        ws: &CudaStorage,
+        wl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let s = self.params.cuda_shape(xl.shape(), wl.shape())?;
+        let (oh, ow) = s.out_hw();
+        let y = crate::cuda::conv2d_forward(&s, xs, xl, ws, wl)?;
+        Ok((y, Shape::from((s.n, s.o, oh, ow))))
     }
 
     fn bwd(
@@ -54,25 +104,82 @@ impl CustomOp2 for Conv2dOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = ConvGeom::new(x.dims4()?, w.dims4()?, self.stride, self.pad, self.dil)?;
-        let (dx, dw) = with_f32(x, |xv| {
-            with_f32(w, |wv| {
-                with_f32(dy, |dyv| {
-                    Ok(backward(&g, xv, wv, dyv, self.need_dx, self.need_dw))
-                })
-            })
-        })?;
-        let dx = dx.map(|v| tensor_from_vec(v, x.shape())).transpose()?;
-        let dw = dw.map(|v| tensor_from_vec(v, w.shape())).transpose()?;
-        Ok((dx, dw))
+        let op = Conv2dBackwardOp {
+            params: self.params,
+            need_dx: self.need_dx,
+            need_dw: self.need_dw,
+        };
+        let packed = x.apply_op3_no_bwd(w, &dy.contiguous()?, &op)?;
+        let parts = unpack(
+            &packed,
+            &[
+                self.need_dx.then(|| x.shape()),
+                self.need_dw.then(|| w.shape()),
+            ],
+        )?;
+        let mut parts = parts.into_iter();
+        Ok((parts.next().flatten(), parts.next().flatten()))
+    }
+}
+
+/// `(x, w, dy) -> [dx | dw]`, each part present only when needed.
+struct Conv2dBackwardOp {
+    params: ConvParams,
+    need_dx: bool,
+    need_dw: bool,
+}
+
+impl CustomOp3 for Conv2dBackwardOp {
+    fn name(&self) -> &'static str {
+        "maxsup-conv2d-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.params.geom(xl.shape(), wl.shape())?;
+        let xv = contiguous_f32(xs, xl, "conv2d input")?;
+        let wv = contiguous_f32(ws, wl, "conv2d weight")?;
+        let gv = contiguous_f32(gs, gl, "conv2d output gradient")?;
+        let (dx, dw) = backward(&g, xv, wv, gv, self.need_dx, self.need_dw);
+        // dx first (activation-sized, not copied), dw appended.
+        let mut packed = dx.unwrap_or_default();
+        if let Some(dw) = dw {
+            packed.reserve_exact(dw.len());
+            packed.extend_from_slice(&dw);
+        }
+        let n = packed.len();
+        Ok((CpuStorage::F32(packed), Shape::from(n)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        ws: &CudaStorage,
+        wl: &Layout,
+        gs: &CudaStorage,
+        gl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let s = self.params.cuda_shape(xl.shape(), wl.shape())?;
+        let n = if self.need_dx { s.x_len() } else { 0 } + if self.need_dw { s.w_len() } else { 0 };
+        let packed = crate::cuda::conv2d_backward(&s, xs, xl, ws, wl, gs, gl, (self.need_dx, self.need_dw))?;
+        Ok((packed, Shape::from(n)))
     }
 }
 
 /// 2-D convolution, NCHW input, OIHW weight, optional bias of shape [O].
 ///
-/// f32 on CPU with `groups == 1` runs the GEMM custom op (parallel over images, 1x1 convs as plain
-/// GEMMs, input gradient skipped when `x` is not tracked); anything else runs the composed
-/// reference (`reference::conv2d`).
+/// Runs the fused op for f32 on the CPU (`groups == 1`: im2col + GEMM, 1x1 convs as plain GEMMs)
+/// and for f32 or bf16 on CUDA (cuDNN, any `groups`); anything else runs the composed reference
+/// (`reference::conv2d`). The input gradient is skipped when `x` is not tracked.
 pub fn conv2d(
     x: &Tensor,
     weight: &Tensor,
@@ -82,19 +189,23 @@ pub fn conv2d(
     dilation: usize,
     groups: usize,
 ) -> Result<Tensor> {
-    if groups != 1 || !is_cpu_f32(&[x, weight]) || x.rank() != 4 || weight.rank() != 4 {
+    let groups_ok = groups == 1 || x.device().is_cuda();
+    if !groups_ok || !fused(&[x, weight], &[]) || x.rank() != 4 || weight.rank() != 4 {
         return reference::conv2d(x, weight, bias, stride, padding, dilation, groups);
     }
     let op = Conv2dOp {
-        stride,
-        pad: padding,
-        dil: dilation,
+        params: ConvParams {
+            stride,
+            pad: padding,
+            dil: dilation,
+            groups,
+        },
         need_dx: x.track_op(),
         need_dw: weight.track_op(),
     };
     let y = x.contiguous()?.apply_op2(&weight.contiguous()?, op)?;
     match bias {
-        Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
+        Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?.to_dtype(y.dtype())?),
         None => Ok(y),
     }
 }

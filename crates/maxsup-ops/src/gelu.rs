@@ -1,9 +1,12 @@
 //! Exact (erf) GELU as a custom op with a one-pass backward. candle's `gelu_erf` backward is
 //! composed of ~10 elementwise ops, each a full pass (and a temporary) over the MLP activation.
 
-use crate::cpu::slices::{contiguous_f32, is_cpu_f32, output_buffer, tensor_from_vec, with_f32};
+use crate::cpu::slices::{contiguous_f32, output_buffer};
+use crate::dispatch::fused;
 use candle_core::cpu::erf::erf_f32;
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+#[cfg(feature = "cuda")]
+use candle_core::cuda_backend::CudaStorage;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Elements per rayon task.
@@ -30,31 +33,64 @@ impl CustomOp1 for GeluErfOp {
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        Ok((crate::cuda::map1("gelu_fwd", "gelu", s, l)?, l.shape().clone()))
+    }
+
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        let dx = with_f32(x, |xv| {
-            with_f32(dy, |gv| {
-                let mut dx = output_buffer(xv.len());
-                dx.par_chunks_mut(CHUNK)
-                    .zip(xv.par_chunks(CHUNK).zip(gv.par_chunks(CHUNK)))
-                    .for_each(|(dc, (xc, gc))| {
-                        for ((o, &v), &g) in dc.iter_mut().zip(xc).zip(gc) {
-                            let cdf = 0.5 * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
-                            let pdf = FRAC_1_SQRT_2PI * (-0.5 * v * v).exp();
-                            *o = g * (cdf + v * pdf);
-                        }
-                    });
-                Ok(dx)
-            })
-        })?;
-        Ok(Some(tensor_from_vec(dx, x.shape())?))
+        Ok(Some(x.apply_op2_no_bwd(&dy.contiguous()?, &GeluErfBackwardOp)?))
+    }
+}
+
+/// `dx = dy * (Phi(x) + x * phi(x))`.
+struct GeluErfBackwardOp;
+
+impl CustomOp2 for GeluErfBackwardOp {
+    fn name(&self) -> &'static str {
+        "maxsup-gelu-erf-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let xv = contiguous_f32(xs, xl, "gelu input")?;
+        let gv = contiguous_f32(gs, gl, "gelu output gradient")?;
+        let mut dx = output_buffer(xv.len());
+        dx.par_chunks_mut(CHUNK)
+            .zip(xv.par_chunks(CHUNK).zip(gv.par_chunks(CHUNK)))
+            .for_each(|(dc, (xc, gc))| {
+                for ((o, &v), &g) in dc.iter_mut().zip(xc).zip(gc) {
+                    let cdf = 0.5 * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
+                    let pdf = FRAC_1_SQRT_2PI * (-0.5 * v * v).exp();
+                    *o = g * (cdf + v * pdf);
+                }
+            });
+        Ok((CpuStorage::F32(dx), xl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        gs: &CudaStorage,
+        gl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dx = crate::cuda::map2("gelu_bwd", "gelu backward", (xs, xl), (gs, gl))?;
+        Ok((dx, xl.shape().clone()))
     }
 }
 
 /// GELU with the exact erf form (PyTorch's `nn.GELU()` default, timm's MLP), differentiable.
 ///
-/// f32 on CPU runs the fused custom op; other dtypes/devices candle's `Tensor::gelu_erf`.
+/// Runs the fused op (f32 on the CPU, f32/bf16 on CUDA), else candle's `Tensor::gelu_erf`.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
-    if !is_cpu_f32(&[x]) {
+    if !fused(&[x], &[]) {
         return x.gelu_erf();
     }
     x.contiguous()?.apply_op1(GeluErfOp)

@@ -2,11 +2,12 @@
 //! none). Row statistics are recomputed in the backward instead of stored: one extra read of `x`
 //! is cheaper than keeping them alive for the whole graph.
 
-use crate::cpu::slices::{
-    contiguous_f32, is_cpu_f32, num_threads, output_buffer, split_range, tensor_from_vec, with_f32,
-};
+use crate::cpu::slices::{contiguous_f32, num_threads, output_buffer, split_range};
+use crate::dispatch::{fused, unpack};
 use crate::reference;
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
+#[cfg(feature = "cuda")]
+use candle_core::cuda_backend::CudaStorage;
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 struct LayerNormOp {
@@ -59,6 +60,28 @@ impl CustomOp3 for LayerNormOp {
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        ws: &CudaStorage,
+        wl: &Layout,
+        bs: &CudaStorage,
+        bl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let d = wl.shape().elem_count();
+        if bl.shape().elem_count() != d || xl.shape().dims().last() != Some(&d) {
+            candle_core::bail!(
+                "layer_norm: input {:?} last dim must equal weight {d} and bias {}",
+                xl.shape(),
+                bl.shape().elem_count()
+            );
+        }
+        let y = crate::cuda::rows::layer_norm_fwd((xs, xl), (ws, wl), (bs, bl), self.eps)?;
+        Ok((y, xl.shape().clone()))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -67,70 +90,173 @@ impl CustomOp3 for LayerNormOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let d = x.dim(D::Minus1)?;
-        let (dx, dw, db) = with_f32(x, |xv| {
-            with_f32(w, |wv| {
-                with_f32(dy, |gv| {
-                    let mut dx = output_buffer(xv.len());
-                    let rows = xv.len() / d.max(1);
-                    let ranges = split_range(rows, num_threads());
-                    let mut parts = Vec::with_capacity(ranges.len());
-                    let mut rest = dx.as_mut_slice();
-                    for r in &ranges {
-                        let (h, t) = rest.split_at_mut(r.len() * d);
-                        parts.push(h);
-                        rest = t;
+        let dy = dy.contiguous()?;
+        if x.device().is_cpu() {
+            // One pass over the rows gives all three gradients (f32), packed [dx | dw | db].
+            let packed = x.apply_op3_no_bwd(w, &dy, &LayerNormBackwardCpu { eps: self.eps })?;
+            let g = unpack(&packed, &[Some(x.shape()), Some(w.shape()), Some(b.shape())])?;
+            let mut g = g.into_iter();
+            return Ok((g.next().flatten(), g.next().flatten(), g.next().flatten()));
+        }
+        // On a GPU dx keeps the input's dtype (bf16 in mixed precision) while the parameter
+        // gradients are f32: two kernels, each recomputing the row statistics.
+        let dx = x.apply_op3_no_bwd(w, &dy, &LayerNormBackwardDx { eps: self.eps })?;
+        let dwb = x.apply_op2_no_bwd(&dy, &LayerNormBackwardParams { eps: self.eps })?;
+        let d = w.elem_count();
+        let dw = dwb.narrow(0, 0, d)?.reshape(w.shape())?;
+        let db = dwb.narrow(0, d, d)?.reshape(b.shape())?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// The CPU backward: `[dx | dweight | dbias]` in one pass over the rows.
+struct LayerNormBackwardCpu {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNormBackwardCpu {
+    fn name(&self) -> &'static str {
+        "maxsup-layer-norm-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let xv = contiguous_f32(xs, xl, "layer_norm input")?;
+        let wv = contiguous_f32(ws, wl, "layer_norm weight")?;
+        let gv = contiguous_f32(gs, gl, "layer_norm output gradient")?;
+        let d = wv.len();
+        // dx first, then room for dw and db (no copy of the activation-sized part).
+        let mut dx = output_buffer(xv.len());
+        dx.reserve_exact(2 * d);
+        let rows = xv.len() / d.max(1);
+        let ranges = split_range(rows, num_threads());
+        let mut parts = Vec::with_capacity(ranges.len());
+        let mut rest = dx.as_mut_slice();
+        for r in &ranges {
+            let (h, t) = rest.split_at_mut(r.len() * d);
+            parts.push(h);
+            rest = t;
+        }
+        let partial: Vec<(Vec<f32>, Vec<f32>)> = parts
+            .into_par_iter()
+            .zip(ranges.par_iter())
+            .map(|(dxp, r)| {
+                let (mut dw, mut db) = (vec![0f32; d], vec![0f32; d]);
+                for (i, row) in r.clone().enumerate() {
+                    let xr = &xv[row * d..(row + 1) * d];
+                    let gr = &gv[row * d..(row + 1) * d];
+                    let (mean, rstd) = row_stats(xr, self.eps);
+                    let (mut sg, mut sgx) = (0f32, 0f32);
+                    for j in 0..d {
+                        let xh = (xr[j] - mean) * rstd;
+                        let g = gr[j] * wv[j];
+                        sg += g;
+                        sgx += g * xh;
+                        dw[j] += gr[j] * xh;
+                        db[j] += gr[j];
                     }
-                    let partial: Vec<(Vec<f32>, Vec<f32>)> = parts
-                        .into_par_iter()
-                        .zip(ranges.par_iter())
-                        .map(|(dxp, r)| {
-                            let (mut dw, mut db) = (vec![0f32; d], vec![0f32; d]);
-                            for (i, row) in r.clone().enumerate() {
-                                let xr = &xv[row * d..(row + 1) * d];
-                                let gr = &gv[row * d..(row + 1) * d];
-                                let (mean, rstd) = row_stats(xr, self.eps);
-                                let (mut sg, mut sgx) = (0f32, 0f32);
-                                for j in 0..d {
-                                    let xh = (xr[j] - mean) * rstd;
-                                    let g = gr[j] * wv[j];
-                                    sg += g;
-                                    sgx += g * xh;
-                                    dw[j] += gr[j] * xh;
-                                    db[j] += gr[j];
-                                }
-                                let (mg, mgx) = (sg / d as f32, sgx / d as f32);
-                                let dr = &mut dxp[i * d..(i + 1) * d];
-                                for j in 0..d {
-                                    let xh = (xr[j] - mean) * rstd;
-                                    dr[j] = rstd * (gr[j] * wv[j] - mg - xh * mgx);
-                                }
-                            }
-                            (dw, db)
-                        })
-                        .collect();
-                    let (mut dw, mut db) = (vec![0f32; d], vec![0f32; d]);
-                    for (pw, pb) in partial {
-                        dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
-                        db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+                    let (mg, mgx) = (sg / d as f32, sgx / d as f32);
+                    let dr = &mut dxp[i * d..(i + 1) * d];
+                    for j in 0..d {
+                        let xh = (xr[j] - mean) * rstd;
+                        dr[j] = rstd * (gr[j] * wv[j] - mg - xh * mgx);
                     }
-                    Ok((dx, dw, db))
-                })
+                }
+                (dw, db)
             })
-        })?;
-        Ok((
-            Some(tensor_from_vec(dx, x.shape())?),
-            Some(tensor_from_vec(dw, w.shape())?),
-            Some(tensor_from_vec(db, b.shape())?),
-        ))
+            .collect();
+        let (mut dw, mut db) = (vec![0f32; d], vec![0f32; d]);
+        for (pw, pb) in partial {
+            dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
+            db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+        }
+        dx.extend_from_slice(&dw);
+        dx.extend_from_slice(&db);
+        let n = dx.len();
+        Ok((CpuStorage::F32(dx), Shape::from(n)))
+    }
+}
+
+/// The GPU input gradient (the input's dtype).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+struct LayerNormBackwardDx {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNormBackwardDx {
+    fn name(&self) -> &'static str {
+        "maxsup-layer-norm-backward-dx"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("layer_norm: the split backward is for CUDA; the CPU runs LayerNormBackwardCpu")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        ws: &CudaStorage,
+        wl: &Layout,
+        gs: &CudaStorage,
+        gl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dx = crate::cuda::rows::layer_norm_bwd_dx((xs, xl), (ws, wl), (gs, gl), self.eps)?;
+        Ok((dx, xl.shape().clone()))
+    }
+}
+
+/// The GPU parameter gradients, `[dweight | dbias]` in f32.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+struct LayerNormBackwardParams {
+    eps: f32,
+}
+
+impl CustomOp2 for LayerNormBackwardParams {
+    fn name(&self) -> &'static str {
+        "maxsup-layer-norm-backward-params"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("layer_norm: the split backward is for CUDA; the CPU runs LayerNormBackwardCpu")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        gs: &CudaStorage,
+        gl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let d = xl.shape().dims().last().copied().unwrap_or(1);
+        let out = crate::cuda::rows::layer_norm_bwd_params((xs, xl), (gs, gl), self.eps)?;
+        Ok((out, Shape::from(2 * d)))
     }
 }
 
 /// LayerNorm over the last dimension with affine weight and bias (both shape [D]).
 ///
-/// f32 on CPU runs the fused custom op; other dtypes/devices the composed reference.
+/// Runs the fused op (f32 on the CPU; f32 or bf16 input with f32 weight and bias on CUDA, f32
+/// statistics), else the composed reference.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
-    if !is_cpu_f32(&[x, weight, bias]) || x.rank() == 0 {
+    if !fused(&[x], &[weight, bias]) || x.rank() == 0 {
         return reference::layer_norm(x, weight, bias, eps);
     }
     x.contiguous()?.apply_op3(

@@ -25,6 +25,9 @@ mod attention;
 mod batch_norm;
 mod conv;
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
+mod dispatch;
 mod gelu;
 mod layer_norm;
 mod linear;
@@ -44,3 +47,5 @@ pub use matmul::matmul;
 pub use max_pool::max_pool2d;
 pub use relu::{add_relu, relu};
 pub use softmax::softmax_last_dim;
+#[cfg(feature = "cuda")]
+pub use cuda::{configure_device, set_tf32, tf32};

@@ -3,8 +3,9 @@
 //! candle's transpose / broadcast / reduce / gradient-accumulation nodes.
 
 use crate::cpu::gemm::{matmul as gemm, Mat};
+use crate::dispatch::cpu_only;
 use crate::cpu::slices::{
-    contiguous_f32, is_cpu_f32, num_threads, output_buffer, split_range, tensor_from_vec, with_f32,
+    contiguous_f32, num_threads, output_buffer, split_range, tensor_from_vec, with_f32,
 };
 use crate::reference;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
@@ -130,8 +131,8 @@ impl CustomOp3 for LinearOp {
 ///
 /// f32 on CPU runs the fused custom op; other dtypes/devices the composed `reference::linear`.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    if !is_cpu_f32(&[x, weight])
-        || bias.is_some_and(|b| !is_cpu_f32(&[b]))
+    if !cpu_only(&[x, weight])
+        || bias.is_some_and(|b| !cpu_only(&[b]))
         || x.rank() == 0
         || weight.rank() != 2
     {

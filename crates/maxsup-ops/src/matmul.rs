@@ -5,7 +5,8 @@
 //! place, without a contiguous copy.
 
 use crate::cpu::gemm::{matmul as gemm, Mat};
-use crate::cpu::slices::{contiguous_f32, is_cpu_f32, num_threads, output_buffer, tensor_from_vec};
+use crate::dispatch::cpu_only;
+use crate::cpu::slices::{contiguous_f32, num_threads, output_buffer, tensor_from_vec};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
@@ -177,7 +178,7 @@ impl CustomOp2 for MatMulOp {
 /// f32 on CPU runs the batch-parallel custom op (inputs may be strided views such as `k.t()`);
 /// anything else falls back to `Tensor::matmul`.
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if !is_cpu_f32(&[a, b]) || a.rank() < 2 {
+    if !cpu_only(&[a, b]) || a.rank() < 2 {
         return a.matmul(b);
     }
     check(a.layout(), b.layout())?;

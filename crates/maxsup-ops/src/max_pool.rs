@@ -2,18 +2,39 @@
 //! pass, so the backward is a single scatter (candle's own max-pool only differentiates
 //! kernel == stride).
 
-use crate::cpu::slices::{contiguous_f32, is_cpu_f32, output_buffer, tensor_from_vec, with_f32};
+use crate::cpu::slices::{contiguous_f32, output_buffer};
+use crate::dispatch::fused;
 use crate::reference;
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+#[cfg(feature = "cuda")]
+use candle_core::cuda_backend::CudaStorage;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
-/// The pooling node; `argmax` holds, per output cell, the flat index inside its input plane.
+/// Kernel, stride and padding of a square pooling window.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PoolGeom {
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+/// The pooling node. `argmax` holds, per output cell, where its maximum was, as a tensor on the
+/// input's device for the backward op: on the CPU the flat index inside the input plane (u32),
+/// on CUDA the position inside the window (u8, `ky * kernel + kx`).
 struct MaxPoolOp {
-    kernel: usize,
-    stride: usize,
-    pad: usize,
-    argmax: Mutex<Vec<u32>>,
+    geom: PoolGeom,
+    argmax: Mutex<Option<Tensor>>,
+}
+
+impl MaxPoolOp {
+    fn store_argmax(&self, t: Tensor) -> Result<()> {
+        *self
+            .argmax
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("max_pool2d: poisoned lock".into()))? = Some(t);
+        Ok(())
+    }
 }
 
 /// Output size of a pooling window sweep, or an error naming the offending sizes.
@@ -38,7 +59,7 @@ impl CustomOp1 for MaxPoolOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l.shape().dims4()?;
         let x = contiguous_f32(s, l, "max_pool2d input")?;
-        let (k, st, p) = (self.kernel, self.stride, self.pad);
+        let (k, st, p) = (self.geom.kernel, self.geom.stride, self.geom.pad);
         let (oh, ow) = (out_size(h, k, st, p)?, out_size(w, k, st, p)?);
         let mut y = output_buffer(n * c * oh * ow);
         let mut idx = vec![0u32; n * c * oh * ow];
@@ -67,32 +88,94 @@ impl CustomOp1 for MaxPoolOp {
                     }
                 }
             });
-        *self
-            .argmax
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("max_pool2d: poisoned lock".into()))? = idx;
+        self.store_argmax(Tensor::from_vec(idx, (n, c, oh, ow), &candle_core::Device::Cpu)?)?;
         Ok((CpuStorage::F32(y), Shape::from((n, c, oh, ow))))
     }
 
-    fn bwd(&self, x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        let (n, c, h, w) = x.dims4()?;
-        let (oh, ow) = (y.dim(2)?, y.dim(3)?);
-        let idx = self
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let g = self.geom;
+        let (oh, ow) = (
+            out_size(h, g.kernel, g.stride, g.pad)?,
+            out_size(w, g.kernel, g.stride, g.pad)?,
+        );
+        if g.kernel * g.kernel > 256 {
+            candle_core::bail!("max_pool2d: CUDA windows are at most 16x16, got {}", g.kernel);
+        }
+        let (y, arg) = crate::cuda::pool::max_pool_fwd(s, l, g, (oh, ow))?;
+        let arg = Tensor::from_storage(
+            candle_core::Storage::Cuda(arg),
+            (n, c, oh, ow),
+            candle_core::op::BackpropOp::none(),
+            false,
+        );
+        self.store_argmax(arg)?;
+        Ok((y, Shape::from((n, c, oh, ow))))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let arg = self
             .argmax
             .lock()
-            .map_err(|_| candle_core::Error::Msg("max_pool2d: poisoned lock".into()))?;
+            .map_err(|_| candle_core::Error::Msg("max_pool2d: poisoned lock".into()))?
+            .clone()
+            .ok_or_else(|| candle_core::Error::Msg("max_pool2d: backward before forward".into()))?;
+        let op = MaxPoolBackwardOp {
+            geom: self.geom,
+            input: x.dims4()?,
+        };
+        Ok(Some(dy.contiguous()?.apply_op2_no_bwd(&arg, &op)?))
+    }
+}
+
+/// Scatters the output gradient to the recorded maxima: `(dy, argmax) -> dx`.
+struct MaxPoolBackwardOp {
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    geom: PoolGeom,
+    input: (usize, usize, usize, usize),
+}
+
+impl CustomOp2 for MaxPoolBackwardOp {
+    fn name(&self) -> &'static str {
+        "maxsup-max-pool2d-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        is: &CpuStorage,
+        il: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = self.input;
+        let (_, _, oh, ow) = gl.shape().dims4()?;
+        let g = contiguous_f32(gs, gl, "max_pool2d output gradient")?;
+        let idx = match (is, il.contiguous_offsets()) {
+            (CpuStorage::U32(v), Some((a, b))) => &v[a..b],
+            _ => candle_core::bail!("max_pool2d: arg-max must be contiguous u32"),
+        };
         let mut dx = vec![0f32; n * c * h * w];
-        with_f32(dy, |g| {
-            dx.par_chunks_mut(h * w).enumerate().for_each(|(pl, dp)| {
-                let gp = &g[pl * oh * ow..(pl + 1) * oh * ow];
-                let ip = &idx[pl * oh * ow..(pl + 1) * oh * ow];
-                for (&gv, &at) in gp.iter().zip(ip) {
-                    dp[at as usize] += gv;
-                }
-            });
-            Ok(())
-        })?;
-        Ok(Some(tensor_from_vec(dx, x.shape())?))
+        dx.par_chunks_mut(h * w).enumerate().for_each(|(pl, dp)| {
+            let gp = &g[pl * oh * ow..(pl + 1) * oh * ow];
+            let ip = &idx[pl * oh * ow..(pl + 1) * oh * ow];
+            for (&gv, &at) in gp.iter().zip(ip) {
+                dp[at as usize] += gv;
+            }
+        });
+        Ok((CpuStorage::F32(dx), Shape::from(self.input)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        gs: &CudaStorage,
+        gl: &Layout,
+        is: &CudaStorage,
+        il: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dx = crate::cuda::pool::max_pool_bwd((gs, gl), (is, il), self.geom, self.input)?;
+        Ok((dx, Shape::from(self.input)))
     }
 }
 
@@ -100,15 +183,17 @@ impl CustomOp1 for MaxPoolOp {
 /// with a backward pass for any kernel/stride combination. The gradient goes to the first
 /// maximal element of each window.
 ///
-/// f32 on CPU runs the arg-max custom op; other dtypes/devices the composed reference.
+/// Runs the arg-max op (f32 on the CPU, f32/bf16 on CUDA), else the composed reference.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
-    if !is_cpu_f32(&[x]) || x.rank() != 4 {
+    if !fused(&[x], &[]) || x.rank() != 4 {
         return reference::max_pool2d(x, kernel, stride, padding);
     }
     x.contiguous()?.apply_op1(MaxPoolOp {
-        kernel,
-        stride,
-        pad: padding,
-        argmax: Mutex::new(Vec::new()),
+        geom: PoolGeom {
+            kernel,
+            stride,
+            pad: padding,
+        },
+        argmax: Mutex::new(None),
     })
 }

@@ -2,7 +2,10 @@
 //! `relu` backward builds a zeros tensor, a comparison, a dtype cast and a product (4 passes and
 //! 3 temporaries over the activation).
 
-use crate::cpu::slices::{contiguous_f32, is_cpu_f32, output_buffer, tensor_from_vec, with_f32};
+use crate::cpu::slices::{contiguous_f32, output_buffer};
+use crate::dispatch::fused;
+#[cfg(feature = "cuda")]
+use candle_core::cuda_backend::CudaStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -27,27 +30,60 @@ impl CustomOp1 for ReluOp {
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        Ok((crate::cuda::map1("relu_fwd", "relu", s, l)?, l.shape().clone()))
+    }
+
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(relu_backward(y, dy)?))
     }
 }
 
-/// `dy` where `y > 0`, else 0: the gradient through a ReLU whose output is `y` (f32 CPU).
+/// `dy` where `y > 0`, else 0: the gradient through a ReLU whose output is `y` (also the fused
+/// BatchNorm+ReLU and add+ReLU), as an op so it runs on the tensors' device.
 pub(crate) fn relu_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
-    let dx = with_f32(y, |yv| {
-        with_f32(dy, |gv| {
-            let mut dx = output_buffer(yv.len());
-            dx.par_chunks_mut(CHUNK)
-                .zip(yv.par_chunks(CHUNK).zip(gv.par_chunks(CHUNK)))
-                .for_each(|(dc, (yc, gc))| {
-                    for ((o, &yv), &g) in dc.iter_mut().zip(yc).zip(gc) {
-                        *o = if yv > 0.0 { g } else { 0.0 };
-                    }
-                });
-            Ok(dx)
-        })
-    })?;
-    tensor_from_vec(dx, y.shape())
+    y.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &ReluBackwardOp)
+}
+
+struct ReluBackwardOp;
+
+impl CustomOp2 for ReluBackwardOp {
+    fn name(&self) -> &'static str {
+        "maxsup-relu-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ys: &CpuStorage,
+        yl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let yv = contiguous_f32(ys, yl, "relu output")?;
+        let gv = contiguous_f32(gs, gl, "relu output gradient")?;
+        let mut dx = output_buffer(yv.len());
+        dx.par_chunks_mut(CHUNK)
+            .zip(yv.par_chunks(CHUNK).zip(gv.par_chunks(CHUNK)))
+            .for_each(|(dc, (yc, gc))| {
+                for ((o, &yv), &g) in dc.iter_mut().zip(yc).zip(gc) {
+                    *o = if yv > 0.0 { g } else { 0.0 };
+                }
+            });
+        Ok((CpuStorage::F32(dx), yl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        ys: &CudaStorage,
+        yl: &Layout,
+        gs: &CudaStorage,
+        gl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dx = crate::cuda::map2("relu_bwd", "relu backward", (ys, yl), (gs, gl))?;
+        Ok((dx, yl.shape().clone()))
+    }
 }
 
 /// `max(a + b, 0)` in one pass (the residual join of a ResNet block); both inputs get the same
@@ -79,6 +115,18 @@ impl CustomOp2 for AddReluOp {
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let y = crate::cuda::map2("add_relu_fwd", "add_relu", (s1, l1), (s2, l2))?;
+        Ok((y, l1.shape().clone()))
+    }
+
     fn bwd(
         &self,
         _a: &Tensor,
@@ -91,8 +139,8 @@ impl CustomOp2 for AddReluOp {
     }
 }
 
-/// `relu(a + b)` for same-shape tensors; f32 on CPU runs one fused custom op, other
-/// dtypes/devices candle's ops.
+/// `relu(a + b)` for same-shape tensors: one fused op (f32 on the CPU, f32/bf16 on CUDA), else
+/// candle's ops.
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.shape() != b.shape() {
         candle_core::bail!(
@@ -101,7 +149,7 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             b.shape()
         );
     }
-    if !is_cpu_f32(&[a, b]) {
+    if !fused(&[a, b], &[]) {
         return (a + b)?.relu();
     }
     a.contiguous()?.apply_op2(&b.contiguous()?, AddReluOp)
@@ -109,9 +157,9 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// `max(x, 0)`, differentiable (gradient 0 at 0, like PyTorch).
 ///
-/// f32 on CPU runs the fused custom op; other dtypes/devices candle's `Tensor::relu`.
+/// Runs the fused op (f32 on the CPU, f32/bf16 on CUDA), else candle's `Tensor::relu`.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
-    if !is_cpu_f32(&[x]) {
+    if !fused(&[x], &[]) {
         return x.relu();
     }
     x.contiguous()?.apply_op1(ReluOp)

@@ -1,9 +1,12 @@
 //! Fused softmax over the last dimension with its backward `dx = y * (dy - sum(dy * y))`
 //! (candle's fused `softmax_last_dim` has none).
 
-use crate::cpu::slices::{contiguous_f32, is_cpu_f32, output_buffer, tensor_from_vec, with_f32};
+use crate::cpu::slices::{contiguous_f32, output_buffer};
+use crate::dispatch::fused;
 use crate::reference;
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
+#[cfg(feature = "cuda")]
+use candle_core::cuda_backend::CudaStorage;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Rows per rayon task: enough work to amortise scheduling on short rows.
@@ -39,34 +42,66 @@ impl CustomOp1 for SoftmaxOp {
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        Ok((crate::cuda::rows::softmax_fwd(s, l)?, l.shape().clone()))
+    }
+
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        let d = y.dim(D::Minus1)?.max(1);
-        let dx = with_f32(y, |yv| {
-            with_f32(dy, |gv| {
-                let mut dx = output_buffer(yv.len());
-                let chunk = d * rows_per_task(d);
-                dx.par_chunks_mut(chunk)
-                    .zip(yv.par_chunks(chunk).zip(gv.par_chunks(chunk)))
-                    .for_each(|(dc, (yc, gc))| {
-                        for ((dr, yr), gr) in dc.chunks_mut(d).zip(yc.chunks(d)).zip(gc.chunks(d)) {
-                            let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
-                            for ((o, &yv), &gv) in dr.iter_mut().zip(yr).zip(gr) {
-                                *o = yv * (gv - dot);
-                            }
-                        }
-                    });
-                Ok(dx)
-            })
-        })?;
-        Ok(Some(tensor_from_vec(dx, y.shape())?))
+        Ok(Some(y.apply_op2_no_bwd(&dy.contiguous()?, &SoftmaxBackwardOp)?))
+    }
+}
+
+/// `dx = y * (dy - sum(dy * y))` per row, from the softmax output `y`.
+struct SoftmaxBackwardOp;
+
+impl CustomOp2 for SoftmaxBackwardOp {
+    fn name(&self) -> &'static str {
+        "maxsup-softmax-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ys: &CpuStorage,
+        yl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let yv = contiguous_f32(ys, yl, "softmax output")?;
+        let gv = contiguous_f32(gs, gl, "softmax output gradient")?;
+        let d = yl.shape().dims().last().copied().unwrap_or(1).max(1);
+        let mut dx = output_buffer(yv.len());
+        let chunk = d * rows_per_task(d);
+        dx.par_chunks_mut(chunk)
+            .zip(yv.par_chunks(chunk).zip(gv.par_chunks(chunk)))
+            .for_each(|(dc, (yc, gc))| {
+                for ((dr, yr), gr) in dc.chunks_mut(d).zip(yc.chunks(d)).zip(gc.chunks(d)) {
+                    let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+                    for ((o, &yv), &gv) in dr.iter_mut().zip(yr).zip(gr) {
+                        *o = yv * (gv - dot);
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(dx), yl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        ys: &CudaStorage,
+        yl: &Layout,
+        gs: &CudaStorage,
+        gl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        Ok((crate::cuda::rows::softmax_bwd((ys, yl), (gs, gl))?, yl.shape().clone()))
     }
 }
 
 /// Softmax over the last dimension, differentiable (candle's `softmax_last_dim` is not).
 ///
-/// f32 on CPU runs the fused custom op; other dtypes/devices the composed reference.
+/// Runs the fused op (f32 on the CPU, f32/bf16 on CUDA), else the composed reference.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if !is_cpu_f32(&[x]) || x.rank() == 0 {
+    if !fused(&[x], &[]) || x.rank() == 0 {
         return reference::softmax_last_dim(x);
     }
     x.contiguous()?.apply_op1(SoftmaxOp)

@@ -1,14 +1,7 @@
 //! Borrowing an f32 CPU tensor as a contiguous slice, and splitting work over the rayon threads.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, Device, Layout, Result, Storage, Tensor};
-
-/// True when the fast f32 CPU kernels apply to every tensor given (same dtype, CPU device).
-pub fn is_cpu_f32(tensors: &[&Tensor]) -> bool {
-    tensors
-        .iter()
-        .all(|t| t.dtype() == DType::F32 && matches!(t.device(), Device::Cpu))
-}
+use candle_core::{CpuStorage, Device, Layout, Result, Storage, Tensor};
 
 /// Runs `f` on the contiguous f32 data of `t` (copied to contiguous first when it is a strided view).
 pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {

@@ -1,0 +1,358 @@
+// CUDA kernels of maxsup-ops: the memory-bound ops of ResNet and DeiT training, forward and
+// backward, for f32 and bf16 storage. All arithmetic is f32; reductions across threads are f64
+// (BatchNorm statistics) or f32 in a fixed order, so a result does not depend on timing.
+//
+// Naming: `<op>_<dtype>`, extern "C", launched from src/cuda/kernels.rs. Every kernel takes plain
+// contiguous buffers and element counts; shapes are checked on the host before launch.
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+typedef __nv_bfloat16 bf16;
+
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(bf16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ bf16 from_f<bf16>(float v) { return __float2bfloat16_rn(v); }
+
+#define GRID_STRIDE(i, n) \
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (size_t)blockDim.x * gridDim.x)
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ __forceinline__ double warp_sum_d(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Block-wide f64 sum of one value per thread (blockDim.x a multiple of 32, at most 1024);
+// the result is valid in thread 0.
+__device__ double block_sum_d(double v) {
+  __shared__ double part[32];
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  v = warp_sum_d(v);
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  int nw = blockDim.x >> 5;
+  v = (threadIdx.x < nw) ? part[threadIdx.x] : 0.0;
+  if (warp == 0) v = warp_sum_d(v);
+  __syncthreads();
+  return v;
+}
+
+// ---------------------------------------------------------------- element-wise
+
+template <typename T> __device__ void relu_fwd(const T* x, T* y, size_t n) {
+  GRID_STRIDE(i, n) { float v = to_f(x[i]); y[i] = from_f<T>(v > 0.f ? v : 0.f); }
+}
+// dx = dy where y > 0: the gradient through a ReLU (also of a fused BN+ReLU or add+ReLU) from its output.
+template <typename T> __device__ void relu_bwd(const T* y, const T* dy, T* dx, size_t n) {
+  GRID_STRIDE(i, n) { dx[i] = to_f(y[i]) > 0.f ? dy[i] : from_f<T>(0.f); }
+}
+template <typename T> __device__ void add_relu_fwd(const T* a, const T* b, T* y, size_t n) {
+  GRID_STRIDE(i, n) { float v = to_f(a[i]) + to_f(b[i]); y[i] = from_f<T>(v > 0.f ? v : 0.f); }
+}
+// GELU with the exact erf form: y = x * Phi(x).
+template <typename T> __device__ void gelu_fwd(const T* x, T* y, size_t n) {
+  GRID_STRIDE(i, n) { float v = to_f(x[i]); y[i] = from_f<T>(0.5f * v * (1.f + erff(v * 0.70710678118654752f))); }
+}
+// dGELU/dx = Phi(x) + x * phi(x).
+template <typename T> __device__ void gelu_bwd(const T* x, const T* dy, T* dx, size_t n) {
+  GRID_STRIDE(i, n) {
+    float v = to_f(x[i]);
+    float cdf = 0.5f * (1.f + erff(v * 0.70710678118654752f));
+    float pdf = 0.39894228040143268f * expf(-0.5f * v * v);
+    dx[i] = from_f<T>(to_f(dy[i]) * (cdf + v * pdf));
+  }
+}
+
+// ---------------------------------------------------------------- softmax over the last dim
+// One warp per row.
+
+template <typename T> __device__ void softmax_fwd(const T* x, T* y, size_t rows, int d) {
+  size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  int lane = threadIdx.x & 31;
+  if (row >= rows) return;
+  const T* xr = x + row * d;
+  T* yr = y + row * d;
+  float m = -INFINITY;
+  for (int j = lane; j < d; j += 32) m = fmaxf(m, to_f(xr[j]));
+  m = warp_max(m);
+  float s = 0.f;
+  for (int j = lane; j < d; j += 32) s += expf(to_f(xr[j]) - m);
+  s = warp_sum(s);
+  float inv = 1.f / s;
+  for (int j = lane; j < d; j += 32) yr[j] = from_f<T>(expf(to_f(xr[j]) - m) * inv);
+}
+// dx = y * (dy - sum(dy * y)).
+template <typename T> __device__ void softmax_bwd(const T* y, const T* dy, T* dx, size_t rows, int d) {
+  size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  int lane = threadIdx.x & 31;
+  if (row >= rows) return;
+  const T* yr = y + row * d;
+  const T* gr = dy + row * d;
+  float dot = 0.f;
+  for (int j = lane; j < d; j += 32) dot += to_f(yr[j]) * to_f(gr[j]);
+  dot = warp_sum(dot);
+  for (int j = lane; j < d; j += 32) dx[row * d + j] = from_f<T>(to_f(yr[j]) * (to_f(gr[j]) - dot));
+}
+
+// ---------------------------------------------------------------- LayerNorm over the last dim
+// One warp per row; weight and bias are f32. Row statistics are recomputed in the backward.
+
+template <typename T> __device__ void row_stats(const T* xr, int d, float eps, int lane, float* mean, float* rstd) {
+  float s = 0.f;
+  for (int j = lane; j < d; j += 32) s += to_f(xr[j]);
+  float m = warp_sum(s) / d;
+  float v = 0.f;
+  for (int j = lane; j < d; j += 32) { float c = to_f(xr[j]) - m; v += c * c; }
+  v = warp_sum(v) / d;
+  *mean = m;
+  *rstd = rsqrtf(v + eps);
+}
+
+template <typename T>
+__device__ void layer_norm_fwd(const T* x, const float* w, const float* b, T* y, size_t rows, int d, float eps) {
+  size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  int lane = threadIdx.x & 31;
+  if (row >= rows) return;
+  const T* xr = x + row * d;
+  float m, r;
+  row_stats(xr, d, eps, lane, &m, &r);
+  for (int j = lane; j < d; j += 32) y[row * d + j] = from_f<T>((to_f(xr[j]) - m) * r * w[j] + b[j]);
+}
+// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w.
+template <typename T>
+__device__ void layer_norm_bwd_dx(const T* x, const float* w, const T* dy, T* dx, size_t rows, int d, float eps) {
+  size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  int lane = threadIdx.x & 31;
+  if (row >= rows) return;
+  const T* xr = x + row * d;
+  const T* gr = dy + row * d;
+  float m, r;
+  row_stats(xr, d, eps, lane, &m, &r);
+  float sg = 0.f, sgx = 0.f;
+  for (int j = lane; j < d; j += 32) {
+    float g = to_f(gr[j]) * w[j];
+    sg += g;
+    sgx += g * (to_f(xr[j]) - m) * r;
+  }
+  sg = warp_sum(sg) / d;
+  sgx = warp_sum(sgx) / d;
+  for (int j = lane; j < d; j += 32) {
+    float xh = (to_f(xr[j]) - m) * r;
+    dx[row * d + j] = from_f<T>(r * (to_f(gr[j]) * w[j] - sg - xh * sgx));
+  }
+}
+// Per block: partial[block][0][j] = sum over its rows of dy * xhat, partial[block][1][j] = sum of dy.
+// Rows are dealt to blocks round-robin; dynamic shared memory holds 2*d floats.
+template <typename T>
+__device__ void layer_norm_bwd_params(const T* x, const T* dy, float* partial, size_t rows, int d, float eps) {
+  extern __shared__ float acc[];
+  for (int j = threadIdx.x; j < 2 * d; j += blockDim.x) acc[j] = 0.f;
+  __syncthreads();
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  for (size_t row = (size_t)blockIdx.x * nw + warp; row < rows; row += (size_t)gridDim.x * nw) {
+    const T* xr = x + row * d;
+    const T* gr = dy + row * d;
+    float m, r;
+    row_stats(xr, d, eps, lane, &m, &r);
+    for (int j = lane; j < d; j += 32) {
+      float g = to_f(gr[j]);
+      atomicAdd(&acc[j], g * (to_f(xr[j]) - m) * r);
+      atomicAdd(&acc[d + j], g);
+    }
+  }
+  __syncthreads();
+  for (int j = threadIdx.x; j < 2 * d; j += blockDim.x) partial[(size_t)blockIdx.x * 2 * d + j] = acc[j];
+}
+
+// out[j] = sum over r < parts of partial[r][j], for j < width (one thread per column, fixed order).
+extern "C" __global__ void column_sum_f32(const float* partial, float* out, int parts, int width) {
+  int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= width) return;
+  float s = 0.f;
+  for (int r = 0; r < parts; ++r) s += partial[(size_t)r * width + j];
+  out[j] = s;
+}
+
+// ---------------------------------------------------------------- BatchNorm over NCHW
+// Statistics: grid (C, S): block (c, s) reduces images s, s+S, ... of channel c. Values are
+// shifted by the channel's first element before squaring (no cancellation when |mean| >> std);
+// per-thread sums are f32, the block and the finalisation f64.
+
+template <typename T>
+__device__ void bn_stats_partial(const T* x, double* partial, int n, int c, int hw, int splits) {
+  int ch = blockIdx.x, s = blockIdx.y;
+  float shift = to_f(x[(size_t)ch * hw]);
+  float a = 0.f, a2 = 0.f;
+  for (int b = s; b < n; b += splits) {
+    const T* p = x + ((size_t)b * c + ch) * hw;
+    for (int i = threadIdx.x; i < hw; i += blockDim.x) { float v = to_f(p[i]) - shift; a += v; a2 += v * v; }
+  }
+  double sa = block_sum_d((double)a);
+  double sa2 = block_sum_d((double)a2);
+  if (threadIdx.x == 0) {
+    partial[((size_t)ch * splits + s) * 2] = sa;
+    partial[((size_t)ch * splits + s) * 2 + 1] = sa2;
+  }
+}
+// stats[0][c] = mean, stats[1][c] = biased variance.
+template <typename T>
+__device__ void bn_stats_finalize(const T* x, const double* partial, float* stats, int c, int hw, int splits, double count) {
+  int ch = blockIdx.x * blockDim.x + threadIdx.x;
+  if (ch >= c) return;
+  double a = 0.0, a2 = 0.0;
+  for (int s = 0; s < splits; ++s) { a += partial[((size_t)ch * splits + s) * 2]; a2 += partial[((size_t)ch * splits + s) * 2 + 1]; }
+  double ms = a / count;
+  double var = a2 / count - ms * ms;
+  stats[ch] = (float)(ms + (double)to_f(x[(size_t)ch * hw]));
+  stats[c + ch] = (float)(var > 0.0 ? var : 0.0);
+}
+// y = (x - mean) * rstd * w + b, optionally max(., 0). One block row per plane (image, channel).
+template <typename T>
+__device__ void bn_apply(const T* x, const float* stats, const float* w, const float* b, T* y, int c, int hw, float eps, int relu) {
+  size_t plane = blockIdx.x;
+  int ch = plane % c;
+  float rstd = rsqrtf(stats[c + ch] + eps);
+  float scale = w[ch] * rstd;
+  float shift = b[ch] - stats[ch] * scale;
+  const T* xp = x + plane * hw;
+  T* yp = y + plane * hw;
+  for (int i = threadIdx.x; i < hw; i += blockDim.x) {
+    float v = to_f(xp[i]) * scale + shift;
+    if (relu) v = v > 0.f ? v : 0.f;
+    yp[i] = from_f<T>(v);
+  }
+}
+// Backward sums per channel: sum(g) and sum(g * (x - mean)), g = dy (masked by y > 0 when relu).
+template <typename T>
+__device__ void bn_bwd_partial(const T* x, const T* y, const T* dy, const float* stats, double* partial, int n, int c, int hw, int splits, int relu) {
+  int ch = blockIdx.x, s = blockIdx.y;
+  float mean = stats[ch];
+  float a = 0.f, ax = 0.f;
+  for (int b = s; b < n; b += splits) {
+    size_t off = ((size_t)b * c + ch) * hw;
+    for (int i = threadIdx.x; i < hw; i += blockDim.x) {
+      float g = to_f(dy[off + i]);
+      if (relu && !(to_f(y[off + i]) > 0.f)) g = 0.f;
+      a += g;
+      ax += g * (to_f(x[off + i]) - mean);
+    }
+  }
+  double sa = block_sum_d((double)a);
+  double sax = block_sum_d((double)ax);
+  if (threadIdx.x == 0) {
+    partial[((size_t)ch * splits + s) * 2] = sa;
+    partial[((size_t)ch * splits + s) * 2 + 1] = sax;
+  }
+}
+// sums[0][c] = dweight = rstd * sum(g * (x - mean)), sums[1][c] = dbias = sum(g).
+extern "C" __global__ void bn_bwd_finalize(const double* partial, const float* stats, float* sums, int c, int splits, float eps) {
+  int ch = blockIdx.x * blockDim.x + threadIdx.x;
+  if (ch >= c) return;
+  double a = 0.0, ax = 0.0;
+  for (int s = 0; s < splits; ++s) { a += partial[((size_t)ch * splits + s) * 2]; ax += partial[((size_t)ch * splits + s) * 2 + 1]; }
+  double rstd = 1.0 / sqrt((double)stats[c + ch] + (double)eps);
+  sums[ch] = (float)(ax * rstd);
+  sums[c + ch] = (float)a;
+}
+// dx = w * rstd / M * (M * g - sum(g) - xhat * sum(g * xhat)).
+template <typename T>
+__device__ void bn_bwd_dx(const T* x, const T* y, const T* dy, const float* stats, const float* w, const float* sums, T* dx, int c, int hw, float count, float eps, int relu) {
+  size_t plane = blockIdx.x;
+  int ch = plane % c;
+  float mean = stats[ch];
+  float rstd = rsqrtf(stats[c + ch] + eps);
+  float k = w[ch] * rstd / count;
+  float sgx = sums[ch], sg = sums[c + ch];
+  size_t off = plane * hw;
+  for (int i = threadIdx.x; i < hw; i += blockDim.x) {
+    float g = to_f(dy[off + i]);
+    if (relu && !(to_f(y[off + i]) > 0.f)) g = 0.f;
+    float xh = (to_f(x[off + i]) - mean) * rstd;
+    dx[off + i] = from_f<T>(k * (count * g - sg - xh * sgx));
+  }
+}
+
+// ---------------------------------------------------------------- max-pool over NCHW
+// arg holds the winner's position inside its (unclipped) window, ky * k + kx; padded cells never
+// win; the first maximum wins, a NaN wins over numbers (as the CPU kernel and PyTorch).
+
+template <typename T>
+__device__ void max_pool_fwd(const T* x, T* y, uint8_t* arg, size_t planes, int h, int w, int oh, int ow, int k, int s, int p) {
+  GRID_STRIDE(idx, planes * oh * ow) {
+    int j = idx % ow;
+    int i = (idx / ow) % oh;
+    size_t pl = idx / ((size_t)oh * ow);
+    int r0 = i * s - p, c0 = j * s - p;
+    const T* xp = x + pl * h * w;
+    float best = -INFINITY;
+    int at = max(0, -r0) * k + max(0, -c0);  // the first cell inside the input
+    for (int ky = 0; ky < k; ++ky) {
+      int r = r0 + ky;
+      if (r < 0 || r >= h) continue;
+      for (int kx = 0; kx < k; ++kx) {
+        int cc = c0 + kx;
+        if (cc < 0 || cc >= w) continue;
+        float v = to_f(xp[r * w + cc]);
+        if (v > best || isnan(v)) { best = v; at = ky * k + kx; }
+      }
+    }
+    y[idx] = from_f<T>(best);
+    arg[idx] = (uint8_t)at;
+  }
+}
+// One thread per input cell: the sum of dy over the windows that chose it (deterministic, no atomics).
+template <typename T>
+__device__ void max_pool_bwd(const T* dy, const uint8_t* arg, T* dx, size_t planes, int h, int w, int oh, int ow, int k, int s, int p) {
+  GRID_STRIDE(idx, planes * h * w) {
+    int c = idx % w;
+    int r = (idx / w) % h;
+    size_t pl = idx / ((size_t)h * w);
+    int i0 = max(0, (r + p - k + s) / s), i1 = min(oh - 1, (r + p) / s);
+    int j0 = max(0, (c + p - k + s) / s), j1 = min(ow - 1, (c + p) / s);
+    float g = 0.f;
+    for (int i = i0; i <= i1; ++i) {
+      int ky = r + p - i * s;
+      if (ky < 0 || ky >= k) continue;
+      for (int j = j0; j <= j1; ++j) {
+        int kx = c + p - j * s;
+        if (kx < 0 || kx >= k) continue;
+        size_t o = (pl * oh + i) * ow + j;
+        if (arg[o] == ky * k + kx) g += to_f(dy[o]);
+      }
+    }
+    dx[idx] = from_f<T>(g);
+  }
+}
+
+// ---------------------------------------------------------------- instantiations
+
+#define INSTANTIATE(T, S)                                                                                  \
+  extern "C" __global__ void relu_fwd_##S(const T* x, T* y, size_t n) { relu_fwd(x, y, n); }               \
+  extern "C" __global__ void relu_bwd_##S(const T* y, const T* dy, T* dx, size_t n) { relu_bwd(y, dy, dx, n); } \
+  extern "C" __global__ void add_relu_fwd_##S(const T* a, const T* b, T* y, size_t n) { add_relu_fwd(a, b, y, n); } \
+  extern "C" __global__ void gelu_fwd_##S(const T* x, T* y, size_t n) { gelu_fwd(x, y, n); }               \
+  extern "C" __global__ void gelu_bwd_##S(const T* x, const T* dy, T* dx, size_t n) { gelu_bwd(x, dy, dx, n); } \
+  extern "C" __global__ void softmax_fwd_##S(const T* x, T* y, size_t rows, int d) { softmax_fwd(x, y, rows, d); } \
+  extern "C" __global__ void softmax_bwd_##S(const T* y, const T* dy, T* dx, size_t rows, int d) { softmax_bwd(y, dy, dx, rows, d); } \
+  extern "C" __global__ void layer_norm_fwd_##S(const T* x, const float* w, const float* b, T* y, size_t rows, int d, float eps) { layer_norm_fwd(x, w, b, y, rows, d, eps); } \
+  extern "C" __global__ void layer_norm_bwd_dx_##S(const T* x, const float* w, const T* dy, T* dx, size_t rows, int d, float eps) { layer_norm_bwd_dx(x, w, dy, dx, rows, d, eps); } \
+  extern "C" __global__ void layer_norm_bwd_params_##S(const T* x, const T* dy, float* partial, size_t rows, int d, float eps) { layer_norm_bwd_params(x, dy, partial, rows, d, eps); } \
+  extern "C" __global__ void bn_stats_partial_##S(const T* x, double* partial, int n, int c, int hw, int splits) { bn_stats_partial(x, partial, n, c, hw, splits); } \
+  extern "C" __global__ void bn_stats_finalize_##S(const T* x, const double* partial, float* stats, int c, int hw, int splits, double count) { bn_stats_finalize(x, partial, stats, c, hw, splits, count); } \
+  extern "C" __global__ void bn_apply_##S(const T* x, const float* stats, const float* w, const float* b, T* y, int c, int hw, float eps, int relu) { bn_apply(x, stats, w, b, y, c, hw, eps, relu); } \
+  extern "C" __global__ void bn_bwd_partial_##S(const T* x, const T* y, const T* dy, const float* stats, double* partial, int n, int c, int hw, int splits, int relu) { bn_bwd_partial(x, y, dy, stats, partial, n, c, hw, splits, relu); } \
+  extern "C" __global__ void bn_bwd_dx_##S(const T* x, const T* y, const T* dy, const float* stats, const float* w, const float* sums, T* dx, int c, int hw, float count, float eps, int relu) { bn_bwd_dx(x, y, dy, stats, w, sums, dx, c, hw, count, eps, relu); } \
+  extern "C" __global__ void max_pool_fwd_##S(const T* x, T* y, uint8_t* arg, size_t planes, int h, int w, int oh, int ow, int k, int s, int p) { max_pool_fwd(x, y, arg, planes, h, w, oh, ow, k, s, p); } \
+  extern "C" __global__ void max_pool_bwd_##S(const T* dy, const uint8_t* arg, T* dx, size_t planes, int h, int w, int oh, int ow, int k, int s, int p) { max_pool_bwd(dy, arg, dx, planes, h, w, oh, ow, k, s, p); }
+
+INSTANTIATE(float, f32)
+INSTANTIATE(bf16, bf16)

@@ -1,0 +1,109 @@
+//! Launchers of the BatchNorm kernels: statistics and backward sums as a (channel, split) grid of
+//! f64 partial sums plus a per-channel finalisation, normalisation and input gradient one block
+//! per (image, channel) plane.
+
+use super::launch::{blocks, by_dtype, launch_kernel, name_for, output, view, Elem};
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig};
+use candle_core::cuda_backend::CudaStorage;
+use candle_core::{DType, Layout, Result};
+
+type Arg<'a> = (&'a CudaStorage, &'a Layout);
+
+/// How many blocks share one channel's reduction: enough (channel, split) blocks to fill the GPU
+/// (~1024), never more splits than images.
+fn splits(n: usize, c: usize) -> usize {
+    1024usize.div_ceil(c.max(1)).clamp(1, n.max(1))
+}
+
+fn reduce_grid(c: usize, splits: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (c as u32, splits as u32, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+fn f32_view<'a>((s, l): Arg<'a>, what: &str) -> Result<CudaView<'a, f32>> {
+    if s.dtype() != DType::F32 {
+        candle_core::bail!("batch_norm2d: {what} must be f32, got {:?}", s.dtype());
+    }
+    view::<f32>(s, l, what)
+}
+
+fn nchw(l: &Layout) -> Result<(i32, i32, i32)> {
+    let (n, c, h, w) = l.shape().dims4()?;
+    Ok((n as i32, c as i32, (h * w) as i32))
+}
+
+/// `[mean | biased variance]`, f32, 2·C.
+pub(crate) fn stats(s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
+    fn run<T: Elem>(s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
+        let dev = s.device.clone();
+        let (n, c, hw) = nchw(l)?;
+        let x = view::<T>(s, l, "batch_norm2d input")?;
+        let sp = splits(n as usize, c as usize);
+        let mut partial = output::<f64>(&dev, c as usize * sp * 2)?;
+        let sp_i = sp as i32;
+        launch_kernel!(&dev, name_for::<T>("bn_stats_partial"), reduce_grid(c as usize, sp), &x, &mut partial, &n, &c, &hw, &sp_i);
+        let mut st = output::<f32>(&dev, 2 * c as usize)?;
+        let count = n as f64 * hw as f64;
+        launch_kernel!(&dev, name_for::<T>("bn_stats_finalize"), blocks((c as usize).div_ceil(128), 128, 0), &x, &partial, &mut st, &c, &hw, &sp_i, &count);
+        Ok(CudaStorage::wrap_cuda_slice(st, dev))
+    }
+    by_dtype!(s.dtype(), "batch_norm2d", run(s, l))
+}
+
+/// `y = (x - mean) * rstd * w + b` (+ReLU).
+pub(crate) fn apply(x: Arg<'_>, st: Arg<'_>, w: Arg<'_>, b: Arg<'_>, eps: f32, relu: bool) -> Result<CudaStorage> {
+    fn run<T: Elem>(x: Arg<'_>, st: Arg<'_>, w: Arg<'_>, b: Arg<'_>, eps: f32, relu: bool) -> Result<CudaStorage> {
+        let dev = x.0.device.clone();
+        let (n, c, hw) = nchw(x.1)?;
+        let xv = view::<T>(x.0, x.1, "batch_norm2d input")?;
+        let (sv, wv, bv) = (f32_view(st, "statistics")?, f32_view(w, "weight")?, f32_view(b, "bias")?);
+        let mut y = output::<T>(&dev, x.1.shape().elem_count())?;
+        let relu = relu as i32;
+        let planes = (n * c) as usize;
+        launch_kernel!(&dev, name_for::<T>("bn_apply"), blocks(planes, 256, 0), &xv, &sv, &wv, &bv, &mut y, &c, &hw, &eps, &relu);
+        Ok(CudaStorage::wrap_cuda_slice(y, dev))
+    }
+    by_dtype!(x.0.dtype(), "batch_norm2d", run(x, st, w, b, eps, relu))
+}
+
+/// `[dweight | dbias]`, f32, 2·C, from the input and the gradient reaching the normalisation.
+pub(crate) fn backward_sums(x: Arg<'_>, g: Arg<'_>, st: Arg<'_>, eps: f32) -> Result<CudaStorage> {
+    fn run<T: Elem>(x: Arg<'_>, g: Arg<'_>, st: Arg<'_>, eps: f32) -> Result<CudaStorage> {
+        let dev = x.0.device.clone();
+        let (n, c, hw) = nchw(x.1)?;
+        let xv = view::<T>(x.0, x.1, "batch_norm2d input")?;
+        let gv = view::<T>(g.0, g.1, "batch_norm2d gradient")?;
+        let sv = f32_view(st, "statistics")?;
+        let sp = splits(n as usize, c as usize);
+        let mut partial = output::<f64>(&dev, c as usize * sp * 2)?;
+        let (sp_i, relu) = (sp as i32, 0i32);
+        // The ReLU mask is applied before (relu_backward); `x` stands in for the unused output.
+        launch_kernel!(&dev, name_for::<T>("bn_bwd_partial"), reduce_grid(c as usize, sp), &xv, &xv, &gv, &sv, &mut partial, &n, &c, &hw, &sp_i, &relu);
+        let mut sums = output::<f32>(&dev, 2 * c as usize)?;
+        launch_kernel!(&dev, "bn_bwd_finalize", blocks((c as usize).div_ceil(128), 128, 0), &partial, &sv, &mut sums, &c, &sp_i, &eps);
+        Ok(CudaStorage::wrap_cuda_slice(sums, dev))
+    }
+    by_dtype!(x.0.dtype(), "batch_norm2d backward", run(x, g, st, eps))
+}
+
+/// The input gradient of the train-mode normalisation.
+pub(crate) fn backward_dx(x: Arg<'_>, g: Arg<'_>, st: Arg<'_>, w: Arg<'_>, sums: Arg<'_>, eps: f32) -> Result<CudaStorage> {
+    fn run<T: Elem>(x: Arg<'_>, g: Arg<'_>, st: Arg<'_>, w: Arg<'_>, sums: Arg<'_>, eps: f32) -> Result<CudaStorage> {
+        let dev = x.0.device.clone();
+        let (n, c, hw) = nchw(x.1)?;
+        let xv = view::<T>(x.0, x.1, "batch_norm2d input")?;
+        let gv = view::<T>(g.0, g.1, "batch_norm2d gradient")?;
+        let (sv, wv, mv) = (f32_view(st, "statistics")?, f32_view(w, "weight")?, f32_view(sums, "sums")?);
+        let mut dx = output::<T>(&dev, x.1.shape().elem_count())?;
+        let count = n as f32 * hw as f32;
+        let relu = 0i32;
+        let planes = (n * c) as usize;
+        launch_kernel!(&dev, name_for::<T>("bn_bwd_dx"), blocks(planes, 256, 0), &xv, &xv, &gv, &sv, &wv, &mv, &mut dx, &c, &hw, &count, &eps, &relu);
+        Ok(CudaStorage::wrap_cuda_slice(dx, dev))
+    }
+    by_dtype!(x.0.dtype(), "batch_norm2d backward", run(x, g, st, w, sums, eps))
+}

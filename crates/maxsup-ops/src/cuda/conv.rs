@@ -1,0 +1,286 @@
+//! Convolutions through cuDNN: forward, backward-data and backward-filter, grouped convolutions
+//! as one call (BlurPool's depthwise filter), algorithms chosen once per shape, one growable
+//! workspace per device. candle itself runs cuDNN for the forward only and naive kernels for both
+//! gradients.
+
+use super::launch::{output, Elem};
+use candle_core::cuda_backend::cudarc::cudnn::safe::{
+    ConvBackwardData, ConvBackwardFilter, ConvForward, Cudnn,
+};
+use candle_core::cuda_backend::cudarc::cudnn::sys;
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView};
+use candle_core::cuda_backend::{CudaDevice, CudaStorage, DeviceId};
+use candle_core::backend::BackendStorage;
+use candle_core::{DType, Result};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Everything that defines one convolution: NCHW input, OIHW weight, square stride/padding/dilation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ConvShape {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub dil: usize,
+    pub groups: usize,
+}
+
+impl ConvShape {
+    /// Output height and width.
+    pub fn out_hw(&self) -> (usize, usize) {
+        let out = |len: usize, k: usize| (len + 2 * self.pad - self.dil * (k - 1) - 1) / self.stride + 1;
+        (out(self.h, self.kh), out(self.w, self.kw))
+    }
+    pub fn x_len(&self) -> usize {
+        self.n * self.c * self.h * self.w
+    }
+    pub fn w_len(&self) -> usize {
+        self.o * (self.c / self.groups) * self.kh * self.kw
+    }
+    pub fn y_len(&self) -> usize {
+        let (oh, ow) = self.out_hw();
+        self.n * self.o * oh * ow
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Pass {
+    Forward,
+    Data,
+    Filter,
+}
+
+/// The cached choice for one (shape, dtype, math, pass): cuDNN's algorithm as its integer value
+/// and the workspace it needs.
+type AlgoKey = (DeviceId, ConvShape, DType, bool, Pass);
+
+thread_local! {
+    // cuDNN handles are neither Send nor Sync: one per device per thread, like candle's.
+    static HANDLES: RefCell<HashMap<DeviceId, Arc<Cudnn>>> = RefCell::new(HashMap::new());
+    static ALGOS: RefCell<HashMap<AlgoKey, (u32, usize)>> = RefCell::new(HashMap::new());
+    static WORKSPACES: RefCell<HashMap<DeviceId, CudaSlice<u8>>> = RefCell::new(HashMap::new());
+}
+
+fn wrap_err<E: std::fmt::Debug>(what: &'static str) -> impl FnOnce(E) -> candle_core::Error {
+    move |e| candle_core::Error::Cuda(format!("cuDNN {what}: {e:?}").into())
+}
+
+fn handle(dev: &CudaDevice) -> Result<Arc<Cudnn>> {
+    HANDLES.with(|h| {
+        if let Some(c) = h.borrow().get(&dev.id()) {
+            return Ok(c.clone());
+        }
+        let c = Cudnn::new(dev.cuda_stream()).map_err(wrap_err("handle"))?;
+        h.borrow_mut().insert(dev.id(), c.clone());
+        Ok(c)
+    })
+}
+
+/// Runs `f` with a workspace of at least `bytes` on `dev` (grown, never shrunk; stream-ordered,
+/// so reusing it from one call to the next needs no synchronisation).
+fn with_workspace<R>(dev: &CudaDevice, bytes: usize, f: impl FnOnce(&mut CudaSlice<u8>) -> Result<R>) -> Result<R> {
+    WORKSPACES.with(|ws| {
+        let mut ws = ws.borrow_mut();
+        let grow = ws.get(&dev.id()).is_none_or(|w| w.len() < bytes);
+        if grow {
+            ws.insert(dev.id(), output::<u8>(dev, bytes.max(1 << 20))?);
+        }
+        f(ws.get_mut(&dev.id()).expect("workspace inserted above"))
+    })
+}
+
+/// Descriptors of one convolution for element type `T` (compute in f32).
+struct Descriptors<T: Elem> {
+    conv: candle_core::cuda_backend::cudarc::cudnn::safe::ConvDescriptor<f32>,
+    x: candle_core::cuda_backend::cudarc::cudnn::safe::TensorDescriptor<T>,
+    w: candle_core::cuda_backend::cudarc::cudnn::safe::FilterDescriptor<T>,
+    y: candle_core::cuda_backend::cudarc::cudnn::safe::TensorDescriptor<T>,
+}
+
+fn descriptors<T: Elem>(cudnn: &Arc<Cudnn>, s: &ConvShape) -> Result<Descriptors<T>> {
+    let i = |v: usize| v as i32;
+    let mut conv = cudnn
+        .create_conv2d::<f32>(
+            [i(s.pad), i(s.pad)],
+            [i(s.stride), i(s.stride)],
+            [i(s.dil), i(s.dil)],
+            sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
+        )
+        .map_err(wrap_err("convolution descriptor"))?;
+    if s.groups > 1 {
+        conv.set_group_count(i(s.groups)).map_err(wrap_err("group count"))?;
+    }
+    // f32 without TF32: FMA kernels only (results within 1e-4 of the CPU). bf16, or f32 with
+    // TF32 allowed: tensor cores.
+    let math = if T::DTYPE == DType::F32 && !super::tf32() {
+        sys::cudnnMathType_t::CUDNN_FMA_MATH
+    } else {
+        sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION
+    };
+    conv.set_math_type(math).map_err(wrap_err("math type"))?;
+    let nchw = sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
+    let (oh, ow) = s.out_hw();
+    let x = cudnn
+        .create_4d_tensor::<T>(nchw, [i(s.n), i(s.c), i(s.h), i(s.w)])
+        .map_err(wrap_err("input descriptor"))?;
+    let w = cudnn
+        .create_4d_filter::<T>(nchw, [i(s.o), i(s.c / s.groups), i(s.kh), i(s.kw)])
+        .map_err(wrap_err("filter descriptor"))?;
+    let y = cudnn
+        .create_4d_tensor::<T>(nchw, [i(s.n), i(s.o), i(oh), i(ow)])
+        .map_err(wrap_err("output descriptor"))?;
+    Ok(Descriptors { conv, x, w, y })
+}
+
+/// The cached algorithm for `key`, or `pick()` (cuDNN's heuristic and its workspace size) once.
+fn algorithm(key: AlgoKey, pick: impl FnOnce() -> Result<(u32, usize)>) -> Result<(u32, usize)> {
+    if let Some(a) = ALGOS.with(|a| a.borrow().get(&key).copied()) {
+        return Ok(a);
+    }
+    let a = pick()?;
+    ALGOS.with(|m| m.borrow_mut().insert(key, a));
+    Ok(a)
+}
+
+fn fwd_algo(v: u32) -> sys::cudnnConvolutionFwdAlgo_t {
+    // SAFETY: `v` was produced from this enum by `algorithm`'s pick (`as u32`), same layout.
+    unsafe { std::mem::transmute::<u32, sys::cudnnConvolutionFwdAlgo_t>(v) }
+}
+fn data_algo(v: u32) -> sys::cudnnConvolutionBwdDataAlgo_t {
+    // SAFETY: as `fwd_algo`.
+    unsafe { std::mem::transmute::<u32, sys::cudnnConvolutionBwdDataAlgo_t>(v) }
+}
+fn filter_algo(v: u32) -> sys::cudnnConvolutionBwdFilterAlgo_t {
+    // SAFETY: as `fwd_algo`.
+    unsafe { std::mem::transmute::<u32, sys::cudnnConvolutionBwdFilterAlgo_t>(v) }
+}
+
+fn typed_forward<T: Elem>(dev: &CudaDevice, s: &ConvShape, x: &CudaView<T>, w: &CudaView<T>) -> Result<CudaStorage> {
+    let cudnn = handle(dev)?;
+    let d = descriptors::<T>(&cudnn, s)?;
+    let op = ConvForward { conv: &d.conv, x: &d.x, w: &d.w, y: &d.y };
+    let key = (dev.id(), *s, T::DTYPE, super::tf32(), Pass::Forward);
+    let (algo, bytes) = algorithm(key, || {
+        let a = op.pick_algorithm().map_err(wrap_err("forward algorithm"))?;
+        Ok((a as u32, op.get_workspace_size(a).map_err(wrap_err("forward workspace"))?))
+    })?;
+    let mut y = output::<T>(dev, s.y_len())?;
+    with_workspace(dev, bytes, |ws| {
+        // SAFETY: x, w and y match the descriptors (shapes from `s`, element type `T`).
+        unsafe { op.launch(fwd_algo(algo), Some(ws), (T::ONE, T::ZERO), x, w, &mut y) }
+            .map_err(cudnn_err_status("forward"))
+    })?;
+    Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
+}
+
+fn cudnn_err_status(what: &'static str) -> impl FnOnce(candle_core::cuda_backend::cudarc::cudnn::CudnnError) -> candle_core::Error {
+    move |e| candle_core::Error::Cuda(format!("cuDNN {what}: {e:?}").into())
+}
+
+/// Gradients of one convolution packed in one buffer, `[dx | dw]` with the parts asked for, so
+/// the backward is one op (both parts have the input's dtype).
+fn typed_backward<T: Elem>(
+    dev: &CudaDevice,
+    s: &ConvShape,
+    x: &CudaView<T>,
+    w: &CudaView<T>,
+    dy: &CudaView<T>,
+    need_dx: bool,
+    need_dw: bool,
+) -> Result<CudaStorage> {
+    let cudnn = handle(dev)?;
+    let d = descriptors::<T>(&cudnn, s)?;
+    let dx_len = if need_dx { s.x_len() } else { 0 };
+    let dw_len = if need_dw { s.w_len() } else { 0 };
+    let mut packed = output::<T>(dev, dx_len + dw_len)?;
+    let tf32 = super::tf32();
+    if need_dx {
+        let op = ConvBackwardData { conv: &d.conv, dx: &d.x, w: &d.w, dy: &d.y };
+        let key = (dev.id(), *s, T::DTYPE, tf32, Pass::Data);
+        let (algo, bytes) = algorithm(key, || {
+            let a = op.pick_algorithm().map_err(wrap_err("backward-data algorithm"))?;
+            Ok((a as u32, op.get_workspace_size(a).map_err(wrap_err("backward-data workspace"))?))
+        })?;
+        let mut dx = packed.slice_mut(0..dx_len);
+        with_workspace(dev, bytes, |ws| {
+            // SAFETY: dx, w and dy match the descriptors.
+            unsafe { op.launch(data_algo(algo), Some(ws), (T::ONE, T::ZERO), &mut dx, w, dy) }
+                .map_err(cudnn_err_status("backward-data"))
+        })?;
+    }
+    if need_dw {
+        let op = ConvBackwardFilter { conv: &d.conv, x: &d.x, dw: &d.w, dy: &d.y };
+        let key = (dev.id(), *s, T::DTYPE, tf32, Pass::Filter);
+        let (algo, bytes) = algorithm(key, || {
+            let a = op.pick_algorithm().map_err(wrap_err("backward-filter algorithm"))?;
+            Ok((a as u32, op.get_workspace_size(a).map_err(wrap_err("backward-filter workspace"))?))
+        })?;
+        let mut dw = packed.slice_mut(dx_len..dx_len + dw_len);
+        with_workspace(dev, bytes, |ws| {
+            // SAFETY: x, dw and dy match the descriptors.
+            unsafe { op.launch(filter_algo(algo), Some(ws), (T::ONE, T::ZERO), x, &mut dw, dy) }
+                .map_err(cudnn_err_status("backward-filter"))
+        })?;
+    }
+    Ok(CudaStorage::wrap_cuda_slice(packed, dev.clone()))
+}
+
+/// `conv2d(x, w)` for contiguous f32 or bf16 storages.
+pub(crate) fn conv2d_forward(
+    s: &ConvShape,
+    x: &CudaStorage,
+    xl: &candle_core::Layout,
+    w: &CudaStorage,
+    wl: &candle_core::Layout,
+) -> Result<CudaStorage> {
+    use super::launch::view;
+    let dev = x.device.clone();
+    match x.dtype() {
+        DType::F32 => typed_forward::<f32>(&dev, s, &view(x, xl, "conv2d input")?, &view(w, wl, "conv2d weight")?),
+        DType::BF16 => {
+            typed_forward::<half::bf16>(&dev, s, &view(x, xl, "conv2d input")?, &view(w, wl, "conv2d weight")?)
+        }
+        other => candle_core::bail!("conv2d: CUDA path takes f32 or bf16, got {other:?}"),
+    }
+}
+
+/// The packed `[dx | dw]` gradients (see `typed_backward`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv2d_backward(
+    s: &ConvShape,
+    x: &CudaStorage,
+    xl: &candle_core::Layout,
+    w: &CudaStorage,
+    wl: &candle_core::Layout,
+    dy: &CudaStorage,
+    dyl: &candle_core::Layout,
+    need: (bool, bool),
+) -> Result<CudaStorage> {
+    use super::launch::view;
+    let dev = x.device.clone();
+    macro_rules! run {
+        ($t:ty) => {
+            typed_backward::<$t>(
+                &dev,
+                s,
+                &view(x, xl, "conv2d input")?,
+                &view(w, wl, "conv2d weight")?,
+                &view(dy, dyl, "conv2d output gradient")?,
+                need.0,
+                need.1,
+            )
+        };
+    }
+    match x.dtype() {
+        DType::F32 => run!(f32),
+        DType::BF16 => run!(half::bf16),
+        other => candle_core::bail!("conv2d backward: CUDA path takes f32 or bf16, got {other:?}"),
+    }
+}

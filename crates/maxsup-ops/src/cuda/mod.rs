@@ -1,0 +1,18 @@
+//! The CUDA side of the ops (feature `cuda`): kernels compiled by `build.rs` from
+//! `kernels/ops.cu`, cuDNN convolutions, and the per-device settings of a training run.
+//!
+//! Everything here runs on candle's stream of the tensor's device, so it is ordered with candle's
+//! own kernels without extra synchronisation.
+
+mod conv;
+mod elementwise;
+mod launch;
+pub(crate) mod batch_norm;
+pub(crate) mod pool;
+pub(crate) mod rows;
+mod settings;
+
+pub(crate) use conv::{conv2d_backward, conv2d_forward, ConvShape};
+pub(crate) use elementwise::{map1, map2};
+pub(crate) use launch::*;
+pub use settings::{configure_device, set_tf32, tf32};
