@@ -9,6 +9,36 @@ test:
 fetch-cifar10:
     bash data/fetch-cifar10.sh
 
+# Prepare a CUDA 13.0 toolchain without a GPU or system toolkit (NVIDIA's PyPI wheels and a
+# link stub of the driver library, in ~/.cache/maxsup-cuda; ~1.7 GB, about a minute).
+cuda-toolchain:
+    bash tools/cuda/toolchain.sh
+
+# Build train-conv, train-vit, maxsup and gpu-check with CUDA into target/cuda/release, for
+# compute capability CAP (90: H100/H200; 80: A100). Uses nvcc from PATH when there is one, else
+# the toolchain above (prepared on first use). A cold build takes ~15 minutes on 2 cores.
+build-cuda cap="90":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v nvcc >/dev/null; then
+        [ -x "${MAXSUP_CUDA_DIR:-$HOME/.cache/maxsup-cuda}/root/bin/nvcc" ] || bash tools/cuda/toolchain.sh
+        source tools/cuda/env.sh
+    fi
+    export CUDA_COMPUTE_CAP={{cap}}
+    CARGO_TARGET_DIR=target/cuda cargo build --release --features cuda \
+        -p train-conv -p train-vit -p maxsup -p gpu-check
+    ls -la target/cuda/release/{train-conv,train-vit,maxsup,gpu-check}
+
+# Pack the gpu-check binary for a GPU machine: .gpu/gpu-check.gz (~15 MB; the folder is ignored).
+gpu-pack:
+    mkdir -p .gpu && gzip -6 -c target/cuda/release/gpu-check > .gpu/gpu-check.gz && ls -la .gpu
+
+# On a one-GPU machine with PyTorch, torchvision and timm: every op on CUDA against the CPU
+# reference, gradients, CPU/GPU step parity, training throughput ours vs PyTorch; writes
+# docs/data/gpu-check-DATE.json and prints a table (scripts/gpu-check.sh; ~5 minutes).
+gpu-check:
+    bash scripts/gpu-check.sh
+
 # Regenerate the PyTorch reference fixtures (needs torch, torchvision, timm, scipy, scikit-learn).
 fixtures:
     cd crates/maxsup-loss/fixtures && python3 gen_fixtures.py
@@ -26,7 +56,10 @@ fixtures:
 reproduce-table1 epochs="5" subset="" imagenet="" device="cpu" out="runs/table1":
     #!/usr/bin/env bash
     set -euo pipefail
-    cargo build --release -p train-conv -p maxsup
+    case "{{device}}" in
+        cuda*) just build-cuda; bin=target/cuda/release ;;
+        *) cargo build --release -p train-conv -p maxsup; bin=target/release ;;
+    esac
     if [ -n "{{imagenet}}" ]; then
         data=(--recipe resnet50-imagenet --zip "{{imagenet}}"); limit=(--limit 50000)
     else
@@ -38,15 +71,15 @@ reproduce-table1 epochs="5" subset="" imagenet="" device="cpu" out="runs/table1"
         dir="{{out}}/$loss"
         if [ ! -f "$dir/features_val.safetensors" ]; then
             if [ -f "$dir/last.safetensors" ]; then resume=(--resume "$dir/last.safetensors"); else resume=(); fi
-            ./target/release/train-conv "${data[@]}" --loss "$loss" --seed 0 --device "{{device}}" \
+            "$bin/train-conv" "${data[@]}" --loss "$loss" --seed 0 --device "{{device}}" \
                 --out-dir "$dir" --no-progress "${resume[@]}"
-            ./target/release/maxsup extract --weights "$dir/last.safetensors" --split train "${limit[@]}" \
+            "$bin/maxsup" extract --weights "$dir/last.safetensors" --split train "${limit[@]}" \
                 --device "{{device}}" --out "$dir/features_train.safetensors"
-            ./target/release/maxsup extract --weights "$dir/last.safetensors" --split val \
+            "$bin/maxsup" extract --weights "$dir/last.safetensors" --split val \
                 --device "{{device}}" --out "$dir/features_val.safetensors"
         fi
     done
-    ./target/release/maxsup table1 --runs "{{out}}" --out "{{out}}/table1.md" \
+    "$bin/maxsup" table1 --runs "{{out}}" --out "{{out}}/table1.md" \
         --note "Command: just reproduce-table1 {{epochs}} {{subset}} '{{imagenet}}' {{device}} {{out}}"
 
 # Arguments are positional: `just reproduce-table2 EPOCHS SUBSET IMAGENET_DIR DEVICE OUT`
@@ -59,7 +92,10 @@ reproduce-table1 epochs="5" subset="" imagenet="" device="cpu" out="runs/table1"
 reproduce-table2 epochs="5" subset="" imagenet="" device="cpu" out="runs/table1":
     #!/usr/bin/env bash
     set -euo pipefail
-    cargo build --release -p train-conv -p maxsup
+    case "{{device}}" in
+        cuda*) just build-cuda; bin=target/cuda/release ;;
+        *) cargo build --release -p train-conv -p maxsup; bin=target/release ;;
+    esac
     if [ -n "{{imagenet}}" ]; then
         bash data/fetch-cifar10.sh
         data=(--recipe resnet50-imagenet --zip "{{imagenet}}"); target=(--cifar10 data/cifar-10-batches-bin)
@@ -72,15 +108,15 @@ reproduce-table2 epochs="5" subset="" imagenet="" device="cpu" out="runs/table1"
     for loss in ce ls maxsup; do
         dir="{{out}}/$loss"
         if [ ! -f "$dir/last.safetensors" ]; then
-            ./target/release/train-conv "${data[@]}" --loss "$loss" --seed 0 --device "{{device}}" \
+            "$bin/train-conv" "${data[@]}" --loss "$loss" --seed 0 --device "{{device}}" \
                 --out-dir "$dir" --no-progress
         fi
         for split in train val; do
             name=$([ "$split" = train ] && echo transfer_train || echo transfer_test)
             if [ "$split" = train ]; then n=("${limit[@]}"); else n=(); fi
-            [ -f "$dir/$name.safetensors" ] || ./target/release/maxsup extract --weights "$dir/last.safetensors" \
+            [ -f "$dir/$name.safetensors" ] || "$bin/maxsup" extract --weights "$dir/last.safetensors" \
                 "${target[@]}" --split "$split" "${n[@]}" --device "{{device}}" --out "$dir/$name.safetensors"
         done
     done
-    ./target/release/maxsup table2 --runs "{{out}}" --out "{{out}}/table2.md" \
+    "$bin/maxsup" table2 --runs "{{out}}" --out "{{out}}/table2.md" \
         --note "Command: just reproduce-table2 {{epochs}} {{subset}} '{{imagenet}}' {{device}} {{out}}"

@@ -3,7 +3,8 @@
 //! `src/cuda/module.rs`. The default (CPU) build does nothing here.
 //!
 //! nvcc: `$NVCC`, else `nvcc` on `PATH`, else `$CUDA_HOME/bin/nvcc`. Target: `$CUDA_COMPUTE_CAP`
-//! (e.g. 90 for H100/H200, 80 for A100), default 90; `tools/cuda/env.sh` sets both.
+//! (e.g. 90 for H100/H200, 80 for A100), else `nvidia-smi`'s answer; `tools/cuda/env.sh` sets
+//! both for a machine without a GPU.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -22,15 +23,7 @@ fn main() {
         return;
     }
     let nvcc = nvcc();
-    let cap: u32 = std::env::var("CUDA_COMPUTE_CAP")
-        .ok()
-        .map(|v| {
-            v.trim()
-                .trim_end_matches('a')
-                .parse()
-                .unwrap_or_else(|_| panic!("CUDA_COMPUTE_CAP={v}: expected a number such as 90"))
-        })
-        .unwrap_or(90);
+    let cap = compute_cap();
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR set by cargo"));
     let fatbin = out.join("maxsup_ops.fatbin");
     let status = Command::new(&nvcc)
@@ -43,6 +36,34 @@ fn main() {
         .status()
         .unwrap_or_else(|e| panic!("cannot run nvcc ({}): {e}; see docs/cuda.md", nvcc.display()));
     assert!(status.success(), "nvcc failed on {KERNELS:?} ({status})");
+}
+
+/// `$CUDA_COMPUTE_CAP` (e.g. 90, or 90a as cudaforge accepts), else what `nvidia-smi` reports
+/// for GPU 0 (as candle's kernel build does); there is no silent default, since kernels built for
+/// the wrong GPU fail only at run time.
+fn compute_cap() -> u32 {
+    let parse = |v: &str| -> u32 {
+        v.trim()
+            .trim_end_matches('a')
+            .replace('.', "")
+            .parse()
+            .unwrap_or_else(|_| panic!("compute capability `{v}`: expected a number such as 90"))
+    };
+    if let Ok(v) = std::env::var("CUDA_COMPUTE_CAP") {
+        return parse(&v);
+    }
+    let smi = Command::new("nvidia-smi")
+        .args(["--query-gpu=compute_cap", "--format=csv,noheader"])
+        .output();
+    match smi {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            parse(text.lines().next().unwrap_or_default())
+        }
+        _ => panic!(
+            "no GPU to ask for its compute capability: set CUDA_COMPUTE_CAP (90 for H100/H200, 80 for A100); see docs/cuda.md"
+        ),
+    }
 }
 
 fn nvcc() -> PathBuf {

@@ -96,6 +96,10 @@ pub struct TrainArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long)]
     pub device: Option<String>,
+    /// Activation precision: f32, or bf16 mixed precision (f32 weights; CUDA only). Default:
+    /// bf16 on CUDA, f32 on the CPU.
+    #[arg(long)]
+    pub precision: Option<String>,
     /// Run directory for checkpoints, config.json and log.jsonl.
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
@@ -161,6 +165,11 @@ impl TrainArgs {
         set(&mut c.augment.cutmix, self.cutmix);
         set(&mut c.seed, self.seed);
         set(&mut c.device, self.device.clone());
+        c.precision = match &self.precision {
+            Some(p) => maxsup_train::Precision::parse(p)?,
+            None if self.device.is_some() => maxsup_train::Precision::default_for(&c.device),
+            None => c.precision,
+        };
         set(&mut c.out_dir, self.out_dir.clone());
         if self.train_subset.is_some() {
             c.train_subset = self.train_subset;

@@ -133,3 +133,45 @@ fn blurpool_resnet_trains_every_parameter_and_keeps_filters_fixed() -> anyhow::R
     );
     Ok(())
 }
+
+/// Mixed precision as the GPU runs it, with f16 standing in for bf16 on the CPU: the layers cast
+/// their f32 parameters to the activations' dtype inside the graph, so the logits come out in
+/// f16 while every parameter's gradient arrives in f32 (through the cast's backward).
+fn check_half_activations_give_f32_gradients(name: &str) -> anyhow::Result<()> {
+    let (batch, size, img_size) = input_for(name);
+    let options = ModelOptions {
+        num_classes: Some(3),
+        img_size,
+        ..Default::default()
+    };
+    let model = create_model(name, &options, &Device::Cpu)?;
+    let n = batch * 3 * size * size;
+    let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+    let x = Tensor::from_vec(x, (batch, 3, size, size), &Device::Cpu)?.to_dtype(DType::F16)?;
+    let logits = model.forward_t(&x, true)?;
+    assert_eq!(logits.dtype(), DType::F16, "{name}: logits follow the input dtype");
+    let w: Vec<f32> = (0..batch * 3).map(|i| (i as f32 * 1.3 + 0.4).cos()).collect();
+    let w = Tensor::from_vec(w, (batch, 3), &Device::Cpu)?;
+    let loss = (logits.to_dtype(DType::F32)? * w)?.sum_all()?;
+    let grads = loss.backward()?;
+    for p in model.params().trainable() {
+        let g = grads
+            .get(&p.var)
+            .unwrap_or_else(|| panic!("{name}: {} has no gradient", p.name));
+        assert_eq!(g.dtype(), DType::F32, "{name}: {} gradient dtype", p.name);
+        let max = g.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(max.is_finite() && max > 0.0, "{name}: {} gradient max {max}", p.name);
+    }
+    for b in model.params().buffers() {
+        assert_eq!(b.var.dtype(), DType::F32, "{name}: buffer {} stays f32", b.name);
+    }
+    Ok(())
+}
+
+#[test]
+fn half_precision_activations_train_every_parameter_in_f32() -> anyhow::Result<()> {
+    for name in ["resnet20_cifar", "resnet18", "deit_tiny_patch4_32"] {
+        check_half_activations_give_f32_gradients(name)?;
+    }
+    Ok(())
+}

@@ -417,6 +417,9 @@ fn batch_norm2d_impl(
     )?;
     let stat_params = [weight, bias, running_mean.as_tensor(), running_var.as_tensor()];
     if !fused(&[x], &stat_params) {
+        // The composed reference multiplies in the input's dtype (e.g. f16 activations with
+        // f32 parameters in mixed precision on the CPU).
+        let (weight, bias) = (&weight.to_dtype(x.dtype())?, &bias.to_dtype(x.dtype())?);
         let y = reference::batch_norm2d(
             x,
             weight,

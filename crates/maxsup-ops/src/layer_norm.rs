@@ -257,6 +257,7 @@ impl CustomOp2 for LayerNormBackwardParams {
 /// statistics), else the composed reference.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     if !fused(&[x], &[weight, bias]) || x.rank() == 0 {
+        let (weight, bias) = (&weight.to_dtype(x.dtype())?, &bias.to_dtype(x.dtype())?);
         return reference::layer_norm(x, weight, bias, eps);
     }
     x.contiguous()?.apply_op3(

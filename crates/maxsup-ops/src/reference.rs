@@ -115,7 +115,11 @@ pub fn batch_norm2d(
             .mean_keepdim(0)?
             .mean_keepdim(2)?
             .mean_keepdim(3)?;
-        let (m, v) = (mean.detach().flatten_all()?, var.detach().flatten_all()?);
+        let stat_dtype = running_mean.dtype();
+        let (m, v) = (
+            mean.detach().flatten_all()?.to_dtype(stat_dtype)?,
+            var.detach().flatten_all()?.to_dtype(stat_dtype)?,
+        );
         let unbiased = (v * (cnt as f64 / (cnt - 1) as f64))?;
         let rm = ((running_mean.as_tensor().detach() * (1.0 - momentum))?
             + (m.reshape(running_mean.shape())? * momentum)?)?;

@@ -23,7 +23,35 @@ pub fn parse_device(spec: &str) -> Result<Device> {
              rebuild with `--features cuda` (see docs/cuda.md) or use --device cpu"
         );
     }
-    Device::new_cuda(ordinal).with_context(|| format!("cannot open CUDA device {ordinal}"))
+    let device =
+        Device::new_cuda(ordinal).with_context(|| format!("cannot open CUDA device {ordinal}"))?;
+    configure(&device).with_context(|| format!("cannot configure CUDA device {ordinal}"))?;
+    Ok(device)
+}
+
+/// Memory pool and event tracking set for training-sized work (`maxsup_ops::configure_device`).
+#[cfg(feature = "cuda")]
+fn configure(device: &Device) -> candle_core::Result<()> {
+    match device {
+        Device::Cuda(d) => maxsup_ops::configure_device(d),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn configure(_: &Device) -> candle_core::Result<()> {
+    Ok(())
+}
+
+/// Sets what `precision` implies for the math libraries on `device`: TF32 tensor cores for f32
+/// runs on CUDA (as PyTorch's cuDNN default), nothing on the CPU. Errors for bf16 on the CPU.
+pub fn prepare_precision(device: &Device, precision: crate::Precision) -> Result<()> {
+    precision.check_device(device)?;
+    #[cfg(feature = "cuda")]
+    if device.is_cuda() {
+        maxsup_ops::set_tf32(precision == crate::Precision::F32);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

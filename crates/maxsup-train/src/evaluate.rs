@@ -11,18 +11,20 @@ use maxsup_models::ImageClassifier;
 use crate::events::EvalStats;
 
 /// Runs `model` (eval mode: BatchNorm running statistics, no drop path) over every batch of
-/// `loader` and returns the metrics.
+/// `loader`, with activations in `dtype` (f32, or bf16 for a mixed-precision run), and returns
+/// the metrics.
 pub fn evaluate(
     model: &dyn ImageClassifier,
     loader: &Loader,
     device: &Device,
+    dtype: candle_core::DType,
     epoch: usize,
 ) -> Result<EvalStats> {
     let start = Instant::now();
     let mut acc = CalibrationAccumulator::with_bins(model.num_classes(), &[15])?;
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let x = Tensor::from_slice(&batch.images, batch.shape.as_slice(), device)?;
+        let x = Tensor::from_slice(&batch.images, batch.shape.as_slice(), device)?.to_dtype(dtype)?;
         let logits = model.forward_t(&x, false)?;
         let logits: Vec<f32> = logits
             .to_dtype(candle_core::DType::F32)?

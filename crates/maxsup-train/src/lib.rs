@@ -12,6 +12,7 @@ mod data_setup;
 mod device;
 mod evaluate;
 mod events;
+mod precision;
 mod recipe;
 mod trainer;
 
@@ -20,8 +21,9 @@ pub use checkpoint::{
 };
 pub use components::{build_criterion, build_model, build_optimizer, build_schedule};
 pub use data_setup::{build_eval_loader, build_loaders, DataLoaders, Split};
-pub use device::parse_device;
+pub use device::{parse_device, prepare_precision};
 pub use evaluate::evaluate;
+pub use precision::Precision;
 pub use events::{EvalStats, Event, Fanout, JsonLinesLog, Observer, Silent, TrainStats};
 pub use recipe::{
     AugmentConfig, DataSource, OptimizerConfig, ScheduleConfig, TrainConfig, RECIPES,

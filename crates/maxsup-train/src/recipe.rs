@@ -126,6 +126,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
+    /// Activation dtype (`f32`, or `bf16` mixed precision on CUDA); configs written before the
+    /// field existed read as f32.
+    #[serde(default)]
+    pub precision: crate::Precision,
     /// Where checkpoints, the resolved config and the JSON-lines log go.
     pub out_dir: PathBuf,
     /// Use only the first N training samples (quick runs and tests); `None` = all.
@@ -194,6 +198,7 @@ impl TrainConfig {
             clip_grad: None,
             seed: 0,
             device: "cpu".into(),
+            precision: crate::Precision::F32,
             out_dir: PathBuf::from("runs").join(name),
             train_subset: None,
             eval_subset: None,

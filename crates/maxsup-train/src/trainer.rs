@@ -56,6 +56,7 @@ impl Trainer {
     pub fn new(config: TrainConfig) -> Result<Self> {
         config.validate()?;
         let device = parse_device(&config.device)?;
+        crate::prepare_precision(&device, config.precision)?;
         let data = build_loaders(&config)?;
         let model = build_model(&config, data.num_classes, &device)?;
         let optimizer = build_optimizer(&config, model.as_ref())?;
@@ -129,7 +130,13 @@ impl Trainer {
         let epoch = self.state.next_epoch;
         let train = self.train_epoch(epoch, observer)?;
         observer.on_event(&Event::Train(train.clone()))?;
-        let eval = evaluate(self.model.as_ref(), &self.data.eval, &self.device, epoch)?;
+        let eval = evaluate(
+            self.model.as_ref(),
+            &self.data.eval,
+            &self.device,
+            self.state.config.precision.compute_dtype(),
+            epoch,
+        )?;
         observer.on_event(&Event::Eval(eval.clone()))?;
         self.state.next_epoch = epoch + 1;
         self.state.last_eval = Some(eval.clone());
@@ -222,7 +229,8 @@ impl Trainer {
 
     /// One optimization step on `batch`.
     fn step(&mut self, batch: &Batch, alpha: f64) -> Result<StepResult> {
-        let x = Tensor::from_slice(&batch.images, batch.shape.as_slice(), &self.device)?;
+        let x = Tensor::from_slice(&batch.images, batch.shape.as_slice(), &self.device)?
+            .to_dtype(self.state.config.precision.compute_dtype())?;
         let y = Tensor::from_slice(&batch.labels, batch.len(), &self.device)?;
         let soft = match &batch.soft_targets {
             Some(s) => Some(Tensor::from_slice(
@@ -232,15 +240,16 @@ impl Trainer {
             )?),
             None => None,
         };
+        // The loss runs in f32 whatever the activations' dtype.
         let (logits, dense) = if self.criterion.needs_dense_logits() {
             let feature_map = self.model.forward_stage(&x, true)?;
             let dense = self.model.dense_logits(&feature_map.detach())?;
             (
-                self.model.forward_from_stage(&feature_map, true)?,
-                Some(dense),
+                self.model.forward_from_stage(&feature_map, true)?.to_dtype(DType::F32)?,
+                Some(dense.to_dtype(DType::F32)?),
             )
         } else {
-            (self.model.forward_t(&x, true)?, None)
+            (self.model.forward_t(&x, true)?.to_dtype(DType::F32)?, None)
         };
         let input = LossInput {
             logits: &logits,

@@ -67,15 +67,16 @@ impl Conv2d {
         let x = match &self.blur_filter {
             Some(f) => {
                 let channels = f.dim(0)?;
-                blurred = maxsup_ops::conv2d(x, &f.detach(), None, 1, 1, 1, channels)?;
+                blurred = maxsup_ops::conv2d(x, &super::like(&f.detach(), x)?, None, 1, 1, 1, channels)?;
                 &blurred
             }
             None => x,
         };
+        let bias = self.bias.as_ref().map(|b| super::like(b, x)).transpose()?;
         maxsup_ops::conv2d(
             x,
-            &self.weight,
-            self.bias.as_ref(),
+            &super::like(&self.weight, x)?,
+            bias.as_ref(),
             self.stride,
             self.padding,
             1,

@@ -1,6 +1,5 @@
 //! Loading the embedded kernels once per device and launching them on candle's stream.
 
-use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::cudnn::CudnnDataType;
 use candle_core::cuda_backend::cudarc::driver::{
     CudaFunction, CudaModule, CudaSlice, CudaView, DeviceRepr, LaunchConfig, ValidAsZeroBits,

@@ -1,0 +1,99 @@
+"""PyTorch side of `just gpu-check`'s throughput rows: the same training steps as
+`gpu-check throughput` on the same GPU. torchvision `resnet50` (channels_last) with SGD momentum
+0.9, timm `deit_small_patch16_224` (drop path 0.1, SDPA attention) with AdamW; bf16 autocast, CE +
+MaxSup (alpha 0.1) on fixed random 224 px batches, `cudnn.benchmark = True`, warm-up steps
+excluded, one loss read per step. Peak memory: torch.cuda.max_memory_allocated over the timed steps.
+
+Usage: python3 bench/torch_gpu_steps.py --out torch.json [--batch 256 --warmup 5 --steps 20]
+"""
+import argparse
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def maxsup_loss(logits, target, alpha):
+    """CE + alpha * mean(z_max - mean_k z_k) (the paper's MaxSup, as maxsup_loss::maxsup)."""
+    z = logits.float()
+    ce = F.cross_entropy(z, target)
+    return ce + alpha * (z.max(dim=1).values - z.mean(dim=1)).mean()
+
+
+def measure(name, batch, warmup, steps):
+    torch.manual_seed(0)
+    if name == "resnet50":
+        import torchvision
+        model = torchvision.models.resnet50(num_classes=1000).cuda().to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-5)
+    else:
+        import timm
+        model = timm.create_model("deit_small_patch16_224", num_classes=1000, drop_path_rate=0.1).cuda()
+        opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)
+    model.train()
+    x = torch.rand(batch, 3, 224, 224, device="cuda") * 2 - 1
+    if name == "resnet50":
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = (torch.arange(batch, device="cuda") * 37) % 1000
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = model(x)
+        loss = maxsup_loss(logits, y, 0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    last = 0.0
+    for _ in range(steps):
+        last = step()
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - t
+    return {
+        "model": name, "batch": batch, "torch_img_s": batch * steps / seconds,
+        "torch_step_ms": 1e3 * seconds / steps, "torch_mem_gb": torch.cuda.max_memory_allocated() / 1e9,
+        "last_loss": last,
+    }
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", required=True)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--steps", type=int, default=20)
+    a = p.parse_args()
+    torch.backends.cudnn.benchmark = True
+    rows = []
+    for name in ["resnet50", "deit_small_patch16_224"]:
+        try:
+            rows.append(measure(name, a.batch, a.warmup, a.steps))
+        except Exception as e:  # report, keep the other row
+            rows.append({"model": name, "batch": a.batch, "error": repr(e)})
+        torch.cuda.empty_cache()
+    env = {
+        "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+        "device": torch.cuda.get_device_name(0),
+    }
+    try:
+        env["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+    except Exception:
+        pass
+    try:
+        import timm, torchvision
+        env["timm"], env["torchvision"] = timm.__version__, torchvision.__version__
+    except Exception:
+        pass
+    with open(a.out, "w") as f:
+        json.dump({"env": env, "throughput": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+//! Training throughput of ours on the GPU: ResNet-50 and DeiT-S at 224 px, bf16, CE + MaxSup,
+//! SGD with momentum / AdamW, warm-up steps excluded, one loss read per step (as the trainer).
+//! Peak memory is the device pool's high-water mark over the timed steps.
+
+use crate::compare::values;
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+use maxsup_models::{create_model, ModelOptions};
+use maxsup_optim::{AdamW, AdamWConfig, Optimizer, ParamGroup, Sgd, SgdConfig};
+use serde_json::{json, Value};
+use std::time::Instant;
+
+/// The default pool's used-memory high-water mark in bytes (reset with `reset`).
+fn pool_high_water(device: &Device, reset: bool) -> Result<u64> {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    let Device::Cuda(d) = device else { anyhow::bail!("not a CUDA device") };
+    let ordinal = d.cuda_stream().context().ordinal() as i32;
+    let mut value: u64 = 0;
+    // SAFETY: driver queries on the device's default pool with a valid u64 out-parameter.
+    unsafe {
+        let mut dev: sys::CUdevice = 0;
+        sys::cuDeviceGet(&mut dev, ordinal).result()?;
+        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+        sys::cuDeviceGetDefaultMemPool(&mut pool, dev).result()?;
+        let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
+        if reset {
+            sys::cuMemPoolSetAttribute(pool, attr, &mut value as *mut u64 as *mut std::ffi::c_void).result()?;
+        }
+        sys::cuMemPoolGetAttribute(pool, attr, &mut value as *mut u64 as *mut std::ffi::c_void).result()?;
+    }
+    Ok(value)
+}
+
+fn measure(name: &str, gpu: &Device, batch: usize, warmup: usize, steps: usize) -> Result<Value> {
+    let is_vit = name.starts_with("deit");
+    let options = ModelOptions { num_classes: Some(1000), drop_path_rate: if is_vit { 0.1 } else { 0.0 }, ..Default::default() };
+    let model = create_model(name, &options, gpu)?;
+    let params: Vec<_> = model.params().trainable().map(|e| (e.name.clone(), e.var.clone())).collect();
+    let mut opt: Box<dyn Optimizer> = if is_vit {
+        Box::new(AdamW::new(vec![ParamGroup::new(params, 0.05)], AdamWConfig { lr: 5e-4, betas: (0.9, 0.999), eps: 1e-8 })?)
+    } else {
+        Box::new(Sgd::new(vec![ParamGroup::new(params, 5e-5)], SgdConfig { lr: 0.1, momentum: 0.9, nesterov: false })?)
+    };
+    let x = Tensor::from_vec(values(batch * 3 * 224 * 224, 3), (batch, 3, 224, 224), &Device::Cpu)?
+        .to_device(gpu)?
+        .to_dtype(DType::BF16)?;
+    let y: Vec<u32> = (0..batch as u32).map(|i| (i * 37) % 1000).collect();
+    let y = Tensor::from_vec(y, batch, gpu)?;
+    let mut step = || -> Result<f32> {
+        let logits = model.forward_t(&x, true)?.to_dtype(DType::F32)?;
+        let loss = maxsup_loss::maxsup(&logits, &y, 0.1)?;
+        let grads = loss.backward()?;
+        opt.step(&grads)?;
+        Ok(loss.to_scalar::<f32>()?)
+    };
+    for _ in 0..warmup {
+        step()?;
+    }
+    pool_high_water(gpu, true)?;
+    let t = Instant::now();
+    let mut last = 0.0;
+    for _ in 0..steps {
+        last = step()?;
+    }
+    let seconds = t.elapsed().as_secs_f64();
+    let peak = pool_high_water(gpu, false)?;
+    Ok(json!({
+        "model": name, "batch": batch, "image": 224, "dtype": "bf16", "steps": steps, "warmup": warmup,
+        "ours_img_s": (batch * steps) as f64 / seconds, "ours_step_ms": 1e3 * seconds / steps as f64,
+        "ours_mem_gb": peak as f64 / 1e9, "last_loss": last,
+    }))
+}
+
+pub fn run(gpu: &Device, batch: usize, warmup: usize, steps: usize) -> Result<Value> {
+    maxsup_ops::set_tf32(true);
+    let mut rows = Vec::new();
+    for name in ["resnet50", "deit_small_patch16_224"] {
+        rows.push(match measure(name, gpu, batch, warmup, steps) {
+            Ok(v) => v,
+            Err(e) => json!({"model": name, "batch": batch, "error": format!("{e:#}")}),
+        });
+    }
+    Ok(json!({"throughput": rows}))
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The GPU check (`just gpu-check`): runs on a one-GPU machine that has PyTorch with CUDA,
+# torchvision and timm, using the prebuilt binary .gpu/gpu-check(.gz) from `just gpu-pack` (the
+# CUDA toolchain does not travel). Phases, each under its own time limit, so one that hangs or
+# fails costs only itself: libraries, env, ops, grads, steps, throughput (ours), throughput
+# (PyTorch). Writes docs/data/gpu-check-YYYY-MM-DD.json (and a copy in $OUT when set) and prints
+# a short table last. Typical total: ~4-5 minutes; the limits add up to under 9.
+#
+# PYTHON: the interpreter with torch (default /opt/torch/.venv/bin/python3 if present, else python3).
+set -u
+cd "$(dirname "$0")/.."
+py=${PYTHON:-}
+[ -n "$py" ] || { [ -x /opt/torch/.venv/bin/python3 ] && py=/opt/torch/.venv/bin/python3 || py=python3; }
+work=$(mktemp -d)
+out=docs/data/gpu-check-$(date -u +%F).json
+mkdir -p docs/data
+log() { echo "[gpu-check $(date -u +%T)] $*"; }
+
+bin=.gpu/gpu-check
+if [ ! -x "$bin" ] && [ -f "$bin.gz" ]; then gunzip -c "$bin.gz" > "$bin" && chmod +x "$bin"; fi
+if [ ! -x "$bin" ]; then echo "gpu-check: no $bin; build it with 'just build-cuda && just gpu-pack'" >&2; exit 2; fi
+
+# The CUDA libraries the binary links (cudart, cuBLAS, cuRAND, cuDNN) from PyTorch's wheels.
+libs=$("$py" - <<'PY'
+import glob, os, site, sys
+roots = site.getsitepackages() + [site.getusersitepackages()]
+dirs = sorted({os.path.dirname(p) for r in roots for p in glob.glob(os.path.join(r, "nvidia", "*", "lib", "*.so*"))})
+print(":".join(dirs))
+PY
+)
+export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+missing=$(ldd -r "$bin" 2>&1 | grep -E "not found|undefined symbol" || true)
+echo "{\"libraries\": $(printf '%s' "$missing" | "$py" -c 'import json,sys; print(json.dumps(sys.stdin.read()))')}" > "$work/libs.json"
+if [ -n "$missing" ]; then log "missing libraries:"; echo "$missing"; fi
+
+phase() { # name limit_s
+  log "phase $1 (limit $2 s)"
+  timeout "$2" "$bin" "$1" --out "$work/$1.json" > "$work/$1.log" 2>&1
+  local rc=$?
+  tail -3 "$work/$1.log"
+  [ -f "$work/$1.json" ] || echo "{\"pass\": false, \"rc\": $rc, \"log_tail\": $(tail -20 "$work/$1.log" | "$py" -c 'import json,sys; print(json.dumps(sys.stdin.read()))')}" > "$work/$1.json"
+}
+phase env 60
+phase ops 120
+phase grads 60
+phase steps 90
+phase throughput 120
+log "phase torch (limit 150 s)"
+timeout 150 "$py" bench/torch_gpu_steps.py --out "$work/torch.json" > "$work/torch.log" 2>&1 || tail -5 "$work/torch.log"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$work/smi.txt" 2>/dev/null || true
+
+"$py" - "$work" "$out" <<'PY'
+import json, os, sys, datetime
+work, out = sys.argv[1], sys.argv[2]
+def load(name):
+    try:
+        return json.load(open(os.path.join(work, name + ".json")))
+    except Exception as e:
+        return {"pass": False, "error": f"{name}: {e}"}
+env, libs, ops, grads, steps, ours, torch = (load(n) for n in ["env", "libs", "ops", "grads", "steps", "throughput", "torch"])
+smi = open(os.path.join(work, "smi.txt")).read().strip() if os.path.exists(os.path.join(work, "smi.txt")) else ""
+rows = []
+theirs = {r.get("model"): r for r in torch.get("throughput", [])}
+for r in ours.get("throughput", []):
+    t = theirs.get(r.get("model"), {})
+    row = dict(r)
+    for k in ["torch_img_s", "torch_step_ms", "torch_mem_gb"]:
+        row[k] = t.get(k)
+    if "error" in t:
+        row["torch_error"] = t["error"]
+    if r.get("ours_img_s") and t.get("torch_img_s"):
+        row["ratio"] = r["ours_img_s"] / t["torch_img_s"]
+    rows.append(row)
+report = {
+    "date": datetime.date.today().isoformat(), "nvidia_smi": smi, "env": env, "torch_env": torch.get("env"),
+    "libraries_missing": libs.get("libraries", ""), "ops_pass": ops.get("pass"), "ops": ops.get("ops", ops),
+    "grads": grads, "steps": steps, "throughput": rows,
+}
+json.dump(report, open(out, "w"), indent=2)
+if os.environ.get("OUT"):
+    json.dump(report, open(os.path.join(os.environ["OUT"], os.path.basename(out)), "w"), indent=2)
+bad = [o for o in report["ops"] if isinstance(o, dict) and not o.get("pass")] if isinstance(report["ops"], list) else ["ops phase failed"]
+print(f"\nreport: {out}")
+print(f"device: {env.get('device', smi)}  cudnn {env.get('cudnn')}  torch {(torch.get('env') or {}).get('torch')}")
+print(f"ops: {len(report['ops']) if isinstance(report['ops'], list) else 0} rows, {len(bad)} failing")
+for o in bad[:12]:
+    print("  FAIL", o if isinstance(o, str) else f"{o.get('name')} {o.get('dtype')} {o.get('what')} err={o.get('rel_error', o.get('error'))}")
+print(f"grads: {'pass' if grads.get('pass') else 'FAIL'}  steps: {'pass' if steps.get('pass') else 'FAIL'}")
+print(f"{'model':<24}{'batch':>6}{'ours img/s':>12}{'torch img/s':>13}{'ratio':>7}{'ours GB':>9}{'torch GB':>9}")
+for r in rows:
+    f = lambda v, p=1: "-" if v is None else f"{v:.{p}f}"
+    print(f"{r.get('model',''):<24}{r.get('batch',''):>6}{f(r.get('ours_img_s')):>12}{f(r.get('torch_img_s')):>13}{f(r.get('ratio'),2):>7}{f(r.get('ours_mem_gb')):>9}{f(r.get('torch_mem_gb')):>9}")
+    if "error" in r: print("   ours:", r["error"][:300])
+PY
+rm -rf "$work"
