@@ -171,18 +171,22 @@ impl CustomOp1 for AttentionOp {
 /// `Attention.qkv` output (`[q heads | k heads | v heads]` along the last dim): returns the heads'
 /// outputs concatenated, `[B, N, C]`, ready for the output projection. Scale `head_dim^-0.5`.
 ///
-/// f32 on CPU runs the fused custom op; other dtypes/devices [`attention_qkv_composed`].
+/// f32 on CPU runs the fused custom op; elsewhere (CUDA) the heads are split with tensor ops, the
+/// two products are batched GEMMs (cuBLAS) and the softmax is the fused [`crate::softmax_last_dim`].
 pub fn attention_qkv(qkv: &Tensor, heads: usize) -> Result<Tensor> {
     Geom::new(qkv.dims(), heads)?;
     if !cpu_only(&[qkv]) {
-        return attention_qkv_composed(qkv, heads);
+        return composed(qkv, heads, crate::softmax_last_dim);
     }
     qkv.contiguous()?.apply_op1(AttentionOp { heads })
 }
 
-/// [`attention_qkv`] composed from candle tensor ops (the reference, and the path for non-CPU
-/// devices and other dtypes).
+/// [`attention_qkv`] composed from candle tensor ops only (the reference).
 pub fn attention_qkv_composed(qkv: &Tensor, heads: usize) -> Result<Tensor> {
+    composed(qkv, heads, crate::reference::softmax_last_dim)
+}
+
+fn composed(qkv: &Tensor, heads: usize, softmax: fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
     let (b, n, c3) = qkv.dims3()?;
     let c = c3 / 3;
     let hd = c / heads;
@@ -192,6 +196,7 @@ pub fn attention_qkv_composed(qkv: &Tensor, heads: usize) -> Result<Tensor> {
     let q = (parts.get(0)? * (hd as f64).powf(-0.5))?.contiguous()?;
     let k = parts.get(1)?.contiguous()?;
     let v = parts.get(2)?.contiguous()?;
-    let attn = crate::reference::softmax_last_dim(&q.matmul(&k.t()?.contiguous()?)?)?;
+    // k^T as a transposed view: the GEMM reads it in place.
+    let attn = softmax(&q.matmul(&k.t()?)?)?;
     attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))
 }

@@ -37,8 +37,15 @@ impl ConvParams {
         if g == 0 || c % g != 0 || o % g != 0 || cg * g != c {
             candle_core::bail!("conv2d: input {x:?} and weight {w:?} do not fit groups = {g}");
         }
+        if self.stride == 0 || self.dil == 0 || kh == 0 || kw == 0 {
+            candle_core::bail!(
+                "conv2d: stride ({}), dilation ({}) and kernel {kh}x{kw} must be >= 1",
+                self.stride,
+                self.dil
+            );
+        }
         let fits = |len: usize, k: usize| len + 2 * self.pad >= self.dil * (k - 1) + 1;
-        if !fits(h, kh) || !fits(wd, kw) || self.stride == 0 {
+        if !fits(h, kh) || !fits(wd, kw) {
             candle_core::bail!("conv2d: kernel {kh}x{kw} (dilation {}) larger than the padded input {x:?}", self.dil);
         }
         Ok(crate::cuda::ConvShape {

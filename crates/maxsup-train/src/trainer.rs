@@ -266,22 +266,25 @@ impl Trainer {
         if let Some(ema) = self.ema.as_mut() {
             ema.update(named_tensors(self.model.as_ref()))?;
         }
+        // Everything the step reports, read back from the device in one transfer.
         let detached = logits.detach();
         let parts = ls_decomposition(&detached, &y, alpha.clamp(0.0, 1.0))?;
-        let predicted: Vec<u32> = detached.argmax(1)?.to_vec1()?;
-        let correct = predicted
-            .iter()
-            .zip(&batch.labels)
-            .filter(|(p, y)| p == y)
-            .count();
+        let correct = detached.argmax(1)?.eq(&y)?.to_dtype(DType::F64)?.sum_all()?;
+        let report = Tensor::stack(
+            &[
+                loss.detach().to_dtype(DType::F64)?,
+                correct,
+                parts.regularization.to_dtype(DType::F64)?,
+                parts.error_amplification.to_dtype(DType::F64)?,
+            ],
+            0,
+        )?
+        .to_vec1::<f64>()?;
         Ok(StepResult {
-            loss: loss.to_dtype(DType::F64)?.to_scalar()?,
-            correct,
-            ls_regularization: parts.regularization.to_dtype(DType::F64)?.to_scalar()?,
-            ls_error_amplification: parts
-                .error_amplification
-                .to_dtype(DType::F64)?
-                .to_scalar()?,
+            loss: report[0],
+            correct: report[1] as usize,
+            ls_regularization: report[2],
+            ls_error_amplification: report[3],
         })
     }
 

@@ -107,3 +107,17 @@ pub(crate) fn backward_dx(x: Arg<'_>, g: Arg<'_>, st: Arg<'_>, w: Arg<'_>, sums:
     }
     by_dtype!(x.0.dtype(), "batch_norm2d backward", run(x, g, st, w, sums, eps))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::splits;
+
+    #[test]
+    fn reductions_split_channels_over_images_without_empty_blocks() {
+        for (n, c) in [(1, 64), (256, 64), (256, 2048), (8, 3), (2, 1)] {
+            let s = splits(n, c);
+            assert!(s >= 1 && s <= n, "n {n} c {c}: {s}");
+            assert!(c * s >= 1024.min(c * n), "n {n} c {c}: {s} splits leave the GPU idle");
+        }
+    }
+}

@@ -117,12 +117,12 @@ fn descriptors<T: Elem>(cudnn: &Arc<Cudnn>, s: &ConvShape) -> Result<Descriptors
     if s.groups > 1 {
         conv.set_group_count(i(s.groups)).map_err(wrap_err("group count"))?;
     }
-    // f32 without TF32: FMA kernels only (results within 1e-4 of the CPU). bf16, or f32 with
-    // TF32 allowed: tensor cores.
-    let math = if T::DTYPE == DType::F32 && !super::tf32() {
-        sys::cudnnMathType_t::CUDNN_FMA_MATH
-    } else {
-        sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION
+    // As PyTorch: bf16 on tensor cores; f32 with TF32 allowed: the default (TF32 tensor cores,
+    // never a conversion to 16-bit types); strict f32: FMA kernels only (within 1e-4 of the CPU).
+    let math = match (T::DTYPE, super::tf32()) {
+        (DType::F32, false) => sys::cudnnMathType_t::CUDNN_FMA_MATH,
+        (DType::F32, true) => sys::cudnnMathType_t::CUDNN_DEFAULT_MATH,
+        _ => sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
     };
     conv.set_math_type(math).map_err(wrap_err("math type"))?;
     let nchw = sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
@@ -282,5 +282,34 @@ pub(crate) fn conv2d_backward(
         DType::F32 => run!(f32),
         DType::BF16 => run!(half::bf16),
         other => candle_core::bail!("conv2d backward: CUDA path takes f32 or bf16, got {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::im2col::ConvGeom;
+
+    fn shape(n: usize, c: usize, hw: usize, o: usize, k: usize, stride: usize, pad: usize, groups: usize) -> ConvShape {
+        ConvShape { n, c, h: hw, w: hw, o, kh: k, kw: k, stride, pad, dil: 1, groups }
+    }
+
+    #[test]
+    fn output_size_and_lengths_match_the_cpu_geometry() {
+        for (c, hw, o, k, s, p) in [(3, 224, 64, 7, 2, 3), (64, 56, 64, 3, 1, 1), (256, 56, 512, 1, 2, 0), (3, 224, 384, 16, 16, 0), (16, 33, 8, 3, 2, 1)] {
+            let cs = shape(2, c, hw, o, k, s, p, 1);
+            let g = ConvGeom::new((2, c, hw, hw), (o, c, k, k), s, p, 1).unwrap();
+            assert_eq!(cs.out_hw(), (g.oh, g.ow), "{cs:?}");
+            assert_eq!(cs.y_len(), 2 * o * g.oh * g.ow);
+            assert_eq!(cs.x_len(), 2 * c * hw * hw);
+            assert_eq!(cs.w_len(), o * c * k * k);
+        }
+    }
+
+    #[test]
+    fn grouped_weights_hold_in_channels_over_groups() {
+        let depthwise = shape(4, 16, 16, 16, 3, 1, 1, 16);
+        assert_eq!(depthwise.w_len(), 16 * 3 * 3);
+        assert_eq!(depthwise.out_hw(), (16, 16));
     }
 }

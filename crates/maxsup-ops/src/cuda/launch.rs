@@ -155,3 +155,31 @@ macro_rules! launch_kernel {
     }};
 }
 pub(crate) use launch_kernel;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_shapes_cover_their_work() {
+        for n in [0usize, 1, 255, 256, 257, 1 << 20, 123_456_789] {
+            let c = elementwise(n);
+            assert_eq!(c.block_dim.0, THREADS);
+            // Grid-stride kernels: any grid covers n; the grid is capped, never zero.
+            assert!(c.grid_dim.0 >= 1 && c.grid_dim.0 <= 65_536 * 8);
+            if n <= 65_536 * 8 * THREADS as usize {
+                assert!(c.grid_dim.0 as usize * THREADS as usize >= n);
+            }
+        }
+        for rows in [1usize, 7, 8, 9, 50_432] {
+            let c = warp_per_row(rows);
+            assert!(c.grid_dim.0 as usize * (c.block_dim.0 as usize / 32) >= rows);
+        }
+    }
+
+    #[test]
+    fn kernel_names_carry_the_dtype_suffix() {
+        assert_eq!(name_for::<f32>("relu_fwd"), "relu_fwd_f32");
+        assert_eq!(name_for::<half::bf16>("bn_apply"), "bn_apply_bf16");
+    }
+}
