@@ -34,7 +34,12 @@ fn main() {
         .arg(&fatbin)
         .args(KERNELS)
         .status()
-        .unwrap_or_else(|e| panic!("cannot run nvcc ({}): {e}; see docs/cuda.md", nvcc.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run nvcc ({}): {e}; see docs/cuda.md",
+                nvcc.display()
+            )
+        });
     assert!(status.success(), "nvcc failed on {KERNELS:?} ({status})");
 }
 
@@ -76,6 +81,8 @@ fn nvcc() -> PathBuf {
     }
     match std::env::var_os("CUDA_HOME") {
         Some(home) => PathBuf::from(home).join("bin/nvcc"),
-        None => panic!("nvcc not found: set NVCC or CUDA_HOME, or source tools/cuda/env.sh (docs/cuda.md)"),
+        None => panic!(
+            "nvcc not found: set NVCC or CUDA_HOME, or source tools/cuda/env.sh (docs/cuda.md)"
+        ),
     }
 }

@@ -20,8 +20,14 @@ pub fn values(n: usize, seed: u64) -> Vec<f32> {
 
 /// `‖a - b‖ / ‖b‖` over all elements (in f64), and whether `a` is all finite.
 pub fn rel_error(a: &Tensor, b: &Tensor) -> Result<(f64, bool)> {
-    let a = a.to_device(&Device::Cpu)?.to_dtype(DType::F64)?.flatten_all()?;
-    let b = b.to_device(&Device::Cpu)?.to_dtype(DType::F64)?.flatten_all()?;
+    let a = a
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F64)?
+        .flatten_all()?;
+    let b = b
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F64)?
+        .flatten_all()?;
     let av = a.to_vec1::<f64>()?;
     let finite = av.iter().all(|v| v.is_finite());
     let diff = (&a - &b)?.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();

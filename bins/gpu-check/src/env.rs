@@ -15,15 +15,20 @@ pub fn run(device: &Device) -> Result<Value> {
     let t = Instant::now();
     let x = Tensor::ones((4, 8, 8, 8), candle_core::DType::F32, device)?;
     let y = maxsup_ops::relu(&x)?;
-    let _ = maxsup_ops::max_pool2d(&y, 3, 2, 1)?.sum_all()?.to_scalar::<f32>()?;
+    let _ = maxsup_ops::max_pool2d(&y, 3, 2, 1)?
+        .sum_all()?
+        .to_scalar::<f32>()?;
     let load_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let w = Tensor::ones((8, 8, 3, 3), candle_core::DType::F32, device)?;
-    let _ = maxsup_ops::conv2d(&x, &w, None, 1, 1, 1, 1)?.sum_all()?.to_scalar::<f32>()?;
+    let _ = maxsup_ops::conv2d(&x, &w, None, 1, 1, 1, 1)?
+        .sum_all()?
+        .to_scalar::<f32>()?;
     let cudnn_first_s = t.elapsed().as_secs_f64();
     let mut driver = 0i32;
     // SAFETY: plain query into a local.
-    unsafe { candle_core::cuda_backend::cudarc::driver::sys::cuDriverGetVersion(&mut driver) }.result()?;
+    unsafe { candle_core::cuda_backend::cudarc::driver::sys::cuDriverGetVersion(&mut driver) }
+        .result()?;
     Ok(json!({
         "device": ctx.name()?,
         "compute_capability": format!("{major}.{minor}"),

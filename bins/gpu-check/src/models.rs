@@ -9,16 +9,30 @@ use maxsup_models::{create_model, ImageClassifier, ModelOptions};
 use maxsup_optim::{Optimizer, ParamGroup, Sgd, SgdConfig};
 use serde_json::{json, Value};
 
-fn batch(n: usize, size: usize, classes: u32, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
-    let x = Tensor::from_vec(values(n * 3 * size * size, 5), (n, 3, size, size), &Device::Cpu)?
-        .to_device(device)?
-        .to_dtype(dtype)?;
+fn batch(
+    n: usize,
+    size: usize,
+    classes: u32,
+    dtype: DType,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let x = Tensor::from_vec(
+        values(n * 3 * size * size, 5),
+        (n, 3, size, size),
+        &Device::Cpu,
+    )?
+    .to_device(device)?
+    .to_dtype(dtype)?;
     let y: Vec<u32> = (0..n as u32).map(|i| (i * 7 + 1) % classes).collect();
     Ok((x, Tensor::from_vec(y, n, device)?))
 }
 
 /// Names of trainable parameters whose gradient is missing, zero or not finite.
-fn missing_gradients(model: &dyn ImageClassifier, x: &Tensor, y: &Tensor) -> Result<(usize, Vec<String>)> {
+fn missing_gradients(
+    model: &dyn ImageClassifier,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<(usize, Vec<String>)> {
     let logits = model.forward_t(x, true)?.to_dtype(DType::F32)?;
     let loss = maxsup_loss::maxsup(&logits, y, 0.1)?;
     let grads = loss.backward()?;
@@ -28,7 +42,11 @@ fn missing_gradients(model: &dyn ImageClassifier, x: &Tensor, y: &Tensor) -> Res
         count += 1;
         let ok = match grads.get(&p.var) {
             Some(g) => {
-                let m = g.abs()?.max_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+                let m = g
+                    .abs()?
+                    .max_all()?
+                    .to_dtype(DType::F32)?
+                    .to_scalar::<f32>()?;
                 g.dtype() == DType::F32 && m.is_finite() && m > 0.0
             }
             None => false,
@@ -44,9 +62,17 @@ pub fn grads(gpu: &Device) -> Result<Value> {
     let mut rows = Vec::new();
     // ResNet-50 at 64 px: layer4 is 2x2, so every BatchNorm sees several values per channel.
     // DeiT-S at 64 px (16 patches), drop path on so its branch is exercised.
-    for (name, size, n, img) in [("resnet50", 64, 4, None), ("deit_small_patch16_224", 64, 4, Some(64))] {
+    for (name, size, n, img) in [
+        ("resnet50", 64, 4, None),
+        ("deit_small_patch16_224", 64, 4, Some(64)),
+    ] {
         for dtype in [DType::F32, DType::BF16] {
-            let options = ModelOptions { num_classes: Some(10), img_size: img, drop_path_rate: if img.is_some() { 0.1 } else { 0.0 }, ..Default::default() };
+            let options = ModelOptions {
+                num_classes: Some(10),
+                img_size: img,
+                drop_path_rate: if img.is_some() { 0.1 } else { 0.0 },
+                ..Default::default()
+            };
             let model = create_model(name, &options, gpu)?;
             let (x, y) = batch(n, size, 10, dtype, gpu)?;
             let (count, bad) = missing_gradients(model.as_ref(), &x, &y)?;
@@ -58,8 +84,19 @@ pub fn grads(gpu: &Device) -> Result<Value> {
 }
 
 fn sgd(model: &dyn ImageClassifier, lr: f64) -> Result<Sgd> {
-    let params = model.params().trainable().map(|e| (e.name.clone(), e.var.clone())).collect();
-    Ok(Sgd::new(vec![ParamGroup::new(params, 1e-4)], SgdConfig { lr, momentum: 0.9, nesterov: false })?)
+    let params = model
+        .params()
+        .trainable()
+        .map(|e| (e.name.clone(), e.var.clone()))
+        .collect();
+    Ok(Sgd::new(
+        vec![ParamGroup::new(params, 1e-4)],
+        SgdConfig {
+            lr,
+            momentum: 0.9,
+            nesterov: false,
+        },
+    )?)
 }
 
 fn train_step(model: &dyn ImageClassifier, opt: &mut Sgd, x: &Tensor, y: &Tensor) -> Result<f64> {
@@ -84,22 +121,31 @@ fn max_param_error(a: &dyn ImageClassifier, b: &dyn ImageClassifier) -> Result<(
 
 pub fn steps(gpu: &Device) -> Result<Value> {
     maxsup_ops::set_tf32(false);
-    let options = ModelOptions { num_classes: Some(10), ..Default::default() };
+    let options = ModelOptions {
+        num_classes: Some(10),
+        ..Default::default()
+    };
     // Two SGD steps of ResNet-18 at 64 px, batch 8, f32, on both devices from the same weights.
     let cpu_model = create_model("resnet18", &options, &Device::Cpu)?;
     let gpu_model = create_model("resnet18", &options, gpu)?;
     let (init_err, _) = max_param_error(gpu_model.as_ref(), cpu_model.as_ref())?;
     let (xc, yc) = batch(8, 64, 10, DType::F32, &Device::Cpu)?;
     let (xg, yg) = batch(8, 64, 10, DType::F32, gpu)?;
-    let (mut oc, mut og) = (sgd(cpu_model.as_ref(), 0.05)?, sgd(gpu_model.as_ref(), 0.05)?);
+    let (mut oc, mut og) = (
+        sgd(cpu_model.as_ref(), 0.05)?,
+        sgd(gpu_model.as_ref(), 0.05)?,
+    );
     let mut losses = Vec::new();
     for _ in 0..2 {
         let lc = train_step(cpu_model.as_ref(), &mut oc, &xc, &yc)?;
         let lg = train_step(gpu_model.as_ref(), &mut og, &xg, &yg)?;
-        losses.push(json!({"cpu": lc, "gpu": lg, "rel_diff": (lc - lg).abs() / lc.abs().max(1e-12)}));
+        losses
+            .push(json!({"cpu": lc, "gpu": lg, "rel_diff": (lc - lg).abs() / lc.abs().max(1e-12)}));
     }
     let (weight_err, worst) = max_param_error(gpu_model.as_ref(), cpu_model.as_ref())?;
-    let loss_ok = losses.iter().all(|l| l["rel_diff"].as_f64().unwrap_or(1.0) < 1e-4);
+    let loss_ok = losses
+        .iter()
+        .all(|l| l["rel_diff"].as_f64().unwrap_or(1.0) < 1e-4);
     let parity_pass = init_err == 0.0 && loss_ok && weight_err < 1e-4;
 
     // 30 bf16 steps on one batch of 64 at 224 px (ResNet-18): the loss must at least halve.

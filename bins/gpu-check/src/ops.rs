@@ -18,28 +18,54 @@ struct Operand {
 }
 
 fn act(shape: &[usize]) -> Operand {
-    Operand { shape: shape.to_vec(), grad: true, dtype: None, labels: None }
+    Operand {
+        shape: shape.to_vec(),
+        grad: true,
+        dtype: None,
+        labels: None,
+    }
 }
 fn param_f32(shape: &[usize]) -> Operand {
-    Operand { shape: shape.to_vec(), grad: true, dtype: Some(DType::F32), labels: None }
+    Operand {
+        shape: shape.to_vec(),
+        grad: true,
+        dtype: Some(DType::F32),
+        labels: None,
+    }
 }
 fn labels(n: usize, classes: u32) -> Operand {
-    Operand { shape: vec![n], grad: false, dtype: Some(DType::U32), labels: Some(classes) }
+    Operand {
+        shape: vec![n],
+        grad: false,
+        dtype: Some(DType::U32),
+        labels: Some(classes),
+    }
 }
 
 /// The op under test: operands, the device, and the dtype of running statistics there (f64 for
 /// the reference, f32 on the GPU); returns the output first, then extra tensors to compare.
 type OpFn = dyn Fn(&[Tensor], &Device, DType) -> candle_core::Result<Vec<Tensor>>;
 
-fn make(op: &Operand, seed: u64, dtype: DType, device: &Device, reference: bool) -> Result<(Tensor, Option<Var>)> {
+fn make(
+    op: &Operand,
+    seed: u64,
+    dtype: DType,
+    device: &Device,
+    reference: bool,
+) -> Result<(Tensor, Option<Var>)> {
     let n: usize = op.shape.iter().product();
     if let Some(k) = op.labels {
         let v: Vec<u32> = (0..n as u32).map(|i| (i * 7 + 3) % k).collect();
         return Ok((Tensor::from_vec(v, op.shape.as_slice(), device)?, None));
     }
     let stored = op.dtype.unwrap_or(dtype);
-    let t = Tensor::from_vec(values(n, seed), op.shape.as_slice(), &Device::Cpu)?.to_dtype(stored)?;
-    let t = if reference { t.to_dtype(DType::F64)? } else { t.to_device(device)? };
+    let t =
+        Tensor::from_vec(values(n, seed), op.shape.as_slice(), &Device::Cpu)?.to_dtype(stored)?;
+    let t = if reference {
+        t.to_dtype(DType::F64)?
+    } else {
+        t.to_device(device)?
+    };
     if op.grad {
         let v = Var::from_tensor(&t)?;
         Ok((v.as_tensor().clone(), Some(v)))
@@ -53,7 +79,13 @@ struct Outcome {
     grads: Vec<Option<Tensor>>,
 }
 
-fn evaluate(f: &OpFn, operands: &[Operand], dtype: DType, device: &Device, reference: bool) -> Result<Outcome> {
+fn evaluate(
+    f: &OpFn,
+    operands: &[Operand],
+    dtype: DType,
+    device: &Device,
+    reference: bool,
+) -> Result<Outcome> {
     let mut ts = Vec::new();
     let mut vars = Vec::new();
     for (i, op) in operands.iter().enumerate() {
@@ -72,18 +104,34 @@ fn evaluate(f: &OpFn, operands: &[Operand], dtype: DType, device: &Device, refer
     };
     let grads = if vars.iter().any(|v| v.is_some()) {
         let store = (yl * r)?.sum_all()?.backward()?;
-        vars.iter().map(|v| v.as_ref().and_then(|v| store.get(v).cloned())).collect()
+        vars.iter()
+            .map(|v| v.as_ref().and_then(|v| store.get(v).cloned()))
+            .collect()
     } else {
         vars.iter().map(|_| None).collect()
     };
     Ok(Outcome { outputs, grads })
 }
 
-fn check(rows: &mut Vec<Value>, name: &str, dtype: DType, operands: &[Operand], f: &OpFn, gpu: &Device) -> Result<()> {
-    let (fwd_tol, grad_tol) = if dtype == DType::BF16 { (1e-2, 2e-2) } else { (1e-4, 1e-4) };
+fn check(
+    rows: &mut Vec<Value>,
+    name: &str,
+    dtype: DType,
+    operands: &[Operand],
+    f: &OpFn,
+    gpu: &Device,
+) -> Result<()> {
+    let (fwd_tol, grad_tol) = if dtype == DType::BF16 {
+        (1e-2, 2e-2)
+    } else {
+        (1e-4, 1e-4)
+    };
     let dt = format!("{dtype:?}").to_lowercase();
     let run = || -> Result<(Outcome, Outcome)> {
-        Ok((evaluate(f, operands, dtype, gpu, false)?, evaluate(f, operands, dtype, &Device::Cpu, true)?))
+        Ok((
+            evaluate(f, operands, dtype, gpu, false)?,
+            evaluate(f, operands, dtype, &Device::Cpu, true)?,
+        ))
     };
     let (got, want) = match run() {
         Ok(p) => p,
@@ -98,14 +146,25 @@ fn check(rows: &mut Vec<Value>, name: &str, dtype: DType, operands: &[Operand], 
                 let (err, finite) = rel_error(a, b)?;
                 json!({"name": name, "dtype": dt, "what": what, "rel_error": err, "tol": tol, "pass": finite && err < tol})
             }
-            (None, Some(_)) => json!({"name": name, "dtype": dt, "what": what, "error": "no gradient on CUDA", "pass": false}),
+            (None, Some(_)) => {
+                json!({"name": name, "dtype": dt, "what": what, "error": "no gradient on CUDA", "pass": false})
+            }
             _ => return Ok(()),
         };
         rows.push(row);
         Ok(())
     };
     for (i, (a, b)) in got.outputs.iter().zip(&want.outputs).enumerate() {
-        push(if i == 0 { "output".into() } else { format!("output {i}") }, Some(a), Some(b), fwd_tol)?;
+        push(
+            if i == 0 {
+                "output".into()
+            } else {
+                format!("output {i}")
+            },
+            Some(a),
+            Some(b),
+            fwd_tol,
+        )?;
     }
     for (i, (a, b)) in got.grads.iter().zip(&want.grads).enumerate() {
         push(format!("grad {i}"), a.as_ref(), b.as_ref(), grad_tol)?;
@@ -119,57 +178,159 @@ pub fn run(gpu: &Device) -> Result<Value> {
     let mut rows = Vec::new();
     for dtype in [DType::F32, DType::BF16] {
         for (name, x, w, stride, pad, groups) in [
-            ("conv2d 7x7 s2 (stem)", [4, 3, 64, 64], [16, 3, 7, 7], 2, 3, 1),
+            (
+                "conv2d 7x7 s2 (stem)",
+                [4, 3, 64, 64],
+                [16, 3, 7, 7],
+                2,
+                3,
+                1,
+            ),
             ("conv2d 3x3 s1", [4, 16, 16, 16], [32, 16, 3, 3], 1, 1, 1),
             ("conv2d 3x3 s2", [4, 16, 16, 16], [32, 16, 3, 3], 2, 1, 1),
             ("conv2d 1x1 s2", [4, 32, 16, 16], [64, 32, 1, 1], 2, 0, 1),
-            ("conv2d 3x3 depthwise (BlurPool)", [4, 16, 16, 16], [16, 1, 3, 3], 1, 1, 16),
-            ("conv2d 16x16 s16 (patch embed)", [2, 3, 64, 64], [48, 3, 16, 16], 16, 0, 1),
+            (
+                "conv2d 3x3 depthwise (BlurPool)",
+                [4, 16, 16, 16],
+                [16, 1, 3, 3],
+                1,
+                1,
+                16,
+            ),
+            (
+                "conv2d 16x16 s16 (patch embed)",
+                [2, 3, 64, 64],
+                [48, 3, 16, 16],
+                16,
+                0,
+                1,
+            ),
         ] {
             let f = move |t: &[Tensor], _: &Device, _: DType| -> candle_core::Result<Vec<Tensor>> {
-                Ok(vec![maxsup_ops::conv2d(&t[0], &t[1], None, stride, pad, 1, groups)?])
+                Ok(vec![maxsup_ops::conv2d(
+                    &t[0], &t[1], None, stride, pad, 1, groups,
+                )?])
             };
             check(&mut rows, name, dtype, &[act(&x), act(&w)], &f, gpu)?;
         }
-        let f = |t: &[Tensor], _: &Device, _: DType| Ok(vec![maxsup_ops::max_pool2d(&t[0], 3, 2, 1)?]);
-        check(&mut rows, "max_pool2d 3/2/1", dtype, &[act(&[4, 16, 32, 32])], &f, gpu)?;
-        for (name, relu) in [("batch_norm2d train", false), ("batch_norm2d_relu train", true)] {
-            let f = move |t: &[Tensor], dev: &Device, sd: DType| -> candle_core::Result<Vec<Tensor>> {
-                let c = t[0].dim(1)?;
-                let rm = Var::from_tensor(&Tensor::zeros(c, sd, dev)?)?;
-                let rv = Var::from_tensor(&Tensor::ones(c, sd, dev)?)?;
-                let bn = if relu { maxsup_ops::batch_norm2d_relu } else { maxsup_ops::batch_norm2d };
-                let y = bn(&t[0], &t[1], &t[2], &rm, &rv, true, 0.1, 1e-5)?;
-                Ok(vec![y, rm.as_tensor().clone(), rv.as_tensor().clone()])
-            };
-            check(&mut rows, name, dtype, &[act(&[16, 32, 28, 28]), param_f32(&[32]), param_f32(&[32])], &f, gpu)?;
+        let f =
+            |t: &[Tensor], _: &Device, _: DType| Ok(vec![maxsup_ops::max_pool2d(&t[0], 3, 2, 1)?]);
+        check(
+            &mut rows,
+            "max_pool2d 3/2/1",
+            dtype,
+            &[act(&[4, 16, 32, 32])],
+            &f,
+            gpu,
+        )?;
+        for (name, relu) in [
+            ("batch_norm2d train", false),
+            ("batch_norm2d_relu train", true),
+        ] {
+            let f =
+                move |t: &[Tensor], dev: &Device, sd: DType| -> candle_core::Result<Vec<Tensor>> {
+                    let c = t[0].dim(1)?;
+                    let rm = Var::from_tensor(&Tensor::zeros(c, sd, dev)?)?;
+                    let rv = Var::from_tensor(&Tensor::ones(c, sd, dev)?)?;
+                    let bn = if relu {
+                        maxsup_ops::batch_norm2d_relu
+                    } else {
+                        maxsup_ops::batch_norm2d
+                    };
+                    let y = bn(&t[0], &t[1], &t[2], &rm, &rv, true, 0.1, 1e-5)?;
+                    Ok(vec![y, rm.as_tensor().clone(), rv.as_tensor().clone()])
+                };
+            check(
+                &mut rows,
+                name,
+                dtype,
+                &[act(&[16, 32, 28, 28]), param_f32(&[32]), param_f32(&[32])],
+                &f,
+                gpu,
+            )?;
         }
         let f = |t: &[Tensor], dev: &Device, sd: DType| -> candle_core::Result<Vec<Tensor>> {
             let c = t[0].dim(1)?;
             let rm = Var::from_tensor(&Tensor::full(0.1, c, dev)?.to_dtype(sd)?)?;
             let rv = Var::from_tensor(&Tensor::full(0.5, c, dev)?.to_dtype(sd)?)?;
-            Ok(vec![maxsup_ops::batch_norm2d(&t[0], &t[1], &t[2], &rm, &rv, false, 0.1, 1e-5)?])
+            Ok(vec![maxsup_ops::batch_norm2d(
+                &t[0], &t[1], &t[2], &rm, &rv, false, 0.1, 1e-5,
+            )?])
         };
-        check(&mut rows, "batch_norm2d eval", dtype, &[act(&[4, 32, 14, 14]), param_f32(&[32]), param_f32(&[32])], &f, gpu)?;
+        check(
+            &mut rows,
+            "batch_norm2d eval",
+            dtype,
+            &[act(&[4, 32, 14, 14]), param_f32(&[32]), param_f32(&[32])],
+            &f,
+            gpu,
+        )?;
         let f = |t: &[Tensor], _: &Device, _: DType| Ok(vec![maxsup_ops::relu(&t[0])?]);
         check(&mut rows, "relu", dtype, &[act(&[4, 64, 32, 32])], &f, gpu)?;
         let f = |t: &[Tensor], _: &Device, _: DType| Ok(vec![maxsup_ops::add_relu(&t[0], &t[1])?]);
-        check(&mut rows, "add_relu", dtype, &[act(&[4, 64, 32, 32]), act(&[4, 64, 32, 32])], &f, gpu)?;
+        check(
+            &mut rows,
+            "add_relu",
+            dtype,
+            &[act(&[4, 64, 32, 32]), act(&[4, 64, 32, 32])],
+            &f,
+            gpu,
+        )?;
         let f = |t: &[Tensor], _: &Device, _: DType| Ok(vec![maxsup_ops::gelu_erf(&t[0])?]);
-        check(&mut rows, "gelu_erf", dtype, &[act(&[8, 197, 1536])], &f, gpu)?;
-        let f = |t: &[Tensor], _: &Device, _: DType| Ok(vec![maxsup_ops::layer_norm(&t[0], &t[1], &t[2], 1e-6)?]);
-        check(&mut rows, "layer_norm D=384", dtype, &[act(&[8, 197, 384]), param_f32(&[384]), param_f32(&[384])], &f, gpu)?;
-        for (name, shape) in [("softmax 197", vec![24, 197, 197]), ("softmax 1000", vec![64, 1000])] {
-            let f = |t: &[Tensor], _: &Device, _: DType| Ok(vec![maxsup_ops::softmax_last_dim(&t[0])?]);
+        check(
+            &mut rows,
+            "gelu_erf",
+            dtype,
+            &[act(&[8, 197, 1536])],
+            &f,
+            gpu,
+        )?;
+        let f = |t: &[Tensor], _: &Device, _: DType| {
+            Ok(vec![maxsup_ops::layer_norm(&t[0], &t[1], &t[2], 1e-6)?])
+        };
+        check(
+            &mut rows,
+            "layer_norm D=384",
+            dtype,
+            &[act(&[8, 197, 384]), param_f32(&[384]), param_f32(&[384])],
+            &f,
+            gpu,
+        )?;
+        for (name, shape) in [
+            ("softmax 197", vec![24, 197, 197]),
+            ("softmax 1000", vec![64, 1000]),
+        ] {
+            let f =
+                |t: &[Tensor], _: &Device, _: DType| Ok(vec![maxsup_ops::softmax_last_dim(&t[0])?]);
             check(&mut rows, name, dtype, &[act(&shape)], &f, gpu)?;
         }
-        let f = |t: &[Tensor], _: &Device, _: DType| Ok(vec![maxsup_ops::linear(&t[0], &t[1], Some(&t[2]))?]);
-        check(&mut rows, "linear 384->1152", dtype, &[act(&[8, 197, 384]), act(&[1152, 384]), act(&[1152])], &f, gpu)?;
+        let f = |t: &[Tensor], _: &Device, _: DType| {
+            Ok(vec![maxsup_ops::linear(&t[0], &t[1], Some(&t[2]))?])
+        };
+        check(
+            &mut rows,
+            "linear 384->1152",
+            dtype,
+            &[act(&[8, 197, 384]), act(&[1152, 384]), act(&[1152])],
+            &f,
+            gpu,
+        )?;
         let f = |t: &[Tensor], _: &Device, _: DType| Ok(vec![maxsup_ops::attention_qkv(&t[0], 6)?]);
-        check(&mut rows, "attention_qkv N=197 H=6", dtype, &[act(&[4, 197, 1152])], &f, gpu)?;
+        check(
+            &mut rows,
+            "attention_qkv N=197 H=6",
+            dtype,
+            &[act(&[4, 197, 1152])],
+            &f,
+            gpu,
+        )?;
     }
     // The losses run in f32 (the trainer casts the logits).
-    for (name, loss) in [("maxsup loss", 0usize), ("label smoothing loss", 1), ("cross entropy loss", 2)] {
+    for (name, loss) in [
+        ("maxsup loss", 0usize),
+        ("label smoothing loss", 1),
+        ("cross entropy loss", 2),
+    ] {
         let f = move |t: &[Tensor], _: &Device, _: DType| -> candle_core::Result<Vec<Tensor>> {
             let z = &t[0];
             let y = &t[1];
@@ -180,7 +341,14 @@ pub fn run(gpu: &Device) -> Result<Value> {
             };
             Ok(vec![l])
         };
-        check(&mut rows, name, DType::F32, &[act(&[64, 1000]), labels(64, 1000)], &f, gpu)?;
+        check(
+            &mut rows,
+            name,
+            DType::F32,
+            &[act(&[64, 1000]), labels(64, 1000)],
+            &f,
+            gpu,
+        )?;
     }
     let pass = rows.iter().all(|r| r["pass"].as_bool() == Some(true));
     Ok(json!({"pass": pass, "ops": rows}))

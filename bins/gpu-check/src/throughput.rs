@@ -13,7 +13,9 @@ use std::time::Instant;
 /// The default pool's used-memory high-water mark in bytes (reset with `reset`).
 fn pool_high_water(device: &Device, reset: bool) -> Result<u64> {
     use candle_core::cuda_backend::cudarc::driver::sys;
-    let Device::Cuda(d) = device else { anyhow::bail!("not a CUDA device") };
+    let Device::Cuda(d) = device else {
+        anyhow::bail!("not a CUDA device")
+    };
     let ordinal = d.cuda_stream().context().ordinal() as i32;
     let mut value: u64 = 0;
     // SAFETY: driver queries on the device's default pool with a valid u64 out-parameter.
@@ -24,26 +26,54 @@ fn pool_high_water(device: &Device, reset: bool) -> Result<u64> {
         sys::cuDeviceGetDefaultMemPool(&mut pool, dev).result()?;
         let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
         if reset {
-            sys::cuMemPoolSetAttribute(pool, attr, &mut value as *mut u64 as *mut std::ffi::c_void).result()?;
+            sys::cuMemPoolSetAttribute(pool, attr, &mut value as *mut u64 as *mut std::ffi::c_void)
+                .result()?;
         }
-        sys::cuMemPoolGetAttribute(pool, attr, &mut value as *mut u64 as *mut std::ffi::c_void).result()?;
+        sys::cuMemPoolGetAttribute(pool, attr, &mut value as *mut u64 as *mut std::ffi::c_void)
+            .result()?;
     }
     Ok(value)
 }
 
 fn measure(name: &str, gpu: &Device, batch: usize, warmup: usize, steps: usize) -> Result<Value> {
     let is_vit = name.starts_with("deit");
-    let options = ModelOptions { num_classes: Some(1000), drop_path_rate: if is_vit { 0.1 } else { 0.0 }, ..Default::default() };
-    let model = create_model(name, &options, gpu)?;
-    let params: Vec<_> = model.params().trainable().map(|e| (e.name.clone(), e.var.clone())).collect();
-    let mut opt: Box<dyn Optimizer> = if is_vit {
-        Box::new(AdamW::new(vec![ParamGroup::new(params, 0.05)], AdamWConfig { lr: 5e-4, betas: (0.9, 0.999), eps: 1e-8 })?)
-    } else {
-        Box::new(Sgd::new(vec![ParamGroup::new(params, 5e-5)], SgdConfig { lr: 0.1, momentum: 0.9, nesterov: false })?)
+    let options = ModelOptions {
+        num_classes: Some(1000),
+        drop_path_rate: if is_vit { 0.1 } else { 0.0 },
+        ..Default::default()
     };
-    let x = Tensor::from_vec(values(batch * 3 * 224 * 224, 3), (batch, 3, 224, 224), &Device::Cpu)?
-        .to_device(gpu)?
-        .to_dtype(DType::BF16)?;
+    let model = create_model(name, &options, gpu)?;
+    let params: Vec<_> = model
+        .params()
+        .trainable()
+        .map(|e| (e.name.clone(), e.var.clone()))
+        .collect();
+    let mut opt: Box<dyn Optimizer> = if is_vit {
+        Box::new(AdamW::new(
+            vec![ParamGroup::new(params, 0.05)],
+            AdamWConfig {
+                lr: 5e-4,
+                betas: (0.9, 0.999),
+                eps: 1e-8,
+            },
+        )?)
+    } else {
+        Box::new(Sgd::new(
+            vec![ParamGroup::new(params, 5e-5)],
+            SgdConfig {
+                lr: 0.1,
+                momentum: 0.9,
+                nesterov: false,
+            },
+        )?)
+    };
+    let x = Tensor::from_vec(
+        values(batch * 3 * 224 * 224, 3),
+        (batch, 3, 224, 224),
+        &Device::Cpu,
+    )?
+    .to_device(gpu)?
+    .to_dtype(DType::BF16)?;
     let y: Vec<u32> = (0..batch as u32).map(|i| (i * 37) % 1000).collect();
     let y = Tensor::from_vec(y, batch, gpu)?;
     let mut step = || -> Result<f32> {

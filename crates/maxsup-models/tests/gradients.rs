@@ -149,8 +149,14 @@ fn check_half_activations_give_f32_gradients(name: &str) -> anyhow::Result<()> {
     let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
     let x = Tensor::from_vec(x, (batch, 3, size, size), &Device::Cpu)?.to_dtype(DType::F16)?;
     let logits = model.forward_t(&x, true)?;
-    assert_eq!(logits.dtype(), DType::F16, "{name}: logits follow the input dtype");
-    let w: Vec<f32> = (0..batch * 3).map(|i| (i as f32 * 1.3 + 0.4).cos()).collect();
+    assert_eq!(
+        logits.dtype(),
+        DType::F16,
+        "{name}: logits follow the input dtype"
+    );
+    let w: Vec<f32> = (0..batch * 3)
+        .map(|i| (i as f32 * 1.3 + 0.4).cos())
+        .collect();
     let w = Tensor::from_vec(w, (batch, 3), &Device::Cpu)?;
     let loss = (logits.to_dtype(DType::F32)? * w)?.sum_all()?;
     let grads = loss.backward()?;
@@ -160,10 +166,19 @@ fn check_half_activations_give_f32_gradients(name: &str) -> anyhow::Result<()> {
             .unwrap_or_else(|| panic!("{name}: {} has no gradient", p.name));
         assert_eq!(g.dtype(), DType::F32, "{name}: {} gradient dtype", p.name);
         let max = g.abs()?.max_all()?.to_scalar::<f32>()?;
-        assert!(max.is_finite() && max > 0.0, "{name}: {} gradient max {max}", p.name);
+        assert!(
+            max.is_finite() && max > 0.0,
+            "{name}: {} gradient max {max}",
+            p.name
+        );
     }
     for b in model.params().buffers() {
-        assert_eq!(b.var.dtype(), DType::F32, "{name}: buffer {} stays f32", b.name);
+        assert_eq!(
+            b.var.dtype(),
+            DType::F32,
+            "{name}: buffer {} stays f32",
+            b.name
+        );
     }
     Ok(())
 }

@@ -10,8 +10,8 @@
 //! cheap next to the projections, and nothing `B x H x N x N` stays alive between passes.
 
 use crate::cpu::gemm::{matmul as gemm, Mat};
-use crate::dispatch::cpu_only;
 use crate::cpu::slices::{contiguous_f32, output_buffer, tensor_from_vec, with_f32};
+use crate::dispatch::cpu_only;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 

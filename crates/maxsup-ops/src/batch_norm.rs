@@ -13,7 +13,9 @@ use crate::dispatch::fused;
 use crate::reference;
 #[cfg(feature = "cuda")]
 use candle_core::cuda_backend::CudaStorage;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, Var};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, Var,
+};
 use rayon::prelude::*;
 
 /// Per-channel mean and biased variance over N, H, W of an NCHW buffer (f64 accumulation).
@@ -71,7 +73,11 @@ impl CustomOp1 for BatchStatsOp {
 
 /// Borrow of a captured f32 tensor's CUDA storage (statistics, weights) inside a `cuda_fwd`.
 #[cfg(feature = "cuda")]
-fn with_cuda<R>(t: &Tensor, what: &str, f: impl FnOnce(&CudaStorage, &Layout) -> Result<R>) -> Result<R> {
+fn with_cuda<R>(
+    t: &Tensor,
+    what: &str,
+    f: impl FnOnce(&CudaStorage, &Layout) -> Result<R>,
+) -> Result<R> {
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
         candle_core::Storage::Cuda(s) => f(s, layout),
@@ -154,7 +160,14 @@ impl CustomOp3 for BatchNormTrainOp {
         bl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
         let y = with_cuda(&self.stats, "the statistics", |ss, sl| {
-            crate::cuda::batch_norm::apply((xs, xl), (ss, sl), (ws, wl), (bs, bl), self.eps as f32, self.relu)
+            crate::cuda::batch_norm::apply(
+                (xs, xl),
+                (ss, sl),
+                (ws, wl),
+                (bs, bl),
+                self.eps as f32,
+                self.relu,
+            )
         })?;
         Ok((y, xl.shape().clone()))
     }
@@ -316,7 +329,14 @@ impl CustomOp3 for BatchNormBackwardDx {
     ) -> Result<(CudaStorage, Shape)> {
         let dx = with_cuda(&self.stats, "the statistics", |ts, tl| {
             with_cuda(&self.weight, "the weight", |ws, wl| {
-                crate::cuda::batch_norm::backward_dx((xs, xl), (gs, gl), (ts, tl), (ws, wl), (ss, sl), self.eps as f32)
+                crate::cuda::batch_norm::backward_dx(
+                    (xs, xl),
+                    (gs, gl),
+                    (ts, tl),
+                    (ws, wl),
+                    (ss, sl),
+                    self.eps as f32,
+                )
             })
         })?;
         Ok((dx, xl.shape().clone()))
@@ -415,7 +435,12 @@ fn batch_norm2d_impl(
             ("running_var", running_var),
         ],
     )?;
-    let stat_params = [weight, bias, running_mean.as_tensor(), running_var.as_tensor()];
+    let stat_params = [
+        weight,
+        bias,
+        running_mean.as_tensor(),
+        running_var.as_tensor(),
+    ];
     if !fused(&[x], &stat_params) {
         // The composed reference multiplies in the input's dtype (e.g. f16 activations with
         // f32 parameters in mixed precision on the CPU).
@@ -447,8 +472,15 @@ fn batch_norm2d_impl(
     // Running statistics, on the statistics' device (no host round trip).
     let unbias = cnt as f64 / (cnt - 1) as f64;
     let (mean, var) = (stats.narrow(0, 0, c)?, stats.narrow(0, c, c)?);
-    let rm = (running_mean.as_tensor().flatten_all()?.affine(1.0 - momentum, 0.0)? + mean.affine(momentum, 0.0)?)?;
-    let rv = (running_var.as_tensor().flatten_all()?.affine(1.0 - momentum, 0.0)?
+    let rm = (running_mean
+        .as_tensor()
+        .flatten_all()?
+        .affine(1.0 - momentum, 0.0)?
+        + mean.affine(momentum, 0.0)?)?;
+    let rv = (running_var
+        .as_tensor()
+        .flatten_all()?
+        .affine(1.0 - momentum, 0.0)?
         + var.affine(momentum * unbias, 0.0)?)?;
     running_mean.set(&rm.reshape(running_mean.shape())?)?;
     running_var.set(&rv.reshape(running_var.shape())?)?;
@@ -472,7 +504,9 @@ fn eval_f32_statistics(
     } else {
         let c = x.dim(1)?;
         let rm = running_mean.as_tensor().detach().flatten_all()?;
-        let rstd = (running_var.as_tensor().detach().flatten_all()? + eps)?.sqrt()?.recip()?;
+        let rstd = (running_var.as_tensor().detach().flatten_all()? + eps)?
+            .sqrt()?
+            .recip()?;
         let scale = weight.flatten_all()?.mul(&rstd)?;
         let shift = bias.flatten_all()?.sub(&rm.mul(&scale)?)?;
         x.to_dtype(DType::F32)?

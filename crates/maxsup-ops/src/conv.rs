@@ -24,7 +24,10 @@ struct ConvParams {
 impl ConvParams {
     fn geom(&self, x: &Shape, w: &Shape) -> Result<ConvGeom> {
         if self.groups != 1 {
-            candle_core::bail!("conv2d: the CPU kernel takes groups = 1, got {}", self.groups);
+            candle_core::bail!(
+                "conv2d: the CPU kernel takes groups = 1, got {}",
+                self.groups
+            );
         }
         ConvGeom::new(x.dims4()?, w.dims4()?, self.stride, self.pad, self.dil)
     }
@@ -44,9 +47,12 @@ impl ConvParams {
                 self.dil
             );
         }
-        let fits = |len: usize, k: usize| len + 2 * self.pad >= self.dil * (k - 1) + 1;
+        let fits = |len: usize, k: usize| len + 2 * self.pad > self.dil * (k - 1);
         if !fits(h, kh) || !fits(wd, kw) {
-            candle_core::bail!("conv2d: kernel {kh}x{kw} (dilation {}) larger than the padded input {x:?}", self.dil);
+            candle_core::bail!(
+                "conv2d: kernel {kh}x{kw} (dilation {}) larger than the padded input {x:?}",
+                self.dil
+            );
         }
         Ok(crate::cuda::ConvShape {
             n,
@@ -177,7 +183,8 @@ impl CustomOp3 for Conv2dBackwardOp {
     ) -> Result<(CudaStorage, Shape)> {
         let s = self.params.cuda_shape(xl.shape(), wl.shape())?;
         let n = if self.need_dx { s.x_len() } else { 0 } + if self.need_dw { s.w_len() } else { 0 };
-        let packed = crate::cuda::conv2d_backward(&s, xs, xl, ws, wl, gs, gl, (self.need_dx, self.need_dw))?;
+        let packed =
+            crate::cuda::conv2d_backward(&s, xs, xl, ws, wl, gs, gl, (self.need_dx, self.need_dw))?;
         Ok((packed, Shape::from(n)))
     }
 }

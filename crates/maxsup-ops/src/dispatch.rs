@@ -15,7 +15,10 @@ pub(crate) fn fused(data: &[&Tensor], params: &[&Tensor]) -> bool {
     let same_dtype = data.iter().all(|t| t.dtype() == first.dtype());
     match first.device() {
         Device::Cpu => {
-            first.dtype() == DType::F32 && same_dtype && params_f32 && all().all(|t| t.device().is_cpu())
+            first.dtype() == DType::F32
+                && same_dtype
+                && params_f32
+                && all().all(|t| t.device().is_cpu())
         }
         #[cfg(feature = "cuda")]
         Device::Cuda(_) => {
@@ -37,7 +40,10 @@ pub(crate) fn cpu_only(tensors: &[&Tensor]) -> bool {
 /// Splits a packed 1-D gradient buffer (an op's backward that returns several same-dtype
 /// gradients as one tensor) into tensors of the given shapes, in order; `None` shapes get no
 /// tensor and take no space.
-pub(crate) fn unpack(packed: &Tensor, shapes: &[Option<&candle_core::Shape>]) -> candle_core::Result<Vec<Option<Tensor>>> {
+pub(crate) fn unpack(
+    packed: &Tensor,
+    shapes: &[Option<&candle_core::Shape>],
+) -> candle_core::Result<Vec<Option<Tensor>>> {
     let mut at = 0;
     shapes
         .iter()
@@ -63,9 +69,15 @@ mod tests {
         let h = Tensor::zeros((2, 3), DType::F16, &Device::Cpu).unwrap();
         let w = Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap();
         assert!(fused(&[&x], &[&w]));
-        assert!(!fused(&[&h], &[&w]), "f16 on the CPU runs the composed reference");
+        assert!(
+            !fused(&[&h], &[&w]),
+            "f16 on the CPU runs the composed reference"
+        );
         assert!(!fused(&[&x, &h], &[]), "mixed dtypes");
-        assert!(!fused(&[&x], &[&w.to_dtype(DType::F16).unwrap()]), "params must be f32");
+        assert!(
+            !fused(&[&x], &[&w.to_dtype(DType::F16).unwrap()]),
+            "params must be f32"
+        );
         assert!(!fused(&[], &[&w]));
     }
 
@@ -75,8 +87,14 @@ mod tests {
         let a = candle_core::Shape::from((2, 3));
         let b = candle_core::Shape::from(4);
         let parts = unpack(&p, &[Some(&a), None, Some(&b)]).unwrap();
-        assert_eq!(parts[0].as_ref().unwrap().to_vec2::<f32>().unwrap(), [[0., 1., 2.], [3., 4., 5.]]);
+        assert_eq!(
+            parts[0].as_ref().unwrap().to_vec2::<f32>().unwrap(),
+            [[0., 1., 2.], [3., 4., 5.]]
+        );
         assert!(parts[1].is_none());
-        assert_eq!(parts[2].as_ref().unwrap().to_vec1::<f32>().unwrap(), [6., 7., 8., 9.]);
+        assert_eq!(
+            parts[2].as_ref().unwrap().to_vec1::<f32>().unwrap(),
+            [6., 7., 8., 9.]
+        );
     }
 }

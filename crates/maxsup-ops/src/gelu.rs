@@ -35,11 +35,16 @@ impl CustomOp1 for GeluErfOp {
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
-        Ok((crate::cuda::map1("gelu_fwd", "gelu", s, l)?, l.shape().clone()))
+        Ok((
+            crate::cuda::map1("gelu_fwd", "gelu", s, l)?,
+            l.shape().clone(),
+        ))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(x.apply_op2_no_bwd(&dy.contiguous()?, &GeluErfBackwardOp)?))
+        Ok(Some(
+            x.apply_op2_no_bwd(&dy.contiguous()?, &GeluErfBackwardOp)?,
+        ))
     }
 }
 

@@ -94,7 +94,10 @@ impl CustomOp3 for LayerNormOp {
         if x.device().is_cpu() {
             // One pass over the rows gives all three gradients (f32), packed [dx | dw | db].
             let packed = x.apply_op3_no_bwd(w, &dy, &LayerNormBackwardCpu { eps: self.eps })?;
-            let g = unpack(&packed, &[Some(x.shape()), Some(w.shape()), Some(b.shape())])?;
+            let g = unpack(
+                &packed,
+                &[Some(x.shape()), Some(w.shape()), Some(b.shape())],
+            )?;
             let mut g = g.into_iter();
             return Ok((g.next().flatten(), g.next().flatten(), g.next().flatten()));
         }
@@ -204,7 +207,9 @@ impl CustomOp3 for LayerNormBackwardDx {
         _: &CpuStorage,
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        candle_core::bail!("layer_norm: the split backward is for CUDA; the CPU runs LayerNormBackwardCpu")
+        candle_core::bail!(
+            "layer_norm: the split backward is for CUDA; the CPU runs LayerNormBackwardCpu"
+        )
     }
 
     #[cfg(feature = "cuda")]
@@ -233,8 +238,16 @@ impl CustomOp2 for LayerNormBackwardParams {
         "maxsup-layer-norm-backward-params"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        candle_core::bail!("layer_norm: the split backward is for CUDA; the CPU runs LayerNormBackwardCpu")
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!(
+            "layer_norm: the split backward is for CUDA; the CPU runs LayerNormBackwardCpu"
+        )
     }
 
     #[cfg(feature = "cuda")]

@@ -40,6 +40,8 @@ mod softmax;
 pub use attention::{attention_qkv, attention_qkv_composed};
 pub use batch_norm::{batch_norm2d, batch_norm2d_relu};
 pub use conv::conv2d;
+#[cfg(feature = "cuda")]
+pub use cuda::{configure_device, set_tf32, tf32};
 pub use gelu::gelu_erf;
 pub use layer_norm::layer_norm;
 pub use linear::linear;
@@ -47,5 +49,3 @@ pub use matmul::matmul;
 pub use max_pool::max_pool2d;
 pub use relu::{add_relu, relu};
 pub use softmax::softmax_last_dim;
-#[cfg(feature = "cuda")]
-pub use cuda::{configure_device, set_tf32, tf32};

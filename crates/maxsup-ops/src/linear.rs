@@ -3,10 +3,10 @@
 //! candle's transpose / broadcast / reduce / gradient-accumulation nodes.
 
 use crate::cpu::gemm::{matmul as gemm, Mat};
-use crate::dispatch::cpu_only;
 use crate::cpu::slices::{
     contiguous_f32, num_threads, output_buffer, split_range, tensor_from_vec, with_f32,
 };
+use crate::dispatch::cpu_only;
 use crate::reference;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;

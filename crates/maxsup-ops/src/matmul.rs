@@ -5,8 +5,8 @@
 //! place, without a contiguous copy.
 
 use crate::cpu::gemm::{matmul as gemm, Mat};
-use crate::dispatch::cpu_only;
 use crate::cpu::slices::{contiguous_f32, num_threads, output_buffer, tensor_from_vec};
+use crate::dispatch::cpu_only;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 

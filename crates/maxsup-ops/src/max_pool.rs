@@ -88,7 +88,11 @@ impl CustomOp1 for MaxPoolOp {
                     }
                 }
             });
-        self.store_argmax(Tensor::from_vec(idx, (n, c, oh, ow), &candle_core::Device::Cpu)?)?;
+        self.store_argmax(Tensor::from_vec(
+            idx,
+            (n, c, oh, ow),
+            &candle_core::Device::Cpu,
+        )?)?;
         Ok((CpuStorage::F32(y), Shape::from((n, c, oh, ow))))
     }
 
@@ -101,7 +105,10 @@ impl CustomOp1 for MaxPoolOp {
             out_size(w, g.kernel, g.stride, g.pad)?,
         );
         if g.kernel * g.kernel > 256 {
-            candle_core::bail!("max_pool2d: CUDA windows are at most 16x16, got {}", g.kernel);
+            candle_core::bail!(
+                "max_pool2d: CUDA windows are at most 16x16, got {}",
+                g.kernel
+            );
         }
         let (y, arg) = crate::cuda::pool::max_pool_fwd(s, l, g, (oh, ow))?;
         let arg = Tensor::from_storage(

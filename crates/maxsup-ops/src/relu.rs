@@ -32,7 +32,10 @@ impl CustomOp1 for ReluOp {
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
-        Ok((crate::cuda::map1("relu_fwd", "relu", s, l)?, l.shape().clone()))
+        Ok((
+            crate::cuda::map1("relu_fwd", "relu", s, l)?,
+            l.shape().clone(),
+        ))
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
@@ -43,7 +46,8 @@ impl CustomOp1 for ReluOp {
 /// `dy` where `y > 0`, else 0: the gradient through a ReLU whose output is `y` (also the fused
 /// BatchNorm+ReLU and add+ReLU), as an op so it runs on the tensors' device.
 pub(crate) fn relu_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
-    y.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &ReluBackwardOp)
+    y.contiguous()?
+        .apply_op2_no_bwd(&dy.contiguous()?, &ReluBackwardOp)
 }
 
 struct ReluBackwardOp;

@@ -48,7 +48,9 @@ impl CustomOp1 for SoftmaxOp {
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(y.apply_op2_no_bwd(&dy.contiguous()?, &SoftmaxBackwardOp)?))
+        Ok(Some(
+            y.apply_op2_no_bwd(&dy.contiguous()?, &SoftmaxBackwardOp)?,
+        ))
     }
 }
 
@@ -93,7 +95,10 @@ impl CustomOp2 for SoftmaxBackwardOp {
         gs: &CudaStorage,
         gl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        Ok((crate::cuda::rows::softmax_bwd((ys, yl), (gs, gl))?, yl.shape().clone()))
+        Ok((
+            crate::cuda::rows::softmax_bwd((ys, yl), (gs, gl))?,
+            yl.shape().clone(),
+        ))
     }
 }
 

@@ -68,11 +68,7 @@ pub fn build_eval_loader(
 ) -> Result<Loader> {
     let (train, val) = open_datasets(&config.data)?;
     let dataset = subset(if split == Split::Train { train } else { val }, limit);
-    Ok(Loader::new(
-        dataset,
-        pipelines(config).1,
-        LoaderConfig::eval(batch_size),
-    )?)
+    Loader::new(dataset, pipelines(config).1, LoaderConfig::eval(batch_size))
 }
 
 fn open_datasets(source: &DataSource) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)> {

@@ -24,7 +24,8 @@ pub fn evaluate(
     let mut acc = CalibrationAccumulator::with_bins(model.num_classes(), &[15])?;
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let x = Tensor::from_slice(&batch.images, batch.shape.as_slice(), device)?.to_dtype(dtype)?;
+        let x =
+            Tensor::from_slice(&batch.images, batch.shape.as_slice(), device)?.to_dtype(dtype)?;
         let logits = model.forward_t(&x, false)?;
         let logits: Vec<f32> = logits
             .to_dtype(candle_core::DType::F32)?

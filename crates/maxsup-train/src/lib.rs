@@ -23,8 +23,8 @@ pub use components::{build_criterion, build_model, build_optimizer, build_schedu
 pub use data_setup::{build_eval_loader, build_loaders, DataLoaders, Split};
 pub use device::{parse_device, prepare_precision};
 pub use evaluate::evaluate;
-pub use precision::Precision;
 pub use events::{EvalStats, Event, Fanout, JsonLinesLog, Observer, Silent, TrainStats};
+pub use precision::Precision;
 pub use recipe::{
     AugmentConfig, DataSource, OptimizerConfig, ScheduleConfig, TrainConfig, RECIPES,
 };

@@ -73,7 +73,10 @@ mod tests {
     fn parses_and_defaults_by_device() {
         assert_eq!(Precision::parse("bf16").unwrap(), Precision::Bf16);
         assert_eq!(Precision::parse("f32").unwrap(), Precision::F32);
-        assert!(Precision::parse("fp16").unwrap_err().to_string().contains("expected f32 or bf16"));
+        assert!(Precision::parse("fp16")
+            .unwrap_err()
+            .to_string()
+            .contains("expected f32 or bf16"));
         assert_eq!(Precision::default_for("cuda:1"), Precision::Bf16);
         assert_eq!(Precision::default_for("cpu"), Precision::F32);
         assert_eq!(Precision::Bf16.compute_dtype(), DType::BF16);
@@ -81,7 +84,10 @@ mod tests {
 
     #[test]
     fn bf16_on_the_cpu_is_refused() {
-        let err = Precision::Bf16.check_device(&Device::Cpu).unwrap_err().to_string();
+        let err = Precision::Bf16
+            .check_device(&Device::Cpu)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("needs a CUDA device"), "{err}");
         Precision::F32.check_device(&Device::Cpu).unwrap();
     }

@@ -245,7 +245,9 @@ impl Trainer {
             let feature_map = self.model.forward_stage(&x, true)?;
             let dense = self.model.dense_logits(&feature_map.detach())?;
             (
-                self.model.forward_from_stage(&feature_map, true)?.to_dtype(DType::F32)?,
+                self.model
+                    .forward_from_stage(&feature_map, true)?
+                    .to_dtype(DType::F32)?,
                 Some(dense.to_dtype(DType::F32)?),
             )
         } else {
@@ -269,7 +271,11 @@ impl Trainer {
         // Everything the step reports, read back from the device in one transfer.
         let detached = logits.detach();
         let parts = ls_decomposition(&detached, &y, alpha.clamp(0.0, 1.0))?;
-        let correct = detached.argmax(1)?.eq(&y)?.to_dtype(DType::F64)?.sum_all()?;
+        let correct = detached
+            .argmax(1)?
+            .eq(&y)?
+            .to_dtype(DType::F64)?
+            .sum_all()?;
         let report = Tensor::stack(
             &[
                 loss.detach().to_dtype(DType::F64)?,

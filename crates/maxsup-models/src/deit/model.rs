@@ -128,7 +128,11 @@ impl ImageClassifier for DeiT {
             .forward(x)?
             .flatten_from(2)?
             .transpose(1, 2)?;
-        let cls = crate::layers::like(&self.cls_token, &patches)?.broadcast_as((b, 1, self.config.embed_dim))?;
+        let cls = crate::layers::like(&self.cls_token, &patches)?.broadcast_as((
+            b,
+            1,
+            self.config.embed_dim,
+        ))?;
         let pos_embed = crate::layers::like(&self.pos_embed, &patches)?;
         let mut t = Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&pos_embed)?;
         for block in &self.blocks {

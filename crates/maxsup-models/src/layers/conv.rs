@@ -67,7 +67,8 @@ impl Conv2d {
         let x = match &self.blur_filter {
             Some(f) => {
                 let channels = f.dim(0)?;
-                blurred = maxsup_ops::conv2d(x, &super::like(&f.detach(), x)?, None, 1, 1, 1, channels)?;
+                blurred =
+                    maxsup_ops::conv2d(x, &super::like(&f.detach(), x)?, None, 1, 1, 1, channels)?;
                 &blurred
             }
             None => x,

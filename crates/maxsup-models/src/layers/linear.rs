@@ -28,7 +28,11 @@ impl Linear {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // One GEMM over the flattened leading dims, bias folded in (maxsup-ops).
-        maxsup_ops::linear(x, &super::like(&self.weight, x)?, Some(&super::like(&self.bias, x)?))
+        maxsup_ops::linear(
+            x,
+            &super::like(&self.weight, x)?,
+            Some(&super::like(&self.bias, x)?),
+        )
     }
 
     /// The weight matrix [out, in] (used to apply the classifier at every spatial location).

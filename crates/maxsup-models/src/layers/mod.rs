@@ -17,7 +17,10 @@ pub use linear::Linear;
 /// Parameter `p` in the dtype of the activation `x`. Mixed precision keeps f32 master weights and
 /// runs bf16 activations: each layer casts its weights inside the graph, so their gradients come
 /// back through the cast as f32. A no-op when the dtypes agree.
-pub(crate) fn like(p: &candle_core::Tensor, x: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
+pub(crate) fn like(
+    p: &candle_core::Tensor,
+    x: &candle_core::Tensor,
+) -> candle_core::Result<candle_core::Tensor> {
     if p.dtype() == x.dtype() {
         Ok(p.clone())
     } else {

@@ -53,7 +53,9 @@ pub fn split_range(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
 ///
 /// `vec![0.0; len]` zeroes the whole buffer on the calling thread before the parallel kernel runs;
 /// for the activation-sized outputs of a training step that single-threaded memset cost ~5% of
-/// the step. candle's own CPU backend allocates its outputs the same way.
+/// the step. candle's own CPU backend allocates its outputs the same way (clippy's `uninit_vec`
+/// flags the pattern; the contract below is what makes it hold here).
+#[allow(clippy::uninit_vec)]
 pub fn output_buffer(len: usize) -> Vec<f32> {
     let mut v = Vec::with_capacity(len);
     // SAFETY: f32 has no invalid bit patterns, and every caller overwrites all `len` elements

@@ -45,26 +45,78 @@ pub(crate) fn stats(s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
         let sp = splits(n as usize, c as usize);
         let mut partial = output::<f64>(&dev, c as usize * sp * 2)?;
         let sp_i = sp as i32;
-        launch_kernel!(&dev, name_for::<T>("bn_stats_partial"), reduce_grid(c as usize, sp), &x, &mut partial, &n, &c, &hw, &sp_i);
+        launch_kernel!(
+            &dev,
+            name_for::<T>("bn_stats_partial"),
+            reduce_grid(c as usize, sp),
+            &x,
+            &mut partial,
+            &n,
+            &c,
+            &hw,
+            &sp_i
+        );
         let mut st = output::<f32>(&dev, 2 * c as usize)?;
         let count = n as f64 * hw as f64;
-        launch_kernel!(&dev, name_for::<T>("bn_stats_finalize"), blocks((c as usize).div_ceil(128), 128, 0), &x, &partial, &mut st, &c, &hw, &sp_i, &count);
+        launch_kernel!(
+            &dev,
+            name_for::<T>("bn_stats_finalize"),
+            blocks((c as usize).div_ceil(128), 128, 0),
+            &x,
+            &partial,
+            &mut st,
+            &c,
+            &hw,
+            &sp_i,
+            &count
+        );
         Ok(CudaStorage::wrap_cuda_slice(st, dev))
     }
     by_dtype!(s.dtype(), "batch_norm2d", run(s, l))
 }
 
 /// `y = (x - mean) * rstd * w + b` (+ReLU).
-pub(crate) fn apply(x: Arg<'_>, st: Arg<'_>, w: Arg<'_>, b: Arg<'_>, eps: f32, relu: bool) -> Result<CudaStorage> {
-    fn run<T: Elem>(x: Arg<'_>, st: Arg<'_>, w: Arg<'_>, b: Arg<'_>, eps: f32, relu: bool) -> Result<CudaStorage> {
+pub(crate) fn apply(
+    x: Arg<'_>,
+    st: Arg<'_>,
+    w: Arg<'_>,
+    b: Arg<'_>,
+    eps: f32,
+    relu: bool,
+) -> Result<CudaStorage> {
+    fn run<T: Elem>(
+        x: Arg<'_>,
+        st: Arg<'_>,
+        w: Arg<'_>,
+        b: Arg<'_>,
+        eps: f32,
+        relu: bool,
+    ) -> Result<CudaStorage> {
         let dev = x.0.device.clone();
         let (n, c, hw) = nchw(x.1)?;
         let xv = view::<T>(x.0, x.1, "batch_norm2d input")?;
-        let (sv, wv, bv) = (f32_view(st, "statistics")?, f32_view(w, "weight")?, f32_view(b, "bias")?);
+        let (sv, wv, bv) = (
+            f32_view(st, "statistics")?,
+            f32_view(w, "weight")?,
+            f32_view(b, "bias")?,
+        );
         let mut y = output::<T>(&dev, x.1.shape().elem_count())?;
         let relu = relu as i32;
         let planes = (n * c) as usize;
-        launch_kernel!(&dev, name_for::<T>("bn_apply"), blocks(planes, 256, 0), &xv, &sv, &wv, &bv, &mut y, &c, &hw, &eps, &relu);
+        launch_kernel!(
+            &dev,
+            name_for::<T>("bn_apply"),
+            blocks(planes, 256, 0),
+            &xv,
+            &sv,
+            &wv,
+            &bv,
+            &mut y,
+            &c,
+            &hw,
+            &eps,
+            &relu
+        );
         Ok(CudaStorage::wrap_cuda_slice(y, dev))
     }
     by_dtype!(x.0.dtype(), "batch_norm2d", run(x, st, w, b, eps, relu))
@@ -82,30 +134,92 @@ pub(crate) fn backward_sums(x: Arg<'_>, g: Arg<'_>, st: Arg<'_>, eps: f32) -> Re
         let mut partial = output::<f64>(&dev, c as usize * sp * 2)?;
         let (sp_i, relu) = (sp as i32, 0i32);
         // The ReLU mask is applied before (relu_backward); `x` stands in for the unused output.
-        launch_kernel!(&dev, name_for::<T>("bn_bwd_partial"), reduce_grid(c as usize, sp), &xv, &xv, &gv, &sv, &mut partial, &n, &c, &hw, &sp_i, &relu);
+        launch_kernel!(
+            &dev,
+            name_for::<T>("bn_bwd_partial"),
+            reduce_grid(c as usize, sp),
+            &xv,
+            &xv,
+            &gv,
+            &sv,
+            &mut partial,
+            &n,
+            &c,
+            &hw,
+            &sp_i,
+            &relu
+        );
         let mut sums = output::<f32>(&dev, 2 * c as usize)?;
-        launch_kernel!(&dev, "bn_bwd_finalize", blocks((c as usize).div_ceil(128), 128, 0), &partial, &sv, &mut sums, &c, &sp_i, &eps);
+        launch_kernel!(
+            &dev,
+            "bn_bwd_finalize",
+            blocks((c as usize).div_ceil(128), 128, 0),
+            &partial,
+            &sv,
+            &mut sums,
+            &c,
+            &sp_i,
+            &eps
+        );
         Ok(CudaStorage::wrap_cuda_slice(sums, dev))
     }
     by_dtype!(x.0.dtype(), "batch_norm2d backward", run(x, g, st, eps))
 }
 
 /// The input gradient of the train-mode normalisation.
-pub(crate) fn backward_dx(x: Arg<'_>, g: Arg<'_>, st: Arg<'_>, w: Arg<'_>, sums: Arg<'_>, eps: f32) -> Result<CudaStorage> {
-    fn run<T: Elem>(x: Arg<'_>, g: Arg<'_>, st: Arg<'_>, w: Arg<'_>, sums: Arg<'_>, eps: f32) -> Result<CudaStorage> {
+pub(crate) fn backward_dx(
+    x: Arg<'_>,
+    g: Arg<'_>,
+    st: Arg<'_>,
+    w: Arg<'_>,
+    sums: Arg<'_>,
+    eps: f32,
+) -> Result<CudaStorage> {
+    fn run<T: Elem>(
+        x: Arg<'_>,
+        g: Arg<'_>,
+        st: Arg<'_>,
+        w: Arg<'_>,
+        sums: Arg<'_>,
+        eps: f32,
+    ) -> Result<CudaStorage> {
         let dev = x.0.device.clone();
         let (n, c, hw) = nchw(x.1)?;
         let xv = view::<T>(x.0, x.1, "batch_norm2d input")?;
         let gv = view::<T>(g.0, g.1, "batch_norm2d gradient")?;
-        let (sv, wv, mv) = (f32_view(st, "statistics")?, f32_view(w, "weight")?, f32_view(sums, "sums")?);
+        let (sv, wv, mv) = (
+            f32_view(st, "statistics")?,
+            f32_view(w, "weight")?,
+            f32_view(sums, "sums")?,
+        );
         let mut dx = output::<T>(&dev, x.1.shape().elem_count())?;
         let count = n as f32 * hw as f32;
         let relu = 0i32;
         let planes = (n * c) as usize;
-        launch_kernel!(&dev, name_for::<T>("bn_bwd_dx"), blocks(planes, 256, 0), &xv, &xv, &gv, &sv, &wv, &mv, &mut dx, &c, &hw, &count, &eps, &relu);
+        launch_kernel!(
+            &dev,
+            name_for::<T>("bn_bwd_dx"),
+            blocks(planes, 256, 0),
+            &xv,
+            &xv,
+            &gv,
+            &sv,
+            &wv,
+            &mv,
+            &mut dx,
+            &c,
+            &hw,
+            &count,
+            &eps,
+            &relu
+        );
         Ok(CudaStorage::wrap_cuda_slice(dx, dev))
     }
-    by_dtype!(x.0.dtype(), "batch_norm2d backward", run(x, g, st, w, sums, eps))
+    by_dtype!(
+        x.0.dtype(),
+        "batch_norm2d backward",
+        run(x, g, st, w, sums, eps)
+    )
 }
 
 #[cfg(test)]
@@ -117,7 +231,10 @@ mod tests {
         for (n, c) in [(1, 64), (256, 64), (256, 2048), (8, 3), (2, 1)] {
             let s = splits(n, c);
             assert!(s >= 1 && s <= n, "n {n} c {c}: {s}");
-            assert!(c * s >= 1024.min(c * n), "n {n} c {c}: {s} splits leave the GPU idle");
+            assert!(
+                c * s >= 1024.min(c * n),
+                "n {n} c {c}: {s} splits leave the GPU idle"
+            );
         }
     }
 }

@@ -4,13 +4,13 @@
 //! gradients.
 
 use super::launch::{output, Elem};
+use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::cudnn::safe::{
     ConvBackwardData, ConvBackwardFilter, ConvForward, Cudnn,
 };
 use candle_core::cuda_backend::cudarc::cudnn::sys;
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView};
 use candle_core::cuda_backend::{CudaDevice, CudaStorage, DeviceId};
-use candle_core::backend::BackendStorage;
 use candle_core::{DType, Result};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -35,7 +35,8 @@ pub(crate) struct ConvShape {
 impl ConvShape {
     /// Output height and width.
     pub fn out_hw(&self) -> (usize, usize) {
-        let out = |len: usize, k: usize| (len + 2 * self.pad - self.dil * (k - 1) - 1) / self.stride + 1;
+        let out =
+            |len: usize, k: usize| (len + 2 * self.pad - self.dil * (k - 1) - 1) / self.stride + 1;
         (out(self.h, self.kh), out(self.w, self.kw))
     }
     pub fn x_len(&self) -> usize {
@@ -85,7 +86,11 @@ fn handle(dev: &CudaDevice) -> Result<Arc<Cudnn>> {
 
 /// Runs `f` with a workspace of at least `bytes` on `dev` (grown, never shrunk; stream-ordered,
 /// so reusing it from one call to the next needs no synchronisation).
-fn with_workspace<R>(dev: &CudaDevice, bytes: usize, f: impl FnOnce(&mut CudaSlice<u8>) -> Result<R>) -> Result<R> {
+fn with_workspace<R>(
+    dev: &CudaDevice,
+    bytes: usize,
+    f: impl FnOnce(&mut CudaSlice<u8>) -> Result<R>,
+) -> Result<R> {
     WORKSPACES.with(|ws| {
         let mut ws = ws.borrow_mut();
         let grow = ws.get(&dev.id()).is_none_or(|w| w.len() < bytes);
@@ -115,7 +120,8 @@ fn descriptors<T: Elem>(cudnn: &Arc<Cudnn>, s: &ConvShape) -> Result<Descriptors
         )
         .map_err(wrap_err("convolution descriptor"))?;
     if s.groups > 1 {
-        conv.set_group_count(i(s.groups)).map_err(wrap_err("group count"))?;
+        conv.set_group_count(i(s.groups))
+            .map_err(wrap_err("group count"))?;
     }
     // As PyTorch: bf16 on tensor cores; f32 with TF32 allowed: the default (TF32 tensor cores,
     // never a conversion to 16-bit types); strict f32: FMA kernels only (within 1e-4 of the CPU).
@@ -162,14 +168,28 @@ fn filter_algo(v: u32) -> sys::cudnnConvolutionBwdFilterAlgo_t {
     unsafe { std::mem::transmute::<u32, sys::cudnnConvolutionBwdFilterAlgo_t>(v) }
 }
 
-fn typed_forward<T: Elem>(dev: &CudaDevice, s: &ConvShape, x: &CudaView<T>, w: &CudaView<T>) -> Result<CudaStorage> {
+fn typed_forward<T: Elem>(
+    dev: &CudaDevice,
+    s: &ConvShape,
+    x: &CudaView<T>,
+    w: &CudaView<T>,
+) -> Result<CudaStorage> {
     let cudnn = handle(dev)?;
     let d = descriptors::<T>(&cudnn, s)?;
-    let op = ConvForward { conv: &d.conv, x: &d.x, w: &d.w, y: &d.y };
+    let op = ConvForward {
+        conv: &d.conv,
+        x: &d.x,
+        w: &d.w,
+        y: &d.y,
+    };
     let key = (dev.id(), *s, T::DTYPE, super::tf32(), Pass::Forward);
     let (algo, bytes) = algorithm(key, || {
         let a = op.pick_algorithm().map_err(wrap_err("forward algorithm"))?;
-        Ok((a as u32, op.get_workspace_size(a).map_err(wrap_err("forward workspace"))?))
+        Ok((
+            a as u32,
+            op.get_workspace_size(a)
+                .map_err(wrap_err("forward workspace"))?,
+        ))
     })?;
     let mut y = output::<T>(dev, s.y_len())?;
     with_workspace(dev, bytes, |ws| {
@@ -180,7 +200,9 @@ fn typed_forward<T: Elem>(dev: &CudaDevice, s: &ConvShape, x: &CudaView<T>, w: &
     Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
 }
 
-fn cudnn_err_status(what: &'static str) -> impl FnOnce(candle_core::cuda_backend::cudarc::cudnn::CudnnError) -> candle_core::Error {
+fn cudnn_err_status(
+    what: &'static str,
+) -> impl FnOnce(candle_core::cuda_backend::cudarc::cudnn::CudnnError) -> candle_core::Error {
     move |e| candle_core::Error::Cuda(format!("cuDNN {what}: {e:?}").into())
 }
 
@@ -202,11 +224,22 @@ fn typed_backward<T: Elem>(
     let mut packed = output::<T>(dev, dx_len + dw_len)?;
     let tf32 = super::tf32();
     if need_dx {
-        let op = ConvBackwardData { conv: &d.conv, dx: &d.x, w: &d.w, dy: &d.y };
+        let op = ConvBackwardData {
+            conv: &d.conv,
+            dx: &d.x,
+            w: &d.w,
+            dy: &d.y,
+        };
         let key = (dev.id(), *s, T::DTYPE, tf32, Pass::Data);
         let (algo, bytes) = algorithm(key, || {
-            let a = op.pick_algorithm().map_err(wrap_err("backward-data algorithm"))?;
-            Ok((a as u32, op.get_workspace_size(a).map_err(wrap_err("backward-data workspace"))?))
+            let a = op
+                .pick_algorithm()
+                .map_err(wrap_err("backward-data algorithm"))?;
+            Ok((
+                a as u32,
+                op.get_workspace_size(a)
+                    .map_err(wrap_err("backward-data workspace"))?,
+            ))
         })?;
         let mut dx = packed.slice_mut(0..dx_len);
         with_workspace(dev, bytes, |ws| {
@@ -216,17 +249,37 @@ fn typed_backward<T: Elem>(
         })?;
     }
     if need_dw {
-        let op = ConvBackwardFilter { conv: &d.conv, x: &d.x, dw: &d.w, dy: &d.y };
+        let op = ConvBackwardFilter {
+            conv: &d.conv,
+            x: &d.x,
+            dw: &d.w,
+            dy: &d.y,
+        };
         let key = (dev.id(), *s, T::DTYPE, tf32, Pass::Filter);
         let (algo, bytes) = algorithm(key, || {
-            let a = op.pick_algorithm().map_err(wrap_err("backward-filter algorithm"))?;
-            Ok((a as u32, op.get_workspace_size(a).map_err(wrap_err("backward-filter workspace"))?))
+            let a = op
+                .pick_algorithm()
+                .map_err(wrap_err("backward-filter algorithm"))?;
+            Ok((
+                a as u32,
+                op.get_workspace_size(a)
+                    .map_err(wrap_err("backward-filter workspace"))?,
+            ))
         })?;
         let mut dw = packed.slice_mut(dx_len..dx_len + dw_len);
         with_workspace(dev, bytes, |ws| {
             // SAFETY: x, dw and dy match the descriptors.
-            unsafe { op.launch(filter_algo(algo), Some(ws), (T::ONE, T::ZERO), x, &mut dw, dy) }
-                .map_err(cudnn_err_status("backward-filter"))
+            unsafe {
+                op.launch(
+                    filter_algo(algo),
+                    Some(ws),
+                    (T::ONE, T::ZERO),
+                    x,
+                    &mut dw,
+                    dy,
+                )
+            }
+            .map_err(cudnn_err_status("backward-filter"))
         })?;
     }
     Ok(CudaStorage::wrap_cuda_slice(packed, dev.clone()))
@@ -243,10 +296,18 @@ pub(crate) fn conv2d_forward(
     use super::launch::view;
     let dev = x.device.clone();
     match x.dtype() {
-        DType::F32 => typed_forward::<f32>(&dev, s, &view(x, xl, "conv2d input")?, &view(w, wl, "conv2d weight")?),
-        DType::BF16 => {
-            typed_forward::<half::bf16>(&dev, s, &view(x, xl, "conv2d input")?, &view(w, wl, "conv2d weight")?)
-        }
+        DType::F32 => typed_forward::<f32>(
+            &dev,
+            s,
+            &view(x, xl, "conv2d input")?,
+            &view(w, wl, "conv2d weight")?,
+        ),
+        DType::BF16 => typed_forward::<half::bf16>(
+            &dev,
+            s,
+            &view(x, xl, "conv2d input")?,
+            &view(w, wl, "conv2d weight")?,
+        ),
         other => candle_core::bail!("conv2d: CUDA path takes f32 or bf16, got {other:?}"),
     }
 }
@@ -290,14 +351,39 @@ mod tests {
     use super::*;
     use crate::cpu::im2col::ConvGeom;
 
-    fn shape(n: usize, c: usize, hw: usize, o: usize, k: usize, stride: usize, pad: usize, groups: usize) -> ConvShape {
-        ConvShape { n, c, h: hw, w: hw, o, kh: k, kw: k, stride, pad, dil: 1, groups }
+    /// Batch 2 (or `n`), square input `hw`, square kernel `k`, dilation 1.
+    fn shape(
+        (n, c, hw): (usize, usize, usize),
+        (o, k): (usize, usize),
+        stride: usize,
+        pad: usize,
+        groups: usize,
+    ) -> ConvShape {
+        ConvShape {
+            n,
+            c,
+            h: hw,
+            w: hw,
+            o,
+            kh: k,
+            kw: k,
+            stride,
+            pad,
+            dil: 1,
+            groups,
+        }
     }
 
     #[test]
     fn output_size_and_lengths_match_the_cpu_geometry() {
-        for (c, hw, o, k, s, p) in [(3, 224, 64, 7, 2, 3), (64, 56, 64, 3, 1, 1), (256, 56, 512, 1, 2, 0), (3, 224, 384, 16, 16, 0), (16, 33, 8, 3, 2, 1)] {
-            let cs = shape(2, c, hw, o, k, s, p, 1);
+        for (c, hw, o, k, s, p) in [
+            (3, 224, 64, 7, 2, 3),
+            (64, 56, 64, 3, 1, 1),
+            (256, 56, 512, 1, 2, 0),
+            (3, 224, 384, 16, 16, 0),
+            (16, 33, 8, 3, 2, 1),
+        ] {
+            let cs = shape((2, c, hw), (o, k), s, p, 1);
             let g = ConvGeom::new((2, c, hw, hw), (o, c, k, k), s, p, 1).unwrap();
             assert_eq!(cs.out_hw(), (g.oh, g.ow), "{cs:?}");
             assert_eq!(cs.y_len(), 2 * o * g.oh * g.ow);
@@ -308,7 +394,7 @@ mod tests {
 
     #[test]
     fn grouped_weights_hold_in_channels_over_groups() {
-        let depthwise = shape(4, 16, 16, 16, 3, 1, 1, 16);
+        let depthwise = shape((4, 16, 16), (16, 3), 1, 1, 16);
         assert_eq!(depthwise.w_len(), 16 * 3 * 3);
         assert_eq!(depthwise.out_hw(), (16, 16));
     }

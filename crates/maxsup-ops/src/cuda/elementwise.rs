@@ -33,17 +33,33 @@ pub(crate) fn map2(
     ) -> Result<CudaStorage> {
         let n = l1.shape().elem_count();
         if l2.shape().elem_count() != n {
-            candle_core::bail!("{op}: inputs differ in size: {:?} and {:?}", l1.shape(), l2.shape());
+            candle_core::bail!(
+                "{op}: inputs differ in size: {:?} and {:?}",
+                l1.shape(),
+                l2.shape()
+            );
         }
         let dev = s1.device.clone();
         let a = view::<T>(s1, l1, op)?;
         let b = view::<T>(s2, l2, op)?;
         let mut y = output::<T>(&dev, n)?;
-        launch_kernel!(&dev, name_for::<T>(base), elementwise(n), &a, &b, &mut y, &n);
+        launch_kernel!(
+            &dev,
+            name_for::<T>(base),
+            elementwise(n),
+            &a,
+            &b,
+            &mut y,
+            &n
+        );
         Ok(CudaStorage::wrap_cuda_slice(y, dev))
     }
     if s1.dtype() != s2.dtype() {
-        candle_core::bail!("{op}: inputs differ in dtype: {:?} and {:?}", s1.dtype(), s2.dtype());
+        candle_core::bail!(
+            "{op}: inputs differ in dtype: {:?} and {:?}",
+            s1.dtype(),
+            s2.dtype()
+        );
     }
     by_dtype!(s1.dtype(), op, run(base, op, (s1, l1), (s2, l2)))
 }

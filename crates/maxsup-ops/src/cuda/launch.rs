@@ -38,10 +38,17 @@ pub(crate) fn function(dev: &CudaDevice, name: &str) -> Result<CudaFunction> {
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
         std::collections::hash_map::Entry::Vacant(v) => {
             let image = candle_core::cuda_backend::cudarc::nvrtc::Ptx::from_binary(FATBIN.to_vec());
-            let module = dev.cuda_stream().context().load_module(image).map_err(wrap(
-                "loading maxsup-ops' kernels (built for another GPU? see docs/cuda.md)",
-            ))?;
-            v.insert(Loaded { module, functions: HashMap::new() })
+            let module = dev
+                .cuda_stream()
+                .context()
+                .load_module(image)
+                .map_err(wrap(
+                    "loading maxsup-ops' kernels (built for another GPU? see docs/cuda.md)",
+                ))?;
+            v.insert(Loaded {
+                module,
+                functions: HashMap::new(),
+            })
         }
     };
     if let Some(f) = entry.functions.get(name) {

@@ -4,10 +4,10 @@
 //! Everything here runs on candle's stream of the tensor's device, so it is ordered with candle's
 //! own kernels without extra synchronisation.
 
+pub(crate) mod batch_norm;
 mod conv;
 mod elementwise;
 mod launch;
-pub(crate) mod batch_norm;
 pub(crate) mod pool;
 pub(crate) mod rows;
 mod settings;

@@ -13,7 +13,12 @@ pub(crate) fn max_pool_fwd(
     g: PoolGeom,
     (oh, ow): (usize, usize),
 ) -> Result<(CudaStorage, CudaStorage)> {
-    fn run<T: Elem>(s: &CudaStorage, l: &Layout, g: PoolGeom, (oh, ow): (usize, usize)) -> Result<(CudaStorage, CudaStorage)> {
+    fn run<T: Elem>(
+        s: &CudaStorage,
+        l: &Layout,
+        g: PoolGeom,
+        (oh, ow): (usize, usize),
+    ) -> Result<(CudaStorage, CudaStorage)> {
         let (n, c, h, w) = l.shape().dims4()?;
         let dev = s.device.clone();
         let x = view::<T>(s, l, "max_pool2d input")?;
@@ -21,10 +26,36 @@ pub(crate) fn max_pool_fwd(
         let total = planes * oh * ow;
         let mut y = output::<T>(&dev, total)?;
         let mut arg = output::<u8>(&dev, total)?;
-        let dims = [h as i32, w as i32, oh as i32, ow as i32, g.kernel as i32, g.stride as i32, g.pad as i32];
+        let dims = [
+            h as i32,
+            w as i32,
+            oh as i32,
+            ow as i32,
+            g.kernel as i32,
+            g.stride as i32,
+            g.pad as i32,
+        ];
         let [h, w, oh, ow, k, st, p] = dims;
-        launch_kernel!(&dev, name_for::<T>("max_pool_fwd"), elementwise(total), &x, &mut y, &mut arg, &planes, &h, &w, &oh, &ow, &k, &st, &p);
-        Ok((CudaStorage::wrap_cuda_slice(y, dev.clone()), CudaStorage::wrap_cuda_slice(arg, dev)))
+        launch_kernel!(
+            &dev,
+            name_for::<T>("max_pool_fwd"),
+            elementwise(total),
+            &x,
+            &mut y,
+            &mut arg,
+            &planes,
+            &h,
+            &w,
+            &oh,
+            &ow,
+            &k,
+            &st,
+            &p
+        );
+        Ok((
+            CudaStorage::wrap_cuda_slice(y, dev.clone()),
+            CudaStorage::wrap_cuda_slice(arg, dev),
+        ))
     }
     by_dtype!(s.dtype(), "max_pool2d", run(s, l, g, (oh, ow)))
 }
@@ -49,9 +80,32 @@ pub(crate) fn max_pool_bwd(
         let planes = n * c;
         let total = planes * h * w;
         let mut dx = output::<T>(&dev, total)?;
-        let dims = [h as i32, w as i32, oh as i32, ow as i32, g.kernel as i32, g.stride as i32, g.pad as i32];
+        let dims = [
+            h as i32,
+            w as i32,
+            oh as i32,
+            ow as i32,
+            g.kernel as i32,
+            g.stride as i32,
+            g.pad as i32,
+        ];
         let [h, w, oh, ow, k, st, p] = dims;
-        launch_kernel!(&dev, name_for::<T>("max_pool_bwd"), elementwise(total), &dy, &arg, &mut dx, &planes, &h, &w, &oh, &ow, &k, &st, &p);
+        launch_kernel!(
+            &dev,
+            name_for::<T>("max_pool_bwd"),
+            elementwise(total),
+            &dy,
+            &arg,
+            &mut dx,
+            &planes,
+            &h,
+            &w,
+            &oh,
+            &ow,
+            &k,
+            &st,
+            &p
+        );
         Ok(CudaStorage::wrap_cuda_slice(dx, dev))
     }
     by_dtype!(dy.0.dtype(), "max_pool2d backward", run(dy, arg, g, input))

@@ -28,20 +28,43 @@ pub(crate) fn softmax_fwd(s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
         let (rows, d) = rows_of(l);
         let x = view::<T>(s, l, "softmax input")?;
         let mut y = output::<T>(&dev, l.shape().elem_count())?;
-        launch_kernel!(&dev, name_for::<T>("softmax_fwd"), warp_per_row(rows), &x, &mut y, &rows, &d);
+        launch_kernel!(
+            &dev,
+            name_for::<T>("softmax_fwd"),
+            warp_per_row(rows),
+            &x,
+            &mut y,
+            &rows,
+            &d
+        );
         Ok(CudaStorage::wrap_cuda_slice(y, dev))
     }
     by_dtype!(s.dtype(), "softmax", run(s, l))
 }
 
-pub(crate) fn softmax_bwd(y: (&CudaStorage, &Layout), dy: (&CudaStorage, &Layout)) -> Result<CudaStorage> {
-    fn run<T: Elem>((ys, yl): (&CudaStorage, &Layout), (gs, gl): (&CudaStorage, &Layout)) -> Result<CudaStorage> {
+pub(crate) fn softmax_bwd(
+    y: (&CudaStorage, &Layout),
+    dy: (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    fn run<T: Elem>(
+        (ys, yl): (&CudaStorage, &Layout),
+        (gs, gl): (&CudaStorage, &Layout),
+    ) -> Result<CudaStorage> {
         let dev = ys.device.clone();
         let (rows, d) = rows_of(yl);
         let y = view::<T>(ys, yl, "softmax output")?;
         let g = view::<T>(gs, gl, "softmax output gradient")?;
         let mut dx = output::<T>(&dev, yl.shape().elem_count())?;
-        launch_kernel!(&dev, name_for::<T>("softmax_bwd"), warp_per_row(rows), &y, &g, &mut dx, &rows, &d);
+        launch_kernel!(
+            &dev,
+            name_for::<T>("softmax_bwd"),
+            warp_per_row(rows),
+            &y,
+            &g,
+            &mut dx,
+            &rows,
+            &d
+        );
         Ok(CudaStorage::wrap_cuda_slice(dx, dev))
     }
     by_dtype!(y.0.dtype(), "softmax backward", run(y, dy))
@@ -65,7 +88,18 @@ pub(crate) fn layer_norm_fwd(
         let w = f32_view(ws, wl, "layer_norm weight")?;
         let b = f32_view(bs, bl, "layer_norm bias")?;
         let mut y = output::<T>(&dev, xl.shape().elem_count())?;
-        launch_kernel!(&dev, name_for::<T>("layer_norm_fwd"), warp_per_row(rows), &x, &w, &b, &mut y, &rows, &d, &eps);
+        launch_kernel!(
+            &dev,
+            name_for::<T>("layer_norm_fwd"),
+            warp_per_row(rows),
+            &x,
+            &w,
+            &b,
+            &mut y,
+            &rows,
+            &d,
+            &eps
+        );
         Ok(CudaStorage::wrap_cuda_slice(y, dev))
     }
     by_dtype!(x.0.dtype(), "layer_norm", run(x, w, b, eps))
@@ -89,20 +123,41 @@ pub(crate) fn layer_norm_bwd_dx(
         let w = f32_view(ws, wl, "layer_norm weight")?;
         let g = view::<T>(gs, gl, "layer_norm output gradient")?;
         let mut dx = output::<T>(&dev, xl.shape().elem_count())?;
-        launch_kernel!(&dev, name_for::<T>("layer_norm_bwd_dx"), warp_per_row(rows), &x, &w, &g, &mut dx, &rows, &d, &eps);
+        launch_kernel!(
+            &dev,
+            name_for::<T>("layer_norm_bwd_dx"),
+            warp_per_row(rows),
+            &x,
+            &w,
+            &g,
+            &mut dx,
+            &rows,
+            &d,
+            &eps
+        );
         Ok(CudaStorage::wrap_cuda_slice(dx, dev))
     }
     by_dtype!(x.0.dtype(), "layer_norm backward", run(x, w, dy, eps))
 }
 
 /// `[dweight | dbias]` (f32, 2·D): per-block partial sums, then a fixed-order column sum.
-pub(crate) fn layer_norm_bwd_params(x: (&CudaStorage, &Layout), dy: (&CudaStorage, &Layout), eps: f32) -> Result<CudaStorage> {
-    fn run<T: Elem>((xs, xl): (&CudaStorage, &Layout), (gs, gl): (&CudaStorage, &Layout), eps: f32) -> Result<CudaStorage> {
+pub(crate) fn layer_norm_bwd_params(
+    x: (&CudaStorage, &Layout),
+    dy: (&CudaStorage, &Layout),
+    eps: f32,
+) -> Result<CudaStorage> {
+    fn run<T: Elem>(
+        (xs, xl): (&CudaStorage, &Layout),
+        (gs, gl): (&CudaStorage, &Layout),
+        eps: f32,
+    ) -> Result<CudaStorage> {
         let dev = xs.device.clone();
         let (rows, d) = rows_of(xl);
         let width = 2 * d as usize;
         if width * 4 > 48 * 1024 {
-            candle_core::bail!("layer_norm backward: rows of {d} exceed the kernel's shared memory (at most 6144)");
+            candle_core::bail!(
+                "layer_norm backward: rows of {d} exceed the kernel's shared memory (at most 6144)"
+            );
         }
         let x = view::<T>(xs, xl, "layer_norm input")?;
         let g = view::<T>(gs, gl, "layer_norm output gradient")?;
@@ -111,10 +166,28 @@ pub(crate) fn layer_norm_bwd_params(x: (&CudaStorage, &Layout), dy: (&CudaStorag
         let parts = rows.div_ceil(8).clamp(1, 1024);
         let mut partial = output::<f32>(&dev, parts * width)?;
         let cfg = blocks(parts, 256, (width * 4) as u32);
-        launch_kernel!(&dev, name_for::<T>("layer_norm_bwd_params"), cfg, &x, &g, &mut partial, &rows, &d, &eps);
+        launch_kernel!(
+            &dev,
+            name_for::<T>("layer_norm_bwd_params"),
+            cfg,
+            &x,
+            &g,
+            &mut partial,
+            &rows,
+            &d,
+            &eps
+        );
         let mut out = output::<f32>(&dev, width)?;
         let (parts_i, width_i) = (parts as i32, width as i32);
-        launch_kernel!(&dev, "column_sum_f32", blocks(width.div_ceil(256), 256, 0), &partial, &mut out, &parts_i, &width_i);
+        launch_kernel!(
+            &dev,
+            "column_sum_f32",
+            blocks(width.div_ceil(256), 256, 0),
+            &partial,
+            &mut out,
+            &parts_i,
+            &width_i
+        );
         Ok(CudaStorage::wrap_cuda_slice(out, dev))
     }
     by_dtype!(x.0.dtype(), "layer_norm backward", run(x, dy, eps))

@@ -40,7 +40,9 @@ pub fn configure_device(dev: &CudaDevice) -> Result<()> {
             .map_err(|e| candle_core::Error::Cuda(format!("cuDeviceGet: {e}").into()))?;
         sys::cuDeviceGetDefaultMemPool(&mut pool, device)
             .result()
-            .map_err(|e| candle_core::Error::Cuda(format!("cuDeviceGetDefaultMemPool: {e}").into()))?;
+            .map_err(|e| {
+                candle_core::Error::Cuda(format!("cuDeviceGetDefaultMemPool: {e}").into())
+            })?;
         let mut threshold: u64 = u64::MAX;
         sys::cuMemPoolSetAttribute(
             pool,
