@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 use maxsup_loss::LossKind;
 use maxsup_train::{DataSource, TrainConfig};
@@ -119,6 +119,105 @@ impl TrainArgs {
     pub fn resolve(&self, default_recipe: &str) -> Result<TrainConfig> {
         let recipe = self.recipe.as_deref().unwrap_or(default_recipe);
         let mut c = TrainConfig::preset(recipe)?;
+        self.check_flags(&c)?;
+        self.apply(&mut c)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// The configuration of a run being resumed (`saved`, from its checkpoint) with the options
+    /// that may change mid-run applied: epochs (train longer), learning rate, batch sizes,
+    /// schedule knobs, alpha, regularisation strengths, Mixup/CutMix, clipping, device,
+    /// precision, output directory, evaluation subset. Options that define the run itself
+    /// (recipe, model, data, image size, loss, seed, BlurPool, drop path, EMA, training subset)
+    /// are refused when they differ from the saved run, naming the flag.
+    pub fn resolve_resumed(
+        &self,
+        saved: &TrainConfig,
+        completed_epochs: usize,
+    ) -> Result<TrainConfig> {
+        if let Some(r) = &self.recipe {
+            if r != &saved.recipe {
+                bail!(
+                    "--recipe {r} does not apply to --resume: the run being resumed uses recipe `{}` \
+                     (start a new run with another --out-dir to change it)",
+                    saved.recipe
+                );
+            }
+        }
+        self.check_flags(saved)?;
+        let mut c = saved.clone();
+        self.apply(&mut c)?;
+        let fixed: [(&str, bool); 10] = [
+            ("--model", c.model != saved.model),
+            ("--cifar10/--folder/--zip", c.data != saved.data),
+            ("--image-size", c.image_size != saved.image_size),
+            ("--loss", c.loss != saved.loss),
+            ("--seed", c.seed != saved.seed),
+            ("--blurpool", c.blurpool != saved.blurpool),
+            ("--drop-path", c.drop_path != saved.drop_path),
+            ("--ema-decay", c.ema_decay != saved.ema_decay),
+            ("--train-subset", c.train_subset != saved.train_subset),
+            (
+                "--zipf-weight",
+                c.zipf_weight != saved.zipf_weight && c.loss == LossKind::Zipf,
+            ),
+        ];
+        if let Some((flag, _)) = fixed.iter().find(|(_, changed)| *changed) {
+            bail!(
+                "{flag} does not apply to --resume: it defines the run being resumed (model `{}`, \
+                 loss {}); start a new run with another --out-dir to change it",
+                saved.model,
+                saved.loss
+            );
+        }
+        if c.epochs <= completed_epochs {
+            bail!(
+                "--epochs {}: the run being resumed has already completed {completed_epochs} epochs \
+                 (give more to train longer)",
+                c.epochs
+            );
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Errors for options that would be dropped silently: schedule knobs the recipe's schedule
+    /// does not have, `--cache` without `--zip`, more than one data source.
+    fn check_flags(&self, c: &TrainConfig) -> Result<()> {
+        let sources = [
+            ("--cifar10", self.cifar10.is_some()),
+            ("--folder", self.folder.is_some()),
+            ("--zip", self.zip.is_some()),
+        ];
+        let given: Vec<&str> = sources.iter().filter(|s| s.1).map(|s| s.0).collect();
+        if given.len() > 1 {
+            bail!(
+                "{} given together: choose one data source",
+                given.join(" and ")
+            );
+        }
+        if self.cache && self.zip.is_none() {
+            bail!("--cache reads the zip cache into memory; it needs --zip DIR");
+        }
+        let cosine = matches!(c.schedule, maxsup_train::ScheduleConfig::Cosine { .. });
+        for (flag, given) in [
+            ("--warmup-epochs", self.warmup_epochs.is_some()),
+            ("--min-lr", self.min_lr.is_some()),
+        ] {
+            if given && !cosine {
+                bail!(
+                    "{flag} applies to the cosine schedule; recipe `{}` uses {:?}",
+                    c.recipe,
+                    c.schedule
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Every given option written into `c`.
+    fn apply(&self, c: &mut TrainConfig) -> Result<()> {
         set(&mut c.model, self.model.clone());
         if let Some(dir) = &self.cifar10 {
             c.data = DataSource::Cifar10 { dir: dir.clone() };
@@ -177,13 +276,121 @@ impl TrainArgs {
         if self.eval_subset.is_some() {
             c.eval_subset = self.eval_subset;
         }
-        c.validate()?;
-        Ok(c)
+        Ok(())
     }
 }
 
 fn set<T>(field: &mut T, value: Option<T>) {
     if let Some(v) = value {
         *field = v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: TrainArgs,
+    }
+
+    fn args(flags: &[&str]) -> TrainArgs {
+        let mut argv = vec!["train-conv"];
+        argv.extend_from_slice(flags);
+        Cli::try_parse_from(argv).expect("flags parse").args
+    }
+
+    fn err(r: Result<TrainConfig>) -> String {
+        format!("{:#}", r.expect_err("should be refused"))
+    }
+
+    #[test]
+    fn given_options_override_the_recipe() {
+        let c = args(&[
+            "--epochs",
+            "3",
+            "--lr",
+            "0.05",
+            "--loss",
+            "ls",
+            "--out-dir",
+            "x",
+        ])
+        .resolve("cifar10-resnet20")
+        .unwrap();
+        assert_eq!((c.epochs, c.lr, c.loss), (3, 0.05, LossKind::Ls));
+        assert_eq!(c.out_dir, PathBuf::from("x"));
+        assert_eq!(c.precision, maxsup_train::Precision::F32);
+        let gpu = args(&["--device", "cuda"])
+            .resolve("cifar10-resnet20")
+            .unwrap();
+        assert_eq!(
+            gpu.precision,
+            maxsup_train::Precision::Bf16,
+            "bf16 is the CUDA default"
+        );
+        let f32_gpu = args(&["--device", "cuda", "--precision", "f32"])
+            .resolve("cifar10-resnet20")
+            .unwrap();
+        assert_eq!(f32_gpu.precision, maxsup_train::Precision::F32);
+    }
+
+    #[test]
+    fn options_that_would_be_dropped_are_errors() {
+        let e = err(args(&["--warmup-epochs", "2"]).resolve("cifar100-resnet18"));
+        assert!(
+            e.contains("--warmup-epochs applies to the cosine schedule"),
+            "{e}"
+        );
+        let e = err(args(&["--min-lr", "0"]).resolve("resnet50-imagenet-step"));
+        assert!(e.contains("--min-lr"), "{e}");
+        let e = err(args(&["--cache"]).resolve("cifar10-resnet20"));
+        assert!(e.contains("--cache") && e.contains("--zip"), "{e}");
+        let e = err(args(&["--zip", "a", "--folder", "b"]).resolve("cifar10-resnet20"));
+        assert!(e.contains("--folder and --zip given together"), "{e}");
+        let e = err(args(&["--mixup=-0.5"]).resolve("cifar10-deit-tiny"));
+        assert!(e.contains("mixup alpha must be >= 0"), "{e}");
+        let e = err(args(&["--eval-subset", "0"]).resolve("cifar10-resnet20"));
+        assert!(e.contains("eval subset must be at least 1"), "{e}");
+        let e = err(args(&["--precision", "fp16"]).resolve("cifar10-resnet20"));
+        assert!(e.contains("expected f32 or bf16"), "{e}");
+    }
+
+    #[test]
+    fn resume_applies_what_may_change_and_refuses_what_defines_the_run() {
+        let saved = args(&["--epochs", "4", "--out-dir", "old"])
+            .resolve("cifar10-resnet20")
+            .unwrap();
+        let c = args(&["--epochs", "30", "--lr", "0.1", "--out-dir", "new"])
+            .resolve_resumed(&saved, 4)
+            .unwrap();
+        assert_eq!((c.epochs, c.lr), (30, 0.1), "train longer, another lr");
+        assert_eq!(
+            c.out_dir,
+            PathBuf::from("new"),
+            "--out-dir is where the resumed run writes"
+        );
+        assert_eq!(c.model, saved.model);
+        let same = args(&[]).resolve_resumed(&saved, 2).unwrap();
+        assert_eq!(same, saved, "no options: exactly the saved run");
+        let e = err(args(&["--model", "resnet56_cifar"]).resolve_resumed(&saved, 2));
+        assert!(e.contains("--model does not apply to --resume"), "{e}");
+        let e = err(args(&["--loss", "ce"]).resolve_resumed(&saved, 2));
+        assert!(e.contains("--loss does not apply"), "{e}");
+        let e = err(args(&["--recipe", "cifar100-resnet18"]).resolve_resumed(&saved, 2));
+        assert!(
+            e.contains("--recipe cifar100-resnet18 does not apply"),
+            "{e}"
+        );
+        let e = err(args(&["--epochs", "3"]).resolve_resumed(&saved, 4));
+        assert!(e.contains("already completed 4 epochs"), "{e}");
+        let e = err(args(&[]).resolve_resumed(&saved, 4));
+        assert!(
+            e.contains("already completed 4 epochs"),
+            "a finished run asks for more epochs: {e}"
+        );
     }
 }

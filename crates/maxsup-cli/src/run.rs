@@ -20,6 +20,15 @@ pub enum ModelFamily {
     Vit,
 }
 
+impl std::fmt::Display for ModelFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ModelFamily::Conv => "ResNet",
+            ModelFamily::Vit => "DeiT",
+        })
+    }
+}
+
 impl ModelFamily {
     fn accepts(self, model: &str) -> bool {
         match self {
@@ -59,13 +68,27 @@ fn run(binary: &str, family: ModelFamily, default_recipe: &str, args: &TrainArgs
         Some(path) => {
             let checkpoint = resume_path(path, args, default_recipe)?;
             eprintln!("{binary}: resuming from {}", checkpoint.display());
-            Trainer::resume(&checkpoint)?
+            Trainer::resume_with(&checkpoint, |saved, completed| {
+                if !family.accepts(&saved.model) {
+                    bail!(
+                        "{binary} trains {family} models; the run in {} trains `{}` (resume it with the other binary)",
+                        checkpoint.display(),
+                        saved.model
+                    );
+                }
+                let config = args.resolve_resumed(saved, completed)?;
+                if &config != saved {
+                    eprintln!("{binary}: resuming with changed settings (the run is no longer identical to an uninterrupted one):");
+                    eprintln!("{}", changed_fields(saved, &config)?.join("\n"));
+                }
+                Ok(config)
+            })?
         }
         None => {
             let config = args.resolve(default_recipe)?;
             if !family.accepts(&config.model) {
                 bail!(
-                    "{binary} trains {family:?} models; `{}` is not one (use the other binary)",
+                    "{binary} trains {family} models; `{}` is not one (use the other binary)",
                     config.model
                 );
             }
@@ -118,6 +141,18 @@ fn resume_path(path: &str, args: &TrainArgs, default_recipe: &str) -> Result<Pat
             out_dir.display()
         )
     })
+}
+
+/// `  field: old -> new` for every top-level configuration field that differs.
+fn changed_fields(old: &TrainConfig, new: &TrainConfig) -> Result<Vec<String>> {
+    let (a, b) = (serde_json::to_value(old)?, serde_json::to_value(new)?);
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return Ok(vec![]);
+    };
+    Ok(a.iter()
+        .filter(|(k, v)| b.get(*k) != Some(v))
+        .map(|(k, v)| format!("  {k}: {v} -> {}", b.get(k).cloned().unwrap_or_default()))
+        .collect())
 }
 
 fn data_name(data: &DataSource) -> String {

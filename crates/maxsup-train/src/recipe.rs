@@ -357,6 +357,22 @@ impl TrainConfig {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             bail!("learning rate must be positive, got {}", self.lr);
         }
+        for (name, alpha) in [
+            ("mixup", self.augment.mixup),
+            ("cutmix", self.augment.cutmix),
+        ] {
+            if !(alpha >= 0.0 && alpha.is_finite()) {
+                bail!("{name} alpha must be >= 0 (0 turns it off), got {alpha}");
+            }
+        }
+        for (name, n) in [
+            ("train subset", self.train_subset),
+            ("eval subset", self.eval_subset),
+        ] {
+            if n == Some(0) {
+                bail!("{name} must be at least 1 sample (leave it out to use all)");
+            }
+        }
         if self.augment.mixes()
             && matches!(self.loss, LossKind::Ols | LossKind::Zipf | LossKind::Focal)
         {

@@ -88,8 +88,19 @@ impl Trainer {
 
     /// Continues the run saved in `checkpoint`, with the configuration stored in it.
     pub fn resume(checkpoint: &Path) -> Result<Self> {
-        let (tensors, state): (CheckpointTensors, RunState) =
+        Self::resume_with(checkpoint, |saved, _| Ok(saved.clone()))
+    }
+
+    /// [`Trainer::resume`] with the saved configuration replaced by `config(saved, completed
+    /// epochs)`: e.g. more epochs, or another output directory. Only what a caller changes
+    /// differs from an uninterrupted run.
+    pub fn resume_with(
+        checkpoint: &Path,
+        config: impl FnOnce(&TrainConfig, usize) -> Result<TrainConfig>,
+    ) -> Result<Self> {
+        let (tensors, mut state): (CheckpointTensors, RunState) =
             load_checkpoint(checkpoint, &Device::Cpu)?;
+        state.config = config(&state.config, state.next_epoch)?;
         let mut trainer = Self::new(state.config.clone())?;
         trainer
             .restore(tensors, state)
