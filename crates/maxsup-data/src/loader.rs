@@ -324,13 +324,41 @@ impl Iterator for EpochBatches {
             return None;
         }
         let start = Instant::now();
-        let item = self.rx.as_ref()?.recv().ok();
+        let received = self.rx.as_ref()?.recv();
         self.stall += start.elapsed();
-        match &item {
-            Some(Ok(_)) => self.remaining -= 1,
-            _ => self.remaining = 0,
+        match received {
+            Ok(Ok(batch)) => {
+                self.remaining -= 1;
+                Some(Ok(batch))
+            }
+            Ok(Err(e)) => {
+                self.remaining = 0;
+                Some(Err(e))
+            }
+            // The producer is gone before the epoch's last batch: it panicked (a closed channel
+            // must not read as the end of the epoch).
+            Err(_) => {
+                let missing = std::mem::take(&mut self.remaining);
+                let why = match self.handle.take().map(JoinHandle::join) {
+                    Some(Err(panic)) => panic_message(panic.as_ref()),
+                    _ => "it stopped without an error".to_string(),
+                };
+                Some(Err(anyhow::anyhow!(
+                    "the data loader's prefetch thread failed with {missing} batches of the epoch left: {why}"
+                )))
+            }
         }
-        item
+    }
+}
+
+/// The text of a panic payload (`panic!` with a literal or a formatted message).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        format!("panic: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("panic: {s}")
+    } else {
+        "panic with a non-text payload".to_string()
     }
 }
 

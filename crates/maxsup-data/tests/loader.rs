@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use maxsup_data::{Dataset, Interpolation, Loader, LoaderConfig, Mixup, Pipeline, RgbImage};
 
-/// 48x40 synthetic images whose pixels encode the index; `broken` indices fail to load.
+/// 48x40 synthetic images whose pixels encode the index; `broken` indices fail to load,
+/// `panics` ones panic (a bug in a decoder, say).
 struct Synthetic {
     n: usize,
     broken: Vec<usize>,
+    panics: Vec<usize>,
 }
 
 impl Dataset for Synthetic {
@@ -29,6 +31,7 @@ impl Dataset for Synthetic {
             !self.broken.contains(&index),
             "corrupt JPEG in synthetic/{index}.jpg"
         );
+        assert!(!self.panics.contains(&index), "decoder bug on synthetic/{index}.jpg");
         let data = (0..48 * 40 * 3)
             .map(|p| ((p * 7 + index * 13) % 256) as u8)
             .collect();
@@ -37,7 +40,7 @@ impl Dataset for Synthetic {
 }
 
 fn loader(n: usize, cfg: LoaderConfig) -> Loader {
-    let ds = Arc::new(Synthetic { n, broken: vec![] });
+    let ds = Arc::new(Synthetic { n, broken: vec![], panics: vec![] });
     Loader::new(
         ds,
         Pipeline::imagenet_train(24, Interpolation::Bicubic),
@@ -118,6 +121,7 @@ fn errors_stop_the_epoch_and_name_the_sample() {
     let ds = Arc::new(Synthetic {
         n: 12,
         broken: vec![5],
+        panics: vec![],
     });
     let l = Loader::new(
         ds.clone(),
@@ -170,4 +174,22 @@ fn mixup_batches_carry_soft_targets() {
         assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
     }
     assert_eq!(b, collect(&l, 0));
+}
+
+#[test]
+fn a_panic_while_loading_is_an_error_not_the_end_of_the_epoch() {
+    let ds = Arc::new(Synthetic {
+        n: 32,
+        broken: vec![],
+        panics: vec![20],
+    });
+    let mut cfg = LoaderConfig::eval(8);
+    cfg.num_threads = 2;
+    let l = Loader::new(ds, Pipeline::imagenet_train(24, Interpolation::Bicubic), cfg).unwrap();
+    let results: Vec<_> = l.epoch(0).collect();
+    assert_eq!(results.len(), 3, "two good batches, then the error, then nothing");
+    assert!(results[0].is_ok() && results[1].is_ok());
+    let err = format!("{:#}", results[2].as_ref().unwrap_err());
+    assert!(err.contains("prefetch thread failed with 2 batches of the epoch left"), "{err}");
+    assert!(err.contains("decoder bug on synthetic/20.jpg"), "{err}");
 }
