@@ -50,10 +50,9 @@ fn model_weights(checkpoint: &Path) -> HashMap<String, Vec<f32>> {
 
 #[test]
 fn killed_run_resumes_to_identical_weights() {
-    if !cifar_dir().join("test_batch.bin").exists() {
-        eprintln!("skipping: CIFAR-10 not installed (run data/fetch-cifar10.sh)");
-        return;
-    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fetch-cifar10.sh");
+    maxsup_data::fetch::install_with_script(&script, &cifar_dir(), "test_batch.bin")
+        .expect("CIFAR-10 is needed by this test and could not be installed");
     let dir = tempfile::tempdir().unwrap();
     let (full, killed) = (dir.path().join("full"), dir.path().join("killed"));
     assert!(command(&full).status().unwrap().success());

@@ -173,25 +173,11 @@ fn ensure_data(config: &TrainConfig) -> Result<()> {
         return Ok(());
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fetch-cifar10.sh");
-    if !script.exists() {
-        bail!(
-            "CIFAR-10 is not in {} and the fetch script {} is missing",
-            dir.display(),
-            script.display()
-        );
-    }
     eprintln!(
         "CIFAR-10 not found in {}: fetching it with {}",
         dir.display(),
         script.display()
     );
-    let status = Command::new("bash")
-        .arg(&script)
-        .arg(dir)
-        .status()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !status.success() {
-        bail!("{} failed ({status})", script.display());
-    }
+    maxsup_data::fetch::install_with_script(&script, dir, "test_batch.bin")?;
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod color_jitter;
 pub mod dataset;
 pub mod decode;
 pub mod fashion_mnist;
+pub mod fetch;
 pub mod geometry;
 pub mod image;
 pub mod image_folder;

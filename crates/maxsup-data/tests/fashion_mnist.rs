@@ -1,4 +1,4 @@
-//! Fashion-MNIST reader: real files (skipped with a note only when data/fashion-mnist is absent) and
+//! Fashion-MNIST reader: real files (fetched into data/fashion-mnist when absent) and
 //! synthetic IDX files written to a temp dir (always run), covering the padding and every error path.
 
 use std::path::{Path, PathBuf};
@@ -6,17 +6,18 @@ use std::path::{Path, PathBuf};
 use maxsup_data::fashion_mnist::{IMAGES_MAGIC, LABELS_MAGIC, PAD, SIDE};
 use maxsup_data::{Dataset, FashionMnist, FashionSplit};
 
-fn fashion_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/fashion-mnist");
-    if dir.join("t10k-labels-idx1-ubyte").exists() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "NOTE: {} absent; skipping real Fashion-MNIST checks (run data/fetch-fashion-mnist.sh)",
-            dir.display()
-        );
-        None
-    }
+/// The real Fashion-MNIST files, fetched with the project's script when absent (a failed fetch
+/// fails the test).
+fn fashion_dir() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = root.join("data/fashion-mnist");
+    maxsup_data::fetch::install_with_script(
+        &root.join("data/fetch-fashion-mnist.sh"),
+        &dir,
+        "t10k-labels-idx1-ubyte",
+    )
+    .expect("Fashion-MNIST is needed by this test and could not be installed");
+    dir
 }
 
 /// The padded RGB pixel that shows source pixel (x, y) of the 28x28 image.
@@ -34,7 +35,7 @@ fn class_counts(ds: &FashionMnist) -> [usize; 10] {
 
 #[test]
 fn real_test_split_known_labels_and_pixels() {
-    let Some(dir) = fashion_dir() else { return };
+    let dir = fashion_dir();
     let test = FashionMnist::open(&dir, FashionSplit::Test).unwrap();
     assert_eq!(test.len(), 10_000);
     assert_eq!(test.num_classes(), 10);
@@ -65,7 +66,7 @@ fn real_test_split_known_labels_and_pixels() {
 
 #[test]
 fn real_train_split_counts_and_pixels() {
-    let Some(dir) = fashion_dir() else { return };
+    let dir = fashion_dir();
     let train = FashionMnist::open(&dir, FashionSplit::Train).unwrap();
     assert_eq!(train.len(), 60_000);
     assert_eq!(class_counts(&train), [6000; 10]);

@@ -31,7 +31,10 @@ impl Dataset for Synthetic {
             !self.broken.contains(&index),
             "corrupt JPEG in synthetic/{index}.jpg"
         );
-        assert!(!self.panics.contains(&index), "decoder bug on synthetic/{index}.jpg");
+        assert!(
+            !self.panics.contains(&index),
+            "decoder bug on synthetic/{index}.jpg"
+        );
         let data = (0..48 * 40 * 3)
             .map(|p| ((p * 7 + index * 13) % 256) as u8)
             .collect();
@@ -40,7 +43,11 @@ impl Dataset for Synthetic {
 }
 
 fn loader(n: usize, cfg: LoaderConfig) -> Loader {
-    let ds = Arc::new(Synthetic { n, broken: vec![], panics: vec![] });
+    let ds = Arc::new(Synthetic {
+        n,
+        broken: vec![],
+        panics: vec![],
+    });
     Loader::new(
         ds,
         Pipeline::imagenet_train(24, Interpolation::Bicubic),
@@ -185,11 +192,23 @@ fn a_panic_while_loading_is_an_error_not_the_end_of_the_epoch() {
     });
     let mut cfg = LoaderConfig::eval(8);
     cfg.num_threads = 2;
-    let l = Loader::new(ds, Pipeline::imagenet_train(24, Interpolation::Bicubic), cfg).unwrap();
+    let l = Loader::new(
+        ds,
+        Pipeline::imagenet_train(24, Interpolation::Bicubic),
+        cfg,
+    )
+    .unwrap();
     let results: Vec<_> = l.epoch(0).collect();
-    assert_eq!(results.len(), 3, "two good batches, then the error, then nothing");
+    assert_eq!(
+        results.len(),
+        3,
+        "two good batches, then the error, then nothing"
+    );
     assert!(results[0].is_ok() && results[1].is_ok());
     let err = format!("{:#}", results[2].as_ref().unwrap_err());
-    assert!(err.contains("prefetch thread failed with 2 batches of the epoch left"), "{err}");
+    assert!(
+        err.contains("prefetch thread failed with 2 batches of the epoch left"),
+        "{err}"
+    );
     assert!(err.contains("decoder bug on synthetic/20.jpg"), "{err}");
 }

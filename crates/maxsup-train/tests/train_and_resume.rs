@@ -12,15 +12,11 @@ fn cifar_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/cifar-10-batches-bin")
 }
 
-fn config(out_dir: &Path, epochs: usize) -> Option<TrainConfig> {
+fn config(out_dir: &Path, epochs: usize) -> TrainConfig {
     let dir = cifar_dir();
-    if !dir.join("test_batch.bin").exists() {
-        eprintln!(
-            "skipping: CIFAR-10 not installed in {} (run data/fetch-cifar10.sh)",
-            dir.display()
-        );
-        return None;
-    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fetch-cifar10.sh");
+    maxsup_data::fetch::install_with_script(&script, &dir, "test_batch.bin")
+        .expect("CIFAR-10 is needed by this test and could not be installed");
     let mut c = TrainConfig::preset("cifar10-resnet20").unwrap();
     c.data = maxsup_train::DataSource::Cifar10 { dir };
     c.epochs = epochs;
@@ -30,7 +26,7 @@ fn config(out_dir: &Path, epochs: usize) -> Option<TrainConfig> {
     c.train_subset = Some(1000);
     c.eval_subset = Some(500);
     c.out_dir = out_dir.to_path_buf();
-    Some(c)
+    c
 }
 
 fn weights(trainer: &Trainer) -> Vec<(String, Vec<f32>)> {
@@ -51,9 +47,7 @@ fn weights(trainer: &Trainer) -> Vec<(String, Vec<f32>)> {
 #[test]
 fn trains_and_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(full_config) = config(&dir.path().join("full"), 4) else {
-        return;
-    };
+    let full_config = config(&dir.path().join("full"), 4);
 
     // Uninterrupted run.
     let mut full = Trainer::new(full_config).unwrap();
@@ -76,7 +70,7 @@ fn trains_and_resumes_exactly() {
     // The same run stopped after two epochs (the process is gone: only the checkpoint is left)
     // and resumed.
     let resumed_dir = dir.path().join("resumed");
-    let mut first = Trainer::new(config(&resumed_dir, 4).unwrap()).unwrap();
+    let mut first = Trainer::new(config(&resumed_dir, 4)).unwrap();
     first.run_epoch(&mut Silent).unwrap();
     first.run_epoch(&mut Silent).unwrap();
     drop(first);
