@@ -160,6 +160,12 @@ pub fn decode_png(bytes: &[u8]) -> anyhow::Result<RgbImage> {
     let mut reader = decoder
         .read_info()
         .map_err(|e| anyhow::anyhow!("corrupt PNG header: {e}"))?;
+    // Checked before the frame buffer is allocated: the header alone can claim gigabytes.
+    let (hw, hh) = (reader.info().width as usize, reader.info().height as usize);
+    anyhow::ensure!(
+        hw <= MAX_SIDE && hh <= MAX_SIDE,
+        "PNG of {hw}x{hh} exceeds the {MAX_SIDE} px limit"
+    );
     let buf_size = reader.output_buffer_size().context("PNG image too large")?;
     let mut buf = vec![0u8; buf_size];
     let info = reader

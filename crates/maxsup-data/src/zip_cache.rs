@@ -219,7 +219,16 @@ impl ZipCache {
         let mut f = archive
             .by_index(s.member_index)
             .with_context(|| self.describe(index))?;
-        let mut bytes = Vec::with_capacity(f.size() as usize);
+        // The declared size comes from the archive: trust it for the reservation only up to a
+        // bound, and refuse members no image file reaches (a damaged or hostile header).
+        let declared = f.size();
+        if declared > MAX_MEMBER_BYTES {
+            bail!(
+                "{}: member declares {declared} bytes uncompressed, more than the {MAX_MEMBER_BYTES} an image may have (damaged archive?)",
+                self.describe(index)
+            );
+        }
+        let mut bytes = Vec::with_capacity((declared as usize).min(RESERVE_BYTES));
         f.read_to_end(&mut bytes)
             .with_context(|| format!("reading {} (corrupt zip member?)", self.describe(index)))?;
         Ok(bytes)
@@ -276,6 +285,11 @@ fn resolve_samples(
 }
 
 /// Validates labels against the expected class count and returns the class count.
+/// The largest zip member read as one sample (an ImageNet JPEG is under 20 MB).
+const MAX_MEMBER_BYTES: u64 = 1 << 30;
+/// Up to this much of a member's declared size is reserved before reading.
+const RESERVE_BYTES: usize = 64 << 20;
+
 fn check_labels(
     samples: &[ZipSample],
     map_path: &Path,
@@ -297,11 +311,18 @@ fn check_labels(
         );
     }
     if !options.allow_empty_classes {
-        let mut count = vec![0usize; k];
-        for s in samples {
-            count[s.label as usize] += 1;
-        }
-        if let Some(empty) = count.iter().position(|&c| c == 0) {
+        // The first class without a sample, found from the labels present (never a table sized
+        // by the largest label, which a garbage line can put near 2^32).
+        let mut present: Vec<u32> = samples.iter().map(|s| s.label).collect();
+        present.sort_unstable();
+        present.dedup();
+        let first_gap = present
+            .iter()
+            .enumerate()
+            .find(|(i, &l)| l as usize != *i)
+            .map(|(i, _)| i)
+            .or((present.len() < k).then_some(present.len()));
+        if let Some(empty) = first_gap {
             bail!(
                 "{}: class {empty} has no samples (labels must cover 0..{k}; set allow_empty_classes for partial maps)",
                 map_path.display()

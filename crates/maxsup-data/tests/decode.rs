@@ -214,3 +214,43 @@ fn crop_decoding_matches_decode_then_crop() {
     p.apply_encoded_into(&data("cmyk.jpg"), &mut Rng::from_seed(0), &mut out)
         .unwrap();
 }
+
+/// CRC-32 (IEEE) of PNG chunk type + data.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// One PNG chunk: length, type, data, CRC.
+fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let mut body = kind.to_vec();
+    body.extend_from_slice(data);
+    let mut out = (data.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc32(&body).to_be_bytes());
+    out
+}
+
+#[test]
+fn a_png_header_claiming_a_huge_image_is_refused_before_allocating() {
+    // IHDR of 100000 x 100000 RGB, 8-bit (~30 GB of pixels), then a token IDAT.
+    let mut ihdr = 100_000u32.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(chunk(b"IHDR", &ihdr));
+    png.extend(chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00]));
+    png.extend(chunk(b"IEND", &[]));
+    let msg = format!("{:#}", maxsup_data::decode::decode_png(&png).unwrap_err());
+    assert!(msg.contains("PNG of 100000x100000 exceeds"), "{msg}");
+}

@@ -239,6 +239,17 @@ fn bad_maps_name_the_file_and_line() {
         ZipCacheOptions::default(),
     );
     assert!(msg.contains("class 1 has no samples"), "{msg}");
+
+    // A label near 2^32 must not size a per-class table (it used to abort on allocation).
+    let msg = open_err(
+        "huge-label",
+        &format!("{good}train/n02000000/a.jpeg\t4294967295\n"),
+        ZipCacheOptions::default(),
+    );
+    assert!(
+        msg.contains("class 1 has no samples") && msg.contains("0..4294967296"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -323,5 +334,39 @@ fn image_folder_rules() {
     );
     // build-zip refuses splits with different classes.
     assert!(build_zip_from_folder(&dir, &dir.join("out")).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_member_declaring_a_huge_size_is_refused_before_any_reservation() {
+    let dir = tmp("huge-member");
+    put(
+        &dir.join("src/train/n1/a.JPEG"),
+        &fixture("photo_baseline.jpg"),
+    );
+    put(
+        &dir.join("src/train/n2/b.JPEG"),
+        &fixture("photo_baseline.jpg"),
+    );
+    build_zip_from_folder(&dir.join("src"), &dir.join("data")).unwrap();
+    // Patch every central-directory entry's uncompressed size to ~4 GiB.
+    let zip_path = dir.join("data/train.zip");
+    let mut bytes = std::fs::read(&zip_path).unwrap();
+    let mut at = 0;
+    while let Some(p) = bytes[at..]
+        .windows(4)
+        .position(|w| w == [0x50, 0x4b, 0x01, 0x02])
+    {
+        let entry = at + p;
+        bytes[entry + 24..entry + 28].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        at = entry + 4;
+    }
+    std::fs::write(&zip_path, &bytes).unwrap();
+    let zc = ZipCache::open_split(&dir.join("data"), "train", ZipCacheOptions::default()).unwrap();
+    let msg = format!("{:#}", zc.load(0).unwrap_err());
+    assert!(
+        msg.contains("train.zip@train/n") && msg.contains("declares 4294967280 bytes uncompressed"),
+        "{msg}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
