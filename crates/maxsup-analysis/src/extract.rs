@@ -9,7 +9,8 @@ use maxsup_data::Loader;
 use maxsup_metrics::FeatureFileWriter;
 use maxsup_models::ImageClassifier;
 
-/// Runs `model` in eval mode over every batch of `loader`, writing the feature file at `out`.
+/// Runs `model` in eval mode over every batch of `loader`, writing the feature file at `out`
+/// (without logits when the data's classes are not the model's).
 /// `progress(done, total)` is called after each batch. Returns the number of samples.
 pub fn extract_features(
     model: &dyn ImageClassifier,
@@ -19,20 +20,32 @@ pub fn extract_features(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<usize> {
     let total = loader.shard_indices().len();
+    anyhow::ensure!(total > 0, "nothing to extract: the split has no samples");
+    // Logits are written only when they score the labels: a transfer split (other classes than
+    // the model's) gets features and labels alone, never logits next to foreign labels.
     let (d, k) = (model.num_features(), model.num_classes());
+    let k = if loader.dataset().num_classes() == k {
+        k
+    } else {
+        0
+    };
     let mut writer = FeatureFileWriter::create(out, total, d, k)?;
     let mut done = 0;
     for batch in loader.epoch(0) {
         let batch = batch?;
         let x = Tensor::from_slice(&batch.images, batch.shape.as_slice(), device)?;
         let features = model.forward_features(&x, false)?;
-        let logits = model.forward_head(&features)?;
         let to_host = |t: Tensor| -> Result<Vec<f32>> {
             Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
         };
+        let logits = if k > 0 {
+            to_host(model.forward_head(&features)?)?
+        } else {
+            Vec::new()
+        };
         let labels: Vec<i64> = batch.labels.iter().map(|&l| i64::from(l)).collect();
         writer
-            .push(&to_host(features)?, &to_host(logits)?, &labels)
+            .push(&to_host(features)?, &logits, &labels)
             .with_context(|| format!("writing {}", out.display()))?;
         done += batch.len();
         progress(done, total);

@@ -30,6 +30,13 @@ pub fn load_model(
     if is_training_checkpoint(weights) {
         let (tensors, state): (CheckpointTensors, RunState) = load_checkpoint(weights, device)?;
         let config = state.config;
+        if let Some(name) = model_name.filter(|n| *n != config.model) {
+            bail!(
+                "{} is a training checkpoint of `{}`; --model {name} does not apply to it",
+                weights.display(),
+                config.model
+            );
+        }
         let state_dict: Vec<(String, Tensor)> = tensors.model.into_iter().collect();
         let classes = num_classes(&state_dict, weights)?;
         let model = build_model(&config, classes, device)?;
@@ -78,10 +85,39 @@ fn num_classes(state_dict: &[(String, Tensor)], origin: &Path) -> Result<usize> 
         n == "fc.weight" || n == "head.weight"
     });
     match classifier {
-        Some((_, w)) => Ok(w.dims()[0]),
+        Some((_, w)) if w.rank() == 2 && w.dims()[0] > 0 => Ok(w.dims()[0]),
+        Some((name, w)) => bail!(
+            "{}: classifier weight `{name}` has shape {:?}; expected [classes, features]",
+            origin.display(),
+            w.dims()
+        ),
         None => bail!(
             "{}: no classifier weight (fc.weight or head.weight) in the state dict",
             origin.display()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn a_classifier_weight_that_is_not_a_matrix_is_an_error_naming_it() {
+        let origin = Path::new("x.safetensors");
+        let scalar = Tensor::new(1f32, &Device::Cpu).unwrap();
+        let e = num_classes(&[("fc.weight".into(), scalar)], origin)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`fc.weight` has shape []") && e.contains("x.safetensors"),
+            "{e}"
+        );
+        let ok = Tensor::zeros((7, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(
+            num_classes(&[("module.head.weight".into(), ok)], origin).unwrap(),
+            7
+        );
     }
 }

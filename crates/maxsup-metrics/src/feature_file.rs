@@ -65,8 +65,8 @@ impl FeatureFileWriter {
     pub fn create(path: impl AsRef<Path>, n: usize, d: usize, k: usize) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         ensure!(
-            d > 0 && k > 0,
-            "feature file {}: D={d} and K={k} must be positive",
+            d > 0,
+            "feature file {}: D={d} must be positive",
             path.display()
         );
         let (f_end, l_end, y_end) = (
@@ -74,11 +74,15 @@ impl FeatureFileWriter {
             n * d * 4 + n * k * 4,
             n * d * 4 + n * k * 4 + n * 8,
         );
-        let header = serde_json::json!({
+        // K = 0: features and labels only (e.g. a transfer split whose classes are not the
+        // model's), and no `logits` tensor at all.
+        let mut header = serde_json::json!({
             FEATURES: {"dtype": "F32", "shape": [n, d], "data_offsets": [0, f_end]},
-            LOGITS: {"dtype": "F32", "shape": [n, k], "data_offsets": [f_end, l_end]},
             LABELS: {"dtype": "I64", "shape": [n], "data_offsets": [l_end, y_end]},
         });
+        if k > 0 {
+            header[LOGITS] = serde_json::json!({"dtype": "F32", "shape": [n, k], "data_offsets": [f_end, l_end]});
+        }
         let mut header = serde_json::to_string(&header)?.into_bytes();
         // safetensors recommends 8-byte alignment of the data section; pad with spaces.
         while header.len() % 8 != 0 {
@@ -222,9 +226,16 @@ impl FeatureFile {
             Ok((t.shape().to_vec(), t.data().as_ptr() as usize - base))
         };
         let (fs, features_at) = tensor(FEATURES, safetensors::Dtype::F32, 2)?;
-        let (ls, logits_at) = tensor(LOGITS, safetensors::Dtype::F32, 2)?;
         let (ys, labels_at) = tensor(LABELS, safetensors::Dtype::I64, 1)?;
         let n = ys[0];
+        // Logits are optional: Table 1's metrics and the probe use features and labels only
+        // (files written by PyTorch often have nothing else).
+        let (ls, logits_at) = if st.names().iter().any(|name| *name == LOGITS) {
+            tensor(LOGITS, safetensors::Dtype::F32, 2)?
+        } else {
+            (vec![n, 0], 0)
+        };
+        ensure!(n > 0, "feature file {p} has no samples");
         ensure!(
             fs[0] == n && ls[0] == n,
             "feature file {p}: row counts differ (features {}, logits {}, labels {n})",
@@ -232,10 +243,13 @@ impl FeatureFile {
             ls[0]
         );
         ensure!(
-            fs[1] > 0 && ls[1] > 0,
-            "feature file {p}: empty feature ({}) or logit ({}) dimension",
-            fs[1],
-            ls[1]
+            fs[1] > 0,
+            "feature file {p}: empty feature dimension ({})",
+            fs[1]
+        );
+        ensure!(
+            st.names().iter().all(|name| *name != LOGITS) || ls[1] > 0,
+            "feature file {p}: empty logit dimension"
         );
         Ok(Self {
             d: fs[1],
@@ -264,9 +278,20 @@ impl FeatureFile {
         self.d
     }
 
-    /// Number of logits K per sample.
+    /// Number of logits K per sample (0 when the file has none).
     pub fn num_logits(&self) -> usize {
         self.k
+    }
+
+    /// K, or an error saying that `what` needs the logits this file lacks.
+    pub fn require_logits(&self, what: &str) -> Result<usize> {
+        ensure!(
+            self.k > 0,
+            "feature file {} has no logits (features and labels only); {what} needs them: \
+             extract with the model whose classes the labels are",
+            self.path.display()
+        );
+        Ok(self.k)
     }
 
     /// The file this was opened from.
@@ -293,11 +318,26 @@ impl FeatureFile {
             .chunks_exact(8)
             .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
             .collect();
-        Ok(FeatureBatch {
+        let batch = FeatureBatch {
             features: f32s(self.features_at, self.d),
             logits: f32s(self.logits_at, self.k),
             labels,
-        })
+        };
+        // One NaN would silently turn every downstream statistic (or the probe) into garbage.
+        for (name, values, width) in [
+            ("features", &batch.features, self.d),
+            ("logits", &batch.logits, self.k),
+        ] {
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                bail!(
+                    "feature file {}: {name} of row {} hold a non-finite value ({})",
+                    self.path.display(),
+                    start + i / width.max(1),
+                    values[i]
+                );
+            }
+        }
+        Ok(batch)
     }
 
     /// Iterates over consecutive batches of at most `batch_rows` rows.

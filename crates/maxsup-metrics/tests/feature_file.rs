@@ -69,13 +69,14 @@ fn writer_and_reader_report_errors() {
         .to_string()
         .contains("1 samples written but 2 declared"));
 
-    // A safetensors file without `logits`.
+    // A safetensors file with features only: labels are required (logits are optional, see
+    // `files_without_logits_hold_features_and_labels`).
     let data = [0u8; 8];
     let view =
         safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1, 2], &data).unwrap();
     safetensors::serialize_to_file([("features", view)], None, &path).unwrap();
     let err = FeatureFile::open(&path).err().unwrap().to_string();
-    assert!(err.contains("no tensor `logits`"), "{err}");
+    assert!(err.contains("no tensor `labels`"), "{err}");
     std::fs::remove_file(&path).unwrap();
     assert!(FeatureFile::open(&path).is_err());
 
@@ -97,4 +98,56 @@ fn writer_and_reader_report_errors() {
         .contains("row 0"));
     assert!(f.read_rows(0, 2).is_err());
     std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn files_without_logits_hold_features_and_labels() {
+    let path = tmp("nologits.safetensors");
+    let mut w = FeatureFileWriter::create(&path, 3, 2, 0).unwrap();
+    w.push(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[], &[0, 1, 0])
+        .unwrap();
+    w.finish().unwrap();
+    // The safetensors crate sees two tensors; our reader accepts the file.
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert!(st.tensor("logits").is_err());
+    let file = FeatureFile::open(&path).unwrap();
+    assert_eq!(
+        (file.len(), file.feature_dim(), file.num_logits()),
+        (3, 2, 0)
+    );
+    assert_eq!(file.read_all().unwrap().labels, [0, 1, 0]);
+    let e = file.require_logits("calibration").unwrap_err().to_string();
+    assert!(
+        e.contains("has no logits") && e.contains("calibration needs them"),
+        "{e}"
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn non_finite_values_and_empty_files_are_errors() {
+    let path = tmp("nan.safetensors");
+    let mut w = FeatureFileWriter::create(&path, 2, 2, 2).unwrap();
+    w.push(&[1.0, 2.0, 3.0, f32::NAN], &[0.0, 1.0, 1.0, 0.0], &[0, 1])
+        .unwrap();
+    w.finish().unwrap();
+    let e = FeatureFile::open(&path)
+        .unwrap()
+        .read_all()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("features of row 1 hold a non-finite value (NaN)"),
+        "{e}"
+    );
+    let empty = tmp("empty.safetensors");
+    FeatureFileWriter::create(&empty, 0, 2, 2)
+        .unwrap()
+        .finish()
+        .unwrap();
+    let e = FeatureFile::open(&empty).err().unwrap().to_string();
+    assert!(e.contains("has no samples"), "{e}");
+    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(&empty).unwrap();
 }

@@ -28,7 +28,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let file = FeatureFile::open(&args.features)?;
-    let k = file.num_logits();
+    let k = file.require_logits("maxsup calibration")?;
     let mut acc = CalibrationAccumulator::with_bins(k, &args.bins)?;
     let (mut share_sum, mut top1_sum) = (0.0, 0.0);
     for batch in file.batches(args.batch_rows) {

@@ -100,6 +100,9 @@ impl DataArgs {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if args.limit == Some(0) {
+        bail!("--limit must be at least 1 (leave it out for the whole split)");
+    }
     let device = parse_device(&args.device)?;
     let loaded = load_model(&args.weights, args.model.as_deref(), &device)?;
     let config = args.data.resolve(loaded.config)?;
@@ -121,11 +124,16 @@ pub fn run(args: Args) -> Result<()> {
         &mut |done, _| bar.set_position(done as u64),
     )?;
     bar.finish_and_clear();
+    let (model_k, data_k) = (loaded.model.num_classes(), loader.dataset().num_classes());
+    let logits = if model_k == data_k {
+        format!("{model_k} logits")
+    } else {
+        format!("no logits: the data has {data_k} classes, the model {model_k}")
+    };
     println!(
-        "wrote {} samples ({}-d features, {} logits) to {}",
+        "wrote {} samples ({}-d features, {logits}) to {}",
         n,
         loaded.model.num_features(),
-        loaded.model.num_classes(),
         args.out.display()
     );
     Ok(())

@@ -48,7 +48,7 @@ pub fn run(args: Args) -> Result<()> {
         let file = FeatureFile::open(path)?;
         let n = file.len().min(args.limit);
         let rows = file.read_rows(0, n)?;
-        let k = file.num_logits();
+        let k = file.require_logits("maxsup logits")?;
         let summary = analyze_logits(&rows.logits, k, args.threshold)?;
         let name = args.names.get(i).cloned().unwrap_or_else(|| {
             path.file_stem()

@@ -45,14 +45,21 @@ struct Measured {
 fn separation(path: &Path) -> Result<(SeparationMetrics, Option<f64>)> {
     let file = FeatureFile::open(path)?;
     let mut sep = ClassSeparation::new(file.feature_dim());
-    let mut calib = CalibrationAccumulator::with_bins(file.num_logits(), &[15])?;
+    // Accuracy needs logits; the separation metrics do not (files without logits get no top-1).
+    let mut calib = match file.num_logits() {
+        0 => None,
+        k => Some(CalibrationAccumulator::with_bins(k, &[15])?),
+    };
     for batch in file.batches(4096) {
         let batch = batch?;
         let labels = labels_to_classes(&batch.labels)?;
         sep.push(&batch.features, &labels)?;
-        calib.push(&batch.logits, &labels)?;
+        if let Some(c) = calib.as_mut() {
+            c.push(&batch.logits, &labels)?;
+        }
     }
-    Ok((sep.finish()?, Some(calib.report()?.top1)))
+    let top1 = calib.map(|c| c.report().map(|r| r.top1)).transpose()?;
+    Ok((sep.finish()?, top1))
 }
 
 pub fn run(args: Args) -> Result<()> {
