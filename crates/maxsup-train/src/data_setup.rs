@@ -21,8 +21,8 @@ pub struct DataLoaders {
 /// Opens the configured datasets and builds the loaders (augmentation per the recipe).
 pub fn build_loaders(config: &TrainConfig) -> Result<DataLoaders> {
     let (train, eval) = open_datasets(&config.data)?;
-    let train = subset(train, config.train_subset);
-    let eval = subset(eval, config.eval_subset);
+    let train = subset(train, config.train_subset).context("--train-subset")?;
+    let eval = subset(eval, config.eval_subset).context("--eval-subset")?;
     let num_classes = train.num_classes();
     let (train_pipeline, eval_pipeline) = pipelines(config);
     let train_loader = Loader::new(
@@ -66,48 +66,63 @@ pub fn build_eval_loader(
     batch_size: usize,
     limit: Option<usize>,
 ) -> Result<Loader> {
-    let (train, val) = open_datasets(&config.data)?;
-    let dataset = subset(if split == Split::Train { train } else { val }, limit);
+    let dataset = subset(open_split(&config.data, split)?, limit)?;
     Loader::new(dataset, pipelines(config).1, LoaderConfig::eval(batch_size))
 }
 
 fn open_datasets(source: &DataSource) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)> {
+    Ok((
+        open_split(source, Split::Train)?,
+        open_split(source, Split::Val)?,
+    ))
+}
+
+/// Opens one split of the data source (only that one: with `--cache` a split is read into
+/// memory, so extracting validation features must not touch the training archive).
+fn open_split(source: &DataSource, split: Split) -> Result<Arc<dyn Dataset>> {
+    let train = split == Split::Train;
     Ok(match source {
         DataSource::Cifar10 { dir } => {
-            let hint = || {
+            let which = if train {
+                CifarSplit::Train
+            } else {
+                CifarSplit::Test
+            };
+            Arc::new(Cifar10::open(dir, which).with_context(|| {
                 format!(
                     "opening CIFAR-10 in {} (run data/fetch-cifar10.sh)",
                     dir.display()
                 )
-            };
-            let train = Cifar10::open(dir, CifarSplit::Train).with_context(hint)?;
-            let test = Cifar10::open(dir, CifarSplit::Test).with_context(hint)?;
-            (Arc::new(train), Arc::new(test))
+            })?)
         }
         DataSource::FashionMnist { dir } => {
-            let hint = || {
+            let which = if train {
+                FashionSplit::Train
+            } else {
+                FashionSplit::Test
+            };
+            Arc::new(FashionMnist::open(dir, which).with_context(|| {
                 format!(
                     "opening Fashion-MNIST in {} (run data/fetch-fashion-mnist.sh)",
                     dir.display()
                 )
-            };
-            let train = FashionMnist::open(dir, FashionSplit::Train).with_context(hint)?;
-            let test = FashionMnist::open(dir, FashionSplit::Test).with_context(hint)?;
-            (Arc::new(train), Arc::new(test))
+            })?)
         }
-        DataSource::Folder { root } => {
-            let train = ImageFolder::open(&root.join("train"))?;
-            let val = ImageFolder::open(&root.join("val"))?;
-            (Arc::new(train), Arc::new(val))
-        }
+        DataSource::Folder { root } => Arc::new(ImageFolder::open(&root.join(if train {
+            "train"
+        } else {
+            "val"
+        }))?),
         DataSource::Zip { root, cache } => {
             let options = ZipCacheOptions {
                 cache: *cache,
                 ..ZipCacheOptions::default()
             };
-            let train = ZipCache::open_split(root, "train", options.clone())?;
-            let val = ZipCache::open_split(root, "val", options)?;
-            (Arc::new(train), Arc::new(val))
+            Arc::new(ZipCache::open_split(
+                root,
+                if train { "train" } else { "val" },
+                options,
+            )?)
         }
     })
 }
@@ -154,13 +169,18 @@ struct Subset {
     len: usize,
 }
 
-fn subset(dataset: Arc<dyn Dataset>, n: Option<usize>) -> Arc<dyn Dataset> {
+/// The first `n` samples of `dataset` (all of them for `None`); more than it has is an error.
+fn subset(dataset: Arc<dyn Dataset>, n: Option<usize>) -> Result<Arc<dyn Dataset>> {
     match n {
-        Some(n) if n < dataset.len() => Arc::new(Subset {
+        Some(n) if n > dataset.len() => anyhow::bail!(
+            "a subset of {n} samples was asked for, but the split has {}",
+            dataset.len()
+        ),
+        Some(n) if n < dataset.len() => Ok(Arc::new(Subset {
             inner: dataset,
             len: n,
-        }),
-        _ => dataset,
+        })),
+        _ => Ok(dataset),
     }
 }
 
@@ -179,5 +199,57 @@ impl Dataset for Subset {
     }
     fn load(&self, index: usize) -> Result<RgbImage> {
         self.inner.load(index)
+    }
+    // Forwarded so that encoded samples still reach the crop-only JPEG decoder.
+    fn load_raw(&self, index: usize) -> Result<maxsup_data::RawSample> {
+        self.inner.load_raw(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stores its samples encoded; decoding them through `load` is a bug for this test.
+    struct Encoded;
+
+    impl Dataset for Encoded {
+        fn len(&self) -> usize {
+            4
+        }
+        fn num_classes(&self) -> usize {
+            2
+        }
+        fn label(&self, index: usize) -> u32 {
+            index as u32 % 2
+        }
+        fn name(&self, index: usize) -> String {
+            format!("enc/{index}")
+        }
+        fn load(&self, _: usize) -> Result<RgbImage> {
+            anyhow::bail!("load() called: the raw (encoded) path was skipped")
+        }
+        fn load_raw(&self, index: usize) -> Result<maxsup_data::RawSample> {
+            Ok(maxsup_data::RawSample::Encoded(vec![index as u8]))
+        }
+    }
+
+    #[test]
+    fn subsets_keep_the_raw_path_and_refuse_more_than_there_is() {
+        let sub = subset(Arc::new(Encoded), Some(2)).unwrap();
+        assert_eq!(sub.len(), 2);
+        assert_eq!(
+            sub.load_raw(1).unwrap(),
+            maxsup_data::RawSample::Encoded(vec![1])
+        );
+        let e = subset(Arc::new(Encoded), Some(5))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("subset of 5 samples") && e.contains("has 4"),
+            "{e}"
+        );
+        assert_eq!(subset(Arc::new(Encoded), Some(4)).unwrap().len(), 4);
     }
 }
