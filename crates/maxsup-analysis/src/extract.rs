@@ -5,18 +5,23 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
-use maxsup_data::Loader;
+use maxsup_data::{ClassIndexConverter, Loader};
 use maxsup_metrics::FeatureFileWriter;
 use maxsup_models::ImageClassifier;
 
 /// Runs `model` in eval mode over every batch of `loader`, writing the feature file at `out`
 /// (without logits when the data's classes are not the model's).
 /// `progress(done, total)` is called after each batch. Returns the number of samples.
+///
+/// `labels` maps the loader's label order to the model's, when they differ (released
+/// torchvision/timm weights predict sorted-wnid classes while the zip cache labels in its map's
+/// order; see `maxsup_data::ClassIndexConverter`).
 pub fn extract_features(
     model: &dyn ImageClassifier,
     loader: &Loader,
     device: &Device,
     out: &Path,
+    labels: Option<&ClassIndexConverter>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<usize> {
     let total = loader.shard_indices().len();
@@ -43,7 +48,16 @@ pub fn extract_features(
         } else {
             Vec::new()
         };
-        let labels: Vec<i64> = batch.labels.iter().map(|&l| i64::from(l)).collect();
+        let labels: Vec<i64> = batch
+            .labels
+            .iter()
+            .map(|&l| {
+                Ok(i64::from(match labels {
+                    Some(c) => c.zip_to_target(l)?,
+                    None => l,
+                }))
+            })
+            .collect::<Result<_>>()?;
         writer
             .push(&to_host(features)?, &logits, &labels)
             .with_context(|| format!("writing {}", out.display()))?;

@@ -62,7 +62,15 @@ fn extract(data_classes: usize) -> FeatureFile {
         std::process::id()
     ));
     assert_eq!(
-        extract_features(model.as_ref(), &loader, &Device::Cpu, &out, &mut |_, _| {}).unwrap(),
+        extract_features(
+            model.as_ref(),
+            &loader,
+            &Device::Cpu,
+            &out,
+            None,
+            &mut |_, _| {}
+        )
+        .unwrap(),
         6
     );
     let file = FeatureFile::open(&out).unwrap();

@@ -6,12 +6,24 @@ use anyhow::{bail, Result};
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
 use maxsup_analysis::{extract_features, load_model};
+use maxsup_data::ClassIndexConverter;
 use maxsup_train::{build_eval_loader, parse_device, DataSource, Split, TrainConfig};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum SplitArg {
     Train,
     Val,
+}
+
+/// Which class order the model's logits follow on zip-cache data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClassOrder {
+    /// Zip order for runs trained on the zip cache, sorted wnids for everything else.
+    Auto,
+    /// The map file's order (e.g. the official DeiT code trained with --cache).
+    Zip,
+    /// Sorted wnids (torchvision ImageFolder, FFCV, released torchvision/timm weights).
+    Sorted,
 }
 
 #[derive(Debug, clap::Args)]
@@ -33,6 +45,9 @@ pub struct Args {
     pub batch_size: usize,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Class order of the model on --zip data (the labels written follow it).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub class_order: ClassOrder,
     /// Output feature file (safetensors: features, logits, labels).
     #[arg(long)]
     pub out: PathBuf,
@@ -99,13 +114,47 @@ impl DataArgs {
     }
 }
 
+/// The zip cache labels classes in its map file's order; models not trained on the zip cache
+/// (released torchvision/timm weights, ImageFolder runs) predict sorted-wnid classes. For those,
+/// the labels written are converted to sorted order so that logits and labels agree.
+fn label_order(
+    trained_on_zip: bool,
+    config: &TrainConfig,
+    split: SplitArg,
+    order: ClassOrder,
+) -> Result<Option<ClassIndexConverter>> {
+    let DataSource::Zip { root, .. } = &config.data else {
+        if order != ClassOrder::Auto {
+            bail!("--class-order applies to zip-cache data (--zip) only");
+        }
+        return Ok(None);
+    };
+    if order == ClassOrder::Zip || (order == ClassOrder::Auto && trained_on_zip) {
+        return Ok(None);
+    }
+    let map = root.join(match split {
+        SplitArg::Train => "train_map.txt",
+        SplitArg::Val => "val_map.txt",
+    });
+    let converter = ClassIndexConverter::from_map_file_to_sorted(&map)?;
+    eprintln!(
+        "labels written in sorted-wnid order (the model's), converted from the order of {}",
+        map.display()
+    );
+    Ok(Some(converter))
+}
+
 pub fn run(args: Args) -> Result<()> {
     if args.limit == Some(0) {
         bail!("--limit must be at least 1 (leave it out for the whole split)");
     }
     let device = parse_device(&args.device)?;
     let loaded = load_model(&args.weights, args.model.as_deref(), &device)?;
-    let config = args.data.resolve(loaded.config)?;
+    let trained_on_zip = matches!(
+        loaded.config.as_ref().map(|c| &c.data),
+        Some(DataSource::Zip { .. })
+    );
+    let config = args.data.resolve(loaded.config.clone())?;
     let split = match args.split {
         SplitArg::Train => Split::Train,
         SplitArg::Val => Split::Val,
@@ -116,11 +165,13 @@ pub fn run(args: Args) -> Result<()> {
         ProgressStyle::with_template("extract [{bar:30}] {pos}/{len} {per_sec} eta {eta}")?
             .progress_chars("=> "),
     );
+    let converter = label_order(trained_on_zip, &config, args.split, args.class_order)?;
     let n = extract_features(
         loaded.model.as_ref(),
         &loader,
         &device,
         &args.out,
+        converter.as_ref(),
         &mut |done, _| bar.set_position(done as u64),
     )?;
     bar.finish_and_clear();
@@ -137,4 +188,61 @@ pub fn run(args: Args) -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zip_config(root: &std::path::Path) -> TrainConfig {
+        let mut c = TrainConfig::preset("resnet50-imagenet").unwrap();
+        c.data = DataSource::Zip {
+            root: root.to_path_buf(),
+            cache: false,
+        };
+        c
+    }
+
+    #[test]
+    fn labels_follow_the_models_class_order_on_zip_data() {
+        let root = std::env::temp_dir().join(format!("maxsup-class-order-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        // Zip order: n02 = 0, n01 = 1 (not sorted).
+        std::fs::write(
+            root.join("val_map.txt"),
+            "val/n02000000/a.JPEG\t0\nval/n01000000/b.JPEG\t1\n",
+        )
+        .unwrap();
+        let c = zip_config(&root);
+        let sorted = label_order(false, &c, SplitArg::Val, ClassOrder::Auto)
+            .unwrap()
+            .expect("released weights predict sorted wnids");
+        assert_eq!(
+            (
+                sorted.zip_to_target(0).unwrap(),
+                sorted.zip_to_target(1).unwrap()
+            ),
+            (1, 0)
+        );
+        assert!(label_order(true, &c, SplitArg::Val, ClassOrder::Auto)
+            .unwrap()
+            .is_none());
+        assert!(label_order(false, &c, SplitArg::Val, ClassOrder::Zip)
+            .unwrap()
+            .is_none());
+        assert!(label_order(true, &c, SplitArg::Val, ClassOrder::Sorted)
+            .unwrap()
+            .is_some());
+        let cifar = TrainConfig::preset("cifar10-resnet20").unwrap();
+        assert!(label_order(false, &cifar, SplitArg::Val, ClassOrder::Auto)
+            .unwrap()
+            .is_none());
+        let e = label_order(false, &cifar, SplitArg::Val, ClassOrder::Sorted).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--class-order applies to zip-cache data"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
