@@ -77,6 +77,20 @@ pub fn decode_jpeg(bytes: &[u8]) -> anyhow::Result<RgbImage> {
     RgbImage::new(w, h, data)
 }
 
+/// Decodes the whole image with every decoder the data path may use on it (for `maxsup data
+/// check`): a JPEG within `maxsup-jpeg`'s scope must decode completely with it (training crops
+/// decode only their region, so damage elsewhere would pass or fail by chance) and with the
+/// general decoder; other JPEGs and PNGs with [`decode`].
+pub fn verify(bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(_info) = jpeg_region_info(bytes)? {
+        match maxsup_jpeg::decode(bytes) {
+            Ok(_) | Err(JpegError::Unsupported(_)) => {}
+            Err(e) => bail!("corrupt JPEG: {e}"),
+        }
+    }
+    decode(bytes).map(|_| ())
+}
+
 /// Header of a JPEG that [`decode_jpeg_crop`] can decode region-wise; `None` for PNG and for JPEG
 /// variants outside `maxsup-jpeg`'s scope (those are decoded whole). Errors on truncated or
 /// malformed headers, like [`decode`].

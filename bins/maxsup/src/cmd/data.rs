@@ -115,7 +115,11 @@ fn check(a: CheckArgs) -> anyhow::Result<()> {
     };
     let failures: Vec<(usize, String)> = (0..n)
         .into_par_iter()
-        .filter_map(|i| ds.load(i).err().map(|e| (i, format!("{e:#}"))))
+        .filter_map(|i| {
+            verify_sample(ds.as_ref(), i)
+                .err()
+                .map(|e| (i, format!("{e:#}")))
+        })
         .collect();
     println!(
         "decoded: {} of {} samples, {} failed",
@@ -133,6 +137,17 @@ fn check(a: CheckArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Sample `i` read as training reads it, then decoded whole by every decoder training may use
+/// (`maxsup_data::decode::verify`), so that a file passes here exactly when no crop can fail.
+fn verify_sample(ds: &dyn Dataset, i: usize) -> anyhow::Result<()> {
+    match ds.load_raw(i)? {
+        maxsup_data::RawSample::Encoded(bytes) => {
+            maxsup_data::decode::verify(&bytes).with_context(|| format!("decoding {}", ds.name(i)))
+        }
+        maxsup_data::RawSample::Decoded(_) => Ok(()),
+    }
 }
 
 fn summarize(ds: &dyn Dataset, show: usize) {
