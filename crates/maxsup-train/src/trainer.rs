@@ -347,6 +347,43 @@ impl Trainer {
         save_checkpoint(path, &tensors, &self.state)
     }
 
+    /// After the first step every trainable parameter has optimizer state (all of them get a
+    /// gradient, which the model tests check; SGD without momentum keeps none): a checkpoint
+    /// lacking some would resume with fresh moments for those parameters, i.e. not exactly.
+    fn check_optimizer_state_complete(
+        &self,
+        saved: &std::collections::HashMap<String, Tensor>,
+        state: &RunState,
+    ) -> Result<()> {
+        let keeps_state = match state.config.optimizer {
+            crate::OptimizerConfig::Sgd { momentum, .. } => momentum != 0.0,
+            crate::OptimizerConfig::AdamW { .. } => true,
+        };
+        if state.global_step == 0 || !keeps_state {
+            return Ok(());
+        }
+        let with_state: std::collections::HashSet<&str> = saved
+            .keys()
+            .filter_map(|k| k.rsplit_once('.').map(|(name, _)| name))
+            .collect();
+        if let Some(p) = self
+            .model
+            .params()
+            .trainable()
+            .find(|p| !with_state.contains(p.name.as_str()))
+        {
+            bail!(
+                "checkpoint lacks the optimizer state of `{}` after {} steps ({} of the {} \
+                 parameters have some); resuming would not continue the run exactly",
+                p.name,
+                state.global_step,
+                with_state.len(),
+                self.model.params().trainable().count()
+            );
+        }
+        Ok(())
+    }
+
     fn restore(&mut self, tensors: CheckpointTensors, state: RunState) -> Result<()> {
         for entry in self.model.params().entries() {
             let saved = tensors
@@ -365,6 +402,7 @@ impl Trainer {
                 .var
                 .set(&saved.to_device(&self.device)?.to_dtype(entry.var.dtype())?)?;
         }
+        self.check_optimizer_state_complete(&tensors.optimizer, &state)?;
         let optimizer_tensors = to_device(tensors.optimizer, &self.device)?;
         self.optimizer
             .import_state(&OptimizerState::from_tensor_map(optimizer_tensors)?)?;

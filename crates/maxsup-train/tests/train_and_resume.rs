@@ -85,3 +85,31 @@ fn trains_and_resumes_exactly() {
     );
     assert!(resumed_dir.join("best.safetensors").exists());
 }
+
+#[test]
+fn a_checkpoint_missing_optimizer_state_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), 2);
+    c.train_subset = Some(100);
+    c.eval_subset = Some(50);
+    let mut t = Trainer::new(c).unwrap();
+    t.run_epoch(&mut Silent).unwrap();
+    drop(t);
+    let path = dir.path().join(LAST_CHECKPOINT);
+    let (mut tensors, state): (maxsup_train::CheckpointTensors, maxsup_train::RunState) =
+        maxsup_train::load_checkpoint(&path, &candle_core::Device::Cpu).unwrap();
+    let victim = tensors
+        .optimizer
+        .keys()
+        .find(|k| k.ends_with(".momentum_buffer"))
+        .cloned()
+        .expect("SGD with momentum saves buffers");
+    tensors.optimizer.remove(&victim);
+    maxsup_train::save_checkpoint(&path, &tensors, &state).unwrap();
+    let e = format!("{:#}", Trainer::resume(&path).err().expect("must refuse"));
+    let name = victim.trim_end_matches(".momentum_buffer");
+    assert!(
+        e.contains("lacks the optimizer state") && e.contains(name),
+        "{e}"
+    );
+}
