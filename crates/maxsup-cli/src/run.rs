@@ -96,7 +96,9 @@ fn run(binary: &str, family: ModelFamily, default_recipe: &str, args: &TrainArgs
             if args.print_config {
                 return Ok(());
             }
-            maxsup_train::parse_device(&config.device)?; // fail before downloading anything
+            // Fail before downloading anything.
+            let device = maxsup_train::parse_device(&config.device)?;
+            config.precision.check_device(&device)?;
             ensure_data(&config)?;
             Trainer::new(config)?
         }
