@@ -28,6 +28,25 @@ fn resnet8() -> anyhow::Result<ResNet> {
 }
 
 #[test]
+fn a_pth_that_candles_zip_reader_rejects_still_loads() -> anyhow::Result<()> {
+    // Same weights as pth_resnet8_cifar.pth, saved under a 21-character stem.
+    let path = fixture("pth_resnet8_cifar_e30.pth");
+    assert!(
+        candle_core::pickle::read_all_with_key(&path, None).is_err(),
+        "the fixture no longer shows the problem"
+    );
+    let model = resnet8()?;
+    load_pth(model.params(), &path)?;
+    let logits = model.forward_t(&formula_input(&[2, 3, 32, 32])?, false)?;
+    assert_close(
+        "resnet8 from the repacked .pth",
+        &logits,
+        &expected("resnet8_cifar")?,
+        1e-4,
+    )
+}
+
+#[test]
 fn torchvision_layout_pth_loads_and_reproduces_pytorch() -> anyhow::Result<()> {
     let model = resnet8()?;
     load_pth(model.params(), fixture("pth_resnet8_cifar.pth"))?;
