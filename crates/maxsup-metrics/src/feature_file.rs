@@ -230,7 +230,8 @@ impl FeatureFile {
         let n = ys[0];
         // Logits are optional: Table 1's metrics and the probe use features and labels only
         // (files written by PyTorch often have nothing else).
-        let (ls, logits_at) = if st.names().iter().any(|name| *name == LOGITS) {
+        let has_logits = st.names().contains(&LOGITS);
+        let (ls, logits_at) = if has_logits {
             tensor(LOGITS, safetensors::Dtype::F32, 2)?
         } else {
             (vec![n, 0], 0)
@@ -248,7 +249,7 @@ impl FeatureFile {
             fs[1]
         );
         ensure!(
-            st.names().iter().all(|name| *name != LOGITS) || ls[1] > 0,
+            !has_logits || ls[1] > 0,
             "feature file {p}: empty logit dimension"
         );
         Ok(Self {
