@@ -21,6 +21,24 @@ use maxsup_jpeg::JpegError;
 /// Largest accepted width or height (guards against absurd headers).
 pub const MAX_SIDE: usize = 1 << 15;
 
+/// Largest accepted image, in pixels: Pillow's `Image.MAX_IMAGE_PIXELS` (its decompression-bomb
+/// limit, ~256 MB of RGB). Checked from the header, before anything is allocated.
+pub const MAX_PIXELS: usize = 89_478_485;
+
+/// Errors for a header's size beyond [`MAX_SIDE`] or [`MAX_PIXELS`] (`what`: "JPEG", "PNG").
+pub fn check_image_size(width: usize, height: usize, what: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        width <= MAX_SIDE && height <= MAX_SIDE,
+        "{what} of {width}x{height} exceeds the {MAX_SIDE} px side limit"
+    );
+    anyhow::ensure!(
+        width.saturating_mul(height) <= MAX_PIXELS,
+        "{what} of {width}x{height} = {} pixels exceeds the {MAX_PIXELS}-pixel limit (Pillow's MAX_IMAGE_PIXELS)",
+        width.saturating_mul(height)
+    );
+    Ok(())
+}
+
 /// Container format of an encoded image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImageFormat {
@@ -61,6 +79,12 @@ pub fn decode_jpeg(bytes: &[u8]) -> anyhow::Result<RgbImage> {
         .set_max_height(MAX_SIDE)
         .jpeg_set_out_colorspace(ColorSpace::RGB);
     let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder
+        .decode_headers()
+        .map_err(|e| anyhow::anyhow!("corrupt JPEG header: {e:?}"))?;
+    if let Some(info) = decoder.info() {
+        check_image_size(info.width as usize, info.height as usize, "JPEG")?;
+    }
     let data = decoder
         .decode()
         .map_err(|e| anyhow::anyhow!("corrupt JPEG: {e:?}"))?;
@@ -100,7 +124,10 @@ pub fn jpeg_region_info(bytes: &[u8]) -> anyhow::Result<Option<maxsup_jpeg::Imag
     }
     ensure_jpeg_complete(bytes)?;
     match maxsup_jpeg::read_info(bytes) {
-        Ok(info) => Ok(Some(info)),
+        Ok(info) => {
+            check_image_size(info.width, info.height, "JPEG")?;
+            Ok(Some(info))
+        }
         Err(JpegError::Unsupported(_)) => Ok(None),
         Err(e) => Err(anyhow::anyhow!("{e}")),
     }
@@ -175,11 +202,7 @@ pub fn decode_png(bytes: &[u8]) -> anyhow::Result<RgbImage> {
         .read_info()
         .map_err(|e| anyhow::anyhow!("corrupt PNG header: {e}"))?;
     // Checked before the frame buffer is allocated: the header alone can claim gigabytes.
-    let (hw, hh) = (reader.info().width as usize, reader.info().height as usize);
-    anyhow::ensure!(
-        hw <= MAX_SIDE && hh <= MAX_SIDE,
-        "PNG of {hw}x{hh} exceeds the {MAX_SIDE} px limit"
-    );
+    check_image_size(reader.info().width as usize, reader.info().height as usize, "PNG")?;
     let buf_size = reader.output_buffer_size().context("PNG image too large")?;
     let mut buf = vec![0u8; buf_size];
     let info = reader

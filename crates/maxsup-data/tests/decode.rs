@@ -253,6 +253,17 @@ fn a_png_header_claiming_a_huge_image_is_refused_before_allocating() {
     png.extend(chunk(b"IEND", &[]));
     let msg = format!("{:#}", maxsup_data::decode::decode_png(&png).unwrap_err());
     assert!(msg.contains("PNG of 100000x100000 exceeds"), "{msg}");
+
+    // Sides within limits, 10^8 pixels: beyond Pillow's MAX_IMAGE_PIXELS.
+    let mut ihdr = 10_000u32.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&10_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(chunk(b"IHDR", &ihdr));
+    png.extend(chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00]));
+    png.extend(chunk(b"IEND", &[]));
+    let msg = format!("{:#}", maxsup_data::decode::decode(&png).unwrap_err());
+    assert!(msg.contains("100000000 pixels exceeds the 89478485-pixel limit"), "{msg}");
 }
 
 #[test]
