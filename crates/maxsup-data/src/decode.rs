@@ -202,7 +202,11 @@ pub fn decode_png(bytes: &[u8]) -> anyhow::Result<RgbImage> {
         .read_info()
         .map_err(|e| anyhow::anyhow!("corrupt PNG header: {e}"))?;
     // Checked before the frame buffer is allocated: the header alone can claim gigabytes.
-    check_image_size(reader.info().width as usize, reader.info().height as usize, "PNG")?;
+    check_image_size(
+        reader.info().width as usize,
+        reader.info().height as usize,
+        "PNG",
+    )?;
     let buf_size = reader.output_buffer_size().context("PNG image too large")?;
     let mut buf = vec![0u8; buf_size];
     let info = reader

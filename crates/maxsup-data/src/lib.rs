@@ -25,6 +25,7 @@ pub mod randaugment;
 pub mod random_erasing;
 pub mod resample;
 pub mod rng;
+pub mod subset;
 pub mod zip_cache;
 
 pub use batch::Batch;
@@ -44,4 +45,5 @@ pub use randaugment::{AugmentOp, OpContext, RandAugment};
 pub use random_erasing::{EraseMode, RandomErasing};
 pub use resample::Interpolation;
 pub use rng::Rng;
+pub use subset::Subset;
 pub use zip_cache::{ZipCache, ZipCacheOptions};

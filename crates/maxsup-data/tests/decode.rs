@@ -263,7 +263,10 @@ fn a_png_header_claiming_a_huge_image_is_refused_before_allocating() {
     png.extend(chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00]));
     png.extend(chunk(b"IEND", &[]));
     let msg = format!("{:#}", maxsup_data::decode::decode(&png).unwrap_err());
-    assert!(msg.contains("100000000 pixels exceeds the 89478485-pixel limit"), "{msg}");
+    assert!(
+        msg.contains("100000000 pixels exceeds the 89478485-pixel limit"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use maxsup_data::{
     Cifar10, CifarSplit, ColorJitter, Dataset, FashionMnist, FashionSplit, ImageFolder,
-    Interpolation, Loader, LoaderConfig, Mixup, Pipeline, RandAugment, RandomErasing, RgbImage,
+    Interpolation, Loader, LoaderConfig, Mixup, Pipeline, RandAugment, RandomErasing, Subset,
     ZipCache, ZipCacheOptions,
 };
 
@@ -163,93 +163,10 @@ fn pipelines(config: &TrainConfig) -> (Pipeline, Pipeline) {
     (train, eval)
 }
 
-/// The first `n` samples of a dataset (quick runs and tests).
-struct Subset {
-    inner: Arc<dyn Dataset>,
-    len: usize,
-}
-
-/// The first `n` samples of `dataset` (all of them for `None`); more than it has is an error.
+/// The first `n` samples of `dataset` (all of them for `None`; more than it has is an error).
 fn subset(dataset: Arc<dyn Dataset>, n: Option<usize>) -> Result<Arc<dyn Dataset>> {
     match n {
-        Some(n) if n > dataset.len() => anyhow::bail!(
-            "a subset of {n} samples was asked for, but the split has {}",
-            dataset.len()
-        ),
-        Some(n) if n < dataset.len() => Ok(Arc::new(Subset {
-            inner: dataset,
-            len: n,
-        })),
+        Some(n) if n != dataset.len() => Ok(Arc::new(Subset::first(dataset, n)?)),
         _ => Ok(dataset),
-    }
-}
-
-impl Dataset for Subset {
-    fn len(&self) -> usize {
-        self.len
-    }
-    fn num_classes(&self) -> usize {
-        self.inner.num_classes()
-    }
-    fn label(&self, index: usize) -> u32 {
-        self.inner.label(index)
-    }
-    fn name(&self, index: usize) -> String {
-        self.inner.name(index)
-    }
-    fn load(&self, index: usize) -> Result<RgbImage> {
-        self.inner.load(index)
-    }
-    // Forwarded so that encoded samples still reach the crop-only JPEG decoder.
-    fn load_raw(&self, index: usize) -> Result<maxsup_data::RawSample> {
-        self.inner.load_raw(index)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Stores its samples encoded; decoding them through `load` is a bug for this test.
-    struct Encoded;
-
-    impl Dataset for Encoded {
-        fn len(&self) -> usize {
-            4
-        }
-        fn num_classes(&self) -> usize {
-            2
-        }
-        fn label(&self, index: usize) -> u32 {
-            index as u32 % 2
-        }
-        fn name(&self, index: usize) -> String {
-            format!("enc/{index}")
-        }
-        fn load(&self, _: usize) -> Result<RgbImage> {
-            anyhow::bail!("load() called: the raw (encoded) path was skipped")
-        }
-        fn load_raw(&self, index: usize) -> Result<maxsup_data::RawSample> {
-            Ok(maxsup_data::RawSample::Encoded(vec![index as u8]))
-        }
-    }
-
-    #[test]
-    fn subsets_keep_the_raw_path_and_refuse_more_than_there_is() {
-        let sub = subset(Arc::new(Encoded), Some(2)).unwrap();
-        assert_eq!(sub.len(), 2);
-        assert_eq!(
-            sub.load_raw(1).unwrap(),
-            maxsup_data::RawSample::Encoded(vec![1])
-        );
-        let e = subset(Arc::new(Encoded), Some(5))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            e.contains("subset of 5 samples") && e.contains("has 4"),
-            "{e}"
-        );
-        assert_eq!(subset(Arc::new(Encoded), Some(4)).unwrap().len(), 4);
     }
 }
