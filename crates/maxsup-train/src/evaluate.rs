@@ -33,7 +33,14 @@ pub fn evaluate(
             .to_vec1()?;
         acc.push(&logits, &batch.labels)?;
     }
+    let expected = loader.shard_indices().len() as u64;
     let report = acc.report()?;
+    if report.samples != expected {
+        anyhow::bail!(
+            "evaluation saw {} of its {expected} samples (the loader stopped early)",
+            report.samples
+        );
+    }
     Ok(EvalStats {
         epoch,
         samples: report.samples,

@@ -199,8 +199,10 @@ impl Trainer {
         let mut sums = EpochSums::default();
         let mut lr = first_lr;
         let mut stream = self.data.train.epoch(epoch as u64);
+        let mut ran = 0;
         for iter in 0.. {
             let Some(batch) = stream.next() else { break };
+            ran += 1;
             let batch =
                 batch.with_context(|| format!("loading training batch {iter} of epoch {epoch}"))?;
             lr = self.schedule.lr(epoch, iter, batches);
@@ -225,6 +227,9 @@ impl Trainer {
                 lr,
                 images_per_second,
             })?;
+        }
+        if ran != batches {
+            bail!("epoch {epoch} ran {ran} of its {batches} training batches (the loader stopped early)");
         }
         self.criterion.end_epoch()?;
         let seconds = start.elapsed().as_secs_f64();
