@@ -161,12 +161,16 @@ impl CustomOp3 for Conv2dBackwardOp {
         let wv = contiguous_f32(ws, wl, "conv2d weight")?;
         let gv = contiguous_f32(gs, gl, "conv2d output gradient")?;
         let (dx, dw) = backward(&g, xv, wv, gv, self.need_dx, self.need_dw);
-        // dx first (activation-sized, not copied), dw appended.
-        let mut packed = dx.unwrap_or_default();
-        if let Some(dw) = dw {
-            packed.reserve_exact(dw.len());
-            packed.extend_from_slice(&dw);
-        }
+        // dx first (activation-sized, allocated with room for dw), dw appended.
+        let packed = match (dx, dw) {
+            (Some(mut dx), Some(dw)) => {
+                dx.extend_from_slice(&dw);
+                dx
+            }
+            (Some(dx), None) => dx,
+            (None, Some(dw)) => dw,
+            (None, None) => Vec::new(),
+        };
         let n = packed.len();
         Ok((CpuStorage::F32(packed), Shape::from(n)))
     }

@@ -40,6 +40,10 @@ pub(crate) fn cpu_only(tensors: &[&Tensor]) -> bool {
 /// Splits a packed 1-D gradient buffer (an op's backward that returns several same-dtype
 /// gradients as one tensor) into tensors of the given shapes, in order; `None` shapes get no
 /// tensor and take no space.
+///
+/// The first part present is a view of the buffer (it is the activation-sized input gradient);
+/// the later ones, the small parameter gradients, are copied out: as views they would keep the
+/// whole buffer alive until the optimizer step, i.e. every layer's input gradient at once.
 pub(crate) fn unpack(
     packed: &Tensor,
     shapes: &[Option<&candle_core::Shape>],
@@ -51,7 +55,8 @@ pub(crate) fn unpack(
             None => Ok(None),
             Some(s) => {
                 let n = s.elem_count();
-                let t = packed.narrow(0, at, n)?.reshape(*s)?;
+                let view = packed.narrow(0, at, n)?.reshape(*s)?;
+                let t = if at == 0 { view } else { view.copy()? };
                 at += n;
                 Ok(Some(t))
             }

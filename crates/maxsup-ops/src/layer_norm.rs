@@ -2,7 +2,9 @@
 //! none). Row statistics are recomputed in the backward instead of stored: one extra read of `x`
 //! is cheaper than keeping them alive for the whole graph.
 
-use crate::cpu::slices::{contiguous_f32, num_threads, output_buffer, split_range};
+use crate::cpu::slices::{
+    contiguous_f32, num_threads, output_buffer, output_buffer_with_room, split_range,
+};
 use crate::dispatch::{fused, unpack};
 use crate::reference;
 #[cfg(feature = "cuda")]
@@ -136,8 +138,7 @@ impl CustomOp3 for LayerNormBackwardCpu {
         let gv = contiguous_f32(gs, gl, "layer_norm output gradient")?;
         let d = wv.len();
         // dx first, then room for dw and db (no copy of the activation-sized part).
-        let mut dx = output_buffer(xv.len());
-        dx.reserve_exact(2 * d);
+        let mut dx = output_buffer_with_room(xv.len(), 2 * d);
         let rows = xv.len() / d.max(1);
         let ranges = split_range(rows, num_threads());
         let mut parts = Vec::with_capacity(ranges.len());
