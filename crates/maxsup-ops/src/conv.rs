@@ -1,16 +1,17 @@
 //! `conv2d` as a candle custom op with a CPU kernel (im2col + GEMM, parallel over images) and a
-//! CUDA one (cuDNN), and a backward that is one op too (`[dx | dw]` packed), so it runs on the
-//! tensors' device. Gradients are computed only for tracked operands: the image batch gets no
+//! CUDA one (cuDNN), and a backward that is one op too (dx its output, dw handed back beside it),
+//! so it runs on the tensors' device. Gradients are computed only for tracked operands: the image batch gets no
 //! input gradient.
 
 use crate::cpu::conv::{backward, forward};
 use crate::cpu::im2col::ConvGeom;
 use crate::cpu::slices::contiguous_f32;
-use crate::dispatch::{fused, unpack};
+use crate::dispatch::fused;
 use crate::reference;
 #[cfg(feature = "cuda")]
 use candle_core::cuda_backend::CudaStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use std::sync::Mutex;
 
 /// The convolution's hyper-parameters.
 #[derive(Clone, Copy, Debug)]
@@ -117,29 +118,54 @@ impl CustomOp2 for Conv2dOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        if !self.need_dx && !self.need_dw {
+            return Ok((None, None));
+        }
         let op = Conv2dBackwardOp {
             params: self.params,
             need_dx: self.need_dx,
             need_dw: self.need_dw,
+            weight_grad: Mutex::new(None),
         };
-        let packed = x.apply_op3_no_bwd(w, &dy.contiguous()?, &op)?;
-        let parts = unpack(
-            &packed,
-            &[
-                self.need_dx.then(|| x.shape()),
-                self.need_dw.then(|| w.shape()),
-            ],
-        )?;
-        let mut parts = parts.into_iter();
-        Ok((parts.next().flatten(), parts.next().flatten()))
+        let first = x.apply_op3_no_bwd(w, &dy.contiguous()?, &op)?;
+        if !self.need_dx {
+            return Ok((None, Some(first)));
+        }
+        let dw = match self.need_dw {
+            true => Some(op.take_weight_grad()?),
+            false => None,
+        };
+        Ok((Some(first), dw))
     }
 }
 
-/// `(x, w, dy) -> [dx | dw]`, each part present only when needed.
+/// `(x, w, dy) -> dx` (or `dw` when only that is needed); when both are, `dw` is left in
+/// `weight_grad` for the caller. Two separate buffers: a parameter gradient that shared a buffer
+/// with the input gradient would keep the latter alive until the optimizer step.
 struct Conv2dBackwardOp {
     params: ConvParams,
     need_dx: bool,
     need_dw: bool,
+    weight_grad: Mutex<Option<Tensor>>,
+}
+
+impl Conv2dBackwardOp {
+    fn put_weight_grad(&self, t: Tensor) -> Result<()> {
+        *self
+            .weight_grad
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("conv2d backward: poisoned lock".into()))? =
+            Some(t);
+        Ok(())
+    }
+
+    fn take_weight_grad(&self) -> Result<Tensor> {
+        self.weight_grad
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("conv2d backward: poisoned lock".into()))?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("conv2d backward: no weight gradient".into()))
+    }
 }
 
 impl CustomOp3 for Conv2dBackwardOp {
@@ -161,18 +187,17 @@ impl CustomOp3 for Conv2dBackwardOp {
         let wv = contiguous_f32(ws, wl, "conv2d weight")?;
         let gv = contiguous_f32(gs, gl, "conv2d output gradient")?;
         let (dx, dw) = backward(&g, xv, wv, gv, self.need_dx, self.need_dw);
-        // dx first (activation-sized, allocated with room for dw), dw appended.
-        let packed = match (dx, dw) {
-            (Some(mut dx), Some(dw)) => {
-                dx.extend_from_slice(&dw);
-                dx
+        match (dx, dw) {
+            (Some(dx), dw) => {
+                if let Some(dw) = dw {
+                    let shape = wl.shape().clone();
+                    self.put_weight_grad(Tensor::from_vec(dw, shape, &candle_core::Device::Cpu)?)?;
+                }
+                Ok((CpuStorage::F32(dx), xl.shape().clone()))
             }
-            (Some(dx), None) => dx,
-            (None, Some(dw)) => dw,
-            (None, None) => Vec::new(),
-        };
-        let n = packed.len();
-        Ok((CpuStorage::F32(packed), Shape::from(n)))
+            (None, Some(dw)) => Ok((CpuStorage::F32(dw), wl.shape().clone())),
+            (None, None) => candle_core::bail!("conv2d backward: no gradient asked for"),
+        }
     }
 
     #[cfg(feature = "cuda")]
@@ -186,10 +211,22 @@ impl CustomOp3 for Conv2dBackwardOp {
         gl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
         let s = self.params.cuda_shape(xl.shape(), wl.shape())?;
-        let n = if self.need_dx { s.x_len() } else { 0 } + if self.need_dw { s.w_len() } else { 0 };
-        let packed =
-            crate::cuda::conv2d_backward(&s, xs, xl, ws, wl, gs, gl, (self.need_dx, self.need_dw))?;
-        Ok((packed, Shape::from(n)))
+        let need = (self.need_dx, self.need_dw);
+        match crate::cuda::conv2d_backward(&s, xs, xl, ws, wl, gs, gl, need)? {
+            (Some(dx), dw) => {
+                if let Some(dw) = dw {
+                    self.put_weight_grad(Tensor::from_storage(
+                        candle_core::Storage::Cuda(dw),
+                        wl.shape().clone(),
+                        candle_core::op::BackpropOp::none(),
+                        false,
+                    ))?;
+                }
+                Ok((dx, xl.shape().clone()))
+            }
+            (None, Some(dw)) => Ok((dw, wl.shape().clone())),
+            (None, None) => candle_core::bail!("conv2d backward: no gradient asked for"),
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 
 use super::gemm::{matmul, Mat};
 use super::im2col::{col2im_add, im2col, ConvGeom};
-use super::slices::{num_threads, output_buffer, output_buffer_with_room, split_range};
+use super::slices::{num_threads, output_buffer, split_range};
 use rayon::prelude::*;
 
 /// Per-thread scratch matrices, kept across calls: re-allocating them per convolution costs page
@@ -143,8 +143,7 @@ pub fn backward(
     let pl = plan(g);
     let wt = Mat::row_major(w, o, k).t();
     let mut dx = if want_dx {
-        // Room for dw: the backward op returns [dx | dw] in this buffer.
-        output_buffer_with_room(g.n * chw, if want_dw { o * k } else { 0 })
+        output_buffer(g.n * chw)
     } else {
         Vec::new()
     };

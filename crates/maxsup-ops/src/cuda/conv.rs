@@ -206,8 +206,7 @@ fn cudnn_err_status(
     move |e| candle_core::Error::Cuda(format!("cuDNN {what}: {e:?}").into())
 }
 
-/// Gradients of one convolution packed in one buffer, `[dx | dw]` with the parts asked for, so
-/// the backward is one op (both parts have the input's dtype).
+/// The input and weight gradients of one convolution, each when asked for.
 fn typed_backward<T: Elem>(
     dev: &CudaDevice,
     s: &ConvShape,
@@ -216,13 +215,11 @@ fn typed_backward<T: Elem>(
     dy: &CudaView<T>,
     need_dx: bool,
     need_dw: bool,
-) -> Result<CudaStorage> {
+) -> Result<(Option<CudaStorage>, Option<CudaStorage>)> {
     let cudnn = handle(dev)?;
     let d = descriptors::<T>(&cudnn, s)?;
-    let dx_len = if need_dx { s.x_len() } else { 0 };
-    let dw_len = if need_dw { s.w_len() } else { 0 };
-    let mut packed = output::<T>(dev, dx_len + dw_len)?;
     let tf32 = super::tf32();
+    let mut grads = (None, None);
     if need_dx {
         let op = ConvBackwardData {
             conv: &d.conv,
@@ -241,12 +238,13 @@ fn typed_backward<T: Elem>(
                     .map_err(wrap_err("backward-data workspace"))?,
             ))
         })?;
-        let mut dx = packed.slice_mut(0..dx_len);
+        let mut dx = output::<T>(dev, s.x_len())?;
         with_workspace(dev, bytes, |ws| {
             // SAFETY: dx, w and dy match the descriptors.
             unsafe { op.launch(data_algo(algo), Some(ws), (T::ONE, T::ZERO), &mut dx, w, dy) }
                 .map_err(cudnn_err_status("backward-data"))
         })?;
+        grads.0 = Some(CudaStorage::wrap_cuda_slice(dx, dev.clone()));
     }
     if need_dw {
         let op = ConvBackwardFilter {
@@ -266,7 +264,7 @@ fn typed_backward<T: Elem>(
                     .map_err(wrap_err("backward-filter workspace"))?,
             ))
         })?;
-        let mut dw = packed.slice_mut(dx_len..dx_len + dw_len);
+        let mut dw = output::<T>(dev, s.w_len())?;
         with_workspace(dev, bytes, |ws| {
             // SAFETY: x, dw and dy match the descriptors.
             unsafe {
@@ -281,8 +279,9 @@ fn typed_backward<T: Elem>(
             }
             .map_err(cudnn_err_status("backward-filter"))
         })?;
+        grads.1 = Some(CudaStorage::wrap_cuda_slice(dw, dev.clone()));
     }
-    Ok(CudaStorage::wrap_cuda_slice(packed, dev.clone()))
+    Ok(grads)
 }
 
 /// `conv2d(x, w)` for contiguous f32 or bf16 storages.
@@ -312,7 +311,7 @@ pub(crate) fn conv2d_forward(
     }
 }
 
-/// The packed `[dx | dw]` gradients (see `typed_backward`).
+/// `(dx, dw)`, each when asked for by `need`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv2d_backward(
     s: &ConvShape,
@@ -323,7 +322,7 @@ pub(crate) fn conv2d_backward(
     dy: &CudaStorage,
     dyl: &candle_core::Layout,
     need: (bool, bool),
-) -> Result<CudaStorage> {
+) -> Result<(Option<CudaStorage>, Option<CudaStorage>)> {
     use super::launch::view;
     let dev = x.device.clone();
     macro_rules! run {
