@@ -8,10 +8,10 @@ use crate::cpu::im2col::ConvGeom;
 use crate::cpu::slices::contiguous_f32;
 use crate::dispatch::fused;
 use crate::reference;
+use crate::side_output::SideOutput;
 #[cfg(feature = "cuda")]
 use candle_core::cuda_backend::CudaStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
-use std::sync::Mutex;
 
 /// The convolution's hyper-parameters.
 #[derive(Clone, Copy, Debug)]
@@ -125,14 +125,14 @@ impl CustomOp2 for Conv2dOp {
             params: self.params,
             need_dx: self.need_dx,
             need_dw: self.need_dw,
-            weight_grad: Mutex::new(None),
+            weight_grad: SideOutput::new("conv2d weight gradient"),
         };
         let first = x.apply_op3_no_bwd(w, &dy.contiguous()?, &op)?;
         if !self.need_dx {
             return Ok((None, Some(first)));
         }
         let dw = match self.need_dw {
-            true => Some(op.take_weight_grad()?),
+            true => Some(op.weight_grad.take()?),
             false => None,
         };
         Ok((Some(first), dw))
@@ -146,26 +146,7 @@ struct Conv2dBackwardOp {
     params: ConvParams,
     need_dx: bool,
     need_dw: bool,
-    weight_grad: Mutex<Option<Tensor>>,
-}
-
-impl Conv2dBackwardOp {
-    fn put_weight_grad(&self, t: Tensor) -> Result<()> {
-        *self
-            .weight_grad
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("conv2d backward: poisoned lock".into()))? =
-            Some(t);
-        Ok(())
-    }
-
-    fn take_weight_grad(&self) -> Result<Tensor> {
-        self.weight_grad
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("conv2d backward: poisoned lock".into()))?
-            .take()
-            .ok_or_else(|| candle_core::Error::Msg("conv2d backward: no weight gradient".into()))
-    }
+    weight_grad: SideOutput,
 }
 
 impl CustomOp3 for Conv2dBackwardOp {
@@ -191,7 +172,11 @@ impl CustomOp3 for Conv2dBackwardOp {
             (Some(dx), dw) => {
                 if let Some(dw) = dw {
                     let shape = wl.shape().clone();
-                    self.put_weight_grad(Tensor::from_vec(dw, shape, &candle_core::Device::Cpu)?)?;
+                    self.weight_grad.put(Tensor::from_vec(
+                        dw,
+                        shape,
+                        &candle_core::Device::Cpu,
+                    )?)?;
                 }
                 Ok((CpuStorage::F32(dx), xl.shape().clone()))
             }
@@ -215,7 +200,7 @@ impl CustomOp3 for Conv2dBackwardOp {
         match crate::cuda::conv2d_backward(&s, xs, xl, ws, wl, gs, gl, need)? {
             (Some(dx), dw) => {
                 if let Some(dw) = dw {
-                    self.put_weight_grad(Tensor::from_storage(
+                    self.weight_grad.put(Tensor::from_storage(
                         candle_core::Storage::Cuda(dw),
                         wl.shape().clone(),
                         candle_core::op::BackpropOp::none(),

@@ -35,6 +35,7 @@ mod matmul;
 mod max_pool;
 pub mod reference;
 mod relu;
+mod side_output;
 mod softmax;
 
 pub use attention::{attention_qkv, attention_qkv_composed};

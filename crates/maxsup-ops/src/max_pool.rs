@@ -5,11 +5,11 @@
 use crate::cpu::slices::{contiguous_f32, output_buffer};
 use crate::dispatch::fused;
 use crate::reference;
+use crate::side_output::SideOutput;
 #[cfg(feature = "cuda")]
 use candle_core::cuda_backend::CudaStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-use std::sync::Mutex;
 
 /// Kernel, stride and padding of a square pooling window.
 #[derive(Clone, Copy, Debug)]
@@ -24,17 +24,7 @@ pub(crate) struct PoolGeom {
 /// on CUDA the position inside the window (u8, `ky * kernel + kx`).
 struct MaxPoolOp {
     geom: PoolGeom,
-    argmax: Mutex<Option<Tensor>>,
-}
-
-impl MaxPoolOp {
-    fn store_argmax(&self, t: Tensor) -> Result<()> {
-        *self
-            .argmax
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("max_pool2d: poisoned lock".into()))? = Some(t);
-        Ok(())
-    }
+    argmax: SideOutput,
 }
 
 /// Output size of a pooling window sweep, or an error naming the offending sizes.
@@ -88,7 +78,7 @@ impl CustomOp1 for MaxPoolOp {
                     }
                 }
             });
-        self.store_argmax(Tensor::from_vec(
+        self.argmax.put(Tensor::from_vec(
             idx,
             (n, c, oh, ow),
             &candle_core::Device::Cpu,
@@ -117,17 +107,12 @@ impl CustomOp1 for MaxPoolOp {
             candle_core::op::BackpropOp::none(),
             false,
         );
-        self.store_argmax(arg)?;
+        self.argmax.put(arg)?;
         Ok((y, Shape::from((n, c, oh, ow))))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        let arg = self
-            .argmax
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("max_pool2d: poisoned lock".into()))?
-            .clone()
-            .ok_or_else(|| candle_core::Error::Msg("max_pool2d: backward before forward".into()))?;
+        let arg = self.argmax.get()?;
         let op = MaxPoolBackwardOp {
             geom: self.geom,
             input: x.dims4()?,
@@ -201,6 +186,6 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
             stride,
             pad: padding,
         },
-        argmax: Mutex::new(None),
+        argmax: SideOutput::new("max_pool2d arg-max"),
     })
 }
