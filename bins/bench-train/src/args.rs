@@ -34,9 +34,7 @@ pub struct Args {
     /// SGD momentum (maxsup-optim's Sgd, PyTorch semantics).
     #[arg(long, default_value_t = 0.9)]
     pub momentum: f64,
-    /// SGD L2 weight decay. Note: maxsup-optim's Sgd currently keeps the autograd graph of
-    /// `weight_decay * param` alive inside its momentum buffer (memory grows every step); pass 0
-    /// to measure memory without that bug.
+    /// SGD L2 weight decay (added to the gradient, PyTorch semantics).
     #[arg(long, default_value_t = 1e-4)]
     pub weight_decay: f64,
     /// Seed of the weights and the random batch.

@@ -44,6 +44,7 @@ struct Args {
     /// Training steps timed per model (after `--warmup` untimed ones).
     #[arg(long, default_value_t = 20)]
     steps: usize,
+    /// Untimed warm-up steps before the timed ones.
     #[arg(long, default_value_t = 5)]
     warmup: usize,
     /// Batch size of the throughput phase.

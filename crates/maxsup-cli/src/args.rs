@@ -38,6 +38,7 @@ pub struct TrainArgs {
     /// Read the zip archives into memory (the official --cache).
     #[arg(long)]
     pub cache: bool,
+    /// Square input resolution in pixels (32 for the CIFAR recipes, 224 for ImageNet).
     #[arg(long)]
     pub image_size: Option<usize>,
 
@@ -50,29 +51,38 @@ pub struct TrainArgs {
     /// Alpha of MaxSup/LS at the last epoch.
     #[arg(long)]
     pub alpha_end: Option<f64>,
+    /// Logit-penalty weight beta (`--loss lp`).
     #[arg(long)]
     pub lp_beta: Option<f64>,
+    /// Focal-loss gamma (`--loss focal`).
     #[arg(long)]
     pub focal_gamma: Option<f64>,
+    /// Weight of Zipf-LS's KL term (`--loss zipf`).
     #[arg(long)]
     pub zipf_weight: Option<f64>,
 
+    /// Training epochs (with --resume: train on to this many).
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Global batch size.
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Batch size of the evaluation after each epoch.
     #[arg(long)]
     pub eval_batch_size: Option<usize>,
     /// Base learning rate (scaled by batch / reference batch where the recipe does so).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Weight decay (not applied to norms, biases and the recipe's no-decay set).
     #[arg(long)]
     pub weight_decay: Option<f64>,
+    /// Linear warm-up epochs of the cosine schedule.
     #[arg(long)]
     pub warmup_epochs: Option<usize>,
+    /// Final learning rate of the cosine schedule.
     #[arg(long)]
     pub min_lr: Option<f64>,
+    /// Stochastic-depth rate of the last DeiT block (linear from 0; ResNets take 0).
     #[arg(long)]
     pub drop_path: Option<f64>,
     /// BlurPool on strided convolutions (FFCV).
@@ -91,6 +101,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub cutmix: Option<f64>,
 
+    /// Seed of the weight initialisation, data order and augmentations.
     #[arg(long)]
     pub seed: Option<u64>,
     /// cpu, cuda or cuda:N.

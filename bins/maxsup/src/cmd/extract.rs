@@ -41,8 +41,10 @@ pub struct Args {
     /// Only the first N samples of the split.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Images per forward pass.
     #[arg(long, default_value_t = 250)]
     pub batch_size: usize,
+    /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Class order of the model on --zip data (the labels written follow it).

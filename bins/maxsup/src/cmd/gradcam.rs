@@ -29,6 +29,7 @@ pub struct Args {
     /// Explain this class instead of each model's top class.
     #[arg(long)]
     pub class: Option<u32>,
+    /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Output PNG.

@@ -19,8 +19,10 @@ pub struct Args {
     /// Number of log-spaced λ values.
     #[arg(long, default_value_t = 45)]
     pub num_lambdas: usize,
+    /// Smallest L2 penalty λ of the grid.
     #[arg(long, default_value_t = 1e-6)]
     pub lambda_min: f64,
+    /// Largest L2 penalty λ of the grid.
     #[arg(long, default_value_t = 1e5)]
     pub lambda_max: f64,
     /// Fraction of each class held out for choosing λ.

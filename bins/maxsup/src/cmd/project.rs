@@ -12,6 +12,7 @@ pub struct Args {
     /// Feature files (from `maxsup extract`).
     #[arg(required = true)]
     pub features: Vec<PathBuf>,
+    /// Names of the feature files in the plot, in order (default: file names).
     #[arg(long, num_args = 1..)]
     pub names: Vec<String>,
     /// The three classes, e.g. 0,1,2.
