@@ -10,29 +10,12 @@ use maxsup_optim::{AdamW, AdamWConfig, Optimizer, ParamGroup, Sgd, SgdConfig};
 use serde_json::{json, Value};
 use std::time::Instant;
 
-/// The default pool's used-memory high-water mark in bytes (reset with `reset`).
+/// The device pool's used-memory high-water mark in bytes (`reset` starts a new measurement).
 fn pool_high_water(device: &Device, reset: bool) -> Result<u64> {
-    use candle_core::cuda_backend::cudarc::driver::sys;
     let Device::Cuda(d) = device else {
         anyhow::bail!("not a CUDA device")
     };
-    let ordinal = d.cuda_stream().context().ordinal() as i32;
-    let mut value: u64 = 0;
-    // SAFETY: driver queries on the device's default pool with a valid u64 out-parameter.
-    unsafe {
-        let mut dev: sys::CUdevice = 0;
-        sys::cuDeviceGet(&mut dev, ordinal).result()?;
-        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
-        sys::cuDeviceGetDefaultMemPool(&mut pool, dev).result()?;
-        let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
-        if reset {
-            sys::cuMemPoolSetAttribute(pool, attr, &mut value as *mut u64 as *mut std::ffi::c_void)
-                .result()?;
-        }
-        sys::cuMemPoolGetAttribute(pool, attr, &mut value as *mut u64 as *mut std::ffi::c_void)
-            .result()?;
-    }
-    Ok(value)
+    Ok(maxsup_ops::peak_memory(d, reset)?)
 }
 
 fn measure(name: &str, gpu: &Device, batch: usize, warmup: usize, steps: usize) -> Result<Value> {

@@ -42,6 +42,11 @@ fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// `1 / sqrt(var + eps)`, in f64 then rounded (the CPU kernels' per-channel scale).
+fn rstd(var: f32, eps: f64) -> f32 {
+    (1.0 / (var as f64 + eps).sqrt()) as f32
+}
+
 /// The f32 values of a small CPU tensor (per-channel statistics captured by an op).
 fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
@@ -100,10 +105,7 @@ impl BatchNormTrainOp {
     fn host_mean_rstd(&self, c: usize) -> Result<(Vec<f32>, Vec<f32>)> {
         let st = host_f32(&self.stats)?;
         let mean = st[..c].to_vec();
-        let rstd = st[c..]
-            .iter()
-            .map(|&v| (1.0 / (v as f64 + self.eps).sqrt()) as f32)
-            .collect();
+        let rstd = st[c..].iter().map(|&v| rstd(v, self.eps)).collect();
         Ok((mean, rstd))
     }
 }
@@ -237,7 +239,7 @@ impl CustomOp2 for BatchNormBackwardSums {
             .into_par_iter()
             .map(|ch| {
                 let mean = st[ch];
-                let rstd = (1.0 / (st[c + ch] as f64 + self.eps).sqrt()) as f32;
+                let rstd = rstd(st[c + ch], self.eps);
                 let (mut s, mut sx) = (0f64, 0f64);
                 for bb in 0..n {
                     let r = (bb * c + ch) * hw..(bb * c + ch + 1) * hw;
@@ -306,7 +308,7 @@ impl CustomOp3 for BatchNormBackwardDx {
         dx.par_chunks_mut(hw).enumerate().for_each(|(pl, dp)| {
             let ch = pl % c;
             let mean = st[ch];
-            let rstd = (1.0 / (st[c + ch] as f64 + self.eps).sqrt()) as f32;
+            let rstd = rstd(st[c + ch], self.eps);
             let (sx, s) = (sums[ch], sums[c + ch]);
             let k = wv[ch] * rstd / m;
             let r = pl * hw..(pl + 1) * hw;

@@ -42,7 +42,7 @@ pub use attention::{attention_qkv, attention_qkv_composed};
 pub use batch_norm::{batch_norm2d, batch_norm2d_relu};
 pub use conv::conv2d;
 #[cfg(feature = "cuda")]
-pub use cuda::{configure_device, set_tf32, tf32};
+pub use cuda::{configure_device, peak_memory, set_tf32, tf32};
 pub use gelu::gelu_erf;
 pub use layer_norm::layer_norm;
 pub use linear::linear;

@@ -2,11 +2,11 @@
 //! f64 partial sums plus a per-channel finalisation, normalisation and input gradient one block
 //! per (image, channel) plane.
 
-use super::launch::{blocks, by_dtype, launch_kernel, name_for, output, view, Elem};
+use super::launch::{blocks, by_dtype, f32_view, launch_kernel, name_for, output, view, Elem};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig};
 use candle_core::cuda_backend::CudaStorage;
-use candle_core::{DType, Layout, Result};
+use candle_core::{Layout, Result};
 
 type Arg<'a> = (&'a CudaStorage, &'a Layout);
 
@@ -24,11 +24,9 @@ fn reduce_grid(c: usize, splits: usize) -> LaunchConfig {
     }
 }
 
-fn f32_view<'a>((s, l): Arg<'a>, what: &str) -> Result<CudaView<'a, f32>> {
-    if s.dtype() != DType::F32 {
-        candle_core::bail!("batch_norm2d: {what} must be f32, got {:?}", s.dtype());
-    }
-    view::<f32>(s, l, what)
+/// An f32 per-channel operand (statistics, weight, bias, sums).
+fn channel_view<'a>((s, l): Arg<'a>, what: &str) -> Result<CudaView<'a, f32>> {
+    f32_view(s, l, &format!("batch_norm2d {what}"))
 }
 
 fn nchw(l: &Layout) -> Result<(i32, i32, i32)> {
@@ -96,9 +94,9 @@ pub(crate) fn apply(
         let (n, c, hw) = nchw(x.1)?;
         let xv = view::<T>(x.0, x.1, "batch_norm2d input")?;
         let (sv, wv, bv) = (
-            f32_view(st, "statistics")?,
-            f32_view(w, "weight")?,
-            f32_view(b, "bias")?,
+            channel_view(st, "statistics")?,
+            channel_view(w, "weight")?,
+            channel_view(b, "bias")?,
         );
         let mut y = output::<T>(&dev, x.1.shape().elem_count())?;
         let relu = relu as i32;
@@ -129,7 +127,7 @@ pub(crate) fn backward_sums(x: Arg<'_>, g: Arg<'_>, st: Arg<'_>, eps: f32) -> Re
         let (n, c, hw) = nchw(x.1)?;
         let xv = view::<T>(x.0, x.1, "batch_norm2d input")?;
         let gv = view::<T>(g.0, g.1, "batch_norm2d gradient")?;
-        let sv = f32_view(st, "statistics")?;
+        let sv = channel_view(st, "statistics")?;
         let sp = splits(n as usize, c as usize);
         let mut partial = output::<f64>(&dev, c as usize * sp * 2)?;
         let (sp_i, relu) = (sp as i32, 0i32);
@@ -188,9 +186,9 @@ pub(crate) fn backward_dx(
         let xv = view::<T>(x.0, x.1, "batch_norm2d input")?;
         let gv = view::<T>(g.0, g.1, "batch_norm2d gradient")?;
         let (sv, wv, mv) = (
-            f32_view(st, "statistics")?,
-            f32_view(w, "weight")?,
-            f32_view(sums, "sums")?,
+            channel_view(st, "statistics")?,
+            channel_view(w, "weight")?,
+            channel_view(sums, "sums")?,
         );
         let mut dx = output::<T>(&dev, x.1.shape().elem_count())?;
         let count = n as f32 * hw as f32;

@@ -1,5 +1,6 @@
 //! Loading the embedded kernels once per device and launching them on candle's stream.
 
+use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::cudnn::CudnnDataType;
 use candle_core::cuda_backend::cudarc::driver::{
     CudaFunction, CudaModule, CudaSlice, CudaView, DeviceRepr, LaunchConfig, ValidAsZeroBits,
@@ -111,6 +112,19 @@ pub(crate) fn view<'a, T: CudaDType + DeviceRepr>(
         Some((a, b)) => Ok(slice.slice(a..b)),
         None => candle_core::bail!("maxsup-ops: {what} must be contiguous (layout {l:?})"),
     }
+}
+
+/// A contiguous f32 view of a per-channel parameter or statistics tensor, or an error naming
+/// `what` when it is not f32 (norm parameters stay f32 next to bf16 activations).
+pub(crate) fn f32_view<'a>(
+    s: &'a CudaStorage,
+    l: &Layout,
+    what: &str,
+) -> Result<CudaView<'a, f32>> {
+    if s.dtype() != DType::F32 {
+        candle_core::bail!("{what} must be f32, got {:?}", s.dtype());
+    }
+    view::<f32>(s, l, what)
 }
 
 /// An uninitialised device buffer of `n` elements for a kernel that writes all of them.

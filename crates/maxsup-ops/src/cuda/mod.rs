@@ -15,4 +15,4 @@ mod settings;
 pub(crate) use conv::{conv2d_backward, conv2d_forward, ConvShape};
 pub(crate) use elementwise::{map1, map2};
 pub(crate) use launch::*;
-pub use settings::{configure_device, set_tf32, tf32};
+pub use settings::{configure_device, peak_memory, set_tf32, tf32};

@@ -1,25 +1,16 @@
 //! Launchers of the row kernels (softmax and LayerNorm over the last dimension, one warp per row).
 
-use super::launch::{blocks, by_dtype, launch_kernel, name_for, output, view, warp_per_row, Elem};
+use super::launch::{
+    blocks, by_dtype, f32_view, launch_kernel, name_for, output, view, warp_per_row, Elem,
+};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::CudaStorage;
-use candle_core::{DType, Layout, Result};
+use candle_core::{Layout, Result};
 
 /// Rows and row length of a contiguous tensor (the last dimension; a scalar is one row of one).
 fn rows_of(l: &Layout) -> (usize, i32) {
     let d = l.shape().dims().last().copied().unwrap_or(1).max(1);
     (l.shape().elem_count() / d, d as i32)
-}
-
-fn f32_view<'a>(
-    s: &'a CudaStorage,
-    l: &Layout,
-    what: &str,
-) -> Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, f32>> {
-    if s.dtype() != DType::F32 {
-        candle_core::bail!("{what} must be f32, got {:?}", s.dtype());
-    }
-    view::<f32>(s, l, what)
 }
 
 pub(crate) fn softmax_fwd(s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {

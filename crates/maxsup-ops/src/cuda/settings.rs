@@ -18,6 +18,64 @@ pub fn tf32() -> bool {
     TF32.load(Ordering::Relaxed)
 }
 
+fn driver_err(
+    call: &'static str,
+) -> impl FnOnce(candle_core::cuda_backend::cudarc::driver::DriverError) -> candle_core::Error {
+    move |e| candle_core::Error::Cuda(format!("{call}: {e}").into())
+}
+
+/// The stream-ordered memory pool candle allocates from on `dev` (the device's default pool).
+fn default_pool(
+    dev: &CudaDevice,
+) -> Result<candle_core::cuda_backend::cudarc::driver::sys::CUmemoryPool> {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    let ctx = dev.cuda_stream().context().clone();
+    ctx.bind_to_thread()
+        .map_err(driver_err("binding the CUDA context"))?;
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    let mut device: sys::CUdevice = 0;
+    // SAFETY: plain driver queries into locals, for the context's own device.
+    unsafe {
+        sys::cuDeviceGet(&mut device, ctx.ordinal() as i32)
+            .result()
+            .map_err(driver_err("cuDeviceGet"))?;
+        sys::cuDeviceGetDefaultMemPool(&mut pool, device)
+            .result()
+            .map_err(driver_err("cuDeviceGetDefaultMemPool"))?;
+    }
+    Ok(pool)
+}
+
+/// One u64 attribute of `dev`'s pool, optionally set to `value` first.
+fn pool_attribute(
+    dev: &CudaDevice,
+    attr: candle_core::cuda_backend::cudarc::driver::sys::CUmemPool_attribute,
+    value: Option<u64>,
+) -> Result<u64> {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    let pool = default_pool(dev)?;
+    let mut v = value.unwrap_or(0);
+    // SAFETY: u64-valued pool attributes with a valid out/in parameter.
+    unsafe {
+        if value.is_some() {
+            sys::cuMemPoolSetAttribute(pool, attr, &mut v as *mut u64 as *mut std::ffi::c_void)
+                .result()
+                .map_err(driver_err("cuMemPoolSetAttribute"))?;
+        }
+        sys::cuMemPoolGetAttribute(pool, attr, &mut v as *mut u64 as *mut std::ffi::c_void)
+            .result()
+            .map_err(driver_err("cuMemPoolGetAttribute"))?;
+    }
+    Ok(v)
+}
+
+/// The most device memory in use at once (bytes) since the last call with `reset` (which starts
+/// a new measurement), from the memory pool's high-water mark.
+pub fn peak_memory(dev: &CudaDevice, reset: bool) -> Result<u64> {
+    use candle_core::cuda_backend::cudarc::driver::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
+    pool_attribute(dev, CU_MEMPOOL_ATTR_USED_MEM_HIGH, reset.then_some(0))
+}
+
 /// Prepares `dev` for training-sized work: the stream-ordered memory pool keeps freed memory
 /// instead of returning it to the driver at every synchronisation (its default release
 /// threshold is 0, so every step would re-map its activations), and event tracking is turned off
@@ -26,32 +84,9 @@ pub fn tf32() -> bool {
 ///
 /// Call once, right after opening the device and before creating tensors on it.
 pub fn configure_device(dev: &CudaDevice) -> Result<()> {
-    use candle_core::cuda_backend::cudarc::driver::sys;
-    let ctx = dev.cuda_stream().context().clone();
-    ctx.bind_to_thread()
-        .map_err(|e| candle_core::Error::Cuda(format!("binding the CUDA context: {e}").into()))?;
-    let ordinal = ctx.ordinal() as i32;
-    // SAFETY: plain driver calls on the device's own default pool, with a valid attribute value.
-    unsafe {
-        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
-        let mut device: sys::CUdevice = 0;
-        sys::cuDeviceGet(&mut device, ordinal)
-            .result()
-            .map_err(|e| candle_core::Error::Cuda(format!("cuDeviceGet: {e}").into()))?;
-        sys::cuDeviceGetDefaultMemPool(&mut pool, device)
-            .result()
-            .map_err(|e| {
-                candle_core::Error::Cuda(format!("cuDeviceGetDefaultMemPool: {e}").into())
-            })?;
-        let mut threshold: u64 = u64::MAX;
-        sys::cuMemPoolSetAttribute(
-            pool,
-            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
-            &mut threshold as *mut u64 as *mut std::ffi::c_void,
-        )
-        .result()
-        .map_err(|e| candle_core::Error::Cuda(format!("cuMemPoolSetAttribute: {e}").into()))?;
-        dev.disable_event_tracking();
-    }
+    use candle_core::cuda_backend::cudarc::driver::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD;
+    pool_attribute(dev, CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, Some(u64::MAX))?;
+    // SAFETY: every tensor of a run lives on the device's one stream (see above).
+    unsafe { dev.disable_event_tracking() };
     Ok(())
 }
