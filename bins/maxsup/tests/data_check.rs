@@ -23,8 +23,8 @@ fn a_truncated_jpeg_with_an_end_marker_fails_the_check() {
     let root = std::env::temp_dir().join(format!("maxsup-data-check-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     for class in ["n01", "n02"] {
-        std::fs::create_dir_all(root.join(class)).unwrap();
-        std::fs::write(root.join(class).join("good.jpg"), fixture()).unwrap();
+        std::fs::create_dir_all(root.join("train").join(class)).unwrap();
+        std::fs::write(root.join("train").join(class).join("good.jpg"), fixture()).unwrap();
     }
     let ok = check(&root);
     assert!(
@@ -35,7 +35,7 @@ fn a_truncated_jpeg_with_an_end_marker_fails_the_check() {
     let good = fixture();
     let mut cut = good[..good.len() * 2 / 3].to_vec();
     cut.extend_from_slice(&[0xFF, 0xD9]);
-    std::fs::write(root.join("n02").join("cut.jpg"), cut).unwrap();
+    std::fs::write(root.join("train").join("n02").join("cut.jpg"), cut).unwrap();
     let bad = check(&root);
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success(), "the damaged file passed");

@@ -8,4 +8,4 @@ mod load;
 
 pub use extract::extract_features;
 pub use gradcam::{grad_cam, GradCam};
-pub use load::{load_model, LoadedModel};
+pub use load::{load_model, load_model_weights, LoadedModel, WeightSet};

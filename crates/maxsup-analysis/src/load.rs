@@ -18,6 +18,17 @@ pub struct LoadedModel {
     pub config: Option<TrainConfig>,
 }
 
+/// Which weights of a training checkpoint to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightSet {
+    /// The trained model's weights.
+    #[default]
+    Trained,
+    /// The exponential moving average of the weights (runs trained with `--ema-decay`), as
+    /// timm's `--model-ema` keeps and evaluates it.
+    Ema,
+}
+
 /// Loads `weights`: a training checkpoint of `train-conv`/`train-vit` (model name and dataset are
 /// read from it), or a plain state dict as safetensors or PyTorch `.pth` (torchvision/timm names,
 /// `model`/`state_dict` keys and DDP `module.` prefixes handled), which needs `model_name`. The
@@ -25,6 +36,17 @@ pub struct LoadedModel {
 pub fn load_model(
     weights: &Path,
     model_name: Option<&str>,
+    device: &Device,
+) -> Result<LoadedModel> {
+    load_model_weights(weights, model_name, WeightSet::Trained, device)
+}
+
+/// [`load_model`] choosing the trained or the EMA weights of a training checkpoint; plain weight
+/// files hold one set, so [`WeightSet::Ema`] is refused for them.
+pub fn load_model_weights(
+    weights: &Path,
+    model_name: Option<&str>,
+    set: WeightSet,
     device: &Device,
 ) -> Result<LoadedModel> {
     if is_training_checkpoint(weights) {
@@ -37,7 +59,16 @@ pub fn load_model(
                 config.model
             );
         }
-        let state_dict: Vec<(String, Tensor)> = tensors.model.into_iter().collect();
+        let chosen = match set {
+            WeightSet::Trained => tensors.model,
+            WeightSet::Ema if tensors.ema.is_empty() => bail!(
+                "{}: --ema: the checkpoint has no EMA weights (the run was trained without \
+                 --ema-decay)",
+                weights.display()
+            ),
+            WeightSet::Ema => tensors.ema,
+        };
+        let state_dict: Vec<(String, Tensor)> = chosen.into_iter().collect();
         let classes = num_classes(&state_dict, weights)?;
         let model = build_model(&config, classes, device)?;
         load_state_dict(model.params(), state_dict, &weights.display().to_string())?;
@@ -45,6 +76,12 @@ pub fn load_model(
             model,
             config: Some(config),
         });
+    }
+    if set == WeightSet::Ema {
+        bail!(
+            "{}: --ema applies to training checkpoints; a plain weight file holds one set of weights",
+            weights.display()
+        );
     }
     let Some(name) = model_name else {
         bail!(

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args;
 use maxsup_loss::LossKind;
-use maxsup_train::{DataSource, TrainConfig};
+use maxsup_train::TrainConfig;
+
+use crate::DatasetArgs;
 
 /// Options shared by `train-conv` and `train-vit`. Unset options keep the recipe's value.
 #[derive(Debug, Args)]
@@ -26,21 +28,8 @@ pub struct TrainArgs {
     /// Model registry name (e.g. resnet20_cifar, resnet50, deit_small_patch16_224).
     #[arg(long)]
     pub model: Option<String>,
-    /// CIFAR-10 binary batches directory.
-    #[arg(long, value_name = "DIR")]
-    pub cifar10: Option<PathBuf>,
-    /// ImageFolder root with train/ and val/ class folders.
-    #[arg(long, value_name = "DIR")]
-    pub folder: Option<PathBuf>,
-    /// Directory with the official zip cache: train.zip, val.zip, train_map.txt, val_map.txt.
-    #[arg(long, value_name = "DIR")]
-    pub zip: Option<PathBuf>,
-    /// Read the zip archives into memory (the official --cache).
-    #[arg(long)]
-    pub cache: bool,
-    /// Square input resolution in pixels (32 for the CIFAR recipes, 224 for ImageNet).
-    #[arg(long)]
-    pub image_size: Option<usize>,
+    #[command(flatten)]
+    pub data: DatasetArgs,
 
     /// Loss: ce, ls, maxsup, ols, zipf, lp, focal.
     #[arg(long)]
@@ -161,7 +150,10 @@ impl TrainArgs {
         self.apply(&mut c)?;
         let fixed: [(&str, bool); 10] = [
             ("--model", c.model != saved.model),
-            ("--cifar10/--folder/--zip", c.data != saved.data),
+            (
+                "--cifar10/--fashion-mnist/--folder/--zip/--cache",
+                c.data != saved.data,
+            ),
             ("--image-size", c.image_size != saved.image_size),
             ("--loss", c.loss != saved.loss),
             ("--seed", c.seed != saved.seed),
@@ -194,23 +186,8 @@ impl TrainArgs {
     }
 
     /// Errors for options that would be dropped silently: schedule knobs the recipe's schedule
-    /// does not have, `--cache` without `--zip`, more than one data source.
+    /// does not have (the dataset flags check themselves in [`DatasetArgs::apply`]).
     fn check_flags(&self, c: &TrainConfig) -> Result<()> {
-        let sources = [
-            ("--cifar10", self.cifar10.is_some()),
-            ("--folder", self.folder.is_some()),
-            ("--zip", self.zip.is_some()),
-        ];
-        let given: Vec<&str> = sources.iter().filter(|s| s.1).map(|s| s.0).collect();
-        if given.len() > 1 {
-            bail!(
-                "{} given together: choose one data source",
-                given.join(" and ")
-            );
-        }
-        if self.cache && self.zip.is_none() {
-            bail!("--cache reads the zip cache into memory; it needs --zip DIR");
-        }
         let cosine = matches!(c.schedule, maxsup_train::ScheduleConfig::Cosine { .. });
         for (flag, given) in [
             ("--warmup-epochs", self.warmup_epochs.is_some()),
@@ -230,19 +207,7 @@ impl TrainArgs {
     /// Every given option written into `c`.
     fn apply(&self, c: &mut TrainConfig) -> Result<()> {
         set(&mut c.model, self.model.clone());
-        if let Some(dir) = &self.cifar10 {
-            c.data = DataSource::Cifar10 { dir: dir.clone() };
-        }
-        if let Some(root) = &self.folder {
-            c.data = DataSource::Folder { root: root.clone() };
-        }
-        if let Some(root) = &self.zip {
-            c.data = DataSource::Zip {
-                root: root.clone(),
-                cache: self.cache,
-            };
-        }
-        set(&mut c.image_size, self.image_size);
+        self.data.apply(&mut c.data, &mut c.image_size)?;
         set(&mut c.loss, self.loss);
         set(&mut c.alpha_start, self.alpha_start);
         set(&mut c.alpha_end, self.alpha_end);

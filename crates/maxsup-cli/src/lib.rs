@@ -6,8 +6,10 @@
 
 pub mod allocator;
 mod args;
+mod dataset_args;
 mod progress;
 mod run;
 
 pub use args::TrainArgs;
+pub use dataset_args::DatasetArgs;
 pub use run::{train_main, ModelFamily};

@@ -72,6 +72,16 @@ impl Observer for TerminalProgress {
                 e.samples,
                 e.seconds
             )),
+            Event::EmaEval(e) => self.line(format!(
+                "epoch {:>3} ema   top1 {:.2}% top5 {:.2}% nll {:.4} ece15 {:.4} ({} images, {:.0}s)",
+                e.epoch + 1,
+                100.0 * e.top1,
+                100.0 * e.top5,
+                e.nll,
+                e.ece15,
+                e.samples,
+                e.seconds
+            )),
             Event::Checkpoint { .. } => {}
         }
         Ok(())

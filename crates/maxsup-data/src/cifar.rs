@@ -74,12 +74,15 @@ impl Cifar10 {
             Vec::with_capacity(split.files().len() * RECORDS_PER_BATCH * RECORD_BYTES);
         for file in split.files() {
             let path = dir.join(file);
-            let bytes = std::fs::read(&path).with_context(|| {
-                format!(
-                    "cannot read CIFAR-10 batch {} (run data/fetch-cifar10.sh to install the dataset)",
-                    path.display()
-                )
-            })?;
+            // One byte over the expected size is enough to report a wrong size by name.
+            let limit = (RECORDS_PER_BATCH * RECORD_BYTES) as u64 + 1;
+            let bytes = crate::bounded_read::read_at_most(&path, limit, "CIFAR-10 batch")
+                .with_context(|| {
+                    format!(
+                        "cannot use CIFAR-10 batch {} (run data/fetch-cifar10.sh to install the dataset)",
+                        path.display()
+                    )
+                })?;
             validate_batch(&bytes, &path)?;
             records.extend_from_slice(&bytes);
         }

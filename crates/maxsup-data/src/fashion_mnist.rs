@@ -185,23 +185,26 @@ impl FashionMnist {
 /// Reads a whole IDX file, explaining the two usual mistakes: the file is absent, or it is still
 /// the gzipped download.
 fn read_idx_file(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let bytes = std::fs::read(path).with_context(|| {
-        let gz = path.with_file_name(format!(
-            "{}.gz",
-            path.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        ));
-        let hint = if gz.exists() {
-            format!(
-                " ({} exists: gunzip it, or run data/fetch-fashion-mnist.sh)",
-                gz.display()
-            )
-        } else {
-            " (run data/fetch-fashion-mnist.sh to install the dataset)".to_string()
-        };
-        format!("cannot read Fashion-MNIST file {}{}", path.display(), hint)
-    })?;
+    // The largest Fashion-MNIST file (training images) has 47,040,016 bytes.
+    const MAX_IDX_BYTES: u64 = 64 << 20;
+    let bytes = crate::bounded_read::read_at_most(path, MAX_IDX_BYTES, "Fashion-MNIST file")
+        .with_context(|| {
+            let gz = path.with_file_name(format!(
+                "{}.gz",
+                path.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            ));
+            let hint = if gz.exists() {
+                format!(
+                    " ({} exists: gunzip it, or run data/fetch-fashion-mnist.sh)",
+                    gz.display()
+                )
+            } else {
+                " (run data/fetch-fashion-mnist.sh to install the dataset)".to_string()
+            };
+            format!("cannot read Fashion-MNIST file {}{}", path.display(), hint)
+        })?;
     if bytes.starts_with(&[0x1f, 0x8b]) {
         bail!(
             "{} is gzip-compressed; gunzip it first (data/fetch-fashion-mnist.sh does)",

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
+use crate::bounded_read::{read_at_most, MAX_ENCODED_IMAGE_BYTES};
 use crate::dataset::{Dataset, RawSample};
 use crate::decode::decode;
 use crate::image::RgbImage;
@@ -122,15 +123,16 @@ impl Dataset for ImageFolder {
 
     fn load(&self, index: usize) -> anyhow::Result<RgbImage> {
         let path = self.root.join(&self.samples[index].0);
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes = read_at_most(&path, MAX_ENCODED_IMAGE_BYTES, "image")?;
         decode(&bytes).with_context(|| format!("decoding {}", path.display()))
     }
 
     fn load_raw(&self, index: usize) -> anyhow::Result<RawSample> {
         let path = self.root.join(&self.samples[index].0);
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        Ok(RawSample::Encoded(bytes))
+        Ok(RawSample::Encoded(read_at_most(
+            &path,
+            MAX_ENCODED_IMAGE_BYTES,
+            "image",
+        )?))
     }
 }

@@ -3,6 +3,7 @@
 //! training engine decides how to move them to a device.
 
 pub mod batch;
+pub mod bounded_read;
 pub mod build_zip;
 pub mod cifar;
 pub mod class_map;

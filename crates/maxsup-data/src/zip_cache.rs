@@ -285,8 +285,8 @@ fn resolve_samples(
 }
 
 /// Validates labels against the expected class count and returns the class count.
-/// The largest zip member read as one sample (an ImageNet JPEG is under 20 MB).
-const MAX_MEMBER_BYTES: u64 = 1 << 30;
+/// The largest zip member read as one sample.
+const MAX_MEMBER_BYTES: u64 = crate::bounded_read::MAX_ENCODED_IMAGE_BYTES;
 /// Up to this much of a member's declared size is reserved before reading.
 const RESERVE_BYTES: usize = 64 << 20;
 

@@ -127,8 +127,17 @@ pub fn load_checkpoint<M: DeserializeOwned>(
     path: &Path,
     device: &Device,
 ) -> Result<(CheckpointTensors, M)> {
-    let bytes = fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+    // Mapped, not read: the file's size is whatever is on disk (a damaged or sparse file must
+    // give an error, not an allocation failure), and safetensors parses its header first.
+    let file =
+        fs::File::open(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+    // SAFETY: the map is read-only and lives only while this function parses it; a checkpoint
+    // is replaced by rename (`write_atomically`), never rewritten in place, so the mapped file
+    // does not change under it.
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .with_context(|| format!("reading checkpoint {}", path.display()))?;
+    let bytes: &[u8] = &map;
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
         .with_context(|| format!("{} is not a safetensors file", path.display()))?;
     let metadata = header.metadata().clone().unwrap_or_default();
     match metadata.get("format").map(String::as_str) {
@@ -144,7 +153,7 @@ pub fn load_checkpoint<M: DeserializeOwned>(
         .with_context(|| format!("{}: metadata has no `state`", path.display()))?;
     let state: M = serde_json::from_str(state_json)
         .with_context(|| format!("{}: cannot parse the checkpoint state", path.display()))?;
-    let all = candle_core::safetensors::load_buffer(&bytes, device)
+    let all = candle_core::safetensors::load_buffer(bytes, device)
         .with_context(|| format!("loading tensors of {}", path.display()))?;
     let mut tensors = CheckpointTensors::default();
     for (name, t) in all {

@@ -58,6 +58,15 @@ pub enum Split {
     Val,
 }
 
+impl Split {
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "val",
+        }
+    }
+}
+
 /// A sequential, un-augmented loader over one split (feature extraction, evaluation): the eval
 /// transform of the data source, in dataset order, keeping the last partial batch.
 pub fn build_eval_loader(
@@ -79,7 +88,7 @@ fn open_datasets(source: &DataSource) -> Result<(Arc<dyn Dataset>, Arc<dyn Datas
 
 /// Opens one split of the data source (only that one: with `--cache` a split is read into
 /// memory, so extracting validation features must not touch the training archive).
-fn open_split(source: &DataSource, split: Split) -> Result<Arc<dyn Dataset>> {
+pub fn open_split(source: &DataSource, split: Split) -> Result<Arc<dyn Dataset>> {
     let train = split == Split::Train;
     Ok(match source {
         DataSource::Cifar10 { dir } => {

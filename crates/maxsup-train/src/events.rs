@@ -62,6 +62,8 @@ pub enum Event {
     },
     Train(TrainStats),
     Eval(EvalStats),
+    /// The evaluation of the EMA weights, after [`Event::Eval`] (runs with EMA only).
+    EmaEval(EvalStats),
     Checkpoint {
         epoch: usize,
         path: PathBuf,

@@ -20,7 +20,7 @@ pub use checkpoint::{
     is_training_checkpoint, load_checkpoint, save_checkpoint, write_atomically, CheckpointTensors,
 };
 pub use components::{build_criterion, build_model, build_optimizer, build_schedule};
-pub use data_setup::{build_eval_loader, build_loaders, DataLoaders, Split};
+pub use data_setup::{build_eval_loader, build_loaders, open_split, DataLoaders, Split};
 pub use device::{parse_device, prepare_precision};
 pub use evaluate::evaluate;
 pub use events::{EvalStats, Event, Fanout, JsonLinesLog, Observer, Silent, TrainStats};

@@ -37,6 +37,9 @@ pub struct RunState {
     pub best_top1: f64,
     pub best_epoch: Option<usize>,
     pub last_eval: Option<EvalStats>,
+    /// The last evaluation of the EMA weights (runs with `--ema-decay`).
+    #[serde(default)]
+    pub last_ema_eval: Option<EvalStats>,
 }
 
 /// A training run: model, optimizer, schedule, loss, EMA, data and progress.
@@ -48,6 +51,9 @@ pub struct Trainer {
     schedule: Box<dyn LrSchedule + Send + Sync>,
     criterion: Criterion,
     ema: Option<ModelEma>,
+    /// A second instance of the model that receives the EMA weights for evaluation (timm
+    /// evaluates its `ModelEmaV2` copy after every epoch), so the trained model is never touched.
+    ema_model: Option<Box<dyn ImageClassifier>>,
     data: DataLoaders,
 }
 
@@ -62,9 +68,12 @@ impl Trainer {
         let optimizer = build_optimizer(&config, model.as_ref())?;
         let schedule = build_schedule(&config);
         let criterion = build_criterion(&config, data.num_classes, &device)?;
-        let ema = match config.ema_decay {
-            Some(decay) => Some(ModelEma::new(named_tensors(model.as_ref()), decay)?),
-            None => None,
+        let (ema, ema_model) = match config.ema_decay {
+            Some(decay) => (
+                Some(ModelEma::new(named_tensors(model.as_ref()), decay)?),
+                Some(build_model(&config, data.num_classes, &device)?),
+            ),
+            None => (None, None),
         };
         let state = RunState {
             config,
@@ -73,6 +82,7 @@ impl Trainer {
             best_top1: -1.0,
             best_epoch: None,
             last_eval: None,
+            last_ema_eval: None,
         };
         Ok(Self {
             state,
@@ -82,6 +92,7 @@ impl Trainer {
             schedule,
             criterion,
             ema,
+            ema_model,
             data,
         })
     }
@@ -149,8 +160,13 @@ impl Trainer {
             epoch,
         )?;
         observer.on_event(&Event::Eval(eval.clone()))?;
+        let ema_eval = self.evaluate_ema(epoch)?;
+        if let Some(e) = &ema_eval {
+            observer.on_event(&Event::EmaEval(e.clone()))?;
+        }
         self.state.next_epoch = epoch + 1;
         self.state.last_eval = Some(eval.clone());
+        self.state.last_ema_eval = ema_eval;
         let best = eval.top1 > self.state.best_top1;
         if best {
             self.state.best_top1 = eval.top1;
@@ -174,6 +190,30 @@ impl Trainer {
             })?;
         }
         Ok((train, eval))
+    }
+
+    /// The EMA weights evaluated like the model (None without EMA). Best-checkpoint selection
+    /// stays on the trained model, as in DeiT's `main.py`.
+    fn evaluate_ema(&self, epoch: usize) -> Result<Option<EvalStats>> {
+        let (Some(ema), Some(model)) = (&self.ema, &self.ema_model) else {
+            return Ok(None);
+        };
+        ema.copy_into(
+            model
+                .params()
+                .entries()
+                .iter()
+                .map(|e| (e.name.as_str(), &e.var)),
+        )?;
+        let stats = evaluate(
+            model.as_ref(),
+            &self.data.eval,
+            &self.device,
+            self.state.config.precision.compute_dtype(),
+            epoch,
+        )
+        .context("evaluating the EMA weights")?;
+        Ok(Some(stats))
     }
 
     fn train_epoch(&mut self, epoch: usize, observer: &mut dyn Observer) -> Result<TrainStats> {
@@ -411,7 +451,22 @@ impl Trainer {
         let optimizer_tensors = to_device(tensors.optimizer, &self.device)?;
         self.optimizer
             .import_state(&OptimizerState::from_tensor_map(optimizer_tensors)?)?;
-        if let (Some(ema), false) = (self.ema.as_mut(), tensors.ema.is_empty()) {
+        if let Some(ema) = self.ema.as_mut() {
+            // A run with EMA that lacks (part of) its average would restart it: not exact.
+            if let Some(e) = self
+                .model
+                .params()
+                .entries()
+                .iter()
+                .find(|e| !tensors.ema.contains_key(&e.name))
+            {
+                bail!(
+                    "checkpoint lacks the EMA average of `{}` (the run uses --ema-decay {}); \
+                     resuming would restart the EMA",
+                    e.name,
+                    ema.decay()
+                );
+            }
             *ema = ModelEma::from_state(to_device(tensors.ema, &self.device)?, ema.decay())?;
         }
         self.criterion

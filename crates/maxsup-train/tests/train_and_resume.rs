@@ -113,3 +113,73 @@ fn a_checkpoint_missing_optimizer_state_is_refused() {
         "{e}"
     );
 }
+
+/// Records the evaluations the trainer reports.
+#[derive(Default)]
+struct Evals {
+    model: Vec<maxsup_train::EvalStats>,
+    ema: Vec<maxsup_train::EvalStats>,
+}
+
+impl maxsup_train::Observer for Evals {
+    fn on_event(&mut self, event: &maxsup_train::Event) -> anyhow::Result<()> {
+        match event {
+            maxsup_train::Event::Eval(e) => self.model.push(e.clone()),
+            maxsup_train::Event::EmaEval(e) => self.ema.push(e.clone()),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn ema_weights_are_evaluated_each_epoch_and_resume_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), 2);
+    c.train_subset = Some(200);
+    c.eval_subset = Some(100);
+    c.ema_decay = Some(0.9);
+    let mut t = Trainer::new(c.clone()).unwrap();
+    let mut seen = Evals::default();
+    t.run_epoch(&mut seen).unwrap();
+    assert_eq!((seen.model.len(), seen.ema.len()), (1, 1));
+    let (model, ema) = (&seen.model[0], &seen.ema[0]);
+    assert_eq!(ema.samples, 100);
+    assert_ne!(
+        (model.top1, model.nll),
+        (ema.top1, ema.nll),
+        "the EMA weights are not the trained weights"
+    );
+    assert_eq!(t.state.last_ema_eval.as_ref(), Some(ema));
+    let before = weights(&t);
+    drop(t);
+
+    // The model's own evaluation is unchanged by evaluating the EMA copy; a resumed run
+    // evaluates the same EMA as an uninterrupted one.
+    let path = dir.path().join(LAST_CHECKPOINT);
+    let mut resumed = Trainer::resume(&path).unwrap();
+    assert_eq!(weights(&resumed), before);
+    let mut later = Evals::default();
+    resumed.run_epoch(&mut later).unwrap();
+    let mut full = Trainer::new(maxsup_train::TrainConfig {
+        out_dir: dir.path().join("full"),
+        ..c
+    })
+    .unwrap();
+    let mut uninterrupted = Evals::default();
+    full.run_epoch(&mut Silent).unwrap();
+    full.run_epoch(&mut uninterrupted).unwrap();
+    assert_eq!(later.ema, {
+        let mut e = uninterrupted.ema.clone();
+        e[0].seconds = later.ema[0].seconds;
+        e
+    });
+
+    // A checkpoint of an EMA run without its average would restart the EMA: refused by name.
+    let (mut tensors, state): (maxsup_train::CheckpointTensors, maxsup_train::RunState) =
+        maxsup_train::load_checkpoint(&path, &candle_core::Device::Cpu).unwrap();
+    tensors.ema.remove("conv1.weight").expect("EMA of conv1");
+    maxsup_train::save_checkpoint(&path, &tensors, &state).unwrap();
+    let e = format!("{:#}", Trainer::resume(&path).err().expect("must refuse"));
+    assert!(e.contains("lacks the EMA average of `conv1.weight`"), "{e}");
+}

@@ -4,9 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
-use maxsup_data::{
-    build_zip_from_folder, Cifar10, CifarSplit, Dataset, ImageFolder, ZipCache, ZipCacheOptions,
-};
+use maxsup_cli::DatasetArgs;
+use maxsup_data::{build_zip_from_folder, Dataset};
+use maxsup_train::{open_split, Split};
+
+use super::extract::SplitArg;
 use rayon::prelude::*;
 
 #[derive(clap::Args)]
@@ -25,24 +27,16 @@ enum DataCommand {
 
 #[derive(clap::Args)]
 struct CheckArgs {
-    /// Zip archive of the zip cache (needs --map).
-    #[arg(long, requires = "map", conflicts_with_all = ["cifar", "folder"])]
-    zip: Option<PathBuf>,
-    /// Map file (`<path>\t<label>` lines) of the zip cache.
-    #[arg(long, requires = "zip")]
-    map: Option<PathBuf>,
+    /// The data source, spelled as for training (the split is opened exactly as training
+    /// opens it).
+    #[command(flatten)]
+    data: DatasetArgs,
+    /// Split to check (CIFAR-10 and Fashion-MNIST: val is the test set).
+    #[arg(long, value_enum, default_value = "train")]
+    split: SplitArg,
     /// Expected number of classes (labels must be below it).
     #[arg(long)]
     num_classes: Option<usize>,
-    /// CIFAR-10 `cifar-10-batches-bin` directory.
-    #[arg(long, conflicts_with = "folder")]
-    cifar: Option<PathBuf>,
-    /// CIFAR-10 split to check.
-    #[arg(long, default_value = "train", value_parser = ["train", "test"])]
-    split: String,
-    /// ImageFolder root (class sub-folders).
-    #[arg(long)]
-    folder: Option<PathBuf>,
     /// Decode this many samples (from the start) to validate the images.
     #[arg(long, default_value_t = 64)]
     decode: usize,
@@ -87,26 +81,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn check(a: CheckArgs) -> anyhow::Result<()> {
-    let ds: Box<dyn Dataset> = if let (Some(zip), Some(map)) = (&a.zip, &a.map) {
-        let opts = ZipCacheOptions {
-            num_classes: a.num_classes,
-            ..Default::default()
-        };
-        Box::new(ZipCache::open(zip, map, opts)?)
-    } else if let Some(dir) = &a.cifar {
-        let split = if a.split == "test" {
-            CifarSplit::Test
-        } else {
-            CifarSplit::Train
-        };
-        Box::new(Cifar10::open(dir, split)?)
-    } else if let Some(root) = &a.folder {
-        Box::new(ImageFolder::open(root)?)
-    } else {
+    if let Some(size) = a.data.image_size {
         anyhow::bail!(
-            "give --zip DIR/train.zip --map DIR/train_map.txt, --cifar DIR or --folder DIR"
+            "--image-size {size} does not apply to data check: it checks the stored images"
         );
+    }
+    let Some(source) = a.data.source()? else {
+        anyhow::bail!("give the data to check: --cifar10, --fashion-mnist, --folder or --zip DIR");
     };
+    let split = match a.split {
+        SplitArg::Train => Split::Train,
+        SplitArg::Val => Split::Val,
+    };
+    let ds = open_split(&source, split)?;
+    if let Some(k) = a.num_classes {
+        if ds.num_classes() > k {
+            anyhow::bail!(
+                "the {} split has labels up to {} ({} classes); --num-classes says {k}",
+                split.name(),
+                ds.num_classes() - 1,
+                ds.num_classes()
+            );
+        }
+    }
     summarize(ds.as_ref(), a.show);
     let n = if a.decode_all {
         ds.len()

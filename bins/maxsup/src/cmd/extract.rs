@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
-use maxsup_analysis::{extract_features, load_model};
+use maxsup_analysis::{extract_features, load_model_weights, WeightSet};
+use maxsup_cli::DatasetArgs;
 use maxsup_data::ClassIndexConverter;
 use maxsup_train::{build_eval_loader, parse_device, DataSource, Split, TrainConfig};
 
@@ -37,7 +38,10 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "val")]
     pub split: SplitArg,
     #[command(flatten)]
-    pub data: DataArgs,
+    pub data: DatasetArgs,
+    /// Use the EMA weights of a training checkpoint (runs trained with --ema-decay).
+    #[arg(long)]
+    pub ema: bool,
     /// Only the first N samples of the split.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -55,65 +59,22 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-/// Where the images come from when the weights do not say it (or to override it).
-#[derive(Debug, clap::Args)]
-pub struct DataArgs {
-    /// CIFAR-10 binary batches.
-    #[arg(long, value_name = "DIR")]
-    pub cifar10: Option<PathBuf>,
-    /// Fashion-MNIST IDX directory (padded to 32x32 RGB; CIFAR normalization).
-    #[arg(long, value_name = "DIR")]
-    pub fashion_mnist: Option<PathBuf>,
-    /// ImageFolder root with train/ and val/.
-    #[arg(long, value_name = "DIR")]
-    pub folder: Option<PathBuf>,
-    /// Official zip cache directory.
-    #[arg(long, value_name = "DIR")]
-    pub zip: Option<PathBuf>,
-    /// Input resolution for folder/zip data.
-    #[arg(long, default_value_t = 224)]
-    pub image_size: usize,
-}
-
-impl DataArgs {
-    /// The data part of a configuration: the training run's, overridden by any option given.
-    pub fn resolve(&self, from_checkpoint: Option<TrainConfig>) -> Result<TrainConfig> {
-        let given = match (&self.cifar10, &self.fashion_mnist, &self.folder, &self.zip) {
-            (Some(dir), None, None, None) => Some((DataSource::Cifar10 { dir: dir.clone() }, 32)),
-            (None, Some(dir), None, None) => {
-                Some((DataSource::FashionMnist { dir: dir.clone() }, 32))
-            }
-            (None, None, Some(root), None) => {
-                Some((DataSource::Folder { root: root.clone() }, self.image_size))
-            }
-            (None, None, None, Some(root)) => Some((
-                DataSource::Zip {
-                    root: root.clone(),
-                    cache: false,
-                },
-                self.image_size,
-            )),
-            (None, None, None, None) => None,
-            _ => bail!("give one of --cifar10, --fashion-mnist, --folder, --zip"),
-        };
-        match (from_checkpoint, given) {
-            (Some(mut c), Some((data, size))) => {
-                c.data = data;
-                c.image_size = size;
-                Ok(c)
-            }
-            (Some(c), None) => Ok(c),
-            (None, Some((data, size))) => {
-                let mut c = TrainConfig::preset("cifar10-resnet20")?;
-                c.data = data;
-                c.image_size = size;
-                Ok(c)
-            }
-            (None, None) => bail!(
-                "plain weight files need the data: --cifar10, --fashion-mnist, --folder or --zip"
-            ),
+/// The configuration that says how to read the images: the training run's (from a training
+/// checkpoint) with any dataset flag given applied, or for plain weight files the flags alone.
+pub fn data_config(
+    data: &DatasetArgs,
+    from_checkpoint: Option<TrainConfig>,
+) -> Result<TrainConfig> {
+    let mut config = match from_checkpoint {
+        Some(c) => c,
+        None if data.source()?.is_none() => {
+            bail!("plain weight files need the data: --cifar10, --fashion-mnist, --folder or --zip")
         }
-    }
+        // The preset only supplies evaluation defaults; the flags replace its data source.
+        None => TrainConfig::preset("cifar10-resnet20")?,
+    };
+    data.apply(&mut config.data, &mut config.image_size)?;
+    Ok(config)
 }
 
 /// The zip cache labels classes in its map file's order; models not trained on the zip cache
@@ -151,12 +112,17 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--limit must be at least 1 (leave it out for the whole split)");
     }
     let device = parse_device(&args.device)?;
-    let loaded = load_model(&args.weights, args.model.as_deref(), &device)?;
+    let set = if args.ema {
+        WeightSet::Ema
+    } else {
+        WeightSet::Trained
+    };
+    let loaded = load_model_weights(&args.weights, args.model.as_deref(), set, &device)?;
     let trained_on_zip = matches!(
         loaded.config.as_ref().map(|c| &c.data),
         Some(DataSource::Zip { .. })
     );
-    let config = args.data.resolve(loaded.config.clone())?;
+    let config = data_config(&args.data, loaded.config.clone())?;
     let split = match args.split {
         SplitArg::Train => Split::Train,
         SplitArg::Val => Split::Val,

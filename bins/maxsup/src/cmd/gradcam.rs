@@ -8,7 +8,9 @@ use maxsup_analysis::{grad_cam, load_model};
 use maxsup_train::{build_eval_loader, parse_device, Split};
 use maxsup_viz::{write_gradcam_grid, GradCamGrid, GradCamRow, HeatMap, PlotOptions, RgbImage};
 
-use super::extract::DataArgs;
+use maxsup_cli::DatasetArgs;
+
+use super::extract::data_config;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -22,7 +24,7 @@ pub struct Args {
     #[arg(long)]
     pub model: Option<String>,
     #[command(flatten)]
-    pub data: DataArgs,
+    pub data: DatasetArgs,
     /// Explain the first N validation images.
     #[arg(long, default_value_t = 6)]
     pub images: usize,
@@ -50,7 +52,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut shown: Option<(Vec<RgbImage>, Vec<String>)> = None;
     for (i, path) in args.weights.iter().enumerate() {
         let loaded = load_model(path, args.model.as_deref(), &device)?;
-        let config = args.data.resolve(loaded.config)?;
+        let config = data_config(&args.data, loaded.config)?;
         let loader = build_eval_loader(&config, Split::Val, args.images, Some(args.images))?;
         let batch = loader
             .epoch(0)
