@@ -5,7 +5,7 @@ fn main() -> std::process::ExitCode {
     maxsup_cli::allocator::retain_freed_pages();
     maxsup_cli::train_main(
         "train-conv",
-        maxsup_cli::ModelFamily::Conv,
+        maxsup_cli::ModelFamily::ResNet,
         "cifar10-resnet20",
     )
 }

@@ -5,7 +5,7 @@ fn main() -> std::process::ExitCode {
     maxsup_cli::allocator::retain_freed_pages();
     maxsup_cli::train_main(
         "train-vit",
-        maxsup_cli::ModelFamily::Vit,
+        maxsup_cli::ModelFamily::DeiT,
         "cifar10-deit-tiny",
     )
 }

@@ -122,6 +122,7 @@ impl TrainArgs {
         self.check_flags(&c)?;
         self.apply(&mut c)?;
         c.validate()?;
+        self.check_applicable(&c)?;
         Ok(c)
     }
 
@@ -182,7 +183,67 @@ impl TrainArgs {
             );
         }
         c.validate()?;
+        self.check_applicable(&c)?;
         Ok(c)
+    }
+
+    /// Errors for options the resolved run does not use: a loss's own strength given with
+    /// another loss, stochastic depth for a ResNet, BlurPool for a DeiT.
+    fn check_applicable(&self, c: &TrainConfig) -> Result<()> {
+        use maxsup_models::ModelFamily;
+        let family = maxsup_models::model_family(&c.model);
+        let uses_alpha = matches!(c.loss, LossKind::Ls | LossKind::Maxsup);
+        let checks: [(&str, bool, bool, String); 7] = [
+            (
+                "--alpha-start",
+                self.alpha_start.is_some(),
+                uses_alpha,
+                format!("loss {}", c.loss),
+            ),
+            (
+                "--alpha-end",
+                self.alpha_end.is_some(),
+                uses_alpha,
+                format!("loss {}", c.loss),
+            ),
+            (
+                "--lp-beta",
+                self.lp_beta.is_some(),
+                c.loss == LossKind::Lp,
+                format!("loss {}", c.loss),
+            ),
+            (
+                "--focal-gamma",
+                self.focal_gamma.is_some(),
+                c.loss == LossKind::Focal,
+                format!("loss {}", c.loss),
+            ),
+            (
+                "--zipf-weight",
+                self.zipf_weight.is_some(),
+                c.loss == LossKind::Zipf,
+                format!("loss {}", c.loss),
+            ),
+            (
+                "--drop-path",
+                self.drop_path.is_some_and(|d| d != 0.0),
+                family == Some(ModelFamily::DeiT),
+                format!("model `{}` (stochastic depth is a DeiT option)", c.model),
+            ),
+            (
+                "--blurpool",
+                self.blurpool == Some(true),
+                family == Some(ModelFamily::ResNet),
+                format!("model `{}` (BlurPool is a ResNet option)", c.model),
+            ),
+        ];
+        if let Some((flag, _, _, what)) = checks
+            .iter()
+            .find(|(_, given, applies, _)| *given && !applies)
+        {
+            bail!("{flag} does not apply to {what}");
+        }
+        Ok(())
     }
 
     /// Errors for options that would be dropped silently: schedule knobs the recipe's schedule
@@ -231,10 +292,10 @@ impl TrainArgs {
         set(&mut c.drop_path, self.drop_path);
         set(&mut c.blurpool, self.blurpool);
         if let Some(decay) = self.ema_decay {
-            c.ema_decay = (decay > 0.0).then_some(decay);
+            c.ema_decay = (decay != 0.0).then_some(decay);
         }
         if let Some(norm) = self.clip_grad {
-            c.clip_grad = (norm > 0.0).then_some(norm);
+            c.clip_grad = (norm != 0.0).then_some(norm);
         }
         set(&mut c.augment.mixup, self.mixup);
         set(&mut c.augment.cutmix, self.cutmix);

@@ -11,31 +11,12 @@ use maxsup_train::{DataSource, Fanout, JsonLinesLog, TrainConfig, Trainer, LOG_F
 use crate::args::TrainArgs;
 use crate::progress::TerminalProgress;
 
-/// Which models a binary trains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelFamily {
-    /// ResNets (`train-conv`).
-    Conv,
-    /// DeiTs (`train-vit`).
-    Vit,
-}
+/// Which models a binary trains: `train-conv` the ResNet family, `train-vit` the DeiT family,
+/// as the model registry classifies them.
+pub use maxsup_models::ModelFamily;
 
-impl std::fmt::Display for ModelFamily {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ModelFamily::Conv => "ResNet",
-            ModelFamily::Vit => "DeiT",
-        })
-    }
-}
-
-impl ModelFamily {
-    fn accepts(self, model: &str) -> bool {
-        match self {
-            ModelFamily::Conv => model.starts_with("resnet"),
-            ModelFamily::Vit => model.starts_with("deit"),
-        }
-    }
+fn accepts(family: ModelFamily, model: &str) -> bool {
+    maxsup_models::model_family(model) == Some(family)
 }
 
 #[derive(Parser)]
@@ -69,7 +50,7 @@ fn run(binary: &str, family: ModelFamily, default_recipe: &str, args: &TrainArgs
             let checkpoint = resume_path(path, args, default_recipe)?;
             eprintln!("{binary}: resuming from {}", checkpoint.display());
             Trainer::resume_with(&checkpoint, |saved, completed| {
-                if !family.accepts(&saved.model) {
+                if !accepts(family, &saved.model) {
                     bail!(
                         "{binary} trains {family} models; the run in {} trains `{}` (resume it with the other binary)",
                         checkpoint.display(),
@@ -86,7 +67,7 @@ fn run(binary: &str, family: ModelFamily, default_recipe: &str, args: &TrainArgs
         }
         None => {
             let config = args.resolve(default_recipe)?;
-            if !family.accepts(&config.model) {
+            if !accepts(family, &config.model) {
                 bail!(
                     "{binary} trains {family} models; `{}` is not one (use the other binary)",
                     config.model

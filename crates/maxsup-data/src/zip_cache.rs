@@ -256,7 +256,18 @@ fn resolve_samples(
     // Official: full path "<dir>/<split>.zip@/<path>" sorted as strings; the common prefix makes this
     // the order of the paths themselves (Rust's byte order equals Python's code-point order).
     let mut entries = entries;
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    entries.sort_by(|a, b| a.path.cmp(&b.path).then(a.line.cmp(&b.line)));
+    // A path listed twice would count its image twice (and may carry two labels): the official
+    // maps list each file once, so a repeat is a damaged or concatenated map.
+    if let Some(w) = entries.windows(2).find(|w| w[0].path == w[1].path) {
+        bail!(
+            "{}:{}: {:?} is listed again (first at line {})",
+            map_path.display(),
+            w[1].line,
+            w[1].path,
+            w[0].line
+        );
+    }
     let prefix = format!("{}@/", zip_path.display());
     let mut samples = Vec::with_capacity(entries.len());
     for e in entries {

@@ -50,8 +50,14 @@ pub fn labels_to_classes(labels: &[i64]) -> Result<Vec<u32>> {
 
 /// Streams a feature file to disk: the header is written up front for a known sample count `n`,
 /// then each `push` writes its rows straight into the three tensor regions.
+///
+/// The rows go to `<path>.partial`, renamed over `path` by [`FeatureFileWriter::finish`]: a run
+/// that fails half-way leaves any earlier file at `path` as it was, and never a half-written one
+/// (the partial file is removed when the writer is dropped unfinished).
 pub struct FeatureFileWriter {
     path: PathBuf,
+    partial: PathBuf,
+    finished: bool,
     file: File,
     n: usize,
     d: usize,
@@ -88,8 +94,11 @@ impl FeatureFileWriter {
         while header.len() % 8 != 0 {
             header.push(b' ');
         }
-        let mut file = File::create(&path)
-            .with_context(|| format!("creating feature file {}", path.display()))?;
+        let mut partial = path.clone().into_os_string();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let mut file = File::create(&partial)
+            .with_context(|| format!("creating feature file {}", partial.display()))?;
         file.write_all(&(header.len() as u64).to_le_bytes())?;
         file.write_all(&header)?;
         let data_start = 8 + header.len() as u64;
@@ -97,6 +106,8 @@ impl FeatureFileWriter {
             .with_context(|| format!("sizing feature file {}", path.display()))?;
         Ok(Self {
             path,
+            partial,
+            finished: false,
             file,
             n,
             d,
@@ -122,6 +133,20 @@ impl FeatureFileWriter {
             logits.len(),
             self.k
         );
+        if let Some(i) = features.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "feature file {p}: row {} has a non-finite feature ({}); nothing was written",
+                self.written + i / self.d,
+                features[i]
+            );
+        }
+        if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "feature file {p}: row {} has a non-finite logit ({}); nothing was written",
+                self.written + i / self.k,
+                logits[i]
+            );
+        }
         ensure!(
             self.written + rows <= self.n,
             "feature file {p}: pushing {rows} rows after {} exceeds the declared {} samples",
@@ -155,7 +180,7 @@ impl FeatureFileWriter {
         self.file.seek(SeekFrom::Start(offset))?;
         self.file
             .write_all(&bytes)
-            .with_context(|| format!("writing feature file {}", self.path.display()))
+            .with_context(|| format!("writing feature file {}", self.partial.display()))
     }
 
     /// Checks that exactly the declared number of samples was written and flushes the file.
@@ -168,7 +193,26 @@ impl FeatureFileWriter {
             self.n
         );
         self.file.flush()?;
+        self.file
+            .sync_all()
+            .with_context(|| format!("writing feature file {}", self.partial.display()))?;
+        std::fs::rename(&self.partial, &self.path).with_context(|| {
+            format!(
+                "moving {} to {}",
+                self.partial.display(),
+                self.path.display()
+            )
+        })?;
+        self.finished = true;
         Ok(())
+    }
+}
+
+impl Drop for FeatureFileWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = std::fs::remove_file(&self.partial);
+        }
     }
 }
 

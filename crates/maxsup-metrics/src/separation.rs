@@ -120,6 +120,12 @@ impl ClassSeparation {
             sum_sq_means += sq;
         }
         ensure!(k > 0, "class separation: no samples were pushed");
+        // With one class d_total equals d_within and R^2 is 0 by construction: a number that
+        // looks like a measurement of separability and is not one.
+        ensure!(
+            k >= 2,
+            "class separation needs samples of at least 2 classes; all samples have the same label"
+        );
         let kf = k as f64;
         let d_within = 1.0 - sum_sq_means / kf;
         let d_total = 1.0

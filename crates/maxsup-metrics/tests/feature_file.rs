@@ -127,11 +127,38 @@ fn files_without_logits_hold_features_and_labels() {
 
 #[test]
 fn non_finite_values_and_empty_files_are_errors() {
+    // The writer refuses a non-finite row, and the half-written file does not appear.
     let path = tmp("nan.safetensors");
     let mut w = FeatureFileWriter::create(&path, 2, 2, 2).unwrap();
-    w.push(&[1.0, 2.0, 3.0, f32::NAN], &[0.0, 1.0, 1.0, 0.0], &[0, 1])
-        .unwrap();
-    w.finish().unwrap();
+    let e = w
+        .push(&[1.0, 2.0, 3.0, f32::NAN], &[0.0, 1.0, 1.0, 0.0], &[0, 1])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("row 1 has a non-finite feature (NaN)"), "{e}");
+    drop(w);
+    assert!(!path.exists());
+    let mut partial = path.clone().into_os_string();
+    partial.push(".partial");
+    assert!(!std::path::Path::new(&partial).exists());
+    // A file written elsewhere (e.g. by PyTorch) with a NaN is refused when read.
+    let features: Vec<u8> = [1.0f32, 2.0, 3.0, f32::NAN]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let labels: Vec<u8> = [0i64, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let views = vec![
+        (
+            "features",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 2], &features)
+                .unwrap(),
+        ),
+        (
+            "labels",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![2], &labels)
+                .unwrap(),
+        ),
+    ];
+    safetensors::serialize_to_file(views, None, &path).unwrap();
     let e = FeatureFile::open(&path)
         .unwrap()
         .read_all()

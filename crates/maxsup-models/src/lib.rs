@@ -28,10 +28,12 @@ mod summary;
 
 pub use classifier::ImageClassifier;
 pub use io::{
-    load_pth, load_safetensors, load_state_dict, read_pth_state_dict, save_safetensors, state_dict,
-    StateDictMismatch,
+    check_weight_values, load_pth, load_safetensors, load_state_dict, read_pth_state_dict,
+    save_safetensors, state_dict, StateDictMismatch,
 };
 pub use layers::seed_stochastic_layers;
 pub use params::{ParamEntry, ParamKind, ParamStore};
-pub use registry::{create_model, model_names, model_summary, ModelOptions};
+pub use registry::{
+    create_model, model_family, model_names, model_summary, ModelFamily, ModelOptions,
+};
 pub use summary::{module_summary, ModuleSummary};

@@ -177,6 +177,36 @@ const REGISTRY: &[Entry] = &[
     },
 ];
 
+/// The architecture family of a registered model: what decides which binary trains it, whether
+/// it has stochastic depth or BlurPool, and whether it has a spatial feature map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFamily {
+    /// torchvision ResNets and the CIFAR ResNets (a spatial last stage, BlurPool optional).
+    ResNet,
+    /// DeiT vision transformers (tokens, stochastic depth).
+    DeiT,
+}
+
+impl std::fmt::Display for ModelFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ModelFamily::ResNet => "ResNet",
+            ModelFamily::DeiT => "DeiT",
+        })
+    }
+}
+
+/// The family of the registered model `name` (None for unknown names).
+pub fn model_family(name: &str) -> Option<ModelFamily> {
+    REGISTRY
+        .iter()
+        .find(|e| e.name == name)
+        .map(|e| match e.arch {
+            Arch::DeiT { .. } => ModelFamily::DeiT,
+            Arch::ResNet(_) | Arch::ResNetCifarStem(_) | Arch::CifarHe(_) => ModelFamily::ResNet,
+        })
+}
+
 /// All registered model names, in a stable order.
 pub fn model_names() -> Vec<&'static str> {
     REGISTRY.iter().map(|e| e.name).collect()

@@ -17,7 +17,8 @@ pub fn build_model(
     num_classes: usize,
     device: &Device,
 ) -> Result<Box<dyn ImageClassifier>> {
-    let is_deit = config.model.starts_with("deit");
+    let is_deit =
+        maxsup_models::model_family(&config.model) == Some(maxsup_models::ModelFamily::DeiT);
     let options = ModelOptions {
         num_classes: Some(num_classes),
         drop_path_rate: if is_deit { config.drop_path } else { 0.0 },

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use maxsup_data::{
     Cifar10, CifarSplit, ColorJitter, Dataset, FashionMnist, FashionSplit, ImageFolder,
     Interpolation, Loader, LoaderConfig, Mixup, Pipeline, RandAugment, RandomErasing, Subset,
@@ -79,11 +79,44 @@ pub fn build_eval_loader(
     Loader::new(dataset, pipelines(config).1, LoaderConfig::eval(batch_size))
 }
 
+/// Both splits, which must label the same classes: a class only one split has would shift every
+/// label after it (ImageFolder) or score against a logit the model does not have.
 fn open_datasets(source: &DataSource) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)> {
-    Ok((
+    if let DataSource::Folder { root } = source {
+        let (train, val) = (
+            ImageFolder::open(&root.join("train"))?,
+            ImageFolder::open(&root.join("val"))?,
+        );
+        if train.classes() != val.classes() {
+            let only = |a: &ImageFolder, b: &ImageFolder| -> Vec<String> {
+                a.classes()
+                    .iter()
+                    .filter(|c| !b.classes().contains(c))
+                    .cloned()
+                    .collect()
+            };
+            bail!(
+                "{}: train/ and val/ have different class folders (only in train/: {:?}; only in \
+                 val/: {:?})",
+                root.display(),
+                only(&train, &val),
+                only(&val, &train)
+            );
+        }
+        return Ok((Arc::new(train), Arc::new(val)));
+    }
+    let (train, val) = (
         open_split(source, Split::Train)?,
         open_split(source, Split::Val)?,
-    ))
+    );
+    if val.num_classes() > train.num_classes() {
+        bail!(
+            "the val split has labels up to {} but the train split only {} classes",
+            val.num_classes() - 1,
+            train.num_classes()
+        );
+    }
+    Ok((train, val))
 }
 
 /// Opens one split of the data source (only that one: with `--cache` a split is read into

@@ -373,6 +373,38 @@ impl TrainConfig {
                 bail!("{name} must be at least 1 sample (leave it out to use all)");
             }
         }
+        if maxsup_models::model_family(&self.model).is_none() {
+            bail!(
+                "unknown model `{}` (--model); known models: {}",
+                self.model,
+                maxsup_models::model_names().join(", ")
+            );
+        }
+        let in_range = |v: f64, lo: f64, hi: f64| v.is_finite() && v >= lo && v <= hi;
+        let ranges: [(&str, f64, f64, f64, &str); 7] = [
+            ("--weight-decay", self.weight_decay, 0.0, f64::MAX, ">= 0"),
+            ("--alpha-start", self.alpha_start, 0.0, 1.0, "in [0, 1]"),
+            ("--alpha-end", self.alpha_end, 0.0, 1.0, "in [0, 1]"),
+            ("--lp-beta", self.lp_beta, 0.0, f64::MAX, ">= 0"),
+            ("--focal-gamma", self.focal_gamma, 0.0, f64::MAX, ">= 0"),
+            ("--zipf-weight", self.zipf_weight, 0.0, f64::MAX, ">= 0"),
+            ("--drop-path", self.drop_path, 0.0, 0.999_999, "in [0, 1)"),
+        ];
+        for (flag, v, lo, hi, what) in ranges {
+            if !in_range(v, lo, hi) {
+                bail!("{flag} {v} must be {what}");
+            }
+        }
+        if let Some(decay) = self.ema_decay {
+            if !(decay > 0.0 && decay < 1.0) {
+                bail!("--ema-decay {decay} must be in (0, 1) (0 turns EMA off)");
+            }
+        }
+        if let Some(norm) = self.clip_grad {
+            if !(norm > 0.0 && norm.is_finite()) {
+                bail!("--clip-grad {norm} must be positive (0 turns clipping off)");
+            }
+        }
         if self.augment.mixes()
             && matches!(self.loss, LossKind::Ols | LossKind::Zipf | LossKind::Focal)
         {
@@ -381,7 +413,9 @@ impl TrainConfig {
                 self.loss
             );
         }
-        if self.loss == LossKind::Zipf && self.model.starts_with("deit") {
+        if self.loss == LossKind::Zipf
+            && maxsup_models::model_family(&self.model) == Some(maxsup_models::ModelFamily::DeiT)
+        {
             bail!(
                 "Zipf-LS needs a spatial feature map; use it with a ResNet, not `{}`",
                 self.model

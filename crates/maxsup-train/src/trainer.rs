@@ -443,6 +443,12 @@ impl Trainer {
                     entry.var.dims()
                 );
             }
+            maxsup_models::check_weight_values(
+                &entry.name,
+                saved,
+                entry.var.dtype(),
+                "checkpoint",
+            )?;
             entry
                 .var
                 .set(&saved.to_device(&self.device)?.to_dtype(entry.var.dtype())?)?;

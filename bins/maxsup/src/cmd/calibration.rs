@@ -17,12 +17,12 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// ECE bin counts.
-    #[arg(long, value_delimiter = ',', default_values_t = [10usize, 15])]
+    #[arg(long, value_parser = super::at_least_one(), value_delimiter = ',', default_values_t = [10usize, 15])]
     pub bins: Vec<usize>,
     /// |z| below this counts as a near-zero logit.
     #[arg(long, default_value_t = DEFAULT_NEAR_ZERO_THRESHOLD)]
     pub near_zero_threshold: f32,
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, value_parser = super::at_least_one(), default_value_t = 8192)]
     pub batch_rows: usize,
 }
 

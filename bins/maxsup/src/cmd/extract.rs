@@ -43,10 +43,10 @@ pub struct Args {
     #[arg(long)]
     pub ema: bool,
     /// Only the first N samples of the split.
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one())]
     pub limit: Option<usize>,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, value_parser = super::at_least_one(), default_value_t = 250)]
     pub batch_size: usize,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]

@@ -26,7 +26,7 @@ pub struct Args {
     #[command(flatten)]
     pub data: DatasetArgs,
     /// Explain the first N validation images.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, value_parser = super::at_least_one(), default_value_t = 6)]
     pub images: usize,
     /// Explain this class instead of each model's top class.
     #[arg(long)]
@@ -52,6 +52,16 @@ pub fn run(args: Args) -> Result<()> {
     let mut shown: Option<(Vec<RgbImage>, Vec<String>)> = None;
     for (i, path) in args.weights.iter().enumerate() {
         let loaded = load_model(path, args.model.as_deref(), &device)?;
+        if let Some(c) = args.class {
+            let k = loaded.model.num_classes();
+            if c as usize >= k {
+                bail!(
+                    "--class {c}: {} has {k} classes (0..={})",
+                    path.display(),
+                    k - 1
+                );
+            }
+        }
         let config = data_config(&args.data, loaded.config)?;
         let loader = build_eval_loader(&config, Split::Val, args.images, Some(args.images))?;
         let batch = loader

@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long, default_value_t = DEFAULT_NEAR_ZERO_THRESHOLD)]
     pub threshold: f32,
     /// Use at most this many samples per file (the official density plot uses 10,000).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, value_parser = super::at_least_one(), default_value_t = 10_000)]
     pub limit: usize,
     /// Directory for near_zero_share.png, top1_vs_near_zero.png, logit_density.png.
     #[arg(long)]

@@ -14,7 +14,7 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// Rows decoded per batch (memory use is about batch_rows x D x 4 bytes).
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, value_parser = super::at_least_one(), default_value_t = 8192)]
     pub batch_rows: usize,
 }
 

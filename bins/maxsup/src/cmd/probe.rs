@@ -1,7 +1,7 @@
 //! `maxsup probe TRAIN.safetensors TEST.safetensors`: linear transfer probe (L2 multinomial
 //! logistic regression, λ chosen on a stratified validation split, refit, test accuracy).
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
 use maxsup_metrics::probe::{log_grid, LbfgsParams};
 use maxsup_metrics::{labels_to_classes, run_probe, FeatureFile, ProbeConfig, ProbeData};
@@ -17,7 +17,7 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// Number of log-spaced λ values.
-    #[arg(long, default_value_t = 45)]
+    #[arg(long, value_parser = super::at_least_one(), default_value_t = 45)]
     pub num_lambdas: usize,
     /// Smallest L2 penalty λ of the grid.
     #[arg(long, default_value_t = 1e-6)]
@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// L-BFGS iteration cap per fit.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, value_parser = super::at_least_one(), default_value_t = 1000)]
     pub max_iter: usize,
     /// Stop when the largest gradient entry is below this (scikit-learn's `tol`).
     #[arg(long, default_value_t = 1e-4)]
@@ -54,6 +54,23 @@ fn load(path: &Path) -> Result<ProbeData> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if !(args.val_fraction > 0.0 && args.val_fraction < 1.0) {
+        bail!(
+            "--val-fraction {} must be between 0 and 1 (the share of training rows held out)",
+            args.val_fraction
+        );
+    }
+    if !(args.lambda_min > 0.0 && args.lambda_min <= args.lambda_max && args.lambda_max.is_finite())
+    {
+        bail!(
+            "--lambda-min {:e} and --lambda-max {:e}: the grid needs 0 < min <= max",
+            args.lambda_min,
+            args.lambda_max
+        );
+    }
+    if args.tol.is_nan() || args.tol <= 0.0 {
+        bail!("--tol {} must be positive", args.tol);
+    }
     let cfg = ProbeConfig {
         lambdas: log_grid(args.lambda_min, args.lambda_max, args.num_lambdas),
         val_fraction: args.val_fraction,

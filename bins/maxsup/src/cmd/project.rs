@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
     pub classes: Vec<u32>,
     /// Samples per class shown (the paper uses 80).
-    #[arg(long, default_value_t = 80)]
+    #[arg(long, value_parser = super::at_least_one(), default_value_t = 80)]
     pub per_class: usize,
     #[arg(long)]
     pub out: PathBuf,

@@ -6,4 +6,4 @@ mod state_dict;
 
 pub use pth::{load_pth, read_pth_state_dict};
 pub use safetensors_io::{load_safetensors, save_safetensors};
-pub use state_dict::{load_state_dict, state_dict, StateDictMismatch};
+pub use state_dict::{check_weight_values, load_state_dict, state_dict, StateDictMismatch};

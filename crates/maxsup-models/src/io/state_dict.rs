@@ -127,11 +127,45 @@ pub fn load_state_dict(
         return Err(mismatch.into());
     }
     for e in params.entries() {
+        check_weight_values(&e.name, &file[&e.name], e.var.dtype(), origin)?;
+    }
+    for e in params.entries() {
         let t = &file[&e.name];
         let value = t.to_device(params.device())?.to_dtype(params.dtype())?;
         e.var
             .set(&value)
             .with_context(|| format!("setting `{}` from {origin}", e.name))?;
+    }
+    Ok(())
+}
+
+/// A float tensor given as integers is a different tensor (not a conversion to make silently),
+/// and a NaN or infinite weight makes every output non-finite: both are refused by name.
+pub fn check_weight_values(
+    name: &str,
+    t: &Tensor,
+    target: candle_core::DType,
+    origin: &str,
+) -> Result<()> {
+    if !target.is_float() || !t.dtype().is_float() {
+        if target.is_float() {
+            anyhow::bail!(
+                "{origin}: tensor `{name}` has dtype {:?}; the model expects floating-point weights",
+                t.dtype()
+            );
+        }
+        return Ok(());
+    }
+    // 0 * x is 0 for finite x and NaN otherwise, so one reduction finds any bad value.
+    let t64 = t.to_dtype(candle_core::DType::F64)?;
+    let probe = t64.affine(0.0, 0.0)?.sum_all()?.to_scalar::<f64>()?;
+    if probe != 0.0 {
+        let values = t64.flatten_all()?.to_vec1::<f64>()?;
+        let at = values.iter().position(|v| !v.is_finite()).unwrap_or(0);
+        anyhow::bail!(
+            "{origin}: tensor `{name}` has a non-finite value ({}) at flat index {at}",
+            values[at]
+        );
     }
     Ok(())
 }
