@@ -270,6 +270,18 @@ fn flag_cases(data: &Path, root: &Path, cases: &mut Vec<Case>) {
             vec!["bf16"],
         ),
     ];
+    let runtime = [
+        runtime,
+        vec![
+            ("--nproc 0", argv!["--nproc", "0"], vec!["--nproc 0"]),
+            (
+                "--nproc 2 on CUDA",
+                argv!["--nproc", "2", "--device", "cuda"],
+                vec!["cuda", "rank 0 of 2 failed"],
+            ),
+        ],
+    ]
+    .concat();
     for (name, flags, needles) in runtime {
         cases.push(Case::error(
             "flag",

@@ -112,6 +112,11 @@ pub struct TrainArgs {
     /// No progress bar (one line per epoch), e.g. for logs.
     #[arg(long)]
     pub no_progress: bool,
+    /// Data-parallel training in N processes on this machine (CPU; the cores are divided among
+    /// them). --batch-size stays the global batch. Under torchrun or SLURM leave it out: the
+    /// launcher's variables say the rank and world size (docs/distributed.md).
+    #[arg(long, value_name = "N")]
+    pub nproc: Option<usize>,
 }
 
 impl TrainArgs {

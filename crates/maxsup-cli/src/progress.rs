@@ -82,6 +82,10 @@ impl Observer for TerminalProgress {
                 e.samples,
                 e.seconds
             )),
+            Event::Replicas { epoch, world_size, checksum } => self.line(format!(
+                "epoch {:>3} {world_size} processes hold identical weights (checksum {checksum})",
+                epoch + 1
+            )),
             Event::Checkpoint { .. } => {}
         }
         Ok(())

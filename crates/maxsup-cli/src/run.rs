@@ -1,12 +1,16 @@
 //! The body of `train-conv` and `train-vit`.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use maxsup_train::{DataSource, Fanout, JsonLinesLog, TrainConfig, Trainer, LOG_FILE, RECIPES};
+use maxsup_dist::{HostGroup, ProcessEnv, TcpCollective, World};
+use maxsup_train::{
+    DataParallel, DataSource, Fanout, JsonLinesLog, TrainConfig, Trainer, LOG_FILE, RECIPES,
+};
 
 use crate::args::TrainArgs;
 use crate::progress::TerminalProgress;
@@ -27,43 +31,119 @@ struct Cli {
 
 /// Parses the command line, trains, prints the summary; the exit code says whether it worked.
 pub fn train_main(binary: &str, family: ModelFamily, default_recipe: &str) -> ExitCode {
-    let cli = Cli::parse_from(std::env::args_os());
-    match run(binary, family, default_recipe, &cli.args) {
-        Ok(()) => ExitCode::SUCCESS,
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let cli = Cli::parse_from(&argv);
+    let world = match World::from_env(&ProcessEnv) {
+        Ok(w) => w,
         Err(e) => {
             eprintln!("{binary}: error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let who = match &world {
+        Some(w) if w.is_distributed() => format!("{binary} [rank {}]", w.rank),
+        _ => binary.to_string(),
+    };
+    let result = match (cli.args.nproc, &world) {
+        (Some(n), None) if n != 1 => launch(n, &argv),
+        _ => run(binary, family, default_recipe, &cli.args, world, &argv[1..]),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{who}: error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(binary: &str, family: ModelFamily, default_recipe: &str, args: &TrainArgs) -> Result<()> {
+/// `--nproc N`: this binary N times over, each with its rank, the cores divided among them.
+fn launch(n: usize, argv: &[OsString]) -> Result<()> {
+    let exe = std::env::current_exe().context("locating this binary to start its ranks")?;
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let children = maxsup_dist::without_flag(&argv[1..], "--nproc");
+    maxsup_dist::launch_local(&exe, &children, n, (cores / n.max(1)).max(1))
+}
+
+/// Joins the data-parallel run the launcher variables describe (None: a single process).
+/// Every rank must have been given the same flags; rank 0 fetches missing data first.
+fn join(world: Option<World>, flags: &[OsString], device: &str) -> Result<Option<DataParallel>> {
+    let Some(world) = world.filter(World::is_distributed) else {
+        return Ok(None);
+    };
+    if device != "cpu" {
+        bail!(
+            "a data-parallel run on `{device}` needs NCCL, which is not built yet: run the \
+             processes with --device cpu (docs/distributed.md)"
+        );
+    }
+    let agreement: Vec<u8> = flags
+        .iter()
+        .flat_map(|a| {
+            a.to_string_lossy()
+                .into_owned()
+                .into_bytes()
+                .into_iter()
+                .chain([0])
+        })
+        .collect();
+    let rendezvous =
+        maxsup_dist::timeout_from_env("MAXSUP_RDZV_TIMEOUT", Duration::from_secs(300))?;
+    let timeout =
+        maxsup_dist::timeout_from_env("MAXSUP_COLLECTIVE_TIMEOUT", Duration::from_secs(600))?;
+    let (group, _) = HostGroup::join(&world, &agreement, &[], rendezvous, timeout)?;
+    Ok(Some(DataParallel::new(Box::new(TcpCollective::new(group)))))
+}
+
+fn run(
+    binary: &str,
+    family: ModelFamily,
+    default_recipe: &str,
+    args: &TrainArgs,
+    world: Option<World>,
+    flags: &[OsString],
+) -> Result<()> {
     if args.list_recipes {
         for r in RECIPES {
             println!("{r}");
         }
         return Ok(());
     }
+    if args.nproc == Some(0) {
+        bail!("--nproc 0: give the number of processes (2 or more), or leave it out");
+    }
+    let leader = world.as_ref().is_none_or(|w| w.rank == 0);
     let start = Instant::now();
     let mut trainer = match &args.resume {
         Some(path) => {
             let checkpoint = resume_path(path, args, default_recipe)?;
-            eprintln!("{binary}: resuming from {}", checkpoint.display());
-            Trainer::resume_with(&checkpoint, |saved, completed| {
-                if !accepts(family, &saved.model) {
-                    bail!(
+            let device = args.device.clone().unwrap_or_else(|| "cpu".into());
+            let mut parallel = join(world, flags, &device)?;
+            if let Some(p) = parallel.as_mut() {
+                p.barrier()?;
+            }
+            if leader {
+                eprintln!("{binary}: resuming from {}", checkpoint.display());
+            }
+            Trainer::resume_data_parallel(
+                &checkpoint,
+                |saved, completed| {
+                    if !accepts(family, &saved.model) {
+                        bail!(
                         "{binary} trains {family} models; the run in {} trains `{}` (resume it with the other binary)",
                         checkpoint.display(),
                         saved.model
                     );
-                }
-                let config = args.resolve_resumed(saved, completed)?;
-                if &config != saved {
-                    eprintln!("{binary}: resuming with changed settings (the run is no longer identical to an uninterrupted one):");
-                    eprintln!("{}", changed_fields(saved, &config)?.join("\n"));
-                }
-                Ok(config)
-            })?
+                    }
+                    let config = args.resolve_resumed(saved, completed)?;
+                    if &config != saved && leader {
+                        eprintln!("{binary}: resuming with changed settings (the run is no longer identical to an uninterrupted one):");
+                        eprintln!("{}", changed_fields(saved, &config)?.join("\n"));
+                    }
+                    Ok(config)
+                },
+                parallel,
+            )?
         }
         None => {
             let config = args.resolve(default_recipe)?;
@@ -73,17 +153,32 @@ fn run(binary: &str, family: ModelFamily, default_recipe: &str, args: &TrainArgs
                     config.model
                 );
             }
-            println!("{}", serde_json::to_string_pretty(&config)?);
+            if leader {
+                println!("{}", serde_json::to_string_pretty(&config)?);
+            }
             if args.print_config {
                 return Ok(());
             }
             // Fail before downloading anything.
             let device = maxsup_train::parse_device(&config.device)?;
             config.precision.check_device(&device)?;
-            ensure_data(&config)?;
-            Trainer::new(config)?
+            let parallel = join(world, flags, &config.device)?;
+            if leader {
+                ensure_data(&config)?;
+            }
+            match parallel {
+                Some(mut p) => {
+                    p.barrier()?;
+                    Trainer::new_data_parallel(config, p)?
+                }
+                None => Trainer::new(config)?,
+            }
         }
     };
+    if !trainer.is_leader() {
+        trainer.run(&mut maxsup_train::Silent)?;
+        return Ok(());
+    }
     let out_dir = trainer.out_dir().to_path_buf();
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut log = JsonLinesLog::append(&out_dir.join(LOG_FILE))?;

@@ -39,7 +39,7 @@ pub use fashion_mnist::{FashionMnist, FashionSplit};
 pub use geometry::Geometry;
 pub use image::RgbImage;
 pub use image_folder::ImageFolder;
-pub use loader::{EpochBatches, Loader, LoaderConfig};
+pub use loader::{EpochBatches, Loader, LoaderConfig, Sharding};
 pub use mixup::Mixup;
 pub use pipeline::Pipeline;
 pub use randaugment::{AugmentOp, OpContext, RandAugment};

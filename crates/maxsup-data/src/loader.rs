@@ -5,8 +5,10 @@
 //!   overlaps training; [`EpochBatches::stall_time`] reports how long the consumer waited anyway.
 //! * Determinism: sample `i` of epoch `e` is augmented with a generator derived from `(seed, e, i)`
 //!   alone, and the epoch order from `(seed, e, rank)`, so batches are identical for any thread count.
-//! * Sharding follows the DeiT zip-cache sampler: rank `r` of `W` owns samples `i` with `i % W == r`
-//!   (shuffled per epoch when training).
+//! * Sharding ([`Sharding`]): either the DeiT zip-cache sampler (rank `r` of `W` owns samples
+//!   `i % W == r`, shuffled per epoch; evaluation and `--cache`), or one global order cut into
+//!   global batches, each split among the ranks, so that a step trains on the same samples with
+//!   the same augmentations whatever the number of processes (data-parallel training).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -23,6 +25,20 @@ use crate::mixup::Mixup;
 use crate::pipeline::Pipeline;
 use crate::rng::{Rng, Stream};
 
+/// How the samples are divided among the processes of a distributed run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Sharding {
+    /// Rank `r` of `W` owns samples `i` with `i % W == r`; `batch_size` is per rank. DeiT's
+    /// zip-cache sampler (each rank caches only its part) and sharded evaluation.
+    #[default]
+    Interleaved,
+    /// One order for all ranks (that of a single process); global batch `b` is samples
+    /// `b * batch_size ..` of it and rank `r` takes the `r`-th of `W` equal contiguous parts.
+    /// `batch_size` is the global batch and must be divisible by `W`; every rank runs the same
+    /// number of steps (an unequal count would leave the others waiting in a collective).
+    GlobalBatch,
+}
+
 /// How batches are drawn.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoaderConfig {
@@ -34,6 +50,7 @@ pub struct LoaderConfig {
     pub seed: u64,
     pub rank: usize,
     pub world_size: usize,
+    pub sharding: Sharding,
     /// Batches prepared ahead of the consumer (queue depth, at least 1).
     pub prefetch: usize,
     /// Decode/augment threads; 0 = one per core.
@@ -53,6 +70,7 @@ impl LoaderConfig {
             seed,
             rank: 0,
             world_size: 1,
+            sharding: Sharding::Interleaved,
             prefetch: 4,
             num_threads: 0,
             skip_corrupt: false,
@@ -68,10 +86,18 @@ impl LoaderConfig {
         }
     }
 
-    /// This process's shard of a distributed run.
+    /// This process's shard of a distributed run ([`Sharding::Interleaved`]).
     pub fn with_shard(mut self, rank: usize, world_size: usize) -> LoaderConfig {
         self.rank = rank;
         self.world_size = world_size;
+        self
+    }
+
+    /// This process's part of every global batch ([`Sharding::GlobalBatch`]).
+    pub fn with_global_batch_part(mut self, rank: usize, world_size: usize) -> LoaderConfig {
+        self.rank = rank;
+        self.world_size = world_size;
+        self.sharding = Sharding::GlobalBatch;
         self
     }
 }
@@ -96,6 +122,13 @@ impl Loader {
             config.world_size > 0 && config.rank < config.world_size,
             "rank {} is not in 0..world_size {}",
             config.rank,
+            config.world_size
+        );
+        anyhow::ensure!(
+            config.sharding == Sharding::Interleaved
+                || config.batch_size.is_multiple_of(config.world_size),
+            "the global batch of {} is not divisible by the {} processes (each takes an equal part)",
+            config.batch_size,
             config.world_size
         );
         let pool = rayon::ThreadPoolBuilder::new()
@@ -136,35 +169,52 @@ impl Loader {
         &self.pipeline
     }
 
-    /// The sample indices this rank owns: `rank, rank + W, rank + 2W, ...`.
+    /// The sample indices this rank draws from: `rank, rank + W, rank + 2W, ...` when
+    /// interleaved; every index with [`Sharding::GlobalBatch`] (the rank's part of each batch is
+    /// cut from the common order).
     pub fn shard_indices(&self) -> Vec<usize> {
-        (self.config.rank..self.dataset.len())
-            .step_by(self.config.world_size)
-            .collect()
+        match self.config.sharding {
+            Sharding::Interleaved => (self.config.rank..self.dataset.len())
+                .step_by(self.config.world_size)
+                .collect(),
+            Sharding::GlobalBatch => (0..self.dataset.len()).collect(),
+        }
     }
 
-    /// The sample order of `epoch` on this rank.
+    /// The sample order of `epoch` on this rank (the common order with
+    /// [`Sharding::GlobalBatch`], which a single process also draws).
     pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
         let mut order = self.shard_indices();
+        let stream_rank = match self.config.sharding {
+            Sharding::Interleaved => self.config.rank as u64,
+            Sharding::GlobalBatch => 0,
+        };
         if self.config.shuffle {
-            Rng::derive(
-                self.config.seed,
-                epoch,
-                self.config.rank as u64,
-                Stream::Shuffle,
-            )
-            .shuffle(&mut order);
+            Rng::derive(self.config.seed, epoch, stream_rank, Stream::Shuffle).shuffle(&mut order);
         }
         order
     }
 
-    /// Batches per epoch on this rank.
+    /// Batches per epoch on this rank (the same on every rank with [`Sharding::GlobalBatch`]).
     pub fn batches_per_epoch(&self) -> usize {
         let n = self.shard_indices().len();
         if self.config.drop_last {
             n / self.config.batch_size
         } else {
             n.div_ceil(self.config.batch_size)
+        }
+    }
+
+    /// The samples this rank loads for batch `b` of an epoch in `order`.
+    fn batch_part<'a>(config: &LoaderConfig, order: &'a [usize], b: usize) -> &'a [usize] {
+        let bs = config.batch_size;
+        let global = &order[b * bs..((b + 1) * bs).min(order.len())];
+        match config.sharding {
+            Sharding::Interleaved => global,
+            Sharding::GlobalBatch => {
+                let (w, r, n) = (config.world_size, config.rank, global.len());
+                &global[r * n / w..(r + 1) * n / w]
+            }
         }
     }
 
@@ -182,12 +232,12 @@ impl Loader {
             pool: self.pool.clone(),
             skipped: skipped.clone(),
         };
-        let bs = self.config.batch_size;
+        let config = self.config.clone();
         let handle = std::thread::Builder::new()
             .name("maxsup-data-prefetch".into())
             .spawn(move || {
                 for b in 0..n_batches {
-                    let indices = &order[b * bs..((b + 1) * bs).min(order.len())];
+                    let indices = Loader::batch_part(&config, &order, b);
                     let result = worker.make(epoch, b as u64, indices);
                     let failed = result.is_err();
                     if tx.send(result).is_err() || failed {

@@ -114,6 +114,61 @@ fn shards_partition_the_dataset_like_deit() {
 }
 
 #[test]
+fn global_batch_parts_are_the_single_process_batches_for_any_world_size() {
+    for (n, batch) in [(37, 8), (20, 4), (64, 16)] {
+        let single = collect(&loader(n, LoaderConfig::train(batch, 3)), 1);
+        for world in [2, 4] {
+            let parts: Vec<Vec<maxsup_data::Batch>> = (0..world)
+                .map(|r| {
+                    let cfg = LoaderConfig::train(batch, 3).with_global_batch_part(r, world);
+                    collect(&loader(n, cfg), 1)
+                })
+                .collect();
+            for p in &parts {
+                assert_eq!(
+                    p.len(),
+                    n / batch,
+                    "every rank runs the same number of steps"
+                );
+            }
+            for (b, whole) in single.iter().enumerate() {
+                let mut indices = vec![];
+                let mut images = vec![];
+                for p in &parts {
+                    assert_eq!(p[b].len(), batch / world);
+                    indices.extend(p[b].indices.clone());
+                    images.extend(p[b].images.clone());
+                }
+                assert_eq!(
+                    indices, whole.indices,
+                    "n {n} batch {batch} world {world} step {b}"
+                );
+                assert_eq!(
+                    images, whole.images,
+                    "same augmentations whatever the world size"
+                );
+            }
+        }
+    }
+    let e = Loader::new(
+        Arc::new(Synthetic {
+            n: 8,
+            broken: vec![],
+            panics: vec![],
+        }),
+        Pipeline::imagenet_train(24, Interpolation::Bicubic),
+        LoaderConfig::train(6, 0).with_global_batch_part(0, 4),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.contains("global batch of 6 is not divisible by the 4 processes"),
+        "{e}"
+    );
+}
+
+#[test]
 fn same_sample_same_augmentation_regardless_of_batch_position() {
     // Per-sample generators depend on (seed, epoch, index) only.
     let l = loader(16, LoaderConfig::train(4, 5));

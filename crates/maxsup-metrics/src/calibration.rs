@@ -148,6 +148,53 @@ impl CalibrationAccumulator {
         self.push(logits, &labels)
     }
 
+    /// Every count and sum as one vector, so that accumulators of several processes can be
+    /// added element-wise (an all-reduce) and the report be the one of all their samples. Counts
+    /// are exact in f64 up to 2^53 samples.
+    pub fn to_sums(&self) -> Vec<f64> {
+        let mut v = vec![
+            self.samples as f64,
+            self.top1 as f64,
+            self.top5 as f64,
+            self.nll_sum,
+        ];
+        for b in &self.bins {
+            v.extend(b.count.iter().map(|&c| c as f64));
+            v.extend(b.correct.iter().map(|&c| c as f64));
+            v.extend_from_slice(&b.confidence);
+        }
+        v
+    }
+
+    /// Replaces the counts and sums with `sums`, laid out as [`to_sums`](Self::to_sums) gives
+    /// them (e.g. after summing them over processes).
+    pub fn set_sums(&mut self, sums: &[f64]) -> Result<()> {
+        let expected = self.to_sums().len();
+        ensure!(
+            sums.len() == expected,
+            "calibration: {} sums for an accumulator of {expected}",
+            sums.len()
+        );
+        let count = |v: f64| v as u64;
+        self.samples = count(sums[0]);
+        self.top1 = count(sums[1]);
+        self.top5 = count(sums[2]);
+        self.nll_sum = sums[3];
+        let mut at = 4;
+        for b in &mut self.bins {
+            let m = b.count.len();
+            for (i, c) in b.count.iter_mut().enumerate() {
+                *c = count(sums[at + i]);
+            }
+            for (i, c) in b.correct.iter_mut().enumerate() {
+                *c = count(sums[at + m + i]);
+            }
+            b.confidence.copy_from_slice(&sums[at + 2 * m..at + 3 * m]);
+            at += 3 * m;
+        }
+        Ok(())
+    }
+
     /// The metrics over everything pushed so far.
     pub fn report(&self) -> Result<CalibrationReport> {
         ensure!(self.samples > 0, "calibration: no samples were pushed");
@@ -212,5 +259,36 @@ mod tests {
         assert_eq!(bin_index(1.0, 10), 9);
         assert_eq!(bin_index(0.0, 10), 0);
         assert_eq!(bin_index(0.5, 15), 7);
+    }
+
+    #[test]
+    fn summed_parts_report_like_the_whole() {
+        use super::CalibrationAccumulator;
+        let logits: Vec<f32> = (0..30)
+            .map(|i| ((i * 37) % 11) as f32 * 0.3 - 1.0)
+            .collect();
+        let labels: Vec<u32> = (0..10).map(|i| (i * 7 % 3) as u32).collect();
+        let mut whole = CalibrationAccumulator::new(3).unwrap();
+        whole.push(&logits, &labels).unwrap();
+        let (mut a, mut b) = (
+            CalibrationAccumulator::new(3).unwrap(),
+            CalibrationAccumulator::new(3).unwrap(),
+        );
+        a.push(&logits[..12], &labels[..4]).unwrap();
+        b.push(&logits[12..], &labels[4..]).unwrap();
+        let sums: Vec<f64> = a
+            .to_sums()
+            .iter()
+            .zip(b.to_sums())
+            .map(|(x, y)| x + y)
+            .collect();
+        a.set_sums(&sums).unwrap();
+        let (r, w) = (a.report().unwrap(), whole.report().unwrap());
+        assert_eq!((r.samples, r.top1, r.top5), (w.samples, w.top1, w.top5));
+        assert!(
+            (r.nll - w.nll).abs() < 1e-12
+                && (r.ece(15).unwrap() - w.ece(15).unwrap()).abs() < 1e-12
+        );
+        assert!(a.set_sums(&sums[1..]).is_err());
     }
 }

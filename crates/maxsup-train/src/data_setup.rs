@@ -20,6 +20,23 @@ pub struct DataLoaders {
 
 /// Opens the configured datasets and builds the loaders (augmentation per the recipe).
 pub fn build_loaders(config: &TrainConfig) -> Result<DataLoaders> {
+    build_loaders_for_rank(config, 0, 1)
+}
+
+/// [`build_loaders`] for rank `rank` of `world` processes: this rank's part of every global
+/// training batch (the samples of a step do not depend on `world`) and its interleaved shard of
+/// the evaluation split (metrics are then summed over the ranks).
+pub fn build_loaders_for_rank(
+    config: &TrainConfig,
+    rank: usize,
+    world: usize,
+) -> Result<DataLoaders> {
+    if world > 1 && matches!(config.data, DataSource::Zip { cache: true, .. }) {
+        bail!(
+            "--cache with {world} processes: every rank would hold the whole split in memory; \
+             read the zip cache without --cache (memory-mapped, shared by the processes)"
+        );
+    }
     let (train, eval) = open_datasets(&config.data)?;
     let train = subset(train, config.train_subset).context("--train-subset")?;
     let eval = subset(eval, config.eval_subset).context("--eval-subset")?;
@@ -28,8 +45,9 @@ pub fn build_loaders(config: &TrainConfig) -> Result<DataLoaders> {
     let train_loader = Loader::new(
         train,
         train_pipeline,
-        LoaderConfig::train(config.batch_size, config.seed),
-    )?;
+        LoaderConfig::train(config.batch_size, config.seed).with_global_batch_part(rank, world),
+    )
+    .with_context(|| format!("--batch-size {}", config.batch_size))?;
     let train_loader = if config.augment.mixes() {
         let mut mixup = Mixup::deit(num_classes, 0.0);
         mixup.mixup_alpha = config.augment.mixup;
@@ -41,7 +59,7 @@ pub fn build_loaders(config: &TrainConfig) -> Result<DataLoaders> {
     let eval_loader = Loader::new(
         eval,
         eval_pipeline,
-        LoaderConfig::eval(config.eval_batch_size),
+        LoaderConfig::eval(config.eval_batch_size).with_shard(rank, world),
     )?;
     Ok(DataLoaders {
         train: train_loader,

@@ -8,6 +8,7 @@ use maxsup_data::Loader;
 use maxsup_metrics::CalibrationAccumulator;
 use maxsup_models::ImageClassifier;
 
+use crate::data_parallel::DataParallel;
 use crate::events::EvalStats;
 
 /// Runs `model` (eval mode: BatchNorm running statistics, no drop path) over every batch of
@@ -19,6 +20,19 @@ pub fn evaluate(
     device: &Device,
     dtype: candle_core::DType,
     epoch: usize,
+) -> Result<EvalStats> {
+    evaluate_sharded(model, loader, device, dtype, epoch, None)
+}
+
+/// [`evaluate`] of this rank's shard, with the metrics' counts and sums added over the ranks
+/// of `parallel`: the result is that of the whole split, exactly (up to f64 rounding of sums).
+pub fn evaluate_sharded(
+    model: &dyn ImageClassifier,
+    loader: &Loader,
+    device: &Device,
+    dtype: candle_core::DType,
+    epoch: usize,
+    parallel: Option<&mut DataParallel>,
 ) -> Result<EvalStats> {
     let start = Instant::now();
     let mut acc = CalibrationAccumulator::with_bins(model.num_classes(), &[15])?;
@@ -34,13 +48,18 @@ pub fn evaluate(
         acc.push(&logits, &batch.labels)?;
     }
     let expected = loader.shard_indices().len() as u64;
-    let report = acc.report()?;
-    if report.samples != expected {
+    let mut sums = acc.to_sums();
+    if sums[0] as u64 != expected {
         anyhow::bail!(
             "evaluation saw {} of its {expected} samples (the loader stopped early)",
-            report.samples
+            sums[0]
         );
     }
+    if let Some(p) = parallel {
+        p.sum(&mut sums)?;
+        acc.set_sums(&sums)?;
+    }
+    let report = acc.report()?;
     Ok(EvalStats {
         epoch,
         samples: report.samples,

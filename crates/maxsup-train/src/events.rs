@@ -64,6 +64,12 @@ pub enum Event {
     Eval(EvalStats),
     /// The evaluation of the EMA weights, after [`Event::Eval`] (runs with EMA only).
     EmaEval(EvalStats),
+    /// In a data-parallel run, before each checkpoint: every rank's weights have this checksum.
+    Replicas {
+        epoch: usize,
+        world_size: usize,
+        checksum: String,
+    },
     Checkpoint {
         epoch: usize,
         path: PathBuf,

@@ -8,6 +8,7 @@
 
 mod checkpoint;
 mod components;
+mod data_parallel;
 mod data_setup;
 mod device;
 mod evaluate;
@@ -20,9 +21,12 @@ pub use checkpoint::{
     is_training_checkpoint, load_checkpoint, save_checkpoint, write_atomically, CheckpointTensors,
 };
 pub use components::{build_criterion, build_model, build_optimizer, build_schedule};
-pub use data_setup::{build_eval_loader, build_loaders, open_split, DataLoaders, Split};
+pub use data_parallel::{model_checksum, DataParallel};
+pub use data_setup::{
+    build_eval_loader, build_loaders, build_loaders_for_rank, open_split, DataLoaders, Split,
+};
 pub use device::{parse_device, prepare_precision};
-pub use evaluate::evaluate;
+pub use evaluate::{evaluate, evaluate_sharded};
 pub use events::{EvalStats, Event, Fanout, JsonLinesLog, Observer, Silent, TrainStats};
 pub use precision::Precision;
 pub use recipe::{

@@ -15,9 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{load_checkpoint, save_checkpoint, write_atomically, CheckpointTensors};
 use crate::components::{build_criterion, build_model, build_optimizer, build_schedule};
-use crate::data_setup::{build_loaders, DataLoaders};
+use crate::data_parallel::DataParallel;
+use crate::data_setup::{build_loaders_for_rank, DataLoaders};
 use crate::device::parse_device;
-use crate::evaluate::evaluate;
+use crate::evaluate::evaluate_sharded;
 use crate::events::{EvalStats, Event, Observer, TrainStats};
 use crate::recipe::TrainConfig;
 
@@ -55,16 +56,35 @@ pub struct Trainer {
     /// evaluates its `ModelEmaV2` copy after every epoch), so the trained model is never touched.
     ema_model: Option<Box<dyn ImageClassifier>>,
     data: DataLoaders,
+    /// Set in a data-parallel run (several processes).
+    parallel: Option<DataParallel>,
 }
 
 impl Trainer {
     /// A fresh run from `config` (validated, seeded).
     pub fn new(config: TrainConfig) -> Result<Self> {
+        Self::build(config, None)
+    }
+
+    /// A fresh run as one process of a data-parallel run over `parallel`: this rank's part of
+    /// every global batch, gradients averaged over the ranks, rank 0's weights everywhere.
+    pub fn new_data_parallel(config: TrainConfig, parallel: DataParallel) -> Result<Self> {
+        Self::build(config, Some(parallel))
+    }
+
+    fn build(config: TrainConfig, mut parallel: Option<DataParallel>) -> Result<Self> {
         config.validate()?;
         let device = parse_device(&config.device)?;
         crate::prepare_precision(&device, config.precision)?;
-        let data = build_loaders(&config)?;
+        let (rank, world) = parallel
+            .as_ref()
+            .map_or((0, 1), |p| (p.rank(), p.world_size()));
+        let data = build_loaders_for_rank(&config, rank, world)?;
         let model = build_model(&config, data.num_classes, &device)?;
+        if let Some(p) = parallel.as_mut() {
+            p.broadcast_model(model.as_ref())
+                .context("giving every rank rank 0's initial weights")?;
+        }
         let optimizer = build_optimizer(&config, model.as_ref())?;
         let schedule = build_schedule(&config);
         let criterion = build_criterion(&config, data.num_classes, &device)?;
@@ -94,6 +114,7 @@ impl Trainer {
             ema,
             ema_model,
             data,
+            parallel,
         })
     }
 
@@ -109,10 +130,20 @@ impl Trainer {
         checkpoint: &Path,
         config: impl FnOnce(&TrainConfig, usize) -> Result<TrainConfig>,
     ) -> Result<Self> {
+        Self::resume_data_parallel(checkpoint, config, None)
+    }
+
+    /// [`Trainer::resume_with`] for one process of a data-parallel run (every rank reads the
+    /// same checkpoint; `None` for a single process).
+    pub fn resume_data_parallel(
+        checkpoint: &Path,
+        config: impl FnOnce(&TrainConfig, usize) -> Result<TrainConfig>,
+        parallel: Option<DataParallel>,
+    ) -> Result<Self> {
         let (tensors, mut state): (CheckpointTensors, RunState) =
             load_checkpoint(checkpoint, &Device::Cpu)?;
         state.config = config(&state.config, state.next_epoch)?;
-        let mut trainer = Self::new(state.config.clone())?;
+        let mut trainer = Self::build(state.config.clone(), parallel)?;
         trainer
             .restore(tensors, state)
             .with_context(|| format!("restoring {}", checkpoint.display()))?;
@@ -131,16 +162,30 @@ impl Trainer {
         &self.state.config.out_dir
     }
 
+    /// This process's rank and the number of processes (0 and 1 outside data parallelism).
+    pub fn rank_and_world(&self) -> (usize, usize) {
+        self.parallel
+            .as_ref()
+            .map_or((0, 1), |p| (p.rank(), p.world_size()))
+    }
+
+    /// Whether this process writes checkpoints and logs (rank 0, or the only process).
+    pub fn is_leader(&self) -> bool {
+        self.parallel.as_ref().is_none_or(DataParallel::is_leader)
+    }
+
     pub fn train_batches_per_epoch(&self) -> usize {
         self.data.train.batches_per_epoch()
     }
 
     /// Trains the remaining epochs, evaluating and checkpointing after each one.
     pub fn run(&mut self, observer: &mut dyn Observer) -> Result<RunState> {
-        fs::create_dir_all(self.out_dir())
-            .with_context(|| format!("creating {}", self.out_dir().display()))?;
-        let config_json = serde_json::to_vec_pretty(&self.state.config)?;
-        write_atomically(&self.out_dir().join(CONFIG_FILE), &config_json)?;
+        if self.is_leader() {
+            fs::create_dir_all(self.out_dir())
+                .with_context(|| format!("creating {}", self.out_dir().display()))?;
+            let config_json = serde_json::to_vec_pretty(&self.state.config)?;
+            write_atomically(&self.out_dir().join(CONFIG_FILE), &config_json)?;
+        }
         while self.state.next_epoch < self.state.config.epochs {
             self.run_epoch(observer)?;
         }
@@ -152,12 +197,16 @@ impl Trainer {
         let epoch = self.state.next_epoch;
         let train = self.train_epoch(epoch, observer)?;
         observer.on_event(&Event::Train(train.clone()))?;
-        let eval = evaluate(
+        if let Some(p) = self.parallel.as_mut() {
+            p.broadcast_buffers(self.model.as_ref())?;
+        }
+        let eval = evaluate_sharded(
             self.model.as_ref(),
             &self.data.eval,
             &self.device,
             self.state.config.precision.compute_dtype(),
             epoch,
+            self.parallel.as_mut(),
         )?;
         observer.on_event(&Event::Eval(eval.clone()))?;
         let ema_eval = self.evaluate_ema(epoch)?;
@@ -171,6 +220,17 @@ impl Trainer {
         if best {
             self.state.best_top1 = eval.top1;
             self.state.best_epoch = Some(epoch);
+        }
+        if let Some(p) = self.parallel.as_mut() {
+            let checksum = p.check_replicas(self.model.as_ref(), epoch)?;
+            observer.on_event(&Event::Replicas {
+                epoch,
+                world_size: p.world_size(),
+                checksum: format!("{checksum:016x}"),
+            })?;
+            if !p.is_leader() {
+                return Ok((train, eval));
+            }
         }
         let last = self.out_dir().join(LAST_CHECKPOINT);
         self.save(&last)?;
@@ -194,7 +254,7 @@ impl Trainer {
 
     /// The EMA weights evaluated like the model (None without EMA). Best-checkpoint selection
     /// stays on the trained model, as in DeiT's `main.py`.
-    fn evaluate_ema(&self, epoch: usize) -> Result<Option<EvalStats>> {
+    fn evaluate_ema(&mut self, epoch: usize) -> Result<Option<EvalStats>> {
         let (Some(ema), Some(model)) = (&self.ema, &self.ema_model) else {
             return Ok(None);
         };
@@ -205,12 +265,13 @@ impl Trainer {
                 .iter()
                 .map(|e| (e.name.as_str(), &e.var)),
         )?;
-        let stats = evaluate(
+        let stats = evaluate_sharded(
             model.as_ref(),
             &self.data.eval,
             &self.device,
             self.state.config.precision.compute_dtype(),
             epoch,
+            self.parallel.as_mut(),
         )
         .context("evaluating the EMA weights")?;
         Ok(Some(stats))
@@ -254,7 +315,7 @@ impl Trainer {
             let step = self
                 .step(&batch, alpha)
                 .with_context(|| self.failure_context(epoch, iter, &batch))?;
-            sums.add(&step, batch.len());
+            sums.add(&step, step.samples);
             self.state.global_step += 1;
             let images_per_second = sums.images as f64 / start.elapsed().as_secs_f64();
             let global_step = self.state.global_step;
@@ -285,6 +346,9 @@ impl Trainer {
 
     /// One optimization step on `batch`.
     fn step(&mut self, batch: &Batch, alpha: f64) -> Result<StepResult> {
+        if let Some(p) = self.parallel.as_mut() {
+            p.broadcast_buffers(self.model.as_ref())?;
+        }
         let x = Tensor::from_slice(&batch.images, batch.shape.as_slice(), &self.device)?
             .to_dtype(self.state.config.precision.compute_dtype())?;
         let y = Tensor::from_slice(&batch.labels, batch.len(), &self.device)?;
@@ -317,6 +381,9 @@ impl Trainer {
         };
         let loss = self.criterion.loss(&input, true)?;
         let mut grads = loss.backward()?;
+        if let Some(p) = self.parallel.as_mut() {
+            p.average_gradients(&mut grads, &self.optimizer.vars())?;
+        }
         if let Some(max_norm) = self.state.config.clip_grad {
             clip_grad_norm(&mut grads, &self.optimizer.vars(), max_norm)?;
         }
@@ -342,11 +409,19 @@ impl Trainer {
             0,
         )?
         .to_vec1::<f64>()?;
+        let n = batch.len() as f64;
+        // Over the global batch: means weighted by each rank's samples, counts summed.
+        let mut global = [report[0] * n, report[1], report[2] * n, report[3] * n, n];
+        if let Some(p) = self.parallel.as_mut() {
+            p.sum(&mut global)?;
+        }
+        let total = global[4];
         Ok(StepResult {
-            loss: report[0],
-            correct: report[1] as usize,
-            ls_regularization: report[2],
-            ls_error_amplification: report[3],
+            loss: global[0] / total,
+            correct: global[1] as usize,
+            ls_regularization: global[2] / total,
+            ls_error_amplification: global[3] / total,
+            samples: total as usize,
         })
     }
 
@@ -457,6 +532,10 @@ impl Trainer {
         let optimizer_tensors = to_device(tensors.optimizer, &self.device)?;
         self.optimizer
             .import_state(&OptimizerState::from_tensor_map(optimizer_tensors)?)?;
+        if let Some(p) = self.parallel.as_mut() {
+            p.broadcast_model(self.model.as_ref())
+                .context("giving every rank rank 0's restored weights")?;
+        }
         if let Some(ema) = self.ema.as_mut() {
             // A run with EMA that lacks (part of) its average would restart it: not exact.
             if let Some(e) = self
@@ -503,6 +582,8 @@ fn to_device(map: HashMap<String, Tensor>, device: &Device) -> Result<HashMap<St
 }
 
 struct StepResult {
+    /// Samples of the (global) batch.
+    samples: usize,
     loss: f64,
     correct: usize,
     ls_regularization: f64,
