@@ -26,7 +26,13 @@ impl TerminalProgress {
 impl Observer for TerminalProgress {
     fn on_event(&mut self, event: &Event) -> Result<()> {
         match event {
-            Event::EpochStart { epoch, epochs, batches, lr, alpha } => {
+            Event::EpochStart {
+                epoch,
+                epochs,
+                batches,
+                lr,
+                alpha,
+            } => {
                 if !self.quiet {
                     let bar = ProgressBar::new(*batches as u64);
                     bar.set_style(
@@ -40,10 +46,18 @@ impl Observer for TerminalProgress {
                     self.bar = Some(bar);
                 }
             }
-            Event::Step { batch, loss, lr, images_per_second, .. } => {
+            Event::Step {
+                batch,
+                loss,
+                lr,
+                images_per_second,
+                ..
+            } => {
                 if let Some(bar) = &self.bar {
                     bar.set_position(*batch as u64 + 1);
-                    bar.set_message(format!("loss {loss:.4} lr {lr:.4} {images_per_second:.0} img/s"));
+                    bar.set_message(format!(
+                        "loss {loss:.4} lr {lr:.4} {images_per_second:.0} img/s"
+                    ));
                 }
             }
             Event::Train(t) => {
@@ -62,27 +76,13 @@ impl Observer for TerminalProgress {
                     t.loader_stall_seconds,
                 ));
             }
-            Event::Eval(e) => self.line(format!(
-                "epoch {:>3} eval  top1 {:.2}% top5 {:.2}% nll {:.4} ece15 {:.4} ({} images, {:.0}s)",
-                e.epoch + 1,
-                100.0 * e.top1,
-                100.0 * e.top5,
-                e.nll,
-                e.ece15,
-                e.samples,
-                e.seconds
-            )),
-            Event::EmaEval(e) => self.line(format!(
-                "epoch {:>3} ema   top1 {:.2}% top5 {:.2}% nll {:.4} ece15 {:.4} ({} images, {:.0}s)",
-                e.epoch + 1,
-                100.0 * e.top1,
-                100.0 * e.top5,
-                e.nll,
-                e.ece15,
-                e.samples,
-                e.seconds
-            )),
-            Event::Replicas { epoch, world_size, checksum } => self.line(format!(
+            Event::Eval(e) => self.line(eval_line("eval ", e)),
+            Event::EmaEval(e) => self.line(eval_line("ema  ", e)),
+            Event::Replicas {
+                epoch,
+                world_size,
+                checksum,
+            } => self.line(format!(
                 "epoch {:>3} {world_size} processes hold identical weights (checksum {checksum})",
                 epoch + 1
             )),
@@ -90,4 +90,18 @@ impl Observer for TerminalProgress {
         }
         Ok(())
     }
+}
+
+/// One evaluation as a line: `what` is `eval` for the model, `ema` for its EMA weights.
+fn eval_line(what: &str, e: &maxsup_train::EvalStats) -> String {
+    format!(
+        "epoch {:>3} {what} top1 {:.2}% top5 {:.2}% nll {:.4} ece15 {:.4} ({} images, {:.0}s)",
+        e.epoch + 1,
+        100.0 * e.top1,
+        100.0 * e.top5,
+        e.nll,
+        e.ece15,
+        e.samples,
+        e.seconds
+    )
 }
