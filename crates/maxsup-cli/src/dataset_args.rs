@@ -103,11 +103,6 @@ impl DatasetArgs {
         }
         Ok(())
     }
-
-    /// The flags given, for errors about flags that do not apply.
-    pub fn any_given(&self) -> bool {
-        self.source().ok().flatten().is_some() || self.cache || self.image_size.is_some()
-    }
 }
 
 fn is_small(data: &DataSource) -> bool {
@@ -168,8 +163,6 @@ mod tests {
             })
         );
         assert_eq!(parse(&[]).source().unwrap(), None);
-        assert!(!parse(&[]).any_given());
-        assert!(parse(&["--image-size", "64"]).any_given());
     }
 
     #[test]

@@ -3,11 +3,11 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use maxsup_dist::{HostGroup, ProcessEnv, TcpCollective, World};
+use maxsup_dist::{ProcessEnv, World};
 use maxsup_train::{
     DataParallel, DataSource, Fanout, JsonLinesLog, TrainConfig, Trainer, LOG_FILE, RECIPES,
 };
@@ -66,17 +66,11 @@ fn launch(n: usize, argv: &[OsString]) -> Result<()> {
 }
 
 /// Joins the data-parallel run the launcher variables describe (None: a single process).
-/// Every rank must have been given the same flags; rank 0 fetches missing data first.
-fn join(world: Option<World>, flags: &[OsString], device: &str) -> Result<Option<DataParallel>> {
+/// Every rank must have been given the same flags.
+fn join(world: Option<World>, flags: &[OsString]) -> Result<Option<DataParallel>> {
     let Some(world) = world.filter(World::is_distributed) else {
         return Ok(None);
     };
-    if device != "cpu" {
-        bail!(
-            "a data-parallel run on `{device}` needs NCCL, which is not built yet: run the \
-             processes with --device cpu (docs/distributed.md)"
-        );
-    }
     let agreement: Vec<u8> = flags
         .iter()
         .flat_map(|a| {
@@ -87,12 +81,8 @@ fn join(world: Option<World>, flags: &[OsString], device: &str) -> Result<Option
                 .chain([0])
         })
         .collect();
-    let rendezvous =
-        maxsup_dist::timeout_from_env("MAXSUP_RDZV_TIMEOUT", Duration::from_secs(300))?;
-    let timeout =
-        maxsup_dist::timeout_from_env("MAXSUP_COLLECTIVE_TIMEOUT", Duration::from_secs(600))?;
-    let (group, _) = HostGroup::join(&world, &agreement, &[], rendezvous, timeout)?;
-    Ok(Some(DataParallel::new(Box::new(TcpCollective::new(group)))))
+    let collective = maxsup_dist::join(&world, &agreement)?;
+    Ok(Some(DataParallel::new(Box::new(collective))))
 }
 
 fn run(
@@ -117,8 +107,7 @@ fn run(
     let mut trainer = match &args.resume {
         Some(path) => {
             let checkpoint = resume_path(path, args, default_recipe)?;
-            let device = args.device.clone().unwrap_or_else(|| "cpu".into());
-            let mut parallel = join(world, flags, &device)?;
+            let mut parallel = join(world, flags)?;
             if let Some(p) = parallel.as_mut() {
                 p.barrier()?;
             }
@@ -162,7 +151,7 @@ fn run(
             // Fail before downloading anything.
             let device = maxsup_train::parse_device(&config.device)?;
             config.precision.check_device(&device)?;
-            let parallel = join(world, flags, &config.device)?;
+            let parallel = join(world, flags)?;
             if leader {
                 ensure_data(&config)?;
             }

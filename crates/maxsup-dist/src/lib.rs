@@ -17,7 +17,7 @@ pub use world::{Env, ProcessEnv, World};
 use std::time::Duration;
 
 /// Seconds from `var`, else `default`.
-pub fn timeout_from_env(var: &str, default: Duration) -> anyhow::Result<Duration> {
+fn timeout_from_env(var: &str, default: Duration) -> anyhow::Result<Duration> {
     match std::env::var(var) {
         Err(_) => Ok(default),
         Ok(v) => v
@@ -28,14 +28,12 @@ pub fn timeout_from_env(var: &str, default: Duration) -> anyhow::Result<Duration
     }
 }
 
-/// Joins the run described by the environment over TCP: `None` for a plain single-process run.
-/// `agreement` must be equal on every rank (a hash of the configuration).
-pub fn join_from_env(agreement: &[u8]) -> anyhow::Result<Option<(World, TcpCollective)>> {
-    let Some(world) = World::from_env(&ProcessEnv)? else {
-        return Ok(None);
-    };
+/// Joins `world` over TCP with the timeouts of the environment (`MAXSUP_RDZV_TIMEOUT`, default
+/// 300 s; `MAXSUP_COLLECTIVE_TIMEOUT`, default 600 s). `agreement` must be equal on every rank
+/// (e.g. the command line).
+pub fn join(world: &World, agreement: &[u8]) -> anyhow::Result<TcpCollective> {
     let rendezvous = timeout_from_env("MAXSUP_RDZV_TIMEOUT", Duration::from_secs(300))?;
     let timeout = timeout_from_env("MAXSUP_COLLECTIVE_TIMEOUT", Duration::from_secs(600))?;
-    let (group, _) = HostGroup::join(&world, agreement, &[], rendezvous, timeout)?;
-    Ok(Some((world, TcpCollective::new(group))))
+    let (group, _) = HostGroup::join(world, agreement, &[], rendezvous, timeout)?;
+    Ok(TcpCollective::new(group))
 }

@@ -49,17 +49,10 @@ impl DataParallel {
         if vars.is_empty() || self.world_size() == 1 {
             return Ok(());
         }
-        let flat = flatten(vars.iter().map(|v| v.as_tensor()))?;
+        let flat = flatten(vars.iter().map(|v| Ok(v.as_tensor().clone())))?;
         let flat = self.comm.broadcast(&flat)?;
-        let mut at = 0;
-        for v in vars {
-            let n = v.elem_count();
-            let part = flat
-                .narrow(0, at, n)?
-                .reshape(v.shape())?
-                .to_dtype(v.dtype())?;
-            v.set(&part)?;
-            at += n;
+        for (v, part) in vars.iter().zip(unflatten(&flat, vars.iter().copied())) {
+            v.set(&part?)?;
         }
         Ok(())
     }
@@ -71,27 +64,16 @@ impl DataParallel {
         if self.world_size() == 1 || vars.is_empty() {
             return Ok(());
         }
-        let parts: Vec<Tensor> = vars
-            .iter()
-            .map(|v| match grads.get(v.as_tensor()) {
-                Some(g) => Ok(g.to_dtype(DType::F32)?.flatten_all()?),
-                None => Ok(Tensor::zeros(v.elem_count(), DType::F32, v.device())?),
-            })
-            .collect::<Result<_>>()?;
-        let flat = Tensor::cat(&parts, 0)?;
+        let flat = flatten(vars.iter().map(|v| match grads.get(v.as_tensor()) {
+            Some(g) => Ok(g.clone()),
+            None => Ok(Tensor::zeros(v.elem_count(), DType::F32, v.device())?),
+        }))?;
         let mean = self
             .comm
             .all_reduce_sum(&flat)?
             .affine(1.0 / self.world_size() as f64, 0.0)?;
-        let mut at = 0;
-        for v in vars {
-            let n = v.elem_count();
-            let g = mean
-                .narrow(0, at, n)?
-                .reshape(v.shape())?
-                .to_dtype(v.dtype())?;
-            grads.insert(v.as_tensor(), g);
-            at += n;
+        for (v, g) in vars.iter().zip(unflatten(&mean, vars.iter())) {
+            grads.insert(v.as_tensor(), g?);
         }
         Ok(())
     }
@@ -127,11 +109,29 @@ impl DataParallel {
     }
 }
 
-fn flatten<'a>(tensors: impl Iterator<Item = &'a Tensor>) -> Result<Tensor> {
+/// The tensors as one flat f32 buffer, in order (the layout every rank shares).
+fn flatten(tensors: impl Iterator<Item = Result<Tensor>>) -> Result<Tensor> {
     let parts: Vec<Tensor> = tensors
-        .map(|t| Ok(t.to_dtype(DType::F32)?.flatten_all()?))
+        .map(|t| Ok(t?.to_dtype(DType::F32)?.flatten_all()?))
         .collect::<Result<_>>()?;
     Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// [`flatten`]'s inverse: the consecutive pieces of `flat` shaped and typed like `vars`.
+fn unflatten<'a>(
+    flat: &'a Tensor,
+    vars: impl Iterator<Item = &'a Var> + 'a,
+) -> impl Iterator<Item = Result<Tensor>> + 'a {
+    let mut at = 0;
+    vars.map(move |v| {
+        let n = v.elem_count();
+        let part = flat
+            .narrow(0, at, n)?
+            .reshape(v.shape())?
+            .to_dtype(v.dtype())?;
+        at += n;
+        Ok(part)
+    })
 }
 
 /// FNV-1a over the little-endian bytes of every model tensor (as f32), in parameter order.

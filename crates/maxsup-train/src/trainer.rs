@@ -79,6 +79,13 @@ impl Trainer {
         let (rank, world) = parallel
             .as_ref()
             .map_or((0, 1), |p| (p.rank(), p.world_size()));
+        if world > 1 && !device.is_cpu() {
+            bail!(
+                "a data-parallel run on `{}` needs NCCL, which is not built yet: run the \
+                 processes with --device cpu (docs/distributed.md)",
+                config.device
+            );
+        }
         let data = build_loaders_for_rank(&config, rank, world)?;
         let model = build_model(&config, data.num_classes, &device)?;
         if let Some(p) = parallel.as_mut() {
@@ -160,13 +167,6 @@ impl Trainer {
 
     pub fn out_dir(&self) -> &Path {
         &self.state.config.out_dir
-    }
-
-    /// This process's rank and the number of processes (0 and 1 outside data parallelism).
-    pub fn rank_and_world(&self) -> (usize, usize) {
-        self.parallel
-            .as_ref()
-            .map_or((0, 1), |p| (p.rank(), p.world_size()))
     }
 
     /// Whether this process writes checkpoints and logs (rank 0, or the only process).

@@ -89,10 +89,7 @@ fn check(a: CheckArgs) -> anyhow::Result<()> {
     let Some(source) = a.data.source()? else {
         anyhow::bail!("give the data to check: --cifar10, --fashion-mnist, --folder or --zip DIR");
     };
-    let split = match a.split {
-        SplitArg::Train => Split::Train,
-        SplitArg::Val => Split::Val,
-    };
+    let split = Split::from(a.split);
     let ds = open_split(&source, split)?;
     if let Some(k) = a.num_classes {
         if ds.num_classes() > k {

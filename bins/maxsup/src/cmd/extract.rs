@@ -16,6 +16,15 @@ pub enum SplitArg {
     Val,
 }
 
+impl From<SplitArg> for Split {
+    fn from(s: SplitArg) -> Split {
+        match s {
+            SplitArg::Train => Split::Train,
+            SplitArg::Val => Split::Val,
+        }
+    }
+}
+
 /// Which class order the model's logits follow on zip-cache data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ClassOrder {
@@ -95,10 +104,7 @@ fn label_order(
     if order == ClassOrder::Zip || (order == ClassOrder::Auto && trained_on_zip) {
         return Ok(None);
     }
-    let map = root.join(match split {
-        SplitArg::Train => "train_map.txt",
-        SplitArg::Val => "val_map.txt",
-    });
+    let map = root.join(format!("{}_map.txt", Split::from(split).name()));
     let converter = ClassIndexConverter::from_map_file_to_sorted(&map)?;
     eprintln!(
         "labels written in sorted-wnid order (the model's), converted from the order of {}",
@@ -123,10 +129,7 @@ pub fn run(args: Args) -> Result<()> {
         Some(DataSource::Zip { .. })
     );
     let config = data_config(&args.data, loaded.config.clone())?;
-    let split = match args.split {
-        SplitArg::Train => Split::Train,
-        SplitArg::Val => Split::Val,
-    };
+    let split = Split::from(args.split);
     let loader = build_eval_loader(&config, split, args.batch_size, args.limit)?;
     let bar = ProgressBar::new(loader.shard_indices().len() as u64);
     bar.set_style(
