@@ -9,8 +9,9 @@
 //! recomputed in the backward instead of stored (as flash attention does): it is `N x N` per head,
 //! cheap next to the projections, and nothing `B x H x N x N` stays alive between passes.
 
-use crate::cpu::gemm::{matmul as gemm, Mat};
-use crate::cpu::slices::{contiguous_f32, output_buffer, tensor_from_vec, with_f32};
+use crate::cpu::gemm::{matmul as gemm, matmul_into, Mat};
+use crate::cpu::slices::{contiguous_f32, tensor_from_vec, with_f32};
+use crate::cpu::uninit::{ensure_len, Output};
 use crate::dispatch::cpu_only;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -97,23 +98,26 @@ impl CustomOp1 for AttentionOp {
         let x = contiguous_f32(s, l, "attention qkv")?;
         let (b, g) = Geom::new(l.dims(), self.heads)?;
         let (n, c) = (g.n, g.c);
-        let mut out = output_buffer(b * n * c);
-        out.par_chunks_mut(n * c)
+        let mut out = Output::new(b * n * c);
+        out.slots()
+            .par_chunks_mut(n * c)
             .zip(x.par_chunks(n * 3 * c))
             .for_each(|(ob, qkv)| {
                 let mut p = vec![0f32; n * n];
                 for h in 0..g.heads {
                     g.probabilities(qkv, h, &mut p);
-                    gemm(
+                    matmul_into(
                         &mut ob[h * g.hd..],
                         c,
                         Mat::row_major(&p, n, n),
                         g.part(qkv, 2, h),
-                        false,
                         1,
                     );
                 }
             });
+        // SAFETY: per image, the heads' n x hd products fill columns h*hd.. of every row of c =
+        // heads * hd columns, so all b x n x c elements are written.
+        let out = unsafe { out.assume_init() };
         Ok((CpuStorage::F32(out), Shape::from((b, n, c))))
     }
 
@@ -122,8 +126,10 @@ impl CustomOp1 for AttentionOp {
         let (n, c) = (g.n, g.c);
         let dx = with_f32(x, |xv| {
             with_f32(dy, |gv| {
-                let mut dx = output_buffer(b * n * 3 * c);
-                dx.par_chunks_mut(n * 3 * c)
+                ensure_len("attention output gradient", gv.len(), b * n * c)?;
+                let mut dx = Output::new(b * n * 3 * c);
+                dx.slots()
+                    .par_chunks_mut(n * 3 * c)
                     .zip(xv.par_chunks(n * 3 * c).zip(gv.par_chunks(n * c)))
                     .for_each(|(dxb, (qkv, dyb))| {
                         let (mut p, mut dp) = (vec![0f32; n * n], vec![0f32; n * n]);
@@ -138,7 +144,7 @@ impl CustomOp1 for AttentionOp {
                                 cs: 1,
                             };
                             // dV = Pᵀ dO
-                            gemm(&mut dxb[2 * c + h * g.hd..], 3 * c, pm.t(), dyh, false, 1);
+                            matmul_into(&mut dxb[2 * c + h * g.hd..], 3 * c, pm.t(), dyh, 1);
                             // dP = dO Vᵀ, then dS = scale * P ⊙ (dP - rowsum(dP ⊙ P))
                             gemm(&mut dp, n, dyh, g.part(qkv, 2, h).t(), false, 1);
                             for (dr, pr) in dp.chunks_mut(n).zip(p.chunks(n)) {
@@ -149,18 +155,19 @@ impl CustomOp1 for AttentionOp {
                             }
                             let ds = Mat::row_major(&dp, n, n);
                             // dQ = dS K, dK = dSᵀ Q
-                            gemm(&mut dxb[h * g.hd..], 3 * c, ds, g.part(qkv, 1, h), false, 1);
-                            gemm(
+                            matmul_into(&mut dxb[h * g.hd..], 3 * c, ds, g.part(qkv, 1, h), 1);
+                            matmul_into(
                                 &mut dxb[c + h * g.hd..],
                                 3 * c,
                                 ds.t(),
                                 g.part(qkv, 0, h),
-                                false,
                                 1,
                             );
                         }
                     });
-                Ok(dx)
+                // SAFETY: per image and head, dQ, dK and dV fill columns h*hd.., c + h*hd.. and
+                // 2c + h*hd.. of every row of 3c, so all b x n x 3c elements are written.
+                Ok(unsafe { dx.assume_init() })
             })
         })?;
         Ok(Some(tensor_from_vec(dx, x.shape())?))

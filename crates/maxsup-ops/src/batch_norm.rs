@@ -8,7 +8,8 @@
 //! input may be bf16 on CUDA; weight, bias, statistics and their gradients stay f32. The running
 //! statistics are updated with tensor ops on the statistics' device, in [`batch_norm2d`] itself.
 
-use crate::cpu::slices::{contiguous_f32, output_buffer};
+use crate::cpu::slices::contiguous_f32;
+use crate::cpu::uninit::{ensure_len, Output};
 use crate::dispatch::fused;
 use crate::reference;
 #[cfg(feature = "cuda")]
@@ -130,8 +131,11 @@ impl CustomOp3 for BatchNormTrainOp {
         let bi = contiguous_f32(bs, bl, "batch_norm2d bias")?;
         let (mean, rstd) = self.host_mean_rstd(c)?;
         let hw = h * w;
-        let mut y = output_buffer(x.len());
-        y.par_chunks_mut(hw)
+        ensure_len("batch_norm2d weight", wt.len(), c)?;
+        ensure_len("batch_norm2d bias", bi.len(), c)?;
+        let mut y = Output::new(x.len());
+        y.slots()
+            .par_chunks_mut(hw)
             .zip(x.par_chunks(hw))
             .enumerate()
             .for_each(|(pl, (yp, xp))| {
@@ -139,15 +143,17 @@ impl CustomOp3 for BatchNormTrainOp {
                 let scale = wt[ch] * rstd[ch];
                 let shift = bi[ch] - mean[ch] * scale;
                 if self.relu {
-                    yp.iter_mut()
-                        .zip(xp)
-                        .for_each(|(o, &v)| *o = (v * scale + shift).max(0.0));
+                    yp.iter_mut().zip(xp).for_each(|(o, &v)| {
+                        o.write((v * scale + shift).max(0.0));
+                    });
                 } else {
-                    yp.iter_mut()
-                        .zip(xp)
-                        .for_each(|(o, &v)| *o = v * scale + shift);
+                    yp.iter_mut().zip(xp).for_each(|(o, &v)| {
+                        o.write(v * scale + shift);
+                    });
                 }
             });
+        // SAFETY: the planes of `x` (length hw each) cover `y` element for element.
+        let y = unsafe { y.assume_init() };
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -304,18 +310,24 @@ impl CustomOp3 for BatchNormBackwardDx {
         let sums = contiguous_f32(ss, sl, "batch_norm2d sums")?;
         let st = host_f32(&self.stats)?;
         let wv = host_f32(&self.weight)?;
-        let mut dx = output_buffer(xv.len());
-        dx.par_chunks_mut(hw).enumerate().for_each(|(pl, dp)| {
-            let ch = pl % c;
-            let mean = st[ch];
-            let rstd = rstd(st[c + ch], self.eps);
-            let (sx, s) = (sums[ch], sums[c + ch]);
-            let k = wv[ch] * rstd / m;
-            let r = pl * hw..(pl + 1) * hw;
-            for ((o, &g), &v) in dp.iter_mut().zip(&gv[r.clone()]).zip(&xv[r]) {
-                *o = k * (m * g - s - (v - mean) * rstd * sx);
-            }
-        });
+        ensure_len("batch_norm2d gradient", gv.len(), xv.len())?;
+        let mut dx = Output::new(xv.len());
+        dx.slots()
+            .par_chunks_mut(hw)
+            .enumerate()
+            .for_each(|(pl, dp)| {
+                let ch = pl % c;
+                let mean = st[ch];
+                let rstd = rstd(st[c + ch], self.eps);
+                let (sx, s) = (sums[ch], sums[c + ch]);
+                let k = wv[ch] * rstd / m;
+                let r = pl * hw..(pl + 1) * hw;
+                for ((o, &g), &v) in dp.iter_mut().zip(&gv[r.clone()]).zip(&xv[r]) {
+                    o.write(k * (m * g - s - (v - mean) * rstd * sx));
+                }
+            });
+        // SAFETY: each plane's hw elements were written from equally long input planes.
+        let dx = unsafe { dx.assume_init() };
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
     }
 

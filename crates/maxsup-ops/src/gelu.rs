@@ -1,7 +1,8 @@
 //! Exact (erf) GELU as a custom op with a one-pass backward. candle's `gelu_erf` backward is
 //! composed of ~10 elementwise ops, each a full pass (and a temporary) over the MLP activation.
 
-use crate::cpu::slices::{contiguous_f32, output_buffer};
+use crate::cpu::slices::contiguous_f32;
+use crate::cpu::uninit::{ensure_len, Output};
 use crate::dispatch::fused;
 use candle_core::cpu::erf::erf_f32;
 #[cfg(feature = "cuda")]
@@ -22,14 +23,17 @@ impl CustomOp1 for GeluErfOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l, "gelu input")?;
-        let mut y = output_buffer(x.len());
-        y.par_chunks_mut(CHUNK)
+        let mut y = Output::new(x.len());
+        y.slots()
+            .par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .for_each(|(yc, xc)| {
                 for (o, &v) in yc.iter_mut().zip(xc) {
-                    *o = 0.5 * v * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
+                    o.write(0.5 * v * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2)));
                 }
             });
+        // SAFETY: `y` has `x`'s length and its chunks were written element for element.
+        let y = unsafe { y.assume_init() };
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -65,16 +69,20 @@ impl CustomOp2 for GeluErfBackwardOp {
     ) -> Result<(CpuStorage, Shape)> {
         let xv = contiguous_f32(xs, xl, "gelu input")?;
         let gv = contiguous_f32(gs, gl, "gelu output gradient")?;
-        let mut dx = output_buffer(xv.len());
-        dx.par_chunks_mut(CHUNK)
+        ensure_len("gelu output gradient", gv.len(), xv.len())?;
+        let mut dx = Output::new(xv.len());
+        dx.slots()
+            .par_chunks_mut(CHUNK)
             .zip(xv.par_chunks(CHUNK).zip(gv.par_chunks(CHUNK)))
             .for_each(|(dc, (xc, gc))| {
                 for ((o, &v), &g) in dc.iter_mut().zip(xc).zip(gc) {
                     let cdf = 0.5 * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
                     let pdf = FRAC_1_SQRT_2PI * (-0.5 * v * v).exp();
-                    *o = g * (cdf + v * pdf);
+                    o.write(g * (cdf + v * pdf));
                 }
             });
+        // SAFETY: the inputs have `dx`'s length, so every element was written.
+        let dx = unsafe { dx.assume_init() };
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
     }
 

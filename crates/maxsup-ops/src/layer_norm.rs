@@ -2,9 +2,8 @@
 //! none). Row statistics are recomputed in the backward instead of stored: one extra read of `x`
 //! is cheaper than keeping them alive for the whole graph.
 
-use crate::cpu::slices::{
-    contiguous_f32, num_threads, output_buffer, output_buffer_with_room, split_range,
-};
+use crate::cpu::slices::{contiguous_f32, num_threads, split_range};
+use crate::cpu::uninit::{ensure_len, Output};
 use crate::dispatch::{fused, unpack};
 use crate::reference;
 #[cfg(feature = "cuda")]
@@ -49,16 +48,19 @@ impl CustomOp3 for LayerNormOp {
                 b.len()
             );
         }
-        let mut y = output_buffer(x.len());
-        y.par_chunks_mut(d)
+        let mut y = Output::new(x.len());
+        y.slots()
+            .par_chunks_mut(d)
             .zip(x.par_chunks(d))
             .with_min_len(16)
             .for_each(|(yr, xr)| {
                 let (mean, rstd) = row_stats(xr, self.eps);
                 for (((o, &v), &wv), &bv) in yr.iter_mut().zip(xr).zip(w).zip(b) {
-                    *o = (v - mean) * rstd * wv + bv;
+                    o.write((v - mean) * rstd * wv + bv);
                 }
             });
+        // SAFETY: rows of length d (the weight's and bias's length, checked) cover `x` and `y`.
+        let y = unsafe { y.assume_init() };
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -138,11 +140,18 @@ impl CustomOp3 for LayerNormBackwardCpu {
         let gv = contiguous_f32(gs, gl, "layer_norm output gradient")?;
         let d = wv.len();
         // dx first, then room for dw and db (no copy of the activation-sized part).
-        let mut dx = output_buffer_with_room(xv.len(), 2 * d);
-        let rows = xv.len() / d.max(1);
+        ensure_len("layer_norm output gradient", gv.len(), xv.len())?;
+        if d == 0 || xv.len() % d != 0 {
+            candle_core::bail!(
+                "layer_norm backward: input of {} elements is not rows of the weight's {d}",
+                xv.len()
+            );
+        }
+        let mut dx = Output::with_room(xv.len(), 2 * d);
+        let rows = xv.len() / d;
         let ranges = split_range(rows, num_threads());
         let mut parts = Vec::with_capacity(ranges.len());
-        let mut rest = dx.as_mut_slice();
+        let mut rest = dx.slots();
         for r in &ranges {
             let (h, t) = rest.split_at_mut(r.len() * d);
             parts.push(h);
@@ -170,7 +179,7 @@ impl CustomOp3 for LayerNormBackwardCpu {
                     let dr = &mut dxp[i * d..(i + 1) * d];
                     for j in 0..d {
                         let xh = (xr[j] - mean) * rstd;
-                        dr[j] = rstd * (gr[j] * wv[j] - mg - xh * mgx);
+                        dr[j].write(rstd * (gr[j] * wv[j] - mg - xh * mgx));
                     }
                 }
                 (dw, db)
@@ -181,6 +190,8 @@ impl CustomOp3 for LayerNormBackwardCpu {
             dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
             db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
         }
+        // SAFETY: the ranges cover all `rows`, and each row's d elements were written.
+        let mut dx = unsafe { dx.assume_init() };
         dx.extend_from_slice(&dw);
         dx.extend_from_slice(&db);
         let n = dx.len();

@@ -2,10 +2,9 @@
 //! and a backward that produces dx, dW and db directly (GEMMs plus one column sum), instead of
 //! candle's transpose / broadcast / reduce / gradient-accumulation nodes.
 
-use crate::cpu::gemm::{matmul as gemm, Mat};
-use crate::cpu::slices::{
-    contiguous_f32, num_threads, output_buffer, split_range, tensor_from_vec, with_f32,
-};
+use crate::cpu::gemm::{matmul as gemm, matmul_into, Mat};
+use crate::cpu::slices::{contiguous_f32, num_threads, split_range, tensor_from_vec, with_f32};
+use crate::cpu::uninit::Output;
 use crate::dispatch::cpu_only;
 use crate::reference;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
@@ -63,8 +62,14 @@ impl CustomOp3 for LinearOp {
                 b.len()
             );
         }
-        let mut y = output_buffer(rows * out);
-        y.par_chunks_mut(out).for_each(|r| r.copy_from_slice(b));
+        let mut y = Output::new(rows * out);
+        if out > 0 {
+            y.slots().par_chunks_mut(out).for_each(|r| {
+                crate::cpu::uninit::copy(r, b);
+            });
+        }
+        // SAFETY: every row of `out` elements received a copy of the bias (length `out`).
+        let mut y = unsafe { y.assume_init() };
         gemm(
             &mut y,
             out,
@@ -91,9 +96,10 @@ impl CustomOp3 for LinearOp {
             let gm = Mat::row_major(g, rows, out);
             let dx = if self.need_x {
                 let dx = with_f32(w, |wv| {
-                    let mut dx = output_buffer(rows * inp);
-                    gemm(&mut dx, inp, gm, Mat::row_major(wv, out, inp), false, nt);
-                    Ok(dx)
+                    let mut dx = Output::new(rows * inp);
+                    matmul_into(dx.slots(), inp, gm, Mat::row_major(wv, out, inp), nt);
+                    // SAFETY: a rows x inp product with row stride inp writes all of `dx`.
+                    Ok(unsafe { dx.assume_init() })
                 })?;
                 Some(tensor_from_vec(dx, x.shape())?)
             } else {
@@ -101,16 +107,10 @@ impl CustomOp3 for LinearOp {
             };
             let dw = if self.need_w {
                 let dw = with_f32(x, |xv| {
-                    let mut dw = output_buffer(out * inp);
-                    gemm(
-                        &mut dw,
-                        inp,
-                        gm.t(),
-                        Mat::row_major(xv, rows, inp),
-                        false,
-                        nt,
-                    );
-                    Ok(dw)
+                    let mut dw = Output::new(out * inp);
+                    matmul_into(dw.slots(), inp, gm.t(), Mat::row_major(xv, rows, inp), nt);
+                    // SAFETY: an out x inp product with row stride inp writes all of `dw`.
+                    Ok(unsafe { dw.assume_init() })
                 })?;
                 Some(tensor_from_vec(dw, w.shape())?)
             } else {

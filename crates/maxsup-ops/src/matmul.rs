@@ -4,8 +4,9 @@
 //! GEMMs per call, dominated by thread hand-offs. Strided inputs (e.g. `k.t()`) are read in
 //! place, without a contiguous copy.
 
-use crate::cpu::gemm::{matmul as gemm, Mat};
-use crate::cpu::slices::{contiguous_f32, num_threads, output_buffer, tensor_from_vec};
+use crate::cpu::gemm::{matmul_into, Mat};
+use crate::cpu::slices::{contiguous_f32, num_threads, tensor_from_vec};
+use crate::cpu::uninit::Output;
 use crate::dispatch::cpu_only;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
@@ -70,19 +71,23 @@ impl Batched {
 fn bmm(a_data: &[f32], a: &Batched, b_data: &[f32], b: &Batched) -> Vec<f32> {
     let (m, n) = (a.rows, b.cols);
     let batch = a.offsets.len();
-    let mut dst = output_buffer(batch * m * n);
+    assert_eq!(b.offsets.len(), batch, "bmm: batch sizes differ");
+    let mut dst = Output::new(batch * m * n);
     if m * n == 0 {
-        return dst;
+        // SAFETY: there are no elements.
+        return unsafe { dst.assume_init() };
     }
     let threads = if batch < num_threads() {
         num_threads()
     } else {
         1
     };
-    dst.par_chunks_mut(m * n).enumerate().for_each(|(i, d)| {
-        gemm(d, n, a.mat(a_data, i), b.mat(b_data, i), false, threads);
-    });
-    dst
+    dst.slots()
+        .par_chunks_mut(m * n)
+        .enumerate()
+        .for_each(|(i, d)| matmul_into(d, n, a.mat(a_data, i), b.mat(b_data, i), threads));
+    // SAFETY: each of the `batch` chunks is an m x n product with row stride n, written in full.
+    unsafe { dst.assume_init() }
 }
 
 fn f32_data(s: &CpuStorage) -> Result<&[f32]> {

@@ -2,7 +2,8 @@
 //! pass, so the backward is a single scatter (candle's own max-pool only differentiates
 //! kernel == stride).
 
-use crate::cpu::slices::{contiguous_f32, output_buffer};
+use crate::cpu::slices::contiguous_f32;
+use crate::cpu::uninit::Output;
 use crate::dispatch::fused;
 use crate::reference;
 use crate::side_output::SideOutput;
@@ -51,9 +52,10 @@ impl CustomOp1 for MaxPoolOp {
         let x = contiguous_f32(s, l, "max_pool2d input")?;
         let (k, st, p) = (self.geom.kernel, self.geom.stride, self.geom.pad);
         let (oh, ow) = (out_size(h, k, st, p)?, out_size(w, k, st, p)?);
-        let mut y = output_buffer(n * c * oh * ow);
+        let mut y = Output::new(n * c * oh * ow);
         let mut idx = vec![0u32; n * c * oh * ow];
-        y.par_chunks_mut(oh * ow)
+        y.slots()
+            .par_chunks_mut(oh * ow)
             .zip(idx.par_chunks_mut(oh * ow))
             .enumerate()
             .for_each(|(pl, (yp, ip))| {
@@ -73,11 +75,13 @@ impl CustomOp1 for MaxPoolOp {
                                 }
                             }
                         }
-                        yp[i * ow + j] = best;
+                        yp[i * ow + j].write(best);
                         ip[i * ow + j] = at as u32;
                     }
                 }
             });
+        // SAFETY: every plane wrote all of its oh x ow cells.
+        let y = unsafe { y.assume_init() };
         self.argmax.put(Tensor::from_vec(
             idx,
             (n, c, oh, ow),

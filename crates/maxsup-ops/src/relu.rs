@@ -2,7 +2,8 @@
 //! `relu` backward builds a zeros tensor, a comparison, a dtype cast and a product (4 passes and
 //! 3 temporaries over the activation).
 
-use crate::cpu::slices::{contiguous_f32, output_buffer};
+use crate::cpu::slices::contiguous_f32;
+use crate::cpu::uninit::{ensure_len, Output};
 use crate::dispatch::fused;
 #[cfg(feature = "cuda")]
 use candle_core::cuda_backend::CudaStorage;
@@ -21,12 +22,17 @@ impl CustomOp1 for ReluOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l, "relu input")?;
-        let mut y = output_buffer(x.len());
-        y.par_chunks_mut(CHUNK)
+        let mut y = Output::new(x.len());
+        y.slots()
+            .par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .for_each(|(yc, xc)| {
-                yc.iter_mut().zip(xc).for_each(|(o, &v)| *o = v.max(0.0));
+                for (o, &v) in yc.iter_mut().zip(xc) {
+                    o.write(v.max(0.0));
+                }
             });
+        // SAFETY: `y` has `x`'s length and its chunks were written element for element.
+        let y = unsafe { y.assume_init() };
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -66,14 +72,18 @@ impl CustomOp2 for ReluBackwardOp {
     ) -> Result<(CpuStorage, Shape)> {
         let yv = contiguous_f32(ys, yl, "relu output")?;
         let gv = contiguous_f32(gs, gl, "relu output gradient")?;
-        let mut dx = output_buffer(yv.len());
-        dx.par_chunks_mut(CHUNK)
+        ensure_len("relu output gradient", gv.len(), yv.len())?;
+        let mut dx = Output::new(yv.len());
+        dx.slots()
+            .par_chunks_mut(CHUNK)
             .zip(yv.par_chunks(CHUNK).zip(gv.par_chunks(CHUNK)))
             .for_each(|(dc, (yc, gc))| {
                 for ((o, &yv), &g) in dc.iter_mut().zip(yc).zip(gc) {
-                    *o = if yv > 0.0 { g } else { 0.0 };
+                    o.write(if yv > 0.0 { g } else { 0.0 });
                 }
             });
+        // SAFETY: the inputs have `dx`'s length, so every element was written.
+        let dx = unsafe { dx.assume_init() };
         Ok((CpuStorage::F32(dx), yl.shape().clone()))
     }
 
@@ -108,14 +118,18 @@ impl CustomOp2 for AddReluOp {
     ) -> Result<(CpuStorage, Shape)> {
         let a = contiguous_f32(s1, l1, "add_relu lhs")?;
         let b = contiguous_f32(s2, l2, "add_relu rhs")?;
-        let mut y = output_buffer(a.len());
-        y.par_chunks_mut(CHUNK)
+        ensure_len("add_relu rhs", b.len(), a.len())?;
+        let mut y = Output::new(a.len());
+        y.slots()
+            .par_chunks_mut(CHUNK)
             .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
             .for_each(|(yc, (ac, bc))| {
                 for ((o, &u), &v) in yc.iter_mut().zip(ac).zip(bc) {
-                    *o = (u + v).max(0.0);
+                    o.write((u + v).max(0.0));
                 }
             });
+        // SAFETY: the inputs have `y`'s length, so every element was written.
+        let y = unsafe { y.assume_init() };
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 

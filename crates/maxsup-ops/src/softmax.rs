@@ -1,7 +1,8 @@
 //! Fused softmax over the last dimension with its backward `dx = y * (dy - sum(dy * y))`
 //! (candle's fused `softmax_last_dim` has none).
 
-use crate::cpu::slices::{contiguous_f32, output_buffer};
+use crate::cpu::slices::contiguous_f32;
+use crate::cpu::uninit::{assume_init_mut, ensure_len, Output};
 use crate::dispatch::fused;
 use crate::reference;
 #[cfg(feature = "cuda")]
@@ -24,21 +25,25 @@ impl CustomOp1 for SoftmaxOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l, "softmax input")?;
         let d = l.shape().dims().last().copied().unwrap_or(1).max(1);
-        let mut y = output_buffer(x.len());
-        y.par_chunks_mut(d * rows_per_task(d))
+        let mut y = Output::new(x.len());
+        y.slots()
+            .par_chunks_mut(d * rows_per_task(d))
             .zip(x.par_chunks(d * rows_per_task(d)))
             .for_each(|(yc, xc)| {
                 for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
                     let m = xr.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
                     let mut sum = 0f32;
                     for (o, &v) in yr.iter_mut().zip(xr) {
-                        *o = (v - m).exp();
-                        sum += *o;
+                        sum += *o.write((v - m).exp());
                     }
+                    // SAFETY: the loop above wrote the whole row (`yr` and `xr` have length d).
+                    let yr = unsafe { assume_init_mut(yr) };
                     let inv = 1.0 / sum;
                     yr.iter_mut().for_each(|o| *o *= inv);
                 }
             });
+        // SAFETY: `y` has `x`'s length and its rows were written element for element.
+        let y = unsafe { y.assume_init() };
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -72,18 +77,22 @@ impl CustomOp2 for SoftmaxBackwardOp {
         let yv = contiguous_f32(ys, yl, "softmax output")?;
         let gv = contiguous_f32(gs, gl, "softmax output gradient")?;
         let d = yl.shape().dims().last().copied().unwrap_or(1).max(1);
-        let mut dx = output_buffer(yv.len());
+        ensure_len("softmax output gradient", gv.len(), yv.len())?;
+        let mut dx = Output::new(yv.len());
         let chunk = d * rows_per_task(d);
-        dx.par_chunks_mut(chunk)
+        dx.slots()
+            .par_chunks_mut(chunk)
             .zip(yv.par_chunks(chunk).zip(gv.par_chunks(chunk)))
             .for_each(|(dc, (yc, gc))| {
                 for ((dr, yr), gr) in dc.chunks_mut(d).zip(yc.chunks(d)).zip(gc.chunks(d)) {
                     let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
                     for ((o, &yv), &gv) in dr.iter_mut().zip(yr).zip(gr) {
-                        *o = yv * (gv - dot);
+                        o.write(yv * (gv - dot));
                     }
                 }
             });
+        // SAFETY: the inputs have `dx`'s length, so every element was written.
+        let dx = unsafe { dx.assume_init() };
         Ok((CpuStorage::F32(dx), yl.shape().clone()))
     }
 

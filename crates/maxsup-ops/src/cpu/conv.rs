@@ -4,10 +4,12 @@
 //! whose column matrices sit side by side (`K x nb*P`), so the late layers (P = 16) still get
 //! wide GEMMs and the weight is packed once per block instead of once per image.
 
-use super::gemm::{matmul, Mat};
+use super::gemm::{matmul, matmul_into, Mat};
 use super::im2col::{col2im_add, im2col, ConvGeom};
-use super::slices::{num_threads, output_buffer, split_range};
+use super::slices::{num_threads, split_range};
+use super::uninit::{copy, fill, Output};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Per-thread scratch matrices, kept across calls: re-allocating them per convolution costs page
 /// faults and kernel page clearing comparable to the im2col copy itself.
@@ -58,10 +60,10 @@ fn plan(g: &ConvGeom) -> Plan {
 
 /// Splits `buf` (n images of `per` elements) into the mutable pieces matching `ranges`.
 fn split_images<'a>(
-    mut buf: &'a mut [f32],
+    mut buf: &'a mut [MaybeUninit<f32>],
     ranges: &[std::ops::Range<usize>],
     per: usize,
-) -> Vec<&'a mut [f32]> {
+) -> Vec<&'a mut [MaybeUninit<f32>]> {
     let mut out = Vec::with_capacity(ranges.len());
     for r in ranges {
         let (head, tail) = buf.split_at_mut(r.len() * per);
@@ -94,10 +96,10 @@ fn columns<'a>(
 /// `y[N, O, OH, OW] = conv(x[N, C, H, W], w[O, C, KH, KW])`.
 pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (k, p, o) = (g.k(), g.p(), g.o);
-    let mut y = output_buffer(g.n * o * p);
+    let mut y = Output::new(g.n * o * p);
     let pl = plan(g);
     let wm = Mat::row_major(w, o, k);
-    let parts = split_images(&mut y, &pl.ranges, o * p);
+    let parts = split_images(y.slots(), &pl.ranges, o * p);
     parts
         .into_par_iter()
         .zip(pl.ranges.par_iter())
@@ -111,14 +113,14 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
                     let cm = Mat::row_major(columns(g, x, b0..b1, cols), k, nbp);
                     let yb = &mut yt[(b0 - r.start) * o * p..(b1 - r.start) * o * p];
                     if b1 - b0 == 1 {
-                        matmul(yb, p, wm, cm, false, pl.gemm_threads);
+                        matmul_into(yb, p, wm, cm, pl.gemm_threads);
                     } else {
                         tmp.resize(o * nbp, 0.0);
                         matmul(tmp, nbp, wm, cm, false, pl.gemm_threads);
                         for bi in 0..b1 - b0 {
                             for oc in 0..o {
                                 let src = &tmp[oc * nbp + bi * p..oc * nbp + (bi + 1) * p];
-                                yb[(bi * o + oc) * p..(bi * o + oc + 1) * p].copy_from_slice(src);
+                                copy(&mut yb[(bi * o + oc) * p..(bi * o + oc + 1) * p], src);
                             }
                         }
                     }
@@ -126,7 +128,9 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
                 }
             })
         });
-    y
+    // SAFETY: the ranges cover all images, and each image's o x p block was written (by the
+    // GEMM for a single image, else by the copies from `tmp`).
+    unsafe { y.assume_init() }
 }
 
 /// Gradients of `conv` w.r.t. its input (when `want_dx`) and weight (when `want_dw`) given the
@@ -142,13 +146,9 @@ pub fn backward(
     let (k, p, o, chw) = (g.k(), g.p(), g.o, g.chw());
     let pl = plan(g);
     let wt = Mat::row_major(w, o, k).t();
-    let mut dx = if want_dx {
-        output_buffer(g.n * chw)
-    } else {
-        Vec::new()
-    };
-    let dx_parts: Vec<Option<&mut [f32]>> = if want_dx {
-        split_images(&mut dx, &pl.ranges, chw)
+    let mut dx = Output::new(if want_dx { g.n * chw } else { 0 });
+    let dx_parts: Vec<Option<&mut [MaybeUninit<f32>]>> = if want_dx {
+        split_images(dx.slots(), &pl.ranges, chw)
             .into_iter()
             .map(Some)
             .collect()
@@ -198,13 +198,13 @@ pub fn backward(
                         };
                         let dxb = &mut dxt[(b0 - r.start) * chw..(b1 - r.start) * chw];
                         if g.is_pointwise() && b1 - b0 == 1 {
-                            matmul(dxb, p, wt, dym, false, pl.gemm_threads);
+                            matmul_into(dxb, p, wt, dym, pl.gemm_threads);
                         } else {
                             dcols.resize(k * nbp, 0.0);
                             matmul(dcols, nbp, wt, dym, false, pl.gemm_threads);
                             // Zeroed here, per block and per thread, while it is about to be
-                            // touched anyway (output_buffer left it uninitialised).
-                            dxb.fill(0.0);
+                            // touched anyway (the output starts unwritten).
+                            let dxb = fill(dxb, 0.0);
                             for bi in 0..b1 - b0 {
                                 col2im_add(
                                     g,
@@ -229,16 +229,21 @@ pub fn backward(
             acc.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
         }
         // [K, O] -> [O, K]
-        let mut dw = output_buffer(o * k);
+        let mut dw = Output::new(o * k);
+        let slots = dw.slots();
         for (kk, row) in acc.chunks_exact(o).enumerate() {
             for (oc, &v) in row.iter().enumerate() {
-                dw[oc * k + kk] = v;
+                slots[oc * k + kk].write(v);
             }
         }
-        Some(dw)
+        // SAFETY: `acc` is k rows of o, so every (oc, kk) of the o x k result was written.
+        Some(unsafe { dw.assume_init() })
     } else {
         None
     };
+    // SAFETY: the ranges cover all images and each image's c x h x w block was written (by the
+    // pointwise GEMM, else zeroed and accumulated); without `want_dx` the buffer is empty.
+    let dx = unsafe { dx.assume_init() };
     (if want_dx { Some(dx) } else { None }, dw)
 }
 

@@ -1,6 +1,8 @@
 //! Safe-ish wrapper over the `gemm` crate (the GEMM candle itself uses) for f32 matrices given
 //! as slices with explicit row/column strides.
 
+use std::mem::MaybeUninit;
+
 /// A strided f32 matrix view: element (r, c) lives at `data[r * rs + c * cs]`.
 #[derive(Clone, Copy)]
 pub struct Mat<'a> {
@@ -47,34 +49,67 @@ impl<'a> Mat<'a> {
 /// blocks (images), which beats splitting each GEMM on 2 cores; they pass more threads only when
 /// there are fewer blocks than threads.
 pub fn matmul(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool, threads: usize) {
+    check(dst.len(), dst_rs, a, b);
+    // SAFETY: `check` bounds every index; `dst` is initialised, so reading it to accumulate is
+    // fine, and it does not alias `a` or `b` (it is borrowed mutably).
+    unsafe { gemm_raw(dst.as_mut_ptr(), dst_rs, a, b, accumulate, threads) }
+}
+
+/// `dst = a @ b` into unwritten slots: writes element (r, c) at `r * dst_rs + c` for every
+/// `r < m`, `c < n`, and reads none of `dst` (so for `dst_rs == n` it initialises all of it).
+pub fn matmul_into(dst: &mut [MaybeUninit<f32>], dst_rs: usize, a: Mat, b: Mat, threads: usize) {
+    check(dst.len(), dst_rs, a, b);
+    // SAFETY: as in `matmul`; with `accumulate == false` the gemm crate only writes `dst`.
+    unsafe { gemm_raw(dst.as_mut_ptr().cast(), dst_rs, a, b, false, threads) }
+}
+
+/// Panics unless `a @ b` fits a destination of `dst_len` elements with row stride `dst_rs` and
+/// every operand index is in bounds.
+fn check(dst_len: usize, dst_rs: usize, a: Mat, b: Mat) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "gemm: inner dimensions differ");
     if m == 0 || n == 0 {
         return;
     }
     assert!(
-        dst.len() >= (m - 1) * dst_rs + n,
+        dst_len >= (m - 1) * dst_rs + n,
         "gemm: destination too small"
     );
+    if k > 0 {
+        assert!(
+            a.max_index() < a.data.len() && b.max_index() < b.data.len(),
+            "gemm: operand out of bounds"
+        );
+    }
+}
+
+/// # Safety
+/// `dst` must be valid for writes (and for reads when `accumulate`) at every `r * dst_rs + c`,
+/// `r < a.rows`, `c < b.cols`, and not alias the operands; the operands must be in bounds
+/// ([`check`]).
+unsafe fn gemm_raw(dst: *mut f32, dst_rs: usize, a: Mat, b: Mat, accumulate: bool, threads: usize) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
     if k == 0 {
         if !accumulate {
             for r in 0..m {
-                dst[r * dst_rs..r * dst_rs + n].fill(0.0);
+                for c in 0..n {
+                    // SAFETY: in bounds by the contract.
+                    unsafe { dst.add(r * dst_rs + c).write(0.0) };
+                }
             }
         }
         return;
     }
-    assert!(
-        a.max_index() < a.data.len() && b.max_index() < b.data.len(),
-        "gemm: operand out of bounds"
-    );
-    // SAFETY: every index touched is bounds-checked above; dst does not alias a or b (&mut).
+    // SAFETY: the caller's contract covers every index the gemm crate touches.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_rs as isize,
             accumulate,

@@ -4,3 +4,4 @@ pub mod conv;
 pub mod gemm;
 pub mod im2col;
 pub mod slices;
+pub mod uninit;

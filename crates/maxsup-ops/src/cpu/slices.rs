@@ -48,25 +48,3 @@ pub fn split_range(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
         .filter(|r| !r.is_empty())
         .collect()
 }
-
-/// A buffer of `len` f32 for a kernel that writes every element before anything reads it.
-///
-/// `vec![0.0; len]` zeroes the whole buffer on the calling thread before the parallel kernel runs;
-/// for the activation-sized outputs of a training step that single-threaded memset cost ~5% of
-/// the step. candle's own CPU backend allocates its outputs the same way (clippy's `uninit_vec`
-/// flags the pattern; the contract below is what makes it hold here).
-pub fn output_buffer(len: usize) -> Vec<f32> {
-    output_buffer_with_room(len, 0)
-}
-
-/// [`output_buffer`] with capacity for `room` more elements, so that small results appended
-/// after the kernel (a packed backward's parameter gradients) do not reallocate and copy it.
-#[allow(clippy::uninit_vec)]
-pub fn output_buffer_with_room(len: usize, room: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(len + room);
-    // SAFETY: f32 has no invalid bit patterns, and every caller overwrites all `len` elements
-    // before the buffer is read (each call site is a full elementwise write or a non-accumulating
-    // GEMM over the whole buffer).
-    unsafe { v.set_len(len) };
-    v
-}
