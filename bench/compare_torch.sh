@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # Same-run comparison of a training step: bench-train (candle + maxsup-ops) vs PyTorch CPU, both
 # f32 with the same thread count, model, batch, loss (CE + MaxSup 0.1) and SGD settings.
-# For each config it runs, back to back: PyTorch (bench/torch_steps.py), the registry model
-# (crates/maxsup-models), and with OPS=1 also the `ops:` stand-in built directly on maxsup-ops'
-# fused layers (what the registry model reaches once it calls them everywhere).
-# Prints step-time ratios ours/PyTorch and peak-RSS ratios.
+# For each config it runs, back to back: PyTorch (bench/torch_steps.py) and the registry model
+# (crates/maxsup-models). Prints step-time ratios ours/PyTorch and peak-RSS ratios.
 #
-# Usage: bench/compare_torch.sh [model:batch ...]   (default: the four issue configs)
-#        THREADS=2 STEPS=5 OPS=1 bench/compare_torch.sh resnet20_cifar:128
+# Usage: bench/compare_torch.sh [model:batch[:img] ...]   (default: the five issue configs;
+#        img defaults to 32)
+#        THREADS=2 STEPS=5 bench/compare_torch.sh resnet20_cifar:128 resnet18:16:224
 # Other jobs on the cores distort both sides, and not necessarily equally: check `uptime`.
 # candle's own elementwise ops use a separate spinning thread pool; CANDLE_NUM_THREADS=1 in the
 # environment keeps them on the calling thread (often faster on a busy 2-core machine).
@@ -15,29 +14,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS="${THREADS:-2}"
 STEPS="${STEPS:-5}"
-OPS="${OPS:-0}"
 # Weight decay for both sides (WD=0 avoids maxsup-optim's Sgd keeping a graph per step alive).
 WD="${WD:-1e-4}"
 CONFIGS=("$@")
 if [ ${#CONFIGS[@]} -eq 0 ]; then
-  CONFIGS=(resnet18_cifar:64 resnet50:64 resnet20_cifar:128 deit_small_patch4_32:64)
+  CONFIGS=(resnet18_cifar:64 resnet50:64 resnet20_cifar:128 deit_small_patch4_32:64 resnet18:16:224)
 fi
 cargo build --release -q -p bench-train
 BIN=target/release/bench-train
 field() { grep -o "^$1=[0-9.]*" | cut -d= -f2; }
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
-ours() { RAYON_NUM_THREADS="$THREADS" "$BIN" --model "$1" --batch "$2" --steps "$STEPS" --threads "$THREADS" --weight-decay "$WD"; }
+ours() { RAYON_NUM_THREADS="$THREADS" "$BIN" --model "$1" --batch "$2" --img "$3" --steps "$STEPS" --threads "$THREADS" --weight-decay "$WD"; }
 echo "uptime: $(uptime)  THREADS=$THREADS STEPS=$STEPS WD=$WD CANDLE_NUM_THREADS=${CANDLE_NUM_THREADS:-default}"
-printf "%-22s %5s | %8s %8s %6s | %8s %8s %6s\n" model batch ours_s torch_s ratio ours_MB torch_MB ratio
+printf "%-22s %5s %4s | %8s %8s %6s | %8s %8s %6s\n" model batch img ours_s torch_s ratio ours_MB torch_MB ratio
 for cfg in "${CONFIGS[@]}"; do
-  model="${cfg%%:*}"; batch="${cfg##*:}"
-  torch=$(OMP_NUM_THREADS="$THREADS" python3 bench/torch_steps.py --model "$model" --batch "$batch" --steps "$STEPS" --threads "$THREADS" --weight-decay "$WD")
+  IFS=: read -r model batch img <<<"$cfg"
+  img="${img:-32}"
+  torch=$(OMP_NUM_THREADS="$THREADS" python3 bench/torch_steps.py --model "$model" --batch "$batch" --img "$img" --steps "$STEPS" --threads "$THREADS" --weight-decay "$WD")
   ts=$(echo "$torch" | field median_step_s); tm=$(echo "$torch" | field peak_rss_mb)
-  variants=("$model")
-  if [ "$OPS" = 1 ]; then variants+=("ops:$model"); fi
-  for m in "${variants[@]}"; do
-    out=$(ours "$m" "$batch")
-    os=$(echo "$out" | field median_step_s); om=$(echo "$out" | field peak_rss_mb)
-    printf "%-22s %5s | %8s %8s %6s | %8s %8s %6s\n" "$m" "$batch" "$os" "$ts" "$(ratio "$os" "$ts")" "$om" "$tm" "$(ratio "$om" "$tm")"
-  done
+  out=$(ours "$model" "$batch" "$img")
+  os=$(echo "$out" | field median_step_s); om=$(echo "$out" | field peak_rss_mb)
+  printf "%-22s %5s %4s | %8s %8s %6s | %8s %8s %6s\n" "$model" "$batch" "$img" "$os" "$ts" "$(ratio "$os" "$ts")" "$om" "$tm" "$(ratio "$om" "$tm")"
 done

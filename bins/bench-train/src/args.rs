@@ -4,13 +4,12 @@ use clap::Parser;
 
 /// Time N training steps of a registry model on a fixed random batch (f32, CPU) and report the
 /// median step time and the peak resident memory, in the same shape as
-/// /work/shared/anchors/torch_cpu_steps.py (SGD lr 0.1, momentum 0.9, weight decay 1e-4 by default,
+/// bench/torch_steps.py (SGD lr 0.1, momentum 0.9, weight decay 1e-4 by default,
 /// MaxSup alpha 0.1; the first step is a warm-up and excluded from the median).
 #[derive(Parser, Debug)]
 #[command(name = "bench-train")]
 pub struct Args {
-    /// Registry model name (e.g. resnet18_cifar, resnet50, resnet20_cifar, deit_small_patch4_32), or
-    /// `ops:<resnet name>` for the stand-in ResNet built directly on maxsup-ops' fused layers.
+    /// Registry model name (e.g. resnet18_cifar, resnet50, resnet20_cifar, deit_small_patch4_32).
     #[arg(long)]
     pub model: String,
     /// Batch size.

@@ -6,60 +6,13 @@
 
 mod args;
 mod memory;
-mod ops_deit;
-mod ops_resnet;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
-use maxsup_models::{create_model, ImageClassifier, ModelOptions};
+use maxsup_models::{create_model, ModelOptions};
 use maxsup_optim::{Optimizer, ParamGroup, Sgd, SgdConfig};
 use std::time::Instant;
-
-/// A registry model, or (`ops:<name>`) a stand-in ResNet / DeiT built directly on maxsup-ops.
-enum Model {
-    Registry(Box<dyn ImageClassifier>),
-    Ops(ops_resnet::OpsResNet),
-    OpsDeiT(ops_deit::OpsDeiT),
-}
-
-impl Model {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        match self {
-            Model::Registry(m) => Ok(m.forward_t(x, train)?),
-            Model::Ops(m) => m.forward_t(x, train),
-            Model::OpsDeiT(m) => m.forward_t(x, train),
-        }
-    }
-    fn params(&self) -> Vec<(String, candle_core::Var)> {
-        match self {
-            Model::Registry(m) => m
-                .params()
-                .trainable()
-                .map(|e| (e.name.clone(), e.var.clone()))
-                .collect(),
-            Model::Ops(m) => m.vars.clone(),
-            Model::OpsDeiT(m) => m.vars.clone(),
-        }
-    }
-}
-
-fn build(name: &str, options: &ModelOptions, img: usize, dev: &Device) -> Result<Model> {
-    match name.strip_prefix("ops:") {
-        Some(rest) if rest.starts_with("deit") => Ok(Model::OpsDeiT(ops_deit::OpsDeiT::new(
-            rest,
-            options.num_classes.unwrap_or(10),
-            img,
-        )?)),
-        Some(rest) => Ok(Model::Ops(ops_resnet::OpsResNet::new(
-            rest,
-            options.num_classes.unwrap_or(10),
-        )?)),
-        None => Ok(Model::Registry(
-            create_model(name, options, dev).with_context(|| format!("building {name}"))?,
-        )),
-    }
-}
 
 fn main() -> Result<()> {
     if !maxsup_cli::allocator::retain_freed_pages() {
@@ -81,8 +34,13 @@ fn main() -> Result<()> {
         seed: args.seed,
         ..ModelOptions::default()
     };
-    let model = build(&args.model, &options, args.img, &dev)?;
-    let params = model.params();
+    let model = create_model(&args.model, &options, &dev)
+        .with_context(|| format!("building {}", args.model))?;
+    let params: Vec<(String, candle_core::Var)> = model
+        .params()
+        .trainable()
+        .map(|e| (e.name.clone(), e.var.clone()))
+        .collect();
     let mut opt = Sgd::new(
         vec![ParamGroup::new(params, args.weight_decay)],
         SgdConfig {

@@ -2,20 +2,12 @@
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
+use maxsup_rng::SplitMix64;
 
 /// Uniform values in [-1, 1) from a fixed seed (SplitMix64), identical on every machine.
 pub fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    let mut rng = SplitMix64::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03);
+    (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect()
 }
 
 /// `‖a - b‖ / ‖b‖` over all elements (in f64), and whether `a` is all finite.

@@ -69,7 +69,7 @@ pub fn load_model_weights(
             WeightSet::Ema => tensors.ema,
         };
         let state_dict: Vec<(String, Tensor)> = chosen.into_iter().collect();
-        let classes = num_classes(&state_dict, weights)?;
+        let classes = num_classes(&state_dict, &config.model, weights)?;
         let model = build_model(&config, classes, device)?;
         load_state_dict(model.params(), state_dict, &weights.display().to_string())?;
         return Ok(LoadedModel {
@@ -91,7 +91,7 @@ pub fn load_model_weights(
     };
     let state_dict = read_state_dict(weights)?;
     let options = ModelOptions {
-        num_classes: Some(num_classes(&state_dict, weights)?),
+        num_classes: Some(num_classes(&state_dict, name, weights)?),
         ..ModelOptions::default()
     };
     let model = create_model(name, &options, device)?;
@@ -115,12 +115,18 @@ fn read_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>> {
     Ok(map.into_iter().collect())
 }
 
-/// K from the classifier weight (`fc.weight` for ResNets, `head.weight` for DeiTs).
-fn num_classes(state_dict: &[(String, Tensor)], origin: &Path) -> Result<usize> {
-    let classifier = state_dict.iter().find(|(n, _)| {
-        let n = n.strip_prefix("module.").unwrap_or(n);
-        n == "fc.weight" || n == "head.weight"
-    });
+/// K from the weight of the classifier `model` declares (`fc` for ResNets, `head` for DeiTs).
+fn num_classes(state_dict: &[(String, Tensor)], model: &str, origin: &Path) -> Result<usize> {
+    let Some(info) = maxsup_models::model_info(model) else {
+        bail!(
+            "unknown model `{model}`; known models: {}",
+            maxsup_models::model_names().join(", ")
+        );
+    };
+    let weight = info.classifier_weight();
+    let classifier = state_dict
+        .iter()
+        .find(|(n, _)| n.strip_prefix("module.").unwrap_or(n) == weight);
     match classifier {
         Some((_, w)) if w.rank() == 2 && w.dims()[0] > 0 => Ok(w.dims()[0]),
         Some((name, w)) => bail!(
@@ -129,7 +135,7 @@ fn num_classes(state_dict: &[(String, Tensor)], origin: &Path) -> Result<usize> 
             w.dims()
         ),
         None => bail!(
-            "{}: no classifier weight (fc.weight or head.weight) in the state dict",
+            "{}: no classifier weight `{weight}` (of `{model}`) in the state dict",
             origin.display()
         ),
     }
@@ -144,7 +150,7 @@ mod tests {
     fn a_classifier_weight_that_is_not_a_matrix_is_an_error_naming_it() {
         let origin = Path::new("x.safetensors");
         let scalar = Tensor::new(1f32, &Device::Cpu).unwrap();
-        let e = num_classes(&[("fc.weight".into(), scalar)], origin)
+        let e = num_classes(&[("fc.weight".into(), scalar)], "resnet50", origin)
             .unwrap_err()
             .to_string();
         assert!(
@@ -153,8 +159,21 @@ mod tests {
         );
         let ok = Tensor::zeros((7, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
         assert_eq!(
-            num_classes(&[("module.head.weight".into(), ok)], origin).unwrap(),
+            num_classes(
+                &[("module.head.weight".into(), ok.clone())],
+                "deit_small_patch16_224",
+                origin
+            )
+            .unwrap(),
             7
+        );
+        // A DeiT's weights offered as a ResNet's: the error names the classifier looked for.
+        let e = num_classes(&[("head.weight".into(), ok)], "resnet50", origin)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no classifier weight `fc.weight` (of `resnet50`)"),
+            "{e}"
         );
     }
 }

@@ -1,7 +1,7 @@
 //! The body of `train-conv` and `train-vit`.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use maxsup_dist::{ProcessEnv, World};
 use maxsup_train::{
-    DataParallel, DataSource, Fanout, JsonLinesLog, TrainConfig, Trainer, LOG_FILE, RECIPES,
+    DataParallel, DataSource, Fanout, JsonLinesLog, TrainConfig, Trainer, LOG_FILE,
 };
 
 use crate::args::TrainArgs;
@@ -94,7 +94,7 @@ fn run(
     flags: &[OsString],
 ) -> Result<()> {
     if args.list_recipes {
-        for r in RECIPES {
+        for r in maxsup_train::recipe_names() {
             println!("{r}");
         }
         return Ok(());
@@ -239,12 +239,17 @@ fn ensure_data(config: &TrainConfig) -> Result<()> {
     if dir.join("test_batch.bin").exists() {
         return Ok(());
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fetch-cifar10.sh");
+    // Carried in the binary, so that an installed `train-conv` fetches too.
+    const SCRIPT: &str = include_str!("../../../data/fetch-cifar10.sh");
     eprintln!(
-        "CIFAR-10 not found in {}: fetching it with {}",
-        dir.display(),
-        script.display()
+        "CIFAR-10 not found in {}: fetching it (data/fetch-cifar10.sh)",
+        dir.display()
     );
-    maxsup_data::fetch::install_with_script(&script, dir, "test_batch.bin")?;
+    maxsup_data::fetch::install_with_embedded_script(
+        "fetch-cifar10.sh",
+        SCRIPT,
+        dir,
+        "test_batch.bin",
+    )?;
     Ok(())
 }

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Decode + RandomResizedCrop(224) + flip + normalize, one core, same JPEG bytes: maxsup-data vs
-# torchvision+PIL (the anchor /work/shared/anchors/torchvision_pipeline.py or $ANCHOR), run back to back.
+# torchvision+PIL (the anchor crates/maxsup-data/bench/torchvision_pipeline.py or $ANCHOR), run back to back.
 # Usage: bench/vs_torchvision.sh [JPEG_DIR] [N] [ROUNDS]. Default JPEG_DIR: the 20 real ImageNet
 # photos of foolbox==3.3.4 (fetched with pip into /tmp/maxsup-bench-jpegs). The two run alternately
 # ROUNDS times (default 5); each round's ratio and the median are printed, since a shared machine
 # drifts by more than the differences being measured.
 set -euo pipefail
 crate="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-anchor="${ANCHOR:-/work/shared/anchors/torchvision_pipeline.py}"
+anchor="${ANCHOR:-$crate/bench/torchvision_pipeline.py}"
 dir="${1:-}"
 n="${2:-400}"
 rounds="${3:-5}"

@@ -1,5 +1,5 @@
 //! Throughput of decode + RandomResizedCrop(224) + flip + normalize to f32 CHW, one thread, on JPEG
-//! bytes held in memory: the same work as /work/shared/anchors/torchvision_pipeline.py. The first
+//! bytes held in memory: the same work as crates/maxsup-data/bench/torchvision_pipeline.py. The first
 //! figure is the loader's path (`Pipeline::apply_encoded_into`: only the crop is decoded, at reduced
 //! scale when it is shrunk 2x or more); the second decodes whole images first.
 //!

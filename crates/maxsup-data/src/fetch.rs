@@ -45,6 +45,25 @@ pub fn install_with_script(script: &Path, dir: &Path, marker: &str) -> Result<bo
     Ok(true)
 }
 
+/// [`install_with_script`] for a script carried inside the binary (`include_str!`), so that an
+/// installed binary, far from the source tree, can still fetch: the text is written to a
+/// temporary file named `name` and run from there.
+pub fn install_with_embedded_script(
+    name: &str,
+    text: &str,
+    dir: &Path,
+    marker: &str,
+) -> Result<bool> {
+    if dir.join(marker).exists() {
+        return Ok(false);
+    }
+    let tmp = std::env::temp_dir().join(format!("maxsup-{}-{name}", std::process::id()));
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    let result = install_with_script(&tmp, dir, marker);
+    let _ = std::fs::remove_file(&tmp);
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

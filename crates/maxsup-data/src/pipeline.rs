@@ -109,7 +109,7 @@ impl Pipeline {
         }
     }
 
-    /// DeiT training (paper-facts 6.2): RandomResizedCrop(size) bicubic, flip, RandAugment
+    /// DeiT training (the official DeiT recipe, Touvron et al. 2021): RandomResizedCrop(size) bicubic, flip, RandAugment
     /// `rand-m9-mstd0.5-inc1`, ImageNet mean/std, RandomErasing(0.25, pixel, 1 box). `--color-jitter
     /// 0.3` is set in DeiT but timm drops it when auto-augment is on, so `color_jitter` is `None`.
     pub fn deit_train(size: usize) -> Pipeline {

@@ -44,25 +44,13 @@ impl Default for ZipCacheOptions {
 /// A `Read + Seek` view of shared bytes, so a `ZipArchive` can own its reader.
 #[derive(Clone)]
 struct SharedCursor {
-    bytes: Arc<Backing>,
+    bytes: Arc<memmap2::Mmap>,
     pos: u64,
-}
-
-enum Backing {
-    Mmap(memmap2::Mmap),
-}
-
-impl Backing {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Backing::Mmap(m) => m,
-        }
-    }
 }
 
 impl Read for SharedCursor {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let data = self.bytes.bytes();
+        let data = &self.bytes[..];
         let start = (self.pos as usize).min(data.len());
         let n = buf.len().min(data.len() - start);
         buf[..n].copy_from_slice(&data[start..start + n]);
@@ -73,7 +61,7 @@ impl Read for SharedCursor {
 
 impl Seek for SharedCursor {
     fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
-        let len = self.bytes.bytes().len() as i64;
+        let len = self.bytes.len() as i64;
         let new = match pos {
             SeekFrom::Start(p) => p as i64,
             SeekFrom::End(d) => len + d,
@@ -146,7 +134,7 @@ impl ZipCache {
         let mmap = unsafe { memmap2::Mmap::map(&file) }
             .with_context(|| format!("cannot map {}", zip_path.display()))?;
         let cursor = SharedCursor {
-            bytes: Arc::new(Backing::Mmap(mmap)),
+            bytes: Arc::new(mmap),
             pos: 0,
         };
         let archive = zip::ZipArchive::new(cursor)

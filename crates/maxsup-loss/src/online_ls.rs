@@ -12,7 +12,7 @@ use crate::validate::{class_indices, finite_loss, logits_2d};
 /// supervision matrix is the mean softmax output of the samples of class `c` that were
 /// classified correctly during the previous epoch.
 ///
-/// This is the official algorithm of the OLS authors (paper-facts §3.3): `S` starts at zero (so
+/// This is the official algorithm of the OLS authors (Zhang et al., TIP 2021, arXiv 2011.12562): `S` starts at zero (so
 /// the first epoch is `0.5 * CE`), statistics are accumulated during the epoch from detached
 /// softmax outputs of correctly classified training samples, and [`end_epoch`](Self::end_epoch)
 /// rebuilds `S`, with the uniform row `1/K` for a class that had no correct sample. (The MaxSup

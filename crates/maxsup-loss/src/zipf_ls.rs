@@ -8,7 +8,7 @@ use crate::validate::{class_indices, finite_loss, finite_param, logits_2d};
 
 /// Zipf's label smoothing: `CE(z, y) + weight * KL(p_zipf || softmax(z_{-y}))`.
 ///
-/// The soft target comes from the model itself (paper-facts §3.4): the classifier is applied at
+/// The soft target comes from the model itself: the classifier is applied at
 /// every location of the last feature map (the *dense* logits `[B, K, H, W]`), every location
 /// votes for its argmax class, classes are ranked by votes (ties share the minimum rank, as
 /// `scipy.stats.rankdata(method="min")`), and class `k` gets mass `rank_k^-power`. The target class

@@ -1,4 +1,4 @@
-//! Accuracy and calibration of classifier outputs (paper-facts §4.3): top-1/top-5 accuracy,
+//! Accuracy and calibration of classifier outputs: top-1/top-5 accuracy,
 //! negative log-likelihood, expected calibration error and reliability-diagram data.
 //!
 //! ECE uses M equal-width bins `(m/M, (m+1)/M]` over the top-1 softmax probability and is
@@ -32,6 +32,34 @@ pub struct ReliabilityDiagram {
     pub num_bins: usize,
     pub ece: f64,
     pub bins: Vec<ReliabilityBin>,
+}
+
+impl ReliabilityDiagram {
+    /// The diagram of `bins` (consecutive, covering (0, 1]) with its ECE,
+    /// `Σ_m |B_m| / n · |acc_m − conf_m|`. Errors when no sample is in any bin, or a filled
+    /// bin's accuracy or confidence is outside [0, 1].
+    pub fn from_bins(bins: Vec<ReliabilityBin>) -> Result<Self> {
+        ensure!(!bins.is_empty(), "no calibration bins");
+        for (m, b) in bins.iter().enumerate().filter(|(_, b)| b.count > 0) {
+            ensure!(
+                (0.0..=1.0).contains(&b.accuracy) && (0.0..=1.0).contains(&b.confidence),
+                "bin {m}: accuracy {} and confidence {} must lie in [0, 1]",
+                b.accuracy,
+                b.confidence
+            );
+        }
+        let n: u64 = bins.iter().map(|b| b.count).sum();
+        ensure!(n > 0, "every calibration bin is empty");
+        let ece = bins
+            .iter()
+            .map(|b| b.count as f64 / n as f64 * (b.accuracy - b.confidence).abs())
+            .sum();
+        Ok(Self {
+            num_bins: bins.len(),
+            ece,
+            bins,
+        })
+    }
 }
 
 /// Everything the accumulator measures.
@@ -199,7 +227,7 @@ impl CalibrationAccumulator {
     pub fn report(&self) -> Result<CalibrationReport> {
         ensure!(self.samples > 0, "calibration: no samples were pushed");
         let n = self.samples as f64;
-        let reliability = self
+        let reliability: Vec<ReliabilityDiagram> = self
             .bins
             .iter()
             .map(|b| {
@@ -221,17 +249,9 @@ impl CalibrationAccumulator {
                         }
                     })
                     .collect();
-                let ece = bins
-                    .iter()
-                    .map(|b| b.count as f64 / n * (b.accuracy - b.confidence).abs())
-                    .sum();
-                ReliabilityDiagram {
-                    num_bins: m,
-                    ece,
-                    bins,
-                }
+                ReliabilityDiagram::from_bins(bins)
             })
-            .collect();
+            .collect::<Result<_>>()?;
         Ok(CalibrationReport {
             samples: self.samples,
             top1: self.top1 as f64 / n,
@@ -250,7 +270,32 @@ fn bin_index(confidence: f64, num_bins: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::bin_index;
+    use super::{bin_index, ReliabilityBin, ReliabilityDiagram};
+
+    fn bin(count: u64, accuracy: f64, confidence: f64) -> ReliabilityBin {
+        ReliabilityBin {
+            lower: 0.0,
+            upper: 1.0,
+            count,
+            accuracy,
+            confidence,
+        }
+    }
+
+    #[test]
+    fn ece_is_the_count_weighted_gap() {
+        // (10·|0.5−0.25| + 30·|0.75−0.875| + 0·anything) / 40 = (2.5 + 3.75) / 40 = 0.15625
+        let bins = vec![bin(10, 0.5, 0.25), bin(0, 0.9, 0.1), bin(30, 0.75, 0.875)];
+        assert_eq!(ReliabilityDiagram::from_bins(bins).unwrap().ece, 0.15625);
+    }
+
+    #[test]
+    fn ece_rejects_empty_or_out_of_range_bins() {
+        assert!(ReliabilityDiagram::from_bins(vec![]).is_err());
+        assert!(ReliabilityDiagram::from_bins(vec![bin(0, 0.5, 0.5)]).is_err());
+        assert!(ReliabilityDiagram::from_bins(vec![bin(3, 1.5, 0.5)]).is_err());
+        assert!(ReliabilityDiagram::from_bins(vec![bin(3, 0.5, f64::NAN)]).is_err());
+    }
 
     #[test]
     fn bins_are_closed_on_the_right() {

@@ -1,4 +1,4 @@
-//! Müller et al. feature-space picture (paper Fig. 1/3/4, paper-facts §4.6): penultimate
+//! Müller et al. feature-space picture (paper Fig. 1/3/4): penultimate
 //! activations of three classes projected onto the plane through their class centroids.
 //!
 //! Same steps as the official plotting code: centroids of the activations (not classifier

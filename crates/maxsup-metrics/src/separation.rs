@@ -1,4 +1,4 @@
-//! Kornblith et al. (2021) class separation of penultimate features (paper-facts §4.1):
+//! Kornblith et al. (2021) class separation of penultimate features:
 //! mean within-class cosine distance `d_within`, mean total cosine distance `d_total` and
 //! `R^2 = 1 - d_within / d_total`.
 //!

@@ -1,4 +1,4 @@
-//! The streaming closed form must equal the pairwise Kornblith definition (paper-facts §4.1).
+//! The streaming closed form must equal the pairwise Kornblith definition.
 
 use maxsup_metrics::{ClassSeparation, SplitMix64};
 

@@ -3,6 +3,7 @@
 
 use candle_core::{Result, Tensor};
 
+use crate::info::ModelInfo;
 use crate::params::ParamStore;
 
 /// An image classifier split into stages the analyses need.
@@ -15,6 +16,10 @@ use crate::params::ParamStore;
 pub trait ImageClassifier: Send + Sync {
     /// The registry name this model was built from (e.g. `resnet50`).
     fn name(&self) -> &str;
+
+    /// What the model declares about itself: family, classifier, no-weight-decay set, whether
+    /// its last stage is spatial, and its evaluation input.
+    fn info(&self) -> &ModelInfo;
 
     /// Images [B, 3, H, W] to logits [B, K].
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {

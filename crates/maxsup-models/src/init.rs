@@ -4,6 +4,7 @@
 //! so that a model built with the same seed is bit-identical on every run and device; candle's
 //! CPU RNG cannot be seeded.
 
+use maxsup_rng::SplitMix64;
 use rayon::prelude::*;
 
 /// How a freshly created parameter or buffer is filled.
@@ -45,10 +46,11 @@ impl Init {
     }
 }
 
-/// SplitMix64: tiny, fast, good enough for weight init, and fully reproducible.
+/// Weight-init draws from SplitMix64 (the workspace's one generator): tiny, fast, good enough
+/// for weight init, and fully reproducible.
 #[derive(Debug, Clone)]
 pub struct InitRng {
-    state: u64,
+    bits: SplitMix64,
     /// Box-Muller yields normals in pairs; the second one waits here.
     spare_normal: Option<f64>,
 }
@@ -56,20 +58,15 @@ pub struct InitRng {
 impl InitRng {
     pub fn new(seed: u64) -> Self {
         Self {
-            state: seed ^ 0x5DEE_CE66_D1CE_4E5B,
+            bits: SplitMix64::new(seed ^ 0x5DEE_CE66_D1CE_4E5B),
             spare_normal: None,
         }
     }
 
     fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.bits.next_u64()
     }
 
-    /// Uniform in the open interval (0, 1).
     /// Uniform in the open interval (0, 1).
     pub fn uniform(&mut self) -> f64 {
         self.unit()

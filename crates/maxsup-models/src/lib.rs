@@ -1,6 +1,8 @@
 //! ResNet and DeiT models that train in candle and load torchvision/timm weights.
 //!
-//! * [`ImageClassifier`]: the single, object-safe (`Send + Sync`) interface: `forward_t`,
+//! * [`ImageClassifier`]: the single, object-safe (`Send + Sync`) interface: `info` (the
+//!   model's declared [`ModelInfo`]: family, classifier, no-weight-decay set, spatial stage,
+//!   evaluation [`DataConfig`]), `forward_t`,
 //!   `forward_features`, `forward_head`, the last-stage split `forward_stage` /
 //!   `forward_from_stage` (Grad-CAM, Zipf-LS), `dense_logits` (ResNets), `num_classes`,
 //!   `num_features`, and `params()` with every tensor under its PyTorch state-dict name, marked
@@ -18,6 +20,7 @@
 
 mod classifier;
 pub mod deit;
+mod info;
 pub mod init;
 mod io;
 pub mod layers;
@@ -27,6 +30,7 @@ pub mod resnet;
 mod summary;
 
 pub use classifier::ImageClassifier;
+pub use info::{DataConfig, ModelInfo, Normalization, ResizeFilter};
 pub use io::{
     check_weight_values, load_pth, load_safetensors, load_state_dict, read_pth_state_dict,
     save_safetensors, state_dict, StateDictMismatch,
@@ -34,6 +38,6 @@ pub use io::{
 pub use layers::seed_stochastic_layers;
 pub use params::{ParamEntry, ParamKind, ParamStore};
 pub use registry::{
-    create_model, model_family, model_names, model_summary, ModelFamily, ModelOptions,
+    create_model, model_family, model_info, model_names, model_summary, ModelFamily, ModelOptions,
 };
 pub use summary::{module_summary, ModuleSummary};

@@ -5,6 +5,7 @@ use candle_core::Device;
 
 use crate::classifier::ImageClassifier;
 use crate::deit::{DeiT, DeiTConfig};
+use crate::info::{DataConfig, ModelInfo};
 use crate::resnet::{ResNet, ResNetConfig};
 
 /// Options shared by all registry models.
@@ -52,6 +53,24 @@ struct Entry {
     arch: Arch,
     default_classes: usize,
     summary: &'static str,
+}
+
+impl Entry {
+    /// The model's declared facts at input size `img_size` (DeiT; `None` = the name's).
+    fn info(&self, img_size: Option<usize>) -> ModelInfo {
+        match self.arch {
+            Arch::ResNet(_) => ModelInfo::resnet(DataConfig::IMAGENET_RESNET),
+            Arch::ResNetCifarStem(_) | Arch::CifarHe(_) => ModelInfo::resnet(DataConfig::cifar(32)),
+            Arch::DeiT { img, .. } => {
+                let size = img_size.unwrap_or(img);
+                ModelInfo::deit(if self.default_classes == 1000 {
+                    DataConfig::imagenet_deit(size)
+                } else {
+                    DataConfig::cifar(size)
+                })
+            }
+        }
+    }
 }
 
 const REGISTRY: &[Entry] = &[
@@ -198,13 +217,16 @@ impl std::fmt::Display for ModelFamily {
 
 /// The family of the registered model `name` (None for unknown names).
 pub fn model_family(name: &str) -> Option<ModelFamily> {
+    model_info(name).map(|i| i.family)
+}
+
+/// What the registered model `name` declares (None for unknown names), at its default input
+/// size; a built model's [`ImageClassifier::info`] reflects its options.
+pub fn model_info(name: &str) -> Option<ModelInfo> {
     REGISTRY
         .iter()
         .find(|e| e.name == name)
-        .map(|e| match e.arch {
-            Arch::DeiT { .. } => ModelFamily::DeiT,
-            Arch::ResNet(_) | Arch::ResNetCifarStem(_) | Arch::CifarHe(_) => ModelFamily::ResNet,
-        })
+        .map(|e| e.info(None))
 }
 
 /// All registered model names, in a stable order.
@@ -238,7 +260,10 @@ pub fn create_model(
             bail!("{name}: drop_path_rate is only supported by DeiT models (torchvision ResNets have none)");
         }
         config.blurpool = options.blurpool;
-        Ok(Box::new(ResNet::new(name, config, device, options.seed)?))
+        let info = entry.info(None);
+        Ok(Box::new(
+            ResNet::new(name, config, device, options.seed)?.with_info(info),
+        ))
     };
     match entry.arch {
         Arch::ResNet(make) => resnet(make(classes)),
@@ -250,9 +275,11 @@ pub fn create_model(
             }
             let mut config = make(options.img_size.unwrap_or(img), patch, classes);
             config.drop_path_rate = options.drop_path_rate;
+            let info = entry.info(options.img_size);
             Ok(Box::new(
                 DeiT::new(name, config, device, options.seed)
-                    .with_context(|| format!("building {name}"))?,
+                    .with_context(|| format!("building {name}"))?
+                    .with_info(info),
             ))
         }
     }

@@ -163,3 +163,45 @@ fn equal_seeds_give_equal_weights_and_different_seeds_do_not() -> anyhow::Result
     );
     Ok(())
 }
+
+/// Every registry entry declares facts its built model bears out: the classifier weight is
+/// `[classes, features]`, the no-weight-decay names are parameters, a spatial stage is what
+/// `dense_logits` accepts, and the data config's size is the size the model runs at.
+#[test]
+fn declared_model_info_matches_the_built_model() -> anyhow::Result<()> {
+    use maxsup_models::{model_info, model_names, ModelFamily, Normalization};
+    for name in model_names() {
+        let declared = model_info(name).expect("registered");
+        let m = create_model(name, &opts(5), &Device::Cpu)?;
+        assert_eq!(m.info(), &declared, "{name}");
+        let params = m.params();
+        let w = params
+            .get(&declared.classifier_weight())
+            .unwrap_or_else(|| panic!("{name}: no {}", declared.classifier_weight()));
+        assert_eq!(w.var.dims(), &[5, m.num_features()], "{name}");
+        for n in declared.no_weight_decay {
+            assert!(params.get(n).is_some(), "{name}: no parameter {n}");
+        }
+        assert_eq!(
+            declared.family == ModelFamily::ResNet,
+            declared.spatial_stage,
+            "{name}"
+        );
+        let small = declared.data.input_size == 32;
+        assert_eq!(
+            declared.data.normalization == Normalization::Cifar10,
+            small,
+            "{name}"
+        );
+        if small {
+            let x = formula_input(&[1, 3, 32, 32])?;
+            let stage = m.forward_stage(&x, false)?;
+            assert_eq!(
+                m.dense_logits(&stage).is_ok(),
+                declared.spatial_stage,
+                "{name}"
+            );
+        }
+    }
+    Ok(())
+}

@@ -3,12 +3,12 @@
 //! `fixtures/gen_fixtures.py`).
 //!
 //! candle 0.11 ships only plain SGD and a single-decay AdamW, no schedules, clipping or EMA; the training
-//! recipes of paper-facts §6 need all of them, with state that survives a checkpoint exactly.
+//! the paper's training recipes need all of them, with state that survives a checkpoint exactly.
 //!
 //! ```
 //! use candle_core::{Device, Tensor, Var};
 //! use maxsup_optim::{
-//!     clip_grad_norm, resnet_param_groups, Granularity, LrSchedule, ModelEma, Optimizer, Sgd, SgdConfig,
+//!     clip_grad_norm, split_weight_decay, Granularity, LrSchedule, ModelEma, Optimizer, Sgd, SgdConfig,
 //!     TimmCosineLr,
 //! };
 //!
@@ -16,8 +16,8 @@
 //! let w = Var::new(&[[1f32, -2.], [0.5, 3.]], &Device::Cpu)?;
 //! let b = Var::new(&[0.1f32, 0.2], &Device::Cpu)?;
 //! let named = vec![("fc.weight".to_string(), w.clone()), ("fc.bias".to_string(), b.clone())];
-//! // fc.bias is 1-D, so it lands in the no-decay group.
-//! let groups = resnet_param_groups(named.clone(), 1e-4)?;
+//! // fc.bias is 1-D, so it lands in the no-decay group (the model declares no further names).
+//! let groups = split_weight_decay(named.clone(), 1e-4, &[])?;
 //! let mut opt = Sgd::new(groups.into(), SgdConfig { lr: 0.1, momentum: 0.9, nesterov: false })?;
 //! let schedule = TimmCosineLr {
 //!     base_lr: 0.1, t_initial: 10.0, lr_min: 1e-5, warmup_t: 1.0, warmup_lr_init: 1e-6,
@@ -59,10 +59,7 @@ pub use adamw::{AdamW, AdamWConfig};
 pub use clip::{clip_grad_norm, grad_norm};
 pub use ema::ModelEma;
 pub use optimizer::Optimizer;
-pub use param_groups::{
-    deit_param_groups, is_buffer_name, resnet_param_groups, split_weight_decay,
-    split_weight_decay_by_substring, NamedVar, ParamGroup,
-};
+pub use param_groups::{split_weight_decay, split_weight_decay_by_substring, NamedVar, ParamGroup};
 pub use schedule::{
     linear_scaled_lr, CosineAnnealingLr, FfcvLr, FfcvShape, Granularity, LrSchedule, MultiStepLr,
     StepLr, TimmCosineLr,

@@ -1,23 +1,23 @@
 //! Parameter groups: which parameters get weight decay.
 //!
-//! The recipes this crate serves (paper-facts §6) all exempt normalisation parameters and biases from weight
-//! decay, and DeiT additionally exempts `pos_embed` and `cls_token`. timm implements this as "every parameter
-//! with `ndim <= 1`, plus an explicit name set", which also covers BatchNorm/LayerNorm weights and biases without
-//! having to know module types; [`split_weight_decay`] applies exactly that rule. The authors' Lightning code
+//! The recipes this crate serves (the paper's ResNet and DeiT recipes, `maxsup_train`'s presets) all exempt
+//! normalisation parameters and biases from weight decay, and a model may exempt more by name (DeiT declares
+//! `pos_embed` and `cls_token` in its `ModelInfo::no_weight_decay`). timm implements this as "every parameter
+//! with `ndim <= 1`, plus the model's name set", which also covers BatchNorm/LayerNorm weights and biases without
+//! having to know module types; [`split_weight_decay`] applies exactly that rule, with the names the caller
+//! reads from the model (this crate knows no model). The authors' Lightning code
 //! used a name-substring rule instead ('bn' or 'bias' in the name); [`split_weight_decay_by_substring`]
 //! reproduces it for exact replication.
 //!
-//! BatchNorm running statistics live in the same `VarMap` as parameters in candle, but they are buffers, not
-//! parameters: optimizing them would corrupt them. Every helper here drops names ending in `running_mean`,
-//! `running_var` or `num_batches_tracked` (see [`is_buffer_name`]).
+//! Only trainable parameters belong here: the caller passes them (for our models
+//! `ParamStore::trainable()`, where each model marks its buffers, BatchNorm statistics and BlurPool
+//! filters alike). A buffer handed to an optimizer would be decayed and stepped, so this crate does not
+//! guess buffers from names (a suffix list goes stale as soon as a model adds one).
 
 use candle_core::{Result, Var};
 
 /// A named trainable parameter. The name keys the optimizer state, so it must be unique and stable across runs.
 pub type NamedVar = (String, Var);
-
-/// Suffixes of state-dict entries that are buffers (BatchNorm statistics), never optimized.
-pub const BUFFER_SUFFIXES: [&str; 3] = ["running_mean", "running_var", "num_batches_tracked"];
 
 /// A set of parameters sharing one weight-decay coefficient (PyTorch's `param_groups` entry).
 #[derive(Clone, Debug)]
@@ -38,11 +38,6 @@ impl ParamGroup {
     }
 }
 
-/// True for BatchNorm buffers (`*.running_mean`, `*.running_var`, `*.num_batches_tracked`).
-pub fn is_buffer_name(name: &str) -> bool {
-    BUFFER_SUFFIXES.iter().any(|s| name.ends_with(s))
-}
-
 /// True when `name` equals an entry of `names` or ends with `.` + that entry (so `pos_embed` matches both
 /// `pos_embed` and `model.pos_embed`).
 fn name_matches(name: &str, names: &[&str]) -> bool {
@@ -56,7 +51,7 @@ fn name_matches(name: &str, names: &[&str]) -> bool {
 
 /// Splits parameters into `[decay, no_decay]` groups with timm's rule: no decay for every parameter with
 /// `ndim <= 1` (norm weights/biases, all biases) and for names in `no_decay_names` (matched as a full name or
-/// as a trailing dotted component); everything else gets `weight_decay`. Buffers are dropped. Both groups are
+/// as a trailing dotted component); everything else gets `weight_decay`. Both groups are
 /// sorted by name so the result does not depend on `HashMap` iteration order.
 pub fn split_weight_decay<I>(
     params: I,
@@ -73,7 +68,7 @@ where
 
 /// Splits parameters into `[decay, no_decay]` groups with the authors' Lightning rule: no decay for names
 /// containing any of `substrings` (the recipe uses `["bn", "bias"]`, which leaves torchvision's
-/// `downsample.1.*` BatchNorm parameters decayed). Buffers are dropped; groups are sorted by name.
+/// `downsample.1.*` BatchNorm parameters decayed). Groups are sorted by name.
 pub fn split_weight_decay_by_substring<I>(
     params: I,
     weight_decay: f64,
@@ -87,32 +82,12 @@ where
     })
 }
 
-/// ResNet recipe (FFCV / torchvision, `bn_wd = 0`): no decay for every 1-D parameter (BatchNorm and biases).
-pub fn resnet_param_groups<I>(params: I, weight_decay: f64) -> Result<[ParamGroup; 2]>
-where
-    I: IntoIterator<Item = NamedVar>,
-{
-    split_weight_decay(params, weight_decay, &[])
-}
-
-/// DeiT recipe (timm `param_groups_weight_decay` with the model's `no_weight_decay = {pos_embed, cls_token}`):
-/// no decay for 1-D parameters, `pos_embed` and `cls_token`.
-pub fn deit_param_groups<I>(params: I, weight_decay: f64) -> Result<[ParamGroup; 2]>
-where
-    I: IntoIterator<Item = NamedVar>,
-{
-    split_weight_decay(params, weight_decay, &["pos_embed", "cls_token"])
-}
-
 fn split_with<I, F>(params: I, weight_decay: f64, no_decay: F) -> Result<[ParamGroup; 2]>
 where
     I: IntoIterator<Item = NamedVar>,
     F: Fn(&str, &Var) -> bool,
 {
-    let mut all: Vec<NamedVar> = params
-        .into_iter()
-        .filter(|(n, _)| !is_buffer_name(n))
-        .collect();
+    let mut all: Vec<NamedVar> = params.into_iter().collect();
     all.sort_by(|a, b| a.0.cmp(&b.0));
     if let Some(w) = all.windows(2).find(|w| w[0].0 == w[1].0) {
         candle_core::bail!(
@@ -142,7 +117,7 @@ mod tests {
     }
 
     #[test]
-    fn deit_rule_exempts_1d_pos_embed_cls_token_and_drops_buffers() {
+    fn a_name_set_exempts_1d_params_and_named_ones() {
         let params = vec![
             ("blocks.0.attn.qkv.weight".to_string(), var(&[6, 2])),
             ("blocks.0.attn.qkv.bias".to_string(), var(&[6])),
@@ -150,9 +125,8 @@ mod tests {
             ("pos_embed".to_string(), var(&[1, 5, 2])),
             ("cls_token".to_string(), var(&[1, 1, 2])),
             ("my_pos_embed".to_string(), var(&[1, 5, 2])),
-            ("bn1.running_mean".to_string(), var(&[2])),
         ];
-        let [decay, skip] = deit_param_groups(params, 0.05).unwrap();
+        let [decay, skip] = split_weight_decay(params, 0.05, &["pos_embed", "cls_token"]).unwrap();
         assert_eq!(names(&decay), ["blocks.0.attn.qkv.weight", "my_pos_embed"]);
         assert_eq!(
             names(&skip),
@@ -173,7 +147,6 @@ mod tests {
             ("layer1.0.downsample.1.weight".to_string(), var(&[2])),
             ("fc.bias".to_string(), var(&[2])),
             ("conv1.weight".to_string(), var(&[2, 2, 1, 1])),
-            ("layer1.0.bn1.running_var".to_string(), var(&[2])),
         ];
         let [decay, skip] = split_weight_decay_by_substring(params, 1e-4, &["bn", "bias"]).unwrap();
         assert_eq!(
@@ -189,7 +162,9 @@ mod tests {
             ("w".to_string(), var(&[2, 2])),
             ("w".to_string(), var(&[2, 2])),
         ];
-        let err = resnet_param_groups(params, 1e-4).unwrap_err().to_string();
+        let err = split_weight_decay(params, 1e-4, &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`w` appears twice"), "{err}");
     }
 }

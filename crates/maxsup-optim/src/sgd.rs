@@ -1,6 +1,6 @@
 //! SGD with momentum, Nesterov and L2 weight decay, matching `torch.optim.SGD` (dampening 0).
 //!
-//! candle-nn's `SGD` has no momentum or weight decay, which every ResNet recipe in paper-facts §6 needs.
+//! candle-nn's `SGD` has no momentum or weight decay, which every ResNet recipe of the paper needs.
 
 use candle_core::{backprop::GradStore, Result, Tensor, Var};
 

@@ -5,8 +5,8 @@ use candle_core::Device;
 use maxsup_loss::{AlphaSchedule, Criterion, CriterionConfig};
 use maxsup_models::{create_model, ImageClassifier, ModelOptions};
 use maxsup_optim::{
-    deit_param_groups, resnet_param_groups, AdamW, AdamWConfig, FfcvLr, FfcvShape, Granularity,
-    LrSchedule, MultiStepLr, Optimizer, Sgd, SgdConfig, StepLr, TimmCosineLr,
+    split_weight_decay, AdamW, AdamWConfig, FfcvLr, FfcvShape, Granularity, LrSchedule,
+    MultiStepLr, Optimizer, Sgd, SgdConfig, StepLr, TimmCosineLr,
 };
 
 use crate::recipe::{OptimizerConfig, ScheduleConfig, TrainConfig};
@@ -41,29 +41,25 @@ pub fn build_optimizer(
         .map(|e| (e.name.clone(), e.var.clone()))
         .collect();
     let lr = config.scaled_lr();
+    // Norms and biases never decay; the model names anything else it exempts (timm's rule).
+    let groups = split_weight_decay(named, config.weight_decay, model.info().no_weight_decay)?;
     Ok(match config.optimizer {
-        OptimizerConfig::Sgd { momentum, nesterov } => {
-            let groups = resnet_param_groups(named, config.weight_decay)?;
-            Box::new(Sgd::new(
-                groups.into(),
-                SgdConfig {
-                    lr,
-                    momentum,
-                    nesterov,
-                },
-            )?)
-        }
-        OptimizerConfig::AdamW { beta1, beta2, eps } => {
-            let groups = deit_param_groups(named, config.weight_decay)?;
-            Box::new(AdamW::new(
-                groups.into(),
-                AdamWConfig {
-                    lr,
-                    betas: (beta1, beta2),
-                    eps,
-                },
-            )?)
-        }
+        OptimizerConfig::Sgd { momentum, nesterov } => Box::new(Sgd::new(
+            groups.into(),
+            SgdConfig {
+                lr,
+                momentum,
+                nesterov,
+            },
+        )?),
+        OptimizerConfig::AdamW { beta1, beta2, eps } => Box::new(AdamW::new(
+            groups.into(),
+            AdamWConfig {
+                lr,
+                betas: (beta1, beta2),
+                eps,
+            },
+        )?),
     })
 }
 

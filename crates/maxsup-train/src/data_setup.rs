@@ -10,6 +10,7 @@ use maxsup_data::{
 };
 
 use crate::recipe::{DataSource, TrainConfig};
+use maxsup_models::{DataConfig, Normalization, ResizeFilter};
 
 /// The training and evaluation loaders of a run.
 pub struct DataLoaders {
@@ -85,16 +86,87 @@ impl Split {
     }
 }
 
-/// A sequential, un-augmented loader over one split (feature extraction, evaluation): the eval
-/// transform of the data source, in dataset order, keeping the last partial batch.
+/// What an evaluation pass reads and how it transforms the images: a training run's data and
+/// evaluation transform, or a data source read the way a model declares (released weights).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalInput {
+    pub source: DataSource,
+    /// Side of the centre crop (ignored for CIFAR-10 and Fashion-MNIST, read as they are).
+    pub image_size: usize,
+    /// Resize-then-crop fraction.
+    pub crop_pct: f64,
+    pub interpolation: Interpolation,
+    pub normalization: Normalization,
+}
+
+impl EvalInput {
+    /// The evaluation the run `config` uses after every epoch.
+    pub fn of_run(config: &TrainConfig) -> Self {
+        Self {
+            source: config.data.clone(),
+            image_size: config.image_size,
+            crop_pct: 0.875,
+            interpolation: eval_interpolation(config),
+            normalization: Normalization::ImageNet,
+        }
+    }
+
+    /// `source` read the way a model with data config `data` expects.
+    pub fn for_model(source: DataSource, data: &DataConfig) -> Self {
+        Self {
+            source,
+            image_size: data.input_size,
+            crop_pct: data.crop_pct,
+            interpolation: match data.interpolation {
+                ResizeFilter::Bilinear => Interpolation::Bilinear,
+                ResizeFilter::Bicubic => Interpolation::Bicubic,
+            },
+            normalization: data.normalization,
+        }
+    }
+
+    /// The un-augmented transform: CIFAR-10 and Fashion-MNIST as they are (their training
+    /// statistics), other data resized by `image_size / crop_pct` and centre-cropped.
+    pub fn pipeline(&self) -> Pipeline {
+        if is_small(&self.source) {
+            return Pipeline::cifar_eval();
+        }
+        let mut p = Pipeline::imagenet_eval(self.image_size, self.crop_pct, self.interpolation);
+        if self.normalization == Normalization::Cifar10 {
+            (p.mean, p.std) = (
+                maxsup_data::pipeline::CIFAR10_MEAN,
+                maxsup_data::pipeline::CIFAR10_STD,
+            );
+        }
+        p
+    }
+}
+
+/// A sequential, un-augmented loader over one split (feature extraction, evaluation), in
+/// dataset order, keeping the last partial batch.
 pub fn build_eval_loader(
-    config: &TrainConfig,
+    input: &EvalInput,
     split: Split,
     batch_size: usize,
     limit: Option<usize>,
 ) -> Result<Loader> {
-    let dataset = subset(open_split(&config.data, split)?, limit)?;
-    Loader::new(dataset, pipelines(config).1, LoaderConfig::eval(batch_size))
+    let dataset = subset(open_split(&input.source, split)?, limit)?;
+    Loader::new(dataset, input.pipeline(), LoaderConfig::eval(batch_size))
+}
+
+fn is_small(source: &DataSource) -> bool {
+    matches!(
+        source,
+        DataSource::Cifar10 { .. } | DataSource::FashionMnist { .. }
+    )
+}
+
+fn eval_interpolation(config: &TrainConfig) -> Interpolation {
+    if config.augment.bicubic {
+        Interpolation::Bicubic
+    } else {
+        Interpolation::Bilinear
+    }
 }
 
 /// Both splits, which must label the same classes: a class only one split has would shift every
@@ -187,32 +259,18 @@ pub fn open_split(source: &DataSource, split: Split) -> Result<Arc<dyn Dataset>>
     })
 }
 
+/// The training and evaluation transforms of a run. The training one is built from the
+/// recipe's [`crate::AugmentConfig`] alone (the one place DeiT's augmentation is decided), on
+/// the geometry of the data: pad-crop for the 32x32 sources, RandomResizedCrop otherwise.
 fn pipelines(config: &TrainConfig) -> (Pipeline, Pipeline) {
     let a = &config.augment;
-    let (mut train, eval) = match config.data {
-        DataSource::Cifar10 { .. } | DataSource::FashionMnist { .. } => {
-            (Pipeline::cifar_train(), Pipeline::cifar_eval())
-        }
-        _ => {
-            let interpolation = if a.bicubic {
-                Interpolation::Bicubic
-            } else {
-                Interpolation::Bilinear
-            };
-            let train = if a.randaugment {
-                Pipeline::deit_train(config.image_size)
-            } else {
-                Pipeline::imagenet_train(config.image_size, interpolation)
-            };
-            (
-                train,
-                Pipeline::imagenet_eval(config.image_size, 0.875, interpolation),
-            )
-        }
+    let eval = EvalInput::of_run(config).pipeline();
+    let mut train = if is_small(&config.data) {
+        Pipeline::cifar_train()
+    } else {
+        Pipeline::imagenet_train(config.image_size, eval_interpolation(config))
     };
-    if a.randaugment && train.randaugment.is_none() {
-        train.randaugment = Some(RandAugment::deit());
-    }
+    train.randaugment = a.randaugment.then(RandAugment::deit);
     // timm applies color jitter only when auto-augment is off (DeiT's 0.3 is therefore unused).
     train.color_jitter =
         (a.color_jitter > 0.0 && !a.randaugment).then(|| ColorJitter::uniform(a.color_jitter));

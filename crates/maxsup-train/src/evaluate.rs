@@ -3,11 +3,12 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use maxsup_data::Loader;
 use maxsup_metrics::CalibrationAccumulator;
 use maxsup_models::ImageClassifier;
 
+use crate::batch_tensor::images_tensor;
 use crate::data_parallel::DataParallel;
 use crate::events::EvalStats;
 
@@ -38,8 +39,7 @@ pub fn evaluate_sharded(
     let mut acc = CalibrationAccumulator::with_bins(model.num_classes(), &[15])?;
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let x =
-            Tensor::from_slice(&batch.images, batch.shape.as_slice(), device)?.to_dtype(dtype)?;
+        let x = images_tensor(&batch, device, dtype)?;
         let logits = model.forward_t(&x, false)?;
         let logits: Vec<f32> = logits
             .to_dtype(candle_core::DType::F32)?

@@ -6,6 +6,7 @@
 //! writes an atomic checkpoint after every epoch; [`Trainer::resume`] continues a run exactly (on
 //! the CPU a resumed run ends with the same weights as an uninterrupted one).
 
+mod batch_tensor;
 mod checkpoint;
 mod components;
 mod data_parallel;
@@ -17,19 +18,21 @@ mod precision;
 mod recipe;
 mod trainer;
 
+pub use batch_tensor::images_tensor;
 pub use checkpoint::{
     is_training_checkpoint, load_checkpoint, save_checkpoint, write_atomically, CheckpointTensors,
 };
 pub use components::{build_criterion, build_model, build_optimizer, build_schedule};
 pub use data_parallel::{model_checksum, DataParallel};
 pub use data_setup::{
-    build_eval_loader, build_loaders, build_loaders_for_rank, open_split, DataLoaders, Split,
+    build_eval_loader, build_loaders, build_loaders_for_rank, open_split, DataLoaders, EvalInput,
+    Split,
 };
 pub use device::{parse_device, prepare_precision};
 pub use evaluate::{evaluate, evaluate_sharded};
 pub use events::{EvalStats, Event, Fanout, JsonLinesLog, Observer, Silent, TrainStats};
 pub use precision::Precision;
 pub use recipe::{
-    AugmentConfig, DataSource, OptimizerConfig, ScheduleConfig, TrainConfig, RECIPES,
+    recipe_names, AugmentConfig, DataSource, OptimizerConfig, ScheduleConfig, TrainConfig,
 };
 pub use trainer::{RunState, Trainer, BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, LOG_FILE};

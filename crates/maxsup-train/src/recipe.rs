@@ -1,5 +1,5 @@
 //! Training recipes: every setting of a run in one serializable struct, with presets matching the
-//! paper's and the official code's recipes (paper-facts §6). The binaries start from a preset and
+//! paper's and the official code's recipes. The binaries start from a preset and
 //! override single fields from the command line; the resolved configuration is printed and saved
 //! next to the checkpoints.
 
@@ -138,204 +138,243 @@ pub struct TrainConfig {
     pub eval_subset: Option<usize>,
 }
 
-/// The names of the presets, for `--help` and errors.
-pub const RECIPES: [&str; 6] = [
-    "cifar10-resnet20",
-    "cifar10-deit-tiny",
-    "cifar100-resnet18",
-    "resnet50-imagenet",
-    "resnet50-imagenet-step",
-    "deit-small-imagenet",
+/// A preset: the base configuration with the preset's changes applied.
+type Preset = fn(TrainConfig) -> TrainConfig;
+
+/// The named presets, in the order `--list-recipes` shows them: each is the common base
+/// ([`base_config`]) with what differs from it.
+const PRESETS: [(&str, Preset); 6] = [
+    ("cifar10-resnet20", cifar10_resnet20),
+    ("cifar10-deit-tiny", cifar10_deit_tiny),
+    ("cifar100-resnet18", cifar100_resnet18),
+    ("resnet50-imagenet", resnet50_imagenet),
+    ("resnet50-imagenet-step", resnet50_imagenet_step),
+    ("deit-small-imagenet", deit_small_imagenet),
 ];
+
+/// The names of the presets, for `--help`, `--list-recipes` and errors.
+pub fn recipe_names() -> impl Iterator<Item = &'static str> {
+    PRESETS.iter().map(|(name, _)| *name)
+}
+
+fn cifar10() -> DataSource {
+    DataSource::Cifar10 {
+        dir: PathBuf::from("data/cifar-10-batches-bin"),
+    }
+}
+
+fn imagenet_zip() -> DataSource {
+    DataSource::Zip {
+        root: PathBuf::from("data/ImageNet"),
+        cache: false,
+    }
+}
+
+fn adamw() -> OptimizerConfig {
+    OptimizerConfig::AdamW {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    }
+}
+
+/// What every preset starts from (run directory `runs/<name>`).
+fn base_config(name: &str) -> TrainConfig {
+    TrainConfig {
+        recipe: name.to_string(),
+        model: String::new(),
+        data: cifar10(),
+        image_size: 32,
+        epochs: 0,
+        batch_size: 128,
+        eval_batch_size: 500,
+        optimizer: OptimizerConfig::Sgd {
+            momentum: 0.9,
+            nesterov: true,
+        },
+        lr: 0.1,
+        lr_reference_batch: None,
+        weight_decay: 5e-4,
+        schedule: ScheduleConfig::Cosine {
+            warmup_epochs: 0,
+            warmup_lr: 0.0,
+            min_lr: 0.0,
+        },
+        lr_per_iteration: true,
+        loss: LossKind::Maxsup,
+        alpha_start: 0.1,
+        alpha_end: 0.2,
+        lp_beta: 2e-3,
+        focal_gamma: 2.0,
+        zipf_weight: 0.1,
+        drop_path: 0.0,
+        blurpool: false,
+        augment: AugmentConfig::NONE,
+        ema_decay: None,
+        clip_grad: None,
+        seed: 0,
+        device: "cpu".into(),
+        precision: crate::Precision::F32,
+        out_dir: PathBuf::from("runs").join(name),
+        train_subset: None,
+        eval_subset: None,
+    }
+}
+
+/// Our fast CPU default: the He et al. CIFAR ResNet-20 with a short cosine schedule
+/// (one-epoch warmup), sized to finish within an hour on two cores. 8 epochs at lr 0.2
+/// were chosen with bench/torch_recipe_cifar.py (this recipe replicated in PyTorch on a
+/// GPU): 86.0/86.3/86.6% test top-1 over three seeds, against 85.7/85.5% at lr 0.1 and
+/// 84.6% with 7 epochs (docs/results.md). Longer runs: --epochs.
+fn cifar10_resnet20(base: TrainConfig) -> TrainConfig {
+    TrainConfig {
+        model: "resnet20_cifar".into(),
+        epochs: 8,
+        lr: 0.2,
+        schedule: ScheduleConfig::Cosine {
+            warmup_epochs: 1,
+            warmup_lr: 0.01,
+            min_lr: 0.0,
+        },
+        ..base
+    }
+}
+
+/// A small DeiT on CIFAR-10 (patch 4), DeiT's optimizer and schedule scaled down.
+fn cifar10_deit_tiny(base: TrainConfig) -> TrainConfig {
+    TrainConfig {
+        model: "deit_tiny_patch4_32".into(),
+        epochs: 30,
+        optimizer: adamw(),
+        lr: 5e-4,
+        lr_reference_batch: Some(512),
+        weight_decay: 0.05,
+        schedule: ScheduleConfig::Cosine {
+            warmup_epochs: 3,
+            warmup_lr: 1e-6,
+            min_lr: 1e-5,
+        },
+        lr_per_iteration: false,
+        drop_path: 0.1,
+        ..base
+    }
+}
+
+/// Paper §4.2.1: 200 epochs, batch 128, lr 0.1 x0.2 at 60/120/160,
+/// weight decay 5e-4 (momentum and augmentation not stated: SGD 0.9, pad-crop + flip).
+fn cifar100_resnet18(base: TrainConfig) -> TrainConfig {
+    TrainConfig {
+        model: "resnet18_cifar".into(),
+        epochs: 200,
+        schedule: ScheduleConfig::MultiStep {
+            milestones: vec![60, 120, 160],
+            gamma: 0.2,
+        },
+        lr_per_iteration: false,
+        optimizer: OptimizerConfig::Sgd {
+            momentum: 0.9,
+            nesterov: false,
+        },
+        ..base
+    }
+}
+
+/// The paper's ImageNet ResNet-50 recipe: 200 epochs, batch 2048,
+/// lr 0.85 cosine, SGD 0.9, wd 1e-4 (none on BN/bias), BlurPool as in FFCV.
+fn resnet50_imagenet(base: TrainConfig) -> TrainConfig {
+    TrainConfig {
+        model: "resnet50".into(),
+        data: imagenet_zip(),
+        image_size: 224,
+        epochs: 200,
+        batch_size: 2048,
+        eval_batch_size: 256,
+        optimizer: OptimizerConfig::Sgd {
+            momentum: 0.9,
+            nesterov: false,
+        },
+        lr: 0.85,
+        weight_decay: 1e-4,
+        schedule: ScheduleConfig::Cosine {
+            warmup_epochs: 0,
+            warmup_lr: 0.0,
+            min_lr: 0.0,
+        },
+        blurpool: true,
+        ..base
+    }
+}
+
+/// The torchvision V1 recipe of paper App. E: 90 epochs, batch 512, lr 0.1, x0.1 every 30.
+fn resnet50_imagenet_step(base: TrainConfig) -> TrainConfig {
+    TrainConfig {
+        model: "resnet50".into(),
+        data: imagenet_zip(),
+        image_size: 224,
+        epochs: 90,
+        batch_size: 512,
+        eval_batch_size: 256,
+        optimizer: OptimizerConfig::Sgd {
+            momentum: 0.9,
+            nesterov: false,
+        },
+        lr: 0.1,
+        weight_decay: 1e-4,
+        schedule: ScheduleConfig::Step {
+            step_size: 30,
+            gamma: 0.1,
+        },
+        lr_per_iteration: false,
+        ..base
+    }
+}
+
+/// DeiT-Small: 300 epochs, batch 1024, AdamW 5e-4 * B / 512, wd 0.05,
+/// 5 warmup epochs from 1e-6, min lr 1e-5, drop path 0.1, RandAugment, color jitter 0.3,
+/// random erasing 0.25, bicubic; Mixup/CutMix off as in the paper's tables (--mixup 0.8
+/// --cutmix 1.0 turns them on), EMA 0.99996.
+fn deit_small_imagenet(base: TrainConfig) -> TrainConfig {
+    TrainConfig {
+        model: "deit_small_patch16_224".into(),
+        data: imagenet_zip(),
+        image_size: 224,
+        epochs: 300,
+        batch_size: 1024,
+        eval_batch_size: 384,
+        optimizer: adamw(),
+        lr: 5e-4,
+        lr_reference_batch: Some(512),
+        weight_decay: 0.05,
+        schedule: ScheduleConfig::Cosine {
+            warmup_epochs: 5,
+            warmup_lr: 1e-6,
+            min_lr: 1e-5,
+        },
+        lr_per_iteration: false,
+        drop_path: 0.1,
+        augment: AugmentConfig {
+            randaugment: true,
+            color_jitter: 0.3,
+            random_erasing: 0.25,
+            mixup: 0.0,
+            cutmix: 0.0,
+            bicubic: true,
+        },
+        ema_decay: Some(0.99996),
+        ..base
+    }
+}
 
 impl TrainConfig {
     /// The preset called `name`.
     pub fn preset(name: &str) -> Result<TrainConfig> {
-        let cifar = DataSource::Cifar10 {
-            dir: PathBuf::from("data/cifar-10-batches-bin"),
-        };
-        let imagenet = DataSource::Zip {
-            root: PathBuf::from("data/ImageNet"),
-            cache: false,
-        };
-        let sgd = OptimizerConfig::Sgd {
-            momentum: 0.9,
-            nesterov: true,
-        };
-        let adamw = OptimizerConfig::AdamW {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        };
-        let base = TrainConfig {
-            recipe: name.to_string(),
-            model: String::new(),
-            data: cifar.clone(),
-            image_size: 32,
-            epochs: 0,
-            batch_size: 128,
-            eval_batch_size: 500,
-            optimizer: sgd,
-            lr: 0.1,
-            lr_reference_batch: None,
-            weight_decay: 5e-4,
-            schedule: ScheduleConfig::Cosine {
-                warmup_epochs: 0,
-                warmup_lr: 0.0,
-                min_lr: 0.0,
-            },
-            lr_per_iteration: true,
-            loss: LossKind::Maxsup,
-            alpha_start: 0.1,
-            alpha_end: 0.2,
-            lp_beta: 2e-3,
-            focal_gamma: 2.0,
-            zipf_weight: 0.1,
-            drop_path: 0.0,
-            blurpool: false,
-            augment: AugmentConfig::NONE,
-            ema_decay: None,
-            clip_grad: None,
-            seed: 0,
-            device: "cpu".into(),
-            precision: crate::Precision::F32,
-            out_dir: PathBuf::from("runs").join(name),
-            train_subset: None,
-            eval_subset: None,
-        };
-        let config = match name {
-            // Our fast CPU default: the He et al. CIFAR ResNet-20 with a short cosine schedule
-            // (one-epoch warmup), sized to finish within an hour on two cores. 8 epochs at lr 0.2
-            // were chosen with bench/torch_recipe_cifar.py (this recipe replicated in PyTorch on a
-            // GPU): 86.0/86.3/86.6% test top-1 over three seeds, against 85.7/85.5% at lr 0.1 and
-            // 84.6% with 7 epochs (docs/results.md). Longer runs: --epochs.
-            "cifar10-resnet20" => TrainConfig {
-                model: "resnet20_cifar".into(),
-                epochs: 8,
-                lr: 0.2,
-                schedule: ScheduleConfig::Cosine {
-                    warmup_epochs: 1,
-                    warmup_lr: 0.01,
-                    min_lr: 0.0,
-                },
-                ..base
-            },
-            // A small DeiT on CIFAR-10 (patch 4), DeiT's optimizer and schedule scaled down.
-            "cifar10-deit-tiny" => TrainConfig {
-                model: "deit_tiny_patch4_32".into(),
-                epochs: 30,
-                optimizer: adamw,
-                lr: 5e-4,
-                lr_reference_batch: Some(512),
-                weight_decay: 0.05,
-                schedule: ScheduleConfig::Cosine {
-                    warmup_epochs: 3,
-                    warmup_lr: 1e-6,
-                    min_lr: 1e-5,
-                },
-                lr_per_iteration: false,
-                drop_path: 0.1,
-                ..base
-            },
-            // Paper §4.2.1 / paper-facts §6.3: 200 epochs, batch 128, lr 0.1 x0.2 at 60/120/160,
-            // weight decay 5e-4 (momentum and augmentation not stated: SGD 0.9, pad-crop + flip).
-            "cifar100-resnet18" => TrainConfig {
-                model: "resnet18_cifar".into(),
-                epochs: 200,
-                schedule: ScheduleConfig::MultiStep {
-                    milestones: vec![60, 120, 160],
-                    gamma: 0.2,
-                },
-                lr_per_iteration: false,
-                optimizer: OptimizerConfig::Sgd {
-                    momentum: 0.9,
-                    nesterov: false,
-                },
-                ..base
-            },
-            // The paper's ImageNet ResNet-50 recipe (paper-facts §6.1): 200 epochs, batch 2048,
-            // lr 0.85 cosine, SGD 0.9, wd 1e-4 (none on BN/bias), BlurPool as in FFCV.
-            "resnet50-imagenet" => TrainConfig {
-                model: "resnet50".into(),
-                data: imagenet.clone(),
-                image_size: 224,
-                epochs: 200,
-                batch_size: 2048,
-                eval_batch_size: 256,
-                optimizer: OptimizerConfig::Sgd {
-                    momentum: 0.9,
-                    nesterov: false,
-                },
-                lr: 0.85,
-                weight_decay: 1e-4,
-                schedule: ScheduleConfig::Cosine {
-                    warmup_epochs: 0,
-                    warmup_lr: 0.0,
-                    min_lr: 0.0,
-                },
-                blurpool: true,
-                ..base
-            },
-            // The torchvision V1 recipe of paper App. E: 90 epochs, batch 512, lr 0.1, x0.1 every 30.
-            "resnet50-imagenet-step" => TrainConfig {
-                model: "resnet50".into(),
-                data: imagenet.clone(),
-                image_size: 224,
-                epochs: 90,
-                batch_size: 512,
-                eval_batch_size: 256,
-                optimizer: OptimizerConfig::Sgd {
-                    momentum: 0.9,
-                    nesterov: false,
-                },
-                lr: 0.1,
-                weight_decay: 1e-4,
-                schedule: ScheduleConfig::Step {
-                    step_size: 30,
-                    gamma: 0.1,
-                },
-                lr_per_iteration: false,
-                ..base
-            },
-            // DeiT-Small (paper-facts §6.2): 300 epochs, batch 1024, AdamW 5e-4 * B / 512, wd 0.05,
-            // 5 warmup epochs from 1e-6, min lr 1e-5, drop path 0.1, RandAugment, color jitter 0.3,
-            // random erasing 0.25, bicubic; Mixup/CutMix off as in the paper's tables (--mixup 0.8
-            // --cutmix 1.0 turns them on), EMA 0.99996.
-            "deit-small-imagenet" => TrainConfig {
-                model: "deit_small_patch16_224".into(),
-                data: imagenet,
-                image_size: 224,
-                epochs: 300,
-                batch_size: 1024,
-                eval_batch_size: 384,
-                optimizer: adamw,
-                lr: 5e-4,
-                lr_reference_batch: Some(512),
-                weight_decay: 0.05,
-                schedule: ScheduleConfig::Cosine {
-                    warmup_epochs: 5,
-                    warmup_lr: 1e-6,
-                    min_lr: 1e-5,
-                },
-                lr_per_iteration: false,
-                drop_path: 0.1,
-                augment: AugmentConfig {
-                    randaugment: true,
-                    color_jitter: 0.3,
-                    random_erasing: 0.25,
-                    mixup: 0.0,
-                    cutmix: 0.0,
-                    bicubic: true,
-                },
-                ema_decay: Some(0.99996),
-                ..base
-            },
-            other => bail!(
-                "unknown recipe `{other}` (expected one of: {})",
-                RECIPES.join(", ")
+        match PRESETS.iter().find(|(n, _)| *n == name) {
+            Some((_, build)) => Ok(build(base_config(name))),
+            None => bail!(
+                "unknown recipe `{name}` (expected one of: {})",
+                recipe_names().collect::<Vec<_>>().join(", ")
             ),
-        };
-        Ok(config)
+        }
     }
 
     /// The learning rate after the linear scaling rule.
@@ -431,7 +470,7 @@ mod tests {
 
     #[test]
     fn every_preset_is_valid_and_round_trips_through_json() {
-        for name in RECIPES {
+        for name in recipe_names() {
             let c = TrainConfig::preset(name).unwrap();
             c.validate().unwrap();
             let json = serde_json::to_string(&c).unwrap();

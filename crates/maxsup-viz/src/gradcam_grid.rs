@@ -80,15 +80,12 @@ fn overlay_rows(grid: &GradCamGrid) -> Result<Vec<(String, Vec<RgbImage>)>> {
     if let Some(i) = grid
         .images
         .iter()
-        .position(|im| (im.height(), im.width()) != (first.height(), first.width()))
+        .position(|im| (im.height, im.width) != (first.height, first.width))
     {
         let im = &grid.images[i];
         return invalid(format!(
             "image {i} is {}x{} but image 0 is {}x{}",
-            im.height(),
-            im.width(),
-            first.height(),
-            first.width()
+            im.height, im.width, first.height, first.width
         ));
     }
     if !grid.column_labels.is_empty() && grid.column_labels.len() != grid.images.len() {
@@ -156,10 +153,7 @@ fn draw_grid(
             LABEL_FONT + 2 * GAP
         };
         let (ncols, nrows) = (grid.images.len() as u32, rows.len() as u32);
-        let (ih, iw) = (
-            grid.images[0].height() as f64,
-            grid.images[0].width() as f64,
-        );
+        let (ih, iw) = (grid.images[0].height as f64, grid.images[0].width as f64);
         let avail_w = w as f64 - label_width as f64 - (GAP * (ncols + 1)) as f64;
         let avail_h = h as f64 - (title_height + header_height) as f64 - (GAP * (nrows + 1)) as f64;
         let scale = (avail_w / (ncols as f64 * iw)).min(avail_h / (nrows as f64 * ih));
@@ -207,7 +201,7 @@ fn draw_grid(
                 let element = BitMapElement::with_owned_buffer(
                     (cell_x(c as u32), y),
                     (cell_w, cell_h),
-                    cell.as_bytes().to_vec(),
+                    cell.data.clone(),
                 )
                 .ok_or("grid cell buffer has the wrong size")?;
                 root.draw(&element).map_err(text)?;

@@ -1,4 +1,4 @@
-//! The paper's plots (paper-facts §4.3–4.6), rendered with plotters to PNG or SVG (chosen by the
+//! The paper's plots, rendered with plotters to PNG or SVG (chosen by the
 //! output file's extension): logit analysis, feature projections, reliability diagrams and
 //! Grad-CAM overlay grids.
 //!
@@ -10,7 +10,6 @@
 mod error;
 mod font;
 mod gradcam_grid;
-mod histogram;
 mod logit_plots;
 mod options;
 mod overlay;
@@ -21,17 +20,17 @@ mod render;
 
 pub use error::{Result, VizError};
 pub use gradcam_grid::{write_gradcam_grid, GradCamGrid, GradCamRow};
-pub use histogram::Histogram;
 pub use logit_plots::{
     logit_densities, near_zero_share_histograms, plot_logit_density,
     plot_near_zero_share_histograms, plot_top1_vs_near_zero, LogitSummarySeries, NamedSeries,
     DEFAULT_LOGIT_RANGE,
 };
+pub use maxsup_metrics::Histogram;
 pub use options::PlotOptions;
 pub use overlay::{
     blend, colorize, gradcam_overlay, jet_color, normalize_unit, resize_rgb_bilinear,
-    upsample_bilinear, HeatMap, RgbImage,
+    rgb_from_chw_f32, upsample_bilinear, HeatMap, RgbImage,
 };
 pub use projection_plot::{plot_feature_projections, ClassName, ProjectionPanel};
-pub use reliability::{expected_calibration_error, plot_reliability_diagram, CalibrationBin};
+pub use reliability::plot_reliability_diagram;
 pub use render::OutputFormat;

@@ -1,14 +1,14 @@
-//! Logit analysis of paper App. L / Fig. 5 (paper-facts §4.4): how many logits sit near zero per
+//! Logit analysis of paper App. L / Fig. 5: how many logits sit near zero per
 //! sample, how that relates to the top-1 probability, and the density of all logits.
 //!
 //! The per-sample statistics themselves (`|z| < threshold` share, top-1 softmax probability)
 //! come from `maxsup_metrics::logits::analyze_logits`; this module bins and draws them.
 
 use crate::error::{Result, VizError};
-use crate::histogram::Histogram;
 use crate::options::PlotOptions;
 use crate::panels::{draw_mesh, panel_areas, CAPTION_FONT, TICK_FONT};
 use crate::render::{palette, render, title_area, DrawResult, Figure};
+use maxsup_metrics::Histogram;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
@@ -40,7 +40,10 @@ pub fn near_zero_share_histograms(
 ) -> Result<Vec<Histogram>> {
     series
         .iter()
-        .map(|s| Histogram::compute(&s.near_zero_share, (0.0, 1.0), bins))
+        .map(|s| {
+            Histogram::compute(&s.near_zero_share, (0.0, 1.0), bins)
+                .map_err(|e| VizError::InvalidInput(e.to_string()))
+        })
         .collect()
 }
 
@@ -53,7 +56,10 @@ pub fn logit_densities(
 ) -> Result<Vec<Histogram>> {
     series
         .iter()
-        .map(|s| Histogram::compute(&s.values, range, bins))
+        .map(|s| {
+            Histogram::compute(&s.values, range, bins)
+                .map_err(|e| VizError::InvalidInput(e.to_string()))
+        })
         .collect()
 }
 
@@ -323,6 +329,6 @@ mod tests {
         let dens = logit_densities(&series, DEFAULT_LOGIT_RANGE, 4).unwrap();
         // 4 in range, bin width 2: density = count / 8.
         assert_eq!(dens[0].density(), vec![0.125, 0.125, 0.25, 0.0]);
-        assert_eq!(dens[0].outside, 1);
+        assert_eq!(dens[0].outside(), 1);
     }
 }

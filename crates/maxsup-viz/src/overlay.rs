@@ -1,67 +1,31 @@
-//! Grad-CAM overlay arithmetic (paper Fig. 2, paper-facts §4.5), as pure functions on small
+//! Grad-CAM overlay arithmetic (paper Fig. 2), as pure functions on small
 //! arrays: bilinear upsampling of the coarse map to the image size, min-max normalisation, a
 //! jet-like colormap and alpha blending. Sizes are always given as (height, width).
 
 use crate::error::{Result, VizError};
 
-/// An 8-bit RGB image, row-major HWC.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RgbImage {
-    height: usize,
-    width: usize,
-    data: Vec<u8>,
-}
+pub use maxsup_data::RgbImage;
 
-impl RgbImage {
-    /// Wraps HWC bytes (`height · width · 3` of them).
-    pub fn from_hwc_u8(height: usize, width: usize, data: Vec<u8>) -> Result<Self> {
-        check_size(height, width, data.len(), 3, "RGB image (HWC u8)")?;
-        Ok(Self {
-            height,
-            width,
-            data,
-        })
-    }
-
-    /// Converts a CHW float image in [0, 1] (values outside are clamped, NaN becomes 0) to 8 bits.
-    pub fn from_chw_f32(height: usize, width: usize, data: &[f32]) -> Result<Self> {
-        check_size(height, width, data.len(), 3, "RGB image (CHW f32)")?;
-        let plane = height * width;
-        let to_u8 = |v: f32| {
-            if v.is_nan() {
-                0
-            } else {
-                (v.clamp(0.0, 1.0) * 255.0).round() as u8
-            }
-        };
-        let data = (0..plane)
-            .flat_map(|i| (0..3).map(move |c| to_u8(data[c * plane + i])))
-            .collect();
-        Ok(Self {
-            height,
-            width,
-            data,
-        })
-    }
-
-    pub fn height(&self) -> usize {
-        self.height
-    }
-
-    pub fn width(&self) -> usize {
-        self.width
-    }
-
-    /// HWC bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.data
-    }
-
-    /// Pixel at row `y`, column `x` (panics when out of bounds, like slice indexing).
-    pub fn pixel(&self, y: usize, x: usize) -> [u8; 3] {
-        let i = (y * self.width + x) * 3;
-        [self.data[i], self.data[i + 1], self.data[i + 2]]
-    }
+/// Converts a CHW float image in [0, 1] (values outside are clamped, NaN becomes 0) to 8 bits:
+/// a de-normalised model input, for drawing.
+pub fn rgb_from_chw_f32(height: usize, width: usize, data: &[f32]) -> Result<RgbImage> {
+    check_size(height, width, data.len(), 3, "RGB image (CHW f32)")?;
+    let plane = height * width;
+    let to_u8 = |v: f32| {
+        if v.is_nan() {
+            0
+        } else {
+            (v.clamp(0.0, 1.0) * 255.0).round() as u8
+        }
+    };
+    let data = (0..plane)
+        .flat_map(|i| (0..3).map(move |c| to_u8(data[c * plane + i])))
+        .collect();
+    Ok(RgbImage {
+        width,
+        height,
+        data,
+    })
 }
 
 /// A single-channel float map, row-major [height, width], e.g. a 14×14 Grad-CAM.
@@ -158,6 +122,11 @@ pub fn upsample_bilinear(map: &HeatMap, height: usize, width: usize) -> Result<H
 /// Resizes an RGB image with the same bilinear rule as [`upsample_bilinear`], per channel,
 /// rounding to the nearest byte (used to fit overlays into grid cells).
 pub fn resize_rgb_bilinear(image: &RgbImage, height: usize, width: usize) -> Result<RgbImage> {
+    if image.height == 0 || image.width == 0 {
+        return Err(VizError::InvalidInput(
+            "cannot resize an empty image".into(),
+        ));
+    }
     if height == 0 || width == 0 {
         return Err(VizError::InvalidInput(format!(
             "cannot resize an image to {height}x{width}"
@@ -325,16 +294,16 @@ mod tests {
 
     #[test]
     fn rgb_resize_keeps_flat_colours_and_interpolates_edges() {
-        let flat = RgbImage::from_hwc_u8(2, 3, [10u8, 200, 30].repeat(6)).unwrap();
+        let flat = RgbImage::new(3, 2, [10u8, 200, 30].repeat(6)).unwrap();
         assert_eq!(
-            resize_rgb_bilinear(&flat, 5, 7).unwrap().as_bytes(),
+            resize_rgb_bilinear(&flat, 5, 7).unwrap().data,
             [10u8, 200, 30].repeat(35).as_slice()
         );
         // 1x2 black|white -> 1x4: 0, 0.25·255 = 63.75 -> 64, 191, 255 in every channel.
-        let ramp = RgbImage::from_hwc_u8(1, 2, vec![0, 0, 0, 255, 255, 255]).unwrap();
+        let ramp = RgbImage::new(2, 1, vec![0, 0, 0, 255, 255, 255]).unwrap();
         let wide = resize_rgb_bilinear(&ramp, 1, 4).unwrap();
         assert_eq!(
-            wide.as_bytes(),
+            wide.data,
             [0, 0, 0, 64, 64, 64, 191, 191, 191, 255, 255, 255]
         );
     }
@@ -364,32 +333,32 @@ mod tests {
 
     #[test]
     fn blending_is_the_weighted_mean() {
-        let image = RgbImage::from_hwc_u8(1, 2, vec![100, 0, 255, 10, 20, 30]).unwrap();
-        let overlay = RgbImage::from_hwc_u8(1, 2, vec![200, 255, 0, 10, 20, 30]).unwrap();
+        let image = RgbImage::new(2, 1, vec![100, 0, 255, 10, 20, 30]).unwrap();
+        let overlay = RgbImage::new(2, 1, vec![200, 255, 0, 10, 20, 30]).unwrap();
         // 0.75·100 + 0.25·200 = 125; 0.25·255 = 63.75 -> 64; 0.75·255 = 191.25 -> 191.
         assert_eq!(
-            blend(&image, &overlay, 0.25).unwrap().as_bytes(),
+            blend(&image, &overlay, 0.25).unwrap().data,
             [125, 64, 191, 10, 20, 30]
         );
         assert_eq!(blend(&image, &overlay, 0.0).unwrap(), image);
         assert_eq!(blend(&image, &overlay, 1.0).unwrap(), overlay);
         assert!(blend(&image, &overlay, 1.5).is_err());
-        let small = RgbImage::from_hwc_u8(1, 1, vec![0, 0, 0]).unwrap();
+        let small = RgbImage::new(1, 1, vec![0, 0, 0]).unwrap();
         assert!(blend(&image, &small, 0.5).is_err());
     }
 
     #[test]
     fn chw_floats_become_hwc_bytes() {
         // 1x2 image, planes R = [0, 1], G = [0.5, 2.0 (clamped)], B = [-1 (clamped), NaN].
-        let img = RgbImage::from_chw_f32(1, 2, &[0.0, 1.0, 0.5, 2.0, -1.0, f32::NAN]).unwrap();
-        assert_eq!(img.as_bytes(), [0, 128, 0, 255, 255, 0]);
-        assert!(RgbImage::from_chw_f32(2, 2, &[0.0; 11]).is_err());
+        let img = rgb_from_chw_f32(1, 2, &[0.0, 1.0, 0.5, 2.0, -1.0, f32::NAN]).unwrap();
+        assert_eq!(img.data, [0, 128, 0, 255, 255, 0]);
+        assert!(rgb_from_chw_f32(2, 2, &[0.0; 11]).is_err());
         assert!(HeatMap::new(1, 2, vec![0.0, f32::INFINITY]).is_err());
     }
 
     #[test]
     fn overlay_of_a_peaked_cam_is_red_at_the_peak_and_blue_far_away() {
-        let image = RgbImage::from_hwc_u8(8, 8, vec![0; 8 * 8 * 3]).unwrap();
+        let image = RgbImage::new(8, 8, vec![0; 8 * 8 * 3]).unwrap();
         let mut cam = vec![0.0; 4];
         cam[0] = 1.0; // top-left cell hot
         let out = gradcam_overlay(&image, &map(2, 2, &cam), 1.0).unwrap();

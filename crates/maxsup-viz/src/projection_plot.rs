@@ -1,4 +1,4 @@
-//! Feature-space picture of paper Fig. 1 (paper-facts §4.6): penultimate activations of three
+//! Feature-space picture of paper Fig. 1: penultimate activations of three
 //! classes projected onto their centroid plane, one panel per checkpoint, one colour per class.
 //! The projection itself is `maxsup_metrics::projection::project_onto_class_plane`.
 

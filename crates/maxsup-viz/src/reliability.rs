@@ -1,65 +1,29 @@
-//! Reliability diagram (calibration, paper-facts §4.3): per confidence bin the accuracy as a bar,
+//! Reliability diagram (calibration, Guo et al. 2017): per confidence bin the accuracy as a bar,
 //! the gap to the bin's mean confidence shaded, the diagonal of perfect calibration, and the
-//! expected calibration error in the title. Bin statistics come from
-//! `maxsup_metrics::calibration` (`ReliabilityBin` has the same three numbers).
+//! expected calibration error in the title. The bins and the ECE are `maxsup_metrics`'
+//! [`ReliabilityDiagram`] (from a `CalibrationAccumulator` report, or built from bins).
 
 use crate::error::{Result, VizError};
 use crate::options::PlotOptions;
 use crate::panels::{draw_mesh, TICK_FONT};
 use crate::render::{palette, render, title_area, DrawResult, Figure};
+use maxsup_metrics::{ReliabilityBin, ReliabilityDiagram};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
 
-/// One of M equal-width confidence bins; bin `m` spans `(m/M, (m+1)/M]`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct CalibrationBin {
-    /// Samples whose top-1 confidence falls in the bin.
-    pub count: u64,
-    /// Fraction of them classified correctly, in [0, 1] (ignored when `count` is 0).
-    pub accuracy: f64,
-    /// Their mean top-1 confidence, in [0, 1] (ignored when `count` is 0).
-    pub confidence: f64,
-}
-
-/// `ECE = Σ_m |B_m| · |acc_m − conf_m| / Σ_m |B_m|` over all samples (paper-facts §4.3).
-pub fn expected_calibration_error(bins: &[CalibrationBin]) -> Result<f64> {
-    check_bins(bins).map_err(VizError::InvalidInput)?;
-    let total: u64 = bins.iter().map(|b| b.count).sum();
-    let weighted: f64 = bins
-        .iter()
-        .filter(|b| b.count > 0)
-        .map(|b| b.count as f64 * (b.accuracy - b.confidence).abs())
-        .sum();
-    Ok(weighted / total as f64)
-}
-
-fn check_bins(bins: &[CalibrationBin]) -> std::result::Result<(), String> {
-    if bins.is_empty() {
-        return Err("no calibration bins".into());
-    }
-    for (m, b) in bins.iter().enumerate().filter(|(_, b)| b.count > 0) {
-        if !(0.0..=1.0).contains(&b.accuracy) || !(0.0..=1.0).contains(&b.confidence) {
-            return Err(format!(
-                "bin {m}: accuracy {} and confidence {} must lie in [0, 1]",
-                b.accuracy, b.confidence
-            ));
-        }
-    }
-    if bins.iter().all(|b| b.count == 0) {
-        return Err("every calibration bin is empty".into());
-    }
-    Ok(())
-}
-
 /// Draws the reliability diagram; the title gets `ECE = …` appended (or is just that).
 pub fn plot_reliability_diagram(
-    bins: &[CalibrationBin],
+    diagram: &ReliabilityDiagram,
     path: impl AsRef<Path>,
     opts: &PlotOptions,
 ) -> Result<()> {
     let path = path.as_ref();
-    let ece = expected_calibration_error(bins).map_err(|e| e.for_file(path))?;
+    // Re-checked: the fields are public, so the diagram may not come from `from_bins`.
+    let ece = ReliabilityDiagram::from_bins(diagram.bins.clone())
+        .map_err(|e| VizError::InvalidInput(e.to_string()).for_file(path))?
+        .ece;
+    let bins = &diagram.bins;
     let title = if opts.title.is_empty() {
         format!("ECE = {ece:.4}")
     } else {
@@ -69,7 +33,7 @@ pub fn plot_reliability_diagram(
 }
 
 struct ReliabilityFigure<'a> {
-    bins: &'a [CalibrationBin],
+    bins: &'a [ReliabilityBin],
     title: String,
 }
 
@@ -83,7 +47,7 @@ impl Figure for ReliabilityFigure<'_> {
             .build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
         draw_mesh(&mut chart, "confidence", "accuracy", false)?;
         let width = 1.0 / self.bins.len() as f64;
-        let filled: Vec<(f64, &CalibrationBin)> = self
+        let filled: Vec<(f64, &ReliabilityBin)> = self
             .bins
             .iter()
             .enumerate()
@@ -137,33 +101,5 @@ impl Figure for ReliabilityFigure<'_> {
             .label_font(("sans-serif", TICK_FONT + 1))
             .draw()?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bin(count: u64, accuracy: f64, confidence: f64) -> CalibrationBin {
-        CalibrationBin {
-            count,
-            accuracy,
-            confidence,
-        }
-    }
-
-    #[test]
-    fn ece_is_the_count_weighted_gap() {
-        // (10·|0.5−0.25| + 30·|0.75−0.875| + 0·anything) / 40 = (2.5 + 3.75) / 40 = 0.15625
-        let bins = [bin(10, 0.5, 0.25), bin(0, 0.9, 0.1), bin(30, 0.75, 0.875)];
-        assert_eq!(expected_calibration_error(&bins).unwrap(), 0.15625);
-    }
-
-    #[test]
-    fn ece_rejects_empty_or_out_of_range_bins() {
-        assert!(expected_calibration_error(&[]).is_err());
-        assert!(expected_calibration_error(&[bin(0, 0.5, 0.5)]).is_err());
-        assert!(expected_calibration_error(&[bin(3, 1.5, 0.5)]).is_err());
-        assert!(expected_calibration_error(&[bin(3, 0.5, f64::NAN)]).is_err());
     }
 }

@@ -3,6 +3,7 @@
 mod common;
 
 use common::{check_svg, distinct_colours, out_dir, read_png, Lcg};
+use maxsup_metrics::{ReliabilityBin, ReliabilityDiagram};
 use maxsup_viz::*;
 
 fn projection_panels() -> Vec<ProjectionPanel> {
@@ -73,13 +74,15 @@ fn feature_projections_render_png_and_svg() {
     );
 }
 
-fn calibration_bins() -> Vec<CalibrationBin> {
+fn calibration_bins() -> Vec<ReliabilityBin> {
     // Over-confident model: accuracy trails confidence; low bins empty.
     (0..10)
         .map(|m| {
             let confidence = (m as f64 + 0.5) / 10.0;
             let count = if m < 2 { 0 } else { 50 * m as u64 };
-            CalibrationBin {
+            ReliabilityBin {
+                lower: m as f64 / 10.0,
+                upper: (m + 1) as f64 / 10.0,
                 count,
                 accuracy: (confidence - 0.12).max(0.0),
                 confidence,
@@ -91,9 +94,8 @@ fn calibration_bins() -> Vec<CalibrationBin> {
 #[test]
 fn reliability_diagram_renders_png_and_svg_with_ece_in_title() {
     let dir = out_dir("reliability");
-    let bins = calibration_bins();
-    let ece = expected_calibration_error(&bins).unwrap();
-    assert!((ece - 0.12).abs() < 1e-12, "{ece}");
+    let bins = ReliabilityDiagram::from_bins(calibration_bins()).unwrap();
+    assert!((bins.ece - 0.12).abs() < 1e-12, "{}", bins.ece);
     let opts = PlotOptions::titled("Reliability, CIFAR-10-C").with_size(600, 600);
     plot_reliability_diagram(&bins, dir.join("rel.png"), &opts).unwrap();
     plot_reliability_diagram(&bins, dir.join("rel.svg"), &opts).unwrap();
@@ -121,7 +123,7 @@ fn photo(seed: u64) -> RgbImage {
             chw[8192 + i] = if object { 0.2 } else { 0.5 };
         }
     }
-    RgbImage::from_chw_f32(64, 64, &chw).unwrap()
+    maxsup_viz::rgb_from_chw_f32(64, 64, &chw).unwrap()
 }
 
 /// A 7x7 map peaked at the given cell.

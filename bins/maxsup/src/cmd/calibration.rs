@@ -22,6 +22,7 @@ pub struct Args {
     /// |z| below this counts as a near-zero logit.
     #[arg(long, default_value_t = DEFAULT_NEAR_ZERO_THRESHOLD)]
     pub near_zero_threshold: f32,
+    /// Rows read from the feature file per batch (bounds the memory used).
     #[arg(long, value_parser = super::at_least_one(), default_value_t = 8192)]
     pub batch_rows: usize,
 }

@@ -8,7 +8,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use maxsup_analysis::{extract_features, load_model_weights, WeightSet};
 use maxsup_cli::DatasetArgs;
 use maxsup_data::ClassIndexConverter;
-use maxsup_train::{build_eval_loader, parse_device, DataSource, Split, TrainConfig};
+use maxsup_models::DataConfig;
+use maxsup_train::{build_eval_loader, parse_device, DataSource, EvalInput, Split, TrainConfig};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum SplitArg {
@@ -44,6 +45,7 @@ pub struct Args {
     /// Model name, needed for plain weight files (e.g. resnet50).
     #[arg(long)]
     pub model: Option<String>,
+    /// Which split to extract.
     #[arg(long, value_enum, default_value = "val")]
     pub split: SplitArg,
     #[command(flatten)]
@@ -68,22 +70,25 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-/// The configuration that says how to read the images: the training run's (from a training
-/// checkpoint) with any dataset flag given applied, or for plain weight files the flags alone.
-pub fn data_config(
+/// What to read and how: a training checkpoint's data and evaluation transform with any dataset
+/// flag applied, or for plain weight files the flags' data read as the model declares
+/// (`model_data`: its input size, crop, interpolation and normalisation).
+pub fn eval_input(
     data: &DatasetArgs,
-    from_checkpoint: Option<TrainConfig>,
-) -> Result<TrainConfig> {
-    let mut config = match from_checkpoint {
-        Some(c) => c,
-        None if data.source()?.is_none() => {
-            bail!("plain weight files need the data: --cifar10, --fashion-mnist, --folder or --zip")
-        }
-        // The preset only supplies evaluation defaults; the flags replace its data source.
-        None => TrainConfig::preset("cifar10-resnet20")?,
+    from_checkpoint: Option<&TrainConfig>,
+    model_data: &DataConfig,
+) -> Result<EvalInput> {
+    let mut input = match from_checkpoint {
+        Some(c) => EvalInput::of_run(c),
+        None => match data.source()? {
+            Some(source) => EvalInput::for_model(source, model_data),
+            None => bail!(
+                "plain weight files need the data: --cifar10, --fashion-mnist, --folder or --zip"
+            ),
+        },
     };
-    data.apply(&mut config.data, &mut config.image_size)?;
-    Ok(config)
+    data.apply(&mut input.source, &mut input.image_size)?;
+    Ok(input)
 }
 
 /// The zip cache labels classes in its map file's order; models not trained on the zip cache
@@ -91,11 +96,11 @@ pub fn data_config(
 /// the labels written are converted to sorted order so that logits and labels agree.
 fn label_order(
     trained_on_zip: bool,
-    config: &TrainConfig,
+    source: &DataSource,
     split: SplitArg,
     order: ClassOrder,
 ) -> Result<Option<ClassIndexConverter>> {
-    let DataSource::Zip { root, .. } = &config.data else {
+    let DataSource::Zip { root, .. } = source else {
         if order != ClassOrder::Auto {
             bail!("--class-order applies to zip-cache data (--zip) only");
         }
@@ -128,15 +133,19 @@ pub fn run(args: Args) -> Result<()> {
         loaded.config.as_ref().map(|c| &c.data),
         Some(DataSource::Zip { .. })
     );
-    let config = data_config(&args.data, loaded.config.clone())?;
+    let input = eval_input(
+        &args.data,
+        loaded.config.as_ref(),
+        &loaded.model.info().data,
+    )?;
     let split = Split::from(args.split);
-    let loader = build_eval_loader(&config, split, args.batch_size, args.limit)?;
+    let loader = build_eval_loader(&input, split, args.batch_size, args.limit)?;
     let bar = ProgressBar::new(loader.shard_indices().len() as u64);
     bar.set_style(
         ProgressStyle::with_template("extract [{bar:30}] {pos}/{len} {per_sec} eta {eta}")?
             .progress_chars("=> "),
     );
-    let converter = label_order(trained_on_zip, &config, args.split, args.class_order)?;
+    let converter = label_order(trained_on_zip, &input.source, args.split, args.class_order)?;
     let n = extract_features(
         loaded.model.as_ref(),
         &loader,
@@ -165,13 +174,11 @@ pub fn run(args: Args) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn zip_config(root: &std::path::Path) -> TrainConfig {
-        let mut c = TrainConfig::preset("resnet50-imagenet").unwrap();
-        c.data = DataSource::Zip {
+    fn zip_source(root: &std::path::Path) -> DataSource {
+        DataSource::Zip {
             root: root.to_path_buf(),
             cache: false,
-        };
-        c
+        }
     }
 
     #[test]
@@ -184,7 +191,7 @@ mod tests {
             "val/n02000000/a.JPEG\t0\nval/n01000000/b.JPEG\t1\n",
         )
         .unwrap();
-        let c = zip_config(&root);
+        let c = zip_source(&root);
         let sorted = label_order(false, &c, SplitArg::Val, ClassOrder::Auto)
             .unwrap()
             .expect("released weights predict sorted wnids");
@@ -204,7 +211,7 @@ mod tests {
         assert!(label_order(true, &c, SplitArg::Val, ClassOrder::Sorted)
             .unwrap()
             .is_some());
-        let cifar = TrainConfig::preset("cifar10-resnet20").unwrap();
+        let cifar = TrainConfig::preset("cifar10-resnet20").unwrap().data;
         assert!(label_order(false, &cifar, SplitArg::Val, ClassOrder::Auto)
             .unwrap()
             .is_none());
@@ -215,5 +222,49 @@ mod tests {
             "{e}"
         );
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Plain weights are read as the model declares (timm's data config); a training
+    /// checkpoint as its run evaluated; `--image-size` overrides either.
+    #[test]
+    fn eval_input_follows_the_model_or_the_run() {
+        use maxsup_data::Interpolation;
+        use maxsup_models::{model_info, Normalization};
+        let folder = DatasetArgs {
+            folder: Some("imgs".into()),
+            ..DatasetArgs::default()
+        };
+        let info = |name: &str| model_info(name).unwrap().data;
+        let r50 = eval_input(&folder, None, &info("resnet50")).unwrap();
+        assert_eq!(
+            (r50.image_size, r50.interpolation, r50.normalization),
+            (224, Interpolation::Bilinear, Normalization::ImageNet)
+        );
+        let deit = eval_input(&folder, None, &info("deit_small_patch16_224")).unwrap();
+        assert_eq!(deit.interpolation, Interpolation::Bicubic);
+        let small = eval_input(&folder, None, &info("resnet20_cifar")).unwrap();
+        assert_eq!(
+            (small.image_size, small.normalization),
+            (32, Normalization::Cifar10)
+        );
+        let sized = DatasetArgs {
+            image_size: Some(160),
+            ..folder.clone()
+        };
+        assert_eq!(
+            eval_input(&sized, None, &info("resnet50"))
+                .unwrap()
+                .image_size,
+            160
+        );
+        let run = TrainConfig::preset("deit-small-imagenet").unwrap();
+        let from_run = eval_input(&folder, Some(&run), &info("resnet50")).unwrap();
+        assert_eq!(from_run.source, folder.source().unwrap().unwrap());
+        assert_eq!(from_run.interpolation, Interpolation::Bicubic);
+        let e = eval_input(&DatasetArgs::default(), None, &info("resnet50")).unwrap_err();
+        assert!(
+            e.to_string().contains("plain weight files need the data"),
+            "{e}"
+        );
     }
 }

@@ -3,14 +3,13 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use candle_core::Tensor;
 use maxsup_analysis::{grad_cam, load_model};
 use maxsup_train::{build_eval_loader, parse_device, Split};
 use maxsup_viz::{write_gradcam_grid, GradCamGrid, GradCamRow, HeatMap, PlotOptions, RgbImage};
 
 use maxsup_cli::DatasetArgs;
 
-use super::extract::data_config;
+use super::extract::eval_input;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -62,14 +61,18 @@ pub fn run(args: Args) -> Result<()> {
                 );
             }
         }
-        let config = data_config(&args.data, loaded.config)?;
-        let loader = build_eval_loader(&config, Split::Val, args.images, Some(args.images))?;
+        let input = eval_input(
+            &args.data,
+            loaded.config.as_ref(),
+            &loaded.model.info().data,
+        )?;
+        let loader = build_eval_loader(&input, Split::Val, args.images, Some(args.images))?;
         let batch = loader
             .epoch(0)
             .next()
             .transpose()?
             .ok_or_else(|| anyhow::anyhow!("no validation images"))?;
-        let x = Tensor::from_slice(&batch.images, batch.shape.as_slice(), &device)?;
+        let x = maxsup_train::images_tensor(&batch, &device, candle_core::DType::F32)?;
         let classes = args.class.map(|c| vec![c; batch.len()]);
         let cam = grad_cam(loaded.model.as_ref(), &x, classes.as_deref())?;
         if shown.is_none() {
@@ -84,7 +87,7 @@ pub fn run(args: Args) -> Result<()> {
                         .enumerate()
                         .map(|(j, v)| v * p.std[j / (h * w)] + p.mean[j / (h * w)])
                         .collect();
-                    RgbImage::from_chw_f32(h, w, &pixels)
+                    maxsup_viz::rgb_from_chw_f32(h, w, &pixels)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let labels = batch.labels.iter().map(|l| format!("label {l}")).collect();

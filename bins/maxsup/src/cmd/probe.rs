@@ -28,6 +28,7 @@ pub struct Args {
     /// Fraction of each class held out for choosing λ.
     #[arg(long, default_value_t = 0.2)]
     pub val_fraction: f64,
+    /// Seed of the train/validation split (SplitMix64, reproducible from Python).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// L-BFGS iteration cap per fit.

@@ -21,6 +21,7 @@ pub struct Args {
     /// Samples per class shown (the paper uses 80).
     #[arg(long, value_parser = super::at_least_one(), default_value_t = 80)]
     pub per_class: usize,
+    /// Output figure (.png or .svg).
     #[arg(long)]
     pub out: PathBuf,
 }

@@ -1,4 +1,4 @@
-//! Linear transfer probe (paper-facts §4.2): L2-regularised multinomial logistic regression on
+//! Linear transfer probe: L2-regularised multinomial logistic regression on
 //! frozen features, trained with our L-BFGS, regularisation picked on a stratified validation
 //! split from 45 log-spaced λ in [1e-6, 1e5], then refit on train+val and scored on test.
 //!

@@ -1,6 +1,6 @@
 //! Stratified train/validation split used to choose the probe's regularisation.
 
-use crate::rng::SplitMix64;
+use maxsup_rng::SplitMix64;
 
 /// Splits sample indices per class: for each class in increasing order, its indices (in input
 /// order) are shuffled with one shared SplitMix64 stream seeded by `seed`, and the first

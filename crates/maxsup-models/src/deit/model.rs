@@ -5,6 +5,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use super::block::{timm_linear as linear, Block, LN_EPS};
 use super::config::DeiTConfig;
 use crate::classifier::ImageClassifier;
+use crate::info::{DataConfig, ModelInfo};
 use crate::init::Init;
 use crate::layers::{conv::ConvSpec, linear_drop_path_rates, Conv2d, LayerNorm, Linear};
 use crate::params::{ParamBuilder, ParamStore};
@@ -23,6 +24,7 @@ pub struct DeiT {
     norm: LayerNorm,
     head: Linear,
     params: ParamStore,
+    info: ModelInfo,
 }
 
 impl DeiT {
@@ -72,6 +74,8 @@ impl DeiT {
         let norm = LayerNorm::new(&root.pp("norm"), d, LN_EPS)?;
         let head = linear(&root.pp("head"), d, config.num_classes)?;
         let params = builder.finish();
+        // Built outside the registry: the family's defaults (the registry declares each entry's).
+        let info = ModelInfo::deit(DataConfig::imagenet_deit(config.img_size));
         Ok(Self {
             name: name.to_string(),
             config,
@@ -82,7 +86,14 @@ impl DeiT {
             norm,
             head,
             params,
+            info,
         })
+    }
+
+    /// Replaces the declared facts (the registry's entry for this model).
+    pub fn with_info(mut self, info: ModelInfo) -> Self {
+        self.info = info;
+        self
     }
 
     pub fn config(&self) -> &DeiTConfig {
@@ -103,6 +114,10 @@ impl DeiT {
 impl ImageClassifier for DeiT {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn info(&self) -> &ModelInfo {
+        &self.info
     }
 
     fn forward_features(&self, x: &Tensor, train: bool) -> Result<Tensor> {

@@ -5,6 +5,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use super::blocks::{conv, Block, BlockSpec};
 use super::config::{BlockKind, ResNetConfig, Stem};
 use crate::classifier::ImageClassifier;
+use crate::info::{DataConfig, ModelInfo};
 use crate::init::Init;
 use crate::layers::{BatchNorm2d, Conv2d, Linear};
 use crate::params::{ParamBuilder, ParamStore};
@@ -20,6 +21,7 @@ pub struct ResNet {
     stages: Vec<Vec<Block>>,
     fc: Linear,
     params: ParamStore,
+    info: ModelInfo,
 }
 
 impl ResNet {
@@ -75,6 +77,11 @@ impl ResNet {
             fc_init,
         )?;
         let params = builder.finish();
+        // Built outside the registry: the family's defaults (the registry declares each entry's).
+        let info = ModelInfo::resnet(match config.stem {
+            Stem::ImageNet => DataConfig::IMAGENET_RESNET,
+            Stem::Cifar => DataConfig::cifar(32),
+        });
         Ok(Self {
             name: name.to_string(),
             config,
@@ -83,7 +90,14 @@ impl ResNet {
             stages,
             fc,
             params,
+            info,
         })
+    }
+
+    /// Replaces the declared facts (the registry's entry for this model).
+    pub fn with_info(mut self, info: ModelInfo) -> Self {
+        self.info = info;
+        self
     }
 
     pub fn config(&self) -> &ResNetConfig {
@@ -99,6 +113,10 @@ impl ResNet {
 impl ImageClassifier for ResNet {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn info(&self) -> &ModelInfo {
+        &self.info
     }
 
     fn forward_features(&self, x: &Tensor, train: bool) -> Result<Tensor> {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use candle_core::{backprop::GradStore, Device, Tensor, Var};
 use maxsup_optim::{
-    deit_param_groups, AdamW, AdamWConfig, Optimizer, OptimizerState, ParamGroup, Sgd, SgdConfig,
+    split_weight_decay, AdamW, AdamWConfig, Optimizer, OptimizerState, ParamGroup, Sgd, SgdConfig,
 };
 
 const STEPS: usize = 7;
@@ -60,9 +60,13 @@ fn fresh_vars(params: &[(String, Tensor)]) -> HashMap<String, Var> {
 }
 
 fn groups(vars: &HashMap<String, Var>) -> Vec<ParamGroup> {
-    deit_param_groups(vars.iter().map(|(k, v)| (k.clone(), v.clone())), 0.05)
-        .unwrap()
-        .into()
+    split_weight_decay(
+        vars.iter().map(|(k, v)| (k.clone(), v.clone())),
+        0.05,
+        &["pos_embed", "cls_token"],
+    )
+    .unwrap()
+    .into()
 }
 
 fn lr_at(step: usize) -> f64 {
