@@ -19,7 +19,7 @@ fn pool_high_water(device: &Device, reset: bool) -> Result<u64> {
 }
 
 fn measure(name: &str, gpu: &Device, batch: usize, warmup: usize, steps: usize) -> Result<Value> {
-    let is_vit = name.starts_with("deit");
+    let is_vit = maxsup_models::model_family(name) == Some(maxsup_models::ModelFamily::DeiT);
     let options = ModelOptions {
         num_classes: Some(1000),
         drop_path_rate: if is_vit { 0.1 } else { 0.0 },

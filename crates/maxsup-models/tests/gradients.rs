@@ -2,7 +2,7 @@
 //! catches the silent-freeze class of bugs (candle ops without backward, detached branches).
 
 use candle_core::{DType, Device, Tensor};
-use maxsup_models::{create_model, model_names, ModelOptions};
+use maxsup_models::{create_model, model_names, ModelFamily, ModelOptions};
 
 /// Input geometry small enough for a fast test, large enough that every BatchNorm in train mode
 /// sees several values per channel (with 2 values BN's output is +-1 whatever its input, which
@@ -81,26 +81,34 @@ fn check_group(filter: impl Fn(&str) -> bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The registry's declared family and input size of `name`.
+fn family_and_size(name: &str) -> (ModelFamily, usize) {
+    let info = maxsup_models::model_info(name).expect("registered");
+    (info.family, info.data.input_size)
+}
+
 #[test]
 fn imagenet_resnets_train_every_parameter() -> anyhow::Result<()> {
-    check_group(|n| n.starts_with("resnet") && !n.ends_with("_cifar"))
+    check_group(|n| family_and_size(n) == (ModelFamily::ResNet, 224))
 }
 
 #[test]
 fn cifar_resnets_train_every_parameter() -> anyhow::Result<()> {
-    check_group(|n| n.starts_with("resnet") && n.ends_with("_cifar"))
+    check_group(|n| family_and_size(n) == (ModelFamily::ResNet, 32))
 }
 
 #[test]
 fn deits_train_every_parameter() -> anyhow::Result<()> {
-    check_group(|n| n.starts_with("deit"))
+    check_group(|n| family_and_size(n).0 == ModelFamily::DeiT)
 }
 
 #[test]
 fn every_registered_name_is_covered_by_a_group() {
     for n in model_names() {
+        // The groups above cover the DeiTs and the ResNets at 224 and 32 px.
+        let (family, size) = family_and_size(n);
         assert!(
-            n.starts_with("resnet") || n.starts_with("deit"),
+            family == ModelFamily::DeiT || size == 224 || size == 32,
             "{n} is not in any gradient group"
         );
     }

@@ -79,7 +79,7 @@ fn check(name: &str, fixture_name: &str, options: ModelOptions) -> anyhow::Resul
             compared += 1;
         }
     }
-    if name.starts_with("resnet") {
+    if maxsup_models::model_family(name) == Some(maxsup_models::ModelFamily::ResNet) {
         assert!(
             compared > 0,
             "{fixture_name}: no running statistics compared"
