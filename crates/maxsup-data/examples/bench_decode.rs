@@ -8,7 +8,7 @@
 //! `perf stat`).
 //! bench/vs_torchvision.sh runs this and the torchvision anchor in one go and prints the ratio.
 
-use maxsup_data::decode::decode;
+use maxsup_data::decode_image as decode;
 use maxsup_data::{Interpolation, Pipeline, Rng};
 
 fn main() -> anyhow::Result<()> {

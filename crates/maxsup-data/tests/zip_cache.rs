@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use maxsup_data::decode::decode;
+use maxsup_data::decode_image as decode;
 use maxsup_data::{
     build_zip_from_folder, ClassIndexConverter, Dataset, ImageFolder, Interpolation, Loader,
     LoaderConfig, Pipeline, ZipCache, ZipCacheOptions,

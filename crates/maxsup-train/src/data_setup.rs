@@ -134,8 +134,8 @@ impl EvalInput {
         let mut p = Pipeline::imagenet_eval(self.image_size, self.crop_pct, self.interpolation);
         if self.normalization == Normalization::Cifar10 {
             (p.mean, p.std) = (
-                maxsup_data::pipeline::CIFAR10_MEAN,
-                maxsup_data::pipeline::CIFAR10_STD,
+                maxsup_data::CIFAR10_MEAN,
+                maxsup_data::CIFAR10_STD,
             );
         }
         p

@@ -134,11 +134,11 @@ fn check(a: CheckArgs) -> anyhow::Result<()> {
 }
 
 /// Sample `i` read as training reads it, then decoded whole by every decoder training may use
-/// (`maxsup_data::decode::verify`), so that a file passes here exactly when no crop can fail.
+/// (`maxsup_data::verify_image`), so that a file passes here exactly when no crop can fail.
 fn verify_sample(ds: &dyn Dataset, i: usize) -> anyhow::Result<()> {
     match ds.load_raw(i)? {
         maxsup_data::RawSample::Encoded(bytes) => {
-            maxsup_data::decode::verify(&bytes).with_context(|| format!("decoding {}", ds.name(i)))
+            maxsup_data::verify_image(&bytes).with_context(|| format!("decoding {}", ds.name(i)))
         }
         maxsup_data::RawSample::Decoded(_) => Ok(()),
     }

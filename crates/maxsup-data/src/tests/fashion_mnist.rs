@@ -3,15 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
-use maxsup_data::fashion_mnist::{IMAGES_MAGIC, LABELS_MAGIC, PAD, SIDE};
-use maxsup_data::{Dataset, FashionMnist, FashionSplit};
+use crate::fashion_mnist::{IMAGES_MAGIC, LABELS_MAGIC, PAD, SIDE};
+use crate::{Dataset, FashionMnist, FashionSplit};
 
 /// The real Fashion-MNIST files, fetched with the project's script when absent (a failed fetch
 /// fails the test).
 fn fashion_dir() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = root.join("data/fashion-mnist");
-    maxsup_data::fetch::install_with_script(
+    crate::fetch::install_with_script(
         &root.join("data/fetch-fashion-mnist.sh"),
         &dir,
         "t10k-labels-idx1-ubyte",
@@ -21,7 +21,7 @@ fn fashion_dir() -> PathBuf {
 }
 
 /// The padded RGB pixel that shows source pixel (x, y) of the 28x28 image.
-fn padded(img: &maxsup_data::RgbImage, x: usize, y: usize) -> [u8; 3] {
+fn padded(img: &crate::RgbImage, x: usize, y: usize) -> [u8; 3] {
     img.pixel(x + PAD, y + PAD)
 }
 

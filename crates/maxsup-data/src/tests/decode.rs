@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use maxsup_data::decode::decode;
-use maxsup_data::geometry::Geometry;
-use maxsup_data::resample::{resample, Interpolation, Rect};
-use maxsup_data::{RgbImage, Rng};
+use crate::decode::decode;
+use crate::geometry::Geometry;
+use crate::resample::{resample, Interpolation, Rect};
+use crate::{RgbImage, Rng};
 
 fn data(name: &str) -> Vec<u8> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -152,7 +152,7 @@ fn truncated_and_corrupt_images_are_errors() {
 /// more) makes the same random draws as decoding first, and nearly the same pixels.
 #[test]
 fn crop_decoding_matches_decode_then_crop() {
-    use maxsup_data::{Interpolation, Pipeline};
+    use crate::{Interpolation, Pipeline};
     for name in ["photo_baseline.jpg", "photo_progressive.jpg", "gray.jpg"] {
         let bytes = data(name);
         let full = decode(&bytes).unwrap();
@@ -251,7 +251,7 @@ fn a_png_header_claiming_a_huge_image_is_refused_before_allocating() {
     png.extend(chunk(b"IHDR", &ihdr));
     png.extend(chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00]));
     png.extend(chunk(b"IEND", &[]));
-    let msg = format!("{:#}", maxsup_data::decode::decode_png(&png).unwrap_err());
+    let msg = format!("{:#}", crate::decode::decode_png(&png).unwrap_err());
     assert!(msg.contains("PNG of 100000x100000 exceeds"), "{msg}");
 
     // Sides within limits, 10^8 pixels: beyond Pillow's MAX_IMAGE_PIXELS.
@@ -262,7 +262,7 @@ fn a_png_header_claiming_a_huge_image_is_refused_before_allocating() {
     png.extend(chunk(b"IHDR", &ihdr));
     png.extend(chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00]));
     png.extend(chunk(b"IEND", &[]));
-    let msg = format!("{:#}", maxsup_data::decode::decode(&png).unwrap_err());
+    let msg = format!("{:#}", crate::decode::decode(&png).unwrap_err());
     assert!(
         msg.contains("100000000 pixels exceeds the 89478485-pixel limit"),
         "{msg}"
@@ -275,12 +275,12 @@ fn verify_rejects_damage_that_a_region_decode_can_miss() {
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/photo_baseline.jpg"),
     )
     .unwrap();
-    maxsup_data::decode::verify(&good).unwrap();
+    crate::decode::verify(&good).unwrap();
     // Cut in the middle of the entropy-coded data, with an end-of-image marker appended (passes
     // the truncation check).
     let mut cut = good[..good.len() * 2 / 3].to_vec();
     cut.extend_from_slice(&[0xFF, 0xD9]);
-    let e = maxsup_data::decode::verify(&cut);
+    let e = crate::decode::verify(&cut);
     assert!(e.is_err(), "truncated + EOI verified as good");
     // Huffman garbage in the second half of the scan.
     let mut garbage = good.clone();
@@ -292,15 +292,15 @@ fn verify_rejects_damage_that_a_region_decode_can_miss() {
             (i as u8).wrapping_mul(37) | 1
         };
     }
-    let e = maxsup_data::decode::verify(&garbage);
+    let e = crate::decode::verify(&garbage);
     assert!(e.is_err(), "Huffman garbage verified as good");
     // What the general decoder alone says, for the record (the reason verify uses both).
     eprintln!(
         "zune alone: truncated+EOI {:?}, garbage {:?}",
-        maxsup_data::decode::decode(&cut)
+        crate::decode::decode(&cut)
             .map(|_| ())
             .map_err(|e| e.to_string()),
-        maxsup_data::decode::decode(&garbage)
+        crate::decode::decode(&garbage)
             .map(|_| ())
             .map_err(|e| e.to_string())
     );

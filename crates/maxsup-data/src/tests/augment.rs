@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
-use maxsup_data::decode::decode;
-use maxsup_data::pil_ops;
-use maxsup_data::randaugment::{AugmentOp, OpContext, RAND_INCREASING_TRANSFORMS};
-use maxsup_data::random_erasing::RandomErasing;
-use maxsup_data::{Interpolation, Pipeline, RandAugment, RgbImage, Rng};
+use crate::decode::decode;
+use crate::pil_ops;
+use crate::randaugment::{AugmentOp, OpContext, RAND_INCREASING_TRANSFORMS};
+use crate::random_erasing::RandomErasing;
+use crate::{Interpolation, Pipeline, RandAugment, RgbImage, Rng};
 
 fn load(name: &str) -> RgbImage {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

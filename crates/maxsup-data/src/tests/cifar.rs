@@ -3,15 +3,15 @@
 
 use std::path::PathBuf;
 
-use maxsup_data::cifar::{Cifar10, CifarSplit, RECORD_BYTES};
-use maxsup_data::Dataset;
+use crate::cifar::{Cifar10, CifarSplit, RECORD_BYTES};
+use crate::Dataset;
 
 /// The real CIFAR-10 files, fetched with the project's script when absent (a failed fetch fails
 /// the test: it never passes without its data).
 fn cifar_dir() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = root.join("data/cifar-10-batches-bin");
-    maxsup_data::fetch::install_with_script(
+    crate::fetch::install_with_script(
         &root.join("data/fetch-cifar10.sh"),
         &dir,
         "test_batch.bin",
