@@ -158,9 +158,9 @@ impl TrainArgs {
             ("--model", c.model != saved.model),
             (
                 "--cifar10/--fashion-mnist/--folder/--zip/--cache",
-                c.data != saved.data,
+                c.input.source != saved.input.source,
             ),
-            ("--image-size", c.image_size != saved.image_size),
+            ("--image-size", c.input.image_size != saved.input.image_size),
             ("--loss", c.loss != saved.loss),
             ("--seed", c.seed != saved.seed),
             ("--blurpool", c.blurpool != saved.blurpool),
@@ -273,7 +273,8 @@ impl TrainArgs {
     /// Every given option written into `c`.
     fn apply(&self, c: &mut TrainConfig) -> Result<()> {
         set(&mut c.model, self.model.clone());
-        self.data.apply(&mut c.data, &mut c.image_size)?;
+        self.data
+            .apply(&mut c.input.source, &mut c.input.image_size)?;
         set(&mut c.loss, self.loss);
         set(&mut c.alpha_start, self.alpha_start);
         set(&mut c.alpha_end, self.alpha_end);
@@ -302,8 +303,8 @@ impl TrainArgs {
         if let Some(norm) = self.clip_grad {
             c.clip_grad = (norm != 0.0).then_some(norm);
         }
-        set(&mut c.augment.mixup, self.mixup);
-        set(&mut c.augment.cutmix, self.cutmix);
+        set(&mut c.input.augment.mixup, self.mixup);
+        set(&mut c.input.augment.cutmix, self.cutmix);
         set(&mut c.seed, self.seed);
         set(&mut c.device, self.device.clone());
         c.precision = match &self.precision {

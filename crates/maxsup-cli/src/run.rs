@@ -181,7 +181,7 @@ fn run(
     println!(
         "done: {} on {} with {} for {} epochs: test top-1 {:.2}% (best {:.2}% at epoch {}), top-5 {:.2}%, NLL {:.4}, ECE {:.4}; {:.1} min; checkpoints in {}",
         state.config.model,
-        data_name(&state.config.data),
+        data_name(&state.config.input.source),
         state.config.loss,
         state.config.epochs,
         100.0 * last.top1,
@@ -233,7 +233,7 @@ fn data_name(data: &DataSource) -> String {
 
 /// The default run needs no user data: CIFAR-10 is installed by the project's fetch script.
 fn ensure_data(config: &TrainConfig) -> Result<()> {
-    let DataSource::Cifar10 { dir } = &config.data else {
+    let DataSource::Cifar10 { dir } = &config.input.source else {
         return Ok(());
     };
     if dir.join("test_batch.bin").exists() {

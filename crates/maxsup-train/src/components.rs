@@ -23,7 +23,7 @@ pub fn build_model(
         num_classes: Some(num_classes),
         drop_path_rate: if is_deit { config.drop_path } else { 0.0 },
         blurpool: config.blurpool && !is_deit,
-        img_size: is_deit.then_some(config.image_size),
+        img_size: is_deit.then_some(config.input.image_size),
         seed: config.seed,
     };
     create_model(&config.model, &options, device)

@@ -32,13 +32,13 @@ pub fn build_loaders_for_rank(
     rank: usize,
     world: usize,
 ) -> Result<DataLoaders> {
-    if world > 1 && matches!(config.data, DataSource::Zip { cache: true, .. }) {
+    if world > 1 && matches!(config.input.source, DataSource::Zip { cache: true, .. }) {
         bail!(
             "--cache with {world} processes: every rank would hold the whole split in memory; \
              read the zip cache without --cache (memory-mapped, shared by the processes)"
         );
     }
-    let (train, eval) = open_datasets(&config.data)?;
+    let (train, eval) = open_datasets(&config.input.source)?;
     let train = subset(train, config.train_subset).context("--train-subset")?;
     let eval = subset(eval, config.eval_subset).context("--eval-subset")?;
     let num_classes = train.num_classes();
@@ -49,10 +49,10 @@ pub fn build_loaders_for_rank(
         LoaderConfig::train(config.batch_size, config.seed).with_global_batch_part(rank, world),
     )
     .with_context(|| format!("--batch-size {}", config.batch_size))?;
-    let train_loader = if config.augment.mixes() {
+    let train_loader = if config.input.augment.mixes() {
         let mut mixup = Mixup::deit(num_classes, 0.0);
-        mixup.mixup_alpha = config.augment.mixup;
-        mixup.cutmix_alpha = config.augment.cutmix;
+        mixup.mixup_alpha = config.input.augment.mixup;
+        mixup.cutmix_alpha = config.input.augment.cutmix;
         train_loader.with_mixup(mixup)?
     } else {
         train_loader
@@ -103,8 +103,8 @@ impl EvalInput {
     /// The evaluation the run `config` uses after every epoch.
     pub fn of_run(config: &TrainConfig) -> Self {
         Self {
-            source: config.data.clone(),
-            image_size: config.image_size,
+            source: config.input.source.clone(),
+            image_size: config.input.image_size,
             crop_pct: 0.875,
             interpolation: eval_interpolation(config),
             normalization: Normalization::ImageNet,
@@ -133,10 +133,7 @@ impl EvalInput {
         }
         let mut p = Pipeline::imagenet_eval(self.image_size, self.crop_pct, self.interpolation);
         if self.normalization == Normalization::Cifar10 {
-            (p.mean, p.std) = (
-                maxsup_data::CIFAR10_MEAN,
-                maxsup_data::CIFAR10_STD,
-            );
+            (p.mean, p.std) = (maxsup_data::CIFAR10_MEAN, maxsup_data::CIFAR10_STD);
         }
         p
     }
@@ -162,7 +159,7 @@ fn is_small(source: &DataSource) -> bool {
 }
 
 fn eval_interpolation(config: &TrainConfig) -> Interpolation {
-    if config.augment.bicubic {
+    if config.input.augment.bicubic {
         Interpolation::Bicubic
     } else {
         Interpolation::Bilinear
@@ -263,12 +260,12 @@ pub fn open_split(source: &DataSource, split: Split) -> Result<Arc<dyn Dataset>>
 /// recipe's [`crate::AugmentConfig`] alone (the one place DeiT's augmentation is decided), on
 /// the geometry of the data: pad-crop for the 32x32 sources, RandomResizedCrop otherwise.
 fn pipelines(config: &TrainConfig) -> (Pipeline, Pipeline) {
-    let a = &config.augment;
+    let a = &config.input.augment;
     let eval = EvalInput::of_run(config).pipeline();
-    let mut train = if is_small(&config.data) {
+    let mut train = if is_small(&config.input.source) {
         Pipeline::cifar_train()
     } else {
-        Pipeline::imagenet_train(config.image_size, eval_interpolation(config))
+        Pipeline::imagenet_train(config.input.image_size, eval_interpolation(config))
     };
     train.randaugment = a.randaugment.then(RandAugment::deit);
     // timm applies color jitter only when auto-augment is off (DeiT's 0.3 is therefore unused).

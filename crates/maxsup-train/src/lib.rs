@@ -34,5 +34,6 @@ pub use events::{EvalStats, Event, Fanout, JsonLinesLog, Observer, Silent, Train
 pub use precision::Precision;
 pub use recipe::{
     recipe_names, AugmentConfig, DataSource, OptimizerConfig, ScheduleConfig, TrainConfig,
+    TrainData,
 };
 pub use trainer::{RunState, Trainer, BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, LOG_FILE};

@@ -85,6 +85,17 @@ impl AugmentConfig {
     }
 }
 
+/// The data part of a [`TrainConfig`]: the source, the input resolution and the training
+/// augmentation (the evaluation transform follows from them, see `EvalInput::of_run`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainData {
+    #[serde(rename = "data")]
+    pub source: DataSource,
+    /// Square input resolution.
+    pub image_size: usize,
+    pub augment: AugmentConfig,
+}
+
 /// Every setting of a training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -92,9 +103,9 @@ pub struct TrainConfig {
     pub recipe: String,
     /// Registry name of the model (`resnet20_cifar`, `resnet50`, `deit_small_patch16_224`, ...).
     pub model: String,
-    pub data: DataSource,
-    /// Square input resolution.
-    pub image_size: usize,
+    /// What the run reads and how it augments it (serialized flat, as its fields always were).
+    #[serde(flatten)]
+    pub input: TrainData,
     pub epochs: usize,
     /// Global batch size (per process times processes).
     pub batch_size: usize,
@@ -118,7 +129,6 @@ pub struct TrainConfig {
     pub zipf_weight: f64,
     pub drop_path: f64,
     pub blurpool: bool,
-    pub augment: AugmentConfig,
     /// Model EMA decay (`None` = no EMA).
     pub ema_decay: Option<f64>,
     /// Clip gradients to this global L2 norm (`None` = no clipping).
@@ -183,8 +193,11 @@ fn base_config(name: &str) -> TrainConfig {
     TrainConfig {
         recipe: name.to_string(),
         model: String::new(),
-        data: cifar10(),
-        image_size: 32,
+        input: TrainData {
+            source: cifar10(),
+            image_size: 32,
+            augment: AugmentConfig::NONE,
+        },
         epochs: 0,
         batch_size: 128,
         eval_batch_size: 500,
@@ -209,7 +222,6 @@ fn base_config(name: &str) -> TrainConfig {
         zipf_weight: 0.1,
         drop_path: 0.0,
         blurpool: false,
-        augment: AugmentConfig::NONE,
         ema_decay: None,
         clip_grad: None,
         seed: 0,
@@ -284,8 +296,11 @@ fn cifar100_resnet18(base: TrainConfig) -> TrainConfig {
 fn resnet50_imagenet(base: TrainConfig) -> TrainConfig {
     TrainConfig {
         model: "resnet50".into(),
-        data: imagenet_zip(),
-        image_size: 224,
+        input: TrainData {
+            source: imagenet_zip(),
+            image_size: 224,
+            augment: AugmentConfig::NONE,
+        },
         epochs: 200,
         batch_size: 2048,
         eval_batch_size: 256,
@@ -309,8 +324,11 @@ fn resnet50_imagenet(base: TrainConfig) -> TrainConfig {
 fn resnet50_imagenet_step(base: TrainConfig) -> TrainConfig {
     TrainConfig {
         model: "resnet50".into(),
-        data: imagenet_zip(),
-        image_size: 224,
+        input: TrainData {
+            source: imagenet_zip(),
+            image_size: 224,
+            augment: AugmentConfig::NONE,
+        },
         epochs: 90,
         batch_size: 512,
         eval_batch_size: 256,
@@ -336,8 +354,18 @@ fn resnet50_imagenet_step(base: TrainConfig) -> TrainConfig {
 fn deit_small_imagenet(base: TrainConfig) -> TrainConfig {
     TrainConfig {
         model: "deit_small_patch16_224".into(),
-        data: imagenet_zip(),
-        image_size: 224,
+        input: TrainData {
+            source: imagenet_zip(),
+            image_size: 224,
+            augment: AugmentConfig {
+                randaugment: true,
+                color_jitter: 0.3,
+                random_erasing: 0.25,
+                mixup: 0.0,
+                cutmix: 0.0,
+                bicubic: true,
+            },
+        },
         epochs: 300,
         batch_size: 1024,
         eval_batch_size: 384,
@@ -352,14 +380,6 @@ fn deit_small_imagenet(base: TrainConfig) -> TrainConfig {
         },
         lr_per_iteration: false,
         drop_path: 0.1,
-        augment: AugmentConfig {
-            randaugment: true,
-            color_jitter: 0.3,
-            random_erasing: 0.25,
-            mixup: 0.0,
-            cutmix: 0.0,
-            bicubic: true,
-        },
         ema_decay: Some(0.99996),
         ..base
     }
@@ -397,8 +417,8 @@ impl TrainConfig {
             bail!("learning rate must be positive, got {}", self.lr);
         }
         for (name, alpha) in [
-            ("mixup", self.augment.mixup),
-            ("cutmix", self.augment.cutmix),
+            ("mixup", self.input.augment.mixup),
+            ("cutmix", self.input.augment.cutmix),
         ] {
             if !(alpha >= 0.0 && alpha.is_finite()) {
                 bail!("{name} alpha must be >= 0 (0 turns it off), got {alpha}");
@@ -444,7 +464,7 @@ impl TrainConfig {
                 bail!("--clip-grad {norm} must be positive (0 turns clipping off)");
             }
         }
-        if self.augment.mixes()
+        if self.input.augment.mixes()
             && matches!(self.loss, LossKind::Ols | LossKind::Zipf | LossKind::Focal)
         {
             bail!(
@@ -467,6 +487,20 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The data part is its own type in Rust but flat in the file, so run states and
+    /// config.json files written before the split still read.
+    #[test]
+    fn the_data_part_serializes_flat_as_before() {
+        let c = TrainConfig::preset("deit-small-imagenet").unwrap();
+        let v = serde_json::to_value(&c).unwrap();
+        for key in ["data", "image_size", "augment", "model", "epochs"] {
+            assert!(v.get(key).is_some(), "no top-level `{key}` in {v}");
+        }
+        assert!(v.get("input").is_none() && v.get("source").is_none(), "{v}");
+        assert_eq!(v["data"]["kind"], "zip");
+        assert_eq!(v["augment"]["randaugment"], true);
+    }
 
     #[test]
     fn every_preset_is_valid_and_round_trips_through_json() {
@@ -502,7 +536,7 @@ mod tests {
     #[test]
     fn incompatible_settings_are_rejected() {
         let mut c = TrainConfig::preset("deit-small-imagenet").unwrap();
-        c.augment.mixup = 0.8;
+        c.input.augment.mixup = 0.8;
         c.loss = LossKind::Ols;
         assert!(c
             .validate()

@@ -18,7 +18,7 @@ fn config(out_dir: &Path, epochs: usize) -> TrainConfig {
     maxsup_data::fetch::install_with_script(&script, &dir, "test_batch.bin")
         .expect("CIFAR-10 is needed by this test and could not be installed");
     let mut c = TrainConfig::preset("cifar10-resnet20").unwrap();
-    c.data = maxsup_train::DataSource::Cifar10 { dir };
+    c.input.source = maxsup_train::DataSource::Cifar10 { dir };
     c.epochs = epochs;
     c.batch_size = 50;
     c.eval_batch_size = 250;

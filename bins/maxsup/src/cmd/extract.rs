@@ -130,7 +130,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let loaded = load_model_weights(&args.weights, args.model.as_deref(), set, &device)?;
     let trained_on_zip = matches!(
-        loaded.config.as_ref().map(|c| &c.data),
+        loaded.config.as_ref().map(|c| &c.input.source),
         Some(DataSource::Zip { .. })
     );
     let input = eval_input(
@@ -211,7 +211,7 @@ mod tests {
         assert!(label_order(true, &c, SplitArg::Val, ClassOrder::Sorted)
             .unwrap()
             .is_some());
-        let cifar = TrainConfig::preset("cifar10-resnet20").unwrap().data;
+        let cifar = TrainConfig::preset("cifar10-resnet20").unwrap().input.source;
         assert!(label_order(false, &cifar, SplitArg::Val, ClassOrder::Auto)
             .unwrap()
             .is_none());

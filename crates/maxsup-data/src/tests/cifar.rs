@@ -11,12 +11,8 @@ use crate::Dataset;
 fn cifar_dir() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = root.join("data/cifar-10-batches-bin");
-    crate::fetch::install_with_script(
-        &root.join("data/fetch-cifar10.sh"),
-        &dir,
-        "test_batch.bin",
-    )
-    .expect("CIFAR-10 is needed by this test and could not be installed");
+    crate::fetch::install_with_script(&root.join("data/fetch-cifar10.sh"), &dir, "test_batch.bin")
+        .expect("CIFAR-10 is needed by this test and could not be installed");
     dir
 }
 
