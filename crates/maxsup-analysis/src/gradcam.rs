@@ -47,7 +47,8 @@ pub fn grad_cam(
     let Some(grad) = grads.get(activation.as_tensor()) else {
         bail!("grad_cam: no gradient reached the last-stage activation");
     };
-    let (act, grad, height, width) = spatial_layout(activation.as_tensor(), grad)?;
+    let spatial = model.info().spatial_stage;
+    let (act, grad, height, width) = spatial_layout(activation.as_tensor(), grad, spatial)?;
     // act, grad: [B, C, h*w]
     let alpha = grad.mean_keepdim(2)?; // [B, C, 1]
     let cam = act.broadcast_mul(&alpha)?.sum(1)?.relu()?; // [B, h*w]
@@ -62,15 +63,21 @@ pub fn grad_cam(
 
 /// Brings the activation and its gradient to `[B, C, h*w]`: a conv feature map directly, ViT
 /// tokens without the CLS token, transposed, on a square patch grid.
-fn spatial_layout(act: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor, usize, usize)> {
-    match act.dims() {
-        &[b, c, h, w] => Ok((
+/// The activation and its gradient as `[B, C, h*w]` with the grid size: a spatial stage (as the
+/// model declares) as it is; tokens with the CLS token first (DeiT) on their square grid.
+fn spatial_layout(
+    act: &Tensor,
+    grad: &Tensor,
+    spatial: bool,
+) -> Result<(Tensor, Tensor, usize, usize)> {
+    match (spatial, act.dims()) {
+        (true, &[b, c, h, w]) => Ok((
             act.reshape((b, c, h * w))?,
             grad.reshape((b, c, h * w))?,
             h,
             w,
         )),
-        &[_, tokens, _] => {
+        (false, &[_, tokens, _]) if tokens > 1 => {
             let patches = tokens - 1;
             let side = (patches as f64).sqrt().round() as usize;
             if side * side != patches {
@@ -81,6 +88,11 @@ fn spatial_layout(act: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor, usize,
             };
             Ok((layout(act)?, layout(grad)?, side, side))
         }
-        other => bail!("grad_cam: unexpected last-stage activation shape {other:?}"),
+        (spatial, other) => {
+            bail!(
+            "grad_cam: last-stage activation of shape {other:?} does not fit a model declaring {}",
+            if spatial { "a spatial stage [B, C, h, w]" } else { "tokens [B, 1 + patches, D]" }
+        )
+        }
     }
 }

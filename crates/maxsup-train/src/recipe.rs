@@ -473,7 +473,7 @@ impl TrainConfig {
             );
         }
         if self.loss == LossKind::Zipf
-            && maxsup_models::model_family(&self.model) == Some(maxsup_models::ModelFamily::DeiT)
+            && maxsup_models::model_info(&self.model).is_some_and(|i| !i.spatial_stage)
         {
             bail!(
                 "Zipf-LS needs a spatial feature map; use it with a ResNet, not `{}`",

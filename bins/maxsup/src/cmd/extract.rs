@@ -211,7 +211,10 @@ mod tests {
         assert!(label_order(true, &c, SplitArg::Val, ClassOrder::Sorted)
             .unwrap()
             .is_some());
-        let cifar = TrainConfig::preset("cifar10-resnet20").unwrap().input.source;
+        let cifar = TrainConfig::preset("cifar10-resnet20")
+            .unwrap()
+            .input
+            .source;
         assert!(label_order(false, &cifar, SplitArg::Val, ClassOrder::Auto)
             .unwrap()
             .is_none());
