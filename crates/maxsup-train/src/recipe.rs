@@ -488,6 +488,18 @@ impl TrainConfig {
 mod tests {
     use super::*;
 
+    /// Zipf-LS needs `dense_logits`, i.e. a model that declares a spatial last stage.
+    #[test]
+    fn zipf_ls_is_refused_for_a_model_without_a_spatial_stage() {
+        let mut c = TrainConfig::preset("deit-small-imagenet").unwrap();
+        c.loss = LossKind::Zipf;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("Zipf-LS needs a spatial feature map"), "{e}");
+        c.model = "resnet50".into();
+        c.drop_path = 0.0;
+        c.validate().unwrap();
+    }
+
     /// The data part is its own type in Rust but flat in the file, so run states and
     /// config.json files written before the split still read.
     #[test]
