@@ -49,22 +49,30 @@ impl Output {
     }
 }
 
-/// Writes `v` into every slot and returns them as floats.
+/// Writes `v` into every slot and returns them as floats (a `memset` for +0.0, which is what
+/// the kernels fill with).
 pub fn fill(slots: &mut [MaybeUninit<f32>], v: f32) -> &mut [f32] {
-    for s in slots.iter_mut() {
-        s.write(v);
+    if v.to_bits() == 0 {
+        // SAFETY: the all-zero bit pattern is +0.0; `slots` is valid for `len` writes.
+        unsafe { std::ptr::write_bytes(slots.as_mut_ptr(), 0, slots.len()) };
+    } else {
+        for s in slots.iter_mut() {
+            s.write(v);
+        }
     }
     // SAFETY: every slot was written just above.
     unsafe { assume_init_mut(slots) }
 }
 
-/// Copies `src` into the slots (equal lengths) and returns them as floats.
+/// Copies `src` into the slots (equal lengths, one `memcpy`) and returns them as floats.
 pub fn copy<'a>(slots: &'a mut [MaybeUninit<f32>], src: &[f32]) -> &'a mut [f32] {
     assert_eq!(slots.len(), src.len(), "copy: lengths differ");
-    for (s, &v) in slots.iter_mut().zip(src) {
-        s.write(v);
-    }
-    // SAFETY: the lengths are equal, so every slot was written just above.
+    // SAFETY: equal lengths; `src` is initialised and cannot overlap the exclusively borrowed
+    // slots; `MaybeUninit<f32>` has `f32`'s layout.
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.as_ptr(), slots.as_mut_ptr().cast::<f32>(), src.len())
+    };
+    // SAFETY: every slot was written just above.
     unsafe { assume_init_mut(slots) }
 }
 
@@ -94,9 +102,10 @@ mod tests {
     fn written_buffers_keep_length_capacity_and_values() {
         let mut out = Output::with_room(5, 3);
         copy(&mut out.slots()[..2], &[1.0, 2.0]);
-        fill(&mut out.slots()[2..], 7.0);
+        fill(&mut out.slots()[2..4], 7.0);
+        fill(&mut out.slots()[4..], 0.0);
         let v = unsafe { out.assume_init() };
-        assert_eq!(v, vec![1.0, 2.0, 7.0, 7.0, 7.0]);
+        assert_eq!(v, vec![1.0, 2.0, 7.0, 7.0, 0.0]);
         assert!(v.capacity() >= 8);
     }
 
