@@ -42,26 +42,9 @@ impl Interpolation {
     }
 }
 
-/// A rectangle in pixel coordinates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rect {
-    pub x: usize,
-    pub y: usize,
-    pub width: usize,
-    pub height: usize,
-}
-
-impl Rect {
-    /// The `width x height` rectangle at the origin (a whole image, or a whole resized output).
-    pub fn sized(width: usize, height: usize) -> Rect {
-        Rect {
-            x: 0,
-            y: 0,
-            width,
-            height,
-        }
-    }
-}
+/// A rectangle in pixel coordinates: the JPEG decoder's region type, so that a crop passes to
+/// the region decoder as it is.
+pub use maxsup_jpeg::Region as Rect;
 
 /// Filter taps of one axis: for output i, source pixels `start[i] .. start[i] + taps` with weights
 /// `weights[i * taps ..]` (zero-padded to a common tap count).

@@ -18,6 +18,18 @@ pub struct Region {
     pub height: usize,
 }
 
+impl Region {
+    /// The `width x height` rectangle at the origin (a whole image, or a whole resized output).
+    pub fn sized(width: usize, height: usize) -> Region {
+        Region {
+            x: 0,
+            y: 0,
+            width,
+            height,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ColorModel {
     Gray,
