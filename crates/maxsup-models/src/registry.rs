@@ -48,27 +48,34 @@ enum Arch {
     },
 }
 
+/// The images an entry is made for: what its declared evaluation input follows.
+#[derive(Clone, Copy)]
+enum Images {
+    ImageNet,
+    Cifar,
+}
+
 struct Entry {
     name: &'static str,
     arch: Arch,
     default_classes: usize,
+    images: Images,
     summary: &'static str,
 }
 
 impl Entry {
     /// The model's declared facts at input size `img_size` (DeiT; `None` = the name's).
     fn info(&self, img_size: Option<usize>) -> ModelInfo {
-        match self.arch {
-            Arch::ResNet(_) => ModelInfo::resnet(DataConfig::IMAGENET_RESNET),
-            Arch::ResNetCifarStem(_) | Arch::CifarHe(_) => ModelInfo::resnet(DataConfig::cifar(32)),
-            Arch::DeiT { img, .. } => {
+        match (self.arch, self.images) {
+            (Arch::DeiT { img, .. }, images) => {
                 let size = img_size.unwrap_or(img);
-                ModelInfo::deit(if self.default_classes == 1000 {
-                    DataConfig::imagenet_deit(size)
-                } else {
-                    DataConfig::cifar(size)
+                ModelInfo::deit(match images {
+                    Images::ImageNet => DataConfig::imagenet_deit(size),
+                    Images::Cifar => DataConfig::cifar(size),
                 })
             }
+            (_, Images::ImageNet) => ModelInfo::resnet(DataConfig::IMAGENET_RESNET),
+            (_, Images::Cifar) => ModelInfo::resnet(DataConfig::cifar(32)),
         }
     }
 }
@@ -78,60 +85,70 @@ const REGISTRY: &[Entry] = &[
         name: "resnet18",
         arch: Arch::ResNet(ResNetConfig::resnet18),
         default_classes: 1000,
+        images: Images::ImageNet,
         summary: "torchvision ResNet-18",
     },
     Entry {
         name: "resnet34",
         arch: Arch::ResNet(ResNetConfig::resnet34),
         default_classes: 1000,
+        images: Images::ImageNet,
         summary: "torchvision ResNet-34",
     },
     Entry {
         name: "resnet50",
         arch: Arch::ResNet(ResNetConfig::resnet50),
         default_classes: 1000,
+        images: Images::ImageNet,
         summary: "torchvision ResNet-50 (v1.5)",
     },
     Entry {
         name: "resnet101",
         arch: Arch::ResNet(ResNetConfig::resnet101),
         default_classes: 1000,
+        images: Images::ImageNet,
         summary: "torchvision ResNet-101",
     },
     Entry {
         name: "resnet152",
         arch: Arch::ResNet(ResNetConfig::resnet152),
         default_classes: 1000,
+        images: Images::ImageNet,
         summary: "torchvision ResNet-152",
     },
     Entry {
         name: "resnet18_cifar",
         arch: Arch::ResNetCifarStem(ResNetConfig::resnet18),
         default_classes: 10,
+        images: Images::Cifar,
         summary: "ResNet-18, 3x3 stride-1 stem, no max-pool",
     },
     Entry {
         name: "resnet50_cifar",
         arch: Arch::ResNetCifarStem(ResNetConfig::resnet50),
         default_classes: 10,
+        images: Images::Cifar,
         summary: "ResNet-50, 3x3 stride-1 stem, no max-pool",
     },
     Entry {
         name: "resnet20_cifar",
         arch: Arch::CifarHe(20),
         default_classes: 10,
+        images: Images::Cifar,
         summary: "He et al. CIFAR ResNet-20 (16/32/64, option-B shortcuts)",
     },
     Entry {
         name: "resnet32_cifar",
         arch: Arch::CifarHe(32),
         default_classes: 10,
+        images: Images::Cifar,
         summary: "He et al. CIFAR ResNet-32 (16/32/64, option-B shortcuts)",
     },
     Entry {
         name: "resnet56_cifar",
         arch: Arch::CifarHe(56),
         default_classes: 10,
+        images: Images::Cifar,
         summary: "He et al. CIFAR ResNet-56 (16/32/64, option-B shortcuts)",
     },
     Entry {
@@ -142,6 +159,7 @@ const REGISTRY: &[Entry] = &[
             patch: 16,
         },
         default_classes: 1000,
+        images: Images::ImageNet,
         summary: "timm DeiT-Tiny (192, 12 blocks, 3 heads)",
     },
     Entry {
@@ -152,6 +170,7 @@ const REGISTRY: &[Entry] = &[
             patch: 16,
         },
         default_classes: 1000,
+        images: Images::ImageNet,
         summary: "timm DeiT-Small (384, 12 blocks, 6 heads)",
     },
     Entry {
@@ -162,6 +181,7 @@ const REGISTRY: &[Entry] = &[
             patch: 16,
         },
         default_classes: 1000,
+        images: Images::ImageNet,
         summary: "timm DeiT-Base (768, 12 blocks, 12 heads)",
     },
     Entry {
@@ -172,6 +192,7 @@ const REGISTRY: &[Entry] = &[
             patch: 4,
         },
         default_classes: 10,
+        images: Images::Cifar,
         summary: "DeiT-Tiny for 32x32 inputs, patch 4 (65 tokens)",
     },
     Entry {
@@ -182,6 +203,7 @@ const REGISTRY: &[Entry] = &[
             patch: 4,
         },
         default_classes: 10,
+        images: Images::Cifar,
         summary: "DeiT-Small for 32x32 inputs, patch 4 (65 tokens)",
     },
     Entry {
@@ -192,6 +214,7 @@ const REGISTRY: &[Entry] = &[
             patch: 4,
         },
         default_classes: 10,
+        images: Images::Cifar,
         summary: "DeiT-Base for 32x32 inputs, patch 4 (65 tokens)",
     },
 ];

@@ -173,10 +173,23 @@ fn cifar10() -> DataSource {
     }
 }
 
-fn imagenet_zip() -> DataSource {
-    DataSource::Zip {
-        root: PathBuf::from("data/ImageNet"),
-        cache: false,
+/// The official zip cache under `data/ImageNet` at 224 px, no augmentation beyond the crop.
+fn imagenet_input() -> TrainData {
+    TrainData {
+        source: DataSource::Zip {
+            root: PathBuf::from("data/ImageNet"),
+            cache: false,
+        },
+        image_size: 224,
+        augment: AugmentConfig::NONE,
+    }
+}
+
+/// SGD with momentum 0.9, no Nesterov (the paper's ResNet recipes).
+fn sgd_without_nesterov() -> OptimizerConfig {
+    OptimizerConfig::Sgd {
+        momentum: 0.9,
+        nesterov: false,
     }
 }
 
@@ -283,10 +296,7 @@ fn cifar100_resnet18(base: TrainConfig) -> TrainConfig {
             gamma: 0.2,
         },
         lr_per_iteration: false,
-        optimizer: OptimizerConfig::Sgd {
-            momentum: 0.9,
-            nesterov: false,
-        },
+        optimizer: sgd_without_nesterov(),
         ..base
     }
 }
@@ -296,18 +306,11 @@ fn cifar100_resnet18(base: TrainConfig) -> TrainConfig {
 fn resnet50_imagenet(base: TrainConfig) -> TrainConfig {
     TrainConfig {
         model: "resnet50".into(),
-        input: TrainData {
-            source: imagenet_zip(),
-            image_size: 224,
-            augment: AugmentConfig::NONE,
-        },
+        input: imagenet_input(),
         epochs: 200,
         batch_size: 2048,
         eval_batch_size: 256,
-        optimizer: OptimizerConfig::Sgd {
-            momentum: 0.9,
-            nesterov: false,
-        },
+        optimizer: sgd_without_nesterov(),
         lr: 0.85,
         weight_decay: 1e-4,
         schedule: ScheduleConfig::Cosine {
@@ -324,18 +327,11 @@ fn resnet50_imagenet(base: TrainConfig) -> TrainConfig {
 fn resnet50_imagenet_step(base: TrainConfig) -> TrainConfig {
     TrainConfig {
         model: "resnet50".into(),
-        input: TrainData {
-            source: imagenet_zip(),
-            image_size: 224,
-            augment: AugmentConfig::NONE,
-        },
+        input: imagenet_input(),
         epochs: 90,
         batch_size: 512,
         eval_batch_size: 256,
-        optimizer: OptimizerConfig::Sgd {
-            momentum: 0.9,
-            nesterov: false,
-        },
+        optimizer: sgd_without_nesterov(),
         lr: 0.1,
         weight_decay: 1e-4,
         schedule: ScheduleConfig::Step {
@@ -355,8 +351,6 @@ fn deit_small_imagenet(base: TrainConfig) -> TrainConfig {
     TrainConfig {
         model: "deit_small_patch16_224".into(),
         input: TrainData {
-            source: imagenet_zip(),
-            image_size: 224,
             augment: AugmentConfig {
                 randaugment: true,
                 color_jitter: 0.3,
@@ -365,6 +359,7 @@ fn deit_small_imagenet(base: TrainConfig) -> TrainConfig {
                 cutmix: 0.0,
                 bicubic: true,
             },
+            ..imagenet_input()
         },
         epochs: 300,
         batch_size: 1024,
