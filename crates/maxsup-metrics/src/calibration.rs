@@ -35,10 +35,8 @@ pub struct ReliabilityDiagram {
 }
 
 impl ReliabilityDiagram {
-    /// The diagram of `bins` (consecutive, covering (0, 1]) with its ECE,
-    /// `Σ_m |B_m| / n · |acc_m − conf_m|`. Errors when no sample is in any bin, or a filled
-    /// bin's accuracy or confidence is outside [0, 1].
-    pub fn from_bins(bins: Vec<ReliabilityBin>) -> Result<Self> {
+    /// The ECE of `bins`, with [`ReliabilityDiagram::from_bins`]'s checks, without taking them.
+    pub fn ece_of(bins: &[ReliabilityBin]) -> Result<f64> {
         ensure!(!bins.is_empty(), "no calibration bins");
         for (m, b) in bins.iter().enumerate().filter(|(_, b)| b.count > 0) {
             ensure!(
@@ -50,10 +48,17 @@ impl ReliabilityDiagram {
         }
         let n: u64 = bins.iter().map(|b| b.count).sum();
         ensure!(n > 0, "every calibration bin is empty");
-        let ece = bins
+        Ok(bins
             .iter()
             .map(|b| b.count as f64 / n as f64 * (b.accuracy - b.confidence).abs())
-            .sum();
+            .sum())
+    }
+
+    /// The diagram of `bins` (consecutive, covering (0, 1]) with its ECE,
+    /// `Σ_m |B_m| / n · |acc_m − conf_m|`. Errors when no sample is in any bin, or a filled
+    /// bin's accuracy or confidence is outside [0, 1].
+    pub fn from_bins(bins: Vec<ReliabilityBin>) -> Result<Self> {
+        let ece = Self::ece_of(&bins)?;
         Ok(Self {
             num_bins: bins.len(),
             ece,

@@ -20,9 +20,8 @@ pub fn plot_reliability_diagram(
 ) -> Result<()> {
     let path = path.as_ref();
     // Re-checked: the fields are public, so the diagram may not come from `from_bins`.
-    let ece = ReliabilityDiagram::from_bins(diagram.bins.clone())
-        .map_err(|e| VizError::InvalidInput(e.to_string()).for_file(path))?
-        .ece;
+    let ece = ReliabilityDiagram::ece_of(&diagram.bins)
+        .map_err(|e| VizError::InvalidInput(e.to_string()).for_file(path))?;
     let bins = &diagram.bins;
     let title = if opts.title.is_empty() {
         format!("ECE = {ece:.4}")
