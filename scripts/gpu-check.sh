@@ -2,9 +2,9 @@
 # The GPU check (`just gpu-check`): runs on a one-GPU machine that has PyTorch with CUDA,
 # torchvision and timm, using the prebuilt binary .gpu/gpu-check(.gz) from `just gpu-pack` (the
 # CUDA toolchain does not travel). Phases, each under its own time limit, so one that hangs or
-# fails costs only itself: libraries, env, ops, grads, steps, throughput (ours), throughput
-# (PyTorch). Writes docs/data/gpu-check-YYYY-MM-DD.json (and a copy in $OUT when set) and prints
-# a short table last. Typical total: ~4-5 minutes; the limits add up to under 9.
+# fails costs only itself: libraries, env, ops, grads, steps, dist (NCCL with one rank and
+# `train-conv --gpus 1`), throughput (ours), throughput (PyTorch). Writes docs/data/gpu-check-YYYY-MM-DD.json (and a copy in $OUT when set) and prints
+# a short table last. Typical total: ~4-5 minutes; the limits add up to 9.5 (a device command may run 10).
 #
 # PYTHON: the interpreter with torch (default /opt/torch/.venv/bin/python3 if present, else python3).
 set -u
@@ -40,13 +40,14 @@ phase() { # name limit_s
   tail -3 "$work/$1.log"
   [ -f "$work/$1.json" ] || echo "{\"pass\": false, \"rc\": $rc, \"log_tail\": $(tail -20 "$work/$1.log" | "$py" -c 'import json,sys; print(json.dumps(sys.stdin.read()))')}" > "$work/$1.json"
 }
-phase env 60
-phase ops 120
-phase grads 60
-phase steps 90
-phase throughput 120
-log "phase torch (limit 150 s)"
-timeout 150 "$py" bench/torch_gpu_steps.py --out "$work/torch.json" > "$work/torch.log" 2>&1 || tail -5 "$work/torch.log"
+phase env 45
+phase ops 100
+phase grads 50
+phase steps 75
+phase dist 70
+phase throughput 110
+log "phase torch (limit 120 s)"
+timeout 120 "$py" bench/torch_gpu_steps.py --out "$work/torch.json" > "$work/torch.log" 2>&1 || tail -5 "$work/torch.log"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$work/smi.txt" 2>/dev/null || true
 
 "$py" - "$work" "$out" <<'PY'
@@ -57,7 +58,7 @@ def load(name):
         return json.load(open(os.path.join(work, name + ".json")))
     except Exception as e:
         return {"pass": False, "error": f"{name}: {e}"}
-env, libs, ops, grads, steps, ours, torch = (load(n) for n in ["env", "libs", "ops", "grads", "steps", "throughput", "torch"])
+env, libs, ops, grads, steps, dist, ours, torch = (load(n) for n in ["env", "libs", "ops", "grads", "steps", "dist", "throughput", "torch"])
 smi = open(os.path.join(work, "smi.txt")).read().strip() if os.path.exists(os.path.join(work, "smi.txt")) else ""
 rows = []
 theirs = {r.get("model"): r for r in torch.get("throughput", [])}
@@ -74,7 +75,7 @@ for r in ours.get("throughput", []):
 report = {
     "date": datetime.date.today().isoformat(), "nvidia_smi": smi, "env": env, "torch_env": torch.get("env"),
     "libraries_missing": libs.get("libraries", ""), "ops_pass": ops.get("pass"), "ops": ops.get("ops", ops),
-    "grads": grads, "steps": steps, "throughput": rows,
+    "grads": grads, "steps": steps, "dist": dist, "throughput": rows,
 }
 json.dump(report, open(out, "w"), indent=2)
 if os.environ.get("OUT"):
@@ -85,7 +86,15 @@ print(f"device: {env.get('device', smi)}  cudnn {env.get('cudnn')}  torch {(torc
 print(f"ops: {len(report['ops']) if isinstance(report['ops'], list) else 0} rows, {len(bad)} failing")
 for o in bad[:12]:
     print("  FAIL", o if isinstance(o, str) else f"{o.get('name')} {o.get('dtype')} {o.get('what')} err={o.get('rel_error', o.get('error'))}")
-print(f"grads: {'pass' if grads.get('pass') else 'FAIL'}  steps: {'pass' if steps.get('pass') else 'FAIL'}")
+print(f"grads: {'pass' if grads.get('pass') else 'FAIL'}  steps: {'pass' if steps.get('pass') else 'FAIL'}  dist: {'pass' if dist.get('pass') else 'FAIL'} (NCCL {dist.get('nccl')})")
+step_ms = {r.get("model", "").split("_")[0]: r.get("ours_step_ms") for r in rows}
+for a in dist.get("allreduce", []) if isinstance(dist.get("allreduce"), list) else []:
+    est = {(e["gpus"], e["link"]): e["ms"] for e in a.get("estimated", [])}
+    ms = step_ms.get(a["model"].split("_")[0])
+    share = f", {100 * est.get((8, 'nvlink'), 0) / ms:.1f}% of a step" if ms else ""
+    print(f"  all-reduce {a['model']}: {a['one_rank_ms']:.2f} ms with 1 rank; 8 GPUs est. {est.get((8, 'nvlink'), 0):.2f} ms NVLink{share}, {est.get((8, 'pcie'), 0):.1f} ms PCIe")
+if not dist.get("pass"):
+    print("  dist:", json.dumps({k: v for k, v in dist.items() if k != "allreduce"})[:600])
 print(f"{'model':<24}{'batch':>6}{'ours img/s':>12}{'torch img/s':>13}{'ratio':>7}{'ours GB':>9}{'torch GB':>9}")
 for r in rows:
     f = lambda v, p=1: "-" if v is None else f"{v:.{p}f}"

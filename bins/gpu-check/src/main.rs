@@ -5,11 +5,14 @@
 //! composed CPU reference in f64, forward and backward, f32 and bf16), `grads` (every trainable
 //! parameter of ResNet-50 and DeiT-S gets a finite gradient on CUDA), `steps` (one SGD step on
 //! CPU and GPU agree; a bf16 run overfits one batch), `throughput` (ResNet-50 and DeiT-S
-//! training steps at 224 px). `scripts/gpu-check.sh` runs them with PyTorch's side and writes
+//! training steps at 224 px), `dist` (NCCL with one rank, the all-reduce cost of the flat gradient
+//! buffers, `train-conv --gpus 1` against a plain CUDA run). `scripts/gpu-check.sh` runs them with PyTorch's side and writes
 //! the report.
 
 #[cfg(feature = "cuda")]
 mod compare;
+#[cfg(feature = "cuda")]
+mod dist;
 #[cfg(feature = "cuda")]
 mod env;
 #[cfg(feature = "cuda")]
@@ -29,6 +32,7 @@ enum Phase {
     Grads,
     Steps,
     Throughput,
+    Dist,
 }
 
 #[derive(Parser, Debug)]
@@ -67,6 +71,7 @@ fn main() -> anyhow::Result<()> {
         Phase::Grads => models::grads(&device)?,
         Phase::Steps => models::steps(&device)?,
         Phase::Throughput => throughput::run(&device, args.batch, args.warmup, args.steps)?,
+        Phase::Dist => dist::run(&device)?,
     };
     let text = serde_json::to_string_pretty(&value)?;
     std::fs::write(&args.out, text + "\n")

@@ -279,6 +279,27 @@ fn flag_cases(data: &Path, root: &Path, cases: &mut Vec<Case>) {
                 argv!["--nproc", "2", "--device", "cuda"],
                 vec!["cuda", "rank 0 of 2 failed"],
             ),
+            ("--gpus 0", argv!["--gpus", "0"], vec!["--gpus 0"]),
+            (
+                "--gpus with --nproc",
+                argv!["--gpus", "2", "--nproc", "2"],
+                vec!["--nproc and --gpus"],
+            ),
+            (
+                "--gpus with a CPU device",
+                argv!["--gpus", "2", "--device", "cpu"],
+                vec!["--device cpu does not apply to --gpus 2"],
+            ),
+            (
+                "--gpus 2 without the feature",
+                argv!["--gpus", "2"],
+                vec!["--gpus 2", "built without CUDA support"],
+            ),
+            (
+                "--gpus 1 without the feature",
+                argv!["--gpus", "1"],
+                vec!["cuda", "built without CUDA support"],
+            ),
         ],
     ]
     .concat();

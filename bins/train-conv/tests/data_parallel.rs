@@ -124,3 +124,32 @@ fn two_processes_stay_identical_and_a_killed_rank_is_named() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("for 2 epochs"));
     assert!(!replica_checks(&killed).is_empty());
 }
+
+#[test]
+fn launch_flags_under_a_launcher_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, needle) in [
+        ("--gpus", "--gpus 2 under a launcher (this is rank 1 of 2)"),
+        (
+            "--nproc",
+            "--nproc 2 under a launcher (this is rank 1 of 2)",
+        ),
+    ] {
+        let out = command(&dir.path().join("run"), "1")
+            .args([flag, "2"])
+            .envs([
+                ("RANK", "1"),
+                ("WORLD_SIZE", "2"),
+                ("MASTER_ADDR", "127.0.0.1"),
+                ("MASTER_PORT", "1"),
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(needle), "{stderr}");
+        assert!(
+            stderr.contains("[rank 1]"),
+            "errors name the rank: {stderr}"
+        );
+    }
+}

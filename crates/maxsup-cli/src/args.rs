@@ -117,6 +117,11 @@ pub struct TrainArgs {
     /// launcher's variables say the rank and world size (docs/distributed.md).
     #[arg(long, value_name = "N")]
     pub nproc: Option<usize>,
+    /// Data-parallel training on N GPUs of this machine over NCCL, one process per GPU (implies
+    /// --device cuda; --batch-size stays the global batch). `--gpus 1` runs one process through
+    /// the same data-parallel path. Under torchrun or SLURM leave it out and give --device cuda.
+    #[arg(long, value_name = "N")]
+    pub gpus: Option<usize>,
 }
 
 impl TrainArgs {
@@ -306,10 +311,11 @@ impl TrainArgs {
         set(&mut c.input.augment.mixup, self.mixup);
         set(&mut c.input.augment.cutmix, self.cutmix);
         set(&mut c.seed, self.seed);
-        set(&mut c.device, self.device.clone());
+        let device = self.device_flag()?;
+        set(&mut c.device, device.clone());
         c.precision = match &self.precision {
             Some(p) => maxsup_train::Precision::parse(p)?,
-            None if self.device.is_some() => maxsup_train::Precision::default_for(&c.device),
+            None if device.is_some() => maxsup_train::Precision::default_for(&c.device),
             None => c.precision,
         };
         set(&mut c.out_dir, self.out_dir.clone());
@@ -320,6 +326,21 @@ impl TrainArgs {
             c.eval_subset = self.eval_subset;
         }
         Ok(())
+    }
+}
+
+impl TrainArgs {
+    /// `--device`, or `cuda` when `--gpus` is given without it; `--gpus` with a CPU device is
+    /// an error.
+    pub fn device_flag(&self) -> Result<Option<String>> {
+        match (&self.device, self.gpus) {
+            (Some(d), Some(n)) if maxsup_train::DeviceSpec::parse(d)?.is_cpu() => bail!(
+                "--device {d} does not apply to --gpus {n}, which trains on GPUs (CPU processes: \
+                 --nproc)"
+            ),
+            (None, Some(_)) => Ok(Some("cuda".into())),
+            (d, _) => Ok(d.clone()),
+        }
     }
 }
 
@@ -379,6 +400,14 @@ mod tests {
             .resolve("cifar10-resnet20")
             .unwrap();
         assert_eq!(f32_gpu.precision, maxsup_train::Precision::F32);
+        let gpus = args(&["--gpus", "2"]).resolve("cifar10-resnet20").unwrap();
+        assert_eq!(
+            (gpus.device.as_str(), gpus.precision),
+            ("cuda", maxsup_train::Precision::Bf16),
+            "--gpus implies --device cuda"
+        );
+        let e = err(args(&["--gpus", "2", "--device", "cpu"]).resolve("cifar10-resnet20"));
+        assert!(e.contains("--device cpu does not apply to --gpus 2"), "{e}");
     }
 
     #[test]

@@ -12,4 +12,4 @@ mod run;
 
 pub use args::TrainArgs;
 pub use dataset_args::DatasetArgs;
-pub use run::{train_main, ModelFamily};
+pub use run::{train_main, train_with_args, ModelFamily};

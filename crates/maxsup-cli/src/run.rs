@@ -33,22 +33,11 @@ struct Cli {
 pub fn train_main(binary: &str, family: ModelFamily, default_recipe: &str) -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let cli = Cli::parse_from(&argv);
-    let world = match World::from_env(&ProcessEnv) {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("{binary}: error: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let who = match &world {
-        Some(w) if w.is_distributed() => format!("{binary} [rank {}]", w.rank),
+    let who = match World::from_env(&ProcessEnv) {
+        Ok(Some(w)) if w.is_distributed() => format!("{binary} [rank {}]", w.rank),
         _ => binary.to_string(),
     };
-    let result = match (cli.args.nproc, &world) {
-        (Some(n), None) if n != 1 => launch(n, &argv),
-        _ => run(binary, family, default_recipe, &cli.args, world, &argv[1..]),
-    };
-    match result {
+    match train_parsed(binary, family, default_recipe, &cli.args, &argv) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{who}: error: {e:#}");
@@ -57,20 +46,116 @@ pub fn train_main(binary: &str, family: ModelFamily, default_recipe: &str) -> Ex
     }
 }
 
-/// `--nproc N`: this binary N times over, each with its rank, the cores divided among them.
-fn launch(n: usize, argv: &[OsString]) -> Result<()> {
-    let exe = std::env::current_exe().context("locating this binary to start its ranks")?;
-    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-    let children = maxsup_dist::without_flag(&argv[1..], "--nproc");
-    maxsup_dist::launch_local(&exe, &children, n, (cores / n.max(1)).max(1))
+/// What `train_main` does with `argv` (the program name first), returning the error instead of
+/// printing it: for programs that embed a training run (the GPU check runs `--gpus 1`).
+pub fn train_with_args(
+    binary: &str,
+    family: ModelFamily,
+    default_recipe: &str,
+    argv: &[OsString],
+) -> Result<()> {
+    let cli = Cli::try_parse_from(argv)?;
+    train_parsed(binary, family, default_recipe, &cli.args, argv)
 }
 
-/// Joins the data-parallel run the launcher variables describe (None: a single process).
-/// Every rank must have been given the same flags.
-fn join(world: Option<World>, flags: &[OsString]) -> Result<Option<DataParallel>> {
-    let Some(world) = world.filter(World::is_distributed) else {
+fn train_parsed(
+    binary: &str,
+    family: ModelFamily,
+    default_recipe: &str,
+    args: &TrainArgs,
+    argv: &[OsString],
+) -> Result<()> {
+    let world = World::from_env(&ProcessEnv)?;
+    let launched = world.as_ref().filter(|w| w.is_distributed());
+    match (args.nproc, args.gpus, launched) {
+        (Some(_), Some(_), _) => bail!(
+            "--nproc and --gpus: give one (--nproc N: N processes on the CPU; --gpus N: one \
+             process per GPU)"
+        ),
+        (_, Some(0), _) => bail!("--gpus 0: give the number of GPUs (1 or more), or leave it out"),
+        (Some(0), _, _) => {
+            bail!("--nproc 0: give the number of processes (2 or more), or leave it out")
+        }
+        (Some(n), None, Some(w)) | (None, Some(n), Some(w)) => bail!(
+            "{} {n} under a launcher (this is rank {} of {}): the launcher starts the \
+             processes; leave it out{}",
+            if args.gpus.is_some() {
+                "--gpus"
+            } else {
+                "--nproc"
+            },
+            w.rank,
+            w.world_size,
+            if args.gpus.is_some() {
+                " and give --device cuda"
+            } else {
+                ""
+            }
+        ),
+        (Some(n), None, None) if n != 1 => launch(n, argv, "--nproc", vec![]),
+        (None, Some(n), None) if n > 1 => launch_gpus(n, args, argv),
+        // One GPU through the data-parallel path (NCCL with one rank).
+        (None, Some(_), None) => run(
+            binary,
+            family,
+            default_recipe,
+            args,
+            Some(World::single()),
+            &argv[1..],
+        ),
+        _ => run(
+            binary,
+            family,
+            default_recipe,
+            args,
+            launched.cloned(),
+            &argv[1..],
+        ),
+    }
+}
+
+/// `--nproc N` / `--gpus N`: this binary N times over, each with its rank, the cores divided
+/// among them; `extra` is added to every child's flags.
+fn launch(n: usize, argv: &[OsString], flag: &str, extra: Vec<OsString>) -> Result<()> {
+    let exe = std::env::current_exe().context("locating this binary to start its ranks")?;
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let mut children = maxsup_dist::without_flag(&argv[1..], flag);
+    children.extend(extra);
+    maxsup_dist::launch_local(&exe, &children, n, (cores / n.max(1)).max(1), flag)
+}
+
+/// `--gpus N`: N processes, rank r on GPU r, after checking that the GPUs are there.
+fn launch_gpus(n: usize, args: &TrainArgs, argv: &[OsString]) -> Result<()> {
+    let device = args.device_flag()?;
+    let available = maxsup_train::cuda_device_count().with_context(|| format!("--gpus {n}"))?;
+    if n > available {
+        bail!("--gpus {n}: this machine has {available} GPU(s) visible to this process");
+    }
+    let extra = match device {
+        Some(_) if args.device.is_some() => vec![],
+        _ => vec!["--device".into(), "cuda".into()],
+    };
+    launch(n, argv, "--gpus", extra)
+}
+
+/// Joins the data-parallel run `world` describes (None: a single process) with the collective
+/// for the configured device: NCCL on this rank's GPU, TCP on the CPU. Every rank must have
+/// been given the same flags.
+fn join(
+    world: Option<World>,
+    flags: &[OsString],
+    config: &TrainConfig,
+) -> Result<Option<DataParallel>> {
+    let Some(world) = world else {
         return Ok(None);
     };
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    let device = maxsup_train::device_for_rank(
+        &config.device,
+        world.local_rank,
+        world.local_world_size,
+        visible.as_deref(),
+    )?;
     let agreement: Vec<u8> = flags
         .iter()
         .flat_map(|a| {
@@ -81,8 +166,8 @@ fn join(world: Option<World>, flags: &[OsString]) -> Result<Option<DataParallel>
                 .chain([0])
         })
         .collect();
-    let collective = maxsup_dist::join(&world, &agreement)?;
-    Ok(Some(DataParallel::new(Box::new(collective))))
+    let collective = maxsup_dist::join(&world, &agreement, &device)?;
+    Ok(Some(DataParallel::new(collective)))
 }
 
 fn run(
@@ -99,18 +184,11 @@ fn run(
         }
         return Ok(());
     }
-    if args.nproc == Some(0) {
-        bail!("--nproc 0: give the number of processes (2 or more), or leave it out");
-    }
     let leader = world.as_ref().is_none_or(|w| w.rank == 0);
     let start = Instant::now();
     let mut trainer = match &args.resume {
         Some(path) => {
             let checkpoint = resume_path(path, args, default_recipe)?;
-            let mut parallel = join(world, flags)?;
-            if let Some(p) = parallel.as_mut() {
-                p.barrier()?;
-            }
             if leader {
                 eprintln!("{binary}: resuming from {}", checkpoint.display());
             }
@@ -131,7 +209,13 @@ fn run(
                     }
                     Ok(config)
                 },
-                parallel,
+                |config| {
+                    let mut parallel = join(world, flags, config)?;
+                    if let Some(p) = parallel.as_mut() {
+                        p.barrier()?;
+                    }
+                    Ok(parallel)
+                },
             )?
         }
         None => {
@@ -148,10 +232,13 @@ fn run(
             if args.print_config {
                 return Ok(());
             }
-            // Fail before downloading anything.
-            let device = maxsup_train::parse_device(&config.device)?;
+            // Fail before downloading anything. A data-parallel rank opens only its own GPU.
+            let parallel = join(world, flags, &config)?;
+            let device = match &parallel {
+                Some(p) => p.device(),
+                None => maxsup_train::parse_device(&config.device)?,
+            };
             config.precision.check_device(&device)?;
-            let parallel = join(world, flags)?;
             if leader {
                 ensure_data(&config)?;
             }

@@ -6,13 +6,16 @@
 //! NCCL itself on a machine without GPUs.
 
 use anyhow::Result;
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::host_group::HostGroup;
 
 pub trait Collective {
     fn rank(&self) -> usize;
     fn world_size(&self) -> usize;
+    /// The device whose tensors this collective moves (the CPU for [`TcpCollective`], this
+    /// rank's GPU for NCCL).
+    fn device(&self) -> Device;
     /// The element-wise sum of `t` over all ranks (f32), identical on every rank.
     fn all_reduce_sum(&mut self, t: &Tensor) -> Result<Tensor>;
     /// Rank 0's `t` on every rank.
@@ -44,6 +47,10 @@ impl Collective for TcpCollective {
 
     fn world_size(&self) -> usize {
         self.group.world_size()
+    }
+
+    fn device(&self) -> Device {
+        Device::Cpu
     }
 
     fn all_reduce_sum(&mut self, t: &Tensor) -> Result<Tensor> {

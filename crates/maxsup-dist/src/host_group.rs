@@ -321,6 +321,16 @@ impl HostGroup {
         self.all_gather(&[]).map(|_| ())
     }
 
+    /// A rank whose socket has closed (its process ended), without waiting: what a wait on
+    /// another transport (NCCL) watches so that a dead peer stops it at once. Rank 0 sees every
+    /// rank; the others see rank 0 (which ends, and so closes, when any rank fails).
+    pub fn closed_peer(&self) -> Option<usize> {
+        self.peers.iter().enumerate().find_map(|(i, s)| {
+            let r = if self.rank == 0 { i + 1 } else { 0 };
+            is_closed(s).then_some(r)
+        })
+    }
+
     fn stream(&mut self, r: usize) -> &mut TcpStream {
         if self.rank == 0 {
             &mut self.peers[r - 1]
@@ -443,6 +453,21 @@ fn take_bytes<'a>(buf: &'a [u8], at: &mut usize) -> Result<&'a [u8]> {
     Ok(part)
 }
 
+/// Whether the peer of `s` has closed it: a non-blocking peek reads end-of-stream (unread
+/// data, or nothing yet, means it is alive).
+fn is_closed(s: &TcpStream) -> bool {
+    if s.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    let closed = match s.peek(&mut byte) {
+        Ok(n) => n == 0,
+        Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted),
+    };
+    let _ = s.set_nonblocking(false);
+    closed
+}
+
 fn write_frame(s: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
     s.write_all(&(bytes.len() as u64).to_le_bytes())?;
     s.write_all(bytes)?;
@@ -514,6 +539,38 @@ mod tests {
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_peer_that_ends_is_seen_closed_without_waiting() {
+        let results = on_ranks(
+            3,
+            |_| b"cfg".to_vec(),
+            |g| {
+                g.barrier()?;
+                // Every peer is alive here (all wait in the next barrier), with nothing to read.
+                let before = g.closed_peer();
+                g.barrier()?;
+                if g.rank() != 0 {
+                    return Ok((before, None));
+                }
+                // Rank 2 ends after the barrier, and so does rank 1: rank 0 sees one of them go.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while g.closed_peer().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Ok((before, g.closed_peer()))
+            },
+        );
+        let seen: Vec<_> = results.into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(seen[1], (None, None));
+        assert_eq!(seen[2], (None, None));
+        assert_eq!(seen[0].0, None);
+        assert!(
+            matches!(seen[0].1, Some(1 | 2)),
+            "rank 0 saw {:?}",
+            seen[0].1
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `--nproc N`: one machine, N processes of the same binary, each told its place with torchrun's
+//! `--nproc N` / `--gpus N`: one machine, N processes of the same binary, each told its place with torchrun's
 //! variables (so the code path is the one torchrun and SLURM take), supervised until they end.
 //! When one fails, the others end with an error naming it (their collectives see its socket
 //! close); any still running after a grace period are killed, so the launcher never hangs.
@@ -16,9 +16,16 @@ const GRACE: Duration = Duration::from_secs(30);
 /// Starts `n` copies of `exe args` with ranks 0..n on this machine and waits for all of them.
 /// Each gets `threads` compute threads (`RAYON_NUM_THREADS`), so that together they use the
 /// machine's cores once, not n times over.
-pub fn launch_local(exe: &Path, args: &[OsString], n: usize, threads: usize) -> Result<()> {
+/// `flag` (`--nproc`, `--gpus`) names the request in errors.
+pub fn launch_local(
+    exe: &Path,
+    args: &[OsString],
+    n: usize,
+    threads: usize,
+    flag: &str,
+) -> Result<()> {
     if n < 2 {
-        bail!("--nproc {n}: a data-parallel run needs at least 2 processes");
+        bail!("{flag} {n}: a launched data-parallel run needs at least 2 processes");
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -110,7 +117,7 @@ fn describe(s: ExitStatus) -> String {
     }
 }
 
-/// `args` without `--nproc N` / `--nproc=N` (what the children get).
+/// `args` without `flag N` / `flag=N` (what the children get).
 pub fn without_flag(args: &[OsString], flag: &str) -> Vec<OsString> {
     let mut out = Vec::with_capacity(args.len());
     let mut skip = false;

@@ -3,10 +3,13 @@
 //! buffer in parameter order, identical on every rank), BatchNorm buffers taken from rank 0
 //! before every forward pass (DDP's default `broadcast_buffers=True`), and a checksum that
 //! proves the replicas still agree at every checkpoint.
+//!
+//! A world of one process (`--gpus 1`, `torchrun --nproc-per-node 1`) takes the same path, so
+//! that it exercises the collective it would use at scale; its reductions are copies.
 
 use anyhow::{bail, Result};
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use maxsup_dist::Collective;
 use maxsup_models::ImageClassifier;
 
@@ -28,6 +31,11 @@ impl DataParallel {
         self.comm.world_size()
     }
 
+    /// The device the collective moves tensors on: the trainer's device must be this one.
+    pub fn device(&self) -> Device {
+        self.comm.device()
+    }
+
     /// Rank 0 writes checkpoints and logs.
     pub fn is_leader(&self) -> bool {
         self.rank() == 0
@@ -46,7 +54,7 @@ impl DataParallel {
     }
 
     fn broadcast_vars(&mut self, vars: &[&Var]) -> Result<()> {
-        if vars.is_empty() || self.world_size() == 1 {
+        if vars.is_empty() {
             return Ok(());
         }
         let flat = flatten(vars.iter().map(|v| Ok(v.as_tensor().clone())))?;
@@ -61,7 +69,7 @@ impl DataParallel {
     /// on this rank counts as zero (so every rank sends the same layout), and keeps none if no
     /// rank has one.
     pub fn average_gradients(&mut self, grads: &mut GradStore, vars: &[Var]) -> Result<()> {
-        if self.world_size() == 1 || vars.is_empty() {
+        if vars.is_empty() {
             return Ok(());
         }
         let flat = flatten(vars.iter().map(|v| match grads.get(v.as_tensor()) {
@@ -153,4 +161,63 @@ pub fn model_checksum(model: &dyn ImageClassifier) -> Result<u64> {
         }
     }
     Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use maxsup_dist::{HostGroup, TcpCollective, World};
+    use maxsup_models::{create_model, ModelOptions};
+    use std::time::Duration;
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        v.into_iter().map(f32::to_bits).collect()
+    }
+
+    /// A world of one (`--gpus 1`) runs every collective of the path; each is an identity.
+    #[test]
+    fn a_world_of_one_goes_through_the_collective_and_changes_nothing() {
+        let (group, _) = HostGroup::join(
+            &World::single(),
+            b"",
+            &[],
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let mut dp = DataParallel::new(Box::new(TcpCollective::new(group)));
+        assert!(dp.device().is_cpu() && dp.is_leader() && dp.world_size() == 1);
+        let options = ModelOptions {
+            num_classes: Some(10),
+            ..Default::default()
+        };
+        let model = create_model("resnet20_cifar", &options, &Device::Cpu).unwrap();
+        let before = model_checksum(model.as_ref()).unwrap();
+        dp.broadcast_model(model.as_ref()).unwrap();
+        dp.broadcast_buffers(model.as_ref()).unwrap();
+        assert_eq!(model_checksum(model.as_ref()).unwrap(), before);
+
+        let x = Tensor::ones((2, 3, 32, 32), DType::F32, &Device::Cpu).unwrap();
+        let loss = model
+            .forward_t(&x, true)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .mean_all()
+            .unwrap();
+        let mut grads = loss.backward().unwrap();
+        let vars: Vec<Var> = model.params().trainable().map(|p| p.var.clone()).collect();
+        let want: Vec<Vec<u32>> = vars
+            .iter()
+            .map(|v| bits(grads.get(v.as_tensor()).unwrap()))
+            .collect();
+        dp.average_gradients(&mut grads, &vars).unwrap();
+        for (v, w) in vars.iter().zip(&want) {
+            assert_eq!(&bits(grads.get(v.as_tensor()).unwrap()), w);
+        }
+        // (The training-mode forward pass moved the BatchNorm statistics.)
+        let now = model_checksum(model.as_ref()).unwrap();
+        assert_eq!(dp.check_replicas(model.as_ref(), 0).unwrap(), now);
+    }
 }

@@ -1,22 +1,107 @@
-//! `--device cpu|cuda[:N]` parsing, with a clear error when CUDA was not compiled in.
+//! `--device cpu|cuda[:N]` parsing, with a clear error when CUDA was not compiled in, and the
+//! GPU of a data-parallel rank.
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 
+/// A `--device` value, parsed but not opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Cpu,
+    /// `cuda` (no ordinal given) or `cuda:N`.
+    Cuda(Option<usize>),
+}
+
+impl DeviceSpec {
+    pub fn parse(spec: &str) -> Result<DeviceSpec> {
+        let spec = spec.trim();
+        if spec == "cpu" {
+            return Ok(DeviceSpec::Cpu);
+        }
+        match spec.strip_prefix("cuda") {
+            Some("") => Ok(DeviceSpec::Cuda(None)),
+            Some(rest) => rest
+                .strip_prefix(':')
+                .and_then(|n| n.parse::<usize>().ok())
+                .map(|n| DeviceSpec::Cuda(Some(n)))
+                .with_context(|| format!("bad device `{spec}`: expected cpu, cuda or cuda:N")),
+            None => bail!("bad device `{spec}`: expected cpu, cuda or cuda:N"),
+        }
+    }
+
+    pub fn is_cpu(self) -> bool {
+        self == DeviceSpec::Cpu
+    }
+}
+
 /// Opens the device named on the command line: `cpu`, `cuda` (GPU 0) or `cuda:N`.
 pub fn parse_device(spec: &str) -> Result<Device> {
-    let spec = spec.trim();
-    if spec == "cpu" {
-        return Ok(Device::Cpu);
+    match DeviceSpec::parse(spec)? {
+        DeviceSpec::Cpu => Ok(Device::Cpu),
+        DeviceSpec::Cuda(ordinal) => open_cuda(ordinal.unwrap_or(0), spec),
     }
-    let ordinal = match spec.strip_prefix("cuda") {
-        Some("") => 0,
-        Some(rest) => rest
-            .strip_prefix(':')
-            .and_then(|n| n.parse::<usize>().ok())
-            .with_context(|| format!("bad device `{spec}`: expected cpu, cuda or cuda:N"))?,
-        None => bail!("bad device `{spec}`: expected cpu, cuda or cuda:N"),
-    };
+}
+
+/// The device of one process of a data-parallel run configured for `spec`: the CPU, or the GPU
+/// of its local rank (torch's `cuda:LOCAL_RANK`), or GPU 0 when `CUDA_VISIBLE_DEVICES` leaves
+/// the process a single one (as SLURM's `--gpus-per-task=1` does). An explicit `cuda:N` is
+/// refused when several processes share the machine: they would all take GPU N.
+pub fn device_for_rank(
+    spec: &str,
+    local_rank: usize,
+    local_world_size: usize,
+    visible_devices: Option<&str>,
+) -> Result<Device> {
+    match DeviceSpec::parse(spec)? {
+        DeviceSpec::Cpu => Ok(Device::Cpu),
+        DeviceSpec::Cuda(ordinal) => {
+            let ordinal = rank_ordinal(ordinal, local_rank, local_world_size, visible_devices)?;
+            open_cuda(ordinal, spec)
+        }
+    }
+}
+
+/// [`device_for_rank`]'s choice of GPU.
+fn rank_ordinal(
+    given: Option<usize>,
+    local_rank: usize,
+    local_world_size: usize,
+    visible_devices: Option<&str>,
+) -> Result<usize> {
+    if let Some(n) = given {
+        if local_world_size > 1 {
+            bail!(
+                "--device cuda:{n} in a data-parallel run with {local_world_size} processes on \
+                 this machine: every process would take GPU {n}; give --device cuda (each \
+                 process takes the GPU of its local rank)"
+            );
+        }
+        return Ok(n);
+    }
+    let visible = visible_devices
+        .map(|v| v.split(',').filter(|d| !d.trim().is_empty()).count())
+        .unwrap_or(usize::MAX);
+    Ok(if visible == 1 { 0 } else { local_rank })
+}
+
+/// How many GPUs this process sees (`--gpus N` checks N against it before starting ranks).
+pub fn cuda_device_count() -> Result<usize> {
+    #[cfg(feature = "cuda")]
+    {
+        use candle_core::cuda_backend::cudarc::driver::CudaContext;
+        let n = CudaContext::device_count().map_err(|e| {
+            anyhow::anyhow!("cannot count the GPUs (is the NVIDIA driver loaded?): {e:?}")
+        })?;
+        Ok(n.max(0) as usize)
+    }
+    #[cfg(not(feature = "cuda"))]
+    bail!(
+        "this binary was built without CUDA support; rebuild with `--features cuda` (see \
+         docs/cuda.md), or train on CPU processes with --nproc"
+    )
+}
+
+fn open_cuda(ordinal: usize, spec: &str) -> Result<Device> {
     if !candle_core::utils::cuda_is_available() {
         bail!(
             "device `{spec}` asked for, but this binary was built without CUDA support; \
@@ -64,6 +149,22 @@ mod tests {
         let err = parse_device("gpu").unwrap_err().to_string();
         assert!(err.contains("expected cpu, cuda or cuda:N"), "{err}");
         assert!(parse_device("cuda:x").is_err());
+        assert_eq!(DeviceSpec::parse("cuda").unwrap(), DeviceSpec::Cuda(None));
+        assert_eq!(
+            DeviceSpec::parse(" cuda:3").unwrap(),
+            DeviceSpec::Cuda(Some(3))
+        );
+    }
+
+    #[test]
+    fn a_rank_takes_the_gpu_of_its_local_rank() {
+        assert_eq!(rank_ordinal(None, 3, 4, None).unwrap(), 3);
+        // SLURM's one GPU per task: the only visible GPU.
+        assert_eq!(rank_ordinal(None, 3, 4, Some("5")).unwrap(), 0);
+        assert_eq!(rank_ordinal(None, 3, 4, Some("0,1,2,3")).unwrap(), 3);
+        assert_eq!(rank_ordinal(Some(2), 0, 1, None).unwrap(), 2);
+        let e = rank_ordinal(Some(2), 1, 2, None).unwrap_err().to_string();
+        assert!(e.contains("cuda:2") && e.contains("--device cuda"), "{e}");
     }
 
     #[cfg(not(feature = "cuda"))]

@@ -27,19 +27,21 @@ impl Trainer {
         checkpoint: &Path,
         config: impl FnOnce(&TrainConfig, usize) -> Result<TrainConfig>,
     ) -> Result<Self> {
-        Self::resume_data_parallel(checkpoint, config, None)
+        Self::resume_data_parallel(checkpoint, config, |_| Ok(None))
     }
 
-    /// [`Trainer::resume_with`] for one process of a data-parallel run (every rank reads the
-    /// same checkpoint; `None` for a single process).
+    /// [`Trainer::resume_with`] for one process of a data-parallel run: every rank reads the
+    /// same checkpoint, then `join` builds the rank's [`DataParallel`] for the resolved
+    /// configuration (its device decides the collective; `None` for a single process).
     pub fn resume_data_parallel(
         checkpoint: &Path,
         config: impl FnOnce(&TrainConfig, usize) -> Result<TrainConfig>,
-        parallel: Option<DataParallel>,
+        join: impl FnOnce(&TrainConfig) -> Result<Option<DataParallel>>,
     ) -> Result<Self> {
         let (tensors, mut state): (CheckpointTensors, RunState) =
             load_checkpoint(checkpoint, &Device::Cpu)?;
         state.config = config(&state.config, state.next_epoch)?;
+        let parallel = join(&state.config)?;
         let mut trainer = Self::build(state.config.clone(), parallel)?;
         trainer
             .restore(tensors, state)

@@ -19,7 +19,7 @@ use crate::checkpoint::write_atomically;
 use crate::components::{build_criterion, build_model, build_optimizer, build_schedule};
 use crate::data_parallel::DataParallel;
 use crate::data_setup::{build_loaders_for_rank, DataLoaders};
-use crate::device::parse_device;
+use crate::device::{parse_device, DeviceSpec};
 use crate::evaluate::evaluate_sharded;
 use crate::events::{EvalStats, Event, Observer, TrainStats};
 use crate::recipe::TrainConfig;
@@ -76,18 +76,28 @@ impl Trainer {
 
     fn build(config: TrainConfig, mut parallel: Option<DataParallel>) -> Result<Self> {
         config.validate()?;
-        let device = parse_device(&config.device)?;
+        // A data-parallel rank trains on the device its collective was built on (its own GPU
+        // under NCCL, chosen by its local rank); a single process on the configured one.
+        let device = match &parallel {
+            Some(p) => {
+                let device = p.device();
+                let wanted = DeviceSpec::parse(&config.device)?;
+                if device.is_cpu() != wanted.is_cpu() {
+                    bail!(
+                        "this data-parallel rank's collective moves {} tensors, but the run is \
+                         configured for `{}` (every rank must use the --device it was joined for)",
+                        if device.is_cpu() { "CPU" } else { "CUDA" },
+                        config.device
+                    );
+                }
+                device
+            }
+            None => parse_device(&config.device)?,
+        };
         crate::prepare_precision(&device, config.precision)?;
         let (rank, world) = parallel
             .as_ref()
             .map_or((0, 1), |p| (p.rank(), p.world_size()));
-        if world > 1 && !device.is_cpu() {
-            bail!(
-                "a data-parallel run on `{}` needs NCCL, which is not built yet: run the \
-                 processes with --device cpu (docs/distributed.md)",
-                config.device
-            );
-        }
         let data = build_loaders_for_rank(&config, rank, world)?;
         let model = build_model(&config, data.num_classes, &device)?;
         if let Some(p) = parallel.as_mut() {

@@ -1,0 +1,269 @@
+//! [`NcclCollective`]: the collective of a data-parallel run on CUDA. Tensor reductions and
+//! broadcasts run in NCCL on candle's own stream (so they are ordered after the kernels that
+//! produced the gradients, with no extra synchronisation); host-side exchanges (metrics,
+//! checksums) and fault detection go over the rendezvous sockets, which also carried NCCL's
+//! unique id from rank 0 to the others.
+//!
+//! Faults: an NCCL operation whose peer died never completes on its own, so every operation is
+//! waited for with a bound. While it runs, the sockets of the other ranks are watched: one that
+//! closes (its process ended) stops the wait at once with an error naming the rank; a wait that
+//! passes `MAXSUP_COLLECTIVE_TIMEOUT` names the operation and the timeout. Dropping the
+//! communicator then aborts it (`ncclCommAbort`), which also releases the stuck kernels.
+//!
+//! Two ranks cannot share one GPU: NCCL refuses duplicate devices at initialisation.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::nccl::{result::NcclError, sys, Comm, Id, ReduceOp};
+use candle_core::cuda_backend::{CudaDevice, CudaStorage};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
+
+use crate::collective::Collective;
+use crate::host_group::HostGroup;
+use crate::world::World;
+
+/// NCCL's unique id is 128 bytes (`ncclUniqueId`).
+const ID_BYTES: usize = 128;
+
+/// NCCL for tensors on one GPU per rank, the rendezvous sockets for everything else.
+pub struct NcclCollective {
+    comm: Comm,
+    device: Device,
+    group: HostGroup,
+    timeout: Duration,
+}
+
+impl NcclCollective {
+    /// Joins `world` on `device` (this rank's GPU): the TCP rendezvous hands rank 0's NCCL id
+    /// to every rank, then every rank initialises its communicator. `agreement` must be equal
+    /// on every rank; `rendezvous` bounds the joining, `timeout` every later wait.
+    pub fn join(
+        world: &World,
+        agreement: &[u8],
+        device: &Device,
+        rendezvous: Duration,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let Device::Cuda(cuda) = device else {
+            bail!("NCCL runs on CUDA devices; this rank's device is {device:?}");
+        };
+        let id = if world.rank == 0 {
+            let id = Id::new().map_err(|e| nccl_error(e, "creating NCCL's unique id"))?;
+            id.internal().iter().map(|&c| c as u8).collect()
+        } else {
+            vec![]
+        };
+        let (group, payload) = HostGroup::join(world, agreement, &id, rendezvous, timeout)?;
+        let id = id_from_bytes(&payload)?;
+        let stream = cuda.cuda_stream();
+        // NCCL takes the device current on the calling thread.
+        stream
+            .context()
+            .bind_to_thread()
+            .context("binding this rank's CUDA context before NCCL's initialisation")?;
+        let comm = Comm::from_rank(stream, world.rank, world.world_size, id).map_err(|e| {
+            nccl_error(
+                e,
+                &format!(
+                    "initialising NCCL as rank {} of {} on GPU {} (two ranks on one GPU are \
+                     refused by NCCL; each rank needs its own)",
+                    world.rank,
+                    world.world_size,
+                    cuda.cuda_stream().context().ordinal()
+                ),
+            )
+        })?;
+        Ok(Self {
+            comm,
+            device: device.clone(),
+            group,
+            timeout,
+        })
+    }
+
+    /// NCCL's version as `major.minor.patch`.
+    pub fn version() -> Result<String> {
+        let v = candle_core::cuda_backend::cudarc::nccl::result::get_nccl_version()
+            .map_err(|e| nccl_error(e, "asking NCCL's version"))?;
+        Ok(format!("{}.{}.{}", v / 10000, (v / 100) % 100, v % 100))
+    }
+
+    fn run(&mut self, t: &Tensor, kind: Kind) -> Result<Tensor> {
+        anyhow::ensure!(
+            t.dtype() == DType::F32,
+            "NCCL {} of a {:?} tensor: only f32 is reduced",
+            kind.name(),
+            t.dtype()
+        );
+        anyhow::ensure!(
+            t.device().same_device(&self.device),
+            "NCCL {} of a tensor on {:?}: this rank's communicator is on {:?}",
+            kind.name(),
+            t.device(),
+            self.device
+        );
+        if t.elem_count() == 0 {
+            return Ok(t.clone());
+        }
+        let out = t.contiguous()?.apply_op1_no_bwd(&NcclOp {
+            comm: &self.comm,
+            kind,
+        })?;
+        self.settle(kind.name())?;
+        Ok(out)
+    }
+
+    /// Waits, with a bound, until the work queued on the stream so far (the NCCL operation) is
+    /// done, watching the other ranks' sockets meanwhile.
+    fn settle(&mut self, what: &str) -> Result<()> {
+        let Device::Cuda(cuda) = &self.device else {
+            unreachable!("an NCCL collective is built on a CUDA device")
+        };
+        let done = cuda
+            .cuda_stream()
+            .record_event(None)
+            .with_context(|| format!("recording an event after the NCCL {what}"))?;
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(20);
+        loop {
+            if done
+                .try_is_complete()
+                .with_context(|| format!("waiting for the NCCL {what}"))?
+            {
+                return Ok(());
+            }
+            if let Some(rank) = self.group.closed_peer() {
+                bail!(
+                    "rank {rank} exited during an NCCL {what}: the run stopped (checkpoints \
+                     written are intact: resume with --resume)"
+                );
+            }
+            if start.elapsed() > self.timeout {
+                bail!(
+                    "an NCCL {what} did not complete within {} s: a rank is hung or much slower \
+                     than the others (MAXSUP_COLLECTIVE_TIMEOUT sets the limit)",
+                    self.timeout.as_secs()
+                );
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Collective for NcclCollective {
+    fn rank(&self) -> usize {
+        self.group.rank()
+    }
+
+    fn world_size(&self) -> usize {
+        self.group.world_size()
+    }
+
+    fn device(&self) -> Device {
+        self.device.clone()
+    }
+
+    fn all_reduce_sum(&mut self, t: &Tensor) -> Result<Tensor> {
+        self.run(t, Kind::Sum)
+    }
+
+    fn broadcast(&mut self, t: &Tensor) -> Result<Tensor> {
+        self.run(t, Kind::BroadcastFromRoot)
+    }
+
+    fn all_reduce_host(&mut self, values: &mut [f64]) -> Result<()> {
+        self.group.all_reduce_sum(values)
+    }
+
+    fn all_gather_host(&mut self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
+        self.group.all_gather(mine)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Sum,
+    BroadcastFromRoot,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Sum => "all-reduce",
+            Kind::BroadcastFromRoot => "broadcast",
+        }
+    }
+}
+
+/// One NCCL operation on a contiguous f32 CUDA tensor, into a fresh buffer (the gradients it
+/// reduces may still be referenced by the gradient store).
+struct NcclOp<'a> {
+    comm: &'a Comm,
+    kind: Kind,
+}
+
+impl CustomOp1 for NcclOp<'_> {
+    fn name(&self) -> &'static str {
+        "nccl"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!(
+            "NCCL {} of a CPU tensor: NCCL moves CUDA tensors (CPU runs use the TCP collective)",
+            self.kind.name()
+        )
+    }
+
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        let Some((a, b)) = l.contiguous_offsets() else {
+            candle_core::bail!("NCCL {}: the tensor must be contiguous", self.kind.name())
+        };
+        let input = s.as_cuda_slice::<f32>()?.slice(a..b);
+        let dev: CudaDevice = s.device().clone();
+        // SAFETY: NCCL writes every one of the `b - a` elements (all-reduce and broadcast both
+        // fill the whole receive buffer) before anything reads them on this stream.
+        let mut out = unsafe { dev.alloc::<f32>(b - a) }?;
+        let status = match self.kind {
+            Kind::Sum => self.comm.all_reduce(&input, &mut out, &ReduceOp::Sum),
+            Kind::BroadcastFromRoot => self.comm.broadcast(Some(&input), &mut out, 0),
+        };
+        status.map_err(|e| {
+            candle_core::Error::Cuda(
+                format!(
+                    "{:#}",
+                    nccl_error(e, &format!("queueing an NCCL {}", self.kind.name()))
+                )
+                .into(),
+            )
+        })?;
+        Ok((CudaStorage::wrap_cuda_slice(out, dev), l.shape().clone()))
+    }
+}
+
+fn id_from_bytes(bytes: &[u8]) -> Result<Id> {
+    let Ok(bytes) = <[u8; ID_BYTES]>::try_from(bytes) else {
+        bail!(
+            "rank 0 sent a {}-byte NCCL id, not {ID_BYTES} bytes (is rank 0 a CPU run? every \
+             rank must use the same --device)",
+            bytes.len()
+        );
+    };
+    Ok(Id::uninit(bytes.map(|b| b as std::ffi::c_char)))
+}
+
+/// NCCL's own description of `e`, with what was being done.
+fn nccl_error(e: NcclError, what: &str) -> anyhow::Error {
+    // SAFETY: ncclGetErrorString returns a static NUL-terminated string for any result code.
+    let text = unsafe {
+        let p = sys::ncclGetErrorString(e.0);
+        if p.is_null() {
+            format!("{:?}", e.0)
+        } else {
+            std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
+    };
+    anyhow::anyhow!("{what}: NCCL error {:?}: {text}", e.0)
+}
