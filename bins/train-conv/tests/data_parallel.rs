@@ -153,3 +153,80 @@ fn launch_flags_under_a_launcher_are_refused_by_name() {
         );
     }
 }
+
+fn model_tensors(path: &Path) -> std::collections::HashMap<String, Vec<f32>> {
+    candle_core::safetensors::load(path, &candle_core::Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("model/"))
+        .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1().unwrap()))
+        .collect()
+}
+
+/// `‖a - b‖ / ‖a‖` over every model tensor (weights and BatchNorm statistics).
+fn relative_difference(a: &Path, b: &Path) -> f64 {
+    let (a, b) = (model_tensors(a), model_tensors(b));
+    assert_eq!(a.len(), b.len());
+    let (mut diff2, mut norm2) = (0f64, 0f64);
+    for (name, x) in &a {
+        for (p, q) in x.iter().zip(&b[name]) {
+            diff2 += ((p - q) as f64).powi(2);
+            norm2 += (*p as f64).powi(2);
+        }
+    }
+    (diff2 / norm2).sqrt()
+}
+
+/// With SyncBatchNorm, two processes normalise with the statistics of the whole global batch, so
+/// one step trains the weights (and running statistics) of one process with that batch; without
+/// it each normalises its half, and the weights differ. (One step: this training amplifies
+/// rounding so fast that after two steps one process with one thread and one with two already
+/// differ by ~2e-3 in the BatchNorm biases.)
+#[test]
+fn sync_batch_norm_makes_two_processes_train_the_weights_of_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, extra: &[&str]| -> PathBuf {
+        let out = dir.path().join(name);
+        let result = Command::new(BIN)
+            .arg("--cifar10")
+            .arg(cifar_dir())
+            .args([
+                "--epochs",
+                "1",
+                "--train-subset",
+                "50",
+                "--eval-subset",
+                "50",
+            ])
+            .args([
+                "--batch-size",
+                "50",
+                "--eval-batch-size",
+                "50",
+                "--no-progress",
+            ])
+            .arg("--out-dir")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            result.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        out.join("last.safetensors")
+    };
+    let one = run("one", &[]);
+    let synced = run("synced", &["--nproc", "2", "--sync-bn", "true"]);
+    let local = run("local", &["--nproc", "2"]);
+    let (d_synced, d_local) = (
+        relative_difference(&one, &synced),
+        relative_difference(&one, &local),
+    );
+    eprintln!(
+        "relative difference to one process: synced {d_synced:e}, per-process BatchNorm {d_local:e}"
+    );
+    assert!(d_synced < 1e-6, "SyncBatchNorm: {d_synced:e}");
+    assert!(d_local > 1e-3, "per-process BatchNorm: {d_local:e}");
+}

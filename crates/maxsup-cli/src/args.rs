@@ -77,6 +77,10 @@ pub struct TrainArgs {
     /// BlurPool on strided convolutions (FFCV).
     #[arg(long)]
     pub blurpool: Option<bool>,
+    /// SyncBatchNorm in a data-parallel run: BatchNorm statistics over the whole global batch
+    /// (`--sync-bn true|false`; the resnet50-imagenet recipe has it on, as the authors' runs).
+    #[arg(long)]
+    pub sync_bn: Option<bool>,
     /// Model EMA decay (0 turns EMA off).
     #[arg(long)]
     pub ema_decay: Option<f64>,
@@ -203,7 +207,7 @@ impl TrainArgs {
         use maxsup_models::ModelFamily;
         let family = maxsup_models::model_family(&c.model);
         let uses_alpha = matches!(c.loss, LossKind::Ls | LossKind::Maxsup);
-        let checks: [(&str, bool, bool, String); 7] = [
+        let checks: [(&str, bool, bool, String); 8] = [
             (
                 "--alpha-start",
                 self.alpha_start.is_some(),
@@ -245,6 +249,12 @@ impl TrainArgs {
                 self.blurpool == Some(true),
                 family == Some(ModelFamily::ResNet),
                 format!("model `{}` (BlurPool is a ResNet option)", c.model),
+            ),
+            (
+                "--sync-bn",
+                self.sync_bn == Some(true),
+                family == Some(ModelFamily::ResNet),
+                format!("model `{}` (it has no BatchNorm)", c.model),
             ),
         ];
         if let Some((flag, _, _, what)) = checks
@@ -302,6 +312,7 @@ impl TrainArgs {
         }
         set(&mut c.drop_path, self.drop_path);
         set(&mut c.blurpool, self.blurpool);
+        set(&mut c.sync_bn, self.sync_bn);
         if let Some(decay) = self.ema_decay {
             c.ema_decay = (decay != 0.0).then_some(decay);
         }
@@ -419,6 +430,9 @@ mod tests {
         );
         let e = err(args(&["--min-lr", "0"]).resolve("resnet50-imagenet-step"));
         assert!(e.contains("--min-lr"), "{e}");
+        let e = err(args(&["--sync-bn", "true"]).resolve("cifar10-deit-tiny"));
+        assert!(e.contains("--sync-bn does not apply") && e.contains("no BatchNorm"), "{e}");
+        assert!(args(&["--sync-bn", "true"]).resolve("cifar10-resnet20").unwrap().sync_bn);
         let e = err(args(&["--cache"]).resolve("cifar10-resnet20"));
         assert!(e.contains("--cache") && e.contains("--zip"), "{e}");
         let e = err(args(&["--zip", "a", "--folder", "b"]).resolve("cifar10-resnet20"));

@@ -99,6 +99,9 @@ struct BatchNormTrainOp {
     /// `max(bn(x), 0)`: saves a pass over the activation each way, and one gradient tensor that
     /// candle's backward would zero-fill and add into.
     relu: bool,
+    /// SyncBatchNorm: `stats` are the whole batch's, and backward sums over the replicas
+    /// installed on the thread (ops must be `Send`, so the replicas are not held here).
+    synced: bool,
 }
 
 impl BatchNormTrainOp {
@@ -202,9 +205,20 @@ impl CustomOp3 for BatchNormTrainOp {
                 eps: self.eps,
             },
         )?;
+        let dx_sums = if self.synced {
+            let Some(r) = crate::sync_batch_norm::active() else {
+                candle_core::bail!(
+                    "batch_norm2d: the backward pass of a synchronised BatchNorm ran without the \
+                     replicas installed (keep the sync_batch_norm guard alive through backward)"
+                )
+            };
+            crate::sync_batch_norm::mean_over_replicas(r.as_ref(), &sums)?
+        } else {
+            sums.clone()
+        };
         let dx = x.apply_op3_no_bwd(
             &g,
-            &sums,
+            &dx_sums,
             &BatchNormBackwardDx {
                 stats: self.stats.clone(),
                 weight: w.clone(),
@@ -456,6 +470,14 @@ fn batch_norm2d_impl(
         running_var.as_tensor(),
     ];
     if !fused(&[x], &stat_params) {
+        if train && crate::sync_batch_norm::active().is_some() {
+            candle_core::bail!(
+                "batch_norm2d: SyncBatchNorm runs on the fused kernels (f32 on the CPU, f32 or \
+                 bf16 on CUDA, f32 parameters); got a {:?} input with {:?} parameters",
+                x.dtype(),
+                weight.dtype()
+            );
+        }
         // The composed reference multiplies in the input's dtype (e.g. f16 activations with
         // f32 parameters in mixed precision on the CPU).
         let (weight, bias) = (&weight.to_dtype(x.dtype())?, &bias.to_dtype(x.dtype())?);
@@ -482,9 +504,22 @@ fn batch_norm2d_impl(
         );
     }
     let x = x.contiguous()?;
-    let stats = x.apply_op1_no_bwd(&BatchStatsOp)?;
-    update_running_stats(&stats, (running_mean, running_var), momentum, cnt)?;
-    let op = BatchNormTrainOp { stats, eps, relu };
+    let local = x.apply_op1_no_bwd(&BatchStatsOp)?;
+    let replicas = crate::sync_batch_norm::active();
+    let (stats, count) = match &replicas {
+        Some(r) => (
+            crate::sync_batch_norm::global_stats(r.as_ref(), &local)?,
+            cnt * r.world_size(),
+        ),
+        None => (local, cnt),
+    };
+    update_running_stats(&stats, (running_mean, running_var), momentum, count)?;
+    let op = BatchNormTrainOp {
+        stats,
+        eps,
+        relu,
+        synced: replicas.is_some(),
+    };
     x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)
 }
 

@@ -37,6 +37,7 @@ pub mod reference;
 mod relu;
 mod side_output;
 mod softmax;
+mod sync_batch_norm;
 
 pub use attention::{attention_qkv, attention_qkv_composed};
 pub use batch_norm::{batch_norm2d, batch_norm2d_relu};
@@ -50,3 +51,4 @@ pub use matmul::matmul;
 pub use max_pool::max_pool2d;
 pub use relu::{add_relu, relu};
 pub use softmax::softmax_last_dim;
+pub use sync_batch_norm::{sync_batch_norm, ReplicaSum, SyncBatchNormGuard};

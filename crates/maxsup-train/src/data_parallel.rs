@@ -12,28 +12,40 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use maxsup_dist::Collective;
 use maxsup_models::ImageClassifier;
+use std::cell::RefCell;
+use std::rc::Rc;
 
 /// The data-parallel side of a trainer.
 pub struct DataParallel {
-    comm: Box<dyn Collective>,
+    /// Shared with the SyncBatchNorm guard of a training step ([`DataParallel::sync_batch_norm`]),
+    /// which sums statistics from inside the forward and backward passes.
+    comm: Rc<RefCell<Box<dyn Collective>>>,
 }
 
 impl DataParallel {
     pub fn new(comm: Box<dyn Collective>) -> Self {
-        Self { comm }
+        Self {
+            comm: Rc::new(RefCell::new(comm)),
+        }
+    }
+
+    /// SyncBatchNorm over the ranks for as long as the guard lives (a training step's forward
+    /// and backward passes, on this thread).
+    pub fn sync_batch_norm(&self) -> maxsup_ops::SyncBatchNormGuard {
+        maxsup_ops::sync_batch_norm(Rc::new(Replicas(self.comm.clone())))
     }
 
     pub fn rank(&self) -> usize {
-        self.comm.rank()
+        self.comm.borrow().rank()
     }
 
     pub fn world_size(&self) -> usize {
-        self.comm.world_size()
+        self.comm.borrow().world_size()
     }
 
     /// The device the collective moves tensors on: the trainer's device must be this one.
     pub fn device(&self) -> Device {
-        self.comm.device()
+        self.comm.borrow().device()
     }
 
     /// Rank 0 writes checkpoints and logs.
@@ -58,7 +70,7 @@ impl DataParallel {
             return Ok(());
         }
         let flat = flatten(vars.iter().map(|v| Ok(v.as_tensor().clone())))?;
-        let flat = self.comm.broadcast(&flat)?;
+        let flat = self.comm.borrow_mut().broadcast(&flat)?;
         for (v, part) in vars.iter().zip(unflatten(&flat, vars.iter().copied())) {
             v.set(&part?)?;
         }
@@ -76,10 +88,9 @@ impl DataParallel {
             Some(g) => Ok(g.clone()),
             None => Ok(Tensor::zeros(v.elem_count(), DType::F32, v.device())?),
         }))?;
-        let mean = self
-            .comm
-            .all_reduce_sum(&flat)?
-            .affine(1.0 / self.world_size() as f64, 0.0)?;
+        let world = self.world_size();
+        let sum = self.comm.borrow_mut().all_reduce_sum(&flat)?;
+        let mean = sum.affine(1.0 / world as f64, 0.0)?;
         for (v, g) in vars.iter().zip(unflatten(&mean, vars.iter())) {
             grads.insert(v.as_tensor(), g?);
         }
@@ -88,14 +99,14 @@ impl DataParallel {
 
     /// Sums host values over the ranks (metrics).
     pub fn sum(&mut self, values: &mut [f64]) -> Result<()> {
-        self.comm.all_reduce_host(values)
+        self.comm.borrow_mut().all_reduce_host(values)
     }
 
     /// A checksum of every model tensor, compared across the ranks: an error naming the first
     /// rank whose replica differs from rank 0's.
     pub fn check_replicas(&mut self, model: &dyn ImageClassifier, epoch: usize) -> Result<u64> {
         let sum = model_checksum(model)?;
-        let all = self.comm.all_gather_host(&sum.to_le_bytes())?;
+        let all = self.comm.borrow_mut().all_gather_host(&sum.to_le_bytes())?;
         let read = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
         let first = read(&all[0]);
         if let Some((rank, theirs)) = all
@@ -113,7 +124,26 @@ impl DataParallel {
     }
 
     pub fn barrier(&mut self) -> Result<()> {
-        self.comm.barrier()
+        self.comm.borrow_mut().barrier()
+    }
+}
+
+/// The collective as SyncBatchNorm's replicas.
+struct Replicas(Rc<RefCell<Box<dyn Collective>>>);
+
+impl maxsup_ops::ReplicaSum for Replicas {
+    fn rank(&self) -> usize {
+        self.0.borrow().rank()
+    }
+
+    fn world_size(&self) -> usize {
+        self.0.borrow().world_size()
+    }
+
+    fn sum(&self, t: &Tensor) -> candle_core::Result<Tensor> {
+        self.0.borrow_mut().all_reduce_sum(t).map_err(|e| {
+            candle_core::Error::Msg(format!("SyncBatchNorm's sum over the ranks: {e:#}"))
+        })
     }
 }
 

@@ -129,6 +129,11 @@ pub struct TrainConfig {
     pub zipf_weight: f64,
     pub drop_path: f64,
     pub blurpool: bool,
+    /// SyncBatchNorm: in a data-parallel run, BatchNorm normalises with the statistics of the
+    /// whole global batch, not each process's part (in one process it is plain BatchNorm).
+    /// Configs written before the field existed read as false.
+    #[serde(default)]
+    pub sync_bn: bool,
     /// Model EMA decay (`None` = no EMA).
     pub ema_decay: Option<f64>,
     /// Clip gradients to this global L2 norm (`None` = no clipping).
@@ -235,6 +240,7 @@ fn base_config(name: &str) -> TrainConfig {
         zipf_weight: 0.1,
         drop_path: 0.0,
         blurpool: false,
+        sync_bn: false,
         ema_decay: None,
         clip_grad: None,
         seed: 0,
@@ -302,7 +308,8 @@ fn cifar100_resnet18(base: TrainConfig) -> TrainConfig {
 }
 
 /// The paper's ImageNet ResNet-50 recipe: 200 epochs, batch 2048,
-/// lr 0.85 cosine, SGD 0.9, wd 1e-4 (none on BN/bias), BlurPool as in FFCV.
+/// lr 0.85 cosine, SGD 0.9, wd 1e-4 (none on BN/bias), BlurPool as in FFCV, and SyncBatchNorm
+/// as the authors' Lightning runs (`sync_batchnorm=True`) when trained on several processes.
 fn resnet50_imagenet(base: TrainConfig) -> TrainConfig {
     TrainConfig {
         model: "resnet50".into(),
@@ -319,6 +326,7 @@ fn resnet50_imagenet(base: TrainConfig) -> TrainConfig {
             min_lr: 0.0,
         },
         blurpool: true,
+        sync_bn: true,
         ..base
     }
 }

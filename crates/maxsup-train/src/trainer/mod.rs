@@ -329,6 +329,11 @@ impl Trainer {
         if let Some(p) = self.parallel.as_mut() {
             p.broadcast_buffers(self.model.as_ref())?;
         }
+        // Lives through the forward and backward passes below.
+        let _sync_bn = match &self.parallel {
+            Some(p) if self.state.config.sync_bn => Some(p.sync_batch_norm()),
+            _ => None,
+        };
         let x = images_tensor(
             batch,
             &self.device,
