@@ -431,8 +431,16 @@ mod tests {
         let e = err(args(&["--min-lr", "0"]).resolve("resnet50-imagenet-step"));
         assert!(e.contains("--min-lr"), "{e}");
         let e = err(args(&["--sync-bn", "true"]).resolve("cifar10-deit-tiny"));
-        assert!(e.contains("--sync-bn does not apply") && e.contains("no BatchNorm"), "{e}");
-        assert!(args(&["--sync-bn", "true"]).resolve("cifar10-resnet20").unwrap().sync_bn);
+        assert!(
+            e.contains("--sync-bn does not apply") && e.contains("no BatchNorm"),
+            "{e}"
+        );
+        assert!(
+            args(&["--sync-bn", "true"])
+                .resolve("cifar10-resnet20")
+                .unwrap()
+                .sync_bn
+        );
         let e = err(args(&["--cache"]).resolve("cifar10-resnet20"));
         assert!(e.contains("--cache") && e.contains("--zip"), "{e}");
         let e = err(args(&["--zip", "a", "--folder", "b"]).resolve("cifar10-resnet20"));
