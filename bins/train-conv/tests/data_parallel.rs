@@ -230,3 +230,70 @@ fn sync_batch_norm_makes_two_processes_train_the_weights_of_one() {
     assert!(d_synced < 1e-6, "SyncBatchNorm: {d_synced:e}");
     assert!(d_local > 1e-3, "per-process BatchNorm: {d_local:e}");
 }
+
+/// A zip cache (`train.zip` + `train_map.txt`, `val.zip` + `val_map.txt`) of 2 classes built
+/// from the decoder's test photos: 13 training images, 5 validation images.
+fn small_zip_cache(root: &Path) -> PathBuf {
+    let photos = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates/maxsup-data/tests/data");
+    let sources = ["photo_baseline.jpg", "photo_progressive.jpg", "gray.jpg"];
+    let folder = root.join("folder");
+    for (split, n) in [("train", 13), ("val", 5)] {
+        for i in 0..n {
+            let class = ["n01000000", "n02000000"][i % 2];
+            let d = folder.join(split).join(class);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::copy(photos.join(sources[i % 3]), d.join(format!("{i}.jpg"))).unwrap();
+        }
+    }
+    let out = root.join("zip");
+    maxsup_data::build_zip_from_folder(&folder, &out).unwrap();
+    out
+}
+
+/// `--cache` with two processes: each reads only its interleaved shard into memory (as DeiT's
+/// `--cache`) and trains on it; the ranks run the same number of steps although their shards
+/// differ in size (7 and 6 of 13 images), and their replicas stay identical.
+#[test]
+fn the_zip_cache_is_read_per_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = small_zip_cache(dir.path());
+    let out = dir.path().join("run");
+    let result = Command::new(BIN)
+        .arg("--zip")
+        .arg(&zip)
+        .args(["--cache", "--image-size", "32", "--epochs", "2"])
+        .args([
+            "--batch-size",
+            "4",
+            "--eval-batch-size",
+            "2",
+            "--nproc",
+            "2",
+        ])
+        .args(["--no-progress", "--out-dir"])
+        .arg(&out)
+        .env("MAXSUP_COLLECTIVE_TIMEOUT", "60")
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let checks = replica_checks(&out);
+    assert_eq!(checks.len(), 2, "one replica check per epoch");
+    let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .collect();
+    let of = |kind: &str| -> Vec<&serde_json::Value> {
+        events.iter().filter(|e| e["event"] == kind).collect()
+    };
+    // floor(13 / 2) = 6 samples per rank and epoch, 2 per rank and step: 3 steps, and 12
+    // images trained per epoch over both ranks.
+    let (starts, trains) = (of("epoch_start"), of("train"));
+    assert_eq!((starts.len(), trains.len()), (2, 2));
+    assert!(starts.iter().all(|e| e["batches"] == 3), "{starts:?}");
+    assert!(trains.iter().all(|e| e["images"] == 12), "{trains:?}");
+}

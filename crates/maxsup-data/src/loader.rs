@@ -29,7 +29,10 @@ use crate::rng::{Rng, Stream};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Sharding {
     /// Rank `r` of `W` owns samples `i` with `i % W == r`; `batch_size` is per rank. DeiT's
-    /// zip-cache sampler (each rank caches only its part) and sharded evaluation.
+    /// zip-cache sampler (each rank caches only its part, and shuffles it) and sharded
+    /// evaluation. With `drop_last` (training) every rank runs `floor(N / W) / batch_size`
+    /// steps, the count of the smallest shard, so that no rank waits for another in a
+    /// collective that never comes.
     #[default]
     Interleaved,
     /// One order for all ranks (that of a single process); global batch `b` is samples
@@ -195,13 +198,17 @@ impl Loader {
         order
     }
 
-    /// Batches per epoch on this rank (the same on every rank with [`Sharding::GlobalBatch`]).
+    /// Batches per epoch on this rank: the same on every rank when training (`drop_last`), for
+    /// either sharding; when evaluating, interleaved shards may differ by one batch.
     pub fn batches_per_epoch(&self) -> usize {
-        let n = self.shard_indices().len();
         if self.config.drop_last {
+            let n = match self.config.sharding {
+                Sharding::Interleaved => self.dataset.len() / self.config.world_size,
+                Sharding::GlobalBatch => self.dataset.len(),
+            };
             n / self.config.batch_size
         } else {
-            n.div_ceil(self.config.batch_size)
+            self.shard_indices().len().div_ceil(self.config.batch_size)
         }
     }
 

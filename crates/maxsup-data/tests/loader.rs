@@ -113,6 +113,45 @@ fn shards_partition_the_dataset_like_deit() {
     assert_eq!(all, (0..20).collect::<Vec<_>>());
 }
 
+/// Training shards run the same number of steps on every rank whatever the dataset size, world
+/// size and batch (an unequal count would leave the other ranks waiting in a collective).
+#[test]
+fn every_rank_trains_the_same_number_of_steps() {
+    for n in [1usize, 7, 20, 37, 64, 101] {
+        for world in [1usize, 2, 3, 4, 8] {
+            for batch in [1usize, 2, 4, 5, 8] {
+                let interleaved: Vec<usize> = (0..world)
+                    .map(|r| {
+                        let l = loader(n, LoaderConfig::train(batch, 1).with_shard(r, world));
+                        let batches = collect(&l, 0);
+                        assert!(batches.iter().all(|b| b.len() == batch));
+                        assert!(batches
+                            .iter()
+                            .flat_map(|b| b.indices.clone())
+                            .all(|i| i % world == r));
+                        assert_eq!(batches.len(), l.batches_per_epoch());
+                        batches.len()
+                    })
+                    .collect();
+                assert!(
+                    interleaved.iter().all(|&s| s == (n / world) / batch),
+                    "interleaved n {n} world {world} batch {batch}: {interleaved:?}"
+                );
+                if batch % world == 0 {
+                    let global: Vec<usize> = (0..world)
+                        .map(|r| {
+                            let cfg =
+                                LoaderConfig::train(batch, 1).with_global_batch_part(r, world);
+                            loader(n, cfg).batches_per_epoch()
+                        })
+                        .collect();
+                    assert!(global.iter().all(|&s| s == n / batch), "global {global:?}");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn global_batch_parts_are_the_single_process_batches_for_any_world_size() {
     for (n, batch) in [(37, 8), (20, 4), (64, 16)] {

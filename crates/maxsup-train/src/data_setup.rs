@@ -27,28 +27,37 @@ pub fn build_loaders(config: &TrainConfig) -> Result<DataLoaders> {
 /// [`build_loaders`] for rank `rank` of `world` processes: this rank's part of every global
 /// training batch (the samples of a step do not depend on `world`) and its interleaved shard of
 /// the evaluation split (metrics are then summed over the ranks).
+///
+/// With the zip cache read into memory (`--cache`), each rank holds only the samples `i` with
+/// `i % world == rank`, as DeiT's `--cache` does, and so trains on that shard alone: a fresh
+/// shuffle of it every epoch, `batch_size / world` samples per step, `floor(N / world)` samples
+/// per rank and epoch. The samples of a step then depend on `world` (as they do in DeiT).
 pub fn build_loaders_for_rank(
     config: &TrainConfig,
     rank: usize,
     world: usize,
 ) -> Result<DataLoaders> {
-    if world > 1 && matches!(config.input.source, DataSource::Zip { cache: true, .. }) {
-        bail!(
-            "--cache with {world} processes: every rank would hold the whole split in memory; \
-             read the zip cache without --cache (memory-mapped, shared by the processes)"
-        );
-    }
-    let (train, eval) = open_datasets(&config.input.source)?;
+    let cached_shards =
+        world > 1 && matches!(config.input.source, DataSource::Zip { cache: true, .. });
+    let (train, eval) = open_datasets(&config.input.source, rank, world)?;
     let train = subset(train, config.train_subset).context("--train-subset")?;
     let eval = subset(eval, config.eval_subset).context("--eval-subset")?;
     let num_classes = train.num_classes();
     let (train_pipeline, eval_pipeline) = pipelines(config);
-    let train_loader = Loader::new(
-        train,
-        train_pipeline,
-        LoaderConfig::train(config.batch_size, config.seed).with_global_batch_part(rank, world),
-    )
-    .with_context(|| format!("--batch-size {}", config.batch_size))?;
+    let train_config = if cached_shards {
+        if !config.batch_size.is_multiple_of(world) {
+            bail!(
+                "--batch-size {}: the global batch is not divisible by the {world} processes \
+                 (each takes an equal part)",
+                config.batch_size
+            );
+        }
+        LoaderConfig::train(config.batch_size / world, config.seed).with_shard(rank, world)
+    } else {
+        LoaderConfig::train(config.batch_size, config.seed).with_global_batch_part(rank, world)
+    };
+    let train_loader = Loader::new(train, train_pipeline, train_config)
+        .with_context(|| format!("--batch-size {}", config.batch_size))?;
     let train_loader = if config.input.augment.mixes() {
         let mut mixup = Mixup::deit(num_classes, 0.0);
         mixup.mixup_alpha = config.input.augment.mixup;
@@ -168,7 +177,11 @@ fn eval_interpolation(config: &TrainConfig) -> Interpolation {
 
 /// Both splits, which must label the same classes: a class only one split has would shift every
 /// label after it (ImageFolder) or score against a logit the model does not have.
-fn open_datasets(source: &DataSource) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)> {
+fn open_datasets(
+    source: &DataSource,
+    rank: usize,
+    world: usize,
+) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)> {
     if let DataSource::Folder { root } = source {
         let (train, val) = (
             ImageFolder::open(&root.join("train"))?,
@@ -193,8 +206,8 @@ fn open_datasets(source: &DataSource) -> Result<(Arc<dyn Dataset>, Arc<dyn Datas
         return Ok((Arc::new(train), Arc::new(val)));
     }
     let (train, val) = (
-        open_split(source, Split::Train)?,
-        open_split(source, Split::Val)?,
+        open_split_for_rank(source, Split::Train, rank, world)?,
+        open_split_for_rank(source, Split::Val, rank, world)?,
     );
     if val.num_classes() > train.num_classes() {
         bail!(
@@ -209,6 +222,17 @@ fn open_datasets(source: &DataSource) -> Result<(Arc<dyn Dataset>, Arc<dyn Datas
 /// Opens one split of the data source (only that one: with `--cache` a split is read into
 /// memory, so extracting validation features must not touch the training archive).
 pub fn open_split(source: &DataSource, split: Split) -> Result<Arc<dyn Dataset>> {
+    open_split_for_rank(source, split, 0, 1)
+}
+
+/// [`open_split`] for rank `rank` of `world`: with `--cache`, only the rank's interleaved shard
+/// is read into memory.
+fn open_split_for_rank(
+    source: &DataSource,
+    split: Split,
+    rank: usize,
+    world: usize,
+) -> Result<Arc<dyn Dataset>> {
     let train = split == Split::Train;
     Ok(match source {
         DataSource::Cifar10 { dir } => {
@@ -245,6 +269,8 @@ pub fn open_split(source: &DataSource, split: Split) -> Result<Arc<dyn Dataset>>
         DataSource::Zip { root, cache } => {
             let options = ZipCacheOptions {
                 cache: *cache,
+                rank,
+                world_size: world,
                 ..ZipCacheOptions::default()
             };
             Arc::new(ZipCache::open_split(
