@@ -57,24 +57,7 @@ impl NcclCollective {
         };
         let (group, payload) = HostGroup::join(world, agreement, &id, rendezvous, timeout)?;
         let id = id_from_bytes(&payload)?;
-        let stream = cuda.cuda_stream();
-        // NCCL takes the device current on the calling thread.
-        stream
-            .context()
-            .bind_to_thread()
-            .context("binding this rank's CUDA context before NCCL's initialisation")?;
-        let comm = Comm::from_rank(stream, world.rank, world.world_size, id).map_err(|e| {
-            nccl_error(
-                e,
-                &format!(
-                    "initialising NCCL as rank {} of {} on GPU {} (two ranks on one GPU are \
-                     refused by NCCL; each rank needs its own)",
-                    world.rank,
-                    world.world_size,
-                    cuda.cuda_stream().context().ordinal()
-                ),
-            )
-        })?;
+        let comm = init_bounded(cuda, world, id, &group, rendezvous)?;
         Ok(Self {
             comm,
             device: device.clone(),
@@ -240,6 +223,75 @@ impl CustomOp1 for NcclOp<'_> {
             )
         })?;
         Ok((CudaStorage::wrap_cuda_slice(out, dev), l.shape().clone()))
+    }
+}
+
+/// A communicator on its way from the thread that initialised it.
+struct Initialised(Comm);
+
+// SAFETY: an NCCL communicator is not tied to the thread that created it (NCCL only forbids
+// using one from several threads at once); it crosses threads exactly once, after
+// `ncclCommInitRank` returned, and is then used by the receiving thread alone.
+unsafe impl Send for Initialised {}
+
+/// `ncclCommInitRank`, which blocks until every rank has called it and has no time limit of its
+/// own, on a helper thread, waited for with `limit` while watching the other ranks' sockets: a
+/// rank that dies or hangs before initialising is an error here, not a silent hang. (On an error
+/// the helper stays blocked until the process ends.)
+fn init_bounded(
+    cuda: &CudaDevice,
+    world: &World,
+    id: Id,
+    group: &HostGroup,
+    limit: Duration,
+) -> Result<Comm> {
+    let stream = cuda.cuda_stream();
+    let ordinal = stream.context().ordinal();
+    let (rank, size) = (world.rank, world.world_size);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("nccl-init".into())
+        .spawn(move || {
+            // NCCL takes the device current on the calling thread.
+            let result = match stream.context().bind_to_thread() {
+                Err(e) => Err(anyhow::anyhow!(
+                    "binding GPU {ordinal}'s CUDA context before NCCL's initialisation: {e:?}"
+                )),
+                Ok(()) => Comm::from_rank(stream, rank, size, id)
+                    .map(Initialised)
+                    .map_err(|e| {
+                        nccl_error(
+                            e,
+                            &format!(
+                                "initialising NCCL as rank {rank} of {size} on GPU {ordinal} (two \
+                                 ranks on one GPU are refused by NCCL; each rank needs its own)"
+                            ),
+                        )
+                    }),
+            };
+            let _ = tx.send(result);
+        })
+        .context("starting the NCCL initialisation thread")?;
+    let start = Instant::now();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(result) => return result.map(|Initialised(comm)| comm),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                bail!("NCCL's initialisation thread ended without an answer")
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if let Some(peer) = group.closed_peer() {
+            bail!("rank {peer} exited while the ranks were initialising NCCL: the run stopped");
+        }
+        if start.elapsed() > limit {
+            bail!(
+                "NCCL's initialisation did not complete within {} s (MAXSUP_RDZV_TIMEOUT): a rank \
+                 is hung, or the ranks cannot reach each other over NCCL's network (see \
+                 NCCL_SOCKET_IFNAME, NCCL_DEBUG=INFO)",
+                limit.as_secs()
+            );
+        }
     }
 }
 
