@@ -223,21 +223,8 @@ pub fn backward(
         })
         .collect();
     let dw = if want_dw {
-        let mut it = dws.into_iter().flatten();
-        let mut acc = it.next().unwrap_or_else(|| vec![0f32; o * k]);
-        for part in it {
-            acc.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
-        }
-        // [K, O] -> [O, K]
-        let mut dw = Output::new(o * k);
-        let slots = dw.slots();
-        for (kk, row) in acc.chunks_exact(o).enumerate() {
-            for (oc, &v) in row.iter().enumerate() {
-                slots[oc * k + kk].write(v);
-            }
-        }
-        // SAFETY: `acc` is k rows of o, so every (oc, kk) of the o x k result was written.
-        Some(unsafe { dw.assume_init() })
+        let parts: Vec<Vec<f32>> = dws.into_iter().flatten().collect();
+        Some(sum_transposed(&parts, o, k))
     } else {
         None
     };
@@ -245,6 +232,39 @@ pub fn backward(
     // pointwise GEMM, else zeroed and accumulated); without `want_dx` the buffer is empty.
     let dx = unsafe { dx.assume_init() };
     (if want_dx { Some(dx) } else { None }, dw)
+}
+
+/// `Σ parts` transposed: each part is `[K, O]` (a thread's weight gradient), the result
+/// `[O, K]`. In parallel over blocks of output rows, tile by tile (a tile's rows and columns stay
+/// in L1), adding the parts in order from zero (the sums of a serial loop, bit for bit). A
+/// serial reduce-then-transpose here cost ~15% of a ResNet-50 step on two threads, one of them
+/// idle.
+fn sum_transposed(parts: &[Vec<f32>], o: usize, k: usize) -> Vec<f32> {
+    const TILE: usize = 32;
+    if parts.is_empty() {
+        return vec![0f32; o * k];
+    }
+    let mut dw = Output::new(o * k);
+    dw.slots()
+        .par_chunks_mut(TILE * k)
+        .enumerate()
+        .for_each(|(block, rows)| {
+            let (oc0, n_rows) = (block * TILE, rows.len() / k);
+            for kk0 in (0..k).step_by(TILE) {
+                for kk in kk0..(kk0 + TILE).min(k) {
+                    let at = kk * o + oc0;
+                    for oi in 0..n_rows {
+                        let mut sum = 0f32;
+                        for part in parts {
+                            sum += part[at + oi];
+                        }
+                        rows[oi * k + kk].write(sum);
+                    }
+                }
+            }
+        });
+    // SAFETY: the blocks cover the o rows of k; every (row, kk) of each block was written.
+    unsafe { dw.assume_init() }
 }
 
 /// `dwt [K, O] += cols [K, nb*P] @ dY_blockᵀ [nb*P, O]` for images `imgs`.
