@@ -8,8 +8,8 @@
 #        img defaults to 32)
 #        THREADS=2 STEPS=5 bench/compare_torch.sh resnet20_cifar:128 resnet18:16:224
 # Other jobs on the cores distort both sides, and not necessarily equally: check `uptime`.
-# candle's own elementwise ops use a separate spinning thread pool; CANDLE_NUM_THREADS=1 in the
-# environment keeps them on the calling thread (often faster on a busy 2-core machine).
+# candle's own elementwise ops use a separate spinning thread pool; our binaries keep them on the
+# calling thread (CANDLE_NUM_THREADS=1, maxsup_cli::cpu_threads) unless CANDLE_NUM_THREADS is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS="${THREADS:-2}"
@@ -25,7 +25,7 @@ BIN=target/release/bench-train
 field() { grep -o "^$1=[0-9.]*" | cut -d= -f2; }
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
 ours() { RAYON_NUM_THREADS="$THREADS" "$BIN" --model "$1" --batch "$2" --img "$3" --steps "$STEPS" --threads "$THREADS" --weight-decay "$WD"; }
-echo "uptime: $(uptime)  THREADS=$THREADS STEPS=$STEPS WD=$WD CANDLE_NUM_THREADS=${CANDLE_NUM_THREADS:-default}"
+echo "uptime: $(uptime)  THREADS=$THREADS STEPS=$STEPS WD=$WD CANDLE_NUM_THREADS=${CANDLE_NUM_THREADS:-1 (ours)}"
 printf "%-22s %5s %4s | %8s %8s %6s | %8s %8s %6s\n" model batch img ours_s torch_s ratio ours_MB torch_MB ratio
 for cfg in "${CONFIGS[@]}"; do
   IFS=: read -r model batch img <<<"$cfg"

@@ -15,6 +15,7 @@ use maxsup_optim::{Optimizer, ParamGroup, Sgd, SgdConfig};
 use std::time::Instant;
 
 fn main() -> Result<()> {
+    maxsup_cli::cpu_threads::candle_ops_on_calling_thread();
     if !maxsup_cli::allocator::retain_freed_pages() {
         eprintln!("warning: could not set mimalloc's purge delay; timings include page faults");
     }

@@ -45,6 +45,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     maxsup_cli::allocator::retain_freed_pages();
+    maxsup_cli::cpu_threads::candle_ops_on_calling_thread();
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -3,6 +3,7 @@
 
 fn main() -> std::process::ExitCode {
     maxsup_cli::allocator::retain_freed_pages();
+    maxsup_cli::cpu_threads::candle_ops_on_calling_thread();
     maxsup_cli::train_main(
         "train-conv",
         maxsup_cli::ModelFamily::ResNet,

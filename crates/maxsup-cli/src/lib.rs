@@ -6,6 +6,7 @@
 
 pub mod allocator;
 mod args;
+pub mod cpu_threads;
 mod dataset_args;
 mod progress;
 mod run;

@@ -145,15 +145,7 @@ impl CustomOp3 for BatchNormTrainOp {
                 let ch = pl % c;
                 let scale = wt[ch] * rstd[ch];
                 let shift = bi[ch] - mean[ch] * scale;
-                if self.relu {
-                    yp.iter_mut().zip(xp).for_each(|(o, &v)| {
-                        o.write((v * scale + shift).max(0.0));
-                    });
-                } else {
-                    yp.iter_mut().zip(xp).for_each(|(o, &v)| {
-                        o.write(v * scale + shift);
-                    });
-                }
+                crate::cpu::lanes::affine(yp, xp, scale, shift, self.relu);
             });
         // SAFETY: the planes of `x` (length hw each) cover `y` element for element.
         let y = unsafe { y.assume_init() };
@@ -263,11 +255,7 @@ impl CustomOp2 for BatchNormBackwardSums {
                 let (mut s, mut sx) = (0f64, 0f64);
                 for bb in 0..n {
                     let r = (bb * c + ch) * hw..(bb * c + ch + 1) * hw;
-                    let (mut a, mut ax) = (0f32, 0f32);
-                    for (&g, &v) in gv[r.clone()].iter().zip(&xv[r]) {
-                        a += g;
-                        ax += g * (v - mean) * rstd;
-                    }
+                    let (a, ax) = crate::cpu::lanes::grad_sums(&gv[r.clone()], &xv[r], mean, rstd);
                     s += a as f64;
                     sx += ax as f64;
                 }
@@ -336,9 +324,17 @@ impl CustomOp3 for BatchNormBackwardDx {
                 let (sx, s) = (sums[ch], sums[c + ch]);
                 let k = wv[ch] * rstd / m;
                 let r = pl * hw..(pl + 1) * hw;
-                for ((o, &g), &v) in dp.iter_mut().zip(&gv[r.clone()]).zip(&xv[r]) {
-                    o.write(k * (m * g - s - (v - mean) * rstd * sx));
-                }
+                crate::cpu::lanes::batch_norm_dx(
+                    dp,
+                    &gv[r.clone()],
+                    &xv[r],
+                    k,
+                    m,
+                    s,
+                    sx,
+                    mean,
+                    rstd,
+                );
             });
         // SAFETY: each plane's hw elements were written from equally long input planes.
         let dx = unsafe { dx.assume_init() };

@@ -26,11 +26,7 @@ impl CustomOp1 for ReluOp {
         y.slots()
             .par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
-            .for_each(|(yc, xc)| {
-                for (o, &v) in yc.iter_mut().zip(xc) {
-                    o.write(v.max(0.0));
-                }
-            });
+            .for_each(|(yc, xc)| crate::cpu::lanes::relu(yc, xc));
         // SAFETY: `y` has `x`'s length and its chunks were written element for element.
         let y = unsafe { y.assume_init() };
         Ok((CpuStorage::F32(y), l.shape().clone()))
@@ -77,11 +73,7 @@ impl CustomOp2 for ReluBackwardOp {
         dx.slots()
             .par_chunks_mut(CHUNK)
             .zip(yv.par_chunks(CHUNK).zip(gv.par_chunks(CHUNK)))
-            .for_each(|(dc, (yc, gc))| {
-                for ((o, &yv), &g) in dc.iter_mut().zip(yc).zip(gc) {
-                    o.write(if yv > 0.0 { g } else { 0.0 });
-                }
-            });
+            .for_each(|(dc, (yc, gc))| crate::cpu::lanes::relu_backward(dc, yc, gc));
         // SAFETY: the inputs have `dx`'s length, so every element was written.
         let dx = unsafe { dx.assume_init() };
         Ok((CpuStorage::F32(dx), yl.shape().clone()))
@@ -123,11 +115,7 @@ impl CustomOp2 for AddReluOp {
         y.slots()
             .par_chunks_mut(CHUNK)
             .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(|(yc, (ac, bc))| {
-                for ((o, &u), &v) in yc.iter_mut().zip(ac).zip(bc) {
-                    o.write((u + v).max(0.0));
-                }
-            });
+            .for_each(|(yc, (ac, bc))| crate::cpu::lanes::add_relu(yc, ac, bc));
         // SAFETY: the inputs have `y`'s length, so every element was written.
         let y = unsafe { y.assume_init() };
         Ok((CpuStorage::F32(y), l1.shape().clone()))

@@ -136,6 +136,7 @@ struct SameTap {
 impl SameTap {
     /// Zeroes the entries of a column-matrix row (one image plane) that read padding columns
     /// inside the valid rows.
+    #[inline]
     fn zero_padding_columns(&self, row: &mut [f32]) {
         let w = self.w;
         if self.cols.start > 0 || self.cols.end < w {
@@ -148,6 +149,7 @@ impl SameTap {
 }
 
 /// Fills `cols` (K rows, row stride `ld`, columns `col0 .. col0 + P`) from one image `img` (C*H*W).
+#[multiversion::multiversion(targets = "simd")]
 pub fn im2col(g: &ConvGeom, img: &[f32], cols: &mut [f32], ld: usize, col0: usize) {
     if g.is_same_stride1() {
         return im2col_same(g, img, cols, ld, col0);
@@ -189,6 +191,7 @@ pub fn im2col(g: &ConvGeom, img: &[f32], cols: &mut [f32], ld: usize, col0: usiz
 ///
 /// For stride-1 "same" convolutions the entries of `cols` that read padding are overwritten with
 /// zeros (they carry no gradient), which lets each kernel tap be one contiguous add.
+#[multiversion::multiversion(targets = "simd")]
 pub fn col2im_add(g: &ConvGeom, cols: &mut [f32], ld: usize, col0: usize, img: &mut [f32]) {
     if g.is_same_stride1() {
         return col2im_add_same(g, cols, ld, col0, img);
@@ -229,6 +232,7 @@ pub fn col2im_add(g: &ConvGeom, cols: &mut [f32], ld: usize, col0: usize, img: &
 
 /// `im2col` for stride-1 same-size convolutions: per tap, one contiguous copy of the shifted
 /// plane, then zeros where the tap reads padding (short per-row copies cost more than the data).
+#[inline]
 fn im2col_same(g: &ConvGeom, img: &[f32], cols: &mut [f32], ld: usize, col0: usize) {
     let hw = g.h * g.w;
     let taps = same_taps(g);
@@ -251,6 +255,7 @@ fn im2col_same(g: &ConvGeom, img: &[f32], cols: &mut [f32], ld: usize, col0: usi
 
 /// `col2im_add` for stride-1 same-size convolutions: zero the entries that read padding, then
 /// one contiguous add per tap.
+#[inline]
 fn col2im_add_same(g: &ConvGeom, cols: &mut [f32], ld: usize, col0: usize, img: &mut [f32]) {
     let hw = g.h * g.w;
     let taps = same_taps(g);

@@ -3,5 +3,6 @@
 pub mod conv;
 pub mod gemm;
 pub mod im2col;
+pub mod lanes;
 pub mod slices;
 pub mod uninit;
