@@ -26,16 +26,9 @@ fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
         .map(|ch| {
             let planes = || (0..n).map(move |b| &x[(b * c + ch) * hw..(b * c + ch + 1) * hw]);
             let m = (n * hw) as f64;
-            let mean = planes()
-                .map(|p| p.iter().map(|&v| v as f64).sum::<f64>())
-                .sum::<f64>()
-                / m;
+            let mean = planes().map(crate::cpu::lanes::sum_f64).sum::<f64>() / m;
             let var = planes()
-                .map(|p| {
-                    p.iter()
-                        .map(|&v| (v as f64 - mean) * (v as f64 - mean))
-                        .sum::<f64>()
-                })
+                .map(|p| crate::cpu::lanes::sq_dev_sum_f64(p, mean))
                 .sum::<f64>()
                 / m;
             (mean, var)

@@ -72,6 +72,39 @@ pub fn grad_sums(g: &[f32], x: &[f32], mean: f32, rstd: f32) -> (f32, f32) {
     (s, sx)
 }
 
+/// `Σ x` of one plane in f64, in [`LANES`] interleaved partial sums (BatchNorm's batch mean).
+#[multiversion(targets = "simd")]
+pub fn sum_f64(x: &[f32]) -> f64 {
+    let mut acc = [0f64; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            acc[l] += c[l] as f64;
+        }
+    }
+    acc.iter().sum::<f64>() + rest.iter().map(|&v| v as f64).sum::<f64>()
+}
+
+/// `Σ (x - mean)^2` of one plane in f64, in [`LANES`] interleaved partial sums.
+#[multiversion(targets = "simd")]
+pub fn sq_dev_sum_f64(x: &[f32], mean: f64) -> f64 {
+    let mut acc = [0f64; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            let d = c[l] as f64 - mean;
+            acc[l] += d * d;
+        }
+    }
+    acc.iter().sum::<f64>()
+        + rest
+            .iter()
+            .map(|&v| (v as f64 - mean) * (v as f64 - mean))
+            .sum::<f64>()
+}
+
 /// BatchNorm's input gradient over one plane: `k * (m * g - s - (x - mean) * rstd * sx)`.
 #[multiversion(targets = "simd")]
 #[allow(clippy::too_many_arguments)]
@@ -137,6 +170,10 @@ mod tests {
                     .collect();
                 assert_eq!(read(&y), want);
             }
+            let s64: f64 = x.iter().map(|&v| v as f64).sum();
+            assert!((sum_f64(&x) - s64).abs() < 1e-9);
+            let q64: f64 = x.iter().map(|&v| (v as f64 - 0.3).powi(2)).sum();
+            assert!((sq_dev_sum_f64(&x, 0.3) - q64).abs() < 1e-9);
             let (a, ax) = grad_sums(&g, &x, 0.5, 2.0);
             let (ea, eax) = g.iter().zip(&x).fold((0f64, 0f64), |(s, sx), (&gv, &v)| {
                 (s + gv as f64, sx + (gv * (v - 0.5) * 2.0) as f64)
