@@ -148,37 +148,38 @@ impl SameTap {
     }
 }
 
-/// Fills `cols` (K rows, row stride `ld`, columns `col0 .. col0 + P`) from one image `img` (C*H*W).
-#[multiversion::multiversion(targets = "simd")]
-pub fn im2col(g: &ConvGeom, img: &[f32], cols: &mut [f32], ld: usize, col0: usize) {
-    if g.is_same_stride1() {
-        return im2col_same(g, img, cols, ld, col0);
-    }
-    let (oh_n, ow_n) = (g.oh, g.ow);
-    for c in 0..g.c {
-        let plane = &img[c * g.h * g.w..(c + 1) * g.h * g.w];
-        for ki in 0..g.kh {
-            for kj in 0..g.kw {
-                let k = (c * g.kh + ki) * g.kw + kj;
-                let row = &mut cols[k * ld + col0..k * ld + col0 + oh_n * ow_n];
-                let (lo, hi) = g.valid_ow(kj);
-                let iw0 = (lo * g.stride + kj * g.dil) as isize - g.pad as isize;
-                for oh in 0..oh_n {
-                    let dst = &mut row[oh * ow_n..(oh + 1) * ow_n];
-                    let ih = (oh * g.stride + ki * g.dil) as isize - g.pad as isize;
-                    if ih < 0 || ih >= g.h as isize || lo >= hi {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[ih as usize * g.w..(ih as usize + 1) * g.w];
-                    dst[..lo].fill(0.0);
-                    dst[hi..].fill(0.0);
-                    let iw0 = iw0 as usize;
-                    if g.stride == 1 {
-                        dst[lo..hi].copy_from_slice(&src[iw0..iw0 + (hi - lo)]);
-                    } else {
-                        for (i, d) in dst[lo..hi].iter_mut().enumerate() {
-                            *d = src[iw0 + i * g.stride];
+simd_kernel! {
+    /// Fills `cols` (K rows, row stride `ld`, columns `col0 .. col0 + P`) from one image `img` (C*H*W).
+    pub fn im2col(g: &ConvGeom, img: &[f32], cols: &mut [f32], ld: usize, col0: usize) {
+        if g.is_same_stride1() {
+            return im2col_same(g, img, cols, ld, col0);
+        }
+        let (oh_n, ow_n) = (g.oh, g.ow);
+        for c in 0..g.c {
+            let plane = &img[c * g.h * g.w..(c + 1) * g.h * g.w];
+            for ki in 0..g.kh {
+                for kj in 0..g.kw {
+                    let k = (c * g.kh + ki) * g.kw + kj;
+                    let row = &mut cols[k * ld + col0..k * ld + col0 + oh_n * ow_n];
+                    let (lo, hi) = g.valid_ow(kj);
+                    let iw0 = (lo * g.stride + kj * g.dil) as isize - g.pad as isize;
+                    for oh in 0..oh_n {
+                        let dst = &mut row[oh * ow_n..(oh + 1) * ow_n];
+                        let ih = (oh * g.stride + ki * g.dil) as isize - g.pad as isize;
+                        if ih < 0 || ih >= g.h as isize || lo >= hi {
+                            dst.fill(0.0);
+                            continue;
+                        }
+                        let src = &plane[ih as usize * g.w..(ih as usize + 1) * g.w];
+                        dst[..lo].fill(0.0);
+                        dst[hi..].fill(0.0);
+                        let iw0 = iw0 as usize;
+                        if g.stride == 1 {
+                            dst[lo..hi].copy_from_slice(&src[iw0..iw0 + (hi - lo)]);
+                        } else {
+                            for (i, d) in dst[lo..hi].iter_mut().enumerate() {
+                                *d = src[iw0 + i * g.stride];
+                            }
                         }
                     }
                 }
@@ -187,41 +188,42 @@ pub fn im2col(g: &ConvGeom, img: &[f32], cols: &mut [f32], ld: usize, col0: usiz
     }
 }
 
-/// Adds the column matrix back into one image gradient `img` (C*H*W): the adjoint of `im2col`.
-///
-/// For stride-1 "same" convolutions the entries of `cols` that read padding are overwritten with
-/// zeros (they carry no gradient), which lets each kernel tap be one contiguous add.
-#[multiversion::multiversion(targets = "simd")]
-pub fn col2im_add(g: &ConvGeom, cols: &mut [f32], ld: usize, col0: usize, img: &mut [f32]) {
-    if g.is_same_stride1() {
-        return col2im_add_same(g, cols, ld, col0, img);
-    }
-    let (oh_n, ow_n) = (g.oh, g.ow);
-    for c in 0..g.c {
-        let plane = &mut img[c * g.h * g.w..(c + 1) * g.h * g.w];
-        for ki in 0..g.kh {
-            for kj in 0..g.kw {
-                let k = (c * g.kh + ki) * g.kw + kj;
-                let row = &cols[k * ld + col0..k * ld + col0 + oh_n * ow_n];
-                let (lo, hi) = g.valid_ow(kj);
-                if lo >= hi {
-                    continue;
-                }
-                let iw0 = ((lo * g.stride + kj * g.dil) as isize - g.pad as isize) as usize;
-                for oh in 0..oh_n {
-                    let ih = (oh * g.stride + ki * g.dil) as isize - g.pad as isize;
-                    if ih < 0 || ih >= g.h as isize {
+simd_kernel! {
+    /// Adds the column matrix back into one image gradient `img` (C*H*W): the adjoint of `im2col`.
+    ///
+    /// For stride-1 "same" convolutions the entries of `cols` that read padding are overwritten with
+    /// zeros (they carry no gradient), which lets each kernel tap be one contiguous add.
+    pub fn col2im_add(g: &ConvGeom, cols: &mut [f32], ld: usize, col0: usize, img: &mut [f32]) {
+        if g.is_same_stride1() {
+            return col2im_add_same(g, cols, ld, col0, img);
+        }
+        let (oh_n, ow_n) = (g.oh, g.ow);
+        for c in 0..g.c {
+            let plane = &mut img[c * g.h * g.w..(c + 1) * g.h * g.w];
+            for ki in 0..g.kh {
+                for kj in 0..g.kw {
+                    let k = (c * g.kh + ki) * g.kw + kj;
+                    let row = &cols[k * ld + col0..k * ld + col0 + oh_n * ow_n];
+                    let (lo, hi) = g.valid_ow(kj);
+                    if lo >= hi {
                         continue;
                     }
-                    let src = &row[oh * ow_n + lo..oh * ow_n + hi];
-                    let dst = &mut plane[ih as usize * g.w..(ih as usize + 1) * g.w];
-                    if g.stride == 1 {
-                        for (d, s) in dst[iw0..iw0 + (hi - lo)].iter_mut().zip(src) {
-                            *d += s;
+                    let iw0 = ((lo * g.stride + kj * g.dil) as isize - g.pad as isize) as usize;
+                    for oh in 0..oh_n {
+                        let ih = (oh * g.stride + ki * g.dil) as isize - g.pad as isize;
+                        if ih < 0 || ih >= g.h as isize {
+                            continue;
                         }
-                    } else {
-                        for (i, s) in src.iter().enumerate() {
-                            dst[iw0 + i * g.stride] += s;
+                        let src = &row[oh * ow_n + lo..oh * ow_n + hi];
+                        let dst = &mut plane[ih as usize * g.w..(ih as usize + 1) * g.w];
+                        if g.stride == 1 {
+                            for (d, s) in dst[iw0..iw0 + (hi - lo)].iter_mut().zip(src) {
+                                *d += s;
+                            }
+                        } else {
+                            for (i, s) in src.iter().enumerate() {
+                                dst[iw0 + i * g.stride] += s;
+                            }
                         }
                     }
                 }

@@ -4,43 +4,46 @@
 //! PyTorch's kernels use the machine's widest; each function here is one chunk's worth of work
 //! of a rayon-parallel kernel, so the dispatch costs one indirect call per chunk.
 
-use multiversion::multiversion;
 use std::mem::MaybeUninit;
 
-/// `y = max(x, 0)`.
-#[multiversion(targets = "simd")]
-pub fn relu(y: &mut [MaybeUninit<f32>], x: &[f32]) {
-    for (o, &v) in y.iter_mut().zip(x) {
-        o.write(v.max(0.0));
-    }
-}
-
-/// `dx = g where y > 0, else 0`.
-#[multiversion(targets = "simd")]
-pub fn relu_backward(dx: &mut [MaybeUninit<f32>], y: &[f32], g: &[f32]) {
-    for ((o, &yv), &gv) in dx.iter_mut().zip(y).zip(g) {
-        o.write(if yv > 0.0 { gv } else { 0.0 });
-    }
-}
-
-/// `y = max(a + b, 0)`.
-#[multiversion(targets = "simd")]
-pub fn add_relu(y: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32]) {
-    for ((o, &u), &v) in y.iter_mut().zip(a).zip(b) {
-        o.write((u + v).max(0.0));
-    }
-}
-
-/// `y = x * scale + shift`, then ReLU when `relu`.
-#[multiversion(targets = "simd")]
-pub fn affine(y: &mut [MaybeUninit<f32>], x: &[f32], scale: f32, shift: f32, relu: bool) {
-    if relu {
+simd_kernel! {
+    /// `y = max(x, 0)`.
+    pub fn relu(y: &mut [MaybeUninit<f32>], x: &[f32]) {
         for (o, &v) in y.iter_mut().zip(x) {
-            o.write((v * scale + shift).max(0.0));
+            o.write(v.max(0.0));
         }
-    } else {
-        for (o, &v) in y.iter_mut().zip(x) {
-            o.write(v * scale + shift);
+    }
+}
+
+simd_kernel! {
+    /// `dx = g where y > 0, else 0`.
+    pub fn relu_backward(dx: &mut [MaybeUninit<f32>], y: &[f32], g: &[f32]) {
+        for ((o, &yv), &gv) in dx.iter_mut().zip(y).zip(g) {
+            o.write(if yv > 0.0 { gv } else { 0.0 });
+        }
+    }
+}
+
+simd_kernel! {
+    /// `y = max(a + b, 0)`.
+    pub fn add_relu(y: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32]) {
+        for ((o, &u), &v) in y.iter_mut().zip(a).zip(b) {
+            o.write((u + v).max(0.0));
+        }
+    }
+}
+
+simd_kernel! {
+    /// `y = x * scale + shift`, then ReLU when `relu`.
+    pub fn affine(y: &mut [MaybeUninit<f32>], x: &[f32], scale: f32, shift: f32, relu: bool) {
+        if relu {
+            for (o, &v) in y.iter_mut().zip(x) {
+                o.write((v * scale + shift).max(0.0));
+            }
+        } else {
+            for (o, &v) in y.iter_mut().zip(x) {
+                o.write(v * scale + shift);
+            }
         }
     }
 }
@@ -49,78 +52,82 @@ pub fn affine(y: &mut [MaybeUninit<f32>], x: &[f32], scale: f32, shift: f32, rel
 /// single serial chain for a plain `+=` loop, since reordering float additions changes them).
 const LANES: usize = 16;
 
-/// `(Σ g, Σ g * (x - mean) * rstd)` over one plane, in f32 (the caller adds planes in f64),
-/// accumulated in [`LANES`] interleaved partial sums.
-#[multiversion(targets = "simd")]
-pub fn grad_sums(g: &[f32], x: &[f32], mean: f32, rstd: f32) -> (f32, f32) {
-    let n = g.len().min(x.len());
-    let (g, x) = (&g[..n], &x[..n]);
-    let (mut a, mut ax) = ([0f32; LANES], [0f32; LANES]);
-    let (gc, xc) = (g.chunks_exact(LANES), x.chunks_exact(LANES));
-    let (gr, xr) = (gc.remainder(), xc.remainder());
-    for (gb, xb) in gc.zip(xc) {
-        for l in 0..LANES {
-            a[l] += gb[l];
-            ax[l] += gb[l] * (xb[l] - mean) * rstd;
+simd_kernel! {
+    /// `(Σ g, Σ g * (x - mean) * rstd)` over one plane, in f32 (the caller adds planes in f64),
+    /// accumulated in [`LANES`] interleaved partial sums.
+    pub fn grad_sums(g: &[f32], x: &[f32], mean: f32, rstd: f32) -> (f32, f32) {
+        let n = g.len().min(x.len());
+        let (g, x) = (&g[..n], &x[..n]);
+        let (mut a, mut ax) = ([0f32; LANES], [0f32; LANES]);
+        let (gc, xc) = (g.chunks_exact(LANES), x.chunks_exact(LANES));
+        let (gr, xr) = (gc.remainder(), xc.remainder());
+        for (gb, xb) in gc.zip(xc) {
+            for l in 0..LANES {
+                a[l] += gb[l];
+                ax[l] += gb[l] * (xb[l] - mean) * rstd;
+            }
         }
+        let (mut s, mut sx) = (a.iter().sum::<f32>(), ax.iter().sum::<f32>());
+        for (&gv, &v) in gr.iter().zip(xr) {
+            s += gv;
+            sx += gv * (v - mean) * rstd;
+        }
+        (s, sx)
     }
-    let (mut s, mut sx) = (a.iter().sum::<f32>(), ax.iter().sum::<f32>());
-    for (&gv, &v) in gr.iter().zip(xr) {
-        s += gv;
-        sx += gv * (v - mean) * rstd;
-    }
-    (s, sx)
 }
 
-/// `Σ x` of one plane in f64, in [`LANES`] interleaved partial sums (BatchNorm's batch mean).
-#[multiversion(targets = "simd")]
-pub fn sum_f64(x: &[f32]) -> f64 {
-    let mut acc = [0f64; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for l in 0..LANES {
-            acc[l] += c[l] as f64;
+simd_kernel! {
+    /// `Σ x` of one plane in f64, in [`LANES`] interleaved partial sums (BatchNorm's batch mean).
+    pub fn sum_f64(x: &[f32]) -> f64 {
+        let mut acc = [0f64; LANES];
+        let chunks = x.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for l in 0..LANES {
+                acc[l] += c[l] as f64;
+            }
         }
+        acc.iter().sum::<f64>() + rest.iter().map(|&v| v as f64).sum::<f64>()
     }
-    acc.iter().sum::<f64>() + rest.iter().map(|&v| v as f64).sum::<f64>()
 }
 
-/// `Σ (x - mean)^2` of one plane in f64, in [`LANES`] interleaved partial sums.
-#[multiversion(targets = "simd")]
-pub fn sq_dev_sum_f64(x: &[f32], mean: f64) -> f64 {
-    let mut acc = [0f64; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for l in 0..LANES {
-            let d = c[l] as f64 - mean;
-            acc[l] += d * d;
+simd_kernel! {
+    /// `Σ (x - mean)^2` of one plane in f64, in [`LANES`] interleaved partial sums.
+    pub fn sq_dev_sum_f64(x: &[f32], mean: f64) -> f64 {
+        let mut acc = [0f64; LANES];
+        let chunks = x.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for l in 0..LANES {
+                let d = c[l] as f64 - mean;
+                acc[l] += d * d;
+            }
         }
+        acc.iter().sum::<f64>()
+            + rest
+                .iter()
+                .map(|&v| (v as f64 - mean) * (v as f64 - mean))
+                .sum::<f64>()
     }
-    acc.iter().sum::<f64>()
-        + rest
-            .iter()
-            .map(|&v| (v as f64 - mean) * (v as f64 - mean))
-            .sum::<f64>()
 }
 
-/// BatchNorm's input gradient over one plane: `k * (m * g - s - (x - mean) * rstd * sx)`.
-#[multiversion(targets = "simd")]
-#[allow(clippy::too_many_arguments)]
-pub fn batch_norm_dx(
-    dx: &mut [MaybeUninit<f32>],
-    g: &[f32],
-    x: &[f32],
-    k: f32,
-    m: f32,
-    s: f32,
-    sx: f32,
-    mean: f32,
-    rstd: f32,
-) {
-    for ((o, &gv), &v) in dx.iter_mut().zip(g).zip(x) {
-        o.write(k * (m * gv - s - (v - mean) * rstd * sx));
+simd_kernel! {
+    /// BatchNorm's input gradient over one plane: `k * (m * g - s - (x - mean) * rstd * sx)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn batch_norm_dx(
+        dx: &mut [MaybeUninit<f32>],
+        g: &[f32],
+        x: &[f32],
+        k: f32,
+        m: f32,
+        s: f32,
+        sx: f32,
+        mean: f32,
+        rstd: f32,
+    ) {
+        for ((o, &gv), &v) in dx.iter_mut().zip(g).zip(x) {
+            o.write(k * (m * gv - s - (v - mean) * rstd * sx));
+        }
     }
 }
 
