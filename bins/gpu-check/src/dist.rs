@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::compare::{rel_error, values};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
+use maxsup_data::CifarSplit;
 use maxsup_dist::{Collective, NcclCollective, World};
 use maxsup_models::{create_model, ModelOptions};
 use maxsup_train::DataParallel;
@@ -142,21 +143,19 @@ fn data_parallel(comm: NcclCollective, device: &Device) -> Result<Value> {
     }))
 }
 
-/// A CIFAR-10-shaped directory of random images (every split file at its real size).
+/// A CIFAR-10-shaped directory of random images (every split file at its real size: 10,000
+/// records of a label byte and 3x32x32 pixel bytes).
 fn fake_cifar(dir: &Path) -> Result<()> {
+    const RECORD: usize = 1 + 3 * 32 * 32;
     std::fs::create_dir_all(dir)?;
-    let files = [
-        "data_batch_1.bin",
-        "data_batch_2.bin",
-        "data_batch_3.bin",
-        "data_batch_4.bin",
-        "data_batch_5.bin",
-        "test_batch.bin",
-    ];
-    for (i, file) in files.iter().enumerate() {
+    let files = CifarSplit::Train
+        .files()
+        .iter()
+        .chain(CifarSplit::Test.files());
+    for (i, file) in files.enumerate() {
         let mut rng = maxsup_rng::SplitMix64::new(1000 + i as u64);
-        let mut bytes = vec![0u8; 10_000 * 3073];
-        for record in bytes.chunks_exact_mut(3073) {
+        let mut bytes = vec![0u8; 10_000 * RECORD];
+        for record in bytes.chunks_exact_mut(RECORD) {
             for b in record.iter_mut() {
                 *b = (rng.next_u64() >> 56) as u8;
             }

@@ -43,25 +43,38 @@ fn command(out: &Path, epochs: &str) -> Command {
     c
 }
 
-fn replica_checks(out: &Path) -> Vec<serde_json::Value> {
+/// The events of a run's `log.jsonl`.
+fn log_events(out: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(out.join("log.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .collect()
+}
+
+fn replica_checks(out: &Path) -> Vec<serde_json::Value> {
+    log_events(out)
+        .into_iter()
         .filter(|e| e["event"] == "replicas")
         .collect()
+}
+
+/// Runs `c` and asserts that it succeeded, showing its stderr (and `what`) if not.
+fn succeeds(c: &mut Command, what: &str) -> std::process::Output {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 #[test]
 fn two_processes_stay_identical_and_a_killed_rank_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let out = command(&run, "2").args(["--nproc", "2"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(command(&run, "2").args(["--nproc", "2"]), "--nproc 2");
     let checks = replica_checks(&run);
     assert_eq!(checks.len(), 2, "one replica check per epoch");
     assert!(checks.iter().all(|c| c["world_size"] == 2));
@@ -110,16 +123,15 @@ fn two_processes_stay_identical_and_a_killed_rank_is_named() {
     );
 
     // The checkpoint is intact and the run resumes from it with two processes.
-    let out = Command::new(BIN)
-        .args(["--resume"])
-        .arg(&checkpoint)
-        .args(["--epochs", "2", "--nproc", "2", "--no-progress"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeds(
+        Command::new(BIN).args(["--resume"]).arg(&checkpoint).args([
+            "--epochs",
+            "2",
+            "--nproc",
+            "2",
+            "--no-progress",
+        ]),
+        "--resume",
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("for 2 epochs"));
     assert!(!replica_checks(&killed).is_empty());
@@ -187,7 +199,8 @@ fn sync_batch_norm_makes_two_processes_train_the_weights_of_one() {
     let dir = tempfile::tempdir().unwrap();
     let run = |name: &str, extra: &[&str]| -> PathBuf {
         let out = dir.path().join(name);
-        let result = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .arg("--cifar10")
             .arg(cifar_dir())
             .args([
@@ -207,14 +220,8 @@ fn sync_batch_norm_makes_two_processes_train_the_weights_of_one() {
             ])
             .arg("--out-dir")
             .arg(&out)
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            result.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&result.stderr)
-        );
+            .args(extra);
+        succeeds(&mut command, name);
         out.join("last.safetensors")
     };
     let one = run("one", &[]);
@@ -258,35 +265,27 @@ fn the_zip_cache_is_read_per_rank() {
     let dir = tempfile::tempdir().unwrap();
     let zip = small_zip_cache(dir.path());
     let out = dir.path().join("run");
-    let result = Command::new(BIN)
-        .arg("--zip")
-        .arg(&zip)
-        .args(["--cache", "--image-size", "32", "--epochs", "2"])
-        .args([
-            "--batch-size",
-            "4",
-            "--eval-batch-size",
-            "2",
-            "--nproc",
-            "2",
-        ])
-        .args(["--no-progress", "--out-dir"])
-        .arg(&out)
-        .env("MAXSUP_COLLECTIVE_TIMEOUT", "60")
-        .output()
-        .unwrap();
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
+    succeeds(
+        Command::new(BIN)
+            .arg("--zip")
+            .arg(&zip)
+            .args(["--cache", "--image-size", "32", "--epochs", "2"])
+            .args([
+                "--batch-size",
+                "4",
+                "--eval-batch-size",
+                "2",
+                "--nproc",
+                "2",
+            ])
+            .args(["--no-progress", "--out-dir"])
+            .arg(&out)
+            .env("MAXSUP_COLLECTIVE_TIMEOUT", "60"),
+        "--cache --nproc 2",
     );
     let checks = replica_checks(&out);
     assert_eq!(checks.len(), 2, "one replica check per epoch");
-    let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
-    let events: Vec<serde_json::Value> = log
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .collect();
+    let events = log_events(&out);
     let of = |kind: &str| -> Vec<&serde_json::Value> {
         events.iter().filter(|e| e["event"] == kind).collect()
     };

@@ -76,22 +76,18 @@ fn train_parsed(
         (Some(0), _, _) => {
             bail!("--nproc 0: give the number of processes (2 or more), or leave it out")
         }
-        (Some(n), None, Some(w)) | (None, Some(n), Some(w)) => bail!(
-            "{} {n} under a launcher (this is rank {} of {}): the launcher starts the \
-             processes; leave it out{}",
-            if args.gpus.is_some() {
-                "--gpus"
-            } else {
-                "--nproc"
-            },
-            w.rank,
-            w.world_size,
-            if args.gpus.is_some() {
-                " and give --device cuda"
-            } else {
-                ""
-            }
-        ),
+        (Some(n), None, Some(w)) | (None, Some(n), Some(w)) => {
+            let (flag, hint) = match args.gpus {
+                Some(_) => ("--gpus", " and give --device cuda"),
+                None => ("--nproc", ""),
+            };
+            bail!(
+                "{flag} {n} under a launcher (this is rank {} of {}): the launcher starts the \
+                 processes; leave it out{hint}",
+                w.rank,
+                w.world_size
+            )
+        }
         (Some(n), None, None) if n != 1 => launch(n, argv, "--nproc", vec![]),
         (None, Some(n), None) if n > 1 => launch_gpus(n, args, argv),
         // One GPU through the data-parallel path (NCCL with one rank).
@@ -126,14 +122,15 @@ fn launch(n: usize, argv: &[OsString], flag: &str, extra: Vec<OsString>) -> Resu
 
 /// `--gpus N`: N processes, rank r on GPU r, after checking that the GPUs are there.
 fn launch_gpus(n: usize, args: &TrainArgs, argv: &[OsString]) -> Result<()> {
-    let device = args.device_flag()?;
+    // A CPU --device is an error before any process starts.
+    args.device_flag()?;
     let available = maxsup_train::cuda_device_count().with_context(|| format!("--gpus {n}"))?;
     if n > available {
         bail!("--gpus {n}: this machine has {available} GPU(s) visible to this process");
     }
-    let extra = match device {
-        Some(_) if args.device.is_some() => vec![],
-        _ => vec!["--device".into(), "cuda".into()],
+    let extra = match args.device {
+        Some(_) => vec![],
+        None => vec!["--device".into(), "cuda".into()],
     };
     launch(n, argv, "--gpus", extra)
 }

@@ -1,5 +1,6 @@
-//! `--nproc N` / `--gpus N`: one machine, N processes of the same binary, each told its place with torchrun's
-//! variables (so the code path is the one torchrun and SLURM take), supervised until they end.
+//! `--nproc N` / `--gpus N`: one machine, N processes of the same binary, each told its place
+//! with torchrun's variables (so the code path is the one torchrun and SLURM take), supervised
+//! until they end.
 //! When one fails, the others end with an error naming it (their collectives see its socket
 //! close); any still running after a grace period are killed, so the launcher never hangs.
 

@@ -30,7 +30,8 @@ const ID_BYTES: usize = 128;
 /// NCCL for tensors on one GPU per rank, the rendezvous sockets for everything else.
 pub struct NcclCollective {
     comm: Comm,
-    device: Device,
+    /// This rank's GPU.
+    cuda: CudaDevice,
     group: HostGroup,
     timeout: Duration,
 }
@@ -60,7 +61,7 @@ impl NcclCollective {
         let comm = init_bounded(cuda, world, id, &group, rendezvous)?;
         Ok(Self {
             comm,
-            device: device.clone(),
+            cuda: cuda.clone(),
             group,
             timeout,
         })
@@ -81,11 +82,11 @@ impl NcclCollective {
             t.dtype()
         );
         anyhow::ensure!(
-            t.device().same_device(&self.device),
+            t.device().same_device(&self.device()),
             "NCCL {} of a tensor on {:?}: this rank's communicator is on {:?}",
             kind.name(),
             t.device(),
-            self.device
+            self.device()
         );
         if t.elem_count() == 0 {
             return Ok(t.clone());
@@ -101,10 +102,8 @@ impl NcclCollective {
     /// Waits, with a bound, until the work queued on the stream so far (the NCCL operation) is
     /// done, watching the other ranks' sockets meanwhile.
     fn settle(&mut self, what: &str) -> Result<()> {
-        let Device::Cuda(cuda) = &self.device else {
-            unreachable!("an NCCL collective is built on a CUDA device")
-        };
-        let done = cuda
+        let done = self
+            .cuda
             .cuda_stream()
             .record_event(None)
             .with_context(|| format!("recording an event after the NCCL {what}"))?;
@@ -146,7 +145,7 @@ impl Collective for NcclCollective {
     }
 
     fn device(&self) -> Device {
-        self.device.clone()
+        Device::Cuda(self.cuda.clone())
     }
 
     fn all_reduce_sum(&mut self, t: &Tensor) -> Result<Tensor> {

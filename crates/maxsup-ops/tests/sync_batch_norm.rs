@@ -16,6 +16,15 @@ struct Board {
     barrier: Barrier,
 }
 
+impl Board {
+    fn new(world: usize) -> Arc<Board> {
+        Arc::new(Board {
+            slots: Mutex::new(vec![vec![]; world]),
+            barrier: Barrier::new(world),
+        })
+    }
+}
+
 struct Replica {
     rank: usize,
     world: usize,
@@ -55,40 +64,50 @@ struct Out {
     running: (Tensor, Tensor),
 }
 
-/// BatchNorm+ReLU of `x` with weight/bias from fixed seeds, loss `sum(y * r)`.
+/// A BatchNorm+ReLU layer of `c` channels: weight and bias from fixed seeds, fresh running
+/// statistics.
+struct Layer {
+    w: Var,
+    b: Var,
+    rm: Var,
+    rv: Var,
+}
+
+impl Layer {
+    fn new(c: usize) -> Result<Layer> {
+        Ok(Layer {
+            w: Var::from_tensor(&(rand_tensor(&[c], 7)? + 1.0)?)?,
+            b: rand_var(&[c], 8)?,
+            rm: Var::zeros(c, DType::F32, &Device::Cpu)?,
+            rv: Var::ones(c, DType::F32, &Device::Cpu)?,
+        })
+    }
+
+    /// Train mode: normalises with the batch's statistics and moves the running ones.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (w, b) = (self.w.as_tensor(), self.b.as_tensor());
+        batch_norm2d_relu(x, w, b, &self.rm, &self.rv, true, 0.1, 1e-5)
+    }
+}
+
+/// The layer on `x` with loss `sum(y * r)`: output, gradients and running statistics.
 fn bn(x: &Tensor, r: &Tensor) -> Result<Out> {
-    let c = x.dim(1)?;
-    let w = Var::from_tensor(&(rand_tensor(&[c], 7)? + 1.0)?)?;
-    let b = rand_var(&[c], 8)?;
-    let rm = Var::zeros(c, DType::F32, &Device::Cpu)?;
-    let rv = Var::ones(c, DType::F32, &Device::Cpu)?;
+    let layer = Layer::new(x.dim(1)?)?;
     let x = Var::from_tensor(x)?;
-    let y = batch_norm2d_relu(
-        x.as_tensor(),
-        w.as_tensor(),
-        b.as_tensor(),
-        &rm,
-        &rv,
-        true,
-        0.1,
-        1e-5,
-    )?;
+    let y = layer.forward(x.as_tensor())?;
     let grads = (&y * r)?.sum_all()?.backward()?;
     let g = |v: &Var| grads.get(v.as_tensor()).unwrap().clone();
     Ok(Out {
         dx: g(&x),
-        dw: g(&w),
-        db: g(&b),
+        dw: g(&layer.w),
+        db: g(&layer.b),
         y,
-        running: (rm.as_tensor().clone(), rv.as_tensor().clone()),
+        running: (layer.rm.as_tensor().clone(), layer.rv.as_tensor().clone()),
     })
 }
 
 fn replicas(x: &Tensor, r: &Tensor, world: usize, synced: bool) -> Vec<Out> {
-    let board = Arc::new(Board {
-        slots: Mutex::new(vec![vec![]; world]),
-        barrier: Barrier::new(world),
-    });
+    let board = Board::new(world);
     let part = x.dim(0).unwrap() / world;
     let handles: Vec<_> = (0..world)
         .map(|rank| {
@@ -149,29 +168,14 @@ fn synchronised_replicas_compute_the_whole_batch() -> Result<()> {
 
 #[test]
 fn backward_without_the_replicas_is_an_error() -> Result<()> {
-    let x = Var::from_tensor(&rand_tensor(&[2, 2, 3, 3], 5)?)?;
-    let (w, b) = (rand_var(&[2], 6)?, rand_var(&[2], 7)?);
-    let rm = Var::zeros(2, DType::F32, &Device::Cpu)?;
-    let rv = Var::ones(2, DType::F32, &Device::Cpu)?;
-    let board = Arc::new(Board {
-        slots: Mutex::new(vec![vec![]]),
-        barrier: Barrier::new(1),
-    });
+    let x = rand_tensor(&[2, 2, 3, 3], 5)?;
+    let layer = Layer::new(2)?;
     let guard = sync_batch_norm(Rc::new(Replica {
         rank: 0,
         world: 1,
-        board,
+        board: Board::new(1),
     }));
-    let y = batch_norm2d_relu(
-        x.as_tensor(),
-        w.as_tensor(),
-        b.as_tensor(),
-        &rm,
-        &rv,
-        true,
-        0.1,
-        1e-5,
-    )?;
+    let y = layer.forward(&x)?;
     drop(guard);
     let e = y.sum_all()?.backward().unwrap_err().to_string();
     assert!(e.contains("without the replicas installed"), "{e}");
