@@ -141,8 +141,8 @@ impl SameTap {
         let w = self.w;
         if self.cols.start > 0 || self.cols.end < w {
             for r in self.rows.clone() {
-                row[r * w..r * w + self.cols.start].fill(0.0);
-                row[r * w + self.cols.end..(r + 1) * w].fill(0.0);
+                zero_short(&mut row[r * w..r * w + self.cols.start]);
+                zero_short(&mut row[r * w + self.cols.end..(r + 1) * w]);
             }
         }
     }
@@ -229,6 +229,22 @@ simd_kernel! {
                 }
             }
         }
+    }
+}
+
+/// Zeroes a slice that is usually one or two elements long (the padding columns of a row):
+/// `fill` becomes a `memset` call, whose call and dispatch cost more than the store, ~5% of a
+/// ResNet-20 step when done per row, tap and channel.
+#[inline(always)]
+fn zero_short(s: &mut [f32]) {
+    match s {
+        [] => {}
+        [a] => *a = 0.0,
+        [a, b] => {
+            *a = 0.0;
+            *b = 0.0;
+        }
+        _ => s.fill(0.0),
     }
 }
 
