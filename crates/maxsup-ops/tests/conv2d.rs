@@ -1,4 +1,4 @@
-//! The GEMM conv2d custom op against candle's composed conv (reference) and finite differences.
+//! The conv2d custom op (im2col + GEMM, and Winograd for wide 3x3 layers) against candle's composed conv (reference) and finite differences.
 
 mod common;
 use candle_core::Result;
@@ -31,6 +31,7 @@ const CASES: &[Case] = &[
     (2, 3, 7, 5, 4, 5, 1, 2, 1, true),    // same-size 5x5: contiguous shifted im2col/col2im
     (2, 2, 2, 3, 3, 5, 1, 2, 1, false),   // same-size taps that read only padding
     (3, 2, 1, 6, 2, 3, 1, 1, 1, false),   // single-row image
+    (4, 64, 9, 10, 64, 3, 1, 1, 1, true), // Winograd F(4x4, 3x3), tiles overhanging
 ];
 
 #[test]

@@ -8,6 +8,7 @@ use super::gemm::{matmul, matmul_into, Mat};
 use super::im2col::{col2im_add, im2col, ConvGeom};
 use super::slices::{num_threads, split_range};
 use super::uninit::{copy, fill, Output};
+use super::winograd;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -95,6 +96,9 @@ fn columns<'a>(
 
 /// `y[N, O, OH, OW] = conv(x[N, C, H, W], w[O, C, KH, KW])`.
 pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
+    if winograd::applies(g) {
+        return winograd::forward(g, x, w);
+    }
     let (k, p, o) = (g.k(), g.p(), g.o);
     let mut y = Output::new(g.n * o * p);
     let pl = plan(g);
@@ -143,6 +147,11 @@ pub fn backward(
     want_dx: bool,
     want_dw: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    if winograd::applies(g) {
+        let dx = want_dx.then(|| winograd::input_grad(g, w, dy));
+        let dw = want_dw.then(|| winograd::weight_grad(g, x, dy));
+        return (dx, dw);
+    }
     let (k, p, o, chw) = (g.k(), g.p(), g.o, g.chw());
     let pl = plan(g);
     let wt = Mat::row_major(w, o, k).t();

@@ -19,3 +19,4 @@ pub mod im2col;
 pub mod lanes;
 pub mod slices;
 pub mod uninit;
+pub mod winograd;
