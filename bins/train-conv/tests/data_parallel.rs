@@ -234,7 +234,10 @@ fn sync_batch_norm_makes_two_processes_train_the_weights_of_one() {
     eprintln!(
         "relative difference to one process: synced {d_synced:e}, per-process BatchNorm {d_local:e}"
     );
-    assert!(d_synced < 1e-6, "SyncBatchNorm: {d_synced:e}");
+    // Rounding only: the two runs sum the weight gradients in different orders, and the
+    // Winograd 3x3 path's transforms round more than im2col's (1.1e-6 seen with it, below 1e-6
+    // without); per-process statistics are three orders of magnitude further off.
+    assert!(d_synced < 1e-5, "SyncBatchNorm: {d_synced:e}");
     assert!(d_local > 1e-3, "per-process BatchNorm: {d_local:e}");
 }
 
