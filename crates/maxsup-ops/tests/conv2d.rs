@@ -32,6 +32,9 @@ const CASES: &[Case] = &[
     (2, 2, 2, 3, 3, 5, 1, 2, 1, false),   // same-size taps that read only padding
     (3, 2, 1, 6, 2, 3, 1, 1, 1, false),   // single-row image
     (4, 64, 9, 10, 64, 3, 1, 1, 1, true), // Winograd F(4x4, 3x3), tiles overhanging
+    (300, 3, 1, 1, 5, 1, 1, 0, 1, false), // 1x1 images: weight gradient as one batch GEMM
+    (2, 40, 2, 2, 70, 1, 2, 0, 1, true),  // strided 1x1, few pixels: the same
+    (8, 3, 16, 16, 4, 3, 1, 1, 1, false), // many pixels: per-thread weight-gradient partials
 ];
 
 #[test]
