@@ -7,6 +7,7 @@
 use super::gemm::{matmul, matmul_into, Mat};
 use super::im2col::{col2im_add, im2col, ConvGeom};
 use super::slices::{num_threads, split_range};
+use super::transpose::{sum_transposed, transpose_into};
 use super::uninit::{copy, fill, Output};
 use super::winograd;
 use rayon::prelude::*;
@@ -264,50 +265,6 @@ fn weight_grad_whole_batch(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     sum_transposed(&[dwt], o, k)
 }
 
-/// `Σ parts` transposed: each part is `[K, O]` (a thread's weight gradient), the result
-/// `[O, K]`. In parallel over blocks of `TILE` output rows, each walked in `TILE x TILE` tiles:
-/// a tile's `TILE` input rows are read as contiguous runs and summed over the parts into a small
-/// local tile, which is then written out as whole runs of its `TILE` output rows. Scattering
-/// element by element instead (one output column at a time across 32 rows) put the 32 rows,
-/// `K * 4` bytes apart (8 KiB for K = 2048), into the same L1 set: every write missed, and the
-/// transpose alone took ~15% of a ResNet-50 step. The parts are added in order from zero (the
-/// sums of a serial loop, bit for bit).
-fn sum_transposed(parts: &[Vec<f32>], o: usize, k: usize) -> Vec<f32> {
-    const TILE: usize = 16;
-    let mut dw = Output::new(o * k);
-    if o * k == 0 {
-        // SAFETY: there are no slots to write.
-        return unsafe { dw.assume_init() };
-    }
-    dw.slots()
-        .par_chunks_mut(TILE * k)
-        .enumerate()
-        .for_each(|(block, rows)| {
-            let (oc0, n_rows) = (block * TILE, rows.len() / k);
-            let mut tile = [[0f32; TILE]; TILE];
-            for kk0 in (0..k).step_by(TILE) {
-                let n_kk = TILE.min(k - kk0);
-                for (j, col) in tile.iter_mut().enumerate().take(n_kk) {
-                    let at = (kk0 + j) * o + oc0;
-                    let col = &mut col[..n_rows];
-                    col.fill(0.0);
-                    for part in parts {
-                        for (c, &v) in col.iter_mut().zip(&part[at..at + n_rows]) {
-                            *c += v;
-                        }
-                    }
-                }
-                for (oi, row) in rows.chunks_exact_mut(k).enumerate() {
-                    for (j, slot) in row[kk0..kk0 + n_kk].iter_mut().enumerate() {
-                        slot.write(tile[j][oi]);
-                    }
-                }
-            }
-        });
-    // SAFETY: the blocks cover the o rows of k; every (row, kk) of each block was written.
-    unsafe { dw.assume_init() }
-}
-
 /// `dwt [K, O] += cols [K, nb*P] @ dY_blockᵀ [nb*P, O]` for images `imgs`.
 ///
 /// Computed transposed, from a pixel-major copy of dY, because both operands of `dW = dY colsᵀ`
@@ -327,44 +284,8 @@ fn weight_grad_block(
     let nbp = imgs.len() * p;
     dyt.resize(nbp * o, 0.0);
     for (bi, b) in imgs.enumerate() {
-        for oc in 0..o {
-            let src = &dy[(b * o + oc) * p..(b * o + oc + 1) * p];
-            let dst = &mut dyt[bi * p * o..(bi + 1) * p * o];
-            for (j, &v) in src.iter().enumerate() {
-                dst[j * o + oc] = v;
-            }
-        }
+        let src = &dy[b * o * p..(b + 1) * o * p];
+        transpose_into(src, o, p, &mut dyt[bi * p * o..(bi + 1) * p * o]);
     }
     matmul(dwt, o, cols, Mat::row_major(dyt, nbp, o), true, threads);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::sum_transposed;
-
-    /// Against the serial definition, on ragged sizes (partial tiles both ways), one and several
-    /// parts, and no parts (zeros).
-    #[test]
-    fn sum_transposed_matches_serial_sum_and_transpose() {
-        for &(o, k, n_parts) in &[(37, 21, 3), (16, 16, 1), (1, 1, 2), (5, 40, 0), (33, 2, 2)] {
-            let parts: Vec<Vec<f32>> = (0..n_parts)
-                .map(|p| {
-                    (0..k * o)
-                        .map(|i| ((i * 7 + p * 13) % 23) as f32 * 0.37 - 3.0)
-                        .collect()
-                })
-                .collect();
-            let got = sum_transposed(&parts, o, k);
-            assert_eq!(got.len(), o * k);
-            for oc in 0..o {
-                for kk in 0..k {
-                    let mut want = 0f32;
-                    for part in &parts {
-                        want += part[kk * o + oc];
-                    }
-                    assert_eq!(got[oc * k + kk], want, "o={o} k={k} at ({oc}, {kk})");
-                }
-            }
-        }
-    }
 }

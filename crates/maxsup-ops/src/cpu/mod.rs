@@ -18,5 +18,6 @@ pub mod gemm;
 pub mod im2col;
 pub mod lanes;
 pub mod slices;
+pub mod transpose;
 pub mod uninit;
 pub mod winograd;
