@@ -28,8 +28,8 @@ pub fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
             }
             for j in 0..nc {
                 let at = (c0 + j) * rows + r0;
-                for (i, d) in dst[at..at + nr].iter_mut().enumerate() {
-                    *d = tile[i][j];
+                for (d, t) in dst[at..at + nr].iter_mut().zip(&tile) {
+                    *d = t[j];
                 }
             }
         }
