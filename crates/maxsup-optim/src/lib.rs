@@ -53,6 +53,7 @@ pub mod param_groups;
 mod params;
 pub mod schedule;
 pub mod sgd;
+mod sgd_cpu;
 pub mod state;
 
 pub use adamw::{AdamW, AdamWConfig};
