@@ -8,6 +8,7 @@
 //! input may be bf16 on CUDA; weight, bias, statistics and their gradients stay f32. The running
 //! statistics are updated with tensor ops on the statistics' device, in [`batch_norm2d`] itself.
 
+use crate::cpu::batch_norm_images as images;
 use crate::cpu::slices::contiguous_f32;
 use crate::cpu::uninit::{ensure_len, Output};
 use crate::dispatch::fused;
@@ -21,6 +22,9 @@ use rayon::prelude::*;
 
 /// Per-channel mean and biased variance over N, H, W of an NCHW buffer (f64 accumulation).
 fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
+    if hw < images::FEW_PIXELS {
+        return images::channel_stats(x, n, c, hw);
+    }
     (0..c)
         .into_par_iter()
         .map(|ch| {
@@ -130,6 +134,14 @@ impl CustomOp3 for BatchNormTrainOp {
         ensure_len("batch_norm2d weight", wt.len(), c)?;
         ensure_len("batch_norm2d bias", bi.len(), c)?;
         let mut y = Output::new(x.len());
+        if hw < images::FEW_PIXELS {
+            let scale: Vec<f32> = (0..c).map(|ch| wt[ch] * rstd[ch]).collect();
+            let shift: Vec<f32> = (0..c).map(|ch| bi[ch] - mean[ch] * scale[ch]).collect();
+            images::affine(y.slots(), x, c * hw, hw, &scale, &shift, self.relu);
+            // SAFETY: the images of `x` (c * hw elements each) cover `y` element for element.
+            let y = unsafe { y.assume_init() };
+            return Ok((CpuStorage::F32(y), xl.shape().clone()));
+        }
         y.slots()
             .par_chunks_mut(hw)
             .zip(x.par_chunks(hw))
@@ -240,21 +252,28 @@ impl CustomOp2 for BatchNormBackwardSums {
         let xv = contiguous_f32(xs, xl, "batch_norm2d input")?;
         let gv = contiguous_f32(gs, gl, "batch_norm2d gradient")?;
         let st = host_f32(&self.stats)?;
-        let sums: Vec<(f32, f32)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let mean = st[ch];
-                let rstd = rstd(st[c + ch], self.eps);
-                let (mut s, mut sx) = (0f64, 0f64);
-                for bb in 0..n {
-                    let r = (bb * c + ch) * hw..(bb * c + ch + 1) * hw;
-                    let (a, ax) = crate::cpu::lanes::grad_sums(&gv[r.clone()], &xv[r], mean, rstd);
-                    s += a as f64;
-                    sx += ax as f64;
-                }
-                (s as f32, sx as f32)
-            })
-            .collect();
+        ensure_len("batch_norm2d gradient", gv.len(), xv.len())?;
+        let sums: Vec<(f32, f32)> = if hw < images::FEW_PIXELS {
+            let rstds: Vec<f32> = (0..c).map(|ch| rstd(st[c + ch], self.eps)).collect();
+            images::grad_sums(gv, xv, n, c, hw, &st[..c], &rstds)
+        } else {
+            (0..c)
+                .into_par_iter()
+                .map(|ch| {
+                    let mean = st[ch];
+                    let rstd = rstd(st[c + ch], self.eps);
+                    let (mut s, mut sx) = (0f64, 0f64);
+                    for bb in 0..n {
+                        let r = (bb * c + ch) * hw..(bb * c + ch + 1) * hw;
+                        let (a, ax) =
+                            crate::cpu::lanes::grad_sums(&gv[r.clone()], &xv[r], mean, rstd);
+                        s += a as f64;
+                        sx += ax as f64;
+                    }
+                    (s as f32, sx as f32)
+                })
+                .collect()
+        };
         let mut out: Vec<f32> = sums.iter().map(|s| s.1).collect();
         out.extend(sums.iter().map(|s| s.0));
         Ok((CpuStorage::F32(out), Shape::from(2 * c)))
@@ -307,6 +326,20 @@ impl CustomOp3 for BatchNormBackwardDx {
         let wv = host_f32(&self.weight)?;
         ensure_len("batch_norm2d gradient", gv.len(), xv.len())?;
         let mut dx = Output::new(xv.len());
+        if hw < images::FEW_PIXELS {
+            let rstds: Vec<f32> = (0..c).map(|ch| rstd(st[c + ch], self.eps)).collect();
+            let per_channel = images::ChannelDx {
+                k: (0..c).map(|ch| wv[ch] * rstds[ch] / m).collect(),
+                s: sums[c..2 * c].to_vec(),
+                sx: sums[..c].to_vec(),
+                mean: st[..c].to_vec(),
+                rstd: rstds,
+            };
+            images::dx(dx.slots(), gv, xv, c * hw, hw, m, &per_channel);
+            // SAFETY: the images of `x` (c * hw elements each) cover `dx` element for element.
+            let dx = unsafe { dx.assume_init() };
+            return Ok((CpuStorage::F32(dx), xl.shape().clone()));
+        }
         dx.slots()
             .par_chunks_mut(hw)
             .enumerate()

@@ -15,9 +15,18 @@ fn stats(c: usize) -> Result<(Var, Var)> {
 
 #[test]
 fn train_mode_matches_reference_and_updates_running_stats() -> Result<()> {
-    for (i, &(n, c, h, w)) in [(4, 3, 5, 5), (2, 8, 3, 7), (16, 2, 1, 1)]
-        .iter()
-        .enumerate()
+    // Planes of fewer than 64 pixels take the image-major kernels, the others the plane ones;
+    // 70 channels of one pixel span several channel blocks.
+    for (i, &(n, c, h, w)) in [
+        (4, 3, 5, 5),
+        (2, 8, 3, 7),
+        (16, 2, 1, 1),
+        (4, 70, 1, 1),
+        (3, 5, 2, 2),
+        (2, 3, 9, 8),
+    ]
+    .iter()
+    .enumerate()
     {
         let x0 = rand_tensor(&[n, c, h, w], 90 + i as u64)?;
         // Shift/scale channels so the statistics are non-trivial.
@@ -84,9 +93,17 @@ fn train_mode_matches_reference_and_updates_running_stats() -> Result<()> {
 
 #[test]
 fn train_mode_matches_finite_differences() -> Result<()> {
-    let x = rand_var(&[3, 2, 4, 3], 5)?;
-    let wt = rand_var(&[2], 6)?;
-    let b = rand_var(&[2], 7)?;
+    // Both CPU paths: planes of 12 pixels (image-major) and of 64 (plane by plane).
+    for (i, &(h, w)) in [(4, 3), (8, 8)].iter().enumerate() {
+        finite_differences_case(&[3, 2, h, w], 5 + 3 * i as u64)?;
+    }
+    Ok(())
+}
+
+fn finite_differences_case(shape: &[usize], seed: u64) -> Result<()> {
+    let x = rand_var(shape, seed)?;
+    let wt = rand_var(&[2], seed + 1)?;
+    let b = rand_var(&[2], seed + 2)?;
     let (rm, rv) = stats(2)?;
     let f = || {
         batch_norm2d(
@@ -140,7 +157,10 @@ fn rejects_wrong_channel_count() -> Result<()> {
 /// all three gradients and the running statistics; eval mode too.
 #[test]
 fn fused_relu_matches_reference_then_relu() -> Result<()> {
-    for (i, &(n, c, h, w)) in [(4, 3, 5, 5), (2, 8, 3, 7)].iter().enumerate() {
+    for (i, &(n, c, h, w)) in [(4, 3, 5, 5), (2, 8, 3, 7), (4, 70, 1, 1), (2, 3, 9, 8)]
+        .iter()
+        .enumerate()
+    {
         let x = Var::from_tensor(&(rand_tensor(&[n, c, h, w], 120 + i as u64)? * 2.0)?)?;
         let wt = rand_var(&[c], 121 + i as u64)?;
         let b = rand_var(&[c], 122 + i as u64)?;

@@ -150,6 +150,89 @@ simd_kernel! {
     }
 }
 
+simd_kernel! {
+    /// [`affine`] with per-element `scale` and `shift` (one image's channels expanded over their
+    /// pixels): BatchNorm on planes of few pixels, a whole image at a time.
+    pub fn affine_vec(
+        y: &mut [MaybeUninit<f32>],
+        x: &[f32],
+        scale: &[f32],
+        shift: &[f32],
+        relu: bool,
+    ) {
+        let it = y.iter_mut().zip(x).zip(scale.iter().zip(shift));
+        if relu {
+            for ((o, &v), (&a, &b)) in it {
+                o.write((v * a + b).max(0.0));
+            }
+        } else {
+            for ((o, &v), (&a, &b)) in it {
+                o.write(v * a + b);
+            }
+        }
+    }
+}
+
+/// Per-element constants of BatchNorm's input gradient (see [`batch_norm_dx`]), expanded over
+/// one image: `k`, `s`, `sx`, `mean`, `rstd` of each element's channel.
+pub struct DxConsts<'a> {
+    pub k: &'a [f32],
+    pub s: &'a [f32],
+    pub sx: &'a [f32],
+    pub mean: &'a [f32],
+    pub rstd: &'a [f32],
+}
+
+simd_kernel! {
+    /// [`batch_norm_dx`] with per-element constants, the same arithmetic element for element.
+    pub fn batch_norm_dx_vec(dx: &mut [MaybeUninit<f32>], g: &[f32], x: &[f32], m: f32, c: &DxConsts) {
+        let n = dx.len().min(g.len()).min(x.len()).min(c.k.len()).min(c.s.len());
+        let n = n.min(c.sx.len()).min(c.mean.len()).min(c.rstd.len());
+        for i in 0..n {
+            let v = c.k[i] * (m * g[i] - c.s[i] - (x[i] - c.mean[i]) * c.rstd[i] * c.sx[i]);
+            dx[i].write(v);
+        }
+    }
+}
+
+simd_kernel! {
+    /// `acc += x` in f64, element for element (per-channel sums over images, image-major).
+    pub fn add_f64(acc: &mut [f64], x: &[f32]) {
+        for (a, &v) in acc.iter_mut().zip(x) {
+            *a += v as f64;
+        }
+    }
+}
+
+simd_kernel! {
+    /// `acc += (x - mean)^2` in f64, element for element.
+    pub fn add_sq_dev_f64(acc: &mut [f64], x: &[f32], mean: &[f64]) {
+        for ((a, &v), &mu) in acc.iter_mut().zip(x).zip(mean) {
+            let d = v as f64 - mu;
+            *a += d * d;
+        }
+    }
+}
+
+simd_kernel! {
+    /// `s += g` and `sx += g * (x - mean) * rstd` (the products in f32, as in [`grad_sums`]),
+    /// element for element in f64.
+    pub fn add_grad_sums_f64(
+        s: &mut [f64],
+        sx: &mut [f64],
+        g: &[f32],
+        x: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+    ) {
+        let n = s.len().min(sx.len()).min(g.len()).min(x.len()).min(mean.len()).min(rstd.len());
+        for i in 0..n {
+            s[i] += g[i] as f64;
+            sx[i] += (g[i] * (x[i] - mean[i]) * rstd[i]) as f64;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +244,65 @@ mod tests {
     fn read(v: &[MaybeUninit<f32>]) -> Vec<f32> {
         // SAFETY: every test writes all elements first.
         v.iter().map(|o| unsafe { o.assume_init() }).collect()
+    }
+
+    /// The per-element kernels of the image-major BatchNorm against their per-plane forms.
+    #[test]
+    fn per_element_kernels_match_per_plane_kernels() {
+        for n in [0usize, 1, 5, 16, 37] {
+            let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+            let g: Vec<f32> = (0..n).map(|i| (i as f32 * 0.91).cos()).collect();
+            let a: Vec<f32> = (0..n).map(|i| 0.5 + i as f32 * 0.01).collect();
+            let b: Vec<f32> = (0..n).map(|i| -0.2 + i as f32 * 0.02).collect();
+            for r in [false, true] {
+                let (mut y, mut want) = (out(n), out(n));
+                affine_vec(&mut y, &x, &a, &b, r);
+                for i in 0..n {
+                    affine(&mut want[i..i + 1], &x[i..i + 1], a[i], b[i], r);
+                }
+                assert_eq!(read(&y), read(&want));
+            }
+            let c = DxConsts {
+                k: &a,
+                s: &b,
+                sx: &g,
+                mean: &b,
+                rstd: &a,
+            };
+            let (mut dx, mut want) = (out(n), out(n));
+            batch_norm_dx_vec(&mut dx, &g, &x, 7.0, &c);
+            for i in 0..n {
+                let o = &mut want[i..i + 1];
+                batch_norm_dx(
+                    o,
+                    &g[i..i + 1],
+                    &x[i..i + 1],
+                    a[i],
+                    7.0,
+                    b[i],
+                    g[i],
+                    b[i],
+                    a[i],
+                );
+            }
+            assert_eq!(read(&dx), read(&want));
+            let (mut s, mut sx, mut q) = (vec![1f64; n], vec![2f64; n], vec![3f64; n]);
+            add_grad_sums_f64(&mut s, &mut sx, &g, &x, &b, &a);
+            let mean64: Vec<f64> = b.iter().map(|&v| v as f64).collect();
+            add_sq_dev_f64(&mut q, &x, &mean64);
+            for i in 0..n {
+                assert_eq!(s[i], 1.0 + g[i] as f64);
+                assert_eq!(sx[i], 2.0 + (g[i] * (x[i] - b[i]) * a[i]) as f64);
+                assert_eq!(q[i], 3.0 + (x[i] as f64 - mean64[i]).powi(2));
+            }
+            add_f64(&mut q, &x);
+            assert_eq!(
+                q[..],
+                (0..n)
+                    .map(|i| 3.0 + (x[i] as f64 - mean64[i]).powi(2) + x[i] as f64)
+                    .collect::<Vec<_>>()[..]
+            );
+        }
     }
 
     /// Every lane width gives the scalar loop's values, over lengths that leave remainders.

@@ -13,6 +13,7 @@ macro_rules! simd_kernel {
     };
 }
 
+pub mod batch_norm_images;
 pub mod conv;
 pub mod gemm;
 pub mod im2col;
