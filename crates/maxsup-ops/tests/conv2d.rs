@@ -35,6 +35,12 @@ const CASES: &[Case] = &[
     (300, 3, 1, 1, 5, 1, 1, 0, 1, false), // 1x1 images: weight gradient as one batch GEMM
     (2, 40, 2, 2, 70, 1, 2, 0, 1, true),  // strided 1x1, few pixels: the same
     (8, 3, 16, 16, 4, 3, 1, 1, 1, false), // many pixels: per-thread weight-gradient partials
+    // Narrow 3x3 "same" layers: the direct AVX-512 kernel where the CPU has it (rows of one
+    // masked vector, two vectors, two segments; output-channel blocks left partial).
+    (2, 5, 6, 20, 10, 3, 1, 1, 1, false),
+    (2, 4, 3, 40, 17, 3, 1, 1, 1, true),
+    (1, 16, 5, 16, 16, 3, 1, 1, 1, false),
+    (2, 3, 4, 33, 3, 3, 1, 1, 1, false),
 ];
 
 #[test]

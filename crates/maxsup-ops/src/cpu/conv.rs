@@ -4,6 +4,7 @@
 //! whose column matrices sit side by side (`K x nb*P`), so the late layers (P = 16) still get
 //! wide GEMMs and the weight is packed once per block instead of once per image.
 
+use super::direct3x3;
 use super::gemm::{matmul, matmul_into, Mat};
 use super::im2col::{col2im_add, im2col, ConvGeom};
 use super::slices::{num_threads, split_range};
@@ -100,6 +101,9 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
     if winograd::applies(g) {
         return winograd::forward(g, x, w);
     }
+    if direct3x3::applies(g) {
+        return direct3x3::forward(g, x, w);
+    }
     let (k, p, o) = (g.k(), g.p(), g.o);
     let mut y = Output::new(g.n * o * p);
     let pl = plan(g);
@@ -152,6 +156,12 @@ pub fn backward(
         let dx = want_dx.then(|| winograd::input_grad(g, w, dy));
         let dw = want_dw.then(|| winograd::weight_grad(g, x, dy));
         return (dx, dw);
+    }
+    if direct3x3::applies(g) && want_dx {
+        // The weight gradient stays a GEMM on im2col columns (below, without dx).
+        let dx = direct3x3::input_grad(g, w, dy);
+        let (_, dw) = backward(g, x, w, dy, false, want_dw);
+        return (Some(dx), dw);
     }
     let (k, p, o, chw) = (g.k(), g.p(), g.o, g.chw());
     let pl = plan(g);

@@ -1,0 +1,253 @@
+//! Direct 3x3 stride-1 "same" convolution for the narrow layers, accumulated in AVX-512
+//! registers: the forward pass and, as the same convolution of dY with the flipped transposed
+//! weight, the input gradient.
+//!
+//! Below 64 channels (ResNet-20's 16- and 32-channel layers) Winograd's transforms cost more than
+//! they save (`winograd::applies`), and the im2col GEMM copies the input 9 times, then the `gemm`
+//! crate packs those copies again, for only O = 16..32 multiply-adds per copied element. Here an
+//! output row of a block of output channels stays in 16 registers while the kernel walks the
+//! input channels and taps of a zero-padded copy of the image: per (channel, tap), one or two
+//! 16-wide loads of the input row and one broadcast weight per output channel feed 16 fused
+//! multiply-adds. `MAXSUP_DIRECT3X3=0` turns the path off (A/B runs).
+
+use super::im2col::ConvGeom;
+use super::uninit::Output;
+use super::winograd;
+use rayon::prelude::*;
+
+/// f32 lanes of an AVX-512 register. Rows are cut into segments of 32 columns (2 vectors, 8
+/// output channels per block) or, when a row fits one vector, 16 (16 output channels).
+const LANES: usize = 16;
+
+/// Rows narrower than this leave most of a vector's lanes idle (a 512-channel 4x4 layer ran
+/// 1.3x slower here than on im2col).
+const MIN_WIDTH: usize = 8;
+
+/// Channels from which the im2col GEMM (or Winograd) is the better kernel.
+const NARROW: usize = 64;
+
+/// Whether the direct kernel takes this convolution: 3x3, stride 1, padding 1, dilation 1, fewer
+/// than 64 input or output channels (so not Winograd's), rows of at least 8 columns, on a CPU
+/// with AVX-512F.
+pub fn applies(g: &ConvGeom) -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let enabled = *ENABLED
+        .get_or_init(|| std::env::var("MAXSUP_DIRECT3X3").as_deref() != Ok("0") && has_avx512());
+    enabled
+        && winograd::shape_fits(g)
+        && !winograd::applies(g)
+        && g.c.min(g.o) < NARROW
+        && g.w >= MIN_WIDTH
+        && g.oh == g.h
+        && g.ow == g.w
+}
+
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `y[N, O, H, W] = conv(x[N, C, H, W], w[O, C, 3, 3])` (see [`applies`]).
+pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let shape = Shape::of(g.n, g.c, g.o, g.h, g.w);
+    let wp = pack_weight(&shape, |o, c, t| w[(o * g.c + c) * 9 + t]);
+    run(&shape, x, &wp)
+}
+
+/// `dx[N, C, H, W]` of [`forward`] given `dy[N, O, H, W]`: the same convolution of dy with
+/// `w'[c, o, kh, kw] = w[o, c, 2 - kh, 2 - kw]`.
+pub fn input_grad(g: &ConvGeom, w: &[f32], dy: &[f32]) -> Vec<f32> {
+    let shape = Shape::of(g.n, g.o, g.c, g.h, g.w);
+    let wp = pack_weight(&shape, |c, o, t| w[(o * g.c + c) * 9 + (8 - t)]);
+    run(&shape, dy, &wp)
+}
+
+/// One convolution's sizes: `ci` input and `co` output channels, and how rows are blocked.
+struct Shape {
+    n: usize,
+    ci: usize,
+    co: usize,
+    h: usize,
+    w: usize,
+    /// Vectors per row segment (1, 2 or 4) and output channels per register block (16 / nv).
+    nv: usize,
+    ob: usize,
+    /// Columns of a padded input row: the row, the two padding columns and slack for the last
+    /// segment's full-width loads.
+    rw: usize,
+}
+
+impl Shape {
+    fn of(n: usize, ci: usize, co: usize, h: usize, w: usize) -> Self {
+        let nv = if w <= LANES { 1 } else { 2 };
+        let ob = 16 / nv;
+        let rw = w.div_ceil(LANES * nv) * LANES * nv + LANES;
+        Self {
+            n,
+            ci,
+            co,
+            h,
+            w,
+            nv,
+            ob,
+            rw,
+        }
+    }
+
+    fn blocks(&self) -> usize {
+        self.co.div_ceil(self.ob)
+    }
+}
+
+/// The weight as `[block][ci][tap][ob]` (zeros past `co`), so that a tap's `ob` broadcasts read
+/// consecutive floats. `at(out_channel, in_channel, tap)` reads the source weight.
+fn pack_weight(s: &Shape, at: impl Fn(usize, usize, usize) -> f32) -> Vec<f32> {
+    let mut wp = vec![0f32; s.blocks() * s.ci * 9 * s.ob];
+    for blk in 0..s.blocks() {
+        for c in 0..s.ci {
+            for t in 0..9 {
+                for j in 0..s.ob {
+                    let o = blk * s.ob + j;
+                    if o < s.co {
+                        wp[((blk * s.ci + c) * 9 + t) * s.ob + j] = at(o, c, t);
+                    }
+                }
+            }
+        }
+    }
+    wp
+}
+
+thread_local! {
+    static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs the convolution image by image in parallel.
+fn run(s: &Shape, x: &[f32], wp: &[f32]) -> Vec<f32> {
+    let (in_len, out_len) = (s.ci * s.h * s.w, s.co * s.h * s.w);
+    assert!(x.len() >= s.n * in_len, "direct3x3: input too small");
+    let mut y = Output::new(s.n * out_len);
+    y.slots()
+        .par_chunks_mut(out_len.max(1))
+        .zip(x.par_chunks(in_len.max(1)))
+        .for_each(|(yi, xi)| {
+            PADDED.with(|p| {
+                let mut p = p.borrow_mut();
+                pad_image(s, xi, &mut p);
+                // SAFETY: `applies` (through `has_avx512`) checked AVX-512F at run time.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    avx512::image(s, &p, wp, yi)
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!("direct3x3 runs only where AVX-512F was detected");
+            })
+        });
+    // SAFETY: `avx512::image` writes every (channel, row, column) of every image's output.
+    unsafe { y.assume_init() }
+}
+
+/// `[ci][h + 2][rw]` copy of one image with a zero border (and zero slack on the right).
+fn pad_image(s: &Shape, xi: &[f32], p: &mut Vec<f32>) {
+    let rows = s.h + 2;
+    p.clear();
+    p.resize(s.ci * rows * s.rw, 0.0);
+    for c in 0..s.ci {
+        for r in 0..s.h {
+            let src = &xi[(c * s.h + r) * s.w..(c * s.h + r + 1) * s.w];
+            let at = (c * rows + r + 1) * s.rw + 1;
+            p[at..at + s.w].copy_from_slice(src);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::Shape;
+    use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    /// Every output row segment of every block of one image.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn image(s: &Shape, xp: &[f32], wp: &[f32], yi: &mut [MaybeUninit<f32>]) {
+        let seg = super::LANES * s.nv;
+        for blk in 0..s.blocks() {
+            let wb = &wp[blk * s.ci * 9 * s.ob..(blk + 1) * s.ci * 9 * s.ob];
+            for r in 0..s.h {
+                for w0 in (0..s.w).step_by(seg) {
+                    match s.nv {
+                        1 => segment::<16, 1>(s, xp, wb, blk, r, w0, yi),
+                        _ => segment::<8, 2>(s, xp, wb, blk, r, w0, yi),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Output row `r`, columns `w0 .. w0 + 16 * NV`, channels `blk * OB ..` of one image.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn segment<const OB: usize, const NV: usize>(
+        s: &Shape,
+        xp: &[f32],
+        wb: &[f32],
+        blk: usize,
+        r: usize,
+        w0: usize,
+        yi: &mut [MaybeUninit<f32>],
+    ) {
+        let rows = s.h + 2;
+        let mut acc = [[_mm512_setzero_ps(); NV]; OB];
+        for c in 0..s.ci {
+            for kh in 0..3 {
+                let row = &xp[(c * rows + r + kh) * s.rw..(c * rows + r + kh + 1) * s.rw];
+                for kw in 0..3 {
+                    let mut xv = [_mm512_setzero_ps(); NV];
+                    for (v, xv) in xv.iter_mut().enumerate() {
+                        let at = w0 + v * super::LANES + kw;
+                        // In bounds: `rw` leaves a full vector of slack past the last segment.
+                        *xv = _mm512_loadu_ps(row[at..at + super::LANES].as_ptr());
+                    }
+                    let wt = &wb[(c * 9 + kh * 3 + kw) * OB..(c * 9 + kh * 3 + kw + 1) * OB];
+                    for (a, &wj) in acc.iter_mut().zip(wt) {
+                        let wv = _mm512_set1_ps(wj);
+                        for (a, &x) in a.iter_mut().zip(&xv) {
+                            *a = _mm512_fmadd_ps(wv, x, *a);
+                        }
+                    }
+                }
+            }
+        }
+        let hw = s.h * s.w;
+        for (j, a) in acc.iter().enumerate() {
+            let o = blk * OB + j;
+            if o >= s.co {
+                break;
+            }
+            let out = &mut yi[o * hw + r * s.w..o * hw + (r + 1) * s.w];
+            for (v, &a) in a.iter().enumerate() {
+                let col = w0 + v * super::LANES;
+                if col >= s.w {
+                    break;
+                }
+                let len = (s.w - col).min(super::LANES);
+                let mask: __mmask16 = if len == super::LANES {
+                    0xffff
+                } else {
+                    (1u16 << len) - 1
+                };
+                // Writes the `len` lanes of `out[col..col + len]` only (masked store).
+                _mm512_mask_storeu_ps(out[col..col + len].as_mut_ptr().cast::<f32>(), mask, a);
+            }
+        }
+    }
+}
