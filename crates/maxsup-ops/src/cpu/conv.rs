@@ -157,11 +157,10 @@ pub fn backward(
         let dw = want_dw.then(|| winograd::weight_grad(g, x, dy));
         return (dx, dw);
     }
-    if direct3x3::applies(g) && want_dx {
-        // The weight gradient stays a GEMM on im2col columns (below, without dx).
-        let dx = direct3x3::input_grad(g, w, dy);
-        let (_, dw) = backward(g, x, w, dy, false, want_dw);
-        return (Some(dx), dw);
+    if direct3x3::applies(g) {
+        let dx = want_dx.then(|| direct3x3::input_grad(g, w, dy));
+        let dw = want_dw.then(|| direct3x3::weight_grad(g, x, dy));
+        return (dx, dw);
     }
     let (k, p, o, chw) = (g.k(), g.p(), g.o, g.chw());
     let pl = plan(g);

@@ -11,6 +11,7 @@
 //! multiply-adds. `MAXSUP_DIRECT3X3=0` turns the path off (A/B runs).
 
 use super::im2col::ConvGeom;
+use super::slices::{num_threads, split_range};
 use super::uninit::Output;
 use super::winograd;
 use rayon::prelude::*;
@@ -66,6 +67,52 @@ pub fn input_grad(g: &ConvGeom, w: &[f32], dy: &[f32]) -> Vec<f32> {
     let shape = Shape::of(g.n, g.o, g.c, g.h, g.w);
     let wp = pack_weight(&shape, |c, o, t| w[(o * g.c + c) * 9 + (8 - t)]);
     run(&shape, dy, &wp)
+}
+
+/// `dW[O, C, 3, 3]` of [`forward`] given `dy[N, O, H, W]`: per image, per pair of output
+/// channels and input channel, the 18 (channel, tap) sums over the image's pixels accumulate in
+/// registers; each thread sums its images into its own `O x C x 9` partial, and the partials
+/// are added in thread order.
+pub fn weight_grad(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let s = Shape::of(g.n, g.c, g.o, g.h, g.w);
+    let (chw, ohw) = (g.c * g.h * g.w, g.o * g.h * g.w);
+    assert!(
+        x.len() >= g.n * chw && dy.len() >= g.n * ohw,
+        "direct3x3: buffers too small"
+    );
+    let parts: Vec<Vec<f32>> = split_range(g.n, num_threads())
+        .into_par_iter()
+        .map(|r| {
+            // 16 lanes per (o, c, tap), summed across lanes once at the end: reducing the
+            // registers per image cost about half as much again as the multiply-adds.
+            let mut lanes = vec![0f32; g.o * g.c * 9 * LANES];
+            PADDED.with(|p| {
+                let mut p = p.borrow_mut();
+                for b in r {
+                    pad_image(&s, &x[b * chw..(b + 1) * chw], &mut p);
+                    let dyi = &dy[b * ohw..(b + 1) * ohw];
+                    // SAFETY: `applies` (through `has_avx512`) checked AVX-512F at run time.
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        avx512::weight_grad_image(&s, &p, dyi, &mut lanes)
+                    };
+                    #[cfg(not(target_arch = "x86_64"))]
+                    unreachable!("direct3x3 runs only where AVX-512F was detected");
+                }
+            });
+            lanes
+                .chunks_exact(LANES)
+                .map(|l| l.iter().sum::<f32>())
+                .collect::<Vec<f32>>()
+        })
+        .collect();
+    let mut dw = vec![0f32; g.o * g.c * 9];
+    for part in &parts {
+        for (d, &v) in dw.iter_mut().zip(part) {
+            *d += v;
+        }
+    }
+    dw
 }
 
 /// One convolution's sizes: `ci` input and `co` output channels, and how rows are blocked.
@@ -188,6 +235,78 @@ mod avx512 {
                         1 => segment::<16, 1>(s, xp, wb, blk, r, w0, yi),
                         _ => segment::<8, 2>(s, xp, wb, blk, r, w0, yi),
                     }
+                }
+            }
+        }
+    }
+
+    /// Adds one image's weight gradient into the lane sums `dw [co][ci][9][16]` (`s.ci` input
+    /// channels padded in `xp`, `dyi [co][h][w]`).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn weight_grad_image(s: &Shape, xp: &[f32], dyi: &[f32], dw: &mut [f32]) {
+        let mut o0 = 0;
+        while o0 < s.co {
+            if o0 + 3 <= s.co {
+                weight_grad_pair::<3>(s, xp, dyi, o0, dw);
+                o0 += 3;
+            } else if o0 + 2 <= s.co {
+                weight_grad_pair::<2>(s, xp, dyi, o0, dw);
+                o0 += 2;
+            } else {
+                weight_grad_pair::<1>(s, xp, dyi, o0, dw);
+                o0 += 1;
+            }
+        }
+    }
+
+    /// Output channels `o0 .. o0 + OB` of [`weight_grad_image`], for every input channel.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn weight_grad_pair<const OB: usize>(
+        s: &Shape,
+        xp: &[f32],
+        dyi: &[f32],
+        o0: usize,
+        dw: &mut [f32],
+    ) {
+        let (rows, hw, lanes) = (s.h + 2, s.h * s.w, super::LANES);
+        for c in 0..s.ci {
+            let mut acc = [[_mm512_setzero_ps(); 9]; OB];
+            for r in 0..s.h {
+                for w0 in (0..s.w).step_by(lanes) {
+                    let len = (s.w - w0).min(lanes);
+                    let mask: __mmask16 = if len == lanes {
+                        0xffff
+                    } else {
+                        (1u16 << len) - 1
+                    };
+                    let mut dv = [_mm512_setzero_ps(); OB];
+                    for (j, dv) in dv.iter_mut().enumerate() {
+                        let at = (o0 + j) * hw + r * s.w + w0;
+                        // Reads the `len` lanes of `dyi[at..at + len]` only (masked load).
+                        *dv = _mm512_maskz_loadu_ps(mask, dyi[at..at + len].as_ptr());
+                    }
+                    for kh in 0..3 {
+                        let row = &xp[(c * rows + r + kh) * s.rw..(c * rows + r + kh + 1) * s.rw];
+                        for kw in 0..3 {
+                            let at = w0 + kw;
+                            // In bounds: `rw` leaves a full vector of slack past the row.
+                            let xv = _mm512_loadu_ps(row[at..at + lanes].as_ptr());
+                            for (a, &d) in acc.iter_mut().zip(&dv) {
+                                a[kh * 3 + kw] = _mm512_fmadd_ps(d, xv, a[kh * 3 + kw]);
+                            }
+                        }
+                    }
+                }
+            }
+            for (j, a) in acc.iter().enumerate() {
+                let at = ((o0 + j) * s.ci + c) * 9 * lanes;
+                for (t, &v) in a.iter().enumerate() {
+                    let d = &mut dw[at + t * lanes..at + (t + 1) * lanes];
+                    let sum = _mm512_add_ps(_mm512_loadu_ps(d.as_ptr()), v);
+                    _mm512_storeu_ps(d.as_mut_ptr(), sum);
                 }
             }
         }
