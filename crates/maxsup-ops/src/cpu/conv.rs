@@ -265,13 +265,60 @@ pub fn backward(
 const WHOLE_DW_COLUMNS: usize = 256;
 
 /// `dW [O, K]` as one GEMM over all images (see [`WHOLE_DW_COLUMNS`]).
+///
+/// Two orientations, both with operands the `gemm` crate reads with unit stride: `dWᵀ [K, O] =
+/// cols · dYᵀ` from a pixel-major copy of dY, then transposed (moves `O * nbp + O * K` floats), or
+/// `dW = dY · colsᵀ` straight from a pixel-major copy of the columns (moves `K * nbp`). With few
+/// pixels the second moves far less: for ResNet-50's last 1x1 layers at 32 px (nbp = 64, K = 2048,
+/// O = 512) an eighth; the `[K, O] -> [O, K]` transposes were ~6% of its step.
 fn weight_grad_whole_batch(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let (k, p, o) = (g.k(), g.p(), g.o);
+    let (k, p, o, n) = (g.k(), g.p(), g.o, g.n);
+    let nbp = n * p;
+    if k * nbp <= o * k + o * nbp {
+        return weight_grad_pixel_major(g, x, dy);
+    }
     let (mut cols, mut dyt) = (Vec::new(), Vec::new());
-    let cm = Mat::row_major(columns(g, x, 0..g.n, &mut cols), k, g.n * p);
+    let cm = Mat::row_major(columns(g, x, 0..n, &mut cols), k, nbp);
     let mut dwt = vec![0f32; k * o];
-    weight_grad_block(g, dy, 0..g.n, cm, &mut dyt, &mut dwt, num_threads());
+    weight_grad_block(g, dy, 0..n, cm, &mut dyt, &mut dwt, num_threads());
     sum_transposed(&[dwt], o, k)
+}
+
+/// `dW [O, K] = dY [O, nbp] · colsᵀ`, from pixel-major columns `[nbp, K]` (see
+/// [`weight_grad_whole_batch`]).
+fn weight_grad_pixel_major(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (k, p, o, n, chw) = (g.k(), g.p(), g.o, g.n, g.chw());
+    let nbp = n * p;
+    let mut colst = vec![0f32; nbp * k];
+    if g.is_pointwise() {
+        // The columns of a pointwise convolution are the images themselves.
+        for b in 0..n {
+            let xb = &x[b * chw..(b + 1) * chw];
+            transpose_into(xb, k, p, &mut colst[b * p * k..(b + 1) * p * k]);
+        }
+    } else {
+        let mut cols = Vec::new();
+        transpose_into(columns(g, x, 0..n, &mut cols), k, nbp, &mut colst);
+    }
+    // dY as one [O, nbp] matrix (images side by side), a view for a single image.
+    let mut dyb = Vec::new();
+    let dym = if n == 1 {
+        &dy[..o * p]
+    } else {
+        dyb.resize(o * nbp, 0.0);
+        for b in 0..n {
+            for oc in 0..o {
+                let src = &dy[(b * o + oc) * p..(b * o + oc + 1) * p];
+                dyb[oc * nbp + b * p..oc * nbp + (b + 1) * p].copy_from_slice(src);
+            }
+        }
+        &dyb[..]
+    };
+    let mut dw = Output::new(o * k);
+    let (a, b) = (Mat::row_major(dym, o, nbp), Mat::row_major(&colst, nbp, k));
+    matmul_into(dw.slots(), k, a, b, num_threads());
+    // SAFETY: `matmul_into` writes all o x k elements (row stride k).
+    unsafe { dw.assume_init() }
 }
 
 /// `dwt [K, O] += cols [K, nb*P] @ dY_blockᵀ [nb*P, O]` for images `imgs`.
