@@ -6,8 +6,8 @@ use candle_core::{backprop::GradStore, Result, Tensor, Var};
 
 use crate::optimizer::Optimizer;
 use crate::param_groups::ParamGroup;
-use crate::sgd_cpu;
 use crate::params::ParamTable;
+use crate::sgd_cpu;
 use crate::state::{adopt_state_tensor, split_state_key, OptimizerState};
 
 /// State slot name of the momentum buffer (`<param name>.momentum_buffer`, as in PyTorch's state dict).
@@ -32,7 +32,26 @@ pub struct Sgd {
     table: ParamTable,
     config: SgdConfig,
     /// Momentum buffer per parameter, created on the parameter's first gradient.
-    buffers: Vec<Option<Tensor>>,
+    buffers: Vec<Option<Momentum>>,
+}
+
+/// A momentum buffer: host memory for CPU f32 parameters (the fused pass updates it together with
+/// the parameter), a tensor on the parameter's device otherwise (and as imported from a
+/// checkpoint, until the first step).
+#[derive(Clone, Debug)]
+enum Momentum {
+    Host(Vec<f32>),
+    Tensor(Tensor),
+}
+
+impl Momentum {
+    /// The buffer as a tensor shaped and placed like `param`.
+    fn to_tensor(&self, param: &Tensor) -> Result<Tensor> {
+        match self {
+            Momentum::Host(v) => Tensor::from_slice(v, param.shape(), param.device()),
+            Momentum::Tensor(t) => t.copy(),
+        }
+    }
 }
 
 impl Sgd {
@@ -81,9 +100,10 @@ impl Sgd {
         let grad = grad.detach();
         if momentum != 0.0 && sgd_cpu::applies(p) && p.is_contiguous() && grad.is_contiguous() {
             // A zero buffer makes the first step's `momentum * 0 + d` exactly PyTorch's `buf = d`.
-            let buf = match self.buffers[i].take() {
-                Some(buf) => buf,
-                None => p.zeros_like()?,
+            let mut buf = match self.buffers[i].take() {
+                Some(Momentum::Host(v)) => v,
+                Some(Momentum::Tensor(t)) => t.flatten_all()?.to_vec1::<f32>()?,
+                None => vec![0f32; p.elem_count()],
             };
             let step = sgd_cpu::Step {
                 lr: lr as f32,
@@ -92,18 +112,17 @@ impl Sgd {
                 nesterov,
             };
             // In place on the `Var`'s storage, so the model's clone of it sees the update.
-            let result = sgd_cpu::update(step, p, &grad, &buf);
-            self.buffers[i] = Some(buf);
+            let result = sgd_cpu::update(step, p, &grad, &mut buf);
+            self.buffers[i] = Some(Momentum::Host(buf));
             return result;
         }
-        let (p_new, buf) = composed_update(
-            self.config,
-            param.weight_decay,
-            p,
-            grad,
-            self.buffers[i].take(),
-        )?;
-        self.buffers[i] = buf;
+        let buf = match self.buffers[i].take() {
+            Some(Momentum::Tensor(t)) => Some(t),
+            Some(host) => Some(host.to_tensor(p)?),
+            None => None,
+        };
+        let (p_new, buf) = composed_update(self.config, param.weight_decay, p, grad, buf)?;
+        self.buffers[i] = buf.map(Momentum::Tensor);
         // `Var::set` writes in place, so the model's clone of this `Var` sees the update.
         param.var.set(&p_new)
     }
@@ -166,9 +185,10 @@ impl Optimizer for Sgd {
         state.scalars.insert("lr".to_string(), self.config.lr);
         for (param, buf) in self.table.params.iter().zip(&self.buffers) {
             if let Some(buf) = buf {
+                let t = buf.to_tensor(param.var.as_tensor())?;
                 state
                     .tensors
-                    .insert(format!("{}.{MOMENTUM_BUFFER}", param.name), buf.copy()?);
+                    .insert(format!("{}.{MOMENTUM_BUFFER}", param.name), t);
             }
         }
         Ok(state)
@@ -179,11 +199,11 @@ impl Optimizer for Sgd {
         for (key, t) in &state.tensors {
             let (name, _) = split_state_key(key, &[MOMENTUM_BUFFER])?;
             let i = self.table.position(name)?;
-            buffers[i] = Some(adopt_state_tensor(
+            buffers[i] = Some(Momentum::Tensor(adopt_state_tensor(
                 key,
                 t,
                 self.table.params[i].var.as_tensor(),
-            )?);
+            )?));
         }
         self.config.lr = state.scalar("lr")?;
         self.buffers = buffers;
@@ -214,7 +234,42 @@ mod tests {
             let grads = w.as_tensor().sqr()?.sum_all()?.backward()?;
             sgd.step(&grads)?;
         }
-        assert!(sgd.buffers.iter().flatten().all(|b| !b.track_op()));
+        for buf in sgd.buffers.iter().flatten() {
+            if let Momentum::Tensor(t) = buf {
+                assert!(!t.track_op());
+            }
+        }
+        Ok(())
+    }
+
+    /// Host-held momentum buffers survive export and import: a restored optimizer takes the
+    /// same next step as the original, to the bit.
+    #[test]
+    fn host_momentum_buffers_round_trip_through_state() -> Result<()> {
+        let dev = Device::Cpu;
+        let config = SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: true,
+        };
+        let make = |init: &[f32]| -> Result<(Var, Sgd)> {
+            let w = Var::new(init, &dev)?;
+            let groups = vec![ParamGroup::new(vec![("w".to_string(), w.clone())], 1e-4)];
+            Ok((w.clone(), Sgd::new(groups, config)?))
+        };
+        let (w, mut sgd) = make(&[1.0, -2.0, 3.0, 0.5])?;
+        for _ in 0..2 {
+            sgd.step(&w.as_tensor().sqr()?.sum_all()?.backward()?)?;
+        }
+        assert!(matches!(sgd.buffers[0], Some(Momentum::Host(_))));
+        let (w2, mut restored) = make(&w.as_tensor().to_vec1::<f32>()?)?;
+        restored.import_state(&sgd.export_state()?)?;
+        sgd.step(&w.as_tensor().sqr()?.sum_all()?.backward()?)?;
+        restored.step(&w2.as_tensor().sqr()?.sum_all()?.backward()?)?;
+        assert_eq!(
+            w.as_tensor().to_vec1::<f32>()?,
+            w2.as_tensor().to_vec1::<f32>()?
+        );
         Ok(())
     }
 
@@ -224,7 +279,9 @@ mod tests {
     fn fused_cpu_update_matches_composed_update() -> Result<()> {
         let dev = Device::Cpu;
         let n = 40_000;
-        let init: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01).collect();
+        let init: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01)
+            .collect();
         for (nesterov, wd) in [(true, 1e-4), (false, 1e-4), (true, 0.0), (false, 0.0)] {
             let config = SgdConfig {
                 lr: 0.05,
@@ -248,7 +305,8 @@ mod tests {
                 let (got, want) = (w.as_tensor().to_vec1::<f32>()?, p_ref.to_vec1::<f32>()?);
                 let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
                 assert_eq!(differ, 0, "nesterov={nesterov} wd={wd} step {step}");
-                let buf = sgd.buffers[0].as_ref().expect("a momentum buffer").to_vec1::<f32>()?;
+                let buf = sgd.buffers[0].as_ref().expect("a momentum buffer");
+                let buf = buf.to_tensor(w.as_tensor())?.to_vec1::<f32>()?;
                 assert_eq!(buf, buf_ref.as_ref().unwrap().to_vec1::<f32>()?);
             }
         }

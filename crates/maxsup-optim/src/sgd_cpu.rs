@@ -1,14 +1,18 @@
-//! SGD's update on CPU f32 parameters as two in-place passes, one over the momentum buffer and
-//! one over the parameter.
+//! SGD's update on CPU f32 parameters as one in-place pass over the parameter and its momentum
+//! buffer (held in host memory).
 //!
 //! Composed from candle ops, the update is seven or eight element-wise ops per parameter, each
-//! writing a fresh tensor: for ResNet-50's 25.6M parameters that moved ~2 GB per step and was
-//! ~6% of a CPU training step at 32 px. Here each pass reads three arrays and writes one in place,
-//! with the composed update's arithmetic in the same order (so the same floats, up to the sign of
+//! writing a fresh tensor: for ResNet-50's 23.5M parameters that moved ~2 GB per step and was
+//! ~6% of a CPU training step at 32 px. Two in-place candle ops (buffer, then parameter) read six
+//! arrays and wrote two, ~9% of the step once the other kernels got faster; one pass reads the
+//! parameter, gradient and buffer once and writes the parameter and buffer once. A
+//! candle in-place op can mutate only one tensor, so the buffer lives in a host `Vec` beside it.
+//! The arithmetic is the composed update's, in the same order (the same floats, up to the sign of
 //! a zero).
 
-use candle_core::{CpuStorage, InplaceOp3, Layout, Result, Tensor};
+use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Tensor};
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// Elements per parallel work item: large enough that rayon's overhead is invisible, small
 /// enough that a 2-core box splits a 256-channel BatchNorm vector no further than it must.
@@ -35,108 +39,75 @@ impl Step {
     }
 }
 
-/// Whether the fused passes apply: f32 tensors on the CPU (other devices and dtypes compose
-/// candle ops). Layouts need not be contiguous here; [`update`] checks them.
+/// Whether the fused pass applies: f32 tensors on the CPU (other devices and dtypes compose
+/// candle ops). Layouts must also be contiguous; [`update`] checks them.
 pub(crate) fn applies(p: &Tensor) -> bool {
     p.device().is_cpu() && p.dtype() == candle_core::DType::F32
 }
 
-/// `buf = momentum * buf + d` then `p -= lr * (d + momentum * buf)` (Nesterov) or
-/// `p -= lr * buf`, where `d = g + wd * p`. Every tensor must be a contiguous f32 CPU tensor of
-/// one shape, and `momentum > 0` (without a buffer the composed update is one op fewer and rare).
-pub(crate) fn update(step: Step, p: &Tensor, g: &Tensor, buf: &Tensor) -> Result<()> {
-    buf.inplace_op3(g, p, &MomentumPass(step))?;
-    p.inplace_op3(buf, g, &ParamPass(step))
+/// `d = g + wd * p; buf = momentum * buf + d`, then `p -= lr * (d + momentum * buf)` (Nesterov)
+/// or `p -= lr * buf`. `p` and `g` must be contiguous f32 CPU tensors of `buf.len()` elements,
+/// and `momentum > 0` (without a buffer the composed update is one op fewer and rare).
+pub(crate) fn update(step: Step, p: &Tensor, g: &Tensor, buf: &mut [f32]) -> Result<()> {
+    if p.elem_count() != buf.len() {
+        candle_core::bail!(
+            "sgd: momentum buffer of {} elements for a parameter of {}",
+            buf.len(),
+            p.elem_count()
+        );
+    }
+    p.inplace_op2(
+        g,
+        &Pass {
+            step,
+            buf: RefCell::new(buf),
+        },
+    )
 }
 
-/// The three slices of a pass: the one written in place and the two read.
-fn slices<'a>(
-    name: &str,
-    s1: &'a mut CpuStorage,
-    l1: &Layout,
-    s2: &'a CpuStorage,
-    l2: &Layout,
-    s3: &'a CpuStorage,
-    l3: &Layout,
-) -> Result<(&'a mut [f32], &'a [f32], &'a [f32])> {
-    let range = |l: &Layout, what: &str| -> Result<(usize, usize)> {
-        l.contiguous_offsets().ok_or_else(|| {
-            candle_core::Error::Msg(format!("{name}: the {what} tensor is not contiguous"))
-        })
-    };
-    let ((a1, b1), (a2, b2), (a3, b3)) = (
-        range(l1, "updated")?,
-        range(l2, "second")?,
-        range(l3, "third")?,
-    );
-    if b1 - a1 != b2 - a2 || b1 - a1 != b3 - a3 {
-        candle_core::bail!("{name}: tensors of different sizes");
+/// The pass, in place on the parameter, reading the gradient, updating the buffer it borrows.
+struct Pass<'a> {
+    step: Step,
+    buf: RefCell<&'a mut [f32]>,
+}
+
+impl InplaceOp2 for Pass<'_> {
+    fn name(&self) -> &'static str {
+        "sgd-momentum-step"
     }
-    match (s1, s2, s3) {
-        (CpuStorage::F32(v1), CpuStorage::F32(v2), CpuStorage::F32(v3)) => {
-            Ok((&mut v1[a1..b1], &v2[a2..b2], &v3[a3..b3]))
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        let range = |l: &Layout, what: &str| -> Result<(usize, usize)> {
+            l.contiguous_offsets().ok_or_else(|| {
+                candle_core::Error::Msg(format!("sgd: the {what} is not contiguous"))
+            })
+        };
+        let ((a1, b1), (a2, b2)) = (range(l1, "parameter")?, range(l2, "gradient")?);
+        let mut buf = self.buf.borrow_mut();
+        if b1 - a1 != b2 - a2 || b1 - a1 != buf.len() {
+            candle_core::bail!("sgd: parameter, gradient and momentum buffer differ in size");
         }
-        _ => candle_core::bail!("{name}: expects f32 tensors"),
-    }
-}
-
-/// In place on the momentum buffer, reading `(g, p)`: `buf = momentum * buf + d`.
-struct MomentumPass(Step);
-
-impl InplaceOp3 for MomentumPass {
-    fn name(&self) -> &'static str {
-        "sgd-momentum"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<()> {
-        let (buf, g, p) = slices(self.name(), s1, l1, s2, l2, s3, l3)?;
-        let st = self.0;
-        buf.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK).zip(p.par_chunks(CHUNK)))
-            .for_each(|(buf, (g, p))| {
-                for ((b, &g), &p) in buf.iter_mut().zip(g).zip(p) {
-                    *b = *b * st.momentum + st.decayed(g, p);
-                }
-            });
-        Ok(())
-    }
-}
-
-/// In place on the parameter, reading `(buf, g)` (the buffer already updated).
-struct ParamPass(Step);
-
-impl InplaceOp3 for ParamPass {
-    fn name(&self) -> &'static str {
-        "sgd-param"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<()> {
-        let (p, buf, g) = slices(self.name(), s1, l1, s2, l2, s3, l3)?;
-        let st = self.0;
+        let (p, g) = match (s1, s2) {
+            (CpuStorage::F32(p), CpuStorage::F32(g)) => (&mut p[a1..b1], &g[a2..b2]),
+            _ => candle_core::bail!("sgd: expects f32 tensors"),
+        };
+        let st = self.step;
         p.par_chunks_mut(CHUNK)
-            .zip(buf.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+            .zip(buf.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)))
             .for_each(|(p, (buf, g))| {
-                for ((p, &b), &g) in p.iter_mut().zip(buf).zip(g) {
+                for ((p, b), &g) in p.iter_mut().zip(buf.iter_mut()).zip(g) {
+                    let d = st.decayed(g, *p);
+                    *b = *b * st.momentum + d;
                     let d = if st.nesterov {
-                        st.decayed(g, *p) + b * st.momentum
+                        d + *b * st.momentum
                     } else {
-                        b
+                        *b
                     };
                     *p -= d * st.lr;
                 }
