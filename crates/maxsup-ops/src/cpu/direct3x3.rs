@@ -370,3 +370,115 @@ mod avx512 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geom(n: usize, c: usize, o: usize, h: usize, w: usize) -> ConvGeom {
+        ConvGeom::new((n, c, h, w), (o, c, 3, 3), 1, 1, 1).unwrap()
+    }
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0) - 1.0)
+            .collect()
+    }
+
+    /// `x[b, c, r, col]` with zero padding outside the image.
+    fn at(x: &[f32], g: &ConvGeom, ch: usize, b: usize, r: isize, col: isize) -> f64 {
+        if r < 0 || col < 0 || r >= g.h as isize || col >= g.w as isize {
+            return 0.0;
+        }
+        x[((b * ch) * g.h + r as usize) * g.w + col as usize] as f64
+    }
+
+    /// The three kernels against direct f64 sums, on rows of one masked vector, of two vectors
+    /// and of two segments, with partial output-channel blocks. Needs AVX-512F, which is the
+    /// only place the kernels run; elsewhere it says so and checks nothing.
+    #[test]
+    fn kernels_match_naive_sums_where_avx512_is_present() {
+        if !has_avx512() {
+            eprintln!("direct3x3: no AVX-512F on this CPU, the kernels cannot run here");
+            return;
+        }
+        for (i, &(n, c, o, h, w)) in [(2, 3, 5, 6, 9), (1, 4, 17, 3, 20), (2, 2, 3, 4, 40)]
+            .iter()
+            .enumerate()
+        {
+            let g = geom(n, c, o, h, w);
+            let (x, wt, dy) = (
+                values(n * c * h * w, i),
+                values(o * c * 9, i + 10),
+                values(n * o * h * w, i + 20),
+            );
+            let (y, dx, dw) = (
+                forward(&g, &x, &wt),
+                input_grad(&g, &wt, &dy),
+                weight_grad(&g, &x, &dy),
+            );
+            let close = |got: f32, want: f64, what: &str| {
+                assert!(
+                    (got as f64 - want).abs() < 1e-4,
+                    "{what}: {got} vs {want} ({n},{c},{o},{h},{w})"
+                );
+            };
+            for b in 0..n {
+                for r in 0..h as isize {
+                    for col in 0..w as isize {
+                        for oc in 0..o {
+                            let mut s = 0f64;
+                            for ic in 0..c {
+                                for t in 0..9 {
+                                    let (kh, kw) = ((t / 3) as isize, (t % 3) as isize);
+                                    let xv =
+                                        at(&x[ic * h * w..], &g, c, b, r + kh - 1, col + kw - 1);
+                                    s += wt[(oc * c + ic) * 9 + t] as f64 * xv;
+                                }
+                            }
+                            close(
+                                y[((b * o + oc) * h + r as usize) * w + col as usize],
+                                s,
+                                "y",
+                            );
+                        }
+                        for ic in 0..c {
+                            let mut s = 0f64;
+                            for oc in 0..o {
+                                for t in 0..9 {
+                                    let (kh, kw) = ((t / 3) as isize, (t % 3) as isize);
+                                    let d =
+                                        at(&dy[oc * h * w..], &g, o, b, r - kh + 1, col - kw + 1);
+                                    s += wt[(oc * c + ic) * 9 + t] as f64 * d;
+                                }
+                            }
+                            close(
+                                dx[((b * c + ic) * h + r as usize) * w + col as usize],
+                                s,
+                                "dx",
+                            );
+                        }
+                    }
+                }
+            }
+            for oc in 0..o {
+                for ic in 0..c {
+                    for t in 0..9 {
+                        let (kh, kw) = ((t / 3) as isize, (t % 3) as isize);
+                        let mut s = 0f64;
+                        for b in 0..n {
+                            for r in 0..h as isize {
+                                for col in 0..w as isize {
+                                    let d = dy[((b * o + oc) * h + r as usize) * w + col as usize];
+                                    s += d as f64
+                                        * at(&x[ic * h * w..], &g, c, b, r + kh - 1, col + kw - 1);
+                                }
+                            }
+                        }
+                        close(dw[(oc * c + ic) * 9 + t], s, "dw");
+                    }
+                }
+            }
+        }
+    }
+}
