@@ -41,6 +41,10 @@ const CASES: &[Case] = &[
     (2, 4, 3, 40, 17, 3, 1, 1, 1, true),
     (1, 16, 5, 16, 16, 3, 1, 1, 1, false),
     (2, 3, 4, 33, 3, 3, 1, 1, 1, false),
+    // Taps that read only padding: a 3x3 on 1x1 images (the centre tap), a stride-2 3x3 on 2x2
+    // images (a 2x2 sub-kernel); the dead taps' weight gradient is zero.
+    (3, 4, 1, 1, 5, 3, 1, 1, 1, true),
+    (2, 3, 2, 2, 4, 3, 2, 1, 1, false),
 ];
 
 #[test]

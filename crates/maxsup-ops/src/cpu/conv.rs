@@ -96,8 +96,79 @@ fn columns<'a>(
     &cols[..k * ld]
 }
 
+/// A convolution whose outer kernel taps read only padding for every output pixel, as the same
+/// convolution with the live `ks x ks` sub-kernel starting at tap `(first, first)`.
+struct LiveTaps {
+    sub: ConvGeom,
+    first: usize,
+}
+
+/// The live sub-kernel, when some taps read only padding (square inputs and kernels). ResNet-50's
+/// last stage at 32 px runs 3x3 convolutions on 1x1 images (only the centre tap reads the image:
+/// the im2col GEMM had 9x the columns, all but one ninth zeros) and a stride-2 3x3 on 2x2 images
+/// (4 live taps).
+fn live_taps(g: &ConvGeom) -> Option<LiveTaps> {
+    if g.kh != g.kw || g.h != g.w || g.oh != g.ow {
+        return None;
+    }
+    let reads_image = |k: usize| {
+        (0..g.oh).any(|o| {
+            let i = (o * g.stride + k * g.dil) as isize - g.pad as isize;
+            i >= 0 && i < g.h as isize
+        })
+    };
+    let first = (0..g.kh).find(|&k| reads_image(k))?;
+    let last = (0..g.kh).rev().find(|&k| reads_image(k))?;
+    if (first == 0 && last == g.kh - 1) || first * g.dil > g.pad {
+        return None;
+    }
+    let ks = last - first + 1;
+    let pad = g.pad - first * g.dil;
+    let sub = ConvGeom::new(
+        (g.n, g.c, g.h, g.w),
+        (g.o, g.c, ks, ks),
+        g.stride,
+        pad,
+        g.dil,
+    )
+    .ok()?;
+    (sub.oh == g.oh && sub.ow == g.ow).then_some(LiveTaps { sub, first })
+}
+
+impl LiveTaps {
+    /// `w[:, :, first.., first..]` as an `[O, C, ks, ks]` weight.
+    fn weight(&self, g: &ConvGeom, w: &[f32]) -> Vec<f32> {
+        let ks = self.sub.kh;
+        let mut sub = Vec::with_capacity(g.o * g.c * ks * ks);
+        for oc in 0..g.o * g.c {
+            for i in 0..ks {
+                let at = (oc * g.kh + self.first + i) * g.kw + self.first;
+                sub.extend_from_slice(&w[at..at + ks]);
+            }
+        }
+        sub
+    }
+
+    /// The full `[O, C, KH, KW]` gradient of a sub-kernel gradient (zero at the dead taps).
+    fn full_grad(&self, g: &ConvGeom, dw_sub: &[f32]) -> Vec<f32> {
+        let ks = self.sub.kh;
+        let mut dw = vec![0f32; g.o * g.c * g.kh * g.kw];
+        for oc in 0..g.o * g.c {
+            for i in 0..ks {
+                let at = (oc * g.kh + self.first + i) * g.kw + self.first;
+                dw[at..at + ks]
+                    .copy_from_slice(&dw_sub[(oc * ks + i) * ks..(oc * ks + i + 1) * ks]);
+            }
+        }
+        dw
+    }
+}
+
 /// `y[N, O, OH, OW] = conv(x[N, C, H, W], w[O, C, KH, KW])`.
 pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
+    if let Some(live) = live_taps(g) {
+        return forward(&live.sub, x, &live.weight(g, w));
+    }
     if winograd::applies(g) {
         return winograd::forward(g, x, w);
     }
@@ -152,6 +223,10 @@ pub fn backward(
     want_dx: bool,
     want_dw: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    if let Some(live) = live_taps(g) {
+        let (dx, dw_sub) = backward(&live.sub, x, &live.weight(g, w), dy, want_dx, want_dw);
+        return (dx, dw_sub.map(|d| live.full_grad(g, &d)));
+    }
     if winograd::applies(g) {
         let dx = want_dx.then(|| winograd::input_grad(g, w, dy));
         let dw = want_dw.then(|| winograd::weight_grad(g, x, dy));
