@@ -54,30 +54,17 @@ impl CustomOp1 for MaxPoolOp {
         let (oh, ow) = (out_size(h, k, st, p)?, out_size(w, k, st, p)?);
         let mut y = Output::new(n * c * oh * ow);
         let mut idx = vec![0u32; n * c * oh * ow];
+        let stem = k == 3 && st == 2 && p == 1;
         y.slots()
             .par_chunks_mut(oh * ow)
             .zip(idx.par_chunks_mut(oh * ow))
             .enumerate()
             .for_each(|(pl, (yp, ip))| {
                 let plane = &x[pl * h * w..(pl + 1) * h * w];
-                for i in 0..oh {
-                    let r0 = (i * st).saturating_sub(p);
-                    let r1 = (i * st + k - p).min(h);
-                    for j in 0..ow {
-                        let c0 = (j * st).saturating_sub(p);
-                        let c1 = (j * st + k - p).min(w);
-                        let (mut best, mut at) = (f32::NEG_INFINITY, r0 * w + c0);
-                        for r in r0..r1 {
-                            for (cc, &v) in plane[r * w + c0..r * w + c1].iter().enumerate() {
-                                if v > best || v.is_nan() {
-                                    best = v;
-                                    at = r * w + c0 + cc;
-                                }
-                            }
-                        }
-                        yp[i * ow + j].write(best);
-                        ip[i * ow + j] = at as u32;
-                    }
+                if stem {
+                    stem_pool_plane(plane, h, w, (oh, ow), yp, ip);
+                } else {
+                    pool_plane(plane, h, w, self.geom, (oh, ow), yp, ip);
                 }
             });
         // SAFETY: every plane wrote all of its oh x ow cells.
@@ -123,6 +110,102 @@ impl CustomOp1 for MaxPoolOp {
         };
         Ok(Some(dy.contiguous()?.apply_op2_no_bwd(&arg, &op)?))
     }
+}
+
+/// Max and arg-max (flat index in the plane) of every window of one plane, window by window.
+fn pool_plane(
+    plane: &[f32],
+    h: usize,
+    w: usize,
+    geom: PoolGeom,
+    (oh, ow): (usize, usize),
+    yp: &mut [std::mem::MaybeUninit<f32>],
+    ip: &mut [u32],
+) {
+    let (k, st, p) = (geom.kernel, geom.stride, geom.pad);
+    for i in 0..oh {
+        let r0 = (i * st).saturating_sub(p);
+        let r1 = (i * st + k - p).min(h);
+        for j in 0..ow {
+            let c0 = (j * st).saturating_sub(p);
+            let c1 = (j * st + k - p).min(w);
+            let (mut best, mut at) = (f32::NEG_INFINITY, r0 * w + c0);
+            for r in r0..r1 {
+                for (cc, &v) in plane[r * w + c0..r * w + c1].iter().enumerate() {
+                    if v > best || v.is_nan() {
+                        best = v;
+                        at = r * w + c0 + cc;
+                    }
+                }
+            }
+            yp[i * ow + j].write(best);
+            ip[i * ow + j] = at as u32;
+        }
+    }
+}
+
+/// The 3x3 stride-2 padding-1 window of the ResNet stem over one plane, as element-wise passes.
+///
+/// Each input row is split into its even and odd columns (the odd ones shifted by one, with
+/// `-inf` for the padding): the three taps of output column `j` are then `odd[j]`, `even[j]` and
+/// `odd[j + 1]`, contiguous in `j`, and each tap of a row of windows is one vectorised
+/// max-with-index pass. Scanned per window element by element this pooling took ~7% of a
+/// ResNet-18 224 px step. Taps are visited in the same order (rows top to bottom, columns left
+/// to right) with the same strict comparison, so the maxima and their indices are the generic
+/// loop's.
+fn stem_pool_plane(
+    plane: &[f32],
+    h: usize,
+    w: usize,
+    (oh, ow): (usize, usize),
+    yp: &mut [std::mem::MaybeUninit<f32>],
+    ip: &mut [u32],
+) {
+    thread_local! {
+        static SPLIT: std::cell::RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> =
+            const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+    }
+    SPLIT.with(|sc| {
+        let (even, odd, best) = &mut *sc.borrow_mut();
+        // even[r][j] = x[r][2j]; odd[r][m] = x[r][2m - 1] (m >= 1), -inf at m = 0 and past the row.
+        even.resize(h * ow, 0.0);
+        odd.clear();
+        odd.resize(h * (ow + 1), f32::NEG_INFINITY);
+        for r in 0..h {
+            let row = &plane[r * w..(r + 1) * w];
+            for j in 0..ow {
+                even[r * ow + j] = row[2 * j];
+                if 2 * j + 1 < w {
+                    odd[r * (ow + 1) + j + 1] = row[2 * j + 1];
+                }
+            }
+        }
+        best.resize(ow, 0.0);
+        for i in 0..oh {
+            let at = &mut ip[i * ow..(i + 1) * ow];
+            best.fill(f32::NEG_INFINITY);
+            // The generic loop's starting index: the window's first in-image element.
+            let r0 = (2 * i).saturating_sub(1);
+            for (j, a) in at.iter_mut().enumerate() {
+                *a = (r0 * w + (2 * j).saturating_sub(1)) as u32;
+            }
+            for r in r0..(2 * i + 2).min(h) {
+                let (ev, od) = (
+                    &even[r * ow..(r + 1) * ow],
+                    &odd[r * (ow + 1)..(r + 1) * (ow + 1)],
+                );
+                // Tap columns 2j - 1, 2j, 2j + 1 (the first reads padding at j = 0: -inf, never
+                // taken, so its index formula's wrap-around at j = 0 is never stored).
+                let base = (r * w) as u32;
+                crate::cpu::lanes::take_max(best, at, &od[..ow], base.wrapping_sub(1), 2);
+                crate::cpu::lanes::take_max(best, at, ev, base, 2);
+                crate::cpu::lanes::take_max(best, at, &od[1..], base + 1, 2);
+            }
+            for (y, &b) in yp[i * ow..(i + 1) * ow].iter_mut().zip(best.iter()) {
+                y.write(b);
+            }
+        }
+    })
 }
 
 /// Scatters the output gradient to the recorded maxima: `(dy, argmax) -> dx`.
@@ -192,4 +275,59 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
         },
         argmax: SideOutput::new("max_pool2d arg-max"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::MaybeUninit;
+
+    type Kernel<'a> = &'a dyn Fn(&mut [MaybeUninit<f32>], &mut [u32]);
+
+    /// The stem's element-wise passes against the window-by-window scan, value and index, on
+    /// even and odd sizes, ties (a constant plane, repeated values), -inf and NaN.
+    #[test]
+    fn stem_pool_matches_window_scan() {
+        let geom = PoolGeom {
+            kernel: 3,
+            stride: 2,
+            pad: 1,
+        };
+        for &(h, w) in &[(1, 1), (1, 5), (2, 2), (7, 9), (8, 12), (13, 6)] {
+            let (oh, ow) = (out_size(h, 3, 2, 1).unwrap(), out_size(w, 3, 2, 1).unwrap());
+            let planes: Vec<Vec<f32>> = vec![
+                (0..h * w).map(|i| ((i * 37) % 11) as f32).collect(),
+                vec![1.5; h * w],
+                (0..h * w)
+                    .map(|i| {
+                        if i % 3 == 0 {
+                            f32::NEG_INFINITY
+                        } else {
+                            (i % 4) as f32
+                        }
+                    })
+                    .collect(),
+                (0..h * w)
+                    .map(|i| if i % 5 == 2 { f32::NAN } else { i as f32 })
+                    .collect(),
+                vec![f32::NEG_INFINITY; h * w],
+            ];
+            for plane in &planes {
+                let run = |f: Kernel| {
+                    let mut y = vec![MaybeUninit::new(0f32); oh * ow];
+                    let mut at = vec![0u32; oh * ow];
+                    f(&mut y, &mut at);
+                    // SAFETY: both kernels write every cell (and it started written anyway).
+                    let y: Vec<u32> = y
+                        .iter()
+                        .map(|v| unsafe { v.assume_init() }.to_bits())
+                        .collect();
+                    (y, at)
+                };
+                let fast = run(&|y, at| stem_pool_plane(plane, h, w, (oh, ow), y, at));
+                let scan = run(&|y, at| pool_plane(plane, h, w, geom, (oh, ow), y, at));
+                assert_eq!(fast, scan, "{h}x{w} plane {plane:?}");
+            }
+        }
+    }
 }

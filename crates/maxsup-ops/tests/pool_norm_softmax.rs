@@ -14,6 +14,8 @@ fn max_pool_matches_reference() -> Result<()> {
         (1, 2, 8, 8, 2, 2, 0),
         (2, 2, 7, 10, 3, 1, 1),
         (3, 1, 11, 11, 3, 2, 0),
+        (2, 2, 8, 12, 3, 2, 1), // the stem's window on even sizes
+        (1, 2, 1, 5, 3, 2, 1),
     ]
     .iter()
     .enumerate()

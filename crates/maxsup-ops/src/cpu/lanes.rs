@@ -233,6 +233,19 @@ simd_kernel! {
     }
 }
 
+simd_kernel! {
+    /// Running max with its index, element for element: where `v[j]` is greater than `best[j]`
+    /// (or NaN) it replaces it and `at[j] = first + step * j`. Max-pooling's window scan, one tap
+    /// for a row of windows at a time.
+    pub fn take_max(best: &mut [f32], at: &mut [u32], v: &[f32], first: u32, step: u32) {
+        for (j, ((b, a), &x)) in best.iter_mut().zip(at.iter_mut()).zip(v).enumerate() {
+            let take = x > *b || x.is_nan();
+            *b = if take { x } else { *b };
+            *a = if take { first.wrapping_add(step.wrapping_mul(j as u32)) } else { *a };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
