@@ -295,6 +295,18 @@ pub fn backward(
                         let dxb = &mut dxt[(b0 - r.start) * chw..(b1 - r.start) * chw];
                         if g.is_pointwise() && b1 - b0 == 1 {
                             matmul_into(dxb, p, wt, dym, pl.gemm_threads);
+                        } else if g.is_pointwise() {
+                            // A pointwise layer's column gradient is the input gradient itself,
+                            // images side by side: copy each image's rows out, no zero-fill + add.
+                            dcols.resize(k * nbp, 0.0);
+                            matmul(dcols, nbp, wt, dym, false, pl.gemm_threads);
+                            for bi in 0..b1 - b0 {
+                                for ch in 0..k {
+                                    let src = &dcols[ch * nbp + bi * p..ch * nbp + (bi + 1) * p];
+                                    let at = bi * chw + ch * p;
+                                    copy(&mut dxb[at..at + p], src);
+                                }
+                            }
                         } else {
                             dcols.resize(k * nbp, 0.0);
                             matmul(dcols, nbp, wt, dym, false, pl.gemm_threads);
