@@ -50,6 +50,15 @@ fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
 }
 
+/// Per channel `(mean, rstd)` on the host from captured `[mean | var]` statistics (CPU kernels).
+fn host_mean_rstd(stats: &Tensor, eps: f64, c: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+    let st = host_f32(stats)?;
+    ensure_len("batch_norm2d statistics", st.len(), 2 * c)?;
+    let mean = st[..c].to_vec();
+    let rstd = st[c..].iter().map(|&v| rstd(v, eps)).collect();
+    Ok((mean, rstd))
+}
+
 /// Batch statistics `[mean (C) | biased variance (C)]`, f32, of an NCHW input.
 struct BatchStatsOp;
 
@@ -101,16 +110,6 @@ struct BatchNormTrainOp {
     synced: bool,
 }
 
-impl BatchNormTrainOp {
-    /// Per channel `(mean, rstd)` on the host (CPU kernels).
-    fn host_mean_rstd(&self, c: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-        let st = host_f32(&self.stats)?;
-        let mean = st[..c].to_vec();
-        let rstd = st[c..].iter().map(|&v| rstd(v, self.eps)).collect();
-        Ok((mean, rstd))
-    }
-}
-
 impl CustomOp3 for BatchNormTrainOp {
     fn name(&self) -> &'static str {
         "maxsup-batch-norm2d-train"
@@ -129,7 +128,7 @@ impl CustomOp3 for BatchNormTrainOp {
         let x = contiguous_f32(xs, xl, "batch_norm2d input")?;
         let wt = contiguous_f32(ws, wl, "batch_norm2d weight")?;
         let bi = contiguous_f32(bs, bl, "batch_norm2d bias")?;
-        let (mean, rstd) = self.host_mean_rstd(c)?;
+        let (mean, rstd) = host_mean_rstd(&self.stats, self.eps, c)?;
         let hw = h * w;
         ensure_len("batch_norm2d weight", wt.len(), c)?;
         ensure_len("batch_norm2d bias", bi.len(), c)?;
@@ -251,17 +250,15 @@ impl CustomOp2 for BatchNormBackwardSums {
         let hw = h * w;
         let xv = contiguous_f32(xs, xl, "batch_norm2d input")?;
         let gv = contiguous_f32(gs, gl, "batch_norm2d gradient")?;
-        let st = host_f32(&self.stats)?;
+        let (mean, rstd) = host_mean_rstd(&self.stats, self.eps, c)?;
         ensure_len("batch_norm2d gradient", gv.len(), xv.len())?;
         let sums: Vec<(f32, f32)> = if hw < images::FEW_PIXELS {
-            let rstds: Vec<f32> = (0..c).map(|ch| rstd(st[c + ch], self.eps)).collect();
-            images::grad_sums(gv, xv, n, c, hw, &st[..c], &rstds)
+            images::grad_sums(gv, xv, n, c, hw, &mean, &rstd)
         } else {
             (0..c)
                 .into_par_iter()
                 .map(|ch| {
-                    let mean = st[ch];
-                    let rstd = rstd(st[c + ch], self.eps);
+                    let (mean, rstd) = (mean[ch], rstd[ch]);
                     let (mut s, mut sx) = (0f64, 0f64);
                     for bb in 0..n {
                         let r = (bb * c + ch) * hw..(bb * c + ch + 1) * hw;
@@ -322,18 +319,17 @@ impl CustomOp3 for BatchNormBackwardDx {
         let xv = contiguous_f32(xs, xl, "batch_norm2d input")?;
         let gv = contiguous_f32(gs, gl, "batch_norm2d gradient")?;
         let sums = contiguous_f32(ss, sl, "batch_norm2d sums")?;
-        let st = host_f32(&self.stats)?;
+        let (mean, rstd) = host_mean_rstd(&self.stats, self.eps, c)?;
         let wv = host_f32(&self.weight)?;
         ensure_len("batch_norm2d gradient", gv.len(), xv.len())?;
         let mut dx = Output::new(xv.len());
         if hw < images::FEW_PIXELS {
-            let rstds: Vec<f32> = (0..c).map(|ch| rstd(st[c + ch], self.eps)).collect();
             let per_channel = images::ChannelDx {
-                k: (0..c).map(|ch| wv[ch] * rstds[ch] / m).collect(),
+                k: (0..c).map(|ch| wv[ch] * rstd[ch] / m).collect(),
                 s: sums[c..2 * c].to_vec(),
                 sx: sums[..c].to_vec(),
-                mean: st[..c].to_vec(),
-                rstd: rstds,
+                mean,
+                rstd,
             };
             images::dx(dx.slots(), gv, xv, c * hw, hw, m, &per_channel);
             // SAFETY: the images of `x` (c * hw elements each) cover `dx` element for element.
@@ -345,8 +341,7 @@ impl CustomOp3 for BatchNormBackwardDx {
             .enumerate()
             .for_each(|(pl, dp)| {
                 let ch = pl % c;
-                let mean = st[ch];
-                let rstd = rstd(st[c + ch], self.eps);
+                let (mean, rstd) = (mean[ch], rstd[ch]);
                 let (sx, s) = (sums[ch], sums[c + ch]);
                 let k = wv[ch] * rstd / m;
                 let r = pl * hw..(pl + 1) * hw;

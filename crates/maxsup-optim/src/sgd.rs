@@ -98,7 +98,7 @@ impl Sgd {
         // momentum buffer keeps alive from step to step (memory grows every step).
         let p = &param.var.as_tensor().detach();
         let grad = grad.detach();
-        if momentum != 0.0 && sgd_cpu::applies(p) && p.is_contiguous() && grad.is_contiguous() {
+        if momentum != 0.0 && sgd_cpu::applies(p, &grad) {
             // A zero buffer makes the first step's `momentum * 0 + d` exactly PyTorch's `buf = d`.
             let mut buf = match self.buffers[i].take() {
                 Some(Momentum::Host(v)) => v,

@@ -39,10 +39,13 @@ impl Step {
     }
 }
 
-/// Whether the fused pass applies: f32 tensors on the CPU (other devices and dtypes compose
-/// candle ops). Layouts must also be contiguous; [`update`] checks them.
-pub(crate) fn applies(p: &Tensor) -> bool {
-    p.device().is_cpu() && p.dtype() == candle_core::DType::F32
+/// Whether the fused pass applies to parameter `p` and its gradient `g`: contiguous f32
+/// tensors on the CPU (other devices, dtypes and layouts compose candle ops).
+pub(crate) fn applies(p: &Tensor, g: &Tensor) -> bool {
+    p.device().is_cpu()
+        && p.dtype() == candle_core::DType::F32
+        && p.is_contiguous()
+        && g.is_contiguous()
 }
 
 /// `d = g + wd * p; buf = momentum * buf + d`, then `p -= lr * (d + momentum * buf)` (Nesterov)

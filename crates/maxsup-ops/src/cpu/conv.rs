@@ -96,6 +96,41 @@ fn columns<'a>(
     &cols[..k * ld]
 }
 
+/// Images `imgs` of `src` (each `rows x p`) side by side as one `rows x (imgs.len() * p)` block,
+/// a view of `src` for a single image, else gathered into `buf`.
+fn images_as_block<'a>(
+    src: &'a [f32],
+    rows: usize,
+    p: usize,
+    imgs: std::ops::Range<usize>,
+    buf: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    if imgs.len() == 1 {
+        return &src[imgs.start * rows * p..(imgs.start + 1) * rows * p];
+    }
+    let ld = imgs.len() * p;
+    buf.resize(rows * ld, 0.0);
+    for (bi, b) in imgs.enumerate() {
+        for r in 0..rows {
+            let from = &src[(b * rows + r) * p..(b * rows + r + 1) * p];
+            buf[r * ld + bi * p..r * ld + (bi + 1) * p].copy_from_slice(from);
+        }
+    }
+    &buf[..rows * ld]
+}
+
+/// The inverse of [`images_as_block`]: a `rows x (n * p)` block written out as `n` images of
+/// `rows x p` into unwritten slots.
+fn block_as_images(dst: &mut [MaybeUninit<f32>], block: &[f32], rows: usize, p: usize, n: usize) {
+    let ld = n * p;
+    for bi in 0..n {
+        for r in 0..rows {
+            let from = &block[r * ld + bi * p..r * ld + (bi + 1) * p];
+            copy(&mut dst[(bi * rows + r) * p..(bi * rows + r + 1) * p], from);
+        }
+    }
+}
+
 /// A convolution whose outer kernel taps read only padding for every output pixel, as the same
 /// convolution with the live `ks x ks` sub-kernel starting at tap `(first, first)`.
 struct LiveTaps {
@@ -197,12 +232,7 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
                     } else {
                         tmp.resize(o * nbp, 0.0);
                         matmul(tmp, nbp, wm, cm, false, pl.gemm_threads);
-                        for bi in 0..b1 - b0 {
-                            for oc in 0..o {
-                                let src = &tmp[oc * nbp + bi * p..oc * nbp + (bi + 1) * p];
-                                copy(&mut yb[(bi * o + oc) * p..(bi * o + oc + 1) * p], src);
-                            }
-                        }
+                        block_as_images(yb, tmp, o, p, b1 - b0);
                     }
                     b0 = b1;
                 }
@@ -277,21 +307,7 @@ pub fn backward(
                         weight_grad_block(g, dy, b0..b1, cm, dyt, dwt, pl.gemm_threads);
                     }
                     if let Some(dxt) = dxt.as_deref_mut() {
-                        // dY block as an O x nb*P matrix (a view for a single image, else gathered).
-                        let dym = if b1 - b0 == 1 {
-                            Mat::row_major(&dy[b0 * o * p..(b0 + 1) * o * p], o, p)
-                        } else {
-                            dyb.resize(o * nbp, 0.0);
-                            for bi in 0..b1 - b0 {
-                                for oc in 0..o {
-                                    let src =
-                                        &dy[((b0 + bi) * o + oc) * p..((b0 + bi) * o + oc + 1) * p];
-                                    dyb[oc * nbp + bi * p..oc * nbp + (bi + 1) * p]
-                                        .copy_from_slice(src);
-                                }
-                            }
-                            Mat::row_major(dyb, o, nbp)
-                        };
+                        let dym = Mat::row_major(images_as_block(dy, o, p, b0..b1, dyb), o, nbp);
                         let dxb = &mut dxt[(b0 - r.start) * chw..(b1 - r.start) * chw];
                         if g.is_pointwise() && b1 - b0 == 1 {
                             matmul_into(dxb, p, wt, dym, pl.gemm_threads);
@@ -300,13 +316,7 @@ pub fn backward(
                             // images side by side: copy each image's rows out, no zero-fill + add.
                             dcols.resize(k * nbp, 0.0);
                             matmul(dcols, nbp, wt, dym, false, pl.gemm_threads);
-                            for bi in 0..b1 - b0 {
-                                for ch in 0..k {
-                                    let src = &dcols[ch * nbp + bi * p..ch * nbp + (bi + 1) * p];
-                                    let at = bi * chw + ch * p;
-                                    copy(&mut dxb[at..at + p], src);
-                                }
-                            }
+                            block_as_images(dxb, dcols, k, p, b1 - b0);
                         } else {
                             dcols.resize(k * nbp, 0.0);
                             matmul(dcols, nbp, wt, dym, false, pl.gemm_threads);
@@ -387,20 +397,8 @@ fn weight_grad_pixel_major(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         let mut cols = Vec::new();
         transpose_into(columns(g, x, 0..n, &mut cols), k, nbp, &mut colst);
     }
-    // dY as one [O, nbp] matrix (images side by side), a view for a single image.
     let mut dyb = Vec::new();
-    let dym = if n == 1 {
-        &dy[..o * p]
-    } else {
-        dyb.resize(o * nbp, 0.0);
-        for b in 0..n {
-            for oc in 0..o {
-                let src = &dy[(b * o + oc) * p..(b * o + oc + 1) * p];
-                dyb[oc * nbp + b * p..oc * nbp + (b + 1) * p].copy_from_slice(src);
-            }
-        }
-        &dyb[..]
-    };
+    let dym = images_as_block(dy, o, p, 0..n, &mut dyb);
     let mut dw = Output::new(o * k);
     let (a, b) = (Mat::row_major(dym, o, nbp), Mat::row_major(&colst, nbp, k));
     matmul_into(dw.slots(), k, a, b, num_threads());

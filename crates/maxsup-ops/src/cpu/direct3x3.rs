@@ -34,13 +34,8 @@ pub fn applies(g: &ConvGeom) -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let enabled = *ENABLED
         .get_or_init(|| std::env::var("MAXSUP_DIRECT3X3").as_deref() != Ok("0") && has_avx512());
-    enabled
-        && winograd::shape_fits(g)
-        && !winograd::applies(g)
-        && g.c.min(g.o) < NARROW
-        && g.w >= MIN_WIDTH
-        && g.oh == g.h
-        && g.ow == g.w
+    // A "same" 3x3 keeps the image size; Winograd takes only 64+ channels on both sides.
+    enabled && winograd::shape_fits(g) && g.c.min(g.o) < NARROW && g.w >= MIN_WIDTH
 }
 
 fn has_avx512() -> bool {
@@ -69,10 +64,10 @@ pub fn input_grad(g: &ConvGeom, w: &[f32], dy: &[f32]) -> Vec<f32> {
     run(&shape, dy, &wp)
 }
 
-/// `dW[O, C, 3, 3]` of [`forward`] given `dy[N, O, H, W]`: per image, per pair of output
-/// channels and input channel, the 18 (channel, tap) sums over the image's pixels accumulate in
-/// registers; each thread sums its images into its own `O x C x 9` partial, and the partials
-/// are added in thread order.
+/// `dW[O, C, 3, 3]` of [`forward`] given `dy[N, O, H, W]`: per image, per group of up to three
+/// output channels and per input channel, the (channel, tap) sums over the image's pixels
+/// accumulate in up to 27 registers, then into the thread's 16-lane partials `[O][C][9][16]`;
+/// each thread's lanes are summed once at the end, and the threads' gradients added in order.
 pub fn weight_grad(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let s = Shape::of(g.n, g.c, g.o, g.h, g.w);
     let (chw, ohw) = (g.c * g.h * g.w, g.o * g.h * g.w);
