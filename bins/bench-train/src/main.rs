@@ -23,12 +23,7 @@ fn main() -> Result<()> {
     if args.steps < 2 {
         bail!("--steps must be at least 2 (the first step is a warm-up)");
     }
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .context("configuring the rayon pool")?;
-    }
+    maxsup_cli::cpu_threads::join_rayon_pool(args.threads)?;
     let dev = Device::Cpu;
     let options = ModelOptions {
         num_classes: Some(args.classes),

@@ -46,6 +46,9 @@ enum Command {
 fn main() -> std::process::ExitCode {
     maxsup_cli::allocator::retain_freed_pages();
     maxsup_cli::cpu_threads::candle_ops_on_calling_thread();
+    if let Err(e) = maxsup_cli::cpu_threads::join_rayon_pool(None) {
+        eprintln!("warning: {e:#}; parallel ops run slower");
+    }
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

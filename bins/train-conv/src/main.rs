@@ -4,6 +4,9 @@
 fn main() -> std::process::ExitCode {
     maxsup_cli::allocator::retain_freed_pages();
     maxsup_cli::cpu_threads::candle_ops_on_calling_thread();
+    if let Err(e) = maxsup_cli::cpu_threads::join_rayon_pool(None) {
+        eprintln!("warning: {e:#}; parallel ops run slower");
+    }
     maxsup_cli::train_main(
         "train-conv",
         maxsup_cli::ModelFamily::ResNet,
