@@ -23,6 +23,8 @@
 
 mod attention;
 mod batch_norm;
+#[doc(hidden)]
+pub mod bench_hooks;
 mod conv;
 mod cpu;
 #[cfg(feature = "cuda")]

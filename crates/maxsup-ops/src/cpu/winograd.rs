@@ -19,10 +19,10 @@
 //! by side, as on the im2col path. The transforms run on lanes of [`L`] tiles (or channels) at a
 //! time so that they compile to vector arithmetic.
 
-use super::gemm::{matmul, Mat};
+use super::gemm::{matmul, matmul_into, Mat};
 use super::im2col::ConvGeom;
 use super::slices::{num_threads, split_range};
-use super::uninit::Output;
+use super::uninit::{assume_init_mut, Output};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -34,19 +34,24 @@ const XI: usize = 36;
 /// Tiles a block aims for: a block's `V` (36 x C x T floats) should stay near the L2 cache.
 const TARGET_TILES: usize = 256;
 /// Below this many channels (in or out) the transforms and the 36 small GEMMs cost more than the
-/// multiplications they save (`bench/conv_layers.sh` on the project's 2-core AVX-512 box: 16 and
+/// multiplications they save (measured with the earlier `bench/conv_layers.sh` on the project's 2-core AVX-512 box: 16 and
 /// 32 channels train 2.4-3x slower, 64 channels at 8x8 0.83x).
 const MIN_CHANNELS: usize = 64;
+
+/// Fewer tiles in the batch than this and the 36 x O x C transformed weight (and its gradient)
+/// costs more than the multiplications saved; the transform's cost and the saving both grow with
+/// O x C, so the break-even is a tile count (`bench/conv_kernels.sh`, 2026-12-03, 512 channels
+/// forward + backward: 16 tiles 21 ms against im2col's 13, 64 tiles 24-29 ms against 51).
+const MIN_TILES: usize = 32;
 
 /// Below this output height or width a tile's 36 points cost more than the 9 taps of the
 /// pixels it covers (at 2x2 they break even, at 1x1 Winograd does 4x the work).
 const MIN_SIZE: usize = 4;
 
 /// Whether the Winograd path takes this convolution: 3x3, stride 1, padding 1, no dilation,
-/// enough channels both ways, and at least half as many tiles in the batch as channels (with
-/// fewer, the 36 x O x C transformed weight and its gradient outweigh the data: 512 channels on
-/// 64 tiles trained 2.6-3.6x slower). `MAXSUP_WINOGRAD=0` in the environment turns it off (for A/B
-/// comparisons against the im2col path).
+/// enough channels both ways, and enough tiles in the batch ([`MIN_TILES`]).
+/// `MAXSUP_WINOGRAD=0` in the environment turns it off (for A/B comparisons against the im2col
+/// path).
 pub fn applies(g: &ConvGeom) -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let enabled = *ENABLED.get_or_init(|| std::env::var("MAXSUP_WINOGRAD").as_deref() != Ok("0"));
@@ -56,7 +61,7 @@ pub fn applies(g: &ConvGeom) -> bool {
         && g.o >= MIN_CHANNELS
         && g.oh >= MIN_SIZE
         && g.ow >= MIN_SIZE
-        && 2 * g.n * Tiles::of(g).per_image() >= g.c.max(g.o)
+        && g.n * Tiles::of(g).per_image() >= MIN_TILES
 }
 
 /// The geometry the transforms are written for.
@@ -584,6 +589,24 @@ pub fn weight_grad(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (c, o) = (g.c, g.o);
     let tiles = Tiles::of(g);
     let pl = plan(g.n, tiles);
+    // Per-thread partial gradients larger than the batch's transformed data: by points.
+    if pl.ranges.len() * c * o > (c + o) * g.n * tiles.per_image() {
+        weight_grad_by_points(g, x, dy, tiles, &pl)
+    } else {
+        weight_grad_by_threads(g, x, dy, tiles, &pl)
+    }
+}
+
+/// [`weight_grad`] with the batch split over threads by images, each thread summing the
+/// gradient of its blocks of tiles into its own `dUᵀ`, and the threads' parts summed at the end.
+fn weight_grad_by_threads(
+    g: &ConvGeom,
+    x: &[f32],
+    dy: &[f32],
+    tiles: Tiles,
+    pl: &Plan,
+) -> Vec<f32> {
+    let (c, o) = (g.c, g.o);
     // Per thread: dUᵀ[ξ][c][o], summed over its blocks.
     let parts: Vec<Vec<f32>> = pl
         .ranges
@@ -622,6 +645,68 @@ pub fn weight_grad(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         .par_chunks_mut(L * c * 9)
         .enumerate()
         .for_each(|(chunk, rows)| weight_grad_rows(chunk * L, c, o, &parts, rows));
+    // SAFETY: the chunks cover all o rows, and each row's c x 9 entries were written.
+    unsafe { dw.assume_init() }
+}
+
+/// [`weight_grad`] for layers whose weight outweighs their data (512 channels on 4x4 or 7x7
+/// images): each thread transforms the tiles of its images, then each Winograd point's gradient
+/// `dUᵀ[ξ] = Σ_threads V[ξ] dM[ξ]ᵀ` is one task, written once. The per-thread path instead gives
+/// every thread a whole `36 x C x O` partial gradient (38 MB at 512 channels) to zero, accumulate
+/// and sum, for a handful of tiles each.
+fn weight_grad_by_points(g: &ConvGeom, x: &[f32], dy: &[f32], tiles: Tiles, pl: &Plan) -> Vec<f32> {
+    let (c, o) = (g.c, g.o);
+    // Per thread: V[ξ][c][t] and dMᵀ[ξ][t][o] for the tiles of its images.
+    let parts: Vec<(usize, Vec<f32>, Vec<f32>)> = pl
+        .ranges
+        .par_iter()
+        .map(|r| {
+            let at = tile_origins(g, tiles, r.clone());
+            let tn = at.len();
+            let mut v = vec![0f32; XI * c * tn];
+            let mut dmt = vec![0f32; XI * tn * o];
+            input_transform(g, x, &at, &mut v);
+            grad_transform(g, dy, &at, &mut dmt);
+            (tn, v, dmt)
+        })
+        .collect();
+    if parts.is_empty() {
+        return vec![0f32; o * c * 9]; // an empty batch
+    }
+    let mut dut = Output::new(XI * c * o);
+    let (first, rest) = parts.split_first().expect("not empty");
+    // Point ξ's V (C x T) and dMᵀ (T x O) of one part.
+    fn point(
+        xi: usize,
+        c: usize,
+        o: usize,
+        part: &(usize, Vec<f32>, Vec<f32>),
+    ) -> (Mat<'_>, Mat<'_>) {
+        let (tn, v, dmt) = part;
+        let vxi = Mat::row_major(&v[xi * c * tn..(xi + 1) * c * tn], c, *tn);
+        let dmxi = Mat::row_major(&dmt[xi * tn * o..(xi + 1) * tn * o], *tn, o);
+        (vxi, dmxi)
+    }
+    dut.slots()
+        .par_chunks_mut(c * o)
+        .enumerate()
+        .for_each(|(xi, plane)| {
+            let (vxi, dmxi) = point(xi, c, o, first);
+            matmul_into(plane, o, vxi, dmxi, 1);
+            // SAFETY: the GEMM into unwritten slots wrote all of the c x o plane.
+            let plane = unsafe { assume_init_mut(plane) };
+            for part in rest {
+                let (vxi, dmxi) = point(xi, c, o, part);
+                matmul(plane, o, vxi, dmxi, true, 1);
+            }
+        });
+    // SAFETY: with at least one part, the first part's GEMM wrote every slot of every plane.
+    let dut = [unsafe { dut.assume_init() }];
+    let mut dw = Output::new(o * c * 9);
+    dw.slots()
+        .par_chunks_mut(L * c * 9)
+        .enumerate()
+        .for_each(|(chunk, rows)| weight_grad_rows(chunk * L, c, o, &dut, rows));
     // SAFETY: the chunks cover all o rows, and each row's c x 9 entries were written.
     unsafe { dw.assume_init() }
 }
@@ -720,9 +805,11 @@ mod tests {
             !applies(&geom(64, 256, 2, 256, 3, 1, 1)),
             "smaller than a tile"
         );
+        assert!(applies(&geom(64, 512, 4, 512, 3, 1, 1)), "64 tiles");
+        assert!(applies(&geom(8, 512, 8, 512, 3, 1, 1)), "32 tiles");
         assert!(
-            !applies(&geom(64, 512, 4, 512, 3, 1, 1)),
-            "fewer tiles than channels / 2"
+            !applies(&geom(16, 512, 4, 512, 3, 1, 1)),
+            "16 tiles: the weight transform outweighs the saving"
         );
         assert!(!applies(&geom(64, 64, 32, 64, 3, 2, 1)), "stride 2");
         assert!(!applies(&geom(64, 64, 32, 64, 5, 1, 2)), "5x5");
@@ -786,6 +873,21 @@ mod tests {
                 "dw {:?}",
                 (n, c, h, w, o)
             );
+            // Both ways of splitting the weight gradient, whichever `weight_grad` picked, with
+            // the batch over one and over several threads' parts.
+            let tiles = Tiles::of(&g);
+            for parts in [1, 2, 3] {
+                let pl = Plan {
+                    ranges: split_range(n, parts),
+                    nb: 2,
+                    gemm_threads: 1,
+                };
+                let by_threads = weight_grad_by_threads(&g, &x, &dy, tiles, &pl);
+                let by_points = weight_grad_by_points(&g, &x, &dy, tiles, &pl);
+                let at = (n, c, h, w, o, parts);
+                assert!(max_rel(&by_threads, &dwr) < 1e-5, "dw by threads {at:?}");
+                assert!(max_rel(&by_points, &dwr) < 1e-5, "dw by points {at:?}");
+            }
         }
     }
 }
