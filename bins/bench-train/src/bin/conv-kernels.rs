@@ -11,6 +11,7 @@
 //! `cargo run --release -p bench-train --bin conv-kernels [-- "64 512 4 512"]`: an argument keeps
 //! the layers whose `n c hw o k s` line starts with it (for `perf record` on one layer).
 
+use candle_core::{Device, Tensor};
 use maxsup_ops::bench_hooks::{conv2d_backward, conv2d_forward, ConvShape};
 use std::time::Instant;
 
@@ -78,19 +79,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Deterministic values in [-1, 1) (a 64-bit LCG): the kernels' speed does not depend on them.
-fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            scale * (((s >> 40) as f32) / (1u64 << 23) as f32 - 1.0)
-        })
-        .collect()
+/// Normal values times `scale` (the kernels' speed does not depend on them).
+fn values(len: usize, scale: f32) -> candle_core::Result<Vec<f32>> {
+    Tensor::randn(0f32, scale, len, &Device::Cpu)?.to_vec1()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -118,9 +109,9 @@ fn main() -> anyhow::Result<()> {
             k,
             stride,
         };
-        let x = values(n * c * hw * hw, 1, 1.0);
-        let w = values(o * c * k * k, 2, 0.05);
-        let dy = values(s.output_len()?, 3, 1.0);
+        let x = values(n * c * hw * hw, 1.0)?;
+        let w = values(o * c * k * k, 0.05)?;
+        let dy = values(s.output_len()?, 1.0)?;
         let (mut fwd, mut bwd) = (Vec::new(), Vec::new());
         for _ in 0..reps + 1 {
             let t = Instant::now();

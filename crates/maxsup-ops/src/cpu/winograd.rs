@@ -638,13 +638,17 @@ fn weight_grad_by_threads(
     if parts.is_empty() {
         return vec![0f32; o * c * 9]; // an empty batch
     }
-    // dw[o][c] = Gᵀ dU[o][c] G, with dU summed over the threads in order; in lanes of output
-    // channels, each task owning `L` rows of dw and reading every plane of dUᵀ with unit stride.
+    weight_from_points(c, o, &parts)
+}
+
+/// `dw[o][c] = Gᵀ dU[o][c] G` from parts `dUᵀ[ξ][c][o]` summed in order; in lanes of output
+/// channels, each task owning `L` rows of dw and reading every plane of dUᵀ with unit stride.
+fn weight_from_points(c: usize, o: usize, parts: &[Vec<f32>]) -> Vec<f32> {
     let mut dw = Output::new(o * c * 9);
     dw.slots()
         .par_chunks_mut(L * c * 9)
         .enumerate()
-        .for_each(|(chunk, rows)| weight_grad_rows(chunk * L, c, o, &parts, rows));
+        .for_each(|(chunk, rows)| weight_grad_rows(chunk * L, c, o, parts, rows));
     // SAFETY: the chunks cover all o rows, and each row's c x 9 entries were written.
     unsafe { dw.assume_init() }
 }
@@ -701,14 +705,7 @@ fn weight_grad_by_points(g: &ConvGeom, x: &[f32], dy: &[f32], tiles: Tiles, pl: 
             }
         });
     // SAFETY: with at least one part, the first part's GEMM wrote every slot of every plane.
-    let dut = [unsafe { dut.assume_init() }];
-    let mut dw = Output::new(o * c * 9);
-    dw.slots()
-        .par_chunks_mut(L * c * 9)
-        .enumerate()
-        .for_each(|(chunk, rows)| weight_grad_rows(chunk * L, c, o, &dut, rows));
-    // SAFETY: the chunks cover all o rows, and each row's c x 9 entries were written.
-    unsafe { dw.assume_init() }
+    weight_from_points(c, o, &[unsafe { dut.assume_init() }])
 }
 
 simd_kernel! {
