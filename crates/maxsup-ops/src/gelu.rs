@@ -1,10 +1,11 @@
 //! Exact (erf) GELU as a custom op with a one-pass backward. candle's `gelu_erf` backward is
 //! composed of ~10 elementwise ops, each a full pass (and a temporary) over the MLP activation.
+//! The CPU kernels are vectorised (`cpu::normal`: Φ and φ without libm's scalar calls).
 
+use crate::cpu::normal;
 use crate::cpu::slices::contiguous_f32;
 use crate::cpu::uninit::{ensure_len, Output};
 use crate::dispatch::fused;
-use candle_core::cpu::erf::erf_f32;
 #[cfg(feature = "cuda")]
 use candle_core::cuda_backend::CudaStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
@@ -12,7 +13,6 @@ use rayon::prelude::*;
 
 /// Elements per rayon task.
 const CHUNK: usize = 1 << 13;
-const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 
 struct GeluErfOp;
 
@@ -27,11 +27,7 @@ impl CustomOp1 for GeluErfOp {
         y.slots()
             .par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
-            .for_each(|(yc, xc)| {
-                for (o, &v) in yc.iter_mut().zip(xc) {
-                    o.write(0.5 * v * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2)));
-                }
-            });
+            .for_each(|(yc, xc)| normal::gelu(yc, xc));
         // SAFETY: `y` has `x`'s length and its chunks were written element for element.
         let y = unsafe { y.assume_init() };
         Ok((CpuStorage::F32(y), l.shape().clone()))
@@ -74,13 +70,7 @@ impl CustomOp2 for GeluErfBackwardOp {
         dx.slots()
             .par_chunks_mut(CHUNK)
             .zip(xv.par_chunks(CHUNK).zip(gv.par_chunks(CHUNK)))
-            .for_each(|(dc, (xc, gc))| {
-                for ((o, &v), &g) in dc.iter_mut().zip(xc).zip(gc) {
-                    let cdf = 0.5 * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
-                    let pdf = FRAC_1_SQRT_2PI * (-0.5 * v * v).exp();
-                    o.write(g * (cdf + v * pdf));
-                }
-            });
+            .for_each(|(dc, (xc, gc))| normal::gelu_backward(dc, xc, gc));
         // SAFETY: the inputs have `dx`'s length, so every element was written.
         let dx = unsafe { dx.assume_init() };
         Ok((CpuStorage::F32(dx), xl.shape().clone()))

@@ -19,6 +19,7 @@ pub mod direct3x3;
 pub mod gemm;
 pub mod im2col;
 pub mod lanes;
+pub mod normal;
 pub mod slices;
 pub mod transpose;
 pub mod uninit;
