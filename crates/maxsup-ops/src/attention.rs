@@ -9,6 +9,7 @@
 //! recomputed in the backward instead of stored (as flash attention does): it is `N x N` per head,
 //! cheap next to the projections, and nothing `B x H x N x N` stays alive between passes.
 
+use crate::cpu::exp::softmax_rows;
 use crate::cpu::gemm::{matmul as gemm, matmul_into, Mat};
 use crate::cpu::slices::{contiguous_f32, tensor_from_vec, with_f32};
 use crate::cpu::uninit::{ensure_len, Output};
@@ -76,16 +77,7 @@ impl Geom {
             false,
             1,
         );
-        for row in p.chunks_mut(n) {
-            let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            let mut sum = 0f32;
-            for v in row.iter_mut() {
-                *v = ((*v - m) * self.scale).exp();
-                sum += *v;
-            }
-            let inv = 1.0 / sum;
-            row.iter_mut().for_each(|v| *v *= inv);
-        }
+        softmax_rows(p, n, self.scale);
     }
 }
 

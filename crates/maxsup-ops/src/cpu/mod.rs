@@ -16,6 +16,7 @@ macro_rules! simd_kernel {
 pub mod batch_norm_images;
 pub mod conv;
 pub mod direct3x3;
+pub mod exp;
 pub mod gemm;
 pub mod im2col;
 pub mod lanes;

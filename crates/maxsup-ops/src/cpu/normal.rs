@@ -4,11 +4,12 @@
 //!
 //! Φ(-|x|) = erfc(a) / 2 with a = |x| / √2, and erfc(a) = erfcx(a) · exp(-a²), where erfcx is
 //! smooth in t = 1 / (1 + 0.4 a): a degree-9 polynomial in t fitted for relative error
-//! (`fixtures/fit_erfcx.py`, 3e-8) times one exponential. The same `exp(-a²)` gives the density
+//! (`fixtures/fit_erfcx.py`, 3e-8) times one exponential (`cpu::exp`). The same `exp(-a²)` gives the density
 //! the backward needs. Computing the lower tail directly (no `1 - erf` cancellation) keeps Φ's
 //! relative error near 1e-6 down to x = -9 and ~1e-5 at x = -12, where PyTorch's f32 GELU has
 //! already underflowed to zero.
 
+use super::exp::exp_nonpositive;
 use std::mem::MaybeUninit;
 
 /// erfcx(a) ≈ Σ ERFCX_POLY[i] tⁱ, t = 1 / (1 + ERFCX_T_SCALE a), for a in [0, 10]; beyond that
@@ -28,29 +29,6 @@ const ERFCX_POLY: [f32; 10] = [
 const ERFCX_T_SCALE: f32 = 0.4;
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 
-/// `exp(x)` for `x <= 0` (larger inputs are outside its contract), relative error ~1e-7: the
-/// usual split x = k ln2 + r with |r| <= ln2 / 2, a degree-7 Taylor polynomial for e^r
-/// (truncation 6e-9) and 2^k assembled in the exponent bits. Inputs below -87 give
-/// exp(-87) ≈ 1.6e-38 (the smallest normal f32 is 1.2e-38); NaN gives a finite value, so callers
-/// must carry NaN through another term (GELU's does, through `t`).
-#[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
-    /// 1.5 · 2²³: adding and subtracting it rounds an f32 of magnitude < 2²² to an integer.
-    const ROUND: f32 = 12_582_912.0;
-    // ln 2 in two parts; LN2_HI has few mantissa bits, so k * LN2_HI is exact for |k| <= 127.
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = x.max(-87.0);
-    let k = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
-    let r = (x - k * LN2_HI) - k * LN2_LO;
-    let mut p = 1.0 / 5040.0;
-    for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-        p = p * r + c;
-    }
-    // k in [-126, 0]: the biased exponent k + 127 is a normal number's.
-    p * f32::from_bits(((k as i32 + 127) as u32) << 23)
-}
-
 /// `(Φ(x), φ(x))`, the standard normal CDF and density.
 #[inline(always)]
 pub(crate) fn cdf_and_density(x: f32) -> (f32, f32) {
@@ -62,7 +40,11 @@ pub(crate) fn cdf_and_density(x: f32) -> (f32, f32) {
     }
     let e = exp_nonpositive(-(a * a));
     let lower_tail = 0.5 * q * e;
-    let cdf = if x < 0.0 { lower_tail } else { 1.0 - lower_tail };
+    let cdf = if x < 0.0 {
+        lower_tail
+    } else {
+        1.0 - lower_tail
+    };
     (cdf, FRAC_1_SQRT_2PI * e)
 }
 
@@ -108,15 +90,6 @@ mod tests {
     }
 
     #[test]
-    fn exp_matches_f64_to_f32_precision() {
-        for i in 0..=86_990 {
-            let x = -(i as f32) * 1e-3;
-            let (got, want) = (exp_nonpositive(x) as f64, (x as f64).exp());
-            assert!(((got - want) / want).abs() < 3e-7, "exp({x}) = {got}, want {want}");
-        }
-    }
-
-    #[test]
     fn cdf_and_density_match_f64_over_the_range_gelu_sees() {
         let (mut worst_cdf, mut worst_pdf) = (0f64, 0f64);
         for x in grid() {
@@ -124,7 +97,10 @@ mod tests {
             let (ce, pe) = exact(x as f64);
             let tol = tolerance(x);
             let (ec, ep) = ((c as f64 - ce).abs() / ce, (p as f64 - pe).abs() / pe);
-            assert!(ec < tol && ep < tol, "x = {x}: Φ {c} vs {ce}, φ {p} vs {pe}");
+            assert!(
+                ec < tol && ep < tol,
+                "x = {x}: Φ {c} vs {ce}, φ {p} vs {pe}"
+            );
             worst_cdf = worst_cdf.max(ec);
             worst_pdf = worst_pdf.max(ep);
         }
@@ -135,7 +111,11 @@ mod tests {
     #[test]
     fn gelu_kernels_match_closed_forms_and_carry_nan() {
         let x: Vec<f32> = grid().chain([f32::NAN, f32::INFINITY, 0.0, -0.0]).collect();
-        let g: Vec<f32> = x.iter().enumerate().map(|(i, _)| 1.0 - (i % 7) as f32 * 0.3).collect();
+        let g: Vec<f32> = x
+            .iter()
+            .enumerate()
+            .map(|(i, _)| 1.0 - (i % 7) as f32 * 0.3)
+            .collect();
         let mut y = vec![MaybeUninit::uninit(); x.len()];
         let mut dx = vec![MaybeUninit::uninit(); x.len()];
         gelu(&mut y, &x);
@@ -156,8 +136,14 @@ mod tests {
             let tol = tolerance(v);
             // The derivative crosses zero near x = -0.75: bound it by its terms' magnitude.
             let scale = (g[i] as f64).abs() * (c + (v as f64).abs() * p);
-            assert!((yv as f64 - ye).abs() <= tol * ye.abs(), "gelu({v}) = {yv}, want {ye}");
-            assert!((dv as f64 - de).abs() <= tol * scale, "gelu'({v}) = {dv}, want {de}");
+            assert!(
+                (yv as f64 - ye).abs() <= tol * ye.abs(),
+                "gelu({v}) = {yv}, want {ye}"
+            );
+            assert!(
+                (dv as f64 - de).abs() <= tol * scale,
+                "gelu'({v}) = {dv}, want {de}"
+            );
         }
     }
 }
