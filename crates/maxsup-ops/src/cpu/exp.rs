@@ -20,23 +20,31 @@ pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     let flush = x < FLUSH_BELOW;
     // A comparison, not `f32::max`, so that NaN passes through (max would replace it).
     let xc = if flush { FLUSH_BELOW } else { x };
-    let k = (xc * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let shifted = xc * std::f32::consts::LOG2_E + ROUND;
+    let k = shifted - ROUND;
     let r = (xc - k * LN2_HI) - k * LN2_LO;
-    let mut p = 1.0 / 5040.0;
-    for c in [
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
+    // e^r, Horner from the x^7 / 7! term down.
+    const TAYLOR: [f32; 8] = [
+        1.0,
+        1.0,
         0.5,
-        1.0,
-        1.0,
-    ] {
+        1.0 / 6.0,
+        1.0 / 24.0,
+        1.0 / 120.0,
+        1.0 / 720.0,
+        1.0 / 5040.0,
+    ];
+    let mut p = TAYLOR[7];
+    for &c in TAYLOR[..7].iter().rev() {
         p = p * r + c;
     }
-    // k in [-126, 0]: the biased exponent k + 127 is a normal number's (NaN casts to 0, and
-    // `p` carries the NaN).
-    let e = p * f32::from_bits(((k as i32 + 127) as u32) << 23);
+    // The integer k sits in the low mantissa bits of `shifted` (its bits minus ROUND's are k,
+    // two's complement): integer arithmetic the compiler vectorises, where `k as i32` (a
+    // saturating conversion) came out as scalar compare-and-move code. k in [-126, 0]: the
+    // biased exponent k + 127 is a normal number's. For NaN the bits are garbage, but `p`
+    // carries the NaN.
+    let k_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    let e = p * f32::from_bits(k_bits.wrapping_add(127) << 23);
     if flush {
         0.0
     } else {
