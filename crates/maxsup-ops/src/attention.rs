@@ -16,6 +16,7 @@ use crate::cpu::uninit::{ensure_len, Output};
 use crate::dispatch::cpu_only;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 struct AttentionOp {
     heads: usize,
@@ -23,7 +24,7 @@ struct AttentionOp {
 
 /// Shape bookkeeping for one `[B, N, 3C]` input.
 #[derive(Clone, Copy)]
-struct Geom {
+pub(crate) struct Geom {
     n: usize,
     c: usize,
     hd: usize,
@@ -32,7 +33,7 @@ struct Geom {
 }
 
 impl Geom {
-    fn new(dims: &[usize], heads: usize) -> Result<(usize, Self)> {
+    pub(crate) fn new(dims: &[usize], heads: usize) -> Result<(usize, Self)> {
         let &[b, n, c3] = dims else {
             candle_core::bail!("attention: qkv must be [B, N, 3C], got {dims:?}");
         };
@@ -81,6 +82,69 @@ impl Geom {
     }
 }
 
+/// The heads' outputs `[B, N, C]` of `qkv` (`[B, N, 3C]`, whole images) into `out`: writes all
+/// of it (per image, each head's N x hd product fills its hd columns of every row).
+pub(crate) fn forward_slices(g: &Geom, qkv: &[f32], out: &mut [MaybeUninit<f32>]) {
+    let (n, c) = (g.n, g.c);
+    out.par_chunks_mut(n * c)
+        .zip(qkv.par_chunks(n * 3 * c))
+        .for_each(|(ob, qkv)| {
+            let mut p = vec![0f32; n * n];
+            for h in 0..g.heads {
+                g.probabilities(qkv, h, &mut p);
+                matmul_into(
+                    &mut ob[h * g.hd..],
+                    c,
+                    Mat::row_major(&p, n, n),
+                    g.part(qkv, 2, h),
+                    1,
+                );
+            }
+        });
+}
+
+/// The gradient `[B, N, 3C]` of `qkv` given the output gradient `dy` (`[B, N, C]`) into `dx`:
+/// writes all of it (per image and head, dQ, dK and dV fill their hd columns of every row).
+pub(crate) fn backward_slices(g: &Geom, qkv: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
+    let (n, c) = (g.n, g.c);
+    dx.par_chunks_mut(n * 3 * c)
+        .zip(qkv.par_chunks(n * 3 * c).zip(dy.par_chunks(n * c)))
+        .for_each(|(dxb, (qkv, dyb))| {
+            let (mut p, mut dp) = (vec![0f32; n * n], vec![0f32; n * n]);
+            for h in 0..g.heads {
+                g.probabilities(qkv, h, &mut p);
+                let pm = Mat::row_major(&p, n, n);
+                let dyh = Mat {
+                    data: &dyb[h * g.hd..],
+                    rows: n,
+                    cols: g.hd,
+                    rs: c,
+                    cs: 1,
+                };
+                // dV = Pᵀ dO
+                matmul_into(&mut dxb[2 * c + h * g.hd..], 3 * c, pm.t(), dyh, 1);
+                // dP = dO Vᵀ, then dS = scale * P ⊙ (dP - rowsum(dP ⊙ P))
+                gemm(&mut dp, n, dyh, g.part(qkv, 2, h).t(), false, 1);
+                for (dr, pr) in dp.chunks_mut(n).zip(p.chunks(n)) {
+                    let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                    for (d, &pv) in dr.iter_mut().zip(pr) {
+                        *d = g.scale * pv * (*d - dot);
+                    }
+                }
+                let ds = Mat::row_major(&dp, n, n);
+                // dQ = dS K, dK = dSᵀ Q
+                matmul_into(&mut dxb[h * g.hd..], 3 * c, ds, g.part(qkv, 1, h), 1);
+                matmul_into(
+                    &mut dxb[c + h * g.hd..],
+                    3 * c,
+                    ds.t(),
+                    g.part(qkv, 0, h),
+                    1,
+                );
+            }
+        });
+}
+
 impl CustomOp1 for AttentionOp {
     fn name(&self) -> &'static str {
         "maxsup-attention-qkv"
@@ -91,24 +155,8 @@ impl CustomOp1 for AttentionOp {
         let (b, g) = Geom::new(l.dims(), self.heads)?;
         let (n, c) = (g.n, g.c);
         let mut out = Output::new(b * n * c);
-        out.slots()
-            .par_chunks_mut(n * c)
-            .zip(x.par_chunks(n * 3 * c))
-            .for_each(|(ob, qkv)| {
-                let mut p = vec![0f32; n * n];
-                for h in 0..g.heads {
-                    g.probabilities(qkv, h, &mut p);
-                    matmul_into(
-                        &mut ob[h * g.hd..],
-                        c,
-                        Mat::row_major(&p, n, n),
-                        g.part(qkv, 2, h),
-                        1,
-                    );
-                }
-            });
-        // SAFETY: per image, the heads' n x hd products fill columns h*hd.. of every row of c =
-        // heads * hd columns, so all b x n x c elements are written.
+        forward_slices(&g, x, out.slots());
+        // SAFETY: `forward_slices` writes all b x n x c elements.
         let out = unsafe { out.assume_init() };
         Ok((CpuStorage::F32(out), Shape::from((b, n, c))))
     }
@@ -120,45 +168,8 @@ impl CustomOp1 for AttentionOp {
             with_f32(dy, |gv| {
                 ensure_len("attention output gradient", gv.len(), b * n * c)?;
                 let mut dx = Output::new(b * n * 3 * c);
-                dx.slots()
-                    .par_chunks_mut(n * 3 * c)
-                    .zip(xv.par_chunks(n * 3 * c).zip(gv.par_chunks(n * c)))
-                    .for_each(|(dxb, (qkv, dyb))| {
-                        let (mut p, mut dp) = (vec![0f32; n * n], vec![0f32; n * n]);
-                        for h in 0..g.heads {
-                            g.probabilities(qkv, h, &mut p);
-                            let pm = Mat::row_major(&p, n, n);
-                            let dyh = Mat {
-                                data: &dyb[h * g.hd..],
-                                rows: n,
-                                cols: g.hd,
-                                rs: c,
-                                cs: 1,
-                            };
-                            // dV = Pᵀ dO
-                            matmul_into(&mut dxb[2 * c + h * g.hd..], 3 * c, pm.t(), dyh, 1);
-                            // dP = dO Vᵀ, then dS = scale * P ⊙ (dP - rowsum(dP ⊙ P))
-                            gemm(&mut dp, n, dyh, g.part(qkv, 2, h).t(), false, 1);
-                            for (dr, pr) in dp.chunks_mut(n).zip(p.chunks(n)) {
-                                let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();
-                                for (d, &pv) in dr.iter_mut().zip(pr) {
-                                    *d = g.scale * pv * (*d - dot);
-                                }
-                            }
-                            let ds = Mat::row_major(&dp, n, n);
-                            // dQ = dS K, dK = dSᵀ Q
-                            matmul_into(&mut dxb[h * g.hd..], 3 * c, ds, g.part(qkv, 1, h), 1);
-                            matmul_into(
-                                &mut dxb[c + h * g.hd..],
-                                3 * c,
-                                ds.t(),
-                                g.part(qkv, 0, h),
-                                1,
-                            );
-                        }
-                    });
-                // SAFETY: per image and head, dQ, dK and dV fill columns h*hd.., c + h*hd.. and
-                // 2c + h*hd.. of every row of 3c, so all b x n x 3c elements are written.
+                backward_slices(&g, xv, gv, dx.slots());
+                // SAFETY: `backward_slices` writes all b x n x 3c elements.
                 Ok(unsafe { dx.assume_init() })
             })
         })?;

@@ -10,6 +10,7 @@ use crate::reference;
 use candle_core::cuda_backend::CudaStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 struct LayerNormOp {
     eps: f32,
@@ -21,6 +22,80 @@ fn row_stats(r: &[f32], eps: f32) -> (f32, f32) {
     let mean = r.iter().sum::<f32>() / n;
     let var = r.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
     (mean, 1.0 / (var + eps).sqrt())
+}
+
+/// `y = (x - mean) * rstd * w + b` row by row (rows of `w.len()`), parallel over rows; writes
+/// all of `y` (the caller checked that `x` and `y` are whole rows of the weight's length).
+pub(crate) fn forward_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32, y: &mut [MaybeUninit<f32>]) {
+    let d = w.len();
+    y.par_chunks_mut(d)
+        .zip(x.par_chunks(d))
+        .with_min_len(16)
+        .for_each(|(yr, xr)| {
+            let (mean, rstd) = row_stats(xr, eps);
+            for (((o, &v), &wv), &bv) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+                o.write((v - mean) * rstd * wv + bv);
+            }
+        });
+}
+
+/// The backward of [`forward_rows`] given the output gradient `g`: writes all of `dx` (plus
+/// `residual`, when given: the gradient a residual connection around the norm carries past it)
+/// and returns `(dweight, dbias)`. Row statistics are recomputed from `x`.
+pub(crate) fn backward_rows(
+    xv: &[f32],
+    wv: &[f32],
+    gv: &[f32],
+    eps: f32,
+    dx: &mut [MaybeUninit<f32>],
+    residual: Option<&[f32]>,
+) -> (Vec<f32>, Vec<f32>) {
+    let d = wv.len();
+    let rows = xv.len() / d;
+    let ranges = split_range(rows, num_threads());
+    let mut parts = Vec::with_capacity(ranges.len());
+    let mut rest = &mut dx[..rows * d];
+    for r in &ranges {
+        let (h, t) = rest.split_at_mut(r.len() * d);
+        parts.push(h);
+        rest = t;
+    }
+    let partial: Vec<(Vec<f32>, Vec<f32>)> = parts
+        .into_par_iter()
+        .zip(ranges.par_iter())
+        .map(|(dxp, r)| {
+            let (mut dw, mut db) = (vec![0f32; d], vec![0f32; d]);
+            for (i, row) in r.clone().enumerate() {
+                let xr = &xv[row * d..(row + 1) * d];
+                let gr = &gv[row * d..(row + 1) * d];
+                let (mean, rstd) = row_stats(xr, eps);
+                let (mut sg, mut sgx) = (0f32, 0f32);
+                for j in 0..d {
+                    let xh = (xr[j] - mean) * rstd;
+                    let g = gr[j] * wv[j];
+                    sg += g;
+                    sgx += g * xh;
+                    dw[j] += gr[j] * xh;
+                    db[j] += gr[j];
+                }
+                let (mg, mgx) = (sg / d as f32, sgx / d as f32);
+                let dr = &mut dxp[i * d..(i + 1) * d];
+                let through = residual.map(|res| &res[row * d..(row + 1) * d]);
+                for j in 0..d {
+                    let xh = (xr[j] - mean) * rstd;
+                    let v = rstd * (gr[j] * wv[j] - mg - xh * mgx);
+                    dr[j].write(through.map_or(v, |t| v + t[j]));
+                }
+            }
+            (dw, db)
+        })
+        .collect();
+    let (mut dw, mut db) = (vec![0f32; d], vec![0f32; d]);
+    for (pw, pb) in partial {
+        dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
+        db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+    }
+    (dw, db)
 }
 
 impl CustomOp3 for LayerNormOp {
@@ -49,16 +124,7 @@ impl CustomOp3 for LayerNormOp {
             );
         }
         let mut y = Output::new(x.len());
-        y.slots()
-            .par_chunks_mut(d)
-            .zip(x.par_chunks(d))
-            .with_min_len(16)
-            .for_each(|(yr, xr)| {
-                let (mean, rstd) = row_stats(xr, self.eps);
-                for (((o, &v), &wv), &bv) in yr.iter_mut().zip(xr).zip(w).zip(b) {
-                    o.write((v - mean) * rstd * wv + bv);
-                }
-            });
+        forward_rows(x, w, b, self.eps, y.slots());
         // SAFETY: rows of length d (the weight's and bias's length, checked) cover `x` and `y`.
         let y = unsafe { y.assume_init() };
         Ok((CpuStorage::F32(y), xl.shape().clone()))
@@ -148,49 +214,8 @@ impl CustomOp3 for LayerNormBackwardCpu {
             );
         }
         let mut dx = Output::with_room(xv.len(), 2 * d);
-        let rows = xv.len() / d;
-        let ranges = split_range(rows, num_threads());
-        let mut parts = Vec::with_capacity(ranges.len());
-        let mut rest = dx.slots();
-        for r in &ranges {
-            let (h, t) = rest.split_at_mut(r.len() * d);
-            parts.push(h);
-            rest = t;
-        }
-        let partial: Vec<(Vec<f32>, Vec<f32>)> = parts
-            .into_par_iter()
-            .zip(ranges.par_iter())
-            .map(|(dxp, r)| {
-                let (mut dw, mut db) = (vec![0f32; d], vec![0f32; d]);
-                for (i, row) in r.clone().enumerate() {
-                    let xr = &xv[row * d..(row + 1) * d];
-                    let gr = &gv[row * d..(row + 1) * d];
-                    let (mean, rstd) = row_stats(xr, self.eps);
-                    let (mut sg, mut sgx) = (0f32, 0f32);
-                    for j in 0..d {
-                        let xh = (xr[j] - mean) * rstd;
-                        let g = gr[j] * wv[j];
-                        sg += g;
-                        sgx += g * xh;
-                        dw[j] += gr[j] * xh;
-                        db[j] += gr[j];
-                    }
-                    let (mg, mgx) = (sg / d as f32, sgx / d as f32);
-                    let dr = &mut dxp[i * d..(i + 1) * d];
-                    for j in 0..d {
-                        let xh = (xr[j] - mean) * rstd;
-                        dr[j].write(rstd * (gr[j] * wv[j] - mg - xh * mgx));
-                    }
-                }
-                (dw, db)
-            })
-            .collect();
-        let (mut dw, mut db) = (vec![0f32; d], vec![0f32; d]);
-        for (pw, pb) in partial {
-            dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
-            db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
-        }
-        // SAFETY: the ranges cover all `rows`, and each row's d elements were written.
+        let (dw, db) = backward_rows(xv, wv, gv, self.eps, dx.slots(), None);
+        // SAFETY: `backward_rows` writes every element of `dx`.
         let mut dx = unsafe { dx.assume_init() };
         dx.extend_from_slice(&dw);
         dx.extend_from_slice(&db);

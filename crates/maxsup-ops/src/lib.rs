@@ -20,6 +20,7 @@
 //! | [`matmul`] | batched `Tensor::matmul` | parallel over the batch (attention: B x heads small GEMMs) |
 //! | [`attention_qkv`] | reshape/permute/copies + 2 matmuls + softmax | one op from the fused qkv projection, q/k/v read in place |
 //! | [`batch_norm2d_relu`], [`add_relu`] | BatchNorm or add, then ReLU | one pass each way, one fewer gradient tensor |
+//! | [`residual_mlp`], [`residual_attention`] | LayerNorm, two linears, GELU or attention, stochastic-depth scale and residual add | one graph node: candle's backward zero-fills and adds one activation gradient instead of up to eight |
 
 mod attention;
 mod batch_norm;
@@ -37,6 +38,7 @@ mod matmul;
 mod max_pool;
 pub mod reference;
 mod relu;
+mod residual_branch;
 mod side_output;
 mod softmax;
 mod sync_batch_norm;
@@ -52,5 +54,9 @@ pub use linear::linear;
 pub use matmul::matmul;
 pub use max_pool::max_pool2d;
 pub use relu::{add_relu, relu};
+pub use residual_branch::{
+    residual_attention, residual_attention_composed, residual_mlp, residual_mlp_composed,
+    BranchWeights,
+};
 pub use softmax::softmax_last_dim;
 pub use sync_batch_norm::{sync_batch_norm, ReplicaSum, SyncBatchNormGuard};

@@ -17,7 +17,7 @@ struct LinearOp {
 }
 
 /// Column sums of a row-major `rows x cols` matrix, parallel over row blocks.
-fn column_sums(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn column_sums(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let parts: Vec<Vec<f32>> = split_range(rows, num_threads())
         .into_par_iter()
         .map(|r| {

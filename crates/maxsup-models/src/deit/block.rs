@@ -3,7 +3,7 @@
 use candle_core::{Result, Tensor};
 
 use crate::init::Init;
-use crate::layers::{drop_path, LayerNorm, Linear};
+use crate::layers::{drop_path_scale, like, LayerNorm, Linear};
 use crate::params::Scope;
 
 /// timm's ViT LayerNorm epsilon.
@@ -23,11 +23,35 @@ struct Attention {
 }
 
 impl Attention {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // q/k/v split, scaled dot-product softmax and head merge in one op (maxsup-ops).
-        let out = maxsup_ops::attention_qkv(&self.qkv.forward(x)?, self.num_heads)?;
-        self.proj.forward(&out)
+    /// `x + s ⊙ proj(attention(qkv(norm(x))))`: q/k/v split, scaled dot-product softmax and
+    /// head merge inside the op (maxsup-ops).
+    fn residual(&self, norm: &LayerNorm, x: &Tensor, scale: Option<&Tensor>) -> Result<Tensor> {
+        branch(norm, &self.qkv, &self.proj, x, |w| {
+            maxsup_ops::residual_attention(x, w, self.num_heads, scale)
+        })
     }
+}
+
+/// Runs `f` on a sub-block's parameters, the linear ones in the activation dtype (bf16 under
+/// mixed precision, as `Linear::forward` casts them); the norm's stay f32.
+fn branch(
+    norm: &LayerNorm,
+    inp: &Linear,
+    out: &Linear,
+    x: &Tensor,
+    f: impl FnOnce(&maxsup_ops::BranchWeights) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let (in_weight, in_bias) = (like(inp.weight(), x)?, like(inp.bias(), x)?);
+    let (out_weight, out_bias) = (like(out.weight(), x)?, like(out.bias(), x)?);
+    f(&maxsup_ops::BranchWeights {
+        norm_weight: norm.weight(),
+        norm_bias: norm.bias(),
+        norm_eps: norm.eps(),
+        in_weight: &in_weight,
+        in_bias: &in_bias,
+        out_weight: &out_weight,
+        out_bias: &out_bias,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -65,13 +89,16 @@ impl Block {
     }
 
     pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let a = self.attn.forward(&self.norm1.forward(x)?)?;
-        let x = (x + drop_path(&a, self.drop_path_rate, train)?)?;
+        // Each sub-block (norm, two linears, attention or GELU, drop path, residual add) is one
+        // op: one gradient edge for candle's backward instead of up to eight.
+        let rate = self.drop_path_rate;
+        let scale = drop_path_scale(x.dim(0)?, rate, train, x.device())?;
+        let x = self.attn.residual(&self.norm1, x, scale.as_ref())?;
+        let scale = drop_path_scale(x.dim(0)?, rate, train, x.device())?;
         // timm's MLP uses nn.GELU: the exact erf form.
-        let m = self.fc2.forward(&maxsup_ops::gelu_erf(
-            &self.fc1.forward(&self.norm2.forward(&x)?)?,
-        )?)?;
-        x + drop_path(&m, self.drop_path_rate, train)?
+        branch(&self.norm2, &self.fc1, &self.fc2, &x, |w| {
+            maxsup_ops::residual_mlp(&x, w, scale.as_ref())
+        })
     }
 
     pub(crate) fn drop_path_rate(&self) -> f64 {

@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 
 use crate::init::InitRng;
 
@@ -23,16 +23,34 @@ pub fn seed_stochastic_layers(seed: u64) {
 /// Applies drop path to a residual branch output `x` (first dim = batch). Identity in eval mode
 /// or when `rate` is 0.
 pub fn drop_path(x: &Tensor, rate: f64, train: bool) -> Result<Tensor> {
-    if !train || rate <= 0.0 {
-        return Ok(x.clone());
-    }
-    if rate >= 1.0 {
+    if train && rate >= 1.0 {
         return x.zeros_like();
     }
-    let keep = 1.0 - rate;
-    let batch = x.dim(0)?;
+    let Some(scale) = drop_path_scale(x.dim(0)?, rate, train, x.device())? else {
+        return Ok(x.clone());
+    };
     let mut mask_shape = vec![1usize; x.rank()];
-    mask_shape[0] = batch;
+    mask_shape[0] = scale.elem_count();
+    x.broadcast_mul(&scale.reshape(mask_shape)?.to_dtype(x.dtype())?)
+}
+
+/// The per-sample factors drop path multiplies a residual branch by, `[batch]` f32 (0 or
+/// 1 / (1 - rate)), drawn from the same generator and in the same order as [`drop_path`]; `None`
+/// where drop path is the identity (eval mode, rate 0). For ops that take the scale as an input
+/// (`maxsup_ops::residual_mlp`).
+pub fn drop_path_scale(
+    batch: usize,
+    rate: f64,
+    train: bool,
+    device: &Device,
+) -> Result<Option<Tensor>> {
+    if !train || rate <= 0.0 {
+        return Ok(None);
+    }
+    if rate >= 1.0 {
+        return Tensor::zeros(batch, DType::F32, device).map(Some);
+    }
+    let keep = 1.0 - rate;
     // Each sample is kept with probability `keep` and then scaled by 1 / keep.
     let scale: Vec<f32> = MASK_RNG.with(|rng| {
         let mut rng = rng.borrow_mut();
@@ -46,8 +64,7 @@ pub fn drop_path(x: &Tensor, rate: f64, train: bool) -> Result<Tensor> {
             })
             .collect()
     });
-    let mask = Tensor::from_vec(scale, mask_shape, x.device())?.to_dtype(x.dtype())?;
-    x.broadcast_mul(&mask)
+    Tensor::from_vec(scale, batch, device).map(Some)
 }
 
 /// timm's per-block rates: `linspace(0, max_rate, depth)`.

@@ -10,7 +10,7 @@ mod linear;
 
 pub use batch_norm::BatchNorm2d;
 pub use conv::Conv2d;
-pub use drop_path::{drop_path, linear_drop_path_rates, seed_stochastic_layers};
+pub use drop_path::{drop_path, drop_path_scale, linear_drop_path_rates, seed_stochastic_layers};
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;
 
