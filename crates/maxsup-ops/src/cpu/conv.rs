@@ -264,9 +264,25 @@ pub fn backward(
     }
     if direct3x3::applies(g) {
         let dx = want_dx.then(|| direct3x3::input_grad(g, w, dy));
-        let dw = want_dw.then(|| direct3x3::weight_grad(g, x, dy));
+        let dw = if direct3x3::weight_grad_applies(g) {
+            want_dw.then(|| direct3x3::weight_grad(g, x, dy))
+        } else {
+            im2col_backward(g, x, w, dy, false, want_dw).1
+        };
         return (dx, dw);
     }
+    im2col_backward(g, x, w, dy, want_dx, want_dw)
+}
+
+/// [`backward`] on im2col + GEMM.
+fn im2col_backward(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    want_dx: bool,
+    want_dw: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     let (k, p, o, chw) = (g.k(), g.p(), g.o, g.chw());
     let pl = plan(g);
     let whole_dw = want_dw && g.n * p < WHOLE_DW_COLUMNS * pl.ranges.len();

@@ -1,4 +1,4 @@
-//! Direct 3x3 stride-1 "same" convolution for the narrow layers, accumulated in AVX-512
+//! Direct 3x3 stride-1 "same" convolution for the narrow layers, accumulated in AVX-512 or AVX2
 //! registers: the forward pass and, as the same convolution of dY with the flipped transposed
 //! weight, the input gradient.
 //!
@@ -8,7 +8,8 @@
 //! output row of a block of output channels stays in 16 registers while the kernel walks the
 //! input channels and taps of a zero-padded copy of the image: per (channel, tap), one or two
 //! 16-wide loads of the input row and one broadcast weight per output channel feed 16 fused
-//! multiply-adds. `MAXSUP_DIRECT3X3=0` turns the path off (A/B runs).
+//! multiply-adds. With AVX2 (16 registers of 8 lanes) a block is 12 accumulators: one 8-wide
+//! vector by 12 output channels, or two by 6. `MAXSUP_DIRECT3X3=0` turns the path off (A/B runs).
 
 use super::im2col::ConvGeom;
 use super::slices::{num_threads, split_range};
@@ -16,9 +17,52 @@ use super::uninit::Output;
 use super::winograd;
 use rayon::prelude::*;
 
-/// f32 lanes of an AVX-512 register. Rows are cut into segments of 32 columns (2 vectors, 8
-/// output channels per block) or, when a row fits one vector, 16 (16 output channels).
-const LANES: usize = 16;
+/// The instruction set a kernel runs on: AVX-512F (16 lanes, 32 registers) or AVX2 with FMA
+/// (8 lanes, 16 registers).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Isa {
+    Avx512,
+    Avx2,
+}
+
+impl Isa {
+    /// Every instruction set this CPU runs, best first.
+    fn available() -> Vec<Isa> {
+        let mut out = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                out.push(Isa::Avx512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                out.push(Isa::Avx2);
+            }
+        }
+        out
+    }
+
+    /// f32 lanes per register.
+    fn lanes(self) -> usize {
+        match self {
+            Isa::Avx512 => 16,
+            Isa::Avx2 => 8,
+        }
+    }
+}
+
+/// The instruction set the kernels use here, `None` when the CPU has neither or
+/// `MAXSUP_DIRECT3X3=0`.
+fn chosen_isa() -> Option<Isa> {
+    static CHOSEN: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        if std::env::var("MAXSUP_DIRECT3X3").as_deref() == Ok("0") {
+            return None;
+        }
+        Isa::available().first().copied()
+    })
+}
 
 /// Rows narrower than this leave most of a vector's lanes idle (a 512-channel 4x4 layer ran
 /// 1.3x slower here than on im2col).
@@ -29,29 +73,31 @@ const NARROW: usize = 64;
 
 /// Whether the direct kernel takes this convolution: 3x3, stride 1, padding 1, dilation 1, fewer
 /// than 64 input or output channels (so not Winograd's), rows of at least 8 columns, on a CPU
-/// with AVX-512F.
+/// with AVX-512F or AVX2 and FMA.
 pub fn applies(g: &ConvGeom) -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let enabled = *ENABLED
-        .get_or_init(|| std::env::var("MAXSUP_DIRECT3X3").as_deref() != Ok("0") && has_avx512());
     // A "same" 3x3 keeps the image size; Winograd takes only 64+ channels on both sides.
-    enabled && winograd::shape_fits(g) && g.c.min(g.o) < NARROW && g.w >= MIN_WIDTH
+    chosen_isa().is_some() && winograd::shape_fits(g) && g.c.min(g.o) < NARROW && g.w >= MIN_WIDTH
 }
 
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+/// Whether [`weight_grad`] should run too where [`applies`]: with AVX2's 16 registers the
+/// weight-gradient kernel holds one output channel's 9 tap sums (AVX-512: three channels'), so it
+/// reloads each input row 9 times per output channel and loses to the im2col GEMM
+/// (`bench/conv_kernels.sh`: ResNet-20's 32-channel layers at 16 px, 1.4x slower backward).
+pub fn weight_grad_applies(g: &ConvGeom) -> bool {
+    applies(g) && chosen_isa() == Some(Isa::Avx512)
 }
 
 /// `y[N, O, H, W] = conv(x[N, C, H, W], w[O, C, 3, 3])` (see [`applies`]).
 pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
-    let shape = Shape::of(g.n, g.c, g.o, g.h, g.w);
+    forward_on(isa_for_applies(), g, x, w)
+}
+
+fn isa_for_applies() -> Isa {
+    chosen_isa().expect("direct3x3 called where `applies` is false")
+}
+
+fn forward_on(isa: Isa, g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let shape = Shape::of(isa, g.n, g.c, g.o, g.h, g.w);
     let wp = pack_weight(&shape, |o, c, t| w[(o * g.c + c) * 9 + t]);
     run(&shape, x, &wp)
 }
@@ -59,7 +105,11 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
 /// `dx[N, C, H, W]` of [`forward`] given `dy[N, O, H, W]`: the same convolution of dy with
 /// `w'[c, o, kh, kw] = w[o, c, 2 - kh, 2 - kw]`.
 pub fn input_grad(g: &ConvGeom, w: &[f32], dy: &[f32]) -> Vec<f32> {
-    let shape = Shape::of(g.n, g.o, g.c, g.h, g.w);
+    input_grad_on(isa_for_applies(), g, w, dy)
+}
+
+fn input_grad_on(isa: Isa, g: &ConvGeom, w: &[f32], dy: &[f32]) -> Vec<f32> {
+    let shape = Shape::of(isa, g.n, g.o, g.c, g.h, g.w);
     let wp = pack_weight(&shape, |c, o, t| w[(o * g.c + c) * 9 + (8 - t)]);
     run(&shape, dy, &wp)
 }
@@ -69,7 +119,12 @@ pub fn input_grad(g: &ConvGeom, w: &[f32], dy: &[f32]) -> Vec<f32> {
 /// accumulate in up to 27 registers, then into the thread's 16-lane partials `[O][C][9][16]`;
 /// each thread's lanes are summed once at the end, and the threads' gradients added in order.
 pub fn weight_grad(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let s = Shape::of(g.n, g.c, g.o, g.h, g.w);
+    weight_grad_on(isa_for_applies(), g, x, dy)
+}
+
+fn weight_grad_on(isa: Isa, g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let s = Shape::of(isa, g.n, g.c, g.o, g.h, g.w);
+    let lanes_per = isa.lanes();
     let (chw, ohw) = (g.c * g.h * g.w, g.o * g.h * g.w);
     assert!(
         x.len() >= g.n * chw && dy.len() >= g.n * ohw,
@@ -78,25 +133,28 @@ pub fn weight_grad(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let parts: Vec<Vec<f32>> = split_range(g.n, num_threads())
         .into_par_iter()
         .map(|r| {
-            // 16 lanes per (o, c, tap), summed across lanes once at the end: reducing the
-            // registers per image cost about half as much again as the multiply-adds.
-            let mut lanes = vec![0f32; g.o * g.c * 9 * LANES];
+            // A register's lanes per (o, c, tap), summed across lanes once at the end: reducing
+            // the registers per image cost about half as much again as the multiply-adds.
+            let mut lanes = vec![0f32; g.o * g.c * 9 * lanes_per];
             PADDED.with(|p| {
                 let mut p = p.borrow_mut();
                 for b in r {
                     pad_image(&s, &x[b * chw..(b + 1) * chw], &mut p);
                     let dyi = &dy[b * ohw..(b + 1) * ohw];
-                    // SAFETY: `applies` (through `has_avx512`) checked AVX-512F at run time.
+                    // SAFETY: `isa` came from `Isa::available` (run-time detection).
                     #[cfg(target_arch = "x86_64")]
                     unsafe {
-                        avx512::weight_grad_image(&s, &p, dyi, &mut lanes)
+                        match isa {
+                            Isa::Avx512 => avx512::weight_grad_image(&s, &p, dyi, &mut lanes),
+                            Isa::Avx2 => avx2::weight_grad_image(&s, &p, dyi, &mut lanes),
+                        }
                     };
                     #[cfg(not(target_arch = "x86_64"))]
-                    unreachable!("direct3x3 runs only where AVX-512F was detected");
+                    unreachable!("direct3x3 runs only where AVX-512F or AVX2 was detected");
                 }
             });
             lanes
-                .chunks_exact(LANES)
+                .chunks_exact(lanes_per)
                 .map(|l| l.iter().sum::<f32>())
                 .collect::<Vec<f32>>()
         })
@@ -112,12 +170,14 @@ pub fn weight_grad(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
 
 /// One convolution's sizes: `ci` input and `co` output channels, and how rows are blocked.
 struct Shape {
+    isa: Isa,
     n: usize,
     ci: usize,
     co: usize,
     h: usize,
     w: usize,
-    /// Vectors per row segment (1, 2 or 4) and output channels per register block (16 / nv).
+    /// Vectors per row segment (1 or 2) and output channels per register block (AVX-512:
+    /// 16 / nv, AVX2: 12 / nv).
     nv: usize,
     ob: usize,
     /// Columns of a padded input row: the row, the two padding columns and slack for the last
@@ -126,11 +186,17 @@ struct Shape {
 }
 
 impl Shape {
-    fn of(n: usize, ci: usize, co: usize, h: usize, w: usize) -> Self {
-        let nv = if w <= LANES { 1 } else { 2 };
-        let ob = 16 / nv;
-        let rw = w.div_ceil(LANES * nv) * LANES * nv + LANES;
+    fn of(isa: Isa, n: usize, ci: usize, co: usize, h: usize, w: usize) -> Self {
+        let lanes = isa.lanes();
+        let nv = if w <= lanes { 1 } else { 2 };
+        let accumulators = match isa {
+            Isa::Avx512 => 16,
+            Isa::Avx2 => 12,
+        };
+        let ob = accumulators / nv;
+        let rw = w.div_ceil(lanes * nv) * lanes * nv + lanes;
         Self {
+            isa,
             n,
             ci,
             co,
@@ -182,16 +248,19 @@ fn run(s: &Shape, x: &[f32], wp: &[f32]) -> Vec<f32> {
             PADDED.with(|p| {
                 let mut p = p.borrow_mut();
                 pad_image(s, xi, &mut p);
-                // SAFETY: `applies` (through `has_avx512`) checked AVX-512F at run time.
+                // SAFETY: `s.isa` came from `Isa::available` (run-time detection).
                 #[cfg(target_arch = "x86_64")]
                 unsafe {
-                    avx512::image(s, &p, wp, yi)
+                    match s.isa {
+                        Isa::Avx512 => avx512::image(s, &p, wp, yi),
+                        Isa::Avx2 => avx2::image(s, &p, wp, yi),
+                    }
                 };
                 #[cfg(not(target_arch = "x86_64"))]
-                unreachable!("direct3x3 runs only where AVX-512F was detected");
+                unreachable!("direct3x3 runs only where AVX-512F or AVX2 was detected");
             })
         });
-    // SAFETY: `avx512::image` writes every (channel, row, column) of every image's output.
+    // SAFETY: `image` writes every (channel, row, column) of every image's output.
     unsafe { y.assume_init() }
 }
 
@@ -215,13 +284,15 @@ mod avx512 {
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
+    const LANES: usize = 16;
+
     /// Every output row segment of every block of one image.
     ///
     /// # Safety
     /// The CPU must support AVX-512F.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn image(s: &Shape, xp: &[f32], wp: &[f32], yi: &mut [MaybeUninit<f32>]) {
-        let seg = super::LANES * s.nv;
+        let seg = LANES * s.nv;
         for blk in 0..s.blocks() {
             let wb = &wp[blk * s.ci * 9 * s.ob..(blk + 1) * s.ci * 9 * s.ob];
             for r in 0..s.h {
@@ -266,7 +337,7 @@ mod avx512 {
         o0: usize,
         dw: &mut [f32],
     ) {
-        let (rows, hw, lanes) = (s.h + 2, s.h * s.w, super::LANES);
+        let (rows, hw, lanes) = (s.h + 2, s.h * s.w, LANES);
         for c in 0..s.ci {
             let mut acc = [[_mm512_setzero_ps(); 9]; OB];
             for r in 0..s.h {
@@ -327,9 +398,9 @@ mod avx512 {
                 for kw in 0..3 {
                     let mut xv = [_mm512_setzero_ps(); NV];
                     for (v, xv) in xv.iter_mut().enumerate() {
-                        let at = w0 + v * super::LANES + kw;
+                        let at = w0 + v * LANES + kw;
                         // In bounds: `rw` leaves a full vector of slack past the last segment.
-                        *xv = _mm512_loadu_ps(row[at..at + super::LANES].as_ptr());
+                        *xv = _mm512_loadu_ps(row[at..at + LANES].as_ptr());
                     }
                     let wt = &wb[(c * 9 + kh * 3 + kw) * OB..(c * 9 + kh * 3 + kw + 1) * OB];
                     for (a, &wj) in acc.iter_mut().zip(wt) {
@@ -349,18 +420,152 @@ mod avx512 {
             }
             let out = &mut yi[o * hw + r * s.w..o * hw + (r + 1) * s.w];
             for (v, &a) in a.iter().enumerate() {
-                let col = w0 + v * super::LANES;
+                let col = w0 + v * LANES;
                 if col >= s.w {
                     break;
                 }
-                let len = (s.w - col).min(super::LANES);
-                let mask: __mmask16 = if len == super::LANES {
+                let len = (s.w - col).min(LANES);
+                let mask: __mmask16 = if len == LANES {
                     0xffff
                 } else {
                     (1u16 << len) - 1
                 };
                 // Writes the `len` lanes of `out[col..col + len]` only (masked store).
                 _mm512_mask_storeu_ps(out[col..col + len].as_mut_ptr().cast::<f32>(), mask, a);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::Shape;
+    use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    const LANES: usize = 8;
+
+    /// All bits set in the lanes `i < len` (masked loads and stores touch only those).
+    #[target_feature(enable = "avx2")]
+    unsafe fn first_lanes(len: usize) -> __m256i {
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(len as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        )
+    }
+
+    /// Every output row segment of every block of one image.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn image(s: &Shape, xp: &[f32], wp: &[f32], yi: &mut [MaybeUninit<f32>]) {
+        let seg = LANES * s.nv;
+        for blk in 0..s.blocks() {
+            let wb = &wp[blk * s.ci * 9 * s.ob..(blk + 1) * s.ci * 9 * s.ob];
+            for r in 0..s.h {
+                for w0 in (0..s.w).step_by(seg) {
+                    match s.nv {
+                        1 => segment::<12, 1>(s, xp, wb, blk, r, w0, yi),
+                        _ => segment::<6, 2>(s, xp, wb, blk, r, w0, yi),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds one image's weight gradient into the lane sums `dw [co][ci][9][8]`, one output
+    /// channel at a time (9 accumulators: AVX2 has no room for the AVX-512 kernel's 27).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn weight_grad_image(s: &Shape, xp: &[f32], dyi: &[f32], dw: &mut [f32]) {
+        let (rows, hw) = (s.h + 2, s.h * s.w);
+        for o in 0..s.co {
+            for c in 0..s.ci {
+                let mut acc = [_mm256_setzero_ps(); 9];
+                for r in 0..s.h {
+                    for w0 in (0..s.w).step_by(LANES) {
+                        let len = (s.w - w0).min(LANES);
+                        let at = o * hw + r * s.w + w0;
+                        // Reads the `len` lanes of `dyi[at..at + len]` only (masked load).
+                        let dv = _mm256_maskload_ps(dyi[at..at + len].as_ptr(), first_lanes(len));
+                        for kh in 0..3 {
+                            let row =
+                                &xp[(c * rows + r + kh) * s.rw..(c * rows + r + kh + 1) * s.rw];
+                            for kw in 0..3 {
+                                let at = w0 + kw;
+                                // In bounds: `rw` leaves a full vector of slack past the row.
+                                let xv = _mm256_loadu_ps(row[at..at + LANES].as_ptr());
+                                acc[kh * 3 + kw] = _mm256_fmadd_ps(dv, xv, acc[kh * 3 + kw]);
+                            }
+                        }
+                    }
+                }
+                let at = (o * s.ci + c) * 9 * LANES;
+                for (t, &v) in acc.iter().enumerate() {
+                    let d = &mut dw[at + t * LANES..at + (t + 1) * LANES];
+                    let sum = _mm256_add_ps(_mm256_loadu_ps(d.as_ptr()), v);
+                    _mm256_storeu_ps(d.as_mut_ptr(), sum);
+                }
+            }
+        }
+    }
+
+    /// Output row `r`, columns `w0 .. w0 + 8 * NV`, channels `blk * OB ..` of one image.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn segment<const OB: usize, const NV: usize>(
+        s: &Shape,
+        xp: &[f32],
+        wb: &[f32],
+        blk: usize,
+        r: usize,
+        w0: usize,
+        yi: &mut [MaybeUninit<f32>],
+    ) {
+        let rows = s.h + 2;
+        let mut acc = [[_mm256_setzero_ps(); NV]; OB];
+        for c in 0..s.ci {
+            for kh in 0..3 {
+                let row = &xp[(c * rows + r + kh) * s.rw..(c * rows + r + kh + 1) * s.rw];
+                for kw in 0..3 {
+                    let mut xv = [_mm256_setzero_ps(); NV];
+                    for (v, xv) in xv.iter_mut().enumerate() {
+                        let at = w0 + v * LANES + kw;
+                        // In bounds: `rw` leaves a full vector of slack past the last segment.
+                        *xv = _mm256_loadu_ps(row[at..at + LANES].as_ptr());
+                    }
+                    let wt = &wb[(c * 9 + kh * 3 + kw) * OB..(c * 9 + kh * 3 + kw + 1) * OB];
+                    for (a, &wj) in acc.iter_mut().zip(wt) {
+                        let wv = _mm256_set1_ps(wj);
+                        for (a, &x) in a.iter_mut().zip(&xv) {
+                            *a = _mm256_fmadd_ps(wv, x, *a);
+                        }
+                    }
+                }
+            }
+        }
+        let hw = s.h * s.w;
+        for (j, a) in acc.iter().enumerate() {
+            let o = blk * OB + j;
+            if o >= s.co {
+                break;
+            }
+            let out = &mut yi[o * hw + r * s.w..o * hw + (r + 1) * s.w];
+            for (v, &a) in a.iter().enumerate() {
+                let col = w0 + v * LANES;
+                if col >= s.w {
+                    break;
+                }
+                let len = (s.w - col).min(LANES);
+                // Writes the `len` lanes of `out[col..col + len]` only (masked store).
+                _mm256_maskstore_ps(
+                    out[col..col + len].as_mut_ptr().cast::<f32>(),
+                    first_lanes(len),
+                    a,
+                );
             }
         }
     }
@@ -388,18 +593,37 @@ mod tests {
         x[((b * ch) * g.h + r as usize) * g.w + col as usize] as f64
     }
 
-    /// The three kernels against direct f64 sums, on rows of one masked vector, of two vectors
-    /// and of two segments, with partial output-channel blocks. Needs AVX-512F, which is the
-    /// only place the kernels run; elsewhere it says so and checks nothing.
+    /// Where the CPU has neither instruction set the path is off (the im2col GEMM runs).
     #[test]
-    fn kernels_match_naive_sums_where_avx512_is_present() {
-        if !has_avx512() {
-            eprintln!("direct3x3: no AVX-512F on this CPU, the kernels cannot run here");
-            return;
+    fn applies_only_with_a_kernel_to_run() {
+        let g = geom(2, 16, 16, 8, 8);
+        assert_eq!(
+            applies(&g),
+            chosen_isa().is_some(),
+            "direct3x3 must take a narrow 3x3 exactly when a kernel can run"
+        );
+    }
+
+    /// The three kernels against direct f64 sums, on rows of one masked vector, of two vectors
+    /// and of two segments, with partial output-channel blocks, for every instruction set the
+    /// CPU has (AVX-512 boxes test both kernels).
+    #[test]
+    fn kernels_match_naive_sums_on_every_available_isa() {
+        for isa in Isa::available() {
+            kernels_match_naive_sums(isa);
         }
-        for (i, &(n, c, o, h, w)) in [(2, 3, 5, 6, 9), (1, 4, 17, 3, 20), (2, 2, 3, 4, 40)]
-            .iter()
-            .enumerate()
+    }
+
+    fn kernels_match_naive_sums(isa: Isa) {
+        for (i, &(n, c, o, h, w)) in [
+            (2, 3, 5, 6, 9),
+            (1, 4, 17, 3, 20),
+            (2, 2, 3, 4, 40),
+            (1, 2, 13, 3, 8),
+            (1, 3, 7, 2, 16),
+        ]
+        .iter()
+        .enumerate()
         {
             let g = geom(n, c, o, h, w);
             let (x, wt, dy) = (
@@ -408,14 +632,14 @@ mod tests {
                 values(n * o * h * w, i + 20),
             );
             let (y, dx, dw) = (
-                forward(&g, &x, &wt),
-                input_grad(&g, &wt, &dy),
-                weight_grad(&g, &x, &dy),
+                forward_on(isa, &g, &x, &wt),
+                input_grad_on(isa, &g, &wt, &dy),
+                weight_grad_on(isa, &g, &x, &dy),
             );
             let close = |got: f32, want: f64, what: &str| {
                 assert!(
                     (got as f64 - want).abs() < 1e-4,
-                    "{what}: {got} vs {want} ({n},{c},{o},{h},{w})"
+                    "{isa:?} {what}: {got} vs {want} ({n},{c},{o},{h},{w})"
                 );
             };
             for b in 0..n {
