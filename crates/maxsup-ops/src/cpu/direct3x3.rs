@@ -278,6 +278,112 @@ fn pad_image(s: &Shape, xi: &[f32], p: &mut Vec<f32>) {
     }
 }
 
+/// The output kernel's body, written once over the register operations of an instruction set
+/// ([`Register`]) and compiled into each set's `image` (everything here is `inline(always)`, so
+/// the intrinsics inline into a function that enables their target features).
+#[cfg(target_arch = "x86_64")]
+mod kernel {
+    use super::Shape;
+    use std::mem::MaybeUninit;
+
+    /// One vector register of f32 lanes.
+    pub trait Register: Copy {
+        const LANES: usize;
+        /// # Safety
+        /// As for every method: the CPU supports the register's instruction set, and the caller
+        /// enables it.
+        unsafe fn zero() -> Self;
+        /// # Safety
+        /// `p` is valid for reading `LANES` floats.
+        unsafe fn load(p: *const f32) -> Self;
+        unsafe fn splat(v: f32) -> Self;
+        /// `a * b + c`, fused.
+        unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self;
+        /// Writes the first `len <= LANES` lanes to `p`, and nothing past them.
+        ///
+        /// # Safety
+        /// `p` is valid for writing `len` floats.
+        unsafe fn store_first(self, p: *mut f32, len: usize);
+    }
+
+    /// Every output row segment of every block of one image: row segments of one register
+    /// (`OB1` output channels per block) or two (`OB2`), as `s.nv` says.
+    #[inline(always)]
+    pub unsafe fn image<V: Register, const OB1: usize, const OB2: usize>(
+        s: &Shape,
+        xp: &[f32],
+        wp: &[f32],
+        yi: &mut [MaybeUninit<f32>],
+    ) {
+        let seg = V::LANES * s.nv;
+        for blk in 0..s.blocks() {
+            let wb = &wp[blk * s.ci * 9 * s.ob..(blk + 1) * s.ci * 9 * s.ob];
+            for r in 0..s.h {
+                for w0 in (0..s.w).step_by(seg) {
+                    match s.nv {
+                        1 => segment::<V, OB1, 1>(s, xp, wb, blk, r, w0, yi),
+                        _ => segment::<V, OB2, 2>(s, xp, wb, blk, r, w0, yi),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Output row `r`, columns `w0 .. w0 + LANES * NV`, channels `blk * OB ..` of one image:
+    /// `OB x NV` accumulators, fed per (input channel, tap) by `NV` loads of the padded input
+    /// row and `OB` broadcast weights.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn segment<V: Register, const OB: usize, const NV: usize>(
+        s: &Shape,
+        xp: &[f32],
+        wb: &[f32],
+        blk: usize,
+        r: usize,
+        w0: usize,
+        yi: &mut [MaybeUninit<f32>],
+    ) {
+        let rows = s.h + 2;
+        let mut acc = [[V::zero(); NV]; OB];
+        for c in 0..s.ci {
+            for kh in 0..3 {
+                let row = &xp[(c * rows + r + kh) * s.rw..(c * rows + r + kh + 1) * s.rw];
+                for kw in 0..3 {
+                    let mut xv = [V::zero(); NV];
+                    for (v, xv) in xv.iter_mut().enumerate() {
+                        let at = w0 + v * V::LANES + kw;
+                        // In bounds: `rw` leaves a full vector of slack past the last segment.
+                        *xv = V::load(row[at..at + V::LANES].as_ptr());
+                    }
+                    let wt = &wb[(c * 9 + kh * 3 + kw) * OB..(c * 9 + kh * 3 + kw + 1) * OB];
+                    for (a, &wj) in acc.iter_mut().zip(wt) {
+                        let wv = V::splat(wj);
+                        for (a, &x) in a.iter_mut().zip(&xv) {
+                            *a = V::mul_add(wv, x, *a);
+                        }
+                    }
+                }
+            }
+        }
+        let hw = s.h * s.w;
+        for (j, a) in acc.iter().enumerate() {
+            let o = blk * OB + j;
+            if o >= s.co {
+                break;
+            }
+            let out = &mut yi[o * hw + r * s.w..o * hw + (r + 1) * s.w];
+            for (v, &a) in a.iter().enumerate() {
+                let col = w0 + v * V::LANES;
+                if col >= s.w {
+                    break;
+                }
+                let len = (s.w - col).min(V::LANES);
+                a.store_first(out[col..col + len].as_mut_ptr().cast::<f32>(), len);
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::Shape;
@@ -286,23 +392,41 @@ mod avx512 {
 
     const LANES: usize = 16;
 
-    /// Every output row segment of every block of one image.
+    /// Every output row segment of every block of one image (16 or 8 output channels per block).
     ///
     /// # Safety
     /// The CPU must support AVX-512F.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn image(s: &Shape, xp: &[f32], wp: &[f32], yi: &mut [MaybeUninit<f32>]) {
-        let seg = LANES * s.nv;
-        for blk in 0..s.blocks() {
-            let wb = &wp[blk * s.ci * 9 * s.ob..(blk + 1) * s.ci * 9 * s.ob];
-            for r in 0..s.h {
-                for w0 in (0..s.w).step_by(seg) {
-                    match s.nv {
-                        1 => segment::<16, 1>(s, xp, wb, blk, r, w0, yi),
-                        _ => segment::<8, 2>(s, xp, wb, blk, r, w0, yi),
-                    }
-                }
-            }
+        super::kernel::image::<__m512, 16, 8>(s, xp, wp, yi)
+    }
+
+    impl super::kernel::Register for __m512 {
+        const LANES: usize = LANES;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            _mm512_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            _mm512_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            _mm512_set1_ps(v)
+        }
+        #[inline(always)]
+        unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self {
+            _mm512_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn store_first(self, p: *mut f32, len: usize) {
+            let mask: __mmask16 = if len >= LANES {
+                0xffff
+            } else {
+                (1u16 << len) - 1
+            };
+            _mm512_mask_storeu_ps(p, mask, self)
         }
     }
 
@@ -377,64 +501,6 @@ mod avx512 {
             }
         }
     }
-
-    /// Output row `r`, columns `w0 .. w0 + 16 * NV`, channels `blk * OB ..` of one image.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn segment<const OB: usize, const NV: usize>(
-        s: &Shape,
-        xp: &[f32],
-        wb: &[f32],
-        blk: usize,
-        r: usize,
-        w0: usize,
-        yi: &mut [MaybeUninit<f32>],
-    ) {
-        let rows = s.h + 2;
-        let mut acc = [[_mm512_setzero_ps(); NV]; OB];
-        for c in 0..s.ci {
-            for kh in 0..3 {
-                let row = &xp[(c * rows + r + kh) * s.rw..(c * rows + r + kh + 1) * s.rw];
-                for kw in 0..3 {
-                    let mut xv = [_mm512_setzero_ps(); NV];
-                    for (v, xv) in xv.iter_mut().enumerate() {
-                        let at = w0 + v * LANES + kw;
-                        // In bounds: `rw` leaves a full vector of slack past the last segment.
-                        *xv = _mm512_loadu_ps(row[at..at + LANES].as_ptr());
-                    }
-                    let wt = &wb[(c * 9 + kh * 3 + kw) * OB..(c * 9 + kh * 3 + kw + 1) * OB];
-                    for (a, &wj) in acc.iter_mut().zip(wt) {
-                        let wv = _mm512_set1_ps(wj);
-                        for (a, &x) in a.iter_mut().zip(&xv) {
-                            *a = _mm512_fmadd_ps(wv, x, *a);
-                        }
-                    }
-                }
-            }
-        }
-        let hw = s.h * s.w;
-        for (j, a) in acc.iter().enumerate() {
-            let o = blk * OB + j;
-            if o >= s.co {
-                break;
-            }
-            let out = &mut yi[o * hw + r * s.w..o * hw + (r + 1) * s.w];
-            for (v, &a) in a.iter().enumerate() {
-                let col = w0 + v * LANES;
-                if col >= s.w {
-                    break;
-                }
-                let len = (s.w - col).min(LANES);
-                let mask: __mmask16 = if len == LANES {
-                    0xffff
-                } else {
-                    (1u16 << len) - 1
-                };
-                // Writes the `len` lanes of `out[col..col + len]` only (masked store).
-                _mm512_mask_storeu_ps(out[col..col + len].as_mut_ptr().cast::<f32>(), mask, a);
-            }
-        }
-    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -443,91 +509,42 @@ mod avx2 {
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
-    const LANES: usize = 8;
-
-    /// All bits set in the lanes `i < len` (masked loads and stores touch only those).
-    #[target_feature(enable = "avx2")]
-    unsafe fn first_lanes(len: usize) -> __m256i {
-        _mm256_cmpgt_epi32(
-            _mm256_set1_epi32(len as i32),
-            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-        )
-    }
-
-    /// Every output row segment of every block of one image.
+    /// Every output row segment of every block of one image (12 or 6 output channels per block:
+    /// 12 accumulators leave 4 of the 16 registers for loads and broadcasts).
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn image(s: &Shape, xp: &[f32], wp: &[f32], yi: &mut [MaybeUninit<f32>]) {
-        let seg = LANES * s.nv;
-        for blk in 0..s.blocks() {
-            let wb = &wp[blk * s.ci * 9 * s.ob..(blk + 1) * s.ci * 9 * s.ob];
-            for r in 0..s.h {
-                for w0 in (0..s.w).step_by(seg) {
-                    match s.nv {
-                        1 => segment::<12, 1>(s, xp, wb, blk, r, w0, yi),
-                        _ => segment::<6, 2>(s, xp, wb, blk, r, w0, yi),
-                    }
-                }
-            }
-        }
+        super::kernel::image::<__m256, 12, 6>(s, xp, wp, yi)
     }
 
-    /// Output row `r`, columns `w0 .. w0 + 8 * NV`, channels `blk * OB ..` of one image.
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn segment<const OB: usize, const NV: usize>(
-        s: &Shape,
-        xp: &[f32],
-        wb: &[f32],
-        blk: usize,
-        r: usize,
-        w0: usize,
-        yi: &mut [MaybeUninit<f32>],
-    ) {
-        let rows = s.h + 2;
-        let mut acc = [[_mm256_setzero_ps(); NV]; OB];
-        for c in 0..s.ci {
-            for kh in 0..3 {
-                let row = &xp[(c * rows + r + kh) * s.rw..(c * rows + r + kh + 1) * s.rw];
-                for kw in 0..3 {
-                    let mut xv = [_mm256_setzero_ps(); NV];
-                    for (v, xv) in xv.iter_mut().enumerate() {
-                        let at = w0 + v * LANES + kw;
-                        // In bounds: `rw` leaves a full vector of slack past the last segment.
-                        *xv = _mm256_loadu_ps(row[at..at + LANES].as_ptr());
-                    }
-                    let wt = &wb[(c * 9 + kh * 3 + kw) * OB..(c * 9 + kh * 3 + kw + 1) * OB];
-                    for (a, &wj) in acc.iter_mut().zip(wt) {
-                        let wv = _mm256_set1_ps(wj);
-                        for (a, &x) in a.iter_mut().zip(&xv) {
-                            *a = _mm256_fmadd_ps(wv, x, *a);
-                        }
-                    }
-                }
-            }
+    impl super::kernel::Register for __m256 {
+        const LANES: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            _mm256_setzero_ps()
         }
-        let hw = s.h * s.w;
-        for (j, a) in acc.iter().enumerate() {
-            let o = blk * OB + j;
-            if o >= s.co {
-                break;
-            }
-            let out = &mut yi[o * hw + r * s.w..o * hw + (r + 1) * s.w];
-            for (v, &a) in a.iter().enumerate() {
-                let col = w0 + v * LANES;
-                if col >= s.w {
-                    break;
-                }
-                let len = (s.w - col).min(LANES);
-                // Writes the `len` lanes of `out[col..col + len]` only (masked store).
-                _mm256_maskstore_ps(
-                    out[col..col + len].as_mut_ptr().cast::<f32>(),
-                    first_lanes(len),
-                    a,
-                );
-            }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            _mm256_set1_ps(v)
+        }
+        #[inline(always)]
+        unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self {
+            _mm256_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn store_first(self, p: *mut f32, len: usize) {
+            // All bits set in the lanes `i < len`: the masked store writes only those.
+            let mask = _mm256_cmpgt_epi32(
+                _mm256_set1_epi32(len as i32),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            );
+            _mm256_maskstore_ps(p, mask, self)
         }
     }
 }
