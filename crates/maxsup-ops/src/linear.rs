@@ -37,6 +37,50 @@ pub(crate) fn column_sums(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
+/// `out[r] = bias` for every row, then `out += a @ bᵀ` (`a: [rows, k]`, `b: [n, k]`): the
+/// forward of a linear layer on row-major slices.
+pub(crate) fn affine_rows(
+    a: &[f32],
+    rows: usize,
+    k: usize,
+    b: &[f32],
+    n: usize,
+    bias: &[f32],
+) -> Vec<f32> {
+    let mut out = Output::new(rows * n);
+    if n > 0 {
+        out.slots().par_chunks_mut(n).for_each(|r| {
+            crate::cpu::uninit::copy(r, bias);
+        });
+    }
+    // SAFETY: every row of `n` elements received a copy of the bias (length `n`).
+    let mut out = unsafe { out.assume_init() };
+    gemm(
+        &mut out,
+        n,
+        Mat::row_major(a, rows, k),
+        Mat::row_major(b, n, k).t(),
+        true,
+        num_threads(),
+    );
+    out
+}
+
+/// `a @ b` (`a: [m, k]` given as a view, `b` row-major `[k, n]`) into a fresh `[m, n]` buffer:
+/// the input and weight gradients of a linear layer.
+pub(crate) fn product(a: Mat, b: &[f32], n: usize) -> Vec<f32> {
+    let mut out = Output::new(a.rows * n);
+    matmul_into(
+        out.slots(),
+        n,
+        a,
+        Mat::row_major(b, a.cols, n),
+        num_threads(),
+    );
+    // SAFETY: an m x n product with row stride n writes all of `out`.
+    unsafe { out.assume_init() }
+}
+
 impl CustomOp3 for LinearOp {
     fn name(&self) -> &'static str {
         "maxsup-linear"
@@ -62,22 +106,7 @@ impl CustomOp3 for LinearOp {
                 b.len()
             );
         }
-        let mut y = Output::new(rows * out);
-        if out > 0 {
-            y.slots().par_chunks_mut(out).for_each(|r| {
-                crate::cpu::uninit::copy(r, b);
-            });
-        }
-        // SAFETY: every row of `out` elements received a copy of the bias (length `out`).
-        let mut y = unsafe { y.assume_init() };
-        gemm(
-            &mut y,
-            out,
-            Mat::row_major(x, rows, inp),
-            Mat::row_major(w, out, inp).t(),
-            true,
-            num_threads(),
-        );
+        let y = affine_rows(x, rows, inp, w, out, b);
         Ok((CpuStorage::F32(y), Shape::from((rows, out))))
     }
 
@@ -91,27 +120,16 @@ impl CustomOp3 for LinearOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (rows, inp) = x.dims2()?;
         let out = w.dim(0)?;
-        let nt = num_threads();
         with_f32(dy, |g| {
             let gm = Mat::row_major(g, rows, out);
             let dx = if self.need_x {
-                let dx = with_f32(w, |wv| {
-                    let mut dx = Output::new(rows * inp);
-                    matmul_into(dx.slots(), inp, gm, Mat::row_major(wv, out, inp), nt);
-                    // SAFETY: a rows x inp product with row stride inp writes all of `dx`.
-                    Ok(unsafe { dx.assume_init() })
-                })?;
+                let dx = with_f32(w, |wv| Ok(product(gm, wv, inp)))?;
                 Some(tensor_from_vec(dx, x.shape())?)
             } else {
                 None
             };
             let dw = if self.need_w {
-                let dw = with_f32(x, |xv| {
-                    let mut dw = Output::new(out * inp);
-                    matmul_into(dw.slots(), inp, gm.t(), Mat::row_major(xv, rows, inp), nt);
-                    // SAFETY: an out x inp product with row stride inp writes all of `dw`.
-                    Ok(unsafe { dw.assume_init() })
-                })?;
+                let dw = with_f32(x, |xv| Ok(product(gm.t(), xv, inp)))?;
                 Some(tensor_from_vec(dw, w.shape())?)
             } else {
                 None

@@ -12,13 +12,13 @@
 //! hands back `dx` with the residual gradient already added.
 
 use crate::attention::{self, Geom};
-use crate::cpu::gemm::{matmul, matmul_into, Mat};
+use crate::cpu::gemm::Mat;
 use crate::cpu::normal;
-use crate::cpu::slices::{contiguous_f32, num_threads, with_f32};
+use crate::cpu::slices::{contiguous_f32, with_f32};
 use crate::cpu::uninit::{ensure_len, Output};
 use crate::dispatch::cpu_only;
 use crate::layer_norm::{backward_rows, forward_rows};
-use crate::linear::column_sums;
+use crate::linear::{affine_rows, column_sums, product};
 use crate::{attention_qkv, gelu_erf, layer_norm, linear};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -250,41 +250,6 @@ impl Packed {
     fn len(&self) -> usize {
         self.out_b.end
     }
-}
-
-/// `out[r] = bias` for every row, then `out += a @ bᵀ` (`a: [rows, k]`, `b: [n, k]`).
-fn affine_rows(a: &[f32], rows: usize, k: usize, b: &[f32], n: usize, bias: &[f32]) -> Vec<f32> {
-    let mut out = Output::new(rows * n);
-    if n > 0 {
-        out.slots().par_chunks_mut(n).for_each(|r| {
-            crate::cpu::uninit::copy(r, bias);
-        });
-    }
-    // SAFETY: every row of `n` elements received a copy of the bias (length `n`).
-    let mut out = unsafe { out.assume_init() };
-    matmul(
-        &mut out,
-        n,
-        Mat::row_major(a, rows, k),
-        Mat::row_major(b, n, k).t(),
-        true,
-        num_threads(),
-    );
-    out
-}
-
-/// `a @ b` (`a: [m, k]` given as a view, `b` row-major `[k, n]`) into a fresh `[m, n]` buffer.
-fn product(a: Mat, b: &[f32], n: usize) -> Vec<f32> {
-    let mut out = Output::new(a.rows * n);
-    matmul_into(
-        out.slots(),
-        n,
-        a,
-        Mat::row_major(b, a.cols, n),
-        num_threads(),
-    );
-    // SAFETY: an m x n product with row stride n writes all of `out`.
-    unsafe { out.assume_init() }
 }
 
 impl ResidualBranchOp {
