@@ -38,7 +38,7 @@ pub fn extract_features(
     let mut done = 0;
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let x = maxsup_train::images_tensor(&batch, device, DType::F32)?;
+        let x = maxsup_train::images_tensor(&batch, device, DType::F32, None)?;
         let features = model.forward_features(&x, false)?;
         let to_host = |t: Tensor| -> Result<Vec<f32>> {
             Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)

@@ -59,5 +59,5 @@ pub use resample::Interpolation;
 pub use rng::Rng;
 
 // The loader.
-pub use batch::Batch;
+pub use batch::{Batch, BatchImages};
 pub use loader::{EpochBatches, Loader, LoaderConfig, Sharding};

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rayon::prelude::*;
 
-use crate::batch::Batch;
-use crate::dataset::Dataset;
+use crate::batch::{Batch, BatchImages};
+use crate::dataset::{Dataset, RawSample};
 use crate::mixup::Mixup;
 use crate::pipeline::Pipeline;
 use crate::rng::{Rng, Stream};
@@ -61,6 +61,10 @@ pub struct LoaderConfig {
     /// Skip (and count) samples that fail to load instead of failing the epoch. Batches with skipped
     /// samples are smaller than `batch_size`; nothing is substituted for them.
     pub skip_corrupt: bool,
+    /// Hand out the 8-bit pixels ([`BatchImages::Pixels`]) instead of normalized `f32`, for a
+    /// GPU that normalizes them itself (a quarter of the bytes to copy). Needs a pipeline
+    /// without random erasing and no Mixup/CutMix, which work on the normalized values.
+    pub pixels: bool,
 }
 
 impl LoaderConfig {
@@ -77,6 +81,7 @@ impl LoaderConfig {
             prefetch: 4,
             num_threads: 0,
             skip_corrupt: false,
+            pixels: false,
         }
     }
 
@@ -134,6 +139,10 @@ impl Loader {
             config.batch_size,
             config.world_size
         );
+        anyhow::ensure!(
+            !config.pixels || pipeline.has_pixel_output(),
+            "the loader cannot hand out 8-bit pixels: its pipeline ends with random erasing, which works on normalized values"
+        );
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.num_threads)
             .thread_name(|i| format!("maxsup-data-{i}"))
@@ -155,6 +164,10 @@ impl Loader {
             "Mixup is configured for {} classes but the dataset has {}",
             mixup.num_classes,
             self.dataset.num_classes()
+        );
+        anyhow::ensure!(
+            !self.config.pixels,
+            "Mixup/CutMix mixes normalized images: it does not apply to a loader that hands out 8-bit pixels"
         );
         self.mixup = Some(Arc::new(mixup));
         Ok(self)
@@ -294,39 +307,20 @@ struct BatchMaker {
 
 impl BatchMaker {
     fn make(&self, epoch: u64, batch_index: u64, indices: &[usize]) -> anyhow::Result<Batch> {
-        let per = self.pipeline.sample_len();
-        let mut images = vec![0f32; indices.len() * per];
+        let pipeline = &self.pipeline;
+        let (images, kept) = if self.config.pixels {
+            let (values, kept) = self.transform_all(epoch, indices, |raw, rng, out| {
+                pipeline.apply_raw_pixels_into(raw, rng, out)
+            })?;
+            let (mean, std) = (pipeline.mean, pipeline.std);
+            (BatchImages::Pixels { values, mean, std }, kept)
+        } else {
+            let (values, kept) = self.transform_all(epoch, indices, |raw, rng, out| {
+                pipeline.apply_raw_into(raw, rng, out)
+            })?;
+            (BatchImages::Normalized(values), kept)
+        };
         let seed = self.config.seed;
-        let results: Vec<anyhow::Result<()>> = self.pool.install(|| {
-            images
-                .par_chunks_mut(per)
-                .zip(indices.par_iter())
-                .map(|(out, &i)| {
-                    let mut rng = Rng::derive(seed, epoch, i as u64, Stream::Sample);
-                    let raw = self.dataset.load_raw(i)?;
-                    self.pipeline
-                        .apply_raw_into(&raw, &mut rng, out)
-                        .with_context(|| format!("decoding/transforming {}", self.dataset.name(i)))
-                })
-                .collect()
-        });
-        let mut kept = Vec::with_capacity(indices.len());
-        for (k, (r, &i)) in results.into_iter().zip(indices).enumerate() {
-            match r {
-                Ok(()) => kept.push(k),
-                Err(_) if self.config.skip_corrupt => {
-                    self.skipped.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => return Err(e.context(format!("loading sample {i} of epoch {epoch}"))),
-            }
-        }
-        if kept.len() < indices.len() {
-            let mut compact = Vec::with_capacity(kept.len() * per);
-            for &k in &kept {
-                compact.extend_from_slice(&images[k * per..(k + 1) * per]);
-            }
-            images = compact;
-        }
         let indices: Vec<usize> = kept.iter().map(|&k| indices[k]).collect();
         let labels: Vec<u32> = indices.iter().map(|&i| self.dataset.label(i)).collect();
         let size = self.pipeline.output_size();
@@ -348,6 +342,52 @@ impl BatchMaker {
             mixup.apply(&mut batch, &mut rng)?;
         }
         Ok(batch)
+    }
+}
+
+impl BatchMaker {
+    /// Transforms the samples `indices` in parallel into one buffer of `sample_len()` values
+    /// each, with `transform`; returns it and the batch positions it holds (all of them, unless
+    /// `skip_corrupt` dropped samples that failed to load).
+    fn transform_all<T: Copy + Default + Send>(
+        &self,
+        epoch: u64,
+        indices: &[usize],
+        transform: impl Fn(&RawSample, &mut Rng, &mut [T]) -> anyhow::Result<()> + Sync,
+    ) -> anyhow::Result<(Vec<T>, Vec<usize>)> {
+        let per = self.pipeline.sample_len();
+        let mut values = vec![T::default(); indices.len() * per];
+        let seed = self.config.seed;
+        let results: Vec<anyhow::Result<()>> = self.pool.install(|| {
+            values
+                .par_chunks_mut(per)
+                .zip(indices.par_iter())
+                .map(|(out, &i)| {
+                    let mut rng = Rng::derive(seed, epoch, i as u64, Stream::Sample);
+                    let raw = self.dataset.load_raw(i)?;
+                    transform(&raw, &mut rng, out)
+                        .with_context(|| format!("decoding/transforming {}", self.dataset.name(i)))
+                })
+                .collect()
+        });
+        let mut kept = Vec::with_capacity(indices.len());
+        for (k, (r, &i)) in results.into_iter().zip(indices).enumerate() {
+            match r {
+                Ok(()) => kept.push(k),
+                Err(_) if self.config.skip_corrupt => {
+                    self.skipped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e.context(format!("loading sample {i} of epoch {epoch}"))),
+            }
+        }
+        if kept.len() < indices.len() {
+            let mut compact = Vec::with_capacity(kept.len() * per);
+            for &k in &kept {
+                compact.extend_from_slice(&values[k * per..(k + 1) * per]);
+            }
+            values = compact;
+        }
+        Ok((values, kept))
     }
 }
 

@@ -8,7 +8,7 @@
 //! Targets: `lam * onehot_s(y) + (1-lam) * onehot_s(reverse(y))`, with label smoothing `s`
 //! (on = 1 - s + s/K, off = s/K). Applied to normalized images, as DeiT does.
 
-use crate::batch::Batch;
+use crate::batch::{Batch, BatchImages};
 use crate::rng::Rng;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -96,17 +96,20 @@ impl Mixup {
             self.num_classes,
             batch.num_classes
         );
+        let BatchImages::Normalized(images) = &mut batch.images else {
+            anyhow::bail!("Mixup/CutMix mixes normalized images; this batch holds 8-bit pixels");
+        };
         let [b, c, h, w] = batch.shape;
         let d = self.decide(h, w, rng);
         let per = c * h * w;
-        let original = batch.images.clone();
+        let original = images.clone();
         if let Some((yl, yh, xl, xh)) = d.cutmix_box {
             for i in 0..b {
                 let j = b - 1 - i;
                 for ch in 0..c {
                     for y in yl..yh {
                         let row = ch * h * w + y * w;
-                        batch.images[i * per + row + xl..i * per + row + xh]
+                        images[i * per + row + xl..i * per + row + xh]
                             .copy_from_slice(&original[j * per + row + xl..j * per + row + xh]);
                     }
                 }
@@ -115,7 +118,7 @@ impl Mixup {
             let lam = d.lam as f32;
             for i in 0..b {
                 let j = b - 1 - i;
-                for (k, v) in batch.images[i * per..(i + 1) * per].iter_mut().enumerate() {
+                for (k, v) in images[i * per..(i + 1) * per].iter_mut().enumerate() {
                     *v = *v * lam + original[j * per + k] * (1.0 - lam);
                 }
             }
@@ -146,7 +149,7 @@ mod tests {
     fn batch(b: usize) -> Batch {
         let per = 3 * 8 * 8;
         Batch {
-            images: (0..b * per).map(|i| (i / per) as f32).collect(),
+            images: BatchImages::Normalized((0..b * per).map(|i| (i / per) as f32).collect()),
             shape: [b, 3, 8, 8],
             labels: (0..b as u32).collect(),
             soft_targets: None,
@@ -161,7 +164,7 @@ mod tests {
         for seed in 0..40 {
             let mut bt = batch(4);
             let d = m.apply(&mut bt, &mut Rng::from_seed(seed)).unwrap();
-            let t = bt.soft_targets.unwrap();
+            let t = bt.soft_targets.clone().unwrap();
             for i in 0..4 {
                 let row = &t[i * 5..(i + 1) * 5];
                 assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
@@ -169,7 +172,8 @@ mod tests {
                 assert!((row[i] as f64 - (0.9 * d.lam + 0.02)).abs() < 1e-5);
             }
             // Image 0 is lam * 0 + (1 - lam) * 3 everywhere (Mixup) or 3 inside the box (CutMix).
-            let img0 = &bt.images[..192];
+            let all = bt.normalized_images();
+            let img0 = &all[..192];
             match d.cutmix_box {
                 None => assert!(img0
                     .iter()

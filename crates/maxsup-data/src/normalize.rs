@@ -18,6 +18,34 @@ pub fn normalize_into(img: &RgbImage, mean: [f32; 3], std: [f32; 3], out: &mut [
     normalize_portable(&img.data, mean, std, out);
 }
 
+/// Writes `img`'s interleaved pixels as planes into `out` (`3 * width * height` bytes: all R,
+/// then all G, then all B), the layout [`normalize_into`] writes, not yet normalized.
+pub(crate) fn planar_into(img: &RgbImage, out: &mut [u8]) {
+    let plane = img.width * img.height;
+    assert_eq!(out.len(), 3 * plane, "output is not 3 x {plane} bytes");
+    let (r, rest) = out.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    for (i, px) in img.data.chunks_exact(3).take(plane).enumerate() {
+        r[i] = px[0];
+        g[i] = px[1];
+        b[i] = px[2];
+    }
+}
+
+/// Normalizes planar 8-bit pixels (`planes.len() / 3` per channel) into `out`, with the same
+/// arithmetic as [`normalize_into`]: the values it would have written from the same image.
+pub fn normalize_planes(planes: &[u8], mean: [f32; 3], std: [f32; 3], out: &mut [f32]) {
+    assert_eq!(planes.len(), out.len(), "one output value per pixel byte");
+    let plane = planes.len() / 3;
+    for c in 0..3 {
+        let lut: [f32; 256] = std::array::from_fn(|v| value(v as u8, mean[c], std[c]));
+        let range = c * plane..(c + 1) * plane;
+        for (o, &v) in out[range.clone()].iter_mut().zip(&planes[range]) {
+            *o = lut[v as usize];
+        }
+    }
+}
+
 /// The value of byte `v` in channel `c`, the formula both paths compute.
 #[inline(always)]
 fn value(v: u8, mean: f32, std: f32) -> f32 {

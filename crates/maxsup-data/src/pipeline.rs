@@ -10,6 +10,7 @@ use crate::decode::{decode, decode_jpeg_crop, jpeg_region_info};
 use crate::geometry::{random_resized_crop_params, resize_center_crop_plan, Geometry};
 use crate::image::RgbImage;
 pub use crate::normalize::normalize_into;
+use crate::normalize::planar_into;
 use crate::randaugment::RandAugment;
 use crate::random_erasing::RandomErasing;
 use crate::resample::{resample, Interpolation, Rect};
@@ -149,9 +150,49 @@ impl Pipeline {
     /// drawn in a fixed order, so the result depends only on the image and the generator state.
     pub fn apply_into(&self, img: &RgbImage, rng: &mut Rng, out: &mut [f32]) -> anyhow::Result<()> {
         self.check_output(out)?;
-        let flip = self.flip_prob > 0.0 && rng.chance(self.flip_prob);
-        let img = self.geometry.apply(img, rng, flip)?;
+        let img = self.geometry_of(img, rng)?;
         self.finish_into(img, rng, out)
+    }
+
+    /// Whether [`Pipeline::apply_raw_pixels_into`] applies: every step before normalization
+    /// works on 8-bit pixels, random erasing (timm's, on the normalized sample) does not.
+    pub fn has_pixel_output(&self) -> bool {
+        self.random_erasing.is_none()
+    }
+
+    /// Transforms a sample like [`Pipeline::apply_raw_into`] but stops before normalization:
+    /// `out` gets the 8-bit CHW pixels (`sample_len()` bytes), a quarter of the bytes to copy to
+    /// a GPU, which normalizes them there with [`Pipeline::mean`] and [`Pipeline::std`]. The
+    /// random draws are the same, so the pixels normalize to exactly the values
+    /// `apply_raw_into` writes. Fails for a pipeline with random erasing.
+    pub fn apply_raw_pixels_into(
+        &self,
+        raw: &RawSample,
+        rng: &mut Rng,
+        out: &mut [u8],
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.has_pixel_output(),
+            "this pipeline ends with random erasing, which needs the normalized sample: it cannot output 8-bit pixels"
+        );
+        anyhow::ensure!(
+            out.len() == self.sample_len(),
+            "output slice has {} bytes, expected {}",
+            out.len(),
+            self.sample_len()
+        );
+        let img = match raw {
+            RawSample::Decoded(img) => self.geometry_of(img, rng)?,
+            RawSample::Encoded(bytes) => self.encoded_geometry_of(bytes, rng)?,
+        };
+        planar_into(&self.photometric(img, rng), out);
+        Ok(())
+    }
+
+    /// Flip and geometry of a decoded image.
+    fn geometry_of(&self, img: &RgbImage, rng: &mut Rng) -> anyhow::Result<RgbImage> {
+        let flip = self.flip_prob > 0.0 && rng.chance(self.flip_prob);
+        self.geometry.apply(img, rng, flip)
     }
 
     /// Transforms a sample as a dataset stored it (see [`Dataset::load_raw`](crate::Dataset)).
@@ -180,6 +221,12 @@ impl Pipeline {
         out: &mut [f32],
     ) -> anyhow::Result<()> {
         self.check_output(out)?;
+        let img = self.encoded_geometry_of(bytes, rng)?;
+        self.finish_into(img, rng, out)
+    }
+
+    /// Decoding, flip and geometry of an encoded image (see [`Pipeline::apply_encoded_into`]).
+    fn encoded_geometry_of(&self, bytes: &[u8], rng: &mut Rng) -> anyhow::Result<RgbImage> {
         let info = match self.geometry {
             Geometry::RandomResizedCrop { .. } | Geometry::ResizeCenterCrop { .. } => {
                 jpeg_region_info(bytes)?
@@ -187,7 +234,7 @@ impl Pipeline {
             _ => None,
         };
         let Some(info) = info else {
-            return self.apply_into(&decode(bytes)?, rng, out);
+            return self.geometry_of(&decode(bytes)?, rng);
         };
         let flip = self.flip_prob > 0.0 && rng.chance(self.flip_prob);
         let img = match self.geometry {
@@ -216,7 +263,7 @@ impl Pipeline {
             }
             _ => unreachable!("only the geometries matched above reach here"),
         };
-        self.finish_into(img, rng, out)
+        Ok(img)
     }
 
     fn check_output(&self, out: &[f32]) -> anyhow::Result<()> {
@@ -230,18 +277,24 @@ impl Pipeline {
     }
 
     /// Everything after the geometry: photometric ops, normalization, random erasing.
-    fn finish_into(&self, mut img: RgbImage, rng: &mut Rng, out: &mut [f32]) -> anyhow::Result<()> {
+    fn finish_into(&self, img: RgbImage, rng: &mut Rng, out: &mut [f32]) -> anyhow::Result<()> {
+        let img = self.photometric(img, rng);
+        normalize_into(&img, self.mean, self.std, out);
+        if let Some(re) = &self.random_erasing {
+            re.apply(out, 3, img.height, img.width, rng);
+        }
+        Ok(())
+    }
+
+    /// The photometric ops on the 8-bit image: RandAugment, then color jitter.
+    fn photometric(&self, mut img: RgbImage, rng: &mut Rng) -> RgbImage {
         if let Some(ra) = &self.randaugment {
             img = ra.apply(&img, rng);
         }
         if let Some(cj) = &self.color_jitter {
             img = cj.apply(&img, rng);
         }
-        normalize_into(&img, self.mean, self.std, out);
-        if let Some(re) = &self.random_erasing {
-            re.apply(out, 3, img.height, img.width, rng);
-        }
-        Ok(())
+        img
     }
 
     /// Convenience: allocates the output.

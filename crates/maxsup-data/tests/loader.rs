@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use maxsup_data::{Dataset, Interpolation, Loader, LoaderConfig, Mixup, Pipeline, RgbImage};
+use maxsup_data::{
+    BatchImages, Dataset, Interpolation, Loader, LoaderConfig, Mixup, Pipeline, RgbImage,
+};
 
 /// 48x40 synthetic images whose pixels encode the index; `broken` indices fail to load,
 /// `panics` ones panic (a bug in a decoder, say).
@@ -176,14 +178,15 @@ fn global_batch_parts_are_the_single_process_batches_for_any_world_size() {
                 for p in &parts {
                     assert_eq!(p[b].len(), batch / world);
                     indices.extend(p[b].indices.clone());
-                    images.extend(p[b].images.clone());
+                    images.extend_from_slice(&p[b].normalized_images());
                 }
                 assert_eq!(
                     indices, whole.indices,
                     "n {n} batch {batch} world {world} step {b}"
                 );
                 assert_eq!(
-                    images, whole.images,
+                    images,
+                    whole.normalized_images().into_owned(),
                     "same augmentations whatever the world size"
                 );
             }
@@ -214,7 +217,7 @@ fn same_sample_same_augmentation_regardless_of_batch_position() {
     let b = l.make_batch(1, 0, &[3, 7]).unwrap();
     let c = l.make_batch(1, 9, &[7, 3]).unwrap();
     let per = b.image_len();
-    assert_eq!(b.images[..per], c.images[per..]);
+    assert_eq!(b.normalized_images()[..per], c.normalized_images()[per..]);
 }
 
 #[test]
@@ -305,4 +308,76 @@ fn a_panic_while_loading_is_an_error_not_the_end_of_the_epoch() {
         "{err}"
     );
     assert!(err.contains("decoder bug on synthetic/20.jpg"), "{err}");
+}
+
+#[test]
+fn pixel_batches_normalize_to_the_normalized_batches_bit_for_bit() {
+    // RandAugment and colour jitter run on the 8-bit image, so they stay in the pixel path;
+    // a corrupt sample is skipped the same way in both.
+    let pipeline = Pipeline {
+        randaugment: Some(maxsup_data::RandAugment::deit()),
+        color_jitter: Some(maxsup_data::ColorJitter::uniform(0.4)),
+        ..Pipeline::imagenet_train(24, Interpolation::Bicubic)
+    };
+    let make = |pixels: bool| {
+        let ds = Arc::new(Synthetic {
+            n: 20,
+            broken: vec![3],
+            panics: vec![],
+        });
+        let cfg = LoaderConfig {
+            pixels,
+            skip_corrupt: true,
+            ..LoaderConfig::train(6, 11)
+        };
+        Loader::new(ds, pipeline.clone(), cfg).unwrap()
+    };
+    let (normalized, pixels) = (collect(&make(false), 2), collect(&make(true), 2));
+    assert_eq!(normalized.len(), pixels.len());
+    for (n, p) in normalized.iter().zip(&pixels) {
+        let BatchImages::Pixels { values, mean, std } = &p.images else {
+            panic!("expected 8-bit pixels");
+        };
+        assert_eq!((*mean, *std), (pipeline.mean, pipeline.std));
+        assert_eq!(values.len(), n.images.len());
+        assert_eq!(
+            (&p.indices, &p.labels, p.shape),
+            (&n.indices, &n.labels, n.shape)
+        );
+        let (a, b) = (n.normalized_images(), p.normalized_images());
+        assert!(a
+            .iter()
+            .zip(b.iter())
+            .all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+    assert!(
+        normalized.iter().any(|b| b.len() == 5),
+        "the corrupt sample was skipped"
+    );
+}
+
+#[test]
+fn pixel_batches_refuse_what_needs_normalized_values() {
+    let ds = || {
+        Arc::new(Synthetic {
+            n: 8,
+            broken: vec![],
+            panics: vec![],
+        })
+    };
+    let cfg = LoaderConfig {
+        pixels: true,
+        ..LoaderConfig::train(4, 0)
+    };
+    let erasing = Pipeline::deit_train(24);
+    let e = Loader::new(ds(), erasing, cfg.clone()).err().unwrap();
+    assert!(format!("{e:#}").contains("random erasing"), "{e:#}");
+    let l = Loader::new(
+        ds(),
+        Pipeline::imagenet_train(24, Interpolation::Bicubic),
+        cfg,
+    )
+    .unwrap();
+    let e = l.with_mixup(Mixup::deit(10, 0.0)).err().unwrap();
+    assert!(format!("{e:#}").contains("8-bit pixels"), "{e:#}");
 }

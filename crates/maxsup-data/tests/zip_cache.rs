@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use maxsup_data::decode_image as decode;
 use maxsup_data::{
-    build_zip_from_folder, ClassIndexConverter, Dataset, ImageFolder, Interpolation, Loader,
-    LoaderConfig, Pipeline, ZipCache, ZipCacheOptions,
+    build_zip_from_folder, BatchImages, ClassIndexConverter, Dataset, ImageFolder, Interpolation,
+    Loader, LoaderConfig, Pipeline, ZipCache, ZipCacheOptions,
 };
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -95,7 +95,22 @@ fn built_zip_reads_back_identically() {
     .unwrap();
     let batches: Vec<_> = l.epoch(0).map(|b| b.unwrap()).collect();
     assert_eq!(batches.len(), 2);
-    assert!(batches[0].images.iter().all(|v| v.is_finite()));
+    assert!(batches[0].normalized_images().iter().all(|v| v.is_finite()));
+
+    // 8-bit pixel batches (for a GPU) of the encoded members normalize to the same values.
+    let pixels = Loader::new(
+        l.dataset().clone(),
+        l.pipeline().clone(),
+        LoaderConfig {
+            pixels: true,
+            ..LoaderConfig::train(2, 0)
+        },
+    )
+    .unwrap();
+    for (p, b) in pixels.epoch(0).map(|b| b.unwrap()).zip(&batches) {
+        assert!(matches!(p.images, BatchImages::Pixels { .. }));
+        assert_eq!(p.normalized_images(), b.normalized_images());
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

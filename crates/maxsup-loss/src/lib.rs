@@ -59,4 +59,5 @@ pub use logit_penalty::logit_penalty;
 pub use maxsup::{maxsup, maxsup_penalty};
 pub use online_ls::OnlineLabelSmoothing;
 pub use schedule::AlphaSchedule;
+pub use validate::{check_finite_loss, defer_finite_checks, DeferredFiniteChecks};
 pub use zipf_ls::ZipfLabelSmoothing;

@@ -1,6 +1,9 @@
 //! Input checks shared by every loss: the shapes, dtypes and ranges a loss accepts, with errors
 //! that say what was wrong instead of a panic or a silently broadcast result.
 
+use std::cell::Cell;
+use std::marker::PhantomData;
+
 use candle_core::{bail, DType, Result, Tensor};
 
 /// The dtype the loss arithmetic runs in: f64 stays f64, every other float (f32, f16, bf16) is
@@ -59,7 +62,9 @@ pub(crate) fn index_tensor(values: &[u32], device: &candle_core::Device) -> Resu
 ///
 /// The indices are read back to the host to be range-checked: `B` integers, which is negligible
 /// next to a forward pass, and the only way to turn an out-of-range label into an error rather
-/// than an out-of-bounds gather.
+/// than an out-of-bounds gather. `targets` may live on the CPU while the logits are on a GPU
+/// (a training loop has the labels on the host already): then nothing is read from the GPU, and
+/// the checked indices travel to the logits' device by [`index_tensor`].
 pub(crate) fn class_index_values(
     targets: &Tensor,
     batch: usize,
@@ -126,11 +131,24 @@ pub(crate) fn finite_param(value: f64, name: &str, what: &str) -> Result<()> {
 /// Turns a non-finite scalar loss into an error that says which samples carry non-finite
 /// logits, instead of handing NaN to the optimizer.
 ///
-/// Reading the scalar back is one value per step; training loops read it for logging anyway.
+/// Reading the scalar back is one value per step, free on the CPU; on a GPU it stops the host
+/// from queueing ahead, so a training loop that reads its step report anyway runs the losses
+/// under [`defer_finite_checks`] and calls [`check_finite_loss`] on the value it reads.
 pub(crate) fn finite_loss(loss: Tensor, logits: &Tensor, what: &str) -> Result<Tensor> {
-    let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-    if value.is_finite() {
+    if FINITE_CHECKS_DEFERRED.with(Cell::get) > 0 {
         return Ok(loss);
+    }
+    let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    check_finite_loss(value, logits, what)?;
+    Ok(loss)
+}
+
+/// The error [`finite_loss`] raises, for a loss `value` read back by the caller: `Ok` when it
+/// is finite, otherwise an error naming the batch positions whose `logits` are non-finite
+/// (reads the `[B, K]` logits, only on that path).
+pub fn check_finite_loss(value: f64, logits: &Tensor, what: &str) -> Result<()> {
+    if value.is_finite() {
+        return Ok(());
     }
     let rows = logits.to_dtype(DType::F64)?.to_vec2::<f64>()?;
     let bad: Vec<usize> = rows
@@ -150,4 +168,46 @@ pub(crate) fn finite_loss(loss: Tensor, logits: &Tensor, what: &str) -> Result<T
         shown.join(", "),
         if bad.len() > 8 { ", ..." } else { "" }
     )
+}
+
+thread_local! {
+    /// Live [`DeferredFiniteChecks`] guards on this thread.
+    static FINITE_CHECKS_DEFERRED: Cell<usize> = const { Cell::new(0) };
+}
+
+/// While the returned guard lives, the losses computed on this thread skip their read-back of
+/// the loss value (the non-finite check): the caller promises to read the value itself and pass
+/// it to [`check_finite_loss`] before using the step's result. Everything else (shapes, dtypes,
+/// label ranges, hyper-parameters) is still checked.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let logits = Tensor::new(&[[f32::NAN, 0.0]], &Device::Cpu)?;
+/// let targets = Tensor::new(&[0u32], &Device::Cpu)?;
+/// let loss = {
+///     let _deferred = maxsup_loss::defer_finite_checks();
+///     maxsup_loss::cross_entropy(&logits, &targets)? // no error yet: the check is the caller's
+/// };
+/// let value = loss.to_scalar::<f32>()? as f64;
+/// assert!(maxsup_loss::check_finite_loss(value, &logits, "step").is_err());
+/// assert!(maxsup_loss::cross_entropy(&logits, &targets).is_err()); // guard dropped: checked again
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+#[must_use = "the checks are deferred only while the guard lives"]
+pub fn defer_finite_checks() -> DeferredFiniteChecks {
+    FINITE_CHECKS_DEFERRED.with(|n| n.set(n.get() + 1));
+    DeferredFiniteChecks {
+        _same_thread: PhantomData,
+    }
+}
+
+/// The guard of [`defer_finite_checks`]; not `Send`, since the deferral is per thread.
+pub struct DeferredFiniteChecks {
+    _same_thread: PhantomData<*const ()>,
+}
+
+impl Drop for DeferredFiniteChecks {
+    fn drop(&mut self) {
+        FINITE_CHECKS_DEFERRED.with(|n| n.set(n.get() - 1));
+    }
 }

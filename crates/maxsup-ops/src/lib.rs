@@ -41,6 +41,7 @@ mod relu;
 mod residual_branch;
 mod side_output;
 mod softmax;
+mod staged_upload;
 mod sync_batch_norm;
 
 pub use attention::{attention_qkv, attention_qkv_composed};
@@ -59,4 +60,5 @@ pub use residual_branch::{
     BranchWeights,
 };
 pub use softmax::softmax_last_dim;
+pub use staged_upload::{StagedUpload, UploadDType};
 pub use sync_batch_norm::{sync_batch_norm, ReplicaSum, SyncBatchNormGuard};

@@ -39,7 +39,7 @@ pub fn evaluate_sharded(
     let mut acc = CalibrationAccumulator::with_bins(model.num_classes(), &[15])?;
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let x = images_tensor(&batch, device, dtype)?;
+        let x = images_tensor(&batch, device, dtype, None)?;
         let logits = model.forward_t(&x, false)?;
         let logits: Vec<f32> = logits
             .to_dtype(candle_core::DType::F32)?

@@ -183,3 +183,29 @@ fn ema_weights_are_evaluated_each_epoch_and_resume_exactly() {
     let e = format!("{:#}", Trainer::resume(&path).err().expect("must refuse"));
     assert!(e.contains("lacks the EMA average of `conv1.weight`"), "{e}");
 }
+
+/// The step's report is read after the next step is queued, and its finiteness check with it:
+/// a diverging run still stops with an error naming the step and its samples, and leaves the
+/// checkpoint of the last good epoch alone.
+#[test]
+fn a_non_finite_loss_stops_the_run_naming_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), 2);
+    c.train_subset = Some(500);
+    c.eval_subset = Some(250);
+    let mut t = Trainer::new(c).unwrap();
+    t.run_epoch(&mut Silent).unwrap();
+    let last = std::fs::read(dir.path().join(LAST_CHECKPOINT)).unwrap();
+    // Resume with a learning rate that blows the weights up within a few steps.
+    let mut t = Trainer::resume_with(&dir.path().join(LAST_CHECKPOINT), |saved, _| {
+        let mut diverging = saved.clone();
+        diverging.lr = 1e30;
+        Ok(diverging)
+    })
+    .unwrap();
+    let e = format!("{:#}", t.run_epoch(&mut Silent).expect_err("the run diverges"));
+    assert!(e.contains("training step failed at epoch 1, batch "), "{e}");
+    assert!(e.contains("training loss: loss is"), "{e}");
+    assert!(e.contains("last good checkpoint"), "{e}");
+    assert_eq!(std::fs::read(dir.path().join(LAST_CHECKPOINT)).unwrap(), last);
+}

@@ -72,14 +72,14 @@ pub fn run(args: Args) -> Result<()> {
             .next()
             .transpose()?
             .ok_or_else(|| anyhow::anyhow!("no validation images"))?;
-        let x = maxsup_train::images_tensor(&batch, &device, candle_core::DType::F32)?;
+        let x = maxsup_train::images_tensor(&batch, &device, candle_core::DType::F32, None)?;
         let classes = args.class.map(|c| vec![c; batch.len()]);
         let cam = grad_cam(loaded.model.as_ref(), &x, classes.as_deref())?;
         if shown.is_none() {
             let p = loader.pipeline();
             let [_, _, h, w] = batch.shape;
             let images = batch
-                .images
+                .normalized_images()
                 .chunks(batch.image_len())
                 .map(|chw| {
                     let pixels: Vec<f32> = chw

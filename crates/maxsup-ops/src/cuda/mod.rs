@@ -8,6 +8,7 @@ pub(crate) mod batch_norm;
 mod conv;
 mod elementwise;
 mod launch;
+pub(crate) mod pinned;
 pub(crate) mod pool;
 pub(crate) mod rows;
 mod settings;

@@ -1,6 +1,7 @@
 //! The training loop: epochs of steps, evaluation, atomic checkpoints and exact resume.
 
 mod checkpointing;
+mod step_report;
 
 use std::fs;
 use std::path::Path;
@@ -9,8 +10,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use maxsup_data::Batch;
-use maxsup_loss::{ls_decomposition, Criterion, LossInput};
+use maxsup_loss::{Criterion, LossInput};
 use maxsup_models::{seed_stochastic_layers, ImageClassifier};
+use maxsup_ops::StagedUpload;
 use maxsup_optim::{clip_grad_norm, LrSchedule, ModelEma, Optimizer};
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +25,7 @@ use crate::device::{parse_device, DeviceSpec};
 use crate::evaluate::evaluate_sharded;
 use crate::events::{EvalStats, Event, Observer, TrainStats};
 use crate::recipe::TrainConfig;
+use step_report::{PendingReport, StepPosition, StepResult};
 
 /// File names inside the run directory.
 pub const LAST_CHECKPOINT: &str = "last.safetensors";
@@ -58,6 +61,8 @@ pub struct Trainer {
     /// evaluates its `ModelEmaV2` copy after every epoch), so the trained model is never touched.
     ema_model: Option<Box<dyn ImageClassifier>>,
     data: DataLoaders,
+    /// The batches' copy to the device (page-locked staging on CUDA).
+    staging: StagedUpload,
     /// Set in a data-parallel run (several processes).
     parallel: Option<DataParallel>,
 }
@@ -133,6 +138,7 @@ impl Trainer {
             ema,
             ema_model,
             data,
+            staging: StagedUpload::new(),
             parallel,
         })
     }
@@ -281,6 +287,8 @@ impl Trainer {
         let mut lr = first_lr;
         let mut stream = self.data.train.epoch(epoch as u64);
         let mut ran = 0;
+        // Step t's report is read after step t + 1 is queued (see `step_report`).
+        let mut pending: Option<PendingReport> = None;
         for iter in 0.. {
             let Some(batch) = stream.next() else { break };
             ran += 1;
@@ -292,22 +300,23 @@ impl Trainer {
             seed_stochastic_layers(
                 self.state.config.seed ^ self.state.global_step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
             );
-            let step = self
-                .step(&batch, alpha)
-                .with_context(|| self.failure_context(epoch, iter, &batch))?;
-            sums.add(&step, step.samples);
-            self.state.global_step += 1;
-            let images_per_second = sums.images as f64 / start.elapsed().as_secs_f64();
-            let global_step = self.state.global_step;
-            observer.on_event(&Event::Step {
+            let position = StepPosition {
                 epoch,
                 batch: iter,
-                batches,
-                global_step,
-                loss: step.loss,
+                global_step: self.state.global_step + 1,
                 lr,
-                images_per_second,
-            })?;
+                samples: batch.indices.clone(),
+            };
+            let queued = self
+                .step(&batch, alpha, position.clone())
+                .with_context(|| self.failure_context(&position))?;
+            self.state.global_step += 1;
+            if let Some(done) = pending.replace(queued) {
+                self.report_step(&done, batches, start, &mut sums, observer)?;
+            }
+        }
+        if let Some(done) = pending.take() {
+            self.report_step(&done, batches, start, &mut sums, observer)?;
         }
         if ran != batches {
             bail!("epoch {epoch} ran {ran} of its {batches} training batches (the loader stopped early)");
@@ -324,8 +333,34 @@ impl Trainer {
         ))
     }
 
-    /// One optimization step on `batch`.
-    fn step(&mut self, batch: &Batch, alpha: f64) -> Result<StepResult> {
+    /// Reads a queued step's report, adds it to the epoch's sums and tells the observer.
+    fn report_step(
+        &mut self,
+        pending: &PendingReport,
+        batches: usize,
+        start: Instant,
+        sums: &mut EpochSums,
+        observer: &mut dyn Observer,
+    ) -> Result<()> {
+        let step = pending
+            .read(self.parallel.as_mut())
+            .with_context(|| self.failure_context(&pending.position))?;
+        sums.add(&step, step.samples);
+        let images_per_second = sums.images as f64 / start.elapsed().as_secs_f64();
+        let at = &pending.position;
+        observer.on_event(&Event::Step {
+            epoch: at.epoch,
+            batch: at.batch,
+            batches,
+            global_step: at.global_step,
+            loss: step.loss,
+            lr: at.lr,
+            images_per_second,
+        })
+    }
+
+    /// Queues one optimization step on `batch` and its report; reads nothing from the device.
+    fn step(&mut self, batch: &Batch, alpha: f64, position: StepPosition) -> Result<PendingReport> {
         if let Some(p) = self.parallel.as_mut() {
             p.broadcast_buffers(self.model.as_ref())?;
         }
@@ -338,8 +373,12 @@ impl Trainer {
             batch,
             &self.device,
             self.state.config.precision.compute_dtype(),
+            Some(&mut self.staging),
         )?;
-        let y = Tensor::from_slice(&batch.labels, batch.len(), &self.device)?;
+        // The labels stay on the host for the losses' range check (no read from a GPU); the
+        // device copy is for the accuracy.
+        let host_labels = Tensor::from_slice(&batch.labels, batch.len(), &Device::Cpu)?;
+        let y = host_labels.to_device(&self.device)?;
         let soft = match &batch.soft_targets {
             Some(s) => Some(Tensor::from_slice(
                 s,
@@ -363,11 +402,15 @@ impl Trainer {
         };
         let input = LossInput {
             logits: &logits,
-            targets: &y,
+            targets: &host_labels,
             soft_targets: soft.as_ref(),
             dense_logits: dense.as_ref(),
         };
-        let loss = self.criterion.loss(&input, true)?;
+        let loss = {
+            // Checked when the report is read.
+            let _deferred = maxsup_loss::defer_finite_checks();
+            self.criterion.loss(&input, true)?
+        };
         let mut grads = loss.backward()?;
         if let Some(p) = self.parallel.as_mut() {
             p.average_gradients(&mut grads, &self.optimizer.vars())?;
@@ -379,48 +422,12 @@ impl Trainer {
         if let Some(ema) = self.ema.as_mut() {
             ema.update(named_tensors(self.model.as_ref()))?;
         }
-        // Everything the step reports, read back from the device in one transfer.
-        let detached = logits.detach();
-        let parts = ls_decomposition(&detached, &y, alpha.clamp(0.0, 1.0))?;
-        let correct = detached
-            .argmax(1)?
-            .eq(&y)?
-            .to_dtype(DType::F64)?
-            .sum_all()?;
-        let report = Tensor::stack(
-            &[
-                loss.detach().to_dtype(DType::F64)?,
-                correct,
-                parts.regularization.to_dtype(DType::F64)?,
-                parts.error_amplification.to_dtype(DType::F64)?,
-            ],
-            0,
-        )?
-        .to_vec1::<f64>()?;
-        let n = batch.len() as f64;
-        // Over the global batch: means weighted by each rank's samples, counts summed.
-        let mut global = [report[0] * n, report[1], report[2] * n, report[3] * n, n];
-        if let Some(p) = self.parallel.as_mut() {
-            p.sum(&mut global)?;
-        }
-        let total = global[4];
-        Ok(StepResult {
-            loss: global[0] / total,
-            correct: global[1] as usize,
-            ls_regularization: global[2] / total,
-            ls_error_amplification: global[3] / total,
-            samples: total as usize,
-        })
+        PendingReport::queue(&loss, &logits, &y, &host_labels, alpha, position)
     }
 
     /// What to tell the user when a step fails (e.g. a non-finite loss).
-    fn failure_context(&self, epoch: usize, iter: usize, batch: &Batch) -> String {
-        let shown: Vec<String> = batch
-            .indices
-            .iter()
-            .take(8)
-            .map(|i| i.to_string())
-            .collect();
+    fn failure_context(&self, at: &StepPosition) -> String {
+        let shown: Vec<String> = at.samples.iter().take(8).map(|i| i.to_string()).collect();
         let last = self.out_dir().join(LAST_CHECKPOINT);
         let checkpoint = if self.state.next_epoch > 0 && last.exists() {
             format!(
@@ -432,10 +439,12 @@ impl Trainer {
             "no checkpoint written yet".to_string()
         };
         format!(
-            "training step failed at epoch {epoch}, batch {iter} (global step {}), samples [{}{}]; {checkpoint}",
-            self.state.global_step,
+            "training step failed at epoch {}, batch {} (global step {}), samples [{}{}]; {checkpoint}",
+            at.epoch,
+            at.batch,
+            at.global_step - 1,
             shown.join(", "),
-            if batch.indices.len() > 8 { ", ..." } else { "" }
+            if at.samples.len() > 8 { ", ..." } else { "" }
         )
     }
 }
@@ -446,15 +455,6 @@ fn named_tensors(model: &dyn ImageClassifier) -> impl Iterator<Item = (&str, &Te
         .entries()
         .iter()
         .map(|e| (e.name.as_str(), e.var.as_tensor()))
-}
-
-struct StepResult {
-    /// Samples of the (global) batch.
-    samples: usize,
-    loss: f64,
-    correct: usize,
-    ls_regularization: f64,
-    ls_error_amplification: f64,
 }
 
 #[derive(Default)]
