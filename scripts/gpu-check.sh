@@ -42,6 +42,7 @@ phase() { # name limit_s
 }
 phase env 45
 phase ops 100
+phase host-side 20
 phase grads 50
 phase steps 75
 phase dist 70
@@ -58,7 +59,7 @@ def load(name):
         return json.load(open(os.path.join(work, name + ".json")))
     except Exception as e:
         return {"pass": False, "error": f"{name}: {e}"}
-env, libs, ops, grads, steps, dist, ours, torch = (load(n) for n in ["env", "libs", "ops", "grads", "steps", "dist", "throughput", "torch"])
+env, libs, ops, host, grads, steps, dist, ours, torch = (load(n) for n in ["env", "libs", "ops", "host-side", "grads", "steps", "dist", "throughput", "torch"])
 smi = open(os.path.join(work, "smi.txt")).read().strip() if os.path.exists(os.path.join(work, "smi.txt")) else ""
 rows = []
 theirs = {r.get("model"): r for r in torch.get("throughput", [])}
@@ -75,7 +76,7 @@ for r in ours.get("throughput", []):
 report = {
     "date": datetime.date.today().isoformat(), "nvidia_smi": smi, "env": env, "torch_env": torch.get("env"),
     "libraries_missing": libs.get("libraries", ""), "ops_pass": ops.get("pass"), "ops": ops.get("ops", ops),
-    "grads": grads, "steps": steps, "dist": dist, "throughput": rows,
+    "host_side": host, "grads": grads, "steps": steps, "dist": dist, "throughput": rows,
 }
 json.dump(report, open(out, "w"), indent=2)
 if os.environ.get("OUT"):
@@ -86,7 +87,9 @@ print(f"device: {env.get('device', smi)}  cudnn {env.get('cudnn')}  torch {(torc
 print(f"ops: {len(report['ops']) if isinstance(report['ops'], list) else 0} rows, {len(bad)} failing")
 for o in bad[:12]:
     print("  FAIL", o if isinstance(o, str) else f"{o.get('name')} {o.get('dtype')} {o.get('what')} err={o.get('rel_error', o.get('error'))}")
-print(f"grads: {'pass' if grads.get('pass') else 'FAIL'}  steps: {'pass' if steps.get('pass') else 'FAIL'}  dist: {'pass' if dist.get('pass') else 'FAIL'} (NCCL {dist.get('nccl')})")
+for o in [o for o in host.get("host_side", [host]) if not o.get("pass")]:
+    print("  FAIL host side:", json.dumps(o)[:300])
+print(f"host side: {'pass' if host.get('pass') else 'FAIL'}  grads: {'pass' if grads.get('pass') else 'FAIL'}  steps: {'pass' if steps.get('pass') else 'FAIL'}  dist: {'pass' if dist.get('pass') else 'FAIL'} (NCCL {dist.get('nccl')})")
 step_ms = {r.get("model", "").split("_")[0]: r.get("ours_step_ms") for r in rows}
 for a in dist.get("allreduce", []) if isinstance(dist.get("allreduce"), list) else []:
     est = {(e["gpus"], e["link"]): e["ms"] for e in a.get("estimated", [])}

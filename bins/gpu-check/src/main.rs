@@ -2,7 +2,9 @@
 //! per call so that a phase cut off by its time limit loses nothing already written.
 //!
 //! Phases: `env` (device, driver, cuDNN, kernel load time), `ops` (every op on CUDA against the
-//! composed CPU reference in f64, forward and backward, f32 and bf16), `grads` (every trainable
+//! composed CPU reference in f64, forward and backward, f32 and bf16), `host-side` (batches
+//! through page-locked staging buffers, 8-bit pixels normalized on the GPU, losses with labels
+//! on the host), `grads` (every trainable
 //! parameter of ResNet-50 and DeiT-S gets a finite gradient on CUDA), `steps` (one SGD step on
 //! CPU and GPU agree; a bf16 run overfits one batch), `throughput` (ResNet-50 and DeiT-S
 //! training steps at 224 px), `dist` (NCCL with one rank, the all-reduce cost of the flat gradient
@@ -15,6 +17,8 @@ mod compare;
 mod dist;
 #[cfg(feature = "cuda")]
 mod env;
+#[cfg(feature = "cuda")]
+mod host_side;
 #[cfg(feature = "cuda")]
 mod models;
 #[cfg(feature = "cuda")]
@@ -29,6 +33,7 @@ use std::path::PathBuf;
 enum Phase {
     Env,
     Ops,
+    HostSide,
     Grads,
     Steps,
     Throughput,
@@ -68,6 +73,7 @@ fn main() -> anyhow::Result<()> {
     let value = match args.phase {
         Phase::Env => env::run(&device)?,
         Phase::Ops => ops::run(&device)?,
+        Phase::HostSide => host_side::run(&device)?,
         Phase::Grads => models::grads(&device)?,
         Phase::Steps => models::steps(&device)?,
         Phase::Throughput => throughput::run(&device, args.batch, args.warmup, args.steps)?,

@@ -24,9 +24,34 @@ impl UploadDType for u8 {}
 impl UploadDType for f32 {}
 
 mod staged_dtype {
-    pub trait Sealed {}
-    impl Sealed for u8 {}
-    impl Sealed for f32 {}
+    /// Sealed: the CUDA path needs cudarc's and candle's device traits, which the concrete
+    /// types have.
+    pub trait Sealed: Sized {
+        #[cfg(feature = "cuda")]
+        fn staged(
+            upload: &mut super::StagedUpload,
+            values: &[Self],
+            shape: candle_core::Shape,
+            dev: &candle_core::cuda_backend::CudaDevice,
+        ) -> candle_core::Result<candle_core::Tensor>;
+    }
+
+    macro_rules! sealed {
+        ($($t:ty),*) => {$(
+            impl Sealed for $t {
+                #[cfg(feature = "cuda")]
+                fn staged(
+                    upload: &mut super::StagedUpload,
+                    values: &[Self],
+                    shape: candle_core::Shape,
+                    dev: &candle_core::cuda_backend::CudaDevice,
+                ) -> candle_core::Result<candle_core::Tensor> {
+                    upload.staging.upload(values, shape, dev)
+                }
+            }
+        )*};
+    }
+    sealed!(u8, f32);
 }
 
 impl StagedUpload {
@@ -52,7 +77,7 @@ impl StagedUpload {
         }
         match device {
             #[cfg(feature = "cuda")]
-            Device::Cuda(dev) => self.staging.upload(values, shape, dev),
+            Device::Cuda(dev) => T::staged(self, values, shape, dev),
             _ => Tensor::from_slice(values, shape, device),
         }
     }

@@ -3,10 +3,11 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use maxsup_data::Loader;
 use maxsup_metrics::CalibrationAccumulator;
 use maxsup_models::ImageClassifier;
+use maxsup_ops::StagedUpload;
 
 use crate::batch_tensor::images_tensor;
 use crate::data_parallel::DataParallel;
@@ -37,15 +38,28 @@ pub fn evaluate_sharded(
 ) -> Result<EvalStats> {
     let start = Instant::now();
     let mut acc = CalibrationAccumulator::with_bins(model.num_classes(), &[15])?;
+    let mut staging = StagedUpload::new();
+    // Batch t's logits are read after batch t + 1's forward pass is queued, so that a GPU
+    // never waits for the host between batches; detached, so that the forward graph behind
+    // them is freed at once.
+    let mut pending: Option<(Tensor, Vec<u32>)> = None;
+    let mut read = |logits: Tensor, labels: Vec<u32>| -> Result<()> {
+        let logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+        acc.push(&logits, &labels)
+    };
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let x = images_tensor(&batch, device, dtype, None)?;
-        let logits = model.forward_t(&x, false)?;
-        let logits: Vec<f32> = logits
-            .to_dtype(candle_core::DType::F32)?
-            .flatten_all()?
-            .to_vec1()?;
-        acc.push(&logits, &batch.labels)?;
+        let x = images_tensor(&batch, device, dtype, Some(&mut staging))?;
+        let logits = model
+            .forward_t(&x, false)?
+            .detach()
+            .to_dtype(candle_core::DType::F32)?;
+        if let Some((logits, labels)) = pending.replace((logits, batch.labels)) {
+            read(logits, labels)?;
+        }
+    }
+    if let Some((logits, labels)) = pending.take() {
+        read(logits, labels)?;
     }
     let expected = loader.shard_indices().len() as u64;
     let mut sums = acc.to_sums();

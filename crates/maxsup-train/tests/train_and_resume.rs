@@ -203,9 +203,15 @@ fn a_non_finite_loss_stops_the_run_naming_the_step() {
         Ok(diverging)
     })
     .unwrap();
-    let e = format!("{:#}", t.run_epoch(&mut Silent).expect_err("the run diverges"));
+    let e = format!(
+        "{:#}",
+        t.run_epoch(&mut Silent).expect_err("the run diverges")
+    );
     assert!(e.contains("training step failed at epoch 1, batch "), "{e}");
     assert!(e.contains("training loss: loss is"), "{e}");
     assert!(e.contains("last good checkpoint"), "{e}");
-    assert_eq!(std::fs::read(dir.path().join(LAST_CHECKPOINT)).unwrap(), last);
+    assert_eq!(
+        std::fs::read(dir.path().join(LAST_CHECKPOINT)).unwrap(),
+        last
+    );
 }

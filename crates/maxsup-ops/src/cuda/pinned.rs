@@ -1,11 +1,11 @@
 //! Page-locked staging buffers for [`StagedUpload`](crate::StagedUpload).
 
-use candle_core::cuda_backend::cudarc::driver::{result, CudaEvent, DevicePtrMut, PinnedHostSlice};
-use candle_core::cuda_backend::{CudaDevice, CudaStorage};
+use candle_core::cuda_backend::cudarc::driver::{
+    result, CudaEvent, DevicePtrMut, DeviceRepr, PinnedHostSlice,
+};
+use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage};
 use candle_core::op::BackpropOp;
 use candle_core::{Result, Shape, Storage, Tensor};
-
-use crate::staged_upload::UploadDType;
 
 /// Two page-locked byte buffers used in turn, grown to the largest batch seen.
 #[derive(Default)]
@@ -29,7 +29,7 @@ fn driver_err(
 }
 
 impl PinnedRing {
-    pub(crate) fn upload<T: UploadDType>(
+    pub(crate) fn upload<T: DeviceRepr + CudaDType>(
         &mut self,
         values: &[T],
         shape: Shape,
@@ -60,7 +60,8 @@ impl PinnedRing {
             .host
             .as_mut_slice()
             .map_err(driver_err("staging buffer"))?;
-        // SAFETY: `T` is u8 or f32 (sealed), plain bytes; `bytes` is the slice's size in bytes.
+        // SAFETY: `T` is a plain device type (u8 or f32 through the sealed `UploadDType`);
+        // `bytes` is the slice's size in bytes.
         let src = unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), bytes) };
         host[..bytes].copy_from_slice(src);
         // SAFETY: the destination is written in full by the copy before any kernel reads it.
