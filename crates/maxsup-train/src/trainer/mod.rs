@@ -61,8 +61,10 @@ pub struct Trainer {
     /// evaluates its `ModelEmaV2` copy after every epoch), so the trained model is never touched.
     ema_model: Option<Box<dyn ImageClassifier>>,
     data: DataLoaders,
-    /// The batches' copy to the device (page-locked staging on CUDA).
+    /// The batches' copies to the device (page-locked staging on CUDA): images, and the
+    /// Mixup/CutMix targets in buffers of their own (each stream alternates two).
     staging: StagedUpload,
+    soft_target_staging: StagedUpload,
     /// Set in a data-parallel run (several processes).
     parallel: Option<DataParallel>,
 }
@@ -139,6 +141,7 @@ impl Trainer {
             ema_model,
             data,
             staging: StagedUpload::new(),
+            soft_target_staging: StagedUpload::new(),
             parallel,
         })
     }
@@ -380,7 +383,7 @@ impl Trainer {
         let host_labels = Tensor::from_slice(&batch.labels, batch.len(), &Device::Cpu)?;
         let y = host_labels.to_device(&self.device)?;
         let soft = match &batch.soft_targets {
-            Some(s) => Some(Tensor::from_slice(
+            Some(s) => Some(self.soft_target_staging.upload(
                 s,
                 (batch.len(), batch.num_classes),
                 &self.device,
