@@ -39,6 +39,21 @@ gpu-pack:
 gpu-check:
     bash scripts/gpu-check.sh
 
+# Pack the GPU profile of Tables 1 and 2 for the lent GPU machine: .gpu/bin and .gpu/parts/N
+# (docs/gpu-tables.md says which command carries which).
+gpu-tables-pack: build-cuda
+    bash scripts/gpu-tables.sh pack
+
+# On the GPU machine: one command of the GPU profile (rebuilds the parts that arrived, then
+# trains and measures as far as the time allows; rerun to continue).
+gpu-tables:
+    bash scripts/gpu-tables.sh
+
+# The GPU profile's flow on the CPU with a tiny training (~4 min): parts, cut-off, resume, tables.
+gpu-tables-dry-run:
+    cargo build --release -p train-conv -p maxsup
+    bash scripts/test-gpu-tables.sh
+
 # Regenerate the PyTorch reference fixtures (needs torch, torchvision, timm, scipy, scikit-learn).
 fixtures:
     cd crates/maxsup-loss/fixtures && python3 gen_fixtures.py
@@ -50,7 +65,9 @@ fixtures:
 # about 2.5 hours on the 2-core box at ~185 images/s (5 losses x ~25 min of training, plus
 # evaluation and feature extraction), interruptible: rerunning resumes. SUBSET=N trains (and measures the train split)
 # on the first N CIFAR-10 training images; IMAGENET_DIR uses the zip cache there with the paper's
-# ResNet-50 recipe (DEVICE=cuda for a GPU build). Trains CE, LS, OLS, Zipf-LS and MaxSup with one
+# ResNet-50 recipe. DEVICE=cuda builds the CUDA binaries and trains the GPU recipe
+# cifar10-resnet18 instead (15 epochs converge: `just reproduce-table1 15 '' '' cuda runs/gpu`;
+# docs/gpu-tables.md). Trains CE, LS, OLS, Zipf-LS and MaxSup with one
 # recipe and seed, extracts train/val features and prints the table beside the paper's.
 # Paper Table 1: intra-class variation and inter-class separability of five losses.
 reproduce-table1 epochs="5" subset="" imagenet="" device="cpu" out="runs/table1":
@@ -60,26 +77,10 @@ reproduce-table1 epochs="5" subset="" imagenet="" device="cpu" out="runs/table1"
         cuda*) just build-cuda; bin=target/cuda/release ;;
         *) cargo build --release -p train-conv -p maxsup; bin=target/release ;;
     esac
-    if [ -n "{{imagenet}}" ]; then
-        data=(--recipe resnet50-imagenet --zip "{{imagenet}}"); limit=(--limit 50000)
-    else
-        bash data/fetch-cifar10.sh
-        data=(--recipe cifar10-resnet20 --epochs "{{epochs}}"); limit=(--limit 10000)
-        if [ -n "{{subset}}" ]; then data+=(--train-subset "{{subset}}" --eval-subset 2000); limit=(--limit "{{subset}}"); fi
-    fi
-    for loss in ce ls ols zipf maxsup; do
-        dir="{{out}}/$loss"
-        if [ ! -f "$dir/features_val.safetensors" ]; then
-            if [ -f "$dir/last.safetensors" ]; then resume=(--resume "$dir/last.safetensors"); else resume=(); fi
-            "$bin/train-conv" "${data[@]}" --loss "$loss" --seed 0 --device "{{device}}" \
-                --out-dir "$dir" --no-progress "${resume[@]}"
-            "$bin/maxsup" extract --weights "$dir/last.safetensors" --split train "${limit[@]}" \
-                --device "{{device}}" --out "$dir/features_train.safetensors"
-            "$bin/maxsup" extract --weights "$dir/last.safetensors" --split val \
-                --device "{{device}}" --out "$dir/features_val.safetensors"
-        fi
-    done
-    "$bin/maxsup" table1 --runs "{{out}}" --out "{{out}}/table1.md" \
+    if [ -n "{{imagenet}}" ]; then data=(--imagenet "{{imagenet}}"); else bash data/fetch-cifar10.sh; data=(--epochs "{{epochs}}"); fi
+    subset="{{subset}}"
+    bash scripts/reproduce-tables.sh --table 1 --bin "$bin" --device "{{device}}" --out "{{out}}" "${data[@]}" \
+        ${subset:+--subset "$subset"} \
         --note "Command: just reproduce-table1 {{epochs}} {{subset}} '{{imagenet}}' {{device}} {{out}}"
 
 # Arguments are positional: `just reproduce-table2 EPOCHS SUBSET IMAGENET_DIR DEVICE OUT`
@@ -96,27 +97,9 @@ reproduce-table2 epochs="5" subset="" imagenet="" device="cpu" out="runs/table1"
         cuda*) just build-cuda; bin=target/cuda/release ;;
         *) cargo build --release -p train-conv -p maxsup; bin=target/release ;;
     esac
-    if [ -n "{{imagenet}}" ]; then
-        bash data/fetch-cifar10.sh
-        data=(--recipe resnet50-imagenet --zip "{{imagenet}}"); target=(--cifar10 data/cifar-10-batches-bin)
-    else
-        bash data/fetch-cifar10.sh; bash data/fetch-fashion-mnist.sh
-        data=(--recipe cifar10-resnet20 --epochs "{{epochs}}"); target=(--fashion-mnist data/fashion-mnist)
-    fi
-    limit=()
-    if [ -n "{{subset}}" ]; then data+=(--train-subset "{{subset}}" --eval-subset 2000); limit=(--limit "{{subset}}"); fi
-    for loss in ce ls maxsup; do
-        dir="{{out}}/$loss"
-        if [ ! -f "$dir/last.safetensors" ]; then
-            "$bin/train-conv" "${data[@]}" --loss "$loss" --seed 0 --device "{{device}}" \
-                --out-dir "$dir" --no-progress
-        fi
-        for split in train val; do
-            name=$([ "$split" = train ] && echo transfer_train || echo transfer_test)
-            if [ "$split" = train ]; then n=("${limit[@]}"); else n=(); fi
-            [ -f "$dir/$name.safetensors" ] || "$bin/maxsup" extract --weights "$dir/last.safetensors" \
-                "${target[@]}" --split "$split" "${n[@]}" --device "{{device}}" --out "$dir/$name.safetensors"
-        done
-    done
-    "$bin/maxsup" table2 --runs "{{out}}" --out "{{out}}/table2.md" \
+    bash data/fetch-cifar10.sh
+    if [ -n "{{imagenet}}" ]; then data=(--imagenet "{{imagenet}}"); else bash data/fetch-fashion-mnist.sh; data=(--epochs "{{epochs}}"); fi
+    subset="{{subset}}"
+    bash scripts/reproduce-tables.sh --table 2 --bin "$bin" --device "{{device}}" --out "{{out}}" "${data[@]}" \
+        ${subset:+--subset "$subset"} \
         --note "Command: just reproduce-table2 {{epochs}} {{subset}} '{{imagenet}}' {{device}} {{out}}"

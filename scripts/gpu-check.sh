@@ -9,8 +9,7 @@
 # PYTHON: the interpreter with torch (default /opt/torch/.venv/bin/python3 if present, else python3).
 set -u
 cd "$(dirname "$0")/.."
-py=${PYTHON:-}
-[ -n "$py" ] || { [ -x /opt/torch/.venv/bin/python3 ] && py=/opt/torch/.venv/bin/python3 || py=python3; }
+source scripts/gpu-env.sh
 work=$(mktemp -d)
 out=docs/data/gpu-check-$(date -u +%F).json
 mkdir -p docs/data
@@ -20,15 +19,6 @@ bin=.gpu/gpu-check
 if [ ! -x "$bin" ] && [ -f "$bin.gz" ]; then gunzip -c "$bin.gz" > "$bin" && chmod +x "$bin"; fi
 if [ ! -x "$bin" ]; then echo "gpu-check: no $bin; build it with 'just build-cuda && just gpu-pack'" >&2; exit 2; fi
 
-# The CUDA libraries the binary links (cudart, cuBLAS, cuRAND, cuDNN) from PyTorch's wheels.
-libs=$("$py" - <<'PY'
-import glob, os, site, sys
-roots = site.getsitepackages() + [site.getusersitepackages()]
-dirs = sorted({os.path.dirname(p) for r in roots for p in glob.glob(os.path.join(r, "nvidia", "*", "lib", "*.so*"))})
-print(":".join(dirs))
-PY
-)
-export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 missing=$(ldd -r "$bin" 2>&1 | grep -E "not found|undefined symbol" || true)
 echo "{\"libraries\": $(printf '%s' "$missing" | "$py" -c 'import json,sys; print(json.dumps(sys.stdin.read()))')}" > "$work/libs.json"
 if [ -n "$missing" ]; then log "missing libraries:"; echo "$missing"; fi

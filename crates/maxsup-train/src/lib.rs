@@ -11,6 +11,7 @@ mod checkpoint;
 mod components;
 mod data_parallel;
 mod data_setup;
+mod describe;
 mod device;
 mod evaluate;
 mod events;

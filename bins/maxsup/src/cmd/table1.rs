@@ -23,7 +23,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let md = maxsup_analysis::tables::table1(&args.runs)?.to_markdown();
+    let mut md = maxsup_analysis::tables::table1(&args.runs)?.to_markdown();
+    md.push_str("\nRuns (from each method's config.json):\n");
+    for line in maxsup_analysis::tables::describe_runs(&args.runs) {
+        writeln!(md, "- {line}")?;
+    }
     print!("{md}");
     if let Some(out) = &args.out {
         let mut doc = String::from("# Table 1 reproduction\n\n");
