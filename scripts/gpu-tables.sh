@@ -50,7 +50,9 @@ device=${DEVICE:-cuda}
 runs=${RUNS:-runs/gpu-tables}
 docs=${DOCS:-docs}
 mkdir -p "$runs" "$docs/data"
-status=$docs/data/gpu-tables-status.json
+# Kept with the runs (ignored, so it stays between commands while the machine is warm) and
+# copied beside the tables.
+status=$runs/status.json
 
 # Copies what a command produced back through $OUT (when the device tool set it) and records the
 # state: what is done, what is left, the time each part took.
@@ -90,8 +92,9 @@ prev = json.load(open(status)) if os.path.exists(status) else {}
 commands = prev.get("commands", []) + [{"state": state, "rc": rc, "seconds": round(time.time() - start, 1)}]
 json.dump({"state": state, "commands": commands, "runs": losses}, open(status, "w"), indent=2)
 PY
+    cp "$status" "$docs/data/gpu-tables-status.json"
     if [ -n "${OUT:-}" ]; then
-        cp "$status" "$OUT/" 2>/dev/null || true
+        cp "$status" "$OUT/gpu-tables-status.json"
         for f in "$docs/table1-gpu.md" "$docs/table2-gpu.md"; do [ -f "$f" ] && cp "$f" "$OUT/"; done
         for d in "$runs"/*/; do
             [ -d "$d" ] || continue
