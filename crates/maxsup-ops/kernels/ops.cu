@@ -281,6 +281,136 @@ __device__ void bn_bwd_dx(const T* x, const T* y, const T* dy, const float* stat
   }
 }
 
+// ---------------------------------------------------------------- BatchNorm over NHWC
+// The channels-last input as M = N*H*W rows of C channels. Sums: grid (ceil(C/32), S), block
+// (32, 8): thread (tx, ty) of block (bx, by) reduces channel bx*32+tx over rows by*8+ty,
+// by*8+ty+8S, ...; the 8 rows of a block are added in f64 in a fixed order. The partial sums are
+// laid out as the NCHW kernels' ([C][S][2]), so the same finalisations apply (with hw = 1: the
+// shift, x[ch], is the channel's first element there too).
+
+template <typename T>
+__device__ void bn_stats_partial_nhwc(const T* x, double* partial, size_t m, int c, int splits) {
+  __shared__ double sa[8][32], sa2[8][32];
+  int ch = blockIdx.x * 32 + threadIdx.x;
+  float a = 0.f, a2 = 0.f;
+  if (ch < c) {
+    float shift = to_f(x[ch]);
+    for (size_t r = (size_t)blockIdx.y * 8 + threadIdx.y; r < m; r += (size_t)splits * 8) {
+      float v = to_f(x[r * c + ch]) - shift;
+      a += v;
+      a2 += v * v;
+    }
+  }
+  sa[threadIdx.y][threadIdx.x] = a;
+  sa2[threadIdx.y][threadIdx.x] = a2;
+  __syncthreads();
+  if (threadIdx.y == 0 && ch < c) {
+    double t = 0.0, t2 = 0.0;
+    for (int k = 0; k < 8; ++k) { t += sa[k][threadIdx.x]; t2 += sa2[k][threadIdx.x]; }
+    partial[((size_t)ch * splits + blockIdx.y) * 2] = t;
+    partial[((size_t)ch * splits + blockIdx.y) * 2 + 1] = t2;
+  }
+}
+template <typename T>
+__device__ void bn_apply_nhwc(const T* x, const float* stats, const float* w, const float* b, T* y, size_t total, int c, float eps, int relu) {
+  GRID_STRIDE(i, total) {
+    int ch = i % c;
+    float scale = w[ch] * rsqrtf(stats[c + ch] + eps);
+    float v = to_f(x[i]) * scale + (b[ch] - stats[ch] * scale);
+    if (relu) v = v > 0.f ? v : 0.f;
+    y[i] = from_f<T>(v);
+  }
+}
+template <typename T>
+__device__ void bn_bwd_partial_nhwc(const T* x, const T* dy, const float* stats, double* partial, size_t m, int c, int splits) {
+  __shared__ double sa[8][32], sax[8][32];
+  int ch = blockIdx.x * 32 + threadIdx.x;
+  float a = 0.f, ax = 0.f;
+  if (ch < c) {
+    float mean = stats[ch];
+    for (size_t r = (size_t)blockIdx.y * 8 + threadIdx.y; r < m; r += (size_t)splits * 8) {
+      float g = to_f(dy[r * c + ch]);
+      a += g;
+      ax += g * (to_f(x[r * c + ch]) - mean);
+    }
+  }
+  sa[threadIdx.y][threadIdx.x] = a;
+  sax[threadIdx.y][threadIdx.x] = ax;
+  __syncthreads();
+  if (threadIdx.y == 0 && ch < c) {
+    double t = 0.0, tx = 0.0;
+    for (int k = 0; k < 8; ++k) { t += sa[k][threadIdx.x]; tx += sax[k][threadIdx.x]; }
+    partial[((size_t)ch * splits + blockIdx.y) * 2] = t;
+    partial[((size_t)ch * splits + blockIdx.y) * 2 + 1] = tx;
+  }
+}
+template <typename T>
+__device__ void bn_bwd_dx_nhwc(const T* x, const T* dy, const float* stats, const float* w, const float* sums, T* dx, size_t total, int c, float count, float eps) {
+  GRID_STRIDE(i, total) {
+    int ch = i % c;
+    float rstd = rsqrtf(stats[c + ch] + eps);
+    float xh = (to_f(x[i]) - stats[ch]) * rstd;
+    dx[i] = from_f<T>(w[ch] * rstd / count * (count * to_f(dy[i]) - sums[c + ch] - xh * sums[ch]));
+  }
+}
+
+// ---------------------------------------------------------------- max-pool over NHWC
+// As the NCHW kernels, one thread per output (forward) or input (backward) element, the channel
+// fastest so a warp reads consecutive channels.
+
+template <typename T>
+__device__ void max_pool_fwd_nhwc(const T* x, T* y, uint8_t* arg, size_t n, int c, int h, int w, int oh, int ow, int k, int s, int p) {
+  GRID_STRIDE(idx, n * oh * ow * c) {
+    int ch = idx % c;
+    size_t q = idx / c;
+    int j = q % ow;
+    q /= ow;
+    int i = q % oh;
+    size_t b = q / oh;
+    int r0 = i * s - p, c0 = j * s - p;
+    const T* xb = x + b * h * w * c + ch;
+    float best = -INFINITY;
+    int at = max(0, -r0) * k + max(0, -c0);
+    for (int ky = 0; ky < k; ++ky) {
+      int r = r0 + ky;
+      if (r < 0 || r >= h) continue;
+      for (int kx = 0; kx < k; ++kx) {
+        int cc = c0 + kx;
+        if (cc < 0 || cc >= w) continue;
+        float v = to_f(xb[((size_t)r * w + cc) * c]);
+        if (v > best || isnan(v)) { best = v; at = ky * k + kx; }
+      }
+    }
+    y[idx] = from_f<T>(best);
+    arg[idx] = (uint8_t)at;
+  }
+}
+template <typename T>
+__device__ void max_pool_bwd_nhwc(const T* dy, const uint8_t* arg, T* dx, size_t n, int c, int h, int w, int oh, int ow, int k, int s, int p) {
+  GRID_STRIDE(idx, n * h * w * c) {
+    int ch = idx % c;
+    size_t q = idx / c;
+    int cc = q % w;
+    q /= w;
+    int r = q % h;
+    size_t b = q / h;
+    int i0 = max(0, (r + p - k + s) / s), i1 = min(oh - 1, (r + p) / s);
+    int j0 = max(0, (cc + p - k + s) / s), j1 = min(ow - 1, (cc + p) / s);
+    float g = 0.f;
+    for (int i = i0; i <= i1; ++i) {
+      int ky = r + p - i * s;
+      if (ky < 0 || ky >= k) continue;
+      for (int j = j0; j <= j1; ++j) {
+        int kx = cc + p - j * s;
+        if (kx < 0 || kx >= k) continue;
+        size_t o = ((b * oh + i) * ow + j) * c + ch;
+        if (arg[o] == ky * k + kx) g += to_f(dy[o]);
+      }
+    }
+    dx[idx] = from_f<T>(g);
+  }
+}
+
 // ---------------------------------------------------------------- max-pool over NCHW
 // arg holds the winner's position inside its (unclipped) window, ky * k + kx; padded cells never
 // win; the first maximum wins, a NaN wins over numbers (as the CPU kernel and PyTorch).
@@ -352,7 +482,13 @@ __device__ void max_pool_bwd(const T* dy, const uint8_t* arg, T* dx, size_t plan
   extern "C" __global__ void bn_bwd_partial_##S(const T* x, const T* y, const T* dy, const float* stats, double* partial, int n, int c, int hw, int splits, int relu) { bn_bwd_partial(x, y, dy, stats, partial, n, c, hw, splits, relu); } \
   extern "C" __global__ void bn_bwd_dx_##S(const T* x, const T* y, const T* dy, const float* stats, const float* w, const float* sums, T* dx, int c, int hw, float count, float eps, int relu) { bn_bwd_dx(x, y, dy, stats, w, sums, dx, c, hw, count, eps, relu); } \
   extern "C" __global__ void max_pool_fwd_##S(const T* x, T* y, uint8_t* arg, size_t planes, int h, int w, int oh, int ow, int k, int s, int p) { max_pool_fwd(x, y, arg, planes, h, w, oh, ow, k, s, p); } \
-  extern "C" __global__ void max_pool_bwd_##S(const T* dy, const uint8_t* arg, T* dx, size_t planes, int h, int w, int oh, int ow, int k, int s, int p) { max_pool_bwd(dy, arg, dx, planes, h, w, oh, ow, k, s, p); }
+  extern "C" __global__ void max_pool_bwd_##S(const T* dy, const uint8_t* arg, T* dx, size_t planes, int h, int w, int oh, int ow, int k, int s, int p) { max_pool_bwd(dy, arg, dx, planes, h, w, oh, ow, k, s, p); } \
+  extern "C" __global__ void bn_stats_partial_nhwc_##S(const T* x, double* partial, size_t m, int c, int splits) { bn_stats_partial_nhwc(x, partial, m, c, splits); } \
+  extern "C" __global__ void bn_apply_nhwc_##S(const T* x, const float* stats, const float* w, const float* b, T* y, size_t total, int c, float eps, int relu) { bn_apply_nhwc(x, stats, w, b, y, total, c, eps, relu); } \
+  extern "C" __global__ void bn_bwd_partial_nhwc_##S(const T* x, const T* dy, const float* stats, double* partial, size_t m, int c, int splits) { bn_bwd_partial_nhwc(x, dy, stats, partial, m, c, splits); } \
+  extern "C" __global__ void bn_bwd_dx_nhwc_##S(const T* x, const T* dy, const float* stats, const float* w, const float* sums, T* dx, size_t total, int c, float count, float eps) { bn_bwd_dx_nhwc(x, dy, stats, w, sums, dx, total, c, count, eps); } \
+  extern "C" __global__ void max_pool_fwd_nhwc_##S(const T* x, T* y, uint8_t* arg, size_t n, int c, int h, int w, int oh, int ow, int k, int s, int p) { max_pool_fwd_nhwc(x, y, arg, n, c, h, w, oh, ow, k, s, p); } \
+  extern "C" __global__ void max_pool_bwd_nhwc_##S(const T* dy, const uint8_t* arg, T* dx, size_t n, int c, int h, int w, int oh, int ow, int k, int s, int p) { max_pool_bwd_nhwc(dy, arg, dx, n, c, h, w, oh, ow, k, s, p); }
 
 INSTANTIATE(float, f32)
 INSTANTIATE(bf16, bf16)

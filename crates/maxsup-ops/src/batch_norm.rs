@@ -59,8 +59,20 @@ fn host_mean_rstd(stats: &Tensor, eps: f64, c: usize) -> Result<(Vec<f32>, Vec<f
     Ok((mean, rstd))
 }
 
-/// Batch statistics `[mean (C) | biased variance (C)]`, f32, of an NCHW input.
-struct BatchStatsOp;
+/// `(N, C, H·W)` of the ops' input: `[N, C, H, W]`, or `[N, H, W, C]` when `nhwc`.
+fn dims(shape: &Shape, nhwc: bool) -> Result<(usize, usize, usize)> {
+    let (a, b, c, d) = shape.dims4()?;
+    Ok(match nhwc {
+        false => (a, b, c * d),
+        true => (a, d, b * c),
+    })
+}
+
+/// Batch statistics `[mean (C) | biased variance (C)]`, f32, of an NCHW input (NHWC with
+/// `nhwc`: every op below takes the `[N, H, W, C]` permutation of a channels-last input then).
+struct BatchStatsOp {
+    nhwc: bool,
+}
 
 impl CustomOp1 for BatchStatsOp {
     fn name(&self) -> &'static str {
@@ -68,9 +80,12 @@ impl CustomOp1 for BatchStatsOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = l.shape().dims4()?;
+        let (n, c, hw) = dims(l.shape(), self.nhwc)?;
         let x = contiguous_f32(s, l, "batch_norm2d input")?;
-        let st = channel_stats(x, n, c, h * w);
+        let st = match self.nhwc {
+            true => crate::cpu::batch_norm_nhwc::channel_stats(x, c),
+            false => channel_stats(x, n, c, hw),
+        };
         let mut out: Vec<f32> = st.iter().map(|s| s.0 as f32).collect();
         out.extend(st.iter().map(|s| s.1 as f32));
         Ok((CpuStorage::F32(out), Shape::from(2 * c)))
@@ -78,8 +93,9 @@ impl CustomOp1 for BatchStatsOp {
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
-        let (_, c, _, _) = l.shape().dims4()?;
-        Ok((crate::cuda::batch_norm::stats(s, l)?, Shape::from(2 * c)))
+        let (_, c, _) = dims(l.shape(), self.nhwc)?;
+        let st = crate::cuda::batch_norm::stats(s, l, self.nhwc)?;
+        Ok((st, Shape::from(2 * c)))
     }
 }
 
@@ -108,6 +124,7 @@ struct BatchNormTrainOp {
     /// SyncBatchNorm: `stats` are the whole batch's, and backward sums over the replicas
     /// installed on the thread (ops must be `Send`, so the replicas are not held here).
     synced: bool,
+    nhwc: bool,
 }
 
 impl CustomOp3 for BatchNormTrainOp {
@@ -124,14 +141,19 @@ impl CustomOp3 for BatchNormTrainOp {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (_, c, h, w) = xl.shape().dims4()?;
+        let (_, c, hw) = dims(xl.shape(), self.nhwc)?;
         let x = contiguous_f32(xs, xl, "batch_norm2d input")?;
         let wt = contiguous_f32(ws, wl, "batch_norm2d weight")?;
         let bi = contiguous_f32(bs, bl, "batch_norm2d bias")?;
         let (mean, rstd) = host_mean_rstd(&self.stats, self.eps, c)?;
-        let hw = h * w;
         ensure_len("batch_norm2d weight", wt.len(), c)?;
         ensure_len("batch_norm2d bias", bi.len(), c)?;
+        if self.nhwc {
+            let scale: Vec<f32> = (0..c).map(|ch| wt[ch] * rstd[ch]).collect();
+            let shift: Vec<f32> = (0..c).map(|ch| bi[ch] - mean[ch] * scale[ch]).collect();
+            let y = crate::cpu::batch_norm_nhwc::affine(x, c, &scale, &shift, self.relu);
+            return Ok((CpuStorage::F32(y), xl.shape().clone()));
+        }
         let mut y = Output::new(x.len());
         if hw < images::FEW_PIXELS {
             let scale: Vec<f32> = (0..c).map(|ch| wt[ch] * rstd[ch]).collect();
@@ -174,6 +196,7 @@ impl CustomOp3 for BatchNormTrainOp {
                 (bs, bl),
                 self.eps as f32,
                 self.relu,
+                self.nhwc,
             )
         })?;
         Ok((y, xl.shape().clone()))
@@ -193,12 +216,13 @@ impl CustomOp3 for BatchNormTrainOp {
         } else {
             dy.contiguous()?
         };
-        let c = x.dim(1)?;
+        let (_, c, _) = dims(x.shape(), self.nhwc)?;
         let sums = x.apply_op2_no_bwd(
             &g,
             &BatchNormBackwardSums {
                 stats: self.stats.clone(),
                 eps: self.eps,
+                nhwc: self.nhwc,
             },
         )?;
         let dx_sums = if self.synced {
@@ -219,6 +243,7 @@ impl CustomOp3 for BatchNormTrainOp {
                 stats: self.stats.clone(),
                 weight: w.clone(),
                 eps: self.eps,
+                nhwc: self.nhwc,
             },
         )?;
         let dw = sums.narrow(0, 0, c)?.reshape(w.shape())?;
@@ -232,6 +257,7 @@ impl CustomOp3 for BatchNormTrainOp {
 struct BatchNormBackwardSums {
     stats: Tensor,
     eps: f64,
+    nhwc: bool,
 }
 
 impl CustomOp2 for BatchNormBackwardSums {
@@ -246,12 +272,15 @@ impl CustomOp2 for BatchNormBackwardSums {
         gs: &CpuStorage,
         gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = xl.shape().dims4()?;
-        let hw = h * w;
+        let (n, c, hw) = dims(xl.shape(), self.nhwc)?;
         let xv = contiguous_f32(xs, xl, "batch_norm2d input")?;
         let gv = contiguous_f32(gs, gl, "batch_norm2d gradient")?;
         let (mean, rstd) = host_mean_rstd(&self.stats, self.eps, c)?;
         ensure_len("batch_norm2d gradient", gv.len(), xv.len())?;
+        if self.nhwc {
+            let out = crate::cpu::batch_norm_nhwc::grad_sums(gv, xv, c, &mean, &rstd);
+            return Ok((CpuStorage::F32(out), Shape::from(2 * c)));
+        }
         let sums: Vec<(f32, f32)> = if hw < images::FEW_PIXELS {
             images::grad_sums(gv, xv, n, c, hw, &mean, &rstd)
         } else {
@@ -284,9 +313,15 @@ impl CustomOp2 for BatchNormBackwardSums {
         gs: &CudaStorage,
         gl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        let (_, c, _, _) = xl.shape().dims4()?;
+        let (_, c, _) = dims(xl.shape(), self.nhwc)?;
         let sums = with_cuda(&self.stats, "the statistics", |ss, sl| {
-            crate::cuda::batch_norm::backward_sums((xs, xl), (gs, gl), (ss, sl), self.eps as f32)
+            crate::cuda::batch_norm::backward_sums(
+                (xs, xl),
+                (gs, gl),
+                (ss, sl),
+                self.eps as f32,
+                self.nhwc,
+            )
         })?;
         Ok((sums, Shape::from(2 * c)))
     }
@@ -297,6 +332,7 @@ struct BatchNormBackwardDx {
     stats: Tensor,
     weight: Tensor,
     eps: f64,
+    nhwc: bool,
 }
 
 impl CustomOp3 for BatchNormBackwardDx {
@@ -313,8 +349,7 @@ impl CustomOp3 for BatchNormBackwardDx {
         ss: &CpuStorage,
         sl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = xl.shape().dims4()?;
-        let hw = h * w;
+        let (n, c, hw) = dims(xl.shape(), self.nhwc)?;
         let m = (n * hw) as f32;
         let xv = contiguous_f32(xs, xl, "batch_norm2d input")?;
         let gv = contiguous_f32(gs, gl, "batch_norm2d gradient")?;
@@ -322,6 +357,19 @@ impl CustomOp3 for BatchNormBackwardDx {
         let (mean, rstd) = host_mean_rstd(&self.stats, self.eps, c)?;
         let wv = host_f32(&self.weight)?;
         ensure_len("batch_norm2d gradient", gv.len(), xv.len())?;
+        ensure_len("batch_norm2d sums", sums.len(), 2 * c)?;
+        if self.nhwc {
+            let k: Vec<f32> = (0..c).map(|ch| wv[ch] * rstd[ch] / m).collect();
+            let terms = crate::cpu::batch_norm_nhwc::ChannelDx {
+                k: &k,
+                s: &sums[c..],
+                sx: &sums[..c],
+                mean: &mean,
+                rstd: &rstd,
+            };
+            let dx = crate::cpu::batch_norm_nhwc::dx(gv, xv, c, m, &terms);
+            return Ok((CpuStorage::F32(dx), xl.shape().clone()));
+        }
         let mut dx = Output::new(xv.len());
         if hw < images::FEW_PIXELS {
             let per_channel = images::ChannelDx {
@@ -381,6 +429,7 @@ impl CustomOp3 for BatchNormBackwardDx {
                     (ws, wl),
                     (ss, sl),
                     self.eps as f32,
+                    self.nhwc,
                 )
             })
         })?;
@@ -410,6 +459,8 @@ fn check_channels(c: usize, named: &[(&str, &Tensor)]) -> Result<()> {
 /// `train == false`: normalise with the running statistics; nothing is updated.
 /// The fused ops run for f32 on the CPU and for f32 or bf16 input (f32 weight, bias and running
 /// statistics) on CUDA; anything else runs the composed reference (`reference::batch_norm2d`).
+/// In train mode a channels-last input (`crate::layout`) runs the NHWC kernels and gives a
+/// channels-last result.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm2d(
     x: &Tensor,
@@ -520,8 +571,13 @@ fn batch_norm2d_impl(
             x.shape()
         );
     }
-    let x = x.contiguous()?;
-    let local = x.apply_op1_no_bwd(&BatchStatsOp)?;
+    // A channels-last input runs the NHWC kernels on its [N, H, W, C] permutation (contiguous).
+    let nhwc = crate::layout::is_channels_last(x);
+    let x = match nhwc {
+        true => crate::layout::nhwc(x)?,
+        false => x.contiguous()?,
+    };
+    let local = x.apply_op1_no_bwd(&BatchStatsOp { nhwc })?;
     let replicas = crate::sync_batch_norm::active();
     let (stats, count) = match &replicas {
         Some(r) => (
@@ -536,8 +592,13 @@ fn batch_norm2d_impl(
         eps,
         relu,
         synced: replicas.is_some(),
+        nhwc,
     };
-    x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)
+    let y = x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
+    match nhwc {
+        true => crate::layout::from_nhwc(&y),
+        false => Ok(y),
+    }
 }
 
 /// PyTorch's rule, `running = (1 - momentum) * running + momentum * batch` (the variance

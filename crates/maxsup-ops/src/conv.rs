@@ -20,9 +20,23 @@ struct ConvParams {
     pad: usize,
     dil: usize,
     groups: usize,
+    /// Channels-last: the op's operands are the input as [N, H, W, C] and the weight as
+    /// [O, KH, KW, C/groups], its result [N, OH, OW, O] (see `crate::layout`).
+    nhwc: bool,
 }
 
+type Dims4 = (usize, usize, usize, usize);
+
 impl ConvParams {
+    /// The input's (N, C, H, W) and the weight's (O, C/groups, KH, KW), whatever the format.
+    fn nchw_dims(&self, x: &Shape, w: &Shape) -> Result<(Dims4, Dims4)> {
+        let (x, w) = (x.dims4()?, w.dims4()?);
+        Ok(match self.nhwc {
+            false => (x, w),
+            true => ((x.0, x.3, x.1, x.2), (w.0, w.3, w.1, w.2)),
+        })
+    }
+
     fn geom(&self, x: &Shape, w: &Shape) -> Result<ConvGeom> {
         if self.groups != 1 {
             candle_core::bail!(
@@ -30,13 +44,21 @@ impl ConvParams {
                 self.groups
             );
         }
-        ConvGeom::new(x.dims4()?, w.dims4()?, self.stride, self.pad, self.dil)
+        let (x, w) = self.nchw_dims(x, w)?;
+        ConvGeom::new(x, w, self.stride, self.pad, self.dil)
+    }
+
+    /// The output shape in the op's format.
+    fn out_shape(&self, n: usize, o: usize, (oh, ow): (usize, usize)) -> Shape {
+        match self.nhwc {
+            false => Shape::from((n, o, oh, ow)),
+            true => Shape::from((n, oh, ow, o)),
+        }
     }
 
     #[cfg(feature = "cuda")]
     fn cuda_shape(&self, x: &Shape, w: &Shape) -> Result<crate::cuda::ConvShape> {
-        let (n, c, h, wd) = x.dims4()?;
-        let (o, cg, kh, kw) = w.dims4()?;
+        let ((n, c, h, wd), (o, cg, kh, kw)) = self.nchw_dims(x, w)?;
         let g = self.groups;
         if g == 0 || c % g != 0 || o % g != 0 || cg * g != c {
             candle_core::bail!("conv2d: input {x:?} and weight {w:?} do not fit groups = {g}");
@@ -67,6 +89,7 @@ impl ConvParams {
             pad: self.pad,
             dil: self.dil,
             groups: g,
+            nhwc: self.nhwc,
         })
     }
 }
@@ -93,8 +116,12 @@ impl CustomOp2 for Conv2dOp {
         let g = self.params.geom(xl.shape(), wl.shape())?;
         let x = contiguous_f32(xs, xl, "conv2d input")?;
         let w = contiguous_f32(ws, wl, "conv2d weight")?;
-        let y = forward(&g, x, w);
-        Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
+        let shape = self.params.out_shape(g.n, g.o, (g.oh, g.ow));
+        if self.params.nhwc {
+            let y = forward(&g, &nhwc_to_nchw(x, g.input())?, &ohwi_to_oihw(w, &g)?);
+            return Ok((CpuStorage::F32(nchw_to_nhwc(&y, g.output())?), shape));
+        }
+        Ok((CpuStorage::F32(forward(&g, x, w)), shape))
     }
 
     #[cfg(feature = "cuda")]
@@ -106,9 +133,8 @@ impl CustomOp2 for Conv2dOp {
         wl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
         let s = self.params.cuda_shape(xl.shape(), wl.shape())?;
-        let (oh, ow) = s.out_hw();
         let y = crate::cuda::conv2d_forward(&s, xs, xl, ws, wl)?;
-        Ok((y, Shape::from((s.n, s.o, oh, ow))))
+        Ok((y, self.params.out_shape(s.n, s.o, s.out_hw())))
     }
 
     fn bwd(
@@ -167,7 +193,17 @@ impl CustomOp3 for Conv2dBackwardOp {
         let xv = contiguous_f32(xs, xl, "conv2d input")?;
         let wv = contiguous_f32(ws, wl, "conv2d weight")?;
         let gv = contiguous_f32(gs, gl, "conv2d output gradient")?;
-        let (dx, dw) = backward(&g, xv, wv, gv, self.need_dx, self.need_dw);
+        let (dx, dw) = if self.params.nhwc {
+            let (x, w) = (nhwc_to_nchw(xv, g.input())?, ohwi_to_oihw(wv, &g)?);
+            let dy = nhwc_to_nchw(gv, g.output())?;
+            let (dx, dw) = backward(&g, &x, &w, &dy, self.need_dx, self.need_dw);
+            (
+                dx.map(|d| nchw_to_nhwc(&d, g.input())).transpose()?,
+                dw.map(|d| oihw_to_ohwi(&d, &g)).transpose()?,
+            )
+        } else {
+            backward(&g, xv, wv, gv, self.need_dx, self.need_dw)
+        };
         match (dx, dw) {
             (Some(dx), dw) => {
                 if let Some(dw) = dw {
@@ -215,7 +251,34 @@ impl CustomOp3 for Conv2dBackwardOp {
     }
 }
 
+/// NHWC -> NCHW of an image batch with the NCHW `dims`.
+fn nhwc_to_nchw(v: &[f32], (n, c, h, w): Dims4) -> Result<Vec<f32>> {
+    crate::cpu::uninit::ensure_len("conv2d NHWC operand", v.len(), n * c * h * w)?;
+    Ok(crate::cpu::transpose::transpose_items(v, n, h * w, c))
+}
+
+/// NCHW -> NHWC of an image batch with the NCHW `dims`.
+fn nchw_to_nhwc(v: &[f32], (n, c, h, w): Dims4) -> Result<Vec<f32>> {
+    crate::cpu::uninit::ensure_len("conv2d NCHW result", v.len(), n * c * h * w)?;
+    Ok(crate::cpu::transpose::transpose_items(v, n, c, h * w))
+}
+
+/// The OHWI weight of geometry `g` as OIHW.
+fn ohwi_to_oihw(v: &[f32], g: &ConvGeom) -> Result<Vec<f32>> {
+    let (o, c, kh, kw) = g.weight();
+    nhwc_to_nchw(v, (o, c, kh, kw))
+}
+
+/// An OIHW weight gradient of geometry `g` as OHWI.
+fn oihw_to_ohwi(v: &[f32], g: &ConvGeom) -> Result<Vec<f32>> {
+    let (o, c, kh, kw) = g.weight();
+    nchw_to_nhwc(v, (o, c, kh, kw))
+}
+
 /// 2-D convolution, NCHW input, OIHW weight, optional bias of shape [O].
+///
+/// A channels-last input (`crate::layout`) runs the NHWC kernel (cuDNN's NHWC format on CUDA)
+/// and gives a channels-last result.
 ///
 /// Runs the fused op for f32 on the CPU (`groups == 1`: im2col + GEMM, 1x1 convs as plain GEMMs)
 /// and for f32 or bf16 on CUDA (cuDNN, any `groups`); anything else runs the composed reference
@@ -233,16 +296,31 @@ pub fn conv2d(
     if !groups_ok || !fused(&[x, weight], &[]) || x.rank() != 4 || weight.rank() != 4 {
         return reference::conv2d(x, weight, bias, stride, padding, dilation, groups);
     }
+    let nhwc = crate::layout::is_channels_last(x);
     let op = Conv2dOp {
         params: ConvParams {
             stride,
             pad: padding,
             dil: dilation,
             groups,
+            nhwc,
         },
         need_dx: x.track_op(),
         need_dw: weight.track_op(),
     };
+    if nhwc {
+        // The weight's OHWI copy is part of the graph: its gradient flows back to the OIHW
+        // parameter through candle's copy and permutation.
+        let w = crate::layout::nhwc(weight)?.contiguous()?;
+        let y = crate::layout::nhwc(x)?.apply_op2(&w, op)?;
+        let y = match bias {
+            Some(b) => {
+                y.broadcast_add(&b.reshape((1, 1, 1, b.elem_count()))?.to_dtype(y.dtype())?)?
+            }
+            None => y,
+        };
+        return crate::layout::from_nhwc(&y);
+    }
     let y = x.contiguous()?.apply_op2(&weight.contiguous()?, op)?;
     match bias {
         Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?.to_dtype(y.dtype())?),

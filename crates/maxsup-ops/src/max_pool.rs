@@ -23,9 +23,12 @@ pub(crate) struct PoolGeom {
 /// The pooling node. `argmax` holds, per output cell, where its maximum was, as a tensor on the
 /// input's device for the backward op: on the CPU the flat index inside the input plane (u32),
 /// on CUDA the position inside the window (u8, `ky * kernel + kx`).
+/// With `nhwc` the op takes the `[N, H, W, C]` permutation of a channels-last input and gives
+/// `[N, OH, OW, C]`; the CPU arg-max is then the flat index inside the image.
 struct MaxPoolOp {
     geom: PoolGeom,
     argmax: SideOutput,
+    nhwc: bool,
 }
 
 /// Output size of a pooling window sweep, or an error naming the offending sizes.
@@ -48,6 +51,13 @@ impl CustomOp1 for MaxPoolOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        if self.nhwc {
+            let x = contiguous_f32(s, l, "max_pool2d input")?;
+            let (y, idx, shape) = pool_nhwc(x, l.shape().dims4()?, self.geom)?;
+            self.argmax
+                .put(Tensor::from_vec(idx, &shape, &candle_core::Device::Cpu)?)?;
+            return Ok((CpuStorage::F32(y), shape));
+        }
         let (n, c, h, w) = l.shape().dims4()?;
         let x = contiguous_f32(s, l, "max_pool2d input")?;
         let (k, st, p) = (self.geom.kernel, self.geom.stride, self.geom.pad);
@@ -79,7 +89,13 @@ impl CustomOp1 for MaxPoolOp {
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
-        let (n, c, h, w) = l.shape().dims4()?;
+        let (n, c, h, w) = match self.nhwc {
+            false => l.shape().dims4()?,
+            true => {
+                let (n, h, w, c) = l.shape().dims4()?;
+                (n, c, h, w)
+            }
+        };
         let g = self.geom;
         let (oh, ow) = (
             out_size(h, g.kernel, g.stride, g.pad)?,
@@ -91,15 +107,19 @@ impl CustomOp1 for MaxPoolOp {
                 g.kernel
             );
         }
-        let (y, arg) = crate::cuda::pool::max_pool_fwd(s, l, g, (oh, ow))?;
+        let (y, arg) = crate::cuda::pool::max_pool_fwd(s, (n, c, h, w), g, (oh, ow), self.nhwc)?;
+        let shape = match self.nhwc {
+            false => Shape::from((n, c, oh, ow)),
+            true => Shape::from((n, oh, ow, c)),
+        };
         let arg = Tensor::from_storage(
             candle_core::Storage::Cuda(arg),
-            (n, c, oh, ow),
+            shape.clone(),
             candle_core::op::BackpropOp::none(),
             false,
         );
         self.argmax.put(arg)?;
-        Ok((y, Shape::from((n, c, oh, ow))))
+        Ok((y, shape))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
@@ -107,6 +127,7 @@ impl CustomOp1 for MaxPoolOp {
         let op = MaxPoolBackwardOp {
             geom: self.geom,
             input: x.dims4()?,
+            nhwc: self.nhwc,
         };
         Ok(Some(dy.contiguous()?.apply_op2_no_bwd(&arg, &op)?))
     }
@@ -212,7 +233,9 @@ fn stem_pool_plane(
 struct MaxPoolBackwardOp {
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     geom: PoolGeom,
+    /// The op's input shape ([N, H, W, C] when `nhwc`).
     input: (usize, usize, usize, usize),
+    nhwc: bool,
 }
 
 impl CustomOp2 for MaxPoolBackwardOp {
@@ -227,13 +250,29 @@ impl CustomOp2 for MaxPoolBackwardOp {
         is: &CpuStorage,
         il: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = self.input;
-        let (_, _, oh, ow) = gl.shape().dims4()?;
         let g = contiguous_f32(gs, gl, "max_pool2d output gradient")?;
         let idx = match (is, il.contiguous_offsets()) {
             (CpuStorage::U32(v), Some((a, b))) => &v[a..b],
             _ => candle_core::bail!("max_pool2d: arg-max must be contiguous u32"),
         };
+        if self.nhwc {
+            // Per image: the output cells scatter into the image's H·W·C input cells.
+            let (n, h, w, c) = self.input;
+            let per_out = g.len() / n.max(1);
+            let mut dx = vec![0f32; n * h * w * c];
+            if per_out > 0 {
+                dx.par_chunks_mut(h * w * c)
+                    .zip(g.par_chunks(per_out).zip(idx.par_chunks(per_out)))
+                    .for_each(|(dp, (gp, ip))| {
+                        for (&gv, &at) in gp.iter().zip(ip) {
+                            dp[at as usize] += gv;
+                        }
+                    });
+            }
+            return Ok((CpuStorage::F32(dx), Shape::from(self.input)));
+        }
+        let (n, c, h, w) = self.input;
+        let (_, _, oh, ow) = gl.shape().dims4()?;
         let mut dx = vec![0f32; n * c * h * w];
         dx.par_chunks_mut(h * w).enumerate().for_each(|(pl, dp)| {
             let gp = &g[pl * oh * ow..(pl + 1) * oh * ow];
@@ -253,7 +292,8 @@ impl CustomOp2 for MaxPoolBackwardOp {
         is: &CudaStorage,
         il: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        let dx = crate::cuda::pool::max_pool_bwd((gs, gl), (is, il), self.geom, self.input)?;
+        let dx =
+            crate::cuda::pool::max_pool_bwd((gs, gl), (is, il), self.geom, self.input, self.nhwc)?;
         Ok((dx, Shape::from(self.input)))
     }
 }
@@ -263,18 +303,71 @@ impl CustomOp2 for MaxPoolBackwardOp {
 /// maximal element of each window.
 ///
 /// Runs the arg-max op (f32 on the CPU, f32/bf16 on CUDA), else the composed reference.
+///
+/// A channels-last input (`crate::layout`) runs the NHWC kernel and gives a channels-last result.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     if !fused(&[x], &[]) || x.rank() != 4 {
         return reference::max_pool2d(x, kernel, stride, padding);
     }
-    x.contiguous()?.apply_op1(MaxPoolOp {
+    let nhwc = crate::layout::is_channels_last(x);
+    let op = MaxPoolOp {
         geom: PoolGeom {
             kernel,
             stride,
             pad: padding,
         },
         argmax: SideOutput::new("max_pool2d arg-max"),
-    })
+        nhwc,
+    };
+    match nhwc {
+        true => crate::layout::from_nhwc(&crate::layout::nhwc(x)?.apply_op1(op)?),
+        false => x.contiguous()?.apply_op1(op),
+    }
+}
+
+/// Max-pool of an NHWC buffer `(n, h, w, c)`: the maxima, their flat indices inside each image
+/// (`(r·W + col)·C + ch`, u32) and the output shape `[N, OH, OW, C]`. Same order of visits and
+/// comparison as `pool_plane`, so the same element wins.
+fn pool_nhwc(
+    x: &[f32],
+    (n, h, w, c): (usize, usize, usize, usize),
+    geom: PoolGeom,
+) -> Result<(Vec<f32>, Vec<u32>, Shape)> {
+    let (k, st, p) = (geom.kernel, geom.stride, geom.pad);
+    let (oh, ow) = (out_size(h, k, st, p)?, out_size(w, k, st, p)?);
+    let per_out = oh * ow * c;
+    let mut y = vec![0f32; n * per_out];
+    let mut idx = vec![0u32; n * per_out];
+    if per_out > 0 {
+        y.par_chunks_mut(per_out)
+            .zip(idx.par_chunks_mut(per_out))
+            .enumerate()
+            .for_each(|(b, (yb, ib))| {
+                let img = &x[b * h * w * c..(b + 1) * h * w * c];
+                for i in 0..oh {
+                    let (r0, r1) = ((i * st).saturating_sub(p), (i * st + k - p).min(h));
+                    for j in 0..ow {
+                        let (c0, c1) = ((j * st).saturating_sub(p), (j * st + k - p).min(w));
+                        for ch in 0..c {
+                            let (mut best, mut at) = (f32::NEG_INFINITY, (r0 * w + c0) * c + ch);
+                            for r in r0..r1 {
+                                for cc in c0..c1 {
+                                    let v = img[(r * w + cc) * c + ch];
+                                    if v > best || v.is_nan() {
+                                        best = v;
+                                        at = (r * w + cc) * c + ch;
+                                    }
+                                }
+                            }
+                            let o = (i * ow + j) * c + ch;
+                            yb[o] = best;
+                            ib[o] = at as u32;
+                        }
+                    }
+                }
+            });
+    }
+    Ok((y, idx, Shape::from((n, oh, ow, c))))
 }
 
 #[cfg(test)]

@@ -146,7 +146,7 @@ impl CustomOp2 for AddReluOp {
 }
 
 /// `relu(a + b)` for same-shape tensors: one fused op (f32 on the CPU, f32/bf16 on CUDA), else
-/// candle's ops.
+/// candle's ops. A channels-last `a` gives a channels-last result.
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.shape() != b.shape() {
         candle_core::bail!(
@@ -158,15 +158,27 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if !fused(&[a, b], &[]) {
         return (a + b)?.relu();
     }
+    if crate::layout::is_channels_last(a) {
+        // Element-wise over the NHWC buffers; `b` in NCHW order gets transposed to match.
+        let (a, b) = (
+            crate::layout::nhwc(a)?,
+            crate::layout::nhwc(b)?.contiguous()?,
+        );
+        return crate::layout::from_nhwc(&a.apply_op2(&b, AddReluOp)?);
+    }
     a.contiguous()?.apply_op2(&b.contiguous()?, AddReluOp)
 }
 
 /// `max(x, 0)`, differentiable (gradient 0 at 0, like PyTorch).
 ///
-/// Runs the fused op (f32 on the CPU, f32/bf16 on CUDA), else candle's `Tensor::relu`.
+/// Runs the fused op (f32 on the CPU, f32/bf16 on CUDA), else candle's `Tensor::relu`. A
+/// channels-last input gives a channels-last result.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     if !fused(&[x], &[]) {
         return x.relu();
+    }
+    if crate::layout::is_channels_last(x) {
+        return crate::layout::from_nhwc(&crate::layout::nhwc(x)?.apply_op1(ReluOp)?);
     }
     x.contiguous()?.apply_op1(ReluOp)
 }

@@ -20,6 +20,21 @@ pub struct ConvGeom {
 }
 
 impl ConvGeom {
+    /// The input's (N, C, H, W).
+    pub fn input(&self) -> (usize, usize, usize, usize) {
+        (self.n, self.c, self.h, self.w)
+    }
+
+    /// The output's (N, O, OH, OW).
+    pub fn output(&self) -> (usize, usize, usize, usize) {
+        (self.n, self.o, self.oh, self.ow)
+    }
+
+    /// The weight's (O, C, KH, KW) (groups = 1).
+    pub fn weight(&self) -> (usize, usize, usize, usize) {
+        (self.o, self.c, self.kh, self.kw)
+    }
+
     /// Validates the hyper-parameters and computes the output size.
     pub fn new(
         x: (usize, usize, usize, usize),

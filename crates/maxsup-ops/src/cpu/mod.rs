@@ -14,6 +14,7 @@ macro_rules! simd_kernel {
 }
 
 pub mod batch_norm_images;
+pub mod batch_norm_nhwc;
 pub mod conv;
 pub mod direct3x3;
 pub mod exp;

@@ -36,6 +36,23 @@ pub fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     }
 }
 
+/// Each of `items` consecutive row-major `[rows, cols]` blocks of `src` transposed to
+/// `[cols, rows]`, in parallel over the blocks: the NHWC <-> NCHW conversion of an image batch
+/// (`rows = H·W, cols = C` one way, `rows = C, cols = H·W` the other) and OHWI <-> OIHW of a
+/// filter bank.
+pub fn transpose_items(src: &[f32], items: usize, rows: usize, cols: usize) -> Vec<f32> {
+    let per = rows * cols;
+    assert_eq!(src.len(), items * per, "transpose_items: buffer length");
+    let mut dst = vec![0f32; items * per];
+    if per == 0 {
+        return dst;
+    }
+    dst.par_chunks_mut(per)
+        .zip(src.par_chunks(per))
+        .for_each(|(d, s)| transpose_into(s, rows, cols, d));
+    dst
+}
+
 /// `Σ parts` transposed: each part is `[K, O]` (a thread's weight gradient), the result
 /// `[O, K]`. In parallel over blocks of `TILE` output rows, each walked in `TILE x TILE` tiles:
 /// a tile's `TILE` input rows are read as contiguous runs and summed over the parts into a small
@@ -81,7 +98,7 @@ pub fn sum_transposed(parts: &[Vec<f32>], o: usize, k: usize) -> Vec<f32> {
 
 #[cfg(test)]
 mod tests {
-    use super::{sum_transposed, transpose_into};
+    use super::{sum_transposed, transpose_into, transpose_items};
 
     #[test]
     fn transpose_matches_definition_on_ragged_shapes() {
@@ -99,6 +116,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Per block, against the definition; back and forth is the identity.
+    #[test]
+    fn transpose_items_transposes_each_block() {
+        let (items, rows, cols) = (3, 5, 7);
+        let src: Vec<f32> = (0..items * rows * cols).map(|i| i as f32).collect();
+        let t = transpose_items(&src, items, rows, cols);
+        for b in 0..items {
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(
+                        t[b * rows * cols + c * rows + r],
+                        src[b * rows * cols + r * cols + c]
+                    );
+                }
+            }
+        }
+        assert_eq!(transpose_items(&t, items, cols, rows), src);
+        assert!(transpose_items(&[], 0, 4, 4).is_empty());
     }
 
     /// Against the serial definition, on ragged sizes (partial tiles both ways), one and several

@@ -1,8 +1,12 @@
 //! Launchers of the BatchNorm kernels: statistics and backward sums as a (channel, split) grid of
 //! f64 partial sums plus a per-channel finalisation, normalisation and input gradient one block
-//! per (image, channel) plane.
+//! per (image, channel) plane. With `nhwc` the input is the `[N, H, W, C]` permutation of a
+//! channels-last tensor: the sums run over (32-channel, split) blocks of rows and the element-wise
+//! passes over the flat buffer; the finalisations are shared.
 
-use super::launch::{blocks, by_dtype, f32_view, launch_kernel, name_for, output, view, Elem};
+use super::launch::{
+    blocks, by_dtype, elementwise, f32_view, launch_kernel, name_for, output, view, Elem,
+};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig};
 use candle_core::cuda_backend::CudaStorage;
@@ -34,28 +38,71 @@ fn nchw(l: &Layout) -> Result<(i32, i32, i32)> {
     Ok((n as i32, c as i32, (h * w) as i32))
 }
 
+/// `(M = N·H·W rows, C)` of an `[N, H, W, C]` input.
+fn rows(l: &Layout) -> Result<(usize, i32)> {
+    let (n, h, w, c) = l.shape().dims4()?;
+    Ok((n * h * w, c as i32))
+}
+
+/// Row splits of the NHWC sums: ~1024 blocks of 32 channels x 8 rows in all, at most 256 (the
+/// finalisation adds a channel's splits serially) and no more than there are 8-row groups.
+fn nhwc_splits(m: usize, c: usize) -> usize {
+    let channel_blocks = c.div_ceil(32).max(1);
+    (1024 / channel_blocks)
+        .clamp(1, 256)
+        .min(m.div_ceil(8).max(1))
+}
+
+fn nhwc_reduce_grid(c: usize, splits: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (c.div_ceil(32) as u32, splits as u32, 1),
+        block_dim: (32, 8, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
 /// `[mean | biased variance]`, f32, 2·C.
-pub(crate) fn stats(s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
-    fn run<T: Elem>(s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
+pub(crate) fn stats(s: &CudaStorage, l: &Layout, nhwc: bool) -> Result<CudaStorage> {
+    fn run<T: Elem>(s: &CudaStorage, l: &Layout, nhwc: bool) -> Result<CudaStorage> {
         let dev = s.device.clone();
-        let (n, c, hw) = nchw(l)?;
         let x = view::<T>(s, l, "batch_norm2d input")?;
-        let sp = splits(n as usize, c as usize);
-        let mut partial = output::<f64>(&dev, c as usize * sp * 2)?;
+        let (c, hw, sp, count, mut partial);
+        if nhwc {
+            let (m, ci) = rows(l)?;
+            (c, hw, sp, count) = (ci, 1i32, nhwc_splits(m, ci as usize), m as f64);
+            partial = output::<f64>(&dev, c as usize * sp * 2)?;
+            let sp_i = sp as i32;
+            launch_kernel!(
+                &dev,
+                name_for::<T>("bn_stats_partial_nhwc"),
+                nhwc_reduce_grid(c as usize, sp),
+                &x,
+                &mut partial,
+                &m,
+                &c,
+                &sp_i
+            );
+        } else {
+            let n;
+            (n, c, hw) = nchw(l)?;
+            sp = splits(n as usize, c as usize);
+            count = n as f64 * hw as f64;
+            partial = output::<f64>(&dev, c as usize * sp * 2)?;
+            let sp_i = sp as i32;
+            launch_kernel!(
+                &dev,
+                name_for::<T>("bn_stats_partial"),
+                reduce_grid(c as usize, sp),
+                &x,
+                &mut partial,
+                &n,
+                &c,
+                &hw,
+                &sp_i
+            );
+        }
         let sp_i = sp as i32;
-        launch_kernel!(
-            &dev,
-            name_for::<T>("bn_stats_partial"),
-            reduce_grid(c as usize, sp),
-            &x,
-            &mut partial,
-            &n,
-            &c,
-            &hw,
-            &sp_i
-        );
         let mut st = output::<f32>(&dev, 2 * c as usize)?;
-        let count = n as f64 * hw as f64;
         launch_kernel!(
             &dev,
             name_for::<T>("bn_stats_finalize"),
@@ -70,7 +117,7 @@ pub(crate) fn stats(s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
         );
         Ok(CudaStorage::wrap_cuda_slice(st, dev))
     }
-    by_dtype!(s.dtype(), "batch_norm2d", run(s, l))
+    by_dtype!(s.dtype(), "batch_norm2d", run(s, l, nhwc))
 }
 
 /// `y = (x - mean) * rstd * w + b` (+ReLU).
@@ -81,6 +128,7 @@ pub(crate) fn apply(
     b: Arg<'_>,
     eps: f32,
     relu: bool,
+    nhwc: bool,
 ) -> Result<CudaStorage> {
     fn run<T: Elem>(
         x: Arg<'_>,
@@ -89,17 +137,37 @@ pub(crate) fn apply(
         b: Arg<'_>,
         eps: f32,
         relu: bool,
+        nhwc: bool,
     ) -> Result<CudaStorage> {
         let dev = x.0.device.clone();
-        let (n, c, hw) = nchw(x.1)?;
         let xv = view::<T>(x.0, x.1, "batch_norm2d input")?;
         let (sv, wv, bv) = (
             channel_view(st, "statistics")?,
             channel_view(w, "weight")?,
             channel_view(b, "bias")?,
         );
-        let mut y = output::<T>(&dev, x.1.shape().elem_count())?;
+        let total = x.1.shape().elem_count();
+        let mut y = output::<T>(&dev, total)?;
         let relu = relu as i32;
+        if nhwc {
+            let (_, c) = rows(x.1)?;
+            launch_kernel!(
+                &dev,
+                name_for::<T>("bn_apply_nhwc"),
+                elementwise(total),
+                &xv,
+                &sv,
+                &wv,
+                &bv,
+                &mut y,
+                &total,
+                &c,
+                &eps,
+                &relu
+            );
+            return Ok(CudaStorage::wrap_cuda_slice(y, dev));
+        }
+        let (n, c, hw) = nchw(x.1)?;
         let planes = (n * c) as usize;
         launch_kernel!(
             &dev,
@@ -117,36 +185,75 @@ pub(crate) fn apply(
         );
         Ok(CudaStorage::wrap_cuda_slice(y, dev))
     }
-    by_dtype!(x.0.dtype(), "batch_norm2d", run(x, st, w, b, eps, relu))
+    by_dtype!(
+        x.0.dtype(),
+        "batch_norm2d",
+        run(x, st, w, b, eps, relu, nhwc)
+    )
 }
 
 /// `[dweight | dbias]`, f32, 2·C, from the input and the gradient reaching the normalisation.
-pub(crate) fn backward_sums(x: Arg<'_>, g: Arg<'_>, st: Arg<'_>, eps: f32) -> Result<CudaStorage> {
-    fn run<T: Elem>(x: Arg<'_>, g: Arg<'_>, st: Arg<'_>, eps: f32) -> Result<CudaStorage> {
+pub(crate) fn backward_sums(
+    x: Arg<'_>,
+    g: Arg<'_>,
+    st: Arg<'_>,
+    eps: f32,
+    nhwc: bool,
+) -> Result<CudaStorage> {
+    fn run<T: Elem>(
+        x: Arg<'_>,
+        g: Arg<'_>,
+        st: Arg<'_>,
+        eps: f32,
+        nhwc: bool,
+    ) -> Result<CudaStorage> {
         let dev = x.0.device.clone();
-        let (n, c, hw) = nchw(x.1)?;
         let xv = view::<T>(x.0, x.1, "batch_norm2d input")?;
         let gv = view::<T>(g.0, g.1, "batch_norm2d gradient")?;
         let sv = channel_view(st, "statistics")?;
-        let sp = splits(n as usize, c as usize);
-        let mut partial = output::<f64>(&dev, c as usize * sp * 2)?;
-        let (sp_i, relu) = (sp as i32, 0i32);
-        // The ReLU mask is applied before (relu_backward); `x` stands in for the unused output.
-        launch_kernel!(
-            &dev,
-            name_for::<T>("bn_bwd_partial"),
-            reduce_grid(c as usize, sp),
-            &xv,
-            &xv,
-            &gv,
-            &sv,
-            &mut partial,
-            &n,
-            &c,
-            &hw,
-            &sp_i,
-            &relu
-        );
+        let (c, sp, mut partial);
+        if nhwc {
+            let m;
+            (m, c) = rows(x.1)?;
+            sp = nhwc_splits(m, c as usize);
+            partial = output::<f64>(&dev, c as usize * sp * 2)?;
+            let sp_i = sp as i32;
+            launch_kernel!(
+                &dev,
+                name_for::<T>("bn_bwd_partial_nhwc"),
+                nhwc_reduce_grid(c as usize, sp),
+                &xv,
+                &gv,
+                &sv,
+                &mut partial,
+                &m,
+                &c,
+                &sp_i
+            );
+        } else {
+            let (n, hw);
+            (n, c, hw) = nchw(x.1)?;
+            sp = splits(n as usize, c as usize);
+            partial = output::<f64>(&dev, c as usize * sp * 2)?;
+            let (sp_i, relu) = (sp as i32, 0i32);
+            // The ReLU mask is applied before (relu_backward); `x` stands in for the unused output.
+            launch_kernel!(
+                &dev,
+                name_for::<T>("bn_bwd_partial"),
+                reduce_grid(c as usize, sp),
+                &xv,
+                &xv,
+                &gv,
+                &sv,
+                &mut partial,
+                &n,
+                &c,
+                &hw,
+                &sp_i,
+                &relu
+            );
+        }
+        let sp_i = sp as i32;
         let mut sums = output::<f32>(&dev, 2 * c as usize)?;
         launch_kernel!(
             &dev,
@@ -161,7 +268,11 @@ pub(crate) fn backward_sums(x: Arg<'_>, g: Arg<'_>, st: Arg<'_>, eps: f32) -> Re
         );
         Ok(CudaStorage::wrap_cuda_slice(sums, dev))
     }
-    by_dtype!(x.0.dtype(), "batch_norm2d backward", run(x, g, st, eps))
+    by_dtype!(
+        x.0.dtype(),
+        "batch_norm2d backward",
+        run(x, g, st, eps, nhwc)
+    )
 }
 
 /// The input gradient of the train-mode normalisation.
@@ -172,6 +283,7 @@ pub(crate) fn backward_dx(
     w: Arg<'_>,
     sums: Arg<'_>,
     eps: f32,
+    nhwc: bool,
 ) -> Result<CudaStorage> {
     fn run<T: Elem>(
         x: Arg<'_>,
@@ -180,9 +292,9 @@ pub(crate) fn backward_dx(
         w: Arg<'_>,
         sums: Arg<'_>,
         eps: f32,
+        nhwc: bool,
     ) -> Result<CudaStorage> {
         let dev = x.0.device.clone();
-        let (n, c, hw) = nchw(x.1)?;
         let xv = view::<T>(x.0, x.1, "batch_norm2d input")?;
         let gv = view::<T>(g.0, g.1, "batch_norm2d gradient")?;
         let (sv, wv, mv) = (
@@ -190,7 +302,29 @@ pub(crate) fn backward_dx(
             channel_view(w, "weight")?,
             channel_view(sums, "sums")?,
         );
-        let mut dx = output::<T>(&dev, x.1.shape().elem_count())?;
+        let total = x.1.shape().elem_count();
+        let mut dx = output::<T>(&dev, total)?;
+        if nhwc {
+            let (m, c) = rows(x.1)?;
+            let count = m as f32;
+            launch_kernel!(
+                &dev,
+                name_for::<T>("bn_bwd_dx_nhwc"),
+                elementwise(total),
+                &xv,
+                &gv,
+                &sv,
+                &wv,
+                &mv,
+                &mut dx,
+                &total,
+                &c,
+                &count,
+                &eps
+            );
+            return Ok(CudaStorage::wrap_cuda_slice(dx, dev));
+        }
+        let (n, c, hw) = nchw(x.1)?;
         let count = n as f32 * hw as f32;
         let relu = 0i32;
         let planes = (n * c) as usize;
@@ -216,13 +350,36 @@ pub(crate) fn backward_dx(
     by_dtype!(
         x.0.dtype(),
         "batch_norm2d backward",
-        run(x, g, st, w, sums, eps)
+        run(x, g, st, w, sums, eps, nhwc)
     )
 }
 
 #[cfg(test)]
 mod tests {
-    use super::splits;
+    use super::{nhwc_splits, splits};
+
+    #[test]
+    fn nhwc_reductions_fill_the_gpu_within_the_finalisation_bound() {
+        for (m, c) in [
+            (256 * 112 * 112, 64),
+            (256 * 49, 2048),
+            (8, 16),
+            (1, 3),
+            (100, 512),
+        ] {
+            let s = nhwc_splits(m, c);
+            assert!((1..=256).contains(&s), "m {m} c {c}: {s}");
+            assert!(
+                s <= m.div_ceil(8),
+                "m {m} c {c}: {s} splits, some without rows"
+            );
+            let blocks = c.div_ceil(32) * s;
+            assert!(
+                blocks >= 512.min(c.div_ceil(32) * m.div_ceil(8)) || s == 256,
+                "m {m} c {c}: {blocks} blocks"
+            );
+        }
+    }
 
     #[test]
     fn reductions_split_channels_over_images_without_empty_blocks() {

@@ -16,7 +16,10 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Everything that defines one convolution: NCHW input, OIHW weight, square stride/padding/dilation.
+/// Everything that defines one convolution: the input's N, C, H, W and the weight's O, C/groups,
+/// KH, KW (in NCHW / OIHW order whatever the format), square stride/padding/dilation, and the
+/// memory format: NCHW data with OIHW weights, or NHWC data with OHWI weights (cuDNN's
+/// `CUDNN_TENSOR_NHWC` for both, the layout of its tensor-core kernels).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct ConvShape {
     pub n: usize,
@@ -30,6 +33,7 @@ pub(crate) struct ConvShape {
     pub pad: usize,
     pub dil: usize,
     pub groups: usize,
+    pub nhwc: bool,
 }
 
 impl ConvShape {
@@ -48,6 +52,13 @@ impl ConvShape {
     pub fn y_len(&self) -> usize {
         let (oh, ow) = self.out_hw();
         self.n * self.o * oh * ow
+    }
+    /// cuDNN's name of the memory format (of the data and of the filter).
+    pub fn format(&self) -> sys::cudnnTensorFormat_t {
+        match self.nhwc {
+            false => sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
+            true => sys::cudnnTensorFormat_t::CUDNN_TENSOR_NHWC,
+        }
     }
 }
 
@@ -131,16 +142,17 @@ fn descriptors<T: Elem>(cudnn: &Arc<Cudnn>, s: &ConvShape) -> Result<Descriptors
         _ => sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
     };
     conv.set_math_type(math).map_err(wrap_err("math type"))?;
-    let nchw = sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
+    // cuDNN takes the dimensions in N, C, H, W order for either format.
+    let format = s.format();
     let (oh, ow) = s.out_hw();
     let x = cudnn
-        .create_4d_tensor::<T>(nchw, [i(s.n), i(s.c), i(s.h), i(s.w)])
+        .create_4d_tensor::<T>(format, [i(s.n), i(s.c), i(s.h), i(s.w)])
         .map_err(wrap_err("input descriptor"))?;
     let w = cudnn
-        .create_4d_filter::<T>(nchw, [i(s.o), i(s.c / s.groups), i(s.kh), i(s.kw)])
+        .create_4d_filter::<T>(format, [i(s.o), i(s.c / s.groups), i(s.kh), i(s.kw)])
         .map_err(wrap_err("filter descriptor"))?;
     let y = cudnn
-        .create_4d_tensor::<T>(nchw, [i(s.n), i(s.o), i(oh), i(ow)])
+        .create_4d_tensor::<T>(format, [i(s.n), i(s.o), i(oh), i(ow)])
         .map_err(wrap_err("output descriptor"))?;
     Ok(Descriptors { conv, x, w, y })
 }
@@ -370,6 +382,7 @@ mod tests {
             pad,
             dil: 1,
             groups,
+            nhwc: false,
         }
     }
 
@@ -389,6 +402,16 @@ mod tests {
             assert_eq!(cs.x_len(), 2 * c * hw * hw);
             assert_eq!(cs.w_len(), o * c * k * k);
         }
+    }
+
+    #[test]
+    fn the_format_reaches_the_descriptors_and_the_cache_key() {
+        let nchw = shape((2, 64, 56), (64, 3), 1, 1, 1);
+        let nhwc = ConvShape { nhwc: true, ..nchw };
+        assert_eq!(nchw.format(), sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW);
+        assert_eq!(nhwc.format(), sys::cudnnTensorFormat_t::CUDNN_TENSOR_NHWC);
+        assert_ne!(nchw, nhwc, "each format gets its own cached algorithm");
+        assert_eq!((nchw.x_len(), nchw.y_len()), (nhwc.x_len(), nhwc.y_len()));
     }
 
     #[test]
