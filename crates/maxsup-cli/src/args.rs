@@ -81,6 +81,11 @@ pub struct TrainArgs {
     /// (`--sync-bn true|false`; the resnet50-imagenet recipe has it on, as the authors' runs).
     #[arg(long)]
     pub sync_bn: Option<bool>,
+    /// Channels-last (NHWC) activations, as PyTorch's `channels_last` (`--channels-last
+    /// true|false`; ResNets): cuDNN's tensor-core convolutions run on NHWC data without a
+    /// transpose around each call. Off by default until the GPU check has measured it.
+    #[arg(long)]
+    pub channels_last: Option<bool>,
     /// Model EMA decay (0 turns EMA off).
     #[arg(long)]
     pub ema_decay: Option<f64>,
@@ -207,7 +212,7 @@ impl TrainArgs {
         use maxsup_models::ModelFamily;
         let family = maxsup_models::model_family(&c.model);
         let uses_alpha = matches!(c.loss, LossKind::Ls | LossKind::Maxsup);
-        let checks: [(&str, bool, bool, String); 8] = [
+        let checks: [(&str, bool, bool, String); 9] = [
             (
                 "--alpha-start",
                 self.alpha_start.is_some(),
@@ -255,6 +260,15 @@ impl TrainArgs {
                 self.sync_bn == Some(true),
                 family == Some(ModelFamily::ResNet),
                 format!("model `{}` (it has no BatchNorm)", c.model),
+            ),
+            (
+                "--channels-last",
+                self.channels_last == Some(true),
+                family == Some(ModelFamily::ResNet),
+                format!(
+                    "model `{}` (a ResNet option: a DeiT's one convolution is its patch embedding)",
+                    c.model
+                ),
             ),
         ];
         if let Some((flag, _, _, what)) = checks
@@ -313,6 +327,7 @@ impl TrainArgs {
         set(&mut c.drop_path, self.drop_path);
         set(&mut c.blurpool, self.blurpool);
         set(&mut c.sync_bn, self.sync_bn);
+        set(&mut c.channels_last, self.channels_last);
         if let Some(decay) = self.ema_decay {
             c.ema_decay = (decay != 0.0).then_some(decay);
         }

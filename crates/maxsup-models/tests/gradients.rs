@@ -198,3 +198,68 @@ fn half_precision_activations_train_every_parameter_in_f32() -> anyhow::Result<(
     }
     Ok(())
 }
+
+/// Channels-last input (the NHWC kernels all the way through): the same logits, the same
+/// gradient for every parameter and the same running statistics as NCHW, for a stem with
+/// max-pool, bottleneck and basic blocks, and BlurPool's grouped convolution.
+#[test]
+fn channels_last_resnets_match_nchw() -> anyhow::Result<()> {
+    let cases = [
+        ("resnet18", false),
+        ("resnet50", false),
+        ("resnet20_cifar", false),
+        ("resnet18", true),
+    ];
+    for (name, blurpool) in cases {
+        let (batch, size, _) = input_for(name);
+        let options = ModelOptions {
+            num_classes: Some(3),
+            blurpool,
+            ..Default::default()
+        };
+        let n = batch * 3 * size * size;
+        let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+        let x = Tensor::from_vec(x, (batch, 3, size, size), &Device::Cpu)?;
+        let run = |channels_last: bool| -> anyhow::Result<_> {
+            let model = create_model(name, &options, &Device::Cpu)?;
+            let input = match channels_last {
+                true => maxsup_ops::to_channels_last(&x)?,
+                false => x.clone(),
+            };
+            let logits = model.forward_t(&input, true)?;
+            let grads = logits.sqr()?.sum_all()?.backward()?;
+            let mut per_param = vec![];
+            for p in model.params().trainable() {
+                let g = grads.get(&p.var).map(|g| g.flatten_all()).transpose()?;
+                per_param.push((p.name.clone(), g));
+            }
+            let buffers: Vec<Tensor> = model
+                .params()
+                .entries()
+                .iter()
+                .filter(|e| e.name.contains("running"))
+                .map(|e| e.var.as_tensor().flatten_all())
+                .collect::<candle_core::Result<_>>()?;
+            Ok((logits, per_param, buffers))
+        };
+        let (l0, g0, b0) = run(false)?;
+        let (l1, g1, b1) = run(true)?;
+        let rel = |a: &Tensor, b: &Tensor| -> anyhow::Result<f32> {
+            let d = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            Ok(d / b.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-6))
+        };
+        let what = format!("{name} (blurpool {blurpool})");
+        assert!(rel(&l1, &l0)? < 1e-4, "{what}: logits");
+        assert!(!b0.is_empty());
+        for (a, b) in b1.iter().zip(&b0) {
+            assert!(rel(a, b)? < 1e-4, "{what}: running statistics");
+        }
+        for ((name, a), (_, b)) in g1.iter().zip(&g0) {
+            let (Some(a), Some(b)) = (a, b) else {
+                panic!("{what}: {name} has no gradient");
+            };
+            assert!(rel(a, b)? < 1e-3, "{what}: gradient of {name}");
+        }
+    }
+    Ok(())
+}

@@ -107,7 +107,7 @@ impl CustomOp1 for MaxPoolOp {
                 g.kernel
             );
         }
-        let (y, arg) = crate::cuda::pool::max_pool_fwd(s, (n, c, h, w), g, (oh, ow), self.nhwc)?;
+        let (y, arg) = crate::cuda::pool::max_pool_fwd(s, l, (n, c, h, w), g, (oh, ow), self.nhwc)?;
         let shape = match self.nhwc {
             false => Shape::from((n, c, oh, ow)),
             true => Shape::from((n, oh, ow, c)),

@@ -37,19 +37,28 @@ impl TrainConfig {
                 warmup_lr,
                 min_lr,
             } => format!("{warmup_epochs}-epoch warm-up from {warmup_lr}, cosine to {min_lr}"),
-            ScheduleConfig::Step { step_size, gamma } => format!("x{gamma} every {step_size} epochs"),
+            ScheduleConfig::Step { step_size, gamma } => {
+                format!("x{gamma} every {step_size} epochs")
+            }
             ScheduleConfig::MultiStep { milestones, gamma } => {
                 format!("x{gamma} at epochs {milestones:?}")
             }
-            ScheduleConfig::Ffcv { peak_epoch } => format!("FFCV ramp peaking at epoch {peak_epoch}"),
+            ScheduleConfig::Ffcv { peak_epoch } => {
+                format!("FFCV ramp peaking at epoch {peak_epoch}")
+            }
         };
         let subset = match self.train_subset {
             Some(n) => format!(", the first {n} training images"),
             None => String::new(),
         };
+        let format = if self.channels_last {
+            " channels-last"
+        } else {
+            ""
+        };
         format!(
             "recipe `{}`: {}, {} epochs, batch {}, {optimizer}, lr {} ({schedule}), weight decay {}, \
-             {} on {}, seed {}{subset}",
+             {}{format} on {}, seed {}{subset}",
             self.recipe,
             self.model,
             self.epochs,
@@ -72,7 +81,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut c = TrainConfig::preset("cifar10-resnet18").unwrap();
         c.train_subset = Some(1000);
-        std::fs::write(dir.path().join(CONFIG_FILE), serde_json::to_vec(&c).unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            serde_json::to_vec(&c).unwrap(),
+        )
+        .unwrap();
         let read = TrainConfig::read_run_config(dir.path()).unwrap();
         assert_eq!(read, c);
         assert_eq!(

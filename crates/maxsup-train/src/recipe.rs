@@ -145,6 +145,10 @@ pub struct TrainConfig {
     /// field existed read as f32.
     #[serde(default)]
     pub precision: crate::Precision,
+    /// Train with channels-last (NHWC) activations (`maxsup_ops::to_channels_last` on each
+    /// input batch; the ops keep the format). Same results, another memory order.
+    #[serde(default)]
+    pub channels_last: bool,
     /// Where checkpoints, the resolved config and the JSON-lines log go.
     pub out_dir: PathBuf,
     /// Use only the first N training samples (quick runs and tests); `None` = all.
@@ -247,6 +251,7 @@ fn base_config(name: &str) -> TrainConfig {
         seed: 0,
         device: "cpu".into(),
         precision: crate::Precision::F32,
+        channels_last: false,
         out_dir: PathBuf::from("runs").join(name),
         train_subset: None,
         eval_subset: None,

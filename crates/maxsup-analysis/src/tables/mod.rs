@@ -100,7 +100,10 @@ mod tests {
         }
         let lines = describe_runs(runs);
         assert_eq!(lines.len(), 1, "{lines:?}");
-        assert!(lines[0].starts_with("Every run: recipe `cifar10-resnet18`"), "{lines:?}");
+        assert!(
+            lines[0].starts_with("Every run: recipe `cifar10-resnet18`"),
+            "{lines:?}"
+        );
 
         c.epochs = 3;
         save(runs, "maxsup", &c);

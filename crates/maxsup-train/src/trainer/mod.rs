@@ -378,6 +378,12 @@ impl Trainer {
             self.state.config.precision.compute_dtype(),
             Some(&mut self.staging),
         )?;
+        // Channels-last: one transpose of the batch here; the ops keep the format through the
+        // network (evaluation stays NCHW: eval-mode BatchNorm is composed and gives NCHW anyway).
+        let x = match self.state.config.channels_last {
+            true => maxsup_ops::to_channels_last(&x)?,
+            false => x,
+        };
         // The labels stay on the host for the losses' range check (no read from a GPU); the
         // device copy is for the accuracy.
         let host_labels = Tensor::from_slice(&batch.labels, batch.len(), &Device::Cpu)?;
