@@ -76,7 +76,9 @@ fn main() -> anyhow::Result<()> {
         Phase::HostSide => host_side::run(&device)?,
         Phase::Grads => models::grads(&device)?,
         Phase::Steps => models::steps(&device)?,
-        Phase::Throughput => throughput::run(&device, args.batch, args.warmup, args.steps)?,
+        Phase::Throughput => {
+            throughput::run(&device, (args.batch, args.warmup, args.steps), &args.out)?
+        }
         Phase::Dist => dist::run(&device)?,
     };
     let text = serde_json::to_string_pretty(&value)?;

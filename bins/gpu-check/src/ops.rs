@@ -172,6 +172,102 @@ fn check(
     Ok(())
 }
 
+/// `f` with its first operand (the activation) in channels-last order, on both sides: on CUDA
+/// the NHWC kernels run, and the result must still be channels-last (else the row would test
+/// the NCHW kernels again); the f64 reference reads the strided input as it is.
+fn channels_last(f: Box<OpFn>) -> Box<OpFn> {
+    Box::new(move |t: &[Tensor], dev: &Device, sd: DType| {
+        let mut t = t.to_vec();
+        t[0] = maxsup_ops::to_channels_last(&t[0])?;
+        let out = f(&t, dev, sd)?;
+        if dev.is_cuda() && !maxsup_ops::is_channels_last(&out[0]) {
+            candle_core::bail!("a channels-last input gave a {:?} result", out[0].stride());
+        }
+        Ok(out)
+    })
+}
+
+/// The NHWC kernels (`--channels-last`) on the ResNet shapes: convolutions (cuDNN's NHWC
+/// format), train-mode BatchNorm (+ReLU), max-pool, and the residual join with an NCHW operand.
+fn channels_last_rows(rows: &mut Vec<Value>, dtype: DType, gpu: &Device) -> Result<()> {
+    for (name, x, w, stride, pad, groups) in [
+        (
+            "conv2d 7x7 s2 (stem)",
+            [4, 3, 64, 64],
+            [16, 3, 7, 7],
+            2,
+            3,
+            1,
+        ),
+        ("conv2d 3x3 s1", [4, 16, 16, 16], [32, 16, 3, 3], 1, 1, 1),
+        ("conv2d 3x3 s2", [4, 16, 16, 16], [32, 16, 3, 3], 2, 1, 1),
+        ("conv2d 1x1 s2", [4, 32, 16, 16], [64, 32, 1, 1], 2, 0, 1),
+        (
+            "conv2d 3x3 depthwise (BlurPool)",
+            [4, 16, 16, 16],
+            [16, 1, 3, 3],
+            1,
+            1,
+            16,
+        ),
+    ] {
+        let f = channels_last(Box::new(move |t: &[Tensor], _: &Device, _: DType| {
+            Ok(vec![maxsup_ops::conv2d(
+                &t[0], &t[1], None, stride, pad, 1, groups,
+            )?])
+        }));
+        let name = format!("{name} channels-last");
+        check(rows, &name, dtype, &[act(&x), act(&w)], f.as_ref(), gpu)?;
+    }
+    let f = channels_last(Box::new(|t: &[Tensor], _: &Device, _: DType| {
+        Ok(vec![maxsup_ops::max_pool2d(&t[0], 3, 2, 1)?])
+    }));
+    let pool = [act(&[4, 16, 32, 32])];
+    check(
+        rows,
+        "max_pool2d 3/2/1 channels-last",
+        dtype,
+        &pool,
+        f.as_ref(),
+        gpu,
+    )?;
+    for (name, relu) in [
+        ("batch_norm2d train channels-last", false),
+        ("batch_norm2d_relu train channels-last", true),
+    ] {
+        let f = channels_last(Box::new(
+            move |t: &[Tensor], dev: &Device, sd: DType| -> candle_core::Result<Vec<Tensor>> {
+                let c = t[0].dim(1)?;
+                let rm = Var::from_tensor(&Tensor::zeros(c, sd, dev)?)?;
+                let rv = Var::from_tensor(&Tensor::ones(c, sd, dev)?)?;
+                let bn = if relu {
+                    maxsup_ops::batch_norm2d_relu
+                } else {
+                    maxsup_ops::batch_norm2d
+                };
+                let y = bn(&t[0], &t[1], &t[2], &rm, &rv, true, 0.1, 1e-5)?;
+                Ok(vec![y, rm.as_tensor().clone(), rv.as_tensor().clone()])
+            },
+        ));
+        // 40 channels: the NHWC sums' 32-channel blocks end part-full.
+        let operands = [act(&[16, 40, 28, 28]), param_f32(&[40]), param_f32(&[40])];
+        check(rows, name, dtype, &operands, f.as_ref(), gpu)?;
+    }
+    let f = channels_last(Box::new(|t: &[Tensor], _: &Device, _: DType| {
+        Ok(vec![maxsup_ops::add_relu(&t[0], &t[1])?])
+    }));
+    let join = [act(&[4, 64, 32, 32]), act(&[4, 64, 32, 32])];
+    check(
+        rows,
+        "add_relu channels-last + nchw",
+        dtype,
+        &join,
+        f.as_ref(),
+        gpu,
+    )?;
+    Ok(())
+}
+
 pub fn run(gpu: &Device) -> Result<Value> {
     // f32 rows compare against FMA arithmetic, not TF32 tensor cores.
     maxsup_ops::set_tf32(false);
@@ -324,6 +420,7 @@ pub fn run(gpu: &Device) -> Result<Value> {
             &f,
             gpu,
         )?;
+        channels_last_rows(&mut rows, dtype, gpu)?;
     }
     // The losses run in f32 (the trainer casts the logits).
     for (name, loss) in [

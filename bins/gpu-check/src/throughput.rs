@@ -1,6 +1,9 @@
 //! Training throughput of ours on the GPU: ResNet-50 and DeiT-S at 224 px, bf16, CE + MaxSup,
 //! SGD with momentum / AdamW, warm-up steps excluded, one loss read per step (as the trainer).
-//! Peak memory is the device pool's high-water mark over the timed steps.
+//! Peak memory is the device pool's high-water mark over the timed steps. ResNet-50 runs twice:
+//! NCHW, and channels-last (`--channels-last true`: the batch converted in each step, as the
+//! trainer does, and the NHWC kernels through the network). The phase's file is rewritten after
+//! each model, so a time limit costs only the model it cut off.
 
 use crate::compare::values;
 use anyhow::Result;
@@ -18,7 +21,14 @@ fn pool_high_water(device: &Device, reset: bool) -> Result<u64> {
     Ok(maxsup_ops::peak_memory(d, reset)?)
 }
 
-fn measure(name: &str, gpu: &Device, batch: usize, warmup: usize, steps: usize) -> Result<Value> {
+/// What one row measures.
+struct Case<'a> {
+    model: &'a str,
+    channels_last: bool,
+}
+
+fn measure(case: &Case, gpu: &Device, batch: usize, warmup: usize, steps: usize) -> Result<Value> {
+    let name = case.model;
     let is_vit = maxsup_models::model_family(name) == Some(maxsup_models::ModelFamily::DeiT);
     let options = ModelOptions {
         num_classes: Some(1000),
@@ -60,7 +70,11 @@ fn measure(name: &str, gpu: &Device, batch: usize, warmup: usize, steps: usize) 
     let y: Vec<u32> = (0..batch as u32).map(|i| (i * 37) % 1000).collect();
     let y = Tensor::from_vec(y, batch, gpu)?;
     let mut step = || -> Result<f32> {
-        let logits = model.forward_t(&x, true)?.to_dtype(DType::F32)?;
+        let logits = match case.channels_last {
+            true => model.forward_t(&maxsup_ops::to_channels_last(&x)?, true)?,
+            false => model.forward_t(&x, true)?,
+        }
+        .to_dtype(DType::F32)?;
         let loss = maxsup_loss::maxsup(&logits, &y, 0.1)?;
         let grads = loss.backward()?;
         opt.step(&grads)?;
@@ -78,20 +92,50 @@ fn measure(name: &str, gpu: &Device, batch: usize, warmup: usize, steps: usize) 
     let seconds = t.elapsed().as_secs_f64();
     let peak = pool_high_water(gpu, false)?;
     Ok(json!({
-        "model": name, "batch": batch, "image": 224, "dtype": "bf16", "steps": steps, "warmup": warmup,
+        "model": name, "layout": layout(case), "batch": batch, "image": 224, "dtype": "bf16",
+        "steps": steps, "warmup": warmup,
         "ours_img_s": (batch * steps) as f64 / seconds, "ours_step_ms": 1e3 * seconds / steps as f64,
         "ours_mem_gb": peak as f64 / 1e9, "last_loss": last,
     }))
 }
 
-pub fn run(gpu: &Device, batch: usize, warmup: usize, steps: usize) -> Result<Value> {
+fn layout(case: &Case) -> &'static str {
+    match case.channels_last {
+        true => "channels_last",
+        false => "nchw",
+    }
+}
+
+/// The rows, each written to `out` as soon as it is measured (the caller writes the final file).
+pub fn run(
+    gpu: &Device,
+    (batch, warmup, steps): (usize, usize, usize),
+    out: &std::path::Path,
+) -> Result<Value> {
     maxsup_ops::set_tf32(true);
+    let cases = [
+        Case {
+            model: "resnet50",
+            channels_last: false,
+        },
+        Case {
+            model: "deit_small_patch16_224",
+            channels_last: false,
+        },
+        Case {
+            model: "resnet50",
+            channels_last: true,
+        },
+    ];
     let mut rows = Vec::new();
-    for name in ["resnet50", "deit_small_patch16_224"] {
-        rows.push(match measure(name, gpu, batch, warmup, steps) {
+    for case in &cases {
+        rows.push(match measure(case, gpu, batch, warmup, steps) {
             Ok(v) => v,
-            Err(e) => json!({"model": name, "batch": batch, "error": format!("{e:#}")}),
+            Err(e) => json!({"model": case.model, "layout": layout(case), "batch": batch,
+                             "error": format!("{e:#}")}),
         });
+        let so_far = json!({"throughput": rows});
+        std::fs::write(out, serde_json::to_string_pretty(&so_far)? + "\n")?;
     }
     Ok(json!({"throughput": rows}))
 }

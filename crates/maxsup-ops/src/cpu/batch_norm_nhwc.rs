@@ -59,7 +59,7 @@ pub fn affine(x: &[f32], c: usize, scale: &[f32], shift: &[f32], relu: bool) -> 
             for (yr, xr) in yc.chunks_exact_mut(c).zip(xc.chunks_exact(c)) {
                 for ch in 0..c {
                     let v = xr[ch] * scale[ch] + shift[ch];
-                    yr[ch] = if relu && !(v > 0.0) { 0.0 } else { v };
+                    yr[ch] = if relu { v.max(0.0) } else { v };
                 }
             }
         });
