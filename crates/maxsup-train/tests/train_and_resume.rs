@@ -215,3 +215,36 @@ fn a_non_finite_loss_stops_the_run_naming_the_step() {
         last
     );
 }
+
+/// `channels_last` changes the memory order only: a training step run channels-last (the
+/// trainer's conversion, the NHWC kernels, the optimizer on permuted weight gradients) ends with
+/// the NCHW run's weights and running statistics. One step of 50 images: over several steps
+/// this early run is too sensitive to compare (the stem BatchNorm's small biases differ by 20%
+/// after six steps between two NCHW runs whose learning rates differ by 1e-4 relative).
+#[test]
+fn a_channels_last_step_ends_with_the_nchw_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |channels_last: bool| {
+        let mut c = config(&dir.path().join(format!("cl-{channels_last}")), 1);
+        c.channels_last = channels_last;
+        c.train_subset = Some(50);
+        let mut t = Trainer::new(c).unwrap();
+        let (train, _) = t.run_epoch(&mut Silent).unwrap();
+        (train.loss, weights(&t))
+    };
+    let (loss_nchw, nchw) = run(false);
+    let (loss_cl, cl) = run(true);
+    assert!(
+        (loss_cl - loss_nchw).abs() < 1e-5 * loss_nchw.abs(),
+        "{loss_cl} vs {loss_nchw}"
+    );
+    for ((name, a), (_, b)) in cl.iter().zip(&nchw) {
+        let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            diff / scale < 1e-4,
+            "{name}: relative difference {}",
+            diff / scale
+        );
+    }
+}
