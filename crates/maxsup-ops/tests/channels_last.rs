@@ -128,3 +128,34 @@ fn pooling_and_activations_channels_last_match_nchw() -> Result<()> {
     )?;
     Ok(())
 }
+
+/// Dtypes without a fused kernel (f64: the GPU check's reference) run the composed reference,
+/// which reads a channels-last input through its strides.
+#[test]
+fn the_composed_reference_reads_channels_last_inputs() -> Result<()> {
+    let x = common::rand_tensor(&[2, 4, 9, 9], 31)?.to_dtype(candle_core::DType::F64)?;
+    let w = common::rand_tensor(&[6, 4, 3, 3], 32)?.to_dtype(candle_core::DType::F64)?;
+    let cl = to_channels_last(&x)?;
+    assert!(is_channels_last(&cl));
+    let diff =
+        |a: Tensor, b: Tensor| -> Result<f64> { (a - b)?.abs()?.max_all()?.to_scalar::<f64>() };
+    let conv = |x: &Tensor| maxsup_ops::conv2d(x, &w, None, 2, 1, 1, 1);
+    assert!(diff(conv(&cl)?, conv(&x)?)? < 1e-12, "conv2d");
+    let pool = |x: &Tensor| maxsup_ops::max_pool2d(x, 3, 2, 1);
+    assert_eq!(diff(pool(&cl)?, pool(&x)?)?, 0.0, "max_pool2d");
+    assert_eq!(
+        diff(
+            maxsup_ops::add_relu(&cl, &x)?,
+            maxsup_ops::add_relu(&x, &x)?
+        )?,
+        0.0
+    );
+    let bn = |x: &Tensor| -> Result<Tensor> {
+        let rm = Var::from_tensor(&Tensor::zeros(4, candle_core::DType::F64, x.device())?)?;
+        let rv = Var::from_tensor(&Tensor::ones(4, candle_core::DType::F64, x.device())?)?;
+        let (g, b) = (rm.as_tensor().ones_like()?, rm.as_tensor().zeros_like()?);
+        maxsup_ops::batch_norm2d_relu(x, &g, &b, &rm, &rv, true, 0.1, 1e-5)
+    };
+    assert!(diff(bn(&cl)?, bn(&x)?)? < 1e-12, "batch_norm2d_relu");
+    Ok(())
+}
