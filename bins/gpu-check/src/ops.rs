@@ -187,30 +187,62 @@ fn channels_last(f: Box<OpFn>) -> Box<OpFn> {
     })
 }
 
+/// Convolutions of the models: name, input, weight, stride, padding, groups. The first five are
+/// ResNet's (also run channels-last), the last DeiT's patch embedding.
+type ConvCase = (&'static str, [usize; 4], [usize; 4], usize, usize, usize);
+const CONV_CASES: [ConvCase; 6] = [
+    (
+        "conv2d 7x7 s2 (stem)",
+        [4, 3, 64, 64],
+        [16, 3, 7, 7],
+        2,
+        3,
+        1,
+    ),
+    ("conv2d 3x3 s1", [4, 16, 16, 16], [32, 16, 3, 3], 1, 1, 1),
+    ("conv2d 3x3 s2", [4, 16, 16, 16], [32, 16, 3, 3], 2, 1, 1),
+    ("conv2d 1x1 s2", [4, 32, 16, 16], [64, 32, 1, 1], 2, 0, 1),
+    (
+        "conv2d 3x3 depthwise (BlurPool)",
+        [4, 16, 16, 16],
+        [16, 1, 3, 3],
+        1,
+        1,
+        16,
+    ),
+    (
+        "conv2d 16x16 s16 (patch embed)",
+        [2, 3, 64, 64],
+        [48, 3, 16, 16],
+        16,
+        0,
+        1,
+    ),
+];
+
+/// Train-mode BatchNorm (+ReLU) from fresh running statistics (0 and 1 in `sd`): the output and
+/// both updated statistics.
+fn batch_norm_train(relu: bool) -> Box<OpFn> {
+    Box::new(
+        move |t: &[Tensor], dev: &Device, sd: DType| -> candle_core::Result<Vec<Tensor>> {
+            let c = t[0].dim(1)?;
+            let rm = Var::from_tensor(&Tensor::zeros(c, sd, dev)?)?;
+            let rv = Var::from_tensor(&Tensor::ones(c, sd, dev)?)?;
+            let bn = if relu {
+                maxsup_ops::batch_norm2d_relu
+            } else {
+                maxsup_ops::batch_norm2d
+            };
+            let y = bn(&t[0], &t[1], &t[2], &rm, &rv, true, 0.1, 1e-5)?;
+            Ok(vec![y, rm.as_tensor().clone(), rv.as_tensor().clone()])
+        },
+    )
+}
+
 /// The NHWC kernels (`--channels-last`) on the ResNet shapes: convolutions (cuDNN's NHWC
 /// format), train-mode BatchNorm (+ReLU), max-pool, and the residual join with an NCHW operand.
 fn channels_last_rows(rows: &mut Vec<Value>, dtype: DType, gpu: &Device) -> Result<()> {
-    for (name, x, w, stride, pad, groups) in [
-        (
-            "conv2d 7x7 s2 (stem)",
-            [4, 3, 64, 64],
-            [16, 3, 7, 7],
-            2,
-            3,
-            1,
-        ),
-        ("conv2d 3x3 s1", [4, 16, 16, 16], [32, 16, 3, 3], 1, 1, 1),
-        ("conv2d 3x3 s2", [4, 16, 16, 16], [32, 16, 3, 3], 2, 1, 1),
-        ("conv2d 1x1 s2", [4, 32, 16, 16], [64, 32, 1, 1], 2, 0, 1),
-        (
-            "conv2d 3x3 depthwise (BlurPool)",
-            [4, 16, 16, 16],
-            [16, 1, 3, 3],
-            1,
-            1,
-            16,
-        ),
-    ] {
+    for &(name, x, w, stride, pad, groups) in &CONV_CASES[..5] {
         let f = channels_last(Box::new(move |t: &[Tensor], _: &Device, _: DType| {
             Ok(vec![maxsup_ops::conv2d(
                 &t[0], &t[1], None, stride, pad, 1, groups,
@@ -235,20 +267,7 @@ fn channels_last_rows(rows: &mut Vec<Value>, dtype: DType, gpu: &Device) -> Resu
         ("batch_norm2d train channels-last", false),
         ("batch_norm2d_relu train channels-last", true),
     ] {
-        let f = channels_last(Box::new(
-            move |t: &[Tensor], dev: &Device, sd: DType| -> candle_core::Result<Vec<Tensor>> {
-                let c = t[0].dim(1)?;
-                let rm = Var::from_tensor(&Tensor::zeros(c, sd, dev)?)?;
-                let rv = Var::from_tensor(&Tensor::ones(c, sd, dev)?)?;
-                let bn = if relu {
-                    maxsup_ops::batch_norm2d_relu
-                } else {
-                    maxsup_ops::batch_norm2d
-                };
-                let y = bn(&t[0], &t[1], &t[2], &rm, &rv, true, 0.1, 1e-5)?;
-                Ok(vec![y, rm.as_tensor().clone(), rv.as_tensor().clone()])
-            },
-        ));
+        let f = channels_last(batch_norm_train(relu));
         // 40 channels: the NHWC sums' 32-channel blocks end part-full.
         let operands = [act(&[16, 40, 28, 28]), param_f32(&[40]), param_f32(&[40])];
         check(rows, name, dtype, &operands, f.as_ref(), gpu)?;
@@ -273,35 +292,7 @@ pub fn run(gpu: &Device) -> Result<Value> {
     maxsup_ops::set_tf32(false);
     let mut rows = Vec::new();
     for dtype in [DType::F32, DType::BF16] {
-        for (name, x, w, stride, pad, groups) in [
-            (
-                "conv2d 7x7 s2 (stem)",
-                [4, 3, 64, 64],
-                [16, 3, 7, 7],
-                2,
-                3,
-                1,
-            ),
-            ("conv2d 3x3 s1", [4, 16, 16, 16], [32, 16, 3, 3], 1, 1, 1),
-            ("conv2d 3x3 s2", [4, 16, 16, 16], [32, 16, 3, 3], 2, 1, 1),
-            ("conv2d 1x1 s2", [4, 32, 16, 16], [64, 32, 1, 1], 2, 0, 1),
-            (
-                "conv2d 3x3 depthwise (BlurPool)",
-                [4, 16, 16, 16],
-                [16, 1, 3, 3],
-                1,
-                1,
-                16,
-            ),
-            (
-                "conv2d 16x16 s16 (patch embed)",
-                [2, 3, 64, 64],
-                [48, 3, 16, 16],
-                16,
-                0,
-                1,
-            ),
-        ] {
+        for &(name, x, w, stride, pad, groups) in &CONV_CASES {
             let f = move |t: &[Tensor], _: &Device, _: DType| -> candle_core::Result<Vec<Tensor>> {
                 Ok(vec![maxsup_ops::conv2d(
                     &t[0], &t[1], None, stride, pad, 1, groups,
@@ -323,27 +314,9 @@ pub fn run(gpu: &Device) -> Result<Value> {
             ("batch_norm2d train", false),
             ("batch_norm2d_relu train", true),
         ] {
-            let f =
-                move |t: &[Tensor], dev: &Device, sd: DType| -> candle_core::Result<Vec<Tensor>> {
-                    let c = t[0].dim(1)?;
-                    let rm = Var::from_tensor(&Tensor::zeros(c, sd, dev)?)?;
-                    let rv = Var::from_tensor(&Tensor::ones(c, sd, dev)?)?;
-                    let bn = if relu {
-                        maxsup_ops::batch_norm2d_relu
-                    } else {
-                        maxsup_ops::batch_norm2d
-                    };
-                    let y = bn(&t[0], &t[1], &t[2], &rm, &rv, true, 0.1, 1e-5)?;
-                    Ok(vec![y, rm.as_tensor().clone(), rv.as_tensor().clone()])
-                };
-            check(
-                &mut rows,
-                name,
-                dtype,
-                &[act(&[16, 32, 28, 28]), param_f32(&[32]), param_f32(&[32])],
-                &f,
-                gpu,
-            )?;
+            let f = batch_norm_train(relu);
+            let operands = [act(&[16, 32, 28, 28]), param_f32(&[32]), param_f32(&[32])];
+            check(&mut rows, name, dtype, &operands, f.as_ref(), gpu)?;
         }
         let f = |t: &[Tensor], dev: &Device, sd: DType| -> candle_core::Result<Vec<Tensor>> {
             let c = t[0].dim(1)?;
