@@ -62,9 +62,11 @@ pub fn grads(gpu: &Device) -> Result<Value> {
     let mut rows = Vec::new();
     // ResNet-50 at 64 px: layer4 is 2x2, so every BatchNorm sees several values per channel.
     // DeiT-S at 64 px (16 patches), drop path on so its branch is exercised.
-    for (name, size, n, img) in [
-        ("resnet50", 64, 4, None),
-        ("deit_small_patch16_224", 64, 4, Some(64)),
+    // ResNet-50 also channels-last (the NHWC kernels end to end).
+    for (name, size, n, img, channels_last) in [
+        ("resnet50", 64, 4, None, false),
+        ("resnet50", 64, 4, None, true),
+        ("deit_small_patch16_224", 64, 4, Some(64), false),
     ] {
         for dtype in [DType::F32, DType::BF16] {
             let options = ModelOptions {
@@ -75,12 +77,28 @@ pub fn grads(gpu: &Device) -> Result<Value> {
             };
             let model = create_model(name, &options, gpu)?;
             let (x, y) = batch(n, size, 10, dtype, gpu)?;
+            let x = layout(&x, channels_last)?;
             let (count, bad) = missing_gradients(model.as_ref(), &x, &y)?;
-            rows.push(json!({"model": name, "dtype": format!("{dtype:?}").to_lowercase(), "parameters": count, "without_gradient": bad, "pass": bad.is_empty()}));
+            rows.push(json!({"model": name, "layout": layout_name(channels_last), "dtype": format!("{dtype:?}").to_lowercase(), "parameters": count, "without_gradient": bad, "pass": bad.is_empty()}));
         }
     }
     let pass = rows.iter().all(|r| r["pass"].as_bool() == Some(true));
     Ok(json!({"pass": pass, "grads": rows}))
+}
+
+/// `x` as is, or in channels-last order.
+fn layout(x: &Tensor, channels_last: bool) -> Result<Tensor> {
+    Ok(match channels_last {
+        true => maxsup_ops::to_channels_last(x)?,
+        false => x.clone(),
+    })
+}
+
+fn layout_name(channels_last: bool) -> &'static str {
+    match channels_last {
+        true => "channels_last",
+        false => "nchw",
+    }
 }
 
 fn sgd(model: &dyn ImageClassifier, lr: f64) -> Result<Sgd> {
@@ -119,18 +137,15 @@ fn max_param_error(a: &dyn ImageClassifier, b: &dyn ImageClassifier) -> Result<(
     Ok(worst)
 }
 
-pub fn steps(gpu: &Device) -> Result<Value> {
-    maxsup_ops::set_tf32(false);
-    let options = ModelOptions {
-        num_classes: Some(10),
-        ..Default::default()
-    };
-    // Two SGD steps of ResNet-18 at 64 px, batch 8, f32, on both devices from the same weights.
-    let cpu_model = create_model("resnet18", &options, &Device::Cpu)?;
-    let gpu_model = create_model("resnet18", &options, gpu)?;
+/// Two SGD steps of ResNet-18 at 64 px, batch 8, f32, on both devices from the same weights;
+/// the GPU's input NCHW or channels-last (the CPU's NCHW).
+fn parity(gpu: &Device, options: &ModelOptions, channels_last: bool) -> Result<Value> {
+    let cpu_model = create_model("resnet18", options, &Device::Cpu)?;
+    let gpu_model = create_model("resnet18", options, gpu)?;
     let (init_err, _) = max_param_error(gpu_model.as_ref(), cpu_model.as_ref())?;
     let (xc, yc) = batch(8, 64, 10, DType::F32, &Device::Cpu)?;
     let (xg, yg) = batch(8, 64, 10, DType::F32, gpu)?;
+    let xg = layout(&xg, channels_last)?;
     let (mut oc, mut og) = (
         sgd(cpu_model.as_ref(), 0.05)?,
         sgd(gpu_model.as_ref(), 0.05)?,
@@ -146,7 +161,24 @@ pub fn steps(gpu: &Device) -> Result<Value> {
     let loss_ok = losses
         .iter()
         .all(|l| l["rel_diff"].as_f64().unwrap_or(1.0) < 1e-4);
-    let parity_pass = init_err == 0.0 && loss_ok && weight_err < 1e-4;
+    let pass = init_err == 0.0 && loss_ok && weight_err < 1e-4;
+    Ok(
+        json!({"model": "resnet18", "layout": layout_name(channels_last), "batch": 8, "image": 64,
+              "dtype": "f32", "initial_weights_rel_diff": init_err, "losses": losses,
+              "weights_rel_diff_after": weight_err, "worst_parameter": worst, "pass": pass}),
+    )
+}
+
+pub fn steps(gpu: &Device) -> Result<Value> {
+    maxsup_ops::set_tf32(false);
+    let options = ModelOptions {
+        num_classes: Some(10),
+        ..Default::default()
+    };
+    let parity_rows = [parity(gpu, &options, false)?, parity(gpu, &options, true)?];
+    let parity_pass = parity_rows
+        .iter()
+        .all(|r| r["pass"].as_bool() == Some(true));
 
     // 30 bf16 steps on one batch of 64 at 224 px (ResNet-18): the loss must at least halve.
     let model = create_model("resnet18", &options, gpu)?;
@@ -159,8 +191,7 @@ pub fn steps(gpu: &Device) -> Result<Value> {
     let overfit_pass = curve.iter().all(|l| l.is_finite()) && curve[29] <= 0.5 * curve[0];
     Ok(json!({
         "pass": parity_pass && overfit_pass,
-        "parity": {"model": "resnet18", "batch": 8, "image": 64, "dtype": "f32", "initial_weights_rel_diff": init_err,
-                   "losses": losses, "weights_rel_diff_after": weight_err, "worst_parameter": worst, "pass": parity_pass},
+        "parity": parity_rows,
         "overfit_bf16": {"model": "resnet18", "batch": 64, "image": 224, "losses": curve, "pass": overfit_pass},
     }))
 }
