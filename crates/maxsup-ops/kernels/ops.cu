@@ -15,6 +15,12 @@ template <typename T> __device__ __forceinline__ T from_f(float v);
 template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
 template <> __device__ __forceinline__ bf16 from_f<bf16>(float v) { return __float2bfloat16_rn(v); }
 
+// The launch's dynamic shared memory as an array of T (the host emulation of the kernels,
+// crates/maxsup-kernel-emu, defines its own).
+#ifndef DYNAMIC_SHARED
+#define DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#endif
+
 #define GRID_STRIDE(i, n) \
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (size_t)blockDim.x * gridDim.x)
 
@@ -154,7 +160,7 @@ __device__ void layer_norm_bwd_dx(const T* x, const float* w, const T* dy, T* dx
 // Rows are dealt to blocks round-robin; dynamic shared memory holds 2*d floats.
 template <typename T>
 __device__ void layer_norm_bwd_params(const T* x, const T* dy, float* partial, size_t rows, int d, float eps) {
-  extern __shared__ float acc[];
+  DYNAMIC_SHARED(float, acc);
   for (int j = threadIdx.x; j < 2 * d; j += blockDim.x) acc[j] = 0.f;
   __syncthreads();
   int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;

@@ -32,6 +32,8 @@ mod cpu;
 mod cuda;
 mod dispatch;
 mod gelu;
+#[doc(hidden)]
+pub mod kernel_geometry;
 mod layer_norm;
 mod layout;
 mod linear;

@@ -4,29 +4,16 @@
 //! channels-last tensor: the sums run over (32-channel, split) blocks of rows and the element-wise
 //! passes over the flat buffer; the finalisations are shared.
 
-use super::launch::{
-    blocks, by_dtype, elementwise, f32_view, launch_kernel, name_for, output, view, Elem,
+use super::launch::{by_dtype, f32_view, launch_kernel, name_for, output, view, Elem};
+use crate::kernel_geometry::{
+    bn_nhwc_reduce, bn_nhwc_splits, bn_reduce, bn_splits, elementwise, per_channel, per_plane,
 };
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig};
+use candle_core::cuda_backend::cudarc::driver::CudaView;
 use candle_core::cuda_backend::CudaStorage;
 use candle_core::{Layout, Result};
 
 type Arg<'a> = (&'a CudaStorage, &'a Layout);
-
-/// How many blocks share one channel's reduction: enough (channel, split) blocks to fill the GPU
-/// (~1024), never more splits than images.
-fn splits(n: usize, c: usize) -> usize {
-    1024usize.div_ceil(c.max(1)).clamp(1, n.max(1))
-}
-
-fn reduce_grid(c: usize, splits: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (c as u32, splits as u32, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
 
 /// An f32 per-channel operand (statistics, weight, bias, sums).
 fn channel_view<'a>((s, l): Arg<'a>, what: &str) -> Result<CudaView<'a, f32>> {
@@ -44,23 +31,6 @@ fn rows(l: &Layout) -> Result<(usize, i32)> {
     Ok((n * h * w, c as i32))
 }
 
-/// Row splits of the NHWC sums: ~1024 blocks of 32 channels x 8 rows in all, at most 256 (the
-/// finalisation adds a channel's splits serially) and no more than there are 8-row groups.
-fn nhwc_splits(m: usize, c: usize) -> usize {
-    let channel_blocks = c.div_ceil(32).max(1);
-    (1024 / channel_blocks)
-        .clamp(1, 256)
-        .min(m.div_ceil(8).max(1))
-}
-
-fn nhwc_reduce_grid(c: usize, splits: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (c.div_ceil(32) as u32, splits as u32, 1),
-        block_dim: (32, 8, 1),
-        shared_mem_bytes: 0,
-    }
-}
-
 /// `[mean | biased variance]`, f32, 2·C.
 pub(crate) fn stats(s: &CudaStorage, l: &Layout, nhwc: bool) -> Result<CudaStorage> {
     fn run<T: Elem>(s: &CudaStorage, l: &Layout, nhwc: bool) -> Result<CudaStorage> {
@@ -69,13 +39,13 @@ pub(crate) fn stats(s: &CudaStorage, l: &Layout, nhwc: bool) -> Result<CudaStora
         let (c, hw, sp, count, mut partial);
         if nhwc {
             let (m, ci) = rows(l)?;
-            (c, hw, sp, count) = (ci, 1i32, nhwc_splits(m, ci as usize), m as f64);
+            (c, hw, sp, count) = (ci, 1i32, bn_nhwc_splits(m, ci as usize), m as f64);
             partial = output::<f64>(&dev, c as usize * sp * 2)?;
             let sp_i = sp as i32;
             launch_kernel!(
                 &dev,
                 name_for::<T>("bn_stats_partial_nhwc"),
-                nhwc_reduce_grid(c as usize, sp),
+                bn_nhwc_reduce(c as usize, sp),
                 &x,
                 &mut partial,
                 &m,
@@ -85,14 +55,14 @@ pub(crate) fn stats(s: &CudaStorage, l: &Layout, nhwc: bool) -> Result<CudaStora
         } else {
             let n;
             (n, c, hw) = nchw(l)?;
-            sp = splits(n as usize, c as usize);
+            sp = bn_splits(n as usize, c as usize);
             count = n as f64 * hw as f64;
             partial = output::<f64>(&dev, c as usize * sp * 2)?;
             let sp_i = sp as i32;
             launch_kernel!(
                 &dev,
                 name_for::<T>("bn_stats_partial"),
-                reduce_grid(c as usize, sp),
+                bn_reduce(c as usize, sp),
                 &x,
                 &mut partial,
                 &n,
@@ -106,7 +76,7 @@ pub(crate) fn stats(s: &CudaStorage, l: &Layout, nhwc: bool) -> Result<CudaStora
         launch_kernel!(
             &dev,
             name_for::<T>("bn_stats_finalize"),
-            blocks((c as usize).div_ceil(128), 128, 0),
+            per_channel(c as usize),
             &x,
             &partial,
             &mut st,
@@ -172,7 +142,7 @@ pub(crate) fn apply(
         launch_kernel!(
             &dev,
             name_for::<T>("bn_apply"),
-            blocks(planes, 256, 0),
+            per_plane(planes),
             &xv,
             &sv,
             &wv,
@@ -215,13 +185,13 @@ pub(crate) fn backward_sums(
         if nhwc {
             let m;
             (m, c) = rows(x.1)?;
-            sp = nhwc_splits(m, c as usize);
+            sp = bn_nhwc_splits(m, c as usize);
             partial = output::<f64>(&dev, c as usize * sp * 2)?;
             let sp_i = sp as i32;
             launch_kernel!(
                 &dev,
                 name_for::<T>("bn_bwd_partial_nhwc"),
-                nhwc_reduce_grid(c as usize, sp),
+                bn_nhwc_reduce(c as usize, sp),
                 &xv,
                 &gv,
                 &sv,
@@ -233,14 +203,14 @@ pub(crate) fn backward_sums(
         } else {
             let (n, hw);
             (n, c, hw) = nchw(x.1)?;
-            sp = splits(n as usize, c as usize);
+            sp = bn_splits(n as usize, c as usize);
             partial = output::<f64>(&dev, c as usize * sp * 2)?;
             let (sp_i, relu) = (sp as i32, 0i32);
             // The ReLU mask is applied before (relu_backward); `x` stands in for the unused output.
             launch_kernel!(
                 &dev,
                 name_for::<T>("bn_bwd_partial"),
-                reduce_grid(c as usize, sp),
+                bn_reduce(c as usize, sp),
                 &xv,
                 &xv,
                 &gv,
@@ -258,7 +228,7 @@ pub(crate) fn backward_sums(
         launch_kernel!(
             &dev,
             "bn_bwd_finalize",
-            blocks((c as usize).div_ceil(128), 128, 0),
+            per_channel(c as usize),
             &partial,
             &sv,
             &mut sums,
@@ -331,7 +301,7 @@ pub(crate) fn backward_dx(
         launch_kernel!(
             &dev,
             name_for::<T>("bn_bwd_dx"),
-            blocks(planes, 256, 0),
+            per_plane(planes),
             &xv,
             &xv,
             &gv,
@@ -352,44 +322,4 @@ pub(crate) fn backward_dx(
         "batch_norm2d backward",
         run(x, g, st, w, sums, eps, nhwc)
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{nhwc_splits, splits};
-
-    #[test]
-    fn nhwc_reductions_fill_the_gpu_within_the_finalisation_bound() {
-        for (m, c) in [
-            (256 * 112 * 112, 64),
-            (256 * 49, 2048),
-            (8, 16),
-            (1, 3),
-            (100, 512),
-        ] {
-            let s = nhwc_splits(m, c);
-            assert!((1..=256).contains(&s), "m {m} c {c}: {s}");
-            assert!(
-                s <= m.div_ceil(8),
-                "m {m} c {c}: {s} splits, some without rows"
-            );
-            let blocks = c.div_ceil(32) * s;
-            assert!(
-                blocks >= 512.min(c.div_ceil(32) * m.div_ceil(8)) || s == 256,
-                "m {m} c {c}: {blocks} blocks"
-            );
-        }
-    }
-
-    #[test]
-    fn reductions_split_channels_over_images_without_empty_blocks() {
-        for (n, c) in [(1, 64), (256, 64), (256, 2048), (8, 3), (2, 1)] {
-            let s = splits(n, c);
-            assert!(s >= 1 && s <= n, "n {n} c {c}: {s}");
-            assert!(
-                c * s >= 1024.min(c * n),
-                "n {n} c {c}: {s} splits leave the GPU idle"
-            );
-        }
-    }
 }

@@ -1,6 +1,7 @@
 //! Launchers of the element-wise kernels: `base_T(x, y, n)` and `base_T(a, b, y, n)`.
 
-use super::launch::{by_dtype, elementwise, launch_kernel, name_for, output, view, Elem};
+use super::launch::{by_dtype, launch_kernel, name_for, output, view, Elem};
+use crate::kernel_geometry::elementwise;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::CudaStorage;
 use candle_core::{Layout, Result};

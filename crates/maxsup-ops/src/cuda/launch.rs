@@ -133,26 +133,14 @@ pub(crate) fn output<T: DeviceRepr>(dev: &CudaDevice, n: usize) -> Result<CudaSl
     unsafe { dev.alloc::<T>(n.max(1)) }
 }
 
-/// Threads per block of the element-wise and per-plane kernels.
-pub(crate) const THREADS: u32 = 256;
-
-/// A 1-D launch of `blocks` blocks of `threads` threads.
-pub(crate) fn blocks(blocks: usize, threads: u32, shared: u32) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (blocks.clamp(1, i32::MAX as usize) as u32, 1, 1),
-        block_dim: (threads, 1, 1),
-        shared_mem_bytes: shared,
+impl From<crate::kernel_geometry::Launch> for LaunchConfig {
+    fn from(l: crate::kernel_geometry::Launch) -> Self {
+        LaunchConfig {
+            grid_dim: l.grid,
+            block_dim: l.block,
+            shared_mem_bytes: l.shared_bytes,
+        }
     }
-}
-
-/// A grid-stride launch over `n` elements (capped; the kernels loop).
-pub(crate) fn elementwise(n: usize) -> LaunchConfig {
-    blocks(n.div_ceil(THREADS as usize).min(65_536 * 8), THREADS, 0)
-}
-
-/// A launch with one warp per row, 8 rows per block.
-pub(crate) fn warp_per_row(rows: usize) -> LaunchConfig {
-    blocks(rows.div_ceil(8), 256, 0)
 }
 
 /// Launches kernel `$name` of `kernels/ops.cu` on `$dev`'s stream with the given argument
@@ -163,14 +151,14 @@ pub(crate) fn warp_per_row(rows: usize) -> LaunchConfig {
 macro_rules! launch_kernel {
     ($dev:expr, $name:expr, $cfg:expr, $($arg:expr),* $(,)?) => {{
         #[allow(unused_imports)]
-        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
+        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
         let name: &str = &$name;
         let func = $crate::cuda::function($dev, name)?;
         let stream = $dev.cuda_stream();
         let mut builder = stream.launch_builder(&func);
         $( builder.arg($arg); )*
         // SAFETY: see the macro's contract above.
-        unsafe { builder.launch($cfg) }.map_err(|e| {
+        unsafe { builder.launch(LaunchConfig::from($cfg)) }.map_err(|e| {
             candle_core::Error::Cuda(format!("maxsup-ops: launching {name}: {e}").into())
         })?;
     }};
@@ -180,23 +168,6 @@ pub(crate) use launch_kernel;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn launch_shapes_cover_their_work() {
-        for n in [0usize, 1, 255, 256, 257, 1 << 20, 123_456_789] {
-            let c = elementwise(n);
-            assert_eq!(c.block_dim.0, THREADS);
-            // Grid-stride kernels: any grid covers n; the grid is capped, never zero.
-            assert!(c.grid_dim.0 >= 1 && c.grid_dim.0 <= 65_536 * 8);
-            if n <= 65_536 * 8 * THREADS as usize {
-                assert!(c.grid_dim.0 as usize * THREADS as usize >= n);
-            }
-        }
-        for rows in [1usize, 7, 8, 9, 50_432] {
-            let c = warp_per_row(rows);
-            assert!(c.grid_dim.0 as usize * (c.block_dim.0 as usize / 32) >= rows);
-        }
-    }
 
     #[test]
     fn kernel_names_carry_the_dtype_suffix() {

@@ -1,6 +1,7 @@
 //! Launchers of the max-pool kernels (forward with a u8 arg-max per output, gather backward).
 
-use super::launch::{by_dtype, elementwise, launch_kernel, name_for, output, view, Elem};
+use super::launch::{by_dtype, launch_kernel, name_for, output, view, Elem};
+use crate::kernel_geometry::elementwise;
 use crate::max_pool::PoolGeom;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::CudaStorage;

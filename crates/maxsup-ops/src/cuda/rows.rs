@@ -1,7 +1,9 @@
 //! Launchers of the row kernels (softmax and LayerNorm over the last dimension, one warp per row).
 
-use super::launch::{
-    blocks, by_dtype, f32_view, launch_kernel, name_for, output, view, warp_per_row, Elem,
+use super::launch::{by_dtype, f32_view, launch_kernel, name_for, output, view, Elem};
+use crate::kernel_geometry::{
+    column_sum, layer_norm_param_parts, layer_norm_params, warp_per_row,
+    LAYER_NORM_PARAMS_MAX_D,
 };
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::CudaStorage;
@@ -145,18 +147,16 @@ pub(crate) fn layer_norm_bwd_params(
         let dev = xs.device.clone();
         let (rows, d) = rows_of(xl);
         let width = 2 * d as usize;
-        if width * 4 > 48 * 1024 {
+        if d as usize > LAYER_NORM_PARAMS_MAX_D {
             candle_core::bail!(
-                "layer_norm backward: rows of {d} exceed the kernel's shared memory (at most 6144)"
+                "layer_norm backward: rows of {d} exceed the kernel's shared memory (at most {LAYER_NORM_PARAMS_MAX_D})"
             );
         }
         let x = view::<T>(xs, xl, "layer_norm input")?;
         let g = view::<T>(gs, gl, "layer_norm output gradient")?;
-        // 8 rows per block at a time; enough blocks to fill the GPU, few enough that the
-        // partial buffer stays small.
-        let parts = rows.div_ceil(8).clamp(1, 1024);
+        let parts = layer_norm_param_parts(rows);
         let mut partial = output::<f32>(&dev, parts * width)?;
-        let cfg = blocks(parts, 256, (width * 4) as u32);
+        let cfg = layer_norm_params(parts, d as usize);
         launch_kernel!(
             &dev,
             name_for::<T>("layer_norm_bwd_params"),
@@ -173,7 +173,7 @@ pub(crate) fn layer_norm_bwd_params(
         launch_kernel!(
             &dev,
             "column_sum_f32",
-            blocks(width.div_ceil(256), 256, 0),
+            column_sum(width),
             &partial,
             &mut out,
             &parts_i,

@@ -1,0 +1,163 @@
+//! The launch shapes of the CUDA kernels of `kernels/ops.cu`, in plain Rust: the CUDA launchers
+//! (feature `cuda`) and the host emulation of the kernels (`maxsup-kernel-emu`, which runs them
+//! on the CPU in the default test suite) both take them from here, so the grids the tests run
+//! are the grids the GPU runs.
+
+/// A kernel launch: grid and block sizes (x, y, z) and dynamic shared memory in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Launch {
+    pub grid: (u32, u32, u32),
+    pub block: (u32, u32, u32),
+    pub shared_bytes: u32,
+}
+
+/// Threads per block of the element-wise and per-plane kernels.
+pub const THREADS: u32 = 256;
+
+/// A 1-D launch of `blocks` blocks (at least one, at most `i32::MAX`) of `threads` threads.
+pub fn blocks(blocks: usize, threads: u32, shared_bytes: u32) -> Launch {
+    Launch {
+        grid: (blocks.clamp(1, i32::MAX as usize) as u32, 1, 1),
+        block: (threads, 1, 1),
+        shared_bytes,
+    }
+}
+
+/// A grid-stride launch over `n` elements (capped; the kernels loop).
+pub fn elementwise(n: usize) -> Launch {
+    blocks(n.div_ceil(THREADS as usize).min(65_536 * 8), THREADS, 0)
+}
+
+/// One warp per row, 8 rows per block (softmax and LayerNorm over the last dimension).
+pub fn warp_per_row(rows: usize) -> Launch {
+    blocks(rows.div_ceil(8), 256, 0)
+}
+
+/// One block per (image, channel) plane (the NCHW BatchNorm normalisation and input gradient).
+pub fn per_plane(planes: usize) -> Launch {
+    blocks(planes, 256, 0)
+}
+
+/// One thread per channel (the BatchNorm finalisations).
+pub fn per_channel(c: usize) -> Launch {
+    blocks(c.div_ceil(128), 128, 0)
+}
+
+/// How many blocks share one channel's NCHW BatchNorm reduction: enough (channel, split) blocks
+/// to fill the GPU (~1024), never more splits than images.
+pub fn bn_splits(n: usize, c: usize) -> usize {
+    1024usize.div_ceil(c.max(1)).clamp(1, n.max(1))
+}
+
+/// The (channel, split) grid of the NCHW BatchNorm sums.
+pub fn bn_reduce(c: usize, splits: usize) -> Launch {
+    Launch {
+        grid: (c as u32, splits as u32, 1),
+        block: (256, 1, 1),
+        shared_bytes: 0,
+    }
+}
+
+/// Row splits of the NHWC BatchNorm sums over `m` rows of `c` channels: ~1024 blocks of 32
+/// channels x 8 rows in all, at most 256 (the finalisation adds a channel's splits serially) and
+/// no more than there are 8-row groups.
+pub fn bn_nhwc_splits(m: usize, c: usize) -> usize {
+    let channel_blocks = c.div_ceil(32).max(1);
+    (1024 / channel_blocks)
+        .clamp(1, 256)
+        .min(m.div_ceil(8).max(1))
+}
+
+/// The (32-channel, split) grid of 32 x 8 blocks of the NHWC BatchNorm sums.
+pub fn bn_nhwc_reduce(c: usize, splits: usize) -> Launch {
+    Launch {
+        grid: (c.div_ceil(32) as u32, splits as u32, 1),
+        block: (32, 8, 1),
+        shared_bytes: 0,
+    }
+}
+
+/// Blocks (partial-sum rows) of the LayerNorm parameter gradients: 8 rows per block at a time,
+/// enough blocks to fill the GPU, few enough that the partial buffer stays small.
+pub fn layer_norm_param_parts(rows: usize) -> usize {
+    rows.div_ceil(8).clamp(1, 1024)
+}
+
+/// Rows of `d` elements longer than this exceed the 48 KiB of shared memory of
+/// `layer_norm_bwd_params` (2·d f32 accumulators).
+pub const LAYER_NORM_PARAMS_MAX_D: usize = 48 * 1024 / 8;
+
+/// `layer_norm_bwd_params` over `parts` blocks for rows of `d`: 2·d f32 of shared memory.
+pub fn layer_norm_params(parts: usize, d: usize) -> Launch {
+    blocks(parts, 256, (2 * d * 4) as u32)
+}
+
+/// `column_sum_f32` over `width` columns, one thread each.
+pub fn column_sum(width: usize) -> Launch {
+    blocks(width.div_ceil(256), 256, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_shapes_cover_their_work() {
+        for n in [0usize, 1, 255, 256, 257, 1 << 20, 123_456_789] {
+            let c = elementwise(n);
+            assert_eq!(c.block.0, THREADS);
+            // Grid-stride kernels: any grid covers n; the grid is capped, never zero.
+            assert!(c.grid.0 >= 1 && c.grid.0 <= 65_536 * 8);
+            if n <= 65_536 * 8 * THREADS as usize {
+                assert!(c.grid.0 as usize * THREADS as usize >= n);
+            }
+        }
+        for rows in [1usize, 7, 8, 9, 50_432] {
+            let c = warp_per_row(rows);
+            assert!(c.grid.0 as usize * (c.block.0 as usize / 32) >= rows);
+        }
+        for c in [1usize, 127, 128, 129, 2048] {
+            let l = per_channel(c);
+            assert!(l.grid.0 as usize * l.block.0 as usize >= c);
+        }
+        assert_eq!(
+            layer_norm_params(4, LAYER_NORM_PARAMS_MAX_D).shared_bytes,
+            48 * 1024
+        );
+    }
+
+    #[test]
+    fn nhwc_reductions_fill_the_gpu_within_the_finalisation_bound() {
+        for (m, c) in [
+            (256 * 112 * 112, 64),
+            (256 * 49, 2048),
+            (8, 16),
+            (1, 3),
+            (100, 512),
+        ] {
+            let s = bn_nhwc_splits(m, c);
+            assert!((1..=256).contains(&s), "m {m} c {c}: {s}");
+            assert!(
+                s <= m.div_ceil(8),
+                "m {m} c {c}: {s} splits, some without rows"
+            );
+            let blocks = c.div_ceil(32) * s;
+            assert!(
+                blocks >= 512.min(c.div_ceil(32) * m.div_ceil(8)) || s == 256,
+                "m {m} c {c}: {blocks} blocks"
+            );
+        }
+    }
+
+    #[test]
+    fn reductions_split_channels_over_images_without_empty_blocks() {
+        for (n, c) in [(1, 64), (256, 64), (256, 2048), (8, 3), (2, 1)] {
+            let s = bn_splits(n, c);
+            assert!(s >= 1 && s <= n, "n {n} c {c}: {s}");
+            assert!(
+                c * s >= 1024.min(c * n),
+                "n {n} c {c}: {s} splits leave the GPU idle"
+            );
+        }
+    }
+}
