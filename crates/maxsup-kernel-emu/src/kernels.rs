@@ -1,0 +1,81 @@
+//! The entry points of ops.cu as Rust declarations: one [`Kernels`] table per element type
+//! (`E` = f32 or bf16 storage) plus the two untyped kernels. The signatures mirror the
+//! `INSTANTIATE` list of ops.cu (`size_t` = usize, `int` = i32, `uint8_t` = u8).
+
+use half::bf16;
+
+macro_rules! kernel_tables {
+    ($($field:ident ($f32:ident, $bf16:ident): ($($ty:ty),*);)*) => {
+        /// The typed kernels of ops.cu for element type `E`.
+        #[derive(Clone, Copy)]
+        pub struct Kernels<E: 'static> {
+            $(pub $field: unsafe extern "C" fn($($ty),*),)*
+        }
+        mod f32_entry {
+            type E = f32;
+            extern "C" { $(pub fn $f32($(_: $ty),*);)* }
+        }
+        mod bf16_entry {
+            type E = super::bf16;
+            extern "C" { $(pub fn $bf16($(_: $ty),*);)* }
+        }
+        /// The f32 kernels.
+        pub const F32: Kernels<f32> = Kernels { $($field: f32_entry::$f32,)* };
+        /// The bf16 kernels.
+        pub const BF16: Kernels<bf16> = Kernels { $($field: bf16_entry::$bf16,)* };
+    };
+}
+
+kernel_tables! {
+    relu_fwd(relu_fwd_f32, relu_fwd_bf16): (*const E, *mut E, usize);
+    relu_bwd(relu_bwd_f32, relu_bwd_bf16): (*const E, *const E, *mut E, usize);
+    add_relu_fwd(add_relu_fwd_f32, add_relu_fwd_bf16): (*const E, *const E, *mut E, usize);
+    gelu_fwd(gelu_fwd_f32, gelu_fwd_bf16): (*const E, *mut E, usize);
+    gelu_bwd(gelu_bwd_f32, gelu_bwd_bf16): (*const E, *const E, *mut E, usize);
+    softmax_fwd(softmax_fwd_f32, softmax_fwd_bf16): (*const E, *mut E, usize, i32);
+    softmax_bwd(softmax_bwd_f32, softmax_bwd_bf16): (*const E, *const E, *mut E, usize, i32);
+    layer_norm_fwd(layer_norm_fwd_f32, layer_norm_fwd_bf16):
+        (*const E, *const f32, *const f32, *mut E, usize, i32, f32);
+    layer_norm_bwd_dx(layer_norm_bwd_dx_f32, layer_norm_bwd_dx_bf16):
+        (*const E, *const f32, *const E, *mut E, usize, i32, f32);
+    layer_norm_bwd_params(layer_norm_bwd_params_f32, layer_norm_bwd_params_bf16):
+        (*const E, *const E, *mut f32, usize, i32, f32);
+    bn_stats_partial(bn_stats_partial_f32, bn_stats_partial_bf16): (*const E, *mut f64, i32, i32, i32, i32);
+    bn_stats_finalize(bn_stats_finalize_f32, bn_stats_finalize_bf16):
+        (*const E, *const f64, *mut f32, i32, i32, i32, f64);
+    bn_apply(bn_apply_f32, bn_apply_bf16):
+        (*const E, *const f32, *const f32, *const f32, *mut E, i32, i32, f32, i32);
+    bn_bwd_partial(bn_bwd_partial_f32, bn_bwd_partial_bf16):
+        (*const E, *const E, *const E, *const f32, *mut f64, i32, i32, i32, i32, i32);
+    bn_bwd_dx(bn_bwd_dx_f32, bn_bwd_dx_bf16):
+        (*const E, *const E, *const E, *const f32, *const f32, *const f32, *mut E, i32, i32, f32, f32, i32);
+    max_pool_fwd(max_pool_fwd_f32, max_pool_fwd_bf16):
+        (*const E, *mut E, *mut u8, usize, i32, i32, i32, i32, i32, i32, i32);
+    max_pool_bwd(max_pool_bwd_f32, max_pool_bwd_bf16):
+        (*const E, *const u8, *mut E, usize, i32, i32, i32, i32, i32, i32, i32);
+    bn_stats_partial_nhwc(bn_stats_partial_nhwc_f32, bn_stats_partial_nhwc_bf16): (*const E, *mut f64, usize, i32, i32);
+    bn_apply_nhwc(bn_apply_nhwc_f32, bn_apply_nhwc_bf16):
+        (*const E, *const f32, *const f32, *const f32, *mut E, usize, i32, f32, i32);
+    bn_bwd_partial_nhwc(bn_bwd_partial_nhwc_f32, bn_bwd_partial_nhwc_bf16):
+        (*const E, *const E, *const f32, *mut f64, usize, i32, i32);
+    bn_bwd_dx_nhwc(bn_bwd_dx_nhwc_f32, bn_bwd_dx_nhwc_bf16):
+        (*const E, *const E, *const f32, *const f32, *const f32, *mut E, usize, i32, f32, f32);
+    max_pool_fwd_nhwc(max_pool_fwd_nhwc_f32, max_pool_fwd_nhwc_bf16):
+        (*const E, *mut E, *mut u8, usize, i32, i32, i32, i32, i32, i32, i32, i32);
+    max_pool_bwd_nhwc(max_pool_bwd_nhwc_f32, max_pool_bwd_nhwc_bf16):
+        (*const E, *const u8, *mut E, usize, i32, i32, i32, i32, i32, i32, i32, i32);
+}
+
+extern "C" {
+    /// `out[j] = sum over r < parts of partial[r * width + j]`.
+    pub fn column_sum_f32(partial: *const f32, out: *mut f32, parts: i32, width: i32);
+    /// `sums = [rstd * sum(g (x - mean)) | sum(g)]` from the `[C][splits][2]` partial sums.
+    pub fn bn_bwd_finalize(
+        partial: *const f64,
+        stats: *const f32,
+        sums: *mut f32,
+        c: i32,
+        splits: i32,
+        eps: f32,
+    );
+}

@@ -1,0 +1,156 @@
+//! The element-wise, softmax and LayerNorm kernels of ops.cu, run by the emulator over the
+//! launch shapes of `maxsup_ops::kernel_geometry`, against maxsup-ops' CPU ops (forward and
+//! autograd backward) on the same inputs, for f32 and bf16 storage.
+
+mod common;
+
+use common::*;
+use half::bf16;
+use maxsup_kernel_emu::{column_sum_f32, launch};
+use maxsup_ops::kernel_geometry as geom;
+
+fn elementwise<E: Elem>() {
+    let k = E::kernels();
+    let tol = E::TOL;
+    for n in [1usize, 255, 4099] {
+        let x = random::<E>(n, 1 + n as u64, 2.0, 0.0);
+        let b = random::<E>(n, 2 + n as u64, 2.0, 0.0);
+        let dy = random::<E>(n, 3 + n as u64, 1.0, 0.0);
+        let (xf, bf, gf) = (widen(&x), widen(&b), widen(&dy));
+        let name = |op: &str| format!("{op} {} n={n}", E::NAME);
+
+        let mut y = zeros::<E>(n);
+        let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+        launch(geom::elementwise(n), || unsafe { (k.relu_fwd)(xp, yp, n) }).unwrap();
+        let want: Vec<f32> = xf.iter().map(|v| v.max(0.0)).collect();
+        assert_close(&name("relu_fwd"), &widen(&y), &want, 0.0);
+
+        let mut dx = zeros::<E>(n);
+        let (yp, gp, dp) = (y.as_ptr(), dy.as_ptr(), dx.as_mut_ptr());
+        launch(geom::elementwise(n), || unsafe { (k.relu_bwd)(yp, gp, dp, n) }).unwrap();
+        let (_, want, _) = with_grads(&xf, &[n], &[], &gf, maxsup_ops::relu);
+        assert_close(&name("relu_bwd"), &widen(&dx), &want, 0.0);
+
+        let mut s = zeros::<E>(n);
+        let (bp, sp) = (b.as_ptr(), s.as_mut_ptr());
+        launch(geom::elementwise(n), || unsafe { (k.add_relu_fwd)(xp, bp, sp, n) }).unwrap();
+        let want = maxsup_ops::add_relu(&cpu(&xf, &[n]), &cpu(&bf, &[n])).unwrap();
+        assert_close(&name("add_relu_fwd"), &widen(&s), &stored::<E>(&values(&want)), 0.0);
+
+        let mut y = zeros::<E>(n);
+        let yp = y.as_mut_ptr();
+        launch(geom::elementwise(n), || unsafe { (k.gelu_fwd)(xp, yp, n) }).unwrap();
+        let (want_y, want_dx, _) = with_grads(&xf, &[n], &[], &gf, maxsup_ops::gelu_erf);
+        assert_close(&name("gelu_fwd"), &widen(&y), &want_y, tol);
+        let mut dx = zeros::<E>(n);
+        let dp = dx.as_mut_ptr();
+        launch(geom::elementwise(n), || unsafe { (k.gelu_bwd)(xp, gp, dp, n) }).unwrap();
+        assert_close(&name("gelu_bwd"), &widen(&dx), &want_dx, tol);
+    }
+}
+
+#[test]
+fn elementwise_kernels_match_the_cpu_ops() {
+    elementwise::<f32>();
+    elementwise::<bf16>();
+}
+
+fn softmax<E: Elem>() {
+    let k = E::kernels();
+    for (rows, d) in [(13usize, 1usize), (9, 31), (17, 100), (3, 1000)] {
+        let n = rows * d;
+        let x = random::<E>(n, 7 + n as u64, 3.0, 0.5);
+        let dy = random::<E>(n, 8 + n as u64, 1.0, 0.0);
+        let (xf, gf) = (widen(&x), widen(&dy));
+        let (want_y, want_dx, _) =
+            with_grads(&xf, &[rows, d], &[], &gf, maxsup_ops::softmax_last_dim);
+        let name = |op: &str| format!("{op} {} rows={rows} d={d}", E::NAME);
+
+        let mut y = zeros::<E>(n);
+        let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+        launch(geom::warp_per_row(rows), || unsafe {
+            (k.softmax_fwd)(xp, yp, rows, d as i32)
+        })
+        .unwrap();
+        assert_close(&name("softmax_fwd"), &widen(&y), &want_y, E::TOL);
+
+        // The backward from the kernel's own (stored) output, as on the GPU.
+        let mut dx = zeros::<E>(n);
+        let (yp, gp, dp) = (y.as_ptr(), dy.as_ptr(), dx.as_mut_ptr());
+        launch(geom::warp_per_row(rows), || unsafe {
+            (k.softmax_bwd)(yp, gp, dp, rows, d as i32)
+        })
+        .unwrap();
+        assert_close(&name("softmax_bwd"), &widen(&dx), &want_dx, 2.0 * E::TOL);
+    }
+}
+
+#[test]
+fn softmax_kernels_match_the_cpu_op() {
+    softmax::<f32>();
+    softmax::<bf16>();
+}
+
+fn layer_norm<E: Elem>() {
+    let k = E::kernels();
+    let eps = 1e-6f32;
+    for (rows, d) in [(19usize, 48usize), (5, 384), (70, 7)] {
+        let n = rows * d;
+        let x = random::<E>(n, 11 + n as u64, 2.0, 3.0);
+        let dy = random::<E>(n, 12 + n as u64, 1.0, 0.0);
+        let w = random::<f32>(d, 13, 0.5, 1.0);
+        let b = random::<f32>(d, 14, 0.5, 0.0);
+        let (xf, gf) = (widen(&x), widen(&dy));
+        let (wv, bv) = (
+            candle_core::Var::from_tensor(&cpu(&w, &[d])).unwrap(),
+            candle_core::Var::from_tensor(&cpu(&b, &[d])).unwrap(),
+        );
+        let (want_y, want_dx, want_p) = with_grads(&xf, &[rows, d], &[&wv, &bv], &gf, |t| {
+            maxsup_ops::layer_norm(t, wv.as_tensor(), bv.as_tensor(), eps as f64)
+        });
+        let name = |op: &str| format!("{op} {} rows={rows} d={d}", E::NAME);
+        let (xp, gp, wp, bp) = (x.as_ptr(), dy.as_ptr(), w.as_ptr(), b.as_ptr());
+
+        let mut y = zeros::<E>(n);
+        let yp = y.as_mut_ptr();
+        launch(geom::warp_per_row(rows), || unsafe {
+            (k.layer_norm_fwd)(xp, wp, bp, yp, rows, d as i32, eps)
+        })
+        .unwrap();
+        assert_close(&name("layer_norm_fwd"), &widen(&y), &want_y, E::TOL);
+
+        let mut dx = zeros::<E>(n);
+        let dp = dx.as_mut_ptr();
+        launch(geom::warp_per_row(rows), || unsafe {
+            (k.layer_norm_bwd_dx)(xp, wp, gp, dp, rows, d as i32, eps)
+        })
+        .unwrap();
+        assert_close(&name("layer_norm_bwd_dx"), &widen(&dx), &want_dx, 2.0 * E::TOL);
+
+        // The parameter gradients: per-block partial sums, then the column sum (as rows.rs).
+        let parts = geom::layer_norm_param_parts(rows);
+        let width = 2 * d;
+        let mut partial = vec![f32::NAN; parts * width];
+        let pp = partial.as_mut_ptr();
+        launch(geom::layer_norm_params(parts, d), || unsafe {
+            (k.layer_norm_bwd_params)(xp, gp, pp, rows, d as i32, eps)
+        })
+        .unwrap();
+        let mut sums = vec![f32::NAN; width];
+        let (pp, sp) = (partial.as_ptr(), sums.as_mut_ptr());
+        launch(geom::column_sum(width), || unsafe {
+            column_sum_f32(pp, sp, parts as i32, width as i32)
+        })
+        .unwrap();
+        // f32 sums over the rows: the tolerance grows with their number.
+        let tol = 1e-4 * (rows as f32).sqrt();
+        assert_close(&name("layer_norm dweight"), &sums[..d], &want_p[0], tol);
+        assert_close(&name("layer_norm dbias"), &sums[d..], &want_p[1], tol);
+    }
+}
+
+#[test]
+fn layer_norm_kernels_match_the_cpu_op() {
+    layer_norm::<f32>();
+    layer_norm::<bf16>();
+}
