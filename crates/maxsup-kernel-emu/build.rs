@@ -7,6 +7,7 @@ fn main() {
         "emu/cuda_bf16.h",
         "emu/runtime.cpp",
         "emu/ops_emulated.cpp",
+        "emu/selftest.cpp",
         "../maxsup-ops/kernels/ops.cu",
     ] {
         println!("cargo:rerun-if-changed={f}");
@@ -17,6 +18,7 @@ fn main() {
         .include("emu")
         .file("emu/runtime.cpp")
         .file("emu/ops_emulated.cpp")
+        .file("emu/selftest.cpp")
         .opt_level(2)
         // IEEE arithmetic as nvcc's default except FMA contraction (results may differ from
         // the GPU's in the last bit; the tests compare with tolerances).

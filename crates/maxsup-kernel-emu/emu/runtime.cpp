@@ -4,7 +4,7 @@
 // are visible after it) and nothing more is promised. A barrier that cannot complete (lanes of
 // a warp diverging at a shuffle, a __syncthreads not reached by every live thread, a shuffle
 // with exited lanes) ends the launch with an error instead of a hang; so do launch sizes the GPU
-// would reject. Blocks alternate the order their threads run in (see run_block).
+// would reject. Blocks take turns at four schedules of their threads (see Schedule).
 #include "cuda_bf16.h"
 
 #include <stdio.h>
@@ -51,11 +51,53 @@ void fiber_entry() {
 
 void yield_to_scheduler() { swapcontext(&active->current->ctx, &active->scheduler); }
 
-// Runs one block to completion; an empty string, or why it could not complete.
-// Threads run in index order between barriers in even blocks and in reverse order in odd ones
-// (both are legal schedules): a missing barrier shows up whichever side of it the reader is.
-std::string run_block(Launch& L, char* stacks, size_t page, bool reverse) {
+// The schedules a block's threads run under, all legal on a GPU; blocks take them in turn, so
+// a missing barrier shows up whichever side of it the reader is:
+// all threads to their next barrier in index order, or in reverse order; or each warp alone
+// through its shuffles up to a __syncthreads (or its exit) before the next warp starts,
+// warps in ascending or descending order.
+enum Schedule { FORWARD, REVERSE, WARP_SERIAL_UP, WARP_SERIAL_DOWN, SCHEDULES };
+
+void run_thread(Launch& L, Thread& t) {
+  L.current = &t;
+  swapcontext(&L.scheduler, &t.ctx);
+}
+
+// Completes warp `w`'s shuffle when all its lanes wait at it: true when released; `err` says
+// why a waiting shuffle can never complete (checked once nothing in the block can run).
+bool release_warp(Launch& L, size_t w, bool stuck, std::string& err) {
   size_t n = L.threads.size();
+  size_t lo = w * 32, hi = std::min(n, lo + 32), shuffling = 0;
+  for (size_t i = lo; i < hi; ++i) shuffling += L.threads[i].state == AT_SHUFFLE;
+  if (shuffling == 0) return false;
+  char where[160];
+  snprintf(where, sizeof where, "block (%u, %u, %u), warp %zu: ", emu_block_idx.x, emu_block_idx.y, emu_block_idx.z, w);
+  if (hi - lo != 32) {
+    err = std::string(where) + "a full-mask shuffle in a warp of " + std::to_string(hi - lo) + " threads";
+    return false;
+  }
+  if (shuffling != 32) {
+    if (stuck) {
+      err = std::string(where) + std::to_string(shuffling) +
+            " lanes wait at a full-mask shuffle the other lanes left (exited or at __syncthreads)";
+    }
+    return false;
+  }
+  int mask = L.threads[lo].shfl_mask;
+  for (size_t i = lo; i < hi; ++i) {
+    if (L.threads[i].shfl_mask != mask) {
+      err = std::string(where) + "lanes shuffle with different offsets (divergent shuffles)";
+      return false;
+    }
+  }
+  for (size_t i = lo; i < hi; ++i) L.threads[i].shfl_out = L.threads[lo + (((i - lo) ^ (size_t)mask) & 31)].shfl_in;
+  for (size_t i = lo; i < hi; ++i) L.threads[i].state = RUNNABLE;
+  return true;
+}
+
+// Runs one block to completion; an empty string, or why it could not complete.
+std::string run_block(Launch& L, char* stacks, size_t page, Schedule schedule) {
+  size_t n = L.threads.size(), warps = (n + 31) / 32;
   unsigned bx = emu_block_dim.x, by = emu_block_dim.y;
   for (size_t i = 0; i < n; ++i) {
     Thread& t = L.threads[i];
@@ -67,51 +109,47 @@ std::string run_block(Launch& L, char* stacks, size_t page, bool reverse) {
     t.ctx.uc_link = &L.scheduler;
     makecontext(&t.ctx, fiber_entry, 0);
   }
+  std::string err;
   for (;;) {
-    for (size_t k = 0; k < n; ++k) {
-      size_t i = reverse ? n - 1 - k : k;
-      if (L.threads[i].state != RUNNABLE) continue;
-      L.current = &L.threads[i];
-      swapcontext(&L.scheduler, &L.threads[i].ctx);
+    if (schedule == FORWARD || schedule == REVERSE) {
+      for (size_t k = 0; k < n; ++k) {
+        Thread& t = L.threads[schedule == REVERSE ? n - 1 - k : k];
+        if (t.state == RUNNABLE) run_thread(L, t);
+      }
+    } else {
+      for (size_t k = 0; k < warps; ++k) {
+        size_t w = schedule == WARP_SERIAL_DOWN ? warps - 1 - k : k;
+        do {
+          for (size_t i = w * 32; i < std::min(n, w * 32 + 32); ++i)
+            if (L.threads[i].state == RUNNABLE) run_thread(L, L.threads[i]);
+        } while (release_warp(L, w, false, err));
+        if (!err.empty()) return err;
+      }
     }
     // Every thread now waits at a barrier or has exited.
-    size_t done = 0, at_block = 0;
     bool released = false;
-    for (size_t w = 0; w * 32 < n; ++w) {
-      size_t lo = w * 32, hi = std::min(n, lo + 32), shuffling = 0;
-      for (size_t i = lo; i < hi; ++i) shuffling += L.threads[i].state == AT_SHUFFLE;
-      if (shuffling == 0) continue;
-      char where[160];
-      snprintf(where, sizeof where, "block (%u, %u, %u), warp %zu: ", emu_block_idx.x, emu_block_idx.y,
-               emu_block_idx.z, w);
-      if (hi - lo != 32) return std::string(where) + "a full-mask shuffle in a warp of " + std::to_string(hi - lo) + " threads";
-      if (shuffling != 32) {
-        return std::string(where) + std::to_string(shuffling) +
-               " lanes wait at a full-mask shuffle the other lanes left (exited or at __syncthreads)";
-      }
-      int mask = L.threads[lo].shfl_mask;
-      for (size_t i = lo; i < hi; ++i) {
-        if (L.threads[i].shfl_mask != mask) return std::string(where) + "lanes shuffle with different offsets (divergent shuffles)";
-      }
-      for (size_t i = lo; i < hi; ++i) {
-        size_t src = lo + (((i - lo) ^ (size_t)mask) & 31);
-        L.threads[i].shfl_out = L.threads[src].shfl_in;
-      }
-      for (size_t i = lo; i < hi; ++i) L.threads[i].state = RUNNABLE;
-      released = true;
-    }
+    for (size_t w = 0; w < warps; ++w) released |= release_warp(L, w, false, err);
+    if (!err.empty()) return err;
     if (released) continue;
+    size_t done = 0, at_block = 0;
     for (auto& t : L.threads) {
       done += t.state == DONE;
       at_block += t.state == AT_BLOCK_BARRIER;
     }
     if (done == n) return "";
-    if (at_block == n - done) {
-      for (auto& t : L.threads)
-        if (t.state == AT_BLOCK_BARRIER) t.state = RUNNABLE;
+    if (at_block == n) {
+      for (auto& t : L.threads) t.state = RUNNABLE;
       continue;
     }
     char msg[200];
+    if (at_block == n - done) {
+      // CUDA leaves a barrier not reached by every thread of the block undefined.
+      snprintf(msg, sizeof msg, "block (%u, %u, %u): deadlock, %zu threads exited before a __syncthreads %zu others wait at",
+               emu_block_idx.x, emu_block_idx.y, emu_block_idx.z, done, at_block);
+      return msg;
+    }
+    for (size_t w = 0; w < warps && err.empty(); ++w) release_warp(L, w, true, err);
+    if (!err.empty()) return err;
     snprintf(msg, sizeof msg, "block (%u, %u, %u): deadlock, %zu threads at __syncthreads, %zu exited, the rest at shuffles",
              emu_block_idx.x, emu_block_idx.y, emu_block_idx.z, at_block, done);
     return msg;
@@ -145,7 +183,7 @@ std::string launch(const uint32_t grid[3], const uint32_t block[3], uint32_t sha
         emu_block_idx = {x, y, z};
         // Fresh shared memory per block holds garbage on a GPU: poison it with NaN bytes.
         memset(L.shared.data(), 0xff, L.shared.size() * 8);
-        err = run_block(L, stacks, page, (linear++ & 1) != 0);
+        err = run_block(L, stacks, page, (Schedule)(linear++ % SCHEDULES));
       }
   active = nullptr;
   munmap(stacks, n * kStack);

@@ -61,5 +61,16 @@ pub fn launch<F: Fn()>(geometry: Launch, thread_body: F) -> Result<(), String> {
 }
 
 mod kernels;
-pub use kernels::{Kernels, BF16, F32};
 pub use kernels::{bn_bwd_finalize, column_sum_f32};
+pub use kernels::{Kernels, BF16, F32};
+
+/// Kernels that test the emulator itself (`emu/selftest.cpp`).
+#[doc(hidden)]
+pub mod selftest {
+    extern "C" {
+        pub fn emu_selftest_block_sum(input: *const f32, out: *mut f32);
+        pub fn emu_selftest_divergent_sync();
+        pub fn emu_selftest_shuffle_after_exit(out: *mut f32);
+        pub fn emu_selftest_bf16_round(input: *const f32, out: *mut f32, n: usize);
+    }
+}

@@ -27,15 +27,26 @@ fn elementwise<E: Elem>() {
 
         let mut dx = zeros::<E>(n);
         let (yp, gp, dp) = (y.as_ptr(), dy.as_ptr(), dx.as_mut_ptr());
-        launch(geom::elementwise(n), || unsafe { (k.relu_bwd)(yp, gp, dp, n) }).unwrap();
+        launch(geom::elementwise(n), || unsafe {
+            (k.relu_bwd)(yp, gp, dp, n)
+        })
+        .unwrap();
         let (_, want, _) = with_grads(&xf, &[n], &[], &gf, maxsup_ops::relu);
         assert_close(&name("relu_bwd"), &widen(&dx), &want, 0.0);
 
         let mut s = zeros::<E>(n);
         let (bp, sp) = (b.as_ptr(), s.as_mut_ptr());
-        launch(geom::elementwise(n), || unsafe { (k.add_relu_fwd)(xp, bp, sp, n) }).unwrap();
+        launch(geom::elementwise(n), || unsafe {
+            (k.add_relu_fwd)(xp, bp, sp, n)
+        })
+        .unwrap();
         let want = maxsup_ops::add_relu(&cpu(&xf, &[n]), &cpu(&bf, &[n])).unwrap();
-        assert_close(&name("add_relu_fwd"), &widen(&s), &stored::<E>(&values(&want)), 0.0);
+        assert_close(
+            &name("add_relu_fwd"),
+            &widen(&s),
+            &stored::<E>(&values(&want)),
+            0.0,
+        );
 
         let mut y = zeros::<E>(n);
         let yp = y.as_mut_ptr();
@@ -44,7 +55,10 @@ fn elementwise<E: Elem>() {
         assert_close(&name("gelu_fwd"), &widen(&y), &want_y, tol);
         let mut dx = zeros::<E>(n);
         let dp = dx.as_mut_ptr();
-        launch(geom::elementwise(n), || unsafe { (k.gelu_bwd)(xp, gp, dp, n) }).unwrap();
+        launch(geom::elementwise(n), || unsafe {
+            (k.gelu_bwd)(xp, gp, dp, n)
+        })
+        .unwrap();
         assert_close(&name("gelu_bwd"), &widen(&dx), &want_dx, tol);
     }
 }
@@ -125,7 +139,12 @@ fn layer_norm<E: Elem>() {
             (k.layer_norm_bwd_dx)(xp, wp, gp, dp, rows, d as i32, eps)
         })
         .unwrap();
-        assert_close(&name("layer_norm_bwd_dx"), &widen(&dx), &want_dx, 2.0 * E::TOL);
+        assert_close(
+            &name("layer_norm_bwd_dx"),
+            &widen(&dx),
+            &want_dx,
+            2.0 * E::TOL,
+        );
 
         // The parameter gradients: per-block partial sums, then the column sum (as rows.rs).
         let parts = geom::layer_norm_param_parts(rows);

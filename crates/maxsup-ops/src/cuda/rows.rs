@@ -2,8 +2,7 @@
 
 use super::launch::{by_dtype, f32_view, launch_kernel, name_for, output, view, Elem};
 use crate::kernel_geometry::{
-    column_sum, layer_norm_param_parts, layer_norm_params, warp_per_row,
-    LAYER_NORM_PARAMS_MAX_D,
+    column_sum, layer_norm_param_parts, layer_norm_params, warp_per_row, LAYER_NORM_PARAMS_MAX_D,
 };
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::CudaStorage;
