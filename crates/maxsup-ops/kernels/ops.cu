@@ -157,25 +157,30 @@ __device__ void layer_norm_bwd_dx(const T* x, const float* w, const T* dy, T* dx
   }
 }
 // Per block: partial[block][0][j] = sum over its rows of dy * xhat, partial[block][1][j] = sum of dy.
-// Rows are dealt to blocks round-robin; dynamic shared memory holds 2*d floats.
+// Rows are dealt to blocks round-robin, one per warp at a time: the warps find their rows'
+// statistics, then thread t adds the rows in order into the columns j = t (mod blockDim) it
+// alone owns (no atomics: the sums do not depend on timing). Dynamic shared memory: 2*d floats.
 template <typename T>
 __device__ void layer_norm_bwd_params(const T* x, const T* dy, float* partial, size_t rows, int d, float eps) {
   DYNAMIC_SHARED(float, acc);
+  __shared__ float row_mean[32], row_rstd[32];
   for (int j = threadIdx.x; j < 2 * d; j += blockDim.x) acc[j] = 0.f;
-  __syncthreads();
   int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  for (size_t row = (size_t)blockIdx.x * nw + warp; row < rows; row += (size_t)gridDim.x * nw) {
-    const T* xr = x + row * d;
-    const T* gr = dy + row * d;
-    float m, r;
-    row_stats(xr, d, eps, lane, &m, &r);
-    for (int j = lane; j < d; j += 32) {
-      float g = to_f(gr[j]);
-      atomicAdd(&acc[j], g * (to_f(xr[j]) - m) * r);
-      atomicAdd(&acc[d + j], g);
+  for (size_t base = (size_t)blockIdx.x * nw; base < rows; base += (size_t)gridDim.x * nw) {
+    if (base + warp < rows) row_stats(x + (base + warp) * d, d, eps, lane, &row_mean[warp], &row_rstd[warp]);
+    __syncthreads();
+    for (int r = 0; r < nw && base + r < rows; ++r) {
+      const T* xr = x + (base + r) * d;
+      const T* gr = dy + (base + r) * d;
+      float m = row_mean[r], rs = row_rstd[r];
+      for (int j = threadIdx.x; j < d; j += blockDim.x) {
+        float g = to_f(gr[j]);
+        acc[j] += g * (to_f(xr[j]) - m) * rs;
+        acc[d + j] += g;
+      }
     }
+    __syncthreads();
   }
-  __syncthreads();
   for (int j = threadIdx.x; j < 2 * d; j += blockDim.x) partial[(size_t)blockIdx.x * 2 * d + j] = acc[j];
 }
 
