@@ -63,6 +63,22 @@ fn elementwise<E: Elem>() {
     }
 }
 
+/// The grid-stride loops cover work larger than the grid (the GPU's grid is capped at 2^19
+/// blocks, too many to emulate: here 3 blocks for 40 blocks' worth).
+#[test]
+fn grid_stride_kernels_cover_more_work_than_their_grid() {
+    let n = 40 * geom::THREADS as usize + 17;
+    let x = random::<f32>(n, 5, 1.0, 0.0);
+    let mut y = vec![f32::NAN; n];
+    let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+    launch(geom::blocks(3, geom::THREADS, 0), || unsafe {
+        (maxsup_kernel_emu::F32.relu_fwd)(xp, yp, n)
+    })
+    .unwrap();
+    let want: Vec<f32> = x.iter().map(|v| v.max(0.0)).collect();
+    assert_close("relu_fwd over a small grid", &y, &want, 0.0);
+}
+
 #[test]
 fn elementwise_kernels_match_the_cpu_ops() {
     elementwise::<f32>();
