@@ -299,9 +299,23 @@ __device__ void bn_bwd_dx(const T* x, const T* y, const T* dy, const float* stat
 // laid out as the NCHW kernels' ([C][S][2]), so the same finalisations apply (with hw = 1: the
 // shift, x[ch], is the channel's first element there too).
 
+// The end of both NHWC sums: thread (tx, ty) holds its rows' two sums (a, b) of channel ch;
+// the 8 rows of the block are added in f64 in a fixed order and stored as partial[ch][split].
+__device__ void store_nhwc_partial(float a, float b, double* partial, int ch, int c, int splits) {
+  __shared__ double sa[8][32], sb[8][32];
+  sa[threadIdx.y][threadIdx.x] = a;
+  sb[threadIdx.y][threadIdx.x] = b;
+  __syncthreads();
+  if (threadIdx.y == 0 && ch < c) {
+    double ta = 0.0, tb = 0.0;
+    for (int k = 0; k < 8; ++k) { ta += sa[k][threadIdx.x]; tb += sb[k][threadIdx.x]; }
+    partial[((size_t)ch * splits + blockIdx.y) * 2] = ta;
+    partial[((size_t)ch * splits + blockIdx.y) * 2 + 1] = tb;
+  }
+}
+
 template <typename T>
 __device__ void bn_stats_partial_nhwc(const T* x, double* partial, size_t m, int c, int splits) {
-  __shared__ double sa[8][32], sa2[8][32];
   int ch = blockIdx.x * 32 + threadIdx.x;
   float a = 0.f, a2 = 0.f;
   if (ch < c) {
@@ -312,15 +326,7 @@ __device__ void bn_stats_partial_nhwc(const T* x, double* partial, size_t m, int
       a2 += v * v;
     }
   }
-  sa[threadIdx.y][threadIdx.x] = a;
-  sa2[threadIdx.y][threadIdx.x] = a2;
-  __syncthreads();
-  if (threadIdx.y == 0 && ch < c) {
-    double t = 0.0, t2 = 0.0;
-    for (int k = 0; k < 8; ++k) { t += sa[k][threadIdx.x]; t2 += sa2[k][threadIdx.x]; }
-    partial[((size_t)ch * splits + blockIdx.y) * 2] = t;
-    partial[((size_t)ch * splits + blockIdx.y) * 2 + 1] = t2;
-  }
+  store_nhwc_partial(a, a2, partial, ch, c, splits);
 }
 template <typename T>
 __device__ void bn_apply_nhwc(const T* x, const float* stats, const float* w, const float* b, T* y, size_t total, int c, float eps, int relu) {
@@ -334,7 +340,6 @@ __device__ void bn_apply_nhwc(const T* x, const float* stats, const float* w, co
 }
 template <typename T>
 __device__ void bn_bwd_partial_nhwc(const T* x, const T* dy, const float* stats, double* partial, size_t m, int c, int splits) {
-  __shared__ double sa[8][32], sax[8][32];
   int ch = blockIdx.x * 32 + threadIdx.x;
   float a = 0.f, ax = 0.f;
   if (ch < c) {
@@ -345,15 +350,7 @@ __device__ void bn_bwd_partial_nhwc(const T* x, const T* dy, const float* stats,
       ax += g * (to_f(x[r * c + ch]) - mean);
     }
   }
-  sa[threadIdx.y][threadIdx.x] = a;
-  sax[threadIdx.y][threadIdx.x] = ax;
-  __syncthreads();
-  if (threadIdx.y == 0 && ch < c) {
-    double t = 0.0, tx = 0.0;
-    for (int k = 0; k < 8; ++k) { t += sa[k][threadIdx.x]; tx += sax[k][threadIdx.x]; }
-    partial[((size_t)ch * splits + blockIdx.y) * 2] = t;
-    partial[((size_t)ch * splits + blockIdx.y) * 2 + 1] = tx;
-  }
+  store_nhwc_partial(a, ax, partial, ch, c, splits);
 }
 template <typename T>
 __device__ void bn_bwd_dx_nhwc(const T* x, const T* dy, const float* stats, const float* w, const float* sums, T* dx, size_t total, int c, float count, float eps) {
