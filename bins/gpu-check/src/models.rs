@@ -94,7 +94,8 @@ fn layout(x: &Tensor, channels_last: bool) -> Result<Tensor> {
     })
 }
 
-fn layout_name(channels_last: bool) -> &'static str {
+/// The report's name of a memory layout.
+pub(crate) fn layout_name(channels_last: bool) -> &'static str {
     match channels_last {
         true => "channels_last",
         false => "nchw",

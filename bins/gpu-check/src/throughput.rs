@@ -92,18 +92,11 @@ fn measure(case: &Case, gpu: &Device, batch: usize, warmup: usize, steps: usize)
     let seconds = t.elapsed().as_secs_f64();
     let peak = pool_high_water(gpu, false)?;
     Ok(json!({
-        "model": name, "layout": layout(case), "batch": batch, "image": 224, "dtype": "bf16",
+        "model": name, "layout": crate::models::layout_name(case.channels_last), "batch": batch, "image": 224, "dtype": "bf16",
         "steps": steps, "warmup": warmup,
         "ours_img_s": (batch * steps) as f64 / seconds, "ours_step_ms": 1e3 * seconds / steps as f64,
         "ours_mem_gb": peak as f64 / 1e9, "last_loss": last,
     }))
-}
-
-fn layout(case: &Case) -> &'static str {
-    match case.channels_last {
-        true => "channels_last",
-        false => "nchw",
-    }
 }
 
 /// The rows, each written to `out` as soon as it is measured (the caller writes the final file).
@@ -131,7 +124,7 @@ pub fn run(
     for case in &cases {
         rows.push(match measure(case, gpu, batch, warmup, steps) {
             Ok(v) => v,
-            Err(e) => json!({"model": case.model, "layout": layout(case), "batch": batch,
+            Err(e) => json!({"model": case.model, "layout": crate::models::layout_name(case.channels_last), "batch": batch,
                              "error": format!("{e:#}")}),
         });
         let so_far = json!({"throughput": rows});
