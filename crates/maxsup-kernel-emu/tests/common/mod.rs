@@ -30,7 +30,7 @@ impl Elem for f32 {
 }
 impl Elem for bf16 {
     const NAME: &'static str = "bf16";
-    const TOL: f32 = 1.0 / 64.0;
+    const TOL: f32 = 1.0 / 256.0;
     fn kernels() -> Kernels<bf16> {
         BF16
     }
