@@ -3,6 +3,7 @@
 //! `INSTANTIATE` list of ops.cu (`size_t` = usize, `int` = i32, `uint8_t` = u8).
 
 use half::bf16;
+use maxsup_ops::multi_tensor::table::{TensorTable, Update};
 
 macro_rules! kernel_tables {
     ($($field:ident ($f32:ident, $bf16:ident): ($($ty:ty),*);)*) => {
@@ -78,4 +79,53 @@ extern "C" {
         splits: i32,
         eps: f32,
     );
+}
+
+extern "C" {
+    fn sgd_momentum_multi_f32(table: TensorTable, lr: f32, momentum: f32, nesterov: i32);
+    fn adamw_multi_f32(
+        table: TensorTable,
+        w: f32,
+        one_minus_w: f32,
+        from_end: i32,
+        beta2: f32,
+        one_minus_beta2: f32,
+        eps: f32,
+    );
+    fn ema_multi_f32(table: TensorTable, decay: f32, one_minus_decay: f32);
+}
+
+/// Calls the multi-tensor kernel of `update` on `table`, as the CUDA launcher passes them.
+///
+/// # Safety
+/// Every address in `table` points to a live f32 buffer of its tensor's length; runs inside
+/// [`crate::launch`].
+pub unsafe fn multi_tensor(update: Update, table: TensorTable) {
+    match update {
+        Update::Sgd {
+            lr,
+            momentum,
+            nesterov,
+        } => sgd_momentum_multi_f32(table, lr, momentum, nesterov as i32),
+        Update::AdamW {
+            w,
+            one_minus_w,
+            from_end,
+            beta2,
+            one_minus_beta2,
+            eps,
+        } => adamw_multi_f32(
+            table,
+            w,
+            one_minus_w,
+            from_end as i32,
+            beta2,
+            one_minus_beta2,
+            eps,
+        ),
+        Update::Ema {
+            decay,
+            one_minus_decay,
+        } => ema_multi_f32(table, decay, one_minus_decay),
+    }
 }

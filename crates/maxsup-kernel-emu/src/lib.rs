@@ -62,6 +62,25 @@ pub fn launch<F: Fn()>(geometry: Launch, thread_body: F) -> Result<(), String> {
 
 mod kernels;
 pub use kernels::{bn_bwd_finalize, column_sum_f32};
+
+use maxsup_ops::multi_tensor::table::{batches, Entry, Update};
+
+/// Runs a multi-tensor optimizer update over `entries` (host addresses) the way the CUDA
+/// launcher does: the same batches of at most 32 tensors, one launch each.
+///
+/// # Safety
+/// Every address in `entries` points to a live f32 buffer of the entry's length, and the
+/// buffers the update writes do not overlap.
+pub unsafe fn multi_tensor(update: Update, entries: &[Entry]) -> Result<(), String> {
+    for batch in batches(entries) {
+        let table = batch.table;
+        // SAFETY: the caller's contract covers every address in the table.
+        launch(batch.launch(), || unsafe {
+            kernels::multi_tensor(update, table)
+        })?;
+    }
+    Ok(())
+}
 pub use kernels::{Kernels, BF16, F32};
 
 /// Kernels that test the emulator itself (`emu/selftest.cpp`).

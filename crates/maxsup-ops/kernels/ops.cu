@@ -471,6 +471,93 @@ __device__ void max_pool_bwd(const T* dy, const uint8_t* arg, T* dx, size_t plan
   }
 }
 
+// ---------------------------------------------------------------- multi-tensor optimizer updates
+// One launch updates up to MT_TENSORS f32 tensors in place: block b works on tensor t, where
+// block_start[t] <= b < block_start[t + 1], elements [(b - block_start[t]) * MT_CHUNK, ...) of
+// it, each thread every blockDim-th one (coalesced). The table travels as a kernel argument
+// (no upload per step); src/multi_tensor/table.rs builds it with the same layout. The arithmetic
+// is the composed candle update's (crates/maxsup-optim), operation by operation, in f32, with
+// products as __fmul_rn so that nvcc cannot contract them into FMAs: the GPU computes the same
+// floats as the CPU optimizer.
+#define MT_TENSORS 32
+#define MT_CHUNK 16384
+
+struct TensorTable {
+  float* param[MT_TENSORS];         // updated in place (EMA: the model, read only)
+  const float* grad[MT_TENSORS];    // gradients (unused by the EMA)
+  float* state0[MT_TENSORS];        // momentum buffer / exp_avg / EMA average
+  float* state1[MT_TENSORS];        // exp_avg_sq
+  float scalar0[MT_TENSORS];        // SGD: weight decay; AdamW: 1 - lr * wd
+  float scalar1[MT_TENSORS];        // AdamW: 1 / sqrt(1 - beta2^t)
+  float scalar2[MT_TENSORS];        // AdamW: -lr / (1 - beta1^t)
+  unsigned long long len[MT_TENSORS];
+  unsigned int block_start[MT_TENSORS + 1];
+  int count;
+};
+
+// The tensor of this block and the element range [begin, end) the block covers.
+__device__ __forceinline__ int mt_tensor(const TensorTable& t, size_t* begin, size_t* end) {
+  int k = 0;
+  while (k + 1 < t.count && blockIdx.x >= t.block_start[k + 1]) ++k;
+  size_t b = (size_t)(blockIdx.x - t.block_start[k]) * MT_CHUNK;
+  size_t e = b + MT_CHUNK;
+  *begin = b;
+  *end = e < t.len[k] ? e : (size_t)t.len[k];
+  return k;
+}
+
+// torch.optim.SGD (dampening 0): d = g + wd * p; buf = momentum * buf + d (a zeroed buffer makes
+// the first step's buf = d); p -= lr * (Nesterov ? d + momentum * buf : buf).
+extern "C" __global__ void sgd_momentum_multi_f32(TensorTable t, float lr, float momentum, int nesterov) {
+  size_t begin, end;
+  int k = mt_tensor(t, &begin, &end);
+  float* p = t.param[k];
+  const float* g = t.grad[k];
+  float* buf = t.state0[k];
+  float wd = t.scalar0[k];
+  for (size_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    float pv = p[i];
+    float d = wd != 0.f ? g[i] + __fmul_rn(pv, wd) : g[i];
+    float b = __fmul_rn(buf[i], momentum) + d;
+    buf[i] = b;
+    float step = nesterov ? d + __fmul_rn(b, momentum) : b;
+    p[i] = pv - __fmul_rn(step, lr);
+  }
+}
+
+// torch.optim.AdamW: p *= 1 - lr * wd; m = lerp(m, g, w) (w = 1 - beta1, PyTorch's two-branch
+// form: `hi` for w >= 0.5); v = beta2 * v + (1 - beta2) * g^2;
+// p += -lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps).
+extern "C" __global__ void adamw_multi_f32(TensorTable t, float w, float one_minus_w, int hi, float beta2,
+                                           float one_minus_beta2, float eps) {
+  size_t begin, end;
+  int k = mt_tensor(t, &begin, &end);
+  float* p = t.param[k];
+  const float* g = t.grad[k];
+  float* m = t.state0[k];
+  float* v = t.state1[k];
+  float decay = t.scalar0[k], inv_bc2_sqrt = t.scalar1[k], neg_step = t.scalar2[k];
+  for (size_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    float gi = g[i], mi = m[i];
+    float diff = gi - mi;
+    mi = hi ? gi - __fmul_rn(diff, one_minus_w) : mi + __fmul_rn(diff, w);
+    float vi = __fmul_rn(v[i], beta2) + __fmul_rn(__fmul_rn(gi, gi), one_minus_beta2);
+    m[i] = mi;
+    v[i] = vi;
+    float denom = __fmul_rn(sqrtf(vi), inv_bc2_sqrt) + eps;
+    p[i] = __fmul_rn(p[i], decay) + __fmul_rn(mi / denom, neg_step);
+  }
+}
+
+// timm ModelEmaV2: ema = decay * ema + (1 - decay) * model, model read from `param`.
+extern "C" __global__ void ema_multi_f32(TensorTable t, float decay, float one_minus_decay) {
+  size_t begin, end;
+  int k = mt_tensor(t, &begin, &end);
+  const float* model = t.param[k];
+  float* ema = t.state0[k];
+  for (size_t i = begin + threadIdx.x; i < end; i += blockDim.x) ema[i] = __fmul_rn(ema[i], decay) + __fmul_rn(model[i], one_minus_decay);
+}
+
 // ---------------------------------------------------------------- instantiations
 
 #define INSTANTIATE(T, S)                                                                                  \

@@ -39,6 +39,7 @@ mod layout;
 mod linear;
 mod matmul;
 mod max_pool;
+pub mod multi_tensor;
 pub mod reference;
 mod relu;
 mod residual_branch;

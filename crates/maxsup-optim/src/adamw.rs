@@ -5,6 +5,8 @@
 
 use candle_core::{backprop::GradStore, Result, Tensor, Var};
 
+use maxsup_ops::multi_tensor;
+
 use crate::optimizer::Optimizer;
 use crate::param_groups::ParamGroup;
 use crate::params::ParamTable;
@@ -117,7 +119,11 @@ impl AdamW {
             .sqrt()?
             .affine(1.0 / bias_correction2_sqrt, eps)?;
         let updated = (p + (exp_avg.div(&denom)?.affine(-step_size, 0.0))?)?;
-        param.var.set(&updated)?;
+        // An empty parameter has nothing to update (and candle refuses to `set` it from a result
+        // that shares its empty storage); its step count still advances, as in PyTorch.
+        if updated.elem_count() > 0 {
+            param.var.set(&updated)?;
+        }
         self.moments[i] = Some(Moments {
             exp_avg,
             exp_avg_sq,
@@ -137,12 +143,89 @@ fn lerp(start: &Tensor, end: &Tensor, w: f64) -> Result<Tensor> {
     }
 }
 
+impl AdamW {
+    /// Whether parameter `i` and its gradient take the multi-tensor CUDA update.
+    fn takes_multi_tensor(&self, i: usize, grad: &Tensor) -> bool {
+        let p = self.table.params[i].var.as_tensor();
+        multi_tensor::applies(p)
+            && grad.dtype() == p.dtype()
+            && grad.device().same_device(p.device())
+    }
+
+    /// One multi-tensor launch (per 32 parameters) for every CUDA f32 parameter: the same floats
+    /// as the composed update, a few kernels per step instead of ~12 per parameter.
+    fn update_multi_tensor(&mut self, batch: &[(usize, Tensor)]) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut moments = Vec::with_capacity(batch.len());
+        for &(i, _) in batch {
+            let p = self.table.params[i].var.as_tensor();
+            let own = |t: Tensor| -> Result<Tensor> {
+                // Adopted and exported moments are private copies: writing in place is safe.
+                if t.is_contiguous() && t.device().same_device(p.device()) {
+                    Ok(t)
+                } else {
+                    t.to_device(p.device())?.contiguous()
+                }
+            };
+            let m = match self.moments[i].take() {
+                Some(m) => Moments {
+                    exp_avg: own(m.exp_avg)?,
+                    exp_avg_sq: own(m.exp_avg_sq)?,
+                    step: m.step + 1,
+                },
+                None => Moments {
+                    exp_avg: p.zeros_like()?,
+                    exp_avg_sq: p.zeros_like()?,
+                    step: 1,
+                },
+            };
+            // Handles on the same storage: the update below writes the stored moments.
+            moments.push(m.clone());
+            self.moments[i] = Some(m);
+        }
+        let tensors: Vec<multi_tensor::AdamWTensors> = batch
+            .iter()
+            .zip(&moments)
+            .map(|((i, grad), m)| {
+                let param = &self.table.params[*i];
+                multi_tensor::AdamWTensors {
+                    param: param.var.as_tensor(),
+                    grad,
+                    exp_avg: &m.exp_avg,
+                    exp_avg_sq: &m.exp_avg_sq,
+                    weight_decay: param.weight_decay,
+                    step: m.step,
+                }
+            })
+            .collect();
+        let AdamWConfig {
+            lr,
+            betas: (beta1, beta2),
+            eps,
+        } = self.config;
+        let step = multi_tensor::AdamWStep {
+            lr,
+            beta1,
+            beta2,
+            eps,
+        };
+        multi_tensor::adamw_step(step, &tensors)
+    }
+}
+
 impl Optimizer for AdamW {
     fn step(&mut self, grads: &GradStore) -> Result<()> {
+        let mut batch = Vec::new();
         for (i, grad) in self.table.gradients(grads) {
-            self.update_one(i, &grad)?;
+            if self.takes_multi_tensor(i, &grad) {
+                batch.push((i, grad));
+            } else {
+                self.update_one(i, &grad)?;
+            }
         }
-        Ok(())
+        self.update_multi_tensor(&batch)
     }
 
     fn lr(&self) -> f64 {

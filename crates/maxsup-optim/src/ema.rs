@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use candle_core::{DType, Result, Tensor, Var};
+use maxsup_ops::multi_tensor;
 
 /// Moving average of every named model tensor: parameters AND buffers, since timm averages the whole
 /// `state_dict` (BatchNorm running statistics included). Each [`ModelEma::update`] does
@@ -47,20 +48,30 @@ impl ModelEma {
 
     /// `ema = decay * ema + (1 - decay) * model` for every tensor. `model` must provide exactly the names the
     /// EMA was built with, with the same shapes and dtypes; otherwise nothing is changed and the error names
-    /// the offending tensor.
+    /// the offending tensor. f32 averages on CUDA are updated in place by one multi-tensor kernel per 32
+    /// tensors (the same floats as the composed update); a handle from [`ModelEma::get`] sees the change.
     pub fn update<'a, I>(&mut self, model: I) -> Result<()>
     where
         I: IntoIterator<Item = (&'a str, &'a Tensor)>,
     {
         let decay = self.decay;
-        self.apply(model, |ema, m| {
-            if ema.dtype().is_float() {
-                ema.affine(decay, 0.0)? + m.affine(1.0 - decay, 0.0)?
+        let mut in_place = Vec::new();
+        for (name, m) in self.matched(model)? {
+            let ema = &self.averages[&name];
+            if multi_tensor::applies(ema) && multi_tensor::applies(&m) {
+                in_place.push((ema.clone(), m));
+                continue;
+            }
+            let next = if ema.dtype().is_float() {
+                (ema.affine(decay, 0.0)? + m.affine(1.0 - decay, 0.0)?)?
             } else {
                 let (e32, m32) = (ema.to_dtype(DType::F32)?, m.to_dtype(DType::F32)?);
-                (e32.affine(decay, 0.0)? + m32.affine(1.0 - decay, 0.0)?)?.to_dtype(ema.dtype())
-            }
-        })
+                (e32.affine(decay, 0.0)? + m32.affine(1.0 - decay, 0.0)?)?.to_dtype(ema.dtype())?
+            };
+            self.averages.insert(name, next);
+        }
+        let pairs: Vec<(&Tensor, &Tensor)> = in_place.iter().map(|(e, m)| (e, m)).collect();
+        multi_tensor::ema_step(decay, &pairs)
     }
 
     /// Copies `model` into the EMA (timm `ModelEmaV2.set`).
@@ -68,7 +79,10 @@ impl ModelEma {
     where
         I: IntoIterator<Item = (&'a str, &'a Tensor)>,
     {
-        self.apply(model, |_, m| m.copy())
+        for (name, m) in self.matched(model)? {
+            self.averages.insert(name, m.copy()?);
+        }
+        Ok(())
     }
 
     /// Writes the averaged values into the model's `Var`s (e.g. to evaluate the EMA weights). Every var
@@ -84,7 +98,8 @@ impl ModelEma {
         Ok(())
     }
 
-    /// The averaged tensor for `name`.
+    /// The averaged tensor for `name` (on CUDA updated in place by [`ModelEma::update`]: `copy` it to keep
+    /// a snapshot).
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.averages.get(name)
     }
@@ -113,12 +128,13 @@ impl ModelEma {
             .collect()
     }
 
-    fn apply<'a, I, F>(&mut self, model: I, f: F) -> Result<()>
+    /// The model's tensors by EMA name, on the EMA's device, after checking that they name every
+    /// average exactly once with its shape and dtype (so a failed check changes nothing).
+    fn matched<'a, I>(&self, model: I) -> Result<Vec<(String, Tensor)>>
     where
         I: IntoIterator<Item = (&'a str, &'a Tensor)>,
-        F: Fn(&Tensor, &Tensor) -> Result<Tensor>,
     {
-        let mut next = BTreeMap::new();
+        let mut seen = BTreeMap::new();
         for (name, m) in model {
             let ema = self.averages.get(name).ok_or_else(|| {
                 candle_core::Error::Msg(format!(
@@ -135,15 +151,14 @@ impl ModelEma {
                 );
             }
             let m = m.detach().to_device(ema.device())?;
-            if next.insert(name.to_string(), f(ema, &m)?).is_some() {
+            if seen.insert(name.to_string(), m).is_some() {
                 candle_core::bail!("model EMA: model tensor `{name}` given twice");
             }
         }
-        if let Some(name) = self.averages.keys().find(|k| !next.contains_key(*k)) {
+        if let Some(name) = self.averages.keys().find(|k| !seen.contains_key(*k)) {
             return Err(missing(name));
         }
-        self.averages = next;
-        Ok(())
+        Ok(seen.into_iter().collect())
     }
 }
 
