@@ -24,6 +24,8 @@ mod models;
 #[cfg(feature = "cuda")]
 mod ops;
 #[cfg(feature = "cuda")]
+mod optim;
+#[cfg(feature = "cuda")]
 mod throughput;
 
 use clap::{Parser, ValueEnum};

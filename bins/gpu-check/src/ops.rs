@@ -1,7 +1,8 @@
 //! Every op of maxsup-ops on CUDA against the composed reference on the CPU in f64, forward and
 //! backward (of `sum(y * r)` for a fixed random `r`), on the shapes the models use, in f32 and
 //! bf16. The reference sees the same inputs rounded to the dtype, so the error is the kernel's.
-//! Norm-wise relative error limits: f32 1e-4; bf16 1e-2 forward, 2e-2 gradients.
+//! Norm-wise relative error limits: f32 1e-4; bf16 1e-2 forward, 2e-2 gradients. Then the
+//! multi-tensor optimizer updates against the CPU optimizers (`optim.rs`).
 
 use crate::compare::{rel_error, values};
 use anyhow::Result;
@@ -395,11 +396,12 @@ pub fn run(gpu: &Device) -> Result<Value> {
         )?;
         channels_last_rows(&mut rows, dtype, gpu)?;
     }
-    // The losses run in f32 (the trainer casts the logits).
+    // The losses run in f32 (the trainer casts the logits): the fused CUDA kernel.
     for (name, loss) in [
         ("maxsup loss", 0usize),
         ("label smoothing loss", 1),
         ("cross entropy loss", 2),
+        ("logit penalty loss", 3),
     ] {
         let f = move |t: &[Tensor], _: &Device, _: DType| -> candle_core::Result<Vec<Tensor>> {
             let z = &t[0];
@@ -407,7 +409,8 @@ pub fn run(gpu: &Device) -> Result<Value> {
             let l = match loss {
                 0 => maxsup_loss::maxsup(z, y, 0.15)?,
                 1 => maxsup_loss::label_smoothing(z, y, 0.1)?,
-                _ => maxsup_loss::cross_entropy(z, y)?,
+                2 => maxsup_loss::cross_entropy(z, y)?,
+                _ => maxsup_loss::logit_penalty(z, y, 2e-3)?,
             };
             Ok(vec![l])
         };
@@ -420,6 +423,7 @@ pub fn run(gpu: &Device) -> Result<Value> {
             gpu,
         )?;
     }
+    rows.extend(crate::optim::rows(gpu)?);
     let pass = rows.iter().all(|r| r["pass"].as_bool() == Some(true));
     Ok(json!({"pass": pass, "ops": rows}))
 }

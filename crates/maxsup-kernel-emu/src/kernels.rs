@@ -4,6 +4,7 @@
 
 use half::bf16;
 use maxsup_ops::multi_tensor::table::{TensorTable, Update};
+use maxsup_ops::softmax_loss::LossTerms;
 
 macro_rules! kernel_tables {
     ($($field:ident ($f32:ident, $bf16:ident): ($($ty:ty),*);)*) => {
@@ -128,4 +129,26 @@ pub unsafe fn multi_tensor(update: Update, table: TensorTable) {
             one_minus_decay,
         } => ema_multi_f32(table, decay, one_minus_decay),
     }
+}
+
+extern "C" {
+    /// `row_loss[r]` = the per-sample softmax-family loss of row `r` of `z` (`[B, k]`).
+    pub fn softmax_loss_rows_f32(
+        z: *const f32,
+        y: *const u32,
+        terms: LossTerms,
+        row_loss: *mut f64,
+        k: i32,
+    );
+    /// `out[0]` = the mean of `b` per-row losses.
+    pub fn softmax_loss_mean_f32(row_loss: *const f64, out: *mut f32, b: i32);
+    /// The gradient of the batch-mean loss with respect to `z`.
+    pub fn softmax_loss_grad_f32(
+        z: *const f32,
+        y: *const u32,
+        terms: LossTerms,
+        g: *mut f32,
+        k: i32,
+        inv_b: f64,
+    );
 }

@@ -62,6 +62,7 @@ pub fn launch<F: Fn()>(geometry: Launch, thread_body: F) -> Result<(), String> {
 
 mod kernels;
 pub use kernels::{bn_bwd_finalize, column_sum_f32};
+pub use kernels::{softmax_loss_grad_f32, softmax_loss_mean_f32, softmax_loss_rows_f32};
 
 use maxsup_ops::multi_tensor::table::{batches, Entry, Update};
 

@@ -3,26 +3,25 @@
 //! Composed from candle ops, MaxSup adds an argmax, a gather, a mean and their backward passes to
 //! cross entropy: several extra sweeps over the `[B, K]` logits. Everything these losses need
 //! per row (max, argmax, log-sum-exp, sum, sum of squares) comes out of the same two passes, so
-//! one kernel computes all of them and MaxSup costs what CE costs. The composed versions remain
-//! the implementation on other devices and are the oracle in the tests.
+//! one kernel computes all of them and MaxSup costs what CE costs. With the `cuda` feature the
+//! same op carries maxsup-ops' CUDA kernels (f32 logits). The composed versions remain the
+//! implementation on other devices and dtypes and are the oracle in the tests.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
 /// Weights of the terms of the per-sample loss
-/// `ce * (-log p_y) + uniform * (-mean_k log p_k) + maxsup * (z_max - mean_k z_k) + lp/2 * sum_k z_k^2`.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Terms {
-    pub ce: f64,
-    pub uniform: f64,
-    pub maxsup: f64,
-    pub lp: f64,
-}
+/// `ce * (-log p_y) + uniform * (-mean_k log p_k) + maxsup * (z_max - mean_k z_k) + lp/2 * sum_k z_k^2`
+/// (maxsup-ops' type, which its CUDA kernels take as an argument).
+pub(crate) use maxsup_ops::softmax_loss::LossTerms as Terms;
 
 /// The batch-mean loss on `z` (`[B, K]`, compute dtype) with host-side `targets`, through the
-/// fused kernel when `z` is on the CPU in f32/f64; `None` otherwise (the caller composes).
+/// fused kernel when `z` is on the CPU in f32/f64 or (feature `cuda`) on CUDA in f32; `None`
+/// otherwise (the caller composes).
 pub(crate) fn try_fused(z: &Tensor, targets: &[u32], terms: Terms) -> Result<Option<Tensor>> {
-    if !z.device().is_cpu() || !matches!(z.dtype(), DType::F32 | DType::F64) {
+    let cpu = z.device().is_cpu() && matches!(z.dtype(), DType::F32 | DType::F64);
+    let cuda = cfg!(feature = "cuda") && z.device().is_cuda() && z.dtype() == DType::F32;
+    if !(cpu || cuda) {
         return Ok(None);
     }
     let op = FusedLoss {
@@ -136,6 +135,21 @@ impl CustomOp1 for FusedLoss {
         Ok((out, Shape::from(())))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let out = maxsup_ops::softmax_loss::softmax_loss_forward(
+            storage,
+            layout,
+            &self.targets,
+            self.terms,
+        )?;
+        Ok((out, Shape::from(())))
+    }
+
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let op = FusedLossGradient(FusedLoss {
             targets: self.targets.clone(),
@@ -161,6 +175,22 @@ impl CustomOp1 for FusedLossGradient {
             CpuStorage::F64(_) => fused.gradient::<f64>(storage, layout)?,
             _ => candle_core::bail!("fused loss gradient: logits must be f32 or f64"),
         };
+        Ok((out, layout.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let fused = &self.0;
+        let out = maxsup_ops::softmax_loss::softmax_loss_gradient(
+            storage,
+            layout,
+            &fused.targets,
+            fused.terms,
+        )?;
         Ok((out, layout.shape().clone()))
     }
 }

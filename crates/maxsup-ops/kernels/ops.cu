@@ -471,6 +471,108 @@ __device__ void max_pool_bwd(const T* dy, const uint8_t* arg, T* dx, size_t plan
   }
 }
 
+// ---------------------------------------------------------------- fused softmax-family loss
+// Per sample: ce * (-log p_y) + uniform * (-mean_k log p_k) + maxsup * (z_max - mean_k z_k)
+//           + lp / 2 * sum_k z_k^2  (CE, label smoothing, MaxSup, logit penalty),
+// on f32 logits [B, K], one block per row, statistics in f64 as the CPU kernel
+// (crates/maxsup-loss/src/fused.rs); a tie for the maximum goes to the first index. The batch
+// mean is a fixed-order reduction of the per-row losses.
+struct LossTerms { double ce, uniform, maxsup, lp; };
+
+// Block-wide f64 sum, valid in every thread.
+__device__ double block_sum_all_d(double v) {
+  __shared__ double total;
+  v = block_sum_d(v);
+  if (threadIdx.x == 0) total = v;
+  __syncthreads();
+  v = total;
+  __syncthreads();
+  return v;
+}
+
+// The row's maximum and its first index, valid in every thread (blockDim.x a power of two, at
+// most 1024).
+__device__ void block_max_arg(float v, int at, float* max_out, int* arg_out) {
+  __shared__ float best[1024];
+  __shared__ int where[1024];
+  best[threadIdx.x] = v;
+  where[threadIdx.x] = at;
+  __syncthreads();
+  for (int s = blockDim.x >> 1; s > 0; s >>= 1) {
+    if (threadIdx.x < s) {
+      float v2 = best[threadIdx.x + s];
+      int a2 = where[threadIdx.x + s];
+      if (v2 > best[threadIdx.x] || (v2 == best[threadIdx.x] && a2 < where[threadIdx.x])) {
+        best[threadIdx.x] = v2;
+        where[threadIdx.x] = a2;
+      }
+    }
+    __syncthreads();
+  }
+  *max_out = best[0];
+  *arg_out = where[0];
+  __syncthreads();
+}
+
+struct LossRow { double max, lse, mean, sum_sq; int argmax; };
+
+__device__ LossRow loss_row(const float* zr, int k) {
+  float m = -INFINITY;
+  int at = 0x7fffffff;
+  double sum = 0.0, sum_sq = 0.0;
+  for (int j = threadIdx.x; j < k; j += blockDim.x) {
+    float v = zr[j];
+    if (v > m || at == 0x7fffffff) { m = v; at = j; }
+    sum += (double)v;
+    sum_sq += (double)v * (double)v;
+  }
+  LossRow r;
+  float mf;
+  block_max_arg(m, at, &mf, &r.argmax);
+  r.max = (double)mf;
+  r.mean = block_sum_all_d(sum) / k;
+  r.sum_sq = block_sum_all_d(sum_sq);
+  double se = 0.0;
+  for (int j = threadIdx.x; j < k; j += blockDim.x) se += exp((double)zr[j] - r.max);
+  r.lse = r.max + log(block_sum_all_d(se));
+  return r;
+}
+
+extern "C" __global__ void softmax_loss_rows_f32(const float* z, const uint32_t* y, LossTerms t, double* row_loss, int k) {
+  const float* zr = z + (size_t)blockIdx.x * k;
+  LossRow r = loss_row(zr, k);
+  if (threadIdx.x == 0) {
+    double log_p_y = (double)zr[y[blockIdx.x]] - r.lse;
+    double mean_log_p = r.mean - r.lse;
+    row_loss[blockIdx.x] = -t.ce * log_p_y - t.uniform * mean_log_p + t.maxsup * (r.max - r.mean) + t.lp * 0.5 * r.sum_sq;
+  }
+}
+
+// out[0] = mean of the b per-row losses (one block; each thread sums a fixed stride of rows).
+extern "C" __global__ void softmax_loss_mean_f32(const double* row_loss, float* out, int b) {
+  double s = 0.0;
+  for (int i = threadIdx.x; i < b; i += blockDim.x) s += row_loss[i];
+  s = block_sum_d(s);
+  if (threadIdx.x == 0) out[0] = (float)(s / b);
+}
+
+// d loss / d z for an upstream gradient of 1: (ce * (p - [j == y]) + uniform * (p - 1/K)
+// + maxsup * ([j == argmax] - 1/K) + lp * z) / B.
+extern "C" __global__ void softmax_loss_grad_f32(const float* z, const uint32_t* y, LossTerms t, float* g, int k, double inv_b) {
+  const float* zr = z + (size_t)blockIdx.x * k;
+  float* gr = g + (size_t)blockIdx.x * k;
+  LossRow r = loss_row(zr, k);
+  int target = (int)y[blockIdx.x];
+  double inv_k = 1.0 / k;
+  for (int j = threadIdx.x; j < k; j += blockDim.x) {
+    double zj = (double)zr[j];
+    double p = exp(zj - r.lse);
+    double d = t.ce * (p - (j == target ? 1.0 : 0.0)) + t.uniform * (p - inv_k) +
+               t.maxsup * ((j == r.argmax ? 1.0 : 0.0) - inv_k) + t.lp * zj;
+    gr[j] = (float)(d * inv_b);
+  }
+}
+
 // ---------------------------------------------------------------- multi-tensor optimizer updates
 // One launch updates up to MT_TENSORS f32 tensors in place: block b works on tensor t, where
 // block_start[t] <= b < block_start[t + 1], elements [(b - block_start[t]) * MT_CHUNK, ...) of

@@ -161,3 +161,14 @@ mod tests {
         }
     }
 }
+
+/// One block per row of the fused loss (`softmax_loss_rows`, `softmax_loss_grad`); the block's
+/// max/arg-max tree needs a power of two.
+pub fn loss_rows(rows: usize) -> Launch {
+    blocks(rows, 256, 0)
+}
+
+/// The one block of the fused loss's batch mean.
+pub fn loss_mean() -> Launch {
+    blocks(1, 256, 0)
+}

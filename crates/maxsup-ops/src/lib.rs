@@ -45,6 +45,7 @@ mod relu;
 mod residual_branch;
 mod side_output;
 mod softmax;
+pub mod softmax_loss;
 mod staged_upload;
 mod sync_batch_norm;
 

@@ -8,6 +8,7 @@ pub(crate) mod batch_norm;
 mod conv;
 mod elementwise;
 mod launch;
+pub(crate) mod loss;
 mod multi_tensor;
 pub(crate) mod pinned;
 pub(crate) mod pool;
