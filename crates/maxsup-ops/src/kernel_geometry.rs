@@ -97,6 +97,17 @@ pub fn column_sum(width: usize) -> Launch {
     blocks(width.div_ceil(256), 256, 0)
 }
 
+/// One block per row of the fused loss (`softmax_loss_rows`, `softmax_loss_grad`); the block's
+/// max/arg-max tree needs a power of two.
+pub fn loss_rows(rows: usize) -> Launch {
+    blocks(rows, 256, 0)
+}
+
+/// The one block of the fused loss's batch mean.
+pub fn loss_mean() -> Launch {
+    blocks(1, 256, 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,13 +173,3 @@ mod tests {
     }
 }
 
-/// One block per row of the fused loss (`softmax_loss_rows`, `softmax_loss_grad`); the block's
-/// max/arg-max tree needs a power of two.
-pub fn loss_rows(rows: usize) -> Launch {
-    blocks(rows, 256, 0)
-}
-
-/// The one block of the fused loss's batch mean.
-pub fn loss_mean() -> Launch {
-    blocks(1, 256, 0)
-}
