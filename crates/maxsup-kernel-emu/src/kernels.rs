@@ -46,7 +46,7 @@ kernel_tables! {
     bn_stats_finalize(bn_stats_finalize_f32, bn_stats_finalize_bf16):
         (*const E, *const f64, *mut f32, i32, i32, i32, f64);
     bn_apply(bn_apply_f32, bn_apply_bf16):
-        (*const E, *const f32, *const f32, *const f32, *mut E, i32, i32, f32, i32);
+        (*const E, *const f32, *const f32, *const f32, *const E, *mut E, i32, i32, f32, i32);
     bn_bwd_partial(bn_bwd_partial_f32, bn_bwd_partial_bf16):
         (*const E, *const E, *const E, *const f32, *mut f64, i32, i32, i32, i32, i32);
     bn_bwd_dx(bn_bwd_dx_f32, bn_bwd_dx_bf16):
@@ -57,7 +57,7 @@ kernel_tables! {
         (*const E, *const u8, *mut E, usize, i32, i32, i32, i32, i32, i32, i32);
     bn_stats_partial_nhwc(bn_stats_partial_nhwc_f32, bn_stats_partial_nhwc_bf16): (*const E, *mut f64, usize, i32, i32);
     bn_apply_nhwc(bn_apply_nhwc_f32, bn_apply_nhwc_bf16):
-        (*const E, *const f32, *const f32, *const f32, *mut E, usize, i32, f32, i32);
+        (*const E, *const f32, *const f32, *const f32, *const E, *mut E, usize, i32, f32, i32);
     bn_bwd_partial_nhwc(bn_bwd_partial_nhwc_f32, bn_bwd_partial_nhwc_bf16):
         (*const E, *const E, *const f32, *mut f64, usize, i32, i32);
     bn_bwd_dx_nhwc(bn_bwd_dx_nhwc_f32, bn_bwd_dx_nhwc_bf16):

@@ -127,6 +127,107 @@ fn bn_sums<E: Elem>(
     sums
 }
 
+/// The normalisation kernel (NCHW or NHWC, by `nhwc`) on `x` in the kernel's layout with the
+/// given statistics, plus `residual` when given, then ReLU when `relu`.
+fn bn_apply<E: Elem>(
+    k: &Kernels<E>,
+    (x, residual): (&[E], Option<&[E]>),
+    stats: &[f32],
+    (wt, bs): (&[f32], &[f32]),
+    (n, c, h, w): (usize, usize, usize, usize),
+    relu: bool,
+    nhwc: bool,
+) -> Vec<E> {
+    let total = n * c * h * w;
+    let eps = 1e-5f32;
+    let mut y = zeros::<E>(total);
+    let (xp, st, wp, bp, yp) = (
+        x.as_ptr(),
+        stats.as_ptr(),
+        wt.as_ptr(),
+        bs.as_ptr(),
+        y.as_mut_ptr(),
+    );
+    let rp = residual.map_or(std::ptr::null(), |r| r.as_ptr());
+    let relu_i = relu as i32;
+    if nhwc {
+        launch(geom::elementwise(total), || unsafe {
+            (k.bn_apply_nhwc)(xp, st, wp, bp, rp, yp, total, c as i32, eps, relu_i)
+        })
+        .unwrap();
+    } else {
+        launch(geom::per_plane(n * c), || unsafe {
+            (k.bn_apply)(
+                xp,
+                st,
+                wp,
+                bp,
+                rp,
+                yp,
+                c as i32,
+                (h * w) as i32,
+                eps,
+                relu_i,
+            )
+        })
+        .unwrap();
+    }
+    y
+}
+
+/// The end of a ResNet block through the kernels (statistics, then the normalisation adding the
+/// residual and clamping in one pass) against `batch_norm2d_add_relu` on the CPU.
+fn batch_norm_add_relu<E: Elem>(dims: (usize, usize, usize, usize), nhwc: bool) {
+    let k = E::kernels();
+    let (n, c, h, w) = dims;
+    let total = n * c * h * w;
+    let x = random::<E>(total, 31 + total as u64, 1.5, 3.0);
+    let r = random::<E>(total, 32 + total as u64, 1.0, 0.0);
+    let wt = random::<f32>(c, 33, 0.3, 1.0);
+    let bs = random::<f32>(c, 34, 0.3, 0.0);
+    let (rm, rv) = (
+        Var::from_tensor(&cpu(&vec![0.0; c], &[c])).unwrap(),
+        Var::from_tensor(&cpu(&vec![1.0; c], &[c])).unwrap(),
+    );
+    let want = maxsup_ops::batch_norm2d_add_relu(
+        &cpu(&widen(&x), &[n, c, h, w]),
+        &cpu(&widen(&r), &[n, c, h, w]),
+        &cpu(&wt, &[c]),
+        &cpu(&bs, &[c]),
+        &rm,
+        &rv,
+        true,
+        0.1,
+        1e-5,
+    )
+    .unwrap();
+    let (xk, rk) = match nhwc {
+        true => (nchw_to_nhwc(&x, dims), nchw_to_nhwc(&r, dims)),
+        false => (x.clone(), r.clone()),
+    };
+    let stats = bn_stats(&k, &xk, dims, nhwc);
+    let y = bn_apply(&k, (&xk, Some(&rk)), &stats, (&wt, &bs), dims, true, nhwc);
+    let y = match nhwc {
+        true => nhwc_to_nchw(&y, dims),
+        false => y,
+    };
+    let name = format!(
+        "bn_apply + residual + relu {} {dims:?} nhwc={nhwc}",
+        E::NAME
+    );
+    assert_close(&name, &widen(&y), &values(&want), E::TOL.max(1e-5));
+}
+
+#[test]
+fn batch_norm_add_relu_kernels_match_the_cpu_op() {
+    for dims in [(3, 5, 7, 9), (2, 40, 2, 2)] {
+        for nhwc in [false, true] {
+            batch_norm_add_relu::<f32>(dims, nhwc);
+            batch_norm_add_relu::<bf16>(dims, nhwc);
+        }
+    }
+}
+
 /// Train-mode BatchNorm (+ReLU) forward and backward through the kernels, as the CUDA op runs
 /// it, against `batch_norm2d(_relu)` on the CPU.
 fn batch_norm<E: Elem>(dims: (usize, usize, usize, usize), relu: bool, nhwc: bool) {
@@ -203,26 +304,7 @@ fn batch_norm<E: Elem>(dims: (usize, usize, usize, usize), relu: bool, nhwc: boo
         );
     }
 
-    let mut y = zeros::<E>(total);
-    let (xp, st, wp, bp, yp) = (
-        xk.as_ptr(),
-        stats.as_ptr(),
-        wt.as_ptr(),
-        bs.as_ptr(),
-        y.as_mut_ptr(),
-    );
-    let relu_i = relu as i32;
-    if nhwc {
-        launch(geom::elementwise(total), || unsafe {
-            (k.bn_apply_nhwc)(xp, st, wp, bp, yp, total, c as i32, eps, relu_i)
-        })
-        .unwrap();
-    } else {
-        launch(geom::per_plane(n * c), || unsafe {
-            (k.bn_apply)(xp, st, wp, bp, yp, c as i32, (h * w) as i32, eps, relu_i)
-        })
-        .unwrap();
-    }
+    let y = bn_apply(&k, (&xk, None), &stats, (&wt, &bs), dims, relu, nhwc);
     let y_nchw = if nhwc {
         nhwc_to_nchw(&y, dims)
     } else {
@@ -255,6 +337,7 @@ fn batch_norm<E: Elem>(dims: (usize, usize, usize, usize), relu: bool, nhwc: boo
     }
 
     let mut dx = zeros::<E>(total);
+    let (xp, st, wp) = (xk.as_ptr(), stats.as_ptr(), wt.as_ptr());
     let (gp, sm, dp) = (g.as_ptr(), sums.as_ptr(), dx.as_mut_ptr());
     let count = (n * h * w) as f32;
     if nhwc {

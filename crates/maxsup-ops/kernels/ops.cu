@@ -228,16 +228,18 @@ __device__ void bn_stats_finalize(const T* x, const double* partial, float* stat
 }
 // y = (x - mean) * rstd * w + b, optionally max(., 0). One block row per plane (image, channel).
 template <typename T>
-__device__ void bn_apply(const T* x, const float* stats, const float* w, const float* b, T* y, int c, int hw, float eps, int relu) {
+__device__ void bn_apply(const T* x, const float* stats, const float* w, const float* b, const T* r, T* y, int c, int hw, float eps, int relu) {
   size_t plane = blockIdx.x;
   int ch = plane % c;
   float rstd = rsqrtf(stats[c + ch] + eps);
   float scale = w[ch] * rstd;
   float shift = b[ch] - stats[ch] * scale;
   const T* xp = x + plane * hw;
+  const T* rp = r ? r + plane * hw : r;
   T* yp = y + plane * hw;
   for (int i = threadIdx.x; i < hw; i += blockDim.x) {
     float v = to_f(xp[i]) * scale + shift;
+    if (rp) v += to_f(rp[i]);
     if (relu) v = v > 0.f ? v : 0.f;
     yp[i] = from_f<T>(v);
   }
@@ -329,11 +331,12 @@ __device__ void bn_stats_partial_nhwc(const T* x, double* partial, size_t m, int
   store_nhwc_partial(a, a2, partial, ch, c, splits);
 }
 template <typename T>
-__device__ void bn_apply_nhwc(const T* x, const float* stats, const float* w, const float* b, T* y, size_t total, int c, float eps, int relu) {
+__device__ void bn_apply_nhwc(const T* x, const float* stats, const float* w, const float* b, const T* r, T* y, size_t total, int c, float eps, int relu) {
   GRID_STRIDE(i, total) {
     int ch = i % c;
     float scale = w[ch] * rsqrtf(stats[c + ch] + eps);
     float v = to_f(x[i]) * scale + (b[ch] - stats[ch] * scale);
+    if (r) v += to_f(r[i]);
     if (relu) v = v > 0.f ? v : 0.f;
     y[i] = from_f<T>(v);
   }
@@ -675,13 +678,13 @@ extern "C" __global__ void ema_multi_f32(TensorTable t, float decay, float one_m
   extern "C" __global__ void layer_norm_bwd_params_##S(const T* x, const T* dy, float* partial, size_t rows, int d, float eps) { layer_norm_bwd_params(x, dy, partial, rows, d, eps); } \
   extern "C" __global__ void bn_stats_partial_##S(const T* x, double* partial, int n, int c, int hw, int splits) { bn_stats_partial(x, partial, n, c, hw, splits); } \
   extern "C" __global__ void bn_stats_finalize_##S(const T* x, const double* partial, float* stats, int c, int hw, int splits, double count) { bn_stats_finalize(x, partial, stats, c, hw, splits, count); } \
-  extern "C" __global__ void bn_apply_##S(const T* x, const float* stats, const float* w, const float* b, T* y, int c, int hw, float eps, int relu) { bn_apply(x, stats, w, b, y, c, hw, eps, relu); } \
+  extern "C" __global__ void bn_apply_##S(const T* x, const float* stats, const float* w, const float* b, const T* r, T* y, int c, int hw, float eps, int relu) { bn_apply(x, stats, w, b, r, y, c, hw, eps, relu); } \
   extern "C" __global__ void bn_bwd_partial_##S(const T* x, const T* y, const T* dy, const float* stats, double* partial, int n, int c, int hw, int splits, int relu) { bn_bwd_partial(x, y, dy, stats, partial, n, c, hw, splits, relu); } \
   extern "C" __global__ void bn_bwd_dx_##S(const T* x, const T* y, const T* dy, const float* stats, const float* w, const float* sums, T* dx, int c, int hw, float count, float eps, int relu) { bn_bwd_dx(x, y, dy, stats, w, sums, dx, c, hw, count, eps, relu); } \
   extern "C" __global__ void max_pool_fwd_##S(const T* x, T* y, uint8_t* arg, size_t planes, int h, int w, int oh, int ow, int k, int s, int p) { max_pool_fwd(x, y, arg, planes, h, w, oh, ow, k, s, p); } \
   extern "C" __global__ void max_pool_bwd_##S(const T* dy, const uint8_t* arg, T* dx, size_t planes, int h, int w, int oh, int ow, int k, int s, int p) { max_pool_bwd(dy, arg, dx, planes, h, w, oh, ow, k, s, p); } \
   extern "C" __global__ void bn_stats_partial_nhwc_##S(const T* x, double* partial, size_t m, int c, int splits) { bn_stats_partial_nhwc(x, partial, m, c, splits); } \
-  extern "C" __global__ void bn_apply_nhwc_##S(const T* x, const float* stats, const float* w, const float* b, T* y, size_t total, int c, float eps, int relu) { bn_apply_nhwc(x, stats, w, b, y, total, c, eps, relu); } \
+  extern "C" __global__ void bn_apply_nhwc_##S(const T* x, const float* stats, const float* w, const float* b, const T* r, T* y, size_t total, int c, float eps, int relu) { bn_apply_nhwc(x, stats, w, b, r, y, total, c, eps, relu); } \
   extern "C" __global__ void bn_bwd_partial_nhwc_##S(const T* x, const T* dy, const float* stats, double* partial, size_t m, int c, int splits) { bn_bwd_partial_nhwc(x, dy, stats, partial, m, c, splits); } \
   extern "C" __global__ void bn_bwd_dx_nhwc_##S(const T* x, const T* dy, const float* stats, const float* w, const float* sums, T* dx, size_t total, int c, float count, float eps) { bn_bwd_dx_nhwc(x, dy, stats, w, sums, dx, total, c, count, eps); } \
   extern "C" __global__ void max_pool_fwd_nhwc_##S(const T* x, T* y, uint8_t* arg, size_t n, int c, int h, int w, int oh, int ow, int k, int s, int p) { max_pool_fwd_nhwc(x, y, arg, n, c, h, w, oh, ow, k, s, p); } \

@@ -8,6 +8,9 @@
 //! input may be bf16 on CUDA; weight, bias, statistics and their gradients stay f32. The running
 //! statistics are updated with tensor ops on the statistics' device, in [`batch_norm2d`] itself.
 
+mod add_relu;
+pub use add_relu::batch_norm2d_add_relu;
+
 use crate::cpu::batch_norm_images as images;
 use crate::cpu::slices::contiguous_f32;
 use crate::cpu::uninit::{ensure_len, Output};
@@ -113,6 +116,39 @@ fn with_cuda<R>(
     }
 }
 
+/// `(x - mean) * rstd * w + b` per channel (+ReLU) on the CPU, for an NCHW buffer of `c`
+/// channels of `hw` pixels, or an NHWC one with `nhwc`.
+fn normalise_cpu(
+    x: &[f32],
+    (wt, bi): (&[f32], &[f32]),
+    (mean, rstd): (&[f32], &[f32]),
+    (c, hw): (usize, usize),
+    relu: bool,
+    nhwc: bool,
+) -> Vec<f32> {
+    let scale: Vec<f32> = (0..c).map(|ch| wt[ch] * rstd[ch]).collect();
+    let shift: Vec<f32> = (0..c).map(|ch| bi[ch] - mean[ch] * scale[ch]).collect();
+    if nhwc {
+        return crate::cpu::batch_norm_nhwc::affine(x, c, &scale, &shift, relu);
+    }
+    let mut y = Output::new(x.len());
+    if hw < images::FEW_PIXELS {
+        images::affine(y.slots(), x, c * hw, hw, &scale, &shift, relu);
+        // SAFETY: the images of `x` (c * hw elements each) cover `y` element for element.
+        return unsafe { y.assume_init() };
+    }
+    y.slots()
+        .par_chunks_mut(hw)
+        .zip(x.par_chunks(hw))
+        .enumerate()
+        .for_each(|(pl, (yp, xp))| {
+            let ch = pl % c;
+            crate::cpu::lanes::affine(yp, xp, scale[ch], shift[ch], relu);
+        });
+    // SAFETY: the planes of `x` (length hw each) cover `y` element for element.
+    unsafe { y.assume_init() }
+}
+
 /// Normalisation with the batch statistics `stats` ([mean | var], computed before the op is
 /// built), optionally followed by ReLU in the same pass.
 struct BatchNormTrainOp {
@@ -148,33 +184,7 @@ impl CustomOp3 for BatchNormTrainOp {
         let (mean, rstd) = host_mean_rstd(&self.stats, self.eps, c)?;
         ensure_len("batch_norm2d weight", wt.len(), c)?;
         ensure_len("batch_norm2d bias", bi.len(), c)?;
-        if self.nhwc {
-            let scale: Vec<f32> = (0..c).map(|ch| wt[ch] * rstd[ch]).collect();
-            let shift: Vec<f32> = (0..c).map(|ch| bi[ch] - mean[ch] * scale[ch]).collect();
-            let y = crate::cpu::batch_norm_nhwc::affine(x, c, &scale, &shift, self.relu);
-            return Ok((CpuStorage::F32(y), xl.shape().clone()));
-        }
-        let mut y = Output::new(x.len());
-        if hw < images::FEW_PIXELS {
-            let scale: Vec<f32> = (0..c).map(|ch| wt[ch] * rstd[ch]).collect();
-            let shift: Vec<f32> = (0..c).map(|ch| bi[ch] - mean[ch] * scale[ch]).collect();
-            images::affine(y.slots(), x, c * hw, hw, &scale, &shift, self.relu);
-            // SAFETY: the images of `x` (c * hw elements each) cover `y` element for element.
-            let y = unsafe { y.assume_init() };
-            return Ok((CpuStorage::F32(y), xl.shape().clone()));
-        }
-        y.slots()
-            .par_chunks_mut(hw)
-            .zip(x.par_chunks(hw))
-            .enumerate()
-            .for_each(|(pl, (yp, xp))| {
-                let ch = pl % c;
-                let scale = wt[ch] * rstd[ch];
-                let shift = bi[ch] - mean[ch] * scale;
-                crate::cpu::lanes::affine(yp, xp, scale, shift, self.relu);
-            });
-        // SAFETY: the planes of `x` (length hw each) cover `y` element for element.
-        let y = unsafe { y.assume_init() };
+        let y = normalise_cpu(x, (wt, bi), (&mean, &rstd), (c, hw), self.relu, self.nhwc);
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -194,6 +204,7 @@ impl CustomOp3 for BatchNormTrainOp {
                 (ss, sl),
                 (ws, wl),
                 (bs, bl),
+                None,
                 self.eps as f32,
                 self.relu,
                 self.nhwc,
@@ -216,40 +227,57 @@ impl CustomOp3 for BatchNormTrainOp {
         } else {
             dy.contiguous()?
         };
-        let (_, c, _) = dims(x.shape(), self.nhwc)?;
-        let sums = x.apply_op2_no_bwd(
-            &g,
-            &BatchNormBackwardSums {
-                stats: self.stats.clone(),
-                eps: self.eps,
-                nhwc: self.nhwc,
-            },
-        )?;
-        let dx_sums = if self.synced {
-            let Some(r) = crate::sync_batch_norm::active() else {
-                candle_core::bail!(
-                    "batch_norm2d: the backward pass of a synchronised BatchNorm ran without the \
-                     replicas installed (keep the sync_batch_norm guard alive through backward)"
-                )
-            };
-            crate::sync_batch_norm::mean_over_replicas(r.as_ref(), &sums)?
-        } else {
-            sums.clone()
-        };
-        let dx = x.apply_op3_no_bwd(
-            &g,
-            &dx_sums,
-            &BatchNormBackwardDx {
-                stats: self.stats.clone(),
-                weight: w.clone(),
-                eps: self.eps,
-                nhwc: self.nhwc,
-            },
-        )?;
-        let dw = sums.narrow(0, 0, c)?.reshape(w.shape())?;
-        let db = sums.narrow(0, c, c)?.reshape(w.shape())?;
+        let (dx, dw, db) =
+            normalisation_backward(x, w, &g, &self.stats, self.eps, self.synced, self.nhwc)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
+}
+
+/// The gradients of the train-mode normalisation with respect to its input, weight and bias,
+/// from the gradient `g` reaching it (dy, masked by a fused ReLU); `synced` averages the
+/// per-channel sums over the SyncBatchNorm replicas first.
+fn normalisation_backward(
+    x: &Tensor,
+    w: &Tensor,
+    g: &Tensor,
+    stats: &Tensor,
+    eps: f64,
+    synced: bool,
+    nhwc: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (_, c, _) = dims(x.shape(), nhwc)?;
+    let sums = x.apply_op2_no_bwd(
+        g,
+        &BatchNormBackwardSums {
+            stats: stats.clone(),
+            eps,
+            nhwc,
+        },
+    )?;
+    let dx_sums = if synced {
+        let Some(r) = crate::sync_batch_norm::active() else {
+            candle_core::bail!(
+                "batch_norm2d: the backward pass of a synchronised BatchNorm ran without the \
+                 replicas installed (keep the sync_batch_norm guard alive through backward)"
+            )
+        };
+        crate::sync_batch_norm::mean_over_replicas(r.as_ref(), &sums)?
+    } else {
+        sums.clone()
+    };
+    let dx = x.apply_op3_no_bwd(
+        g,
+        &dx_sums,
+        &BatchNormBackwardDx {
+            stats: stats.clone(),
+            weight: w.clone(),
+            eps,
+            nhwc,
+        },
+    )?;
+    let dw = sums.narrow(0, 0, c)?.reshape(w.shape())?;
+    let db = sums.narrow(0, c, c)?.reshape(w.shape())?;
+    Ok((dx, dw, db))
 }
 
 /// `[sum(g * xhat) | sum(g)]` per channel, f32: the weight and bias gradients, from the input
@@ -564,7 +592,32 @@ fn batch_norm2d_impl(
     if !train {
         return eval_f32_statistics(x, weight, bias, (running_mean, running_var), eps, relu);
     }
-    let cnt = n * h * w;
+    let (x, stats, synced, nhwc) =
+        train_statistics(x, (running_mean, running_var), momentum, n * h * w)?;
+    let op = BatchNormTrainOp {
+        stats,
+        eps,
+        relu,
+        synced,
+        nhwc,
+    };
+    let y = x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
+    match nhwc {
+        true => crate::layout::from_nhwc(&y),
+        false => Ok(y),
+    }
+}
+
+/// Train mode's first half: the input as the ops take it (its `[N, H, W, C]` permutation when
+/// channels-last, else contiguous NCHW), its batch statistics (over every replica under
+/// SyncBatchNorm), whether they are synchronised, whether the layout is NHWC; the running
+/// statistics updated. `cnt` = values per channel on this replica.
+fn train_statistics(
+    x: &Tensor,
+    running: (&Var, &Var),
+    momentum: f64,
+    cnt: usize,
+) -> Result<(Tensor, Tensor, bool, bool)> {
     if cnt < 2 {
         candle_core::bail!(
             "batch_norm2d: train mode needs more than one value per channel, got input {:?}",
@@ -586,19 +639,8 @@ fn batch_norm2d_impl(
         ),
         None => (local, cnt),
     };
-    update_running_stats(&stats, (running_mean, running_var), momentum, count)?;
-    let op = BatchNormTrainOp {
-        stats,
-        eps,
-        relu,
-        synced: replicas.is_some(),
-        nhwc,
-    };
-    let y = x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
-    match nhwc {
-        true => crate::layout::from_nhwc(&y),
-        false => Ok(y),
-    }
+    update_running_stats(&stats, running, momentum, count)?;
+    Ok((x, stats, replicas.is_some(), nhwc))
 }
 
 /// PyTorch's rule, `running = (1 - momentum) * running + momentum * batch` (the variance

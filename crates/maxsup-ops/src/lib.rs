@@ -20,6 +20,7 @@
 //! | [`matmul`] | batched `Tensor::matmul` | parallel over the batch (attention: B x heads small GEMMs) |
 //! | [`attention_qkv`] | reshape/permute/copies + 2 matmuls + softmax | one op from the fused qkv projection, q/k/v read in place |
 //! | [`batch_norm2d_relu`], [`add_relu`] | BatchNorm or add, then ReLU | one pass each way, one fewer gradient tensor |
+//! | [`batch_norm2d_add_relu`] | BatchNorm, add, ReLU (a ResNet block's end) | on CUDA one pass forward: the BatchNorm output is never stored |
 //! | [`residual_mlp`], [`residual_attention`] | LayerNorm, two linears, GELU or attention, stochastic-depth scale and residual add | one graph node: candle's backward zero-fills and adds one activation gradient instead of up to eight |
 
 mod attention;
@@ -50,7 +51,7 @@ mod staged_upload;
 mod sync_batch_norm;
 
 pub use attention::{attention_qkv, attention_qkv_composed};
-pub use batch_norm::{batch_norm2d, batch_norm2d_relu};
+pub use batch_norm::{batch_norm2d, batch_norm2d_add_relu, batch_norm2d_relu};
 pub use conv::conv2d;
 #[cfg(feature = "cuda")]
 pub use cuda::{configure_device, peak_memory, set_tf32, tf32};

@@ -63,6 +63,23 @@ impl BatchNorm2d {
         )
     }
 
+    /// `relu(self.forward_t(x, train) + residual)`, one op where the backend allows (the end of
+    /// every ResNet block: on CUDA the BatchNorm output is never stored).
+    pub fn forward_add_relu_t(&self, x: &Tensor, residual: &Tensor, train: bool) -> Result<Tensor> {
+        self.check_input(x, train)?;
+        maxsup_ops::batch_norm2d_add_relu(
+            x,
+            residual,
+            &self.weight,
+            &self.bias,
+            &self.running_mean,
+            &self.running_var,
+            train,
+            MOMENTUM,
+            EPS,
+        )
+    }
+
     fn check_input(&self, x: &Tensor, train: bool) -> Result<()> {
         let (n, c, h, w) = x.dims4()?;
         if c != self.weight.elem_count() {

@@ -117,8 +117,7 @@ impl Block {
                 downsample,
             } => {
                 let y = bn1.forward_relu_t(&conv1.forward(x)?, train)?;
-                let y = bn2.forward_t(&conv2.forward(&y)?, train)?;
-                residual(y, x, downsample.as_ref(), train)
+                residual(&conv2.forward(&y)?, bn2, x, downsample.as_ref(), train)
             }
             Block::Bottleneck {
                 conv1,
@@ -131,8 +130,7 @@ impl Block {
             } => {
                 let y = bn1.forward_relu_t(&conv1.forward(x)?, train)?;
                 let y = bn2.forward_relu_t(&conv2.forward(&y)?, train)?;
-                let y = bn3.forward_t(&conv3.forward(&y)?, train)?;
-                residual(y, x, downsample.as_ref(), train)
+                residual(&conv3.forward(&y)?, bn3, x, downsample.as_ref(), train)
             }
         }
     }
@@ -153,10 +151,17 @@ fn shortcut(s: &Scope, b: &BlockSpec, out: usize) -> Result<Option<Downsample>> 
     }
 }
 
-fn residual(y: Tensor, x: &Tensor, downsample: Option<&Downsample>, train: bool) -> Result<Tensor> {
+/// The block's end, `relu(bn(y) + shortcut(x))`, as one op (`BatchNorm2d::forward_add_relu_t`).
+fn residual(
+    y: &Tensor,
+    bn: &BatchNorm2d,
+    x: &Tensor,
+    downsample: Option<&Downsample>,
+    train: bool,
+) -> Result<Tensor> {
     let identity = match downsample {
         Some(d) => d.forward_t(x, train)?,
         None => x.clone(),
     };
-    maxsup_ops::add_relu(&y, &identity)
+    bn.forward_add_relu_t(y, &identity, train)
 }

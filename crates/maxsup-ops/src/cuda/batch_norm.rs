@@ -9,7 +9,7 @@ use crate::kernel_geometry::{
     bn_nhwc_reduce, bn_nhwc_splits, bn_reduce, bn_splits, elementwise, per_channel, per_plane,
 };
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::CudaView;
+use candle_core::cuda_backend::cudarc::driver::{CudaView, DevicePtr};
 use candle_core::cuda_backend::CudaStorage;
 use candle_core::{Layout, Result};
 
@@ -90,21 +90,25 @@ pub(crate) fn stats(s: &CudaStorage, l: &Layout, nhwc: bool) -> Result<CudaStora
     by_dtype!(s.dtype(), "batch_norm2d", run(s, l, nhwc))
 }
 
-/// `y = (x - mean) * rstd * w + b` (+ReLU).
+/// `y = (x - mean) * rstd * w + b`, plus `residual` if given, then ReLU if asked.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn apply(
     x: Arg<'_>,
     st: Arg<'_>,
     w: Arg<'_>,
     b: Arg<'_>,
+    residual: Option<Arg<'_>>,
     eps: f32,
     relu: bool,
     nhwc: bool,
 ) -> Result<CudaStorage> {
+    #[allow(clippy::too_many_arguments)]
     fn run<T: Elem>(
         x: Arg<'_>,
         st: Arg<'_>,
         w: Arg<'_>,
         b: Arg<'_>,
+        residual: Option<Arg<'_>>,
         eps: f32,
         relu: bool,
         nhwc: bool,
@@ -117,6 +121,25 @@ pub(crate) fn apply(
             channel_view(b, "bias")?,
         );
         let total = x.1.shape().elem_count();
+        let rv = match residual {
+            Some(r) if r.0.dtype() != x.0.dtype() || r.1.shape().elem_count() != total => {
+                candle_core::bail!(
+                    "batch_norm2d_add_relu: the residual ({:?} {:?}) does not match the input ({:?} {:?})",
+                    r.0.dtype(),
+                    r.1.shape(),
+                    x.0.dtype(),
+                    x.1.shape()
+                )
+            }
+            Some(r) => Some(view::<T>(r.0, r.1, "batch_norm2d residual")?),
+            None => None,
+        };
+        // The kernels take the residual as a pointer that may be null.
+        let stream = dev.cuda_stream();
+        let r: u64 = match &rv {
+            Some(v) => v.device_ptr(&stream).0,
+            None => 0,
+        };
         let mut y = output::<T>(&dev, total)?;
         let relu = relu as i32;
         if nhwc {
@@ -129,6 +152,7 @@ pub(crate) fn apply(
                 &sv,
                 &wv,
                 &bv,
+                &r,
                 &mut y,
                 &total,
                 &c,
@@ -147,6 +171,7 @@ pub(crate) fn apply(
             &sv,
             &wv,
             &bv,
+            &r,
             &mut y,
             &c,
             &hw,
@@ -158,7 +183,7 @@ pub(crate) fn apply(
     by_dtype!(
         x.0.dtype(),
         "batch_norm2d",
-        run(x, st, w, b, eps, relu, nhwc)
+        run(x, st, w, b, residual, eps, relu, nhwc)
     )
 }
 
