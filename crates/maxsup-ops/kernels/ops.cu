@@ -482,19 +482,20 @@ __device__ void max_pool_bwd(const T* dy, const uint8_t* arg, T* dx, size_t plan
 // mean is a fixed-order reduction of the per-row losses.
 struct LossTerms { double ce, uniform, maxsup, lp; };
 
-// Block-wide f64 sum, valid in every thread.
+// Block-wide f64 sum, valid in every thread. No barrier after the read: the next write of
+// `total` (the next call's) comes after the barriers inside that call's block_sum_d, which
+// every thread reaches only after reading this one.
 __device__ double block_sum_all_d(double v) {
   __shared__ double total;
   v = block_sum_d(v);
   if (threadIdx.x == 0) total = v;
   __syncthreads();
-  v = total;
-  __syncthreads();
-  return v;
+  return total;
 }
 
 // The row's maximum and its first index, valid in every thread (blockDim.x a power of two, at
-// most 1024).
+// most 1024). At most one call per kernel: nothing writes `best` or `where` after it, so the
+// reads at the end need no trailing barrier (a second call would).
 __device__ void block_max_arg(float v, int at, float* max_out, int* arg_out) {
   __shared__ float best[1024];
   __shared__ int where[1024];
@@ -514,7 +515,6 @@ __device__ void block_max_arg(float v, int at, float* max_out, int* arg_out) {
   }
   *max_out = best[0];
   *arg_out = where[0];
-  __syncthreads();
 }
 
 struct LossRow { double max, lse, mean, sum_sq; int argmax; };
