@@ -240,6 +240,31 @@ fn batch_norm_train(relu: bool) -> Box<OpFn> {
     )
 }
 
+/// Train-mode `batch_norm2d_add_relu` (a ResNet block's end) on operands (x, weight, bias,
+/// residual), both activations channels-last with `channels_last`: output and statistics.
+fn batch_norm_add_relu_train(channels_last: bool) -> Box<OpFn> {
+    Box::new(
+        move |t: &[Tensor], dev: &Device, sd: DType| -> candle_core::Result<Vec<Tensor>> {
+            let c = t[0].dim(1)?;
+            let rm = Var::from_tensor(&Tensor::zeros(c, sd, dev)?)?;
+            let rv = Var::from_tensor(&Tensor::ones(c, sd, dev)?)?;
+            let (x, r) = match channels_last {
+                true => (
+                    maxsup_ops::to_channels_last(&t[0])?,
+                    maxsup_ops::to_channels_last(&t[3])?,
+                ),
+                false => (t[0].clone(), t[3].clone()),
+            };
+            let y =
+                maxsup_ops::batch_norm2d_add_relu(&x, &r, &t[1], &t[2], &rm, &rv, true, 0.1, 1e-5)?;
+            if channels_last && dev.is_cuda() && !maxsup_ops::is_channels_last(&y) {
+                candle_core::bail!("channels-last inputs gave a {:?} result", y.stride());
+            }
+            Ok(vec![y, rm.as_tensor().clone(), rv.as_tensor().clone()])
+        },
+    )
+}
+
 /// The NHWC kernels (`--channels-last`) on the ResNet shapes: convolutions (cuDNN's NHWC
 /// format), train-mode BatchNorm (+ReLU), max-pool, and the residual join with an NCHW operand.
 fn channels_last_rows(rows: &mut Vec<Value>, dtype: DType, gpu: &Device) -> Result<()> {
@@ -273,6 +298,11 @@ fn channels_last_rows(rows: &mut Vec<Value>, dtype: DType, gpu: &Device) -> Resu
         let operands = [act(&[16, 40, 28, 28]), param_f32(&[40]), param_f32(&[40])];
         check(rows, name, dtype, &operands, f.as_ref(), gpu)?;
     }
+    let f = batch_norm_add_relu_train(true);
+    let shape = [16, 40, 28, 28];
+    let operands = [act(&shape), param_f32(&[40]), param_f32(&[40]), act(&shape)];
+    let name = "batch_norm2d_add_relu train channels-last";
+    check(rows, name, dtype, &operands, f.as_ref(), gpu)?;
     let f = channels_last(Box::new(|t: &[Tensor], _: &Device, _: DType| {
         Ok(vec![maxsup_ops::add_relu(&t[0], &t[1])?])
     }));
@@ -319,6 +349,11 @@ pub fn run(gpu: &Device) -> Result<Value> {
             let operands = [act(&[16, 32, 28, 28]), param_f32(&[32]), param_f32(&[32])];
             check(&mut rows, name, dtype, &operands, f.as_ref(), gpu)?;
         }
+        let f = batch_norm_add_relu_train(false);
+        let shape = [16, 32, 28, 28];
+        let operands = [act(&shape), param_f32(&[32]), param_f32(&[32]), act(&shape)];
+        let name = "batch_norm2d_add_relu train";
+        check(&mut rows, name, dtype, &operands, f.as_ref(), gpu)?;
         let f = |t: &[Tensor], dev: &Device, sd: DType| -> candle_core::Result<Vec<Tensor>> {
             let c = t[0].dim(1)?;
             let rm = Var::from_tensor(&Tensor::full(0.1, c, dev)?.to_dtype(sd)?)?;
