@@ -1,18 +1,19 @@
 //! The host side of a training step on CUDA: batches copied through `StagedUpload`'s two
 //! page-locked buffers arrive exactly (three in a row, so the third reuses the first buffer),
 //! 8-bit pixel batches normalize on the GPU as the loader does on the CPU, and the losses take
-//! labels that stay on the host next to logits on the GPU.
+//! labels that stay on the host next to logits on the GPU, and a step's report read through
+//! `ReadBack` arrives without waiting for the work queued after it.
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use maxsup_data::{Batch, BatchImages, IMAGENET_MEAN, IMAGENET_STD};
-use maxsup_ops::StagedUpload;
+use maxsup_ops::{ReadBack, StagedUpload};
 use serde_json::{json, Value};
 
 use crate::compare::{rel_error, values};
 
 pub fn run(gpu: &Device) -> Result<Value> {
-    let mut rows = vec![upload_row(gpu)?, pixels_row(gpu)?];
+    let mut rows = vec![upload_row(gpu)?, pixels_row(gpu)?, read_back_row(gpu)?];
     rows.extend(host_label_rows(gpu)?);
     let pass = rows.iter().all(|r| r["pass"].as_bool() == Some(true));
     Ok(json!({"pass": pass, "host_side": rows}))
@@ -101,4 +102,29 @@ fn host_label_rows(gpu: &Device) -> Result<Vec<Value>> {
         );
     }
     Ok(rows)
+}
+
+/// A report queued through `ReadBack`, then ~0.1 s of GPU work queued behind it: the read must
+/// return the exact values well before that work is done (a plain `to_vec1` waits for it all).
+fn read_back_row(gpu: &Device) -> Result<Value> {
+    let report = Tensor::new(&[1.5f64, 64.0, -0.25, 1e-300], gpu)?;
+    let a = Tensor::from_slice(&values(4096 * 4096, 5), (4096, 4096), gpu)?;
+    let mut read_back = ReadBack::new();
+    let start = std::time::Instant::now();
+    let pending = read_back.queue(&report)?;
+    let mut later = a.clone();
+    for _ in 0..40 {
+        later = (later.matmul(&a)? * 1e-3)?;
+    }
+    let queued_ms = start.elapsed().as_secs_f64() * 1e3;
+    let got = read_back.read(pending)?;
+    let read_ms = start.elapsed().as_secs_f64() * 1e3;
+    later.sum_all()?.to_scalar::<f32>()?;
+    let later_ms = start.elapsed().as_secs_f64() * 1e3;
+    let exact = got == [1.5, 64.0, -0.25, 1e-300];
+    Ok(
+        json!({"name": "step report read back while later work runs", "dtype": "f64", "what": "exact, early",
+              "queued_ms": queued_ms, "read_ms": read_ms, "later_work_done_ms": later_ms,
+              "pass": exact && read_ms < 0.5 * later_ms}),
+    )
 }

@@ -41,6 +41,7 @@ mod linear;
 mod matmul;
 mod max_pool;
 pub mod multi_tensor;
+mod read_back;
 pub mod reference;
 mod relu;
 mod residual_branch;
@@ -61,6 +62,7 @@ pub use layout::{is_channels_last, to_channels_last};
 pub use linear::linear;
 pub use matmul::matmul;
 pub use max_pool::max_pool2d;
+pub use read_back::{PendingRead, ReadBack};
 pub use relu::{add_relu, relu};
 pub use residual_branch::{
     residual_attention, residual_attention_composed, residual_mlp, residual_mlp_composed,

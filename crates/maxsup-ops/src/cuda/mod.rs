@@ -12,6 +12,7 @@ pub(crate) mod loss;
 mod multi_tensor;
 pub(crate) mod pinned;
 pub(crate) mod pool;
+pub(crate) mod read_back;
 pub(crate) mod rows;
 mod settings;
 

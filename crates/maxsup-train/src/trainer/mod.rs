@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use maxsup_data::Batch;
 use maxsup_loss::{Criterion, LossInput};
 use maxsup_models::{seed_stochastic_layers, ImageClassifier};
-use maxsup_ops::StagedUpload;
+use maxsup_ops::{ReadBack, StagedUpload};
 use maxsup_optim::{clip_grad_norm, LrSchedule, ModelEma, Optimizer};
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +65,8 @@ pub struct Trainer {
     /// Mixup/CutMix targets in buffers of their own (each stream alternates two).
     staging: StagedUpload,
     soft_target_staging: StagedUpload,
+    /// The page-locked buffers the step reports come back through (CUDA).
+    read_back: ReadBack,
     /// Set in a data-parallel run (several processes).
     parallel: Option<DataParallel>,
 }
@@ -142,6 +144,7 @@ impl Trainer {
             data,
             staging: StagedUpload::new(),
             soft_target_staging: StagedUpload::new(),
+            read_back: ReadBack::new(),
             parallel,
         })
     }
@@ -315,11 +318,11 @@ impl Trainer {
                 .with_context(|| self.failure_context(&position))?;
             self.state.global_step += 1;
             if let Some(done) = pending.replace(queued) {
-                self.report_step(&done, batches, start, &mut sums, observer)?;
+                self.report_step(done, batches, start, &mut sums, observer)?;
             }
         }
         if let Some(done) = pending.take() {
-            self.report_step(&done, batches, start, &mut sums, observer)?;
+            self.report_step(done, batches, start, &mut sums, observer)?;
         }
         if ran != batches {
             bail!("epoch {epoch} ran {ran} of its {batches} training batches (the loader stopped early)");
@@ -339,18 +342,18 @@ impl Trainer {
     /// Reads a queued step's report, adds it to the epoch's sums and tells the observer.
     fn report_step(
         &mut self,
-        pending: &PendingReport,
+        pending: PendingReport,
         batches: usize,
         start: Instant,
         sums: &mut EpochSums,
         observer: &mut dyn Observer,
     ) -> Result<()> {
+        let at = pending.position.clone();
         let step = pending
-            .read(self.parallel.as_mut())
-            .with_context(|| self.failure_context(&pending.position))?;
+            .read(&mut self.read_back, self.parallel.as_mut())
+            .with_context(|| self.failure_context(&at))?;
         sums.add(&step, step.samples);
         let images_per_second = sums.images as f64 / start.elapsed().as_secs_f64();
-        let at = &pending.position;
         observer.on_event(&Event::Step {
             epoch: at.epoch,
             batch: at.batch,
@@ -431,7 +434,15 @@ impl Trainer {
         if let Some(ema) = self.ema.as_mut() {
             ema.update(named_tensors(self.model.as_ref()))?;
         }
-        PendingReport::queue(&loss, &logits, &y, &host_labels, alpha, position)
+        PendingReport::queue(
+            &mut self.read_back,
+            &loss,
+            &logits,
+            &y,
+            &host_labels,
+            alpha,
+            position,
+        )
     }
 
     /// What to tell the user when a step fails (e.g. a non-finite loss).
