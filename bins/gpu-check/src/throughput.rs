@@ -1,5 +1,7 @@
 //! Training throughput of ours on the GPU: ResNet-50 and DeiT-S at 224 px, bf16, CE + MaxSup,
-//! SGD with momentum / AdamW, warm-up steps excluded, one loss read per step (as the trainer).
+//! SGD with momentum / AdamW, warm-up steps excluded, one loss read per step after the next step
+//! is queued, through `ReadBack` (as the trainer; PyTorch's side reads `loss.item()` every step,
+//! as torchvision's reference loop does).
 //! Peak memory is the device pool's high-water mark over the timed steps. ResNet-50 runs twice:
 //! NCHW, and channels-last (`--channels-last true`: the batch converted in each step, as the
 //! trainer does, and the NHWC kernels through the network). The phase's file is rewritten after
@@ -69,7 +71,10 @@ fn measure(case: &Case, gpu: &Device, batch: usize, warmup: usize, steps: usize)
     .to_dtype(DType::BF16)?;
     let y: Vec<u32> = (0..batch as u32).map(|i| (i * 37) % 1000).collect();
     let y = Tensor::from_vec(y, batch, gpu)?;
-    let mut step = || -> Result<f32> {
+    // As the trainer: each step's loss comes back through `ReadBack` and is read after the next
+    // step is queued (the last one at the end, inside the timed span).
+    let mut read_back = maxsup_ops::ReadBack::new();
+    let mut step = |read_back: &mut maxsup_ops::ReadBack| -> Result<maxsup_ops::PendingRead> {
         let logits = match case.channels_last {
             true => model.forward_t(&maxsup_ops::to_channels_last(&x)?, true)?,
             false => model.forward_t(&x, true)?,
@@ -78,17 +83,26 @@ fn measure(case: &Case, gpu: &Device, batch: usize, warmup: usize, steps: usize)
         let loss = maxsup_loss::maxsup(&logits, &y, 0.1)?;
         let grads = loss.backward()?;
         opt.step(&grads)?;
-        Ok(loss.to_scalar::<f32>()?)
+        Ok(read_back.queue(&loss.to_dtype(DType::F64)?)?)
     };
-    for _ in 0..warmup {
-        step()?;
-    }
+    let mut run = |n: usize, read_back: &mut maxsup_ops::ReadBack| -> Result<f64> {
+        let mut pending: Option<maxsup_ops::PendingRead> = None;
+        let mut last = f64::NAN;
+        for _ in 0..n {
+            let queued = step(read_back)?;
+            if let Some(done) = pending.replace(queued) {
+                last = read_back.read(done)?[0];
+            }
+        }
+        if let Some(done) = pending {
+            last = read_back.read(done)?[0];
+        }
+        Ok(last)
+    };
+    run(warmup, &mut read_back)?;
     pool_high_water(gpu, true)?;
     let t = Instant::now();
-    let mut last = 0.0;
-    for _ in 0..steps {
-        last = step()?;
-    }
+    let last = run(steps, &mut read_back)?;
     let seconds = t.elapsed().as_secs_f64();
     let peak = pool_high_water(gpu, false)?;
     Ok(json!({
