@@ -2,9 +2,10 @@
 //! SGD with momentum / AdamW, warm-up steps excluded, one loss read per step after the next step
 //! is queued, through `ReadBack` (as the trainer; PyTorch's side reads `loss.item()` every step,
 //! as torchvision's reference loop does).
-//! Peak memory is the device pool's high-water mark over the timed steps. ResNet-50 runs twice:
-//! NCHW, and channels-last (`--channels-last true`: the batch converted in each step, as the
-//! trainer does, and the NHWC kernels through the network). The phase's file is rewritten after
+//! Peak memory is the device pool's high-water mark over the timed steps. ResNet-50 runs in
+//! four rows: NCHW and channels-last (`--channels-last true`: the batch converted in each step,
+//! as the trainer does, and the NHWC kernels through the network), each with cuDNN's heuristic
+//! and with timed algorithms (`--cudnn-benchmark true`, as PyTorch's side runs). The phase's file is rewritten after
 //! each model, so a time limit costs only the model it cut off.
 
 use crate::compare::values;
@@ -27,10 +28,21 @@ fn pool_high_water(device: &Device, reset: bool) -> Result<u64> {
 struct Case<'a> {
     model: &'a str,
     channels_last: bool,
+    /// Convolution algorithms timed by cuDNN (`set_cudnn_benchmark`) instead of its heuristic.
+    timed: bool,
+}
+
+fn algorithms_name(timed: bool) -> &'static str {
+    if timed {
+        "timed"
+    } else {
+        "heuristic"
+    }
 }
 
 fn measure(case: &Case, gpu: &Device, batch: usize, warmup: usize, steps: usize) -> Result<Value> {
     let name = case.model;
+    maxsup_ops::set_cudnn_benchmark(case.timed);
     let is_vit = maxsup_models::model_family(name) == Some(maxsup_models::ModelFamily::DeiT);
     let options = ModelOptions {
         num_classes: Some(1000),
@@ -106,7 +118,8 @@ fn measure(case: &Case, gpu: &Device, batch: usize, warmup: usize, steps: usize)
     let seconds = t.elapsed().as_secs_f64();
     let peak = pool_high_water(gpu, false)?;
     Ok(json!({
-        "model": name, "layout": crate::models::layout_name(case.channels_last), "batch": batch, "image": 224, "dtype": "bf16",
+        "model": name, "layout": crate::models::layout_name(case.channels_last),
+        "algorithms": algorithms_name(case.timed), "batch": batch, "image": 224, "dtype": "bf16",
         "steps": steps, "warmup": warmup,
         "ours_img_s": (batch * steps) as f64 / seconds, "ours_step_ms": 1e3 * seconds / steps as f64,
         "ours_mem_gb": peak as f64 / 1e9, "last_loss": last,
@@ -120,27 +133,30 @@ pub fn run(
     out: &std::path::Path,
 ) -> Result<Value> {
     maxsup_ops::set_tf32(true);
+    let case = |model, channels_last, timed| Case {
+        model,
+        channels_last,
+        timed,
+    };
     let cases = [
-        Case {
-            model: "resnet50",
-            channels_last: false,
-        },
-        Case {
-            model: "deit_small_patch16_224",
-            channels_last: false,
-        },
-        Case {
-            model: "resnet50",
-            channels_last: true,
-        },
+        case("resnet50", false, false),
+        case("deit_small_patch16_224", false, false),
+        case("resnet50", true, false),
+        case("resnet50", false, true),
+        case("resnet50", true, true),
     ];
     let mut rows = Vec::new();
     for case in &cases {
         rows.push(match measure(case, gpu, batch, warmup, steps) {
             Ok(v) => v,
-            Err(e) => json!({"model": case.model, "layout": crate::models::layout_name(case.channels_last), "batch": batch,
-                             "error": format!("{e:#}")}),
+            Err(e) => json!({"model": case.model, "layout": crate::models::layout_name(case.channels_last),
+                             "algorithms": algorithms_name(case.timed), "batch": batch, "error": format!("{e:#}")}),
         });
+        if case.timed {
+            if let Some(row) = rows.last_mut() {
+                row["timing_fallbacks"] = json!(maxsup_ops::cudnn_benchmark_fallbacks());
+            }
+        }
         let so_far = json!({"throughput": rows});
         std::fs::write(out, serde_json::to_string_pretty(&so_far)? + "\n")?;
     }

@@ -109,6 +109,11 @@ pub struct TrainArgs {
     /// bf16 on CUDA, f32 on the CPU.
     #[arg(long)]
     pub precision: Option<String>,
+    /// Choose each convolution's cuDNN algorithms by timing them at the first step
+    /// (`--cudnn-benchmark true`, PyTorch's `cudnn.benchmark`) instead of by cuDNN's heuristic
+    /// (the default). CUDA only.
+    #[arg(long)]
+    pub cudnn_benchmark: Option<bool>,
     /// Run directory for checkpoints, config.json and log.jsonl.
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
@@ -212,7 +217,7 @@ impl TrainArgs {
         use maxsup_models::ModelFamily;
         let family = maxsup_models::model_family(&c.model);
         let uses_alpha = matches!(c.loss, LossKind::Ls | LossKind::Maxsup);
-        let checks: [(&str, bool, bool, String); 9] = [
+        let checks: [(&str, bool, bool, String); 10] = [
             (
                 "--alpha-start",
                 self.alpha_start.is_some(),
@@ -260,6 +265,12 @@ impl TrainArgs {
                 self.sync_bn == Some(true),
                 family == Some(ModelFamily::ResNet),
                 format!("model `{}` (it has no BatchNorm)", c.model),
+            ),
+            (
+                "--cudnn-benchmark",
+                self.cudnn_benchmark == Some(true),
+                c.device.starts_with("cuda"),
+                format!("--device {} (it times cuDNN's convolutions)", c.device),
             ),
             (
                 "--channels-last",
@@ -344,6 +355,7 @@ impl TrainArgs {
             None if device.is_some() => maxsup_train::Precision::default_for(&c.device),
             None => c.precision,
         };
+        set(&mut c.cudnn_benchmark, self.cudnn_benchmark);
         set(&mut c.out_dir, self.out_dir.clone());
         if self.train_subset.is_some() {
             c.train_subset = self.train_subset;
@@ -434,6 +446,25 @@ mod tests {
         );
         let e = err(args(&["--gpus", "2", "--device", "cpu"]).resolve("cifar10-resnet20"));
         assert!(e.contains("--device cpu does not apply to --gpus 2"), "{e}");
+    }
+
+    #[test]
+    fn cudnn_benchmark_is_a_cuda_option() {
+        let c = args(&["--device", "cuda:1", "--cudnn-benchmark", "true"])
+            .resolve("cifar10-resnet20")
+            .unwrap();
+        assert!(c.cudnn_benchmark);
+        assert!(
+            !args(&[])
+                .resolve("cifar10-resnet20")
+                .unwrap()
+                .cudnn_benchmark
+        );
+        let e = err(args(&["--cudnn-benchmark", "true"]).resolve("cifar10-resnet20"));
+        assert!(
+            e.contains("--cudnn-benchmark does not apply to --device cpu"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -55,7 +55,10 @@ pub use attention::{attention_qkv, attention_qkv_composed};
 pub use batch_norm::{batch_norm2d, batch_norm2d_add_relu, batch_norm2d_relu};
 pub use conv::conv2d;
 #[cfg(feature = "cuda")]
-pub use cuda::{configure_device, peak_memory, set_tf32, tf32};
+pub use cuda::{
+    configure_device, cudnn_benchmark, cudnn_benchmark_fallbacks, peak_memory, set_cudnn_benchmark,
+    set_tf32, tf32,
+};
 pub use gelu::gelu_erf;
 pub use layer_norm::layer_norm;
 pub use layout::{is_channels_last, to_channels_last};

@@ -139,6 +139,20 @@ pub fn prepare_precision(device: &Device, precision: crate::Precision) -> Result
     Ok(())
 }
 
+/// Sets how convolution algorithms are chosen on `device`: by timing them when `benchmark`
+/// (`maxsup_ops::set_cudnn_benchmark`), else by cuDNN's heuristic. Timing is a CUDA setting:
+/// asking for it on the CPU is an error.
+pub fn prepare_convolutions(device: &Device, benchmark: bool) -> Result<()> {
+    if benchmark && !device.is_cuda() {
+        bail!("cudnn_benchmark times cuDNN's convolution algorithms: it needs a CUDA device, the run is on the CPU");
+    }
+    #[cfg(feature = "cuda")]
+    if device.is_cuda() {
+        maxsup_ops::set_cudnn_benchmark(benchmark);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,10 @@ pub use data_setup::{
     build_eval_loader, build_loaders, build_loaders_for_rank, open_split, DataLoaders, EvalInput,
     Split,
 };
-pub use device::{cuda_device_count, device_for_rank, parse_device, prepare_precision, DeviceSpec};
+pub use device::{
+    cuda_device_count, device_for_rank, parse_device, prepare_convolutions, prepare_precision,
+    DeviceSpec,
+};
 pub use evaluate::{evaluate, evaluate_sharded};
 pub use events::{EvalStats, Event, Fanout, JsonLinesLog, Observer, Silent, TrainStats};
 pub use precision::Precision;

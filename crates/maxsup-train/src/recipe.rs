@@ -149,6 +149,10 @@ pub struct TrainConfig {
     /// input batch; the ops keep the format). Same results, another memory order.
     #[serde(default)]
     pub channels_last: bool,
+    /// Choose convolution algorithms by timing them (`maxsup_ops::set_cudnn_benchmark`, CUDA);
+    /// configs written before the field existed read as off.
+    #[serde(default)]
+    pub cudnn_benchmark: bool,
     /// Where checkpoints, the resolved config and the JSON-lines log go.
     pub out_dir: PathBuf,
     /// Use only the first N training samples (quick runs and tests); `None` = all.
@@ -252,6 +256,7 @@ fn base_config(name: &str) -> TrainConfig {
         device: "cpu".into(),
         precision: crate::Precision::F32,
         channels_last: false,
+        cudnn_benchmark: false,
         out_dir: PathBuf::from("runs").join(name),
         train_subset: None,
         eval_subset: None,

@@ -14,7 +14,9 @@ use candle_core::cuda_backend::{CudaDevice, CudaStorage, DeviceId};
 use candle_core::{DType, Result};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+mod find;
 
 /// Everything that defines one convolution: the input's N, C, H, W and the weight's O, C/groups,
 /// KH, KW (in NCHW / OIHW order whatever the format), square stride/padding/dilation, and the
@@ -62,16 +64,16 @@ impl ConvShape {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Pass {
     Forward,
     Data,
     Filter,
 }
 
-/// The cached choice for one (shape, dtype, math, pass): cuDNN's algorithm as its integer value
-/// and the workspace it needs.
-type AlgoKey = (DeviceId, ConvShape, DType, bool, Pass);
+/// The cached choice for one (shape, dtype, TF32, pass, timed or heuristic): cuDNN's algorithm
+/// as its integer value and the workspace it needs.
+type AlgoKey = (DeviceId, ConvShape, DType, bool, Pass, bool);
 
 thread_local! {
     // cuDNN handles are neither Send nor Sync: one per device per thread, like candle's.
@@ -134,14 +136,8 @@ fn descriptors<T: Elem>(cudnn: &Arc<Cudnn>, s: &ConvShape) -> Result<Descriptors
         conv.set_group_count(i(s.groups))
             .map_err(wrap_err("group count"))?;
     }
-    // As PyTorch: bf16 on tensor cores; f32 with TF32 allowed: the default (TF32 tensor cores,
-    // never a conversion to 16-bit types); strict f32: FMA kernels only (within 1e-4 of the CPU).
-    let math = match (T::DTYPE, super::tf32()) {
-        (DType::F32, false) => sys::cudnnMathType_t::CUDNN_FMA_MATH,
-        (DType::F32, true) => sys::cudnnMathType_t::CUDNN_DEFAULT_MATH,
-        _ => sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
-    };
-    conv.set_math_type(math).map_err(wrap_err("math type"))?;
+    conv.set_math_type(math_type::<T>())
+        .map_err(wrap_err("math type"))?;
     // cuDNN takes the dimensions in N, C, H, W order for either format.
     let format = s.format();
     let (oh, ow) = s.out_hw();
@@ -157,12 +153,59 @@ fn descriptors<T: Elem>(cudnn: &Arc<Cudnn>, s: &ConvShape) -> Result<Descriptors
     Ok(Descriptors { conv, x, w, y })
 }
 
-/// The cached algorithm for `key`, or `pick()` (cuDNN's heuristic and its workspace size) once.
-fn algorithm(key: AlgoKey, pick: impl FnOnce() -> Result<(u32, usize)>) -> Result<(u32, usize)> {
+/// As PyTorch: bf16 on tensor cores; f32 with TF32 allowed: the default (TF32 tensor cores,
+/// never a conversion to 16-bit types); strict f32: FMA kernels only (within 1e-4 of the CPU).
+fn math_type<T: Elem>() -> sys::cudnnMathType_t {
+    match (T::DTYPE, super::tf32()) {
+        (DType::F32, false) => sys::cudnnMathType_t::CUDNN_FMA_MATH,
+        (DType::F32, true) => sys::cudnnMathType_t::CUDNN_DEFAULT_MATH,
+        _ => sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
+    }
+}
+
+fn key<T: Elem>(dev: &CudaDevice, s: &ConvShape, pass: Pass) -> AlgoKey {
+    let timed = super::cudnn_benchmark();
+    (dev.id(), *s, T::DTYPE, super::tf32(), pass, timed)
+}
+
+static FALLBACKS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Why timed choices fell back to the heuristic (distinct messages, at most 16).
+pub(crate) fn find_fallbacks() -> Vec<String> {
+    FALLBACKS.lock().map(|v| v.clone()).unwrap_or_default()
+}
+
+/// The cached algorithm for `pass` of `s`, else chosen once: timed by cuDNN when
+/// `set_cudnn_benchmark(true)` (falling back to `heuristic` if the timing fails, with the reason
+/// kept for [`find_fallbacks`]), else `heuristic()` (cuDNN's heuristic and its workspace size).
+fn algorithm<T: Elem>(
+    dev: &CudaDevice,
+    s: &ConvShape,
+    pass: Pass,
+    heuristic: impl FnOnce() -> Result<(u32, usize)>,
+) -> Result<(u32, usize)> {
+    let key = key::<T>(dev, s, pass);
     if let Some(a) = ALGOS.with(|a| a.borrow().get(&key).copied()) {
         return Ok(a);
     }
-    let a = pick()?;
+    let timed = match key.5 {
+        true => match find::fastest(dev, s, pass, T::DATA_TYPE, math_type::<T>()) {
+            Ok(a) => Some(a),
+            Err(why) => {
+                if let Ok(mut v) = FALLBACKS.lock() {
+                    if v.len() < 16 && !v.contains(&why) {
+                        v.push(why);
+                    }
+                }
+                None
+            }
+        },
+        false => None,
+    };
+    let a = match timed {
+        Some(a) => a,
+        None => heuristic()?,
+    };
     ALGOS.with(|m| m.borrow_mut().insert(key, a));
     Ok(a)
 }
@@ -194,8 +237,7 @@ fn typed_forward<T: Elem>(
         w: &d.w,
         y: &d.y,
     };
-    let key = (dev.id(), *s, T::DTYPE, super::tf32(), Pass::Forward);
-    let (algo, bytes) = algorithm(key, || {
+    let (algo, bytes) = algorithm::<T>(dev, s, Pass::Forward, || {
         let a = op.pick_algorithm().map_err(wrap_err("forward algorithm"))?;
         Ok((
             a as u32,
@@ -230,7 +272,6 @@ fn typed_backward<T: Elem>(
 ) -> Result<(Option<CudaStorage>, Option<CudaStorage>)> {
     let cudnn = handle(dev)?;
     let d = descriptors::<T>(&cudnn, s)?;
-    let tf32 = super::tf32();
     let mut grads = (None, None);
     if need_dx {
         let op = ConvBackwardData {
@@ -239,8 +280,7 @@ fn typed_backward<T: Elem>(
             w: &d.w,
             dy: &d.y,
         };
-        let key = (dev.id(), *s, T::DTYPE, tf32, Pass::Data);
-        let (algo, bytes) = algorithm(key, || {
+        let (algo, bytes) = algorithm::<T>(dev, s, Pass::Data, || {
             let a = op
                 .pick_algorithm()
                 .map_err(wrap_err("backward-data algorithm"))?;
@@ -265,8 +305,7 @@ fn typed_backward<T: Elem>(
             dw: &d.w,
             dy: &d.y,
         };
-        let key = (dev.id(), *s, T::DTYPE, tf32, Pass::Filter);
-        let (algo, bytes) = algorithm(key, || {
+        let (algo, bytes) = algorithm::<T>(dev, s, Pass::Filter, || {
             let a = op
                 .pick_algorithm()
                 .map_err(wrap_err("backward-filter algorithm"))?;

@@ -20,4 +20,7 @@ pub(crate) use conv::{conv2d_backward, conv2d_forward, ConvShape};
 pub(crate) use elementwise::{map1, map2};
 pub(crate) use launch::*;
 pub(crate) use multi_tensor::multi_tensor;
-pub use settings::{configure_device, peak_memory, set_tf32, tf32};
+pub use settings::{
+    configure_device, cudnn_benchmark, cudnn_benchmark_fallbacks, peak_memory, set_cudnn_benchmark,
+    set_tf32, tf32,
+};

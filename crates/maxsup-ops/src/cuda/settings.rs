@@ -18,6 +18,26 @@ pub fn tf32() -> bool {
     TF32.load(Ordering::Relaxed)
 }
 
+static CUDNN_BENCHMARK: AtomicBool = AtomicBool::new(false);
+
+/// Chooses each convolution's algorithms by timing them (cuDNN's `cudnnFind*`, once per shape
+/// and pass, at the first step), as PyTorch's `cudnn.benchmark = True`; off: cuDNN's heuristic.
+/// A timing that fails falls back to the heuristic and is recorded
+/// ([`cudnn_benchmark_fallbacks`]).
+pub fn set_cudnn_benchmark(on: bool) {
+    CUDNN_BENCHMARK.store(on, Ordering::Relaxed);
+}
+
+/// Whether convolution algorithms are chosen by timing (see [`set_cudnn_benchmark`]).
+pub fn cudnn_benchmark() -> bool {
+    CUDNN_BENCHMARK.load(Ordering::Relaxed)
+}
+
+/// Why timed algorithm choices fell back to the heuristic so far (distinct messages, at most 16).
+pub fn cudnn_benchmark_fallbacks() -> Vec<String> {
+    super::conv::find_fallbacks()
+}
+
 fn driver_err(
     call: &'static str,
 ) -> impl FnOnce(candle_core::cuda_backend::cudarc::driver::DriverError) -> candle_core::Error {

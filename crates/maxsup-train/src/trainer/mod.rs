@@ -104,6 +104,7 @@ impl Trainer {
             None => parse_device(&config.device)?,
         };
         crate::prepare_precision(&device, config.precision)?;
+        crate::prepare_convolutions(&device, config.cudnn_benchmark)?;
         let (rank, world) = parallel
             .as_ref()
             .map_or((0, 1), |p| (p.rank(), p.world_size()));
