@@ -104,6 +104,11 @@ pub(super) fn fastest(
     data: sys::cudnnDataType_t,
     math: sys::cudnnMathType_t,
 ) -> Result<(u32, usize), String> {
+    // cuDNN's handle belongs to the context current on the thread.
+    dev.cuda_stream()
+        .context()
+        .bind_to_thread()
+        .map_err(|e| format!("cudnnFind: binding the CUDA context: {e}"))?;
     let timed = HANDLES
         .with(|h| -> Result<Vec<Timed>, CudnnError> {
             let mut handles = h.borrow_mut();
