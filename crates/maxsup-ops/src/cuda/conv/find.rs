@@ -95,8 +95,9 @@ struct Timed {
     math: sys::cudnnMathType_t,
 }
 
-/// The fastest algorithm of `pass` for `s` that succeeded under the launch's math type and
-/// needs at most [`MAX_WORKSPACE`], with its workspace in bytes.
+/// The fastest algorithm of `pass` for `s` that succeeded under the launch's math type (entries
+/// timed under another one are skipped: the launch keeps its descriptor's math type) and needs
+/// at most [`MAX_WORKSPACE`], with its workspace in bytes.
 pub(super) fn fastest(
     dev: &CudaDevice,
     s: &ConvShape,
