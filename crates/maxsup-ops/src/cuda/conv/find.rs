@@ -95,6 +95,35 @@ struct Timed {
     math: sys::cudnnMathType_t,
 }
 
+/// Runs one `cudnnFind*Algorithm` call with a perf array of `$n` entries (the pass's algorithm
+/// count) and maps what it wrote to [`Timed`]s.
+macro_rules! find_timed {
+    ($call:path, $perf:ty, $n:expr, $handle:expr, ($a:expr, $b:expr, $conv:expr, $c:expr)) => {{
+        let mut count = 0i32;
+        let mut perf = [std::mem::zeroed::<$perf>(); $n];
+        $call(
+            $handle,
+            $a,
+            $b,
+            $conv,
+            $c,
+            $n,
+            &mut count,
+            perf.as_mut_ptr(),
+        )
+        .result()?;
+        Ok(perf[..count.clamp(0, $n) as usize]
+            .iter()
+            .map(|p| Timed {
+                algo: p.algo as u32,
+                ok: p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS,
+                memory: p.memory,
+                math: p.mathType,
+            })
+            .collect())
+    }};
+}
+
 /// The fastest algorithm of `pass` for `s` that succeeded under the launch's math type (entries
 /// timed under another one are skipped: the launch keeps its descriptor's math type) and needs
 /// at most [`MAX_WORKSPACE`], with its workspace in bytes.
@@ -126,86 +155,31 @@ pub(super) fn fastest(
                 }
             };
             let d = describe(s, data, math)?;
-            let mut count = 0i32;
-            // SAFETY: live handle and descriptors; each `perf` array holds `n` entries, the count
-            // requested, and cuDNN writes `count` <= `n` of them.
+            // SAFETY (each arm): live handle and descriptors, in the order the call takes them;
+            // the perf array holds the count requested and cuDNN writes at most that many.
             unsafe {
                 match pass {
-                    Pass::Forward => {
-                        const N: usize = 8;
-                        let mut perf =
-                            [std::mem::zeroed::<sys::cudnnConvolutionFwdAlgoPerf_t>(); N];
-                        sys::cudnnFindConvolutionForwardAlgorithm(
-                            handle,
-                            d.x,
-                            d.w,
-                            d.conv,
-                            d.y,
-                            N as i32,
-                            &mut count,
-                            perf.as_mut_ptr(),
-                        )
-                        .result()?;
-                        Ok(perf[..count.clamp(0, N as i32) as usize]
-                            .iter()
-                            .map(|p| Timed {
-                                algo: p.algo as u32,
-                                ok: p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS,
-                                memory: p.memory,
-                                math: p.mathType,
-                            })
-                            .collect())
-                    }
-                    Pass::Data => {
-                        const N: usize = 6;
-                        let mut perf =
-                            [std::mem::zeroed::<sys::cudnnConvolutionBwdDataAlgoPerf_t>(); N];
-                        sys::cudnnFindConvolutionBackwardDataAlgorithm(
-                            handle,
-                            d.w,
-                            d.y,
-                            d.conv,
-                            d.x,
-                            N as i32,
-                            &mut count,
-                            perf.as_mut_ptr(),
-                        )
-                        .result()?;
-                        Ok(perf[..count.clamp(0, N as i32) as usize]
-                            .iter()
-                            .map(|p| Timed {
-                                algo: p.algo as u32,
-                                ok: p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS,
-                                memory: p.memory,
-                                math: p.mathType,
-                            })
-                            .collect())
-                    }
-                    Pass::Filter => {
-                        const N: usize = 7;
-                        let mut perf =
-                            [std::mem::zeroed::<sys::cudnnConvolutionBwdFilterAlgoPerf_t>(); N];
-                        sys::cudnnFindConvolutionBackwardFilterAlgorithm(
-                            handle,
-                            d.x,
-                            d.y,
-                            d.conv,
-                            d.w,
-                            N as i32,
-                            &mut count,
-                            perf.as_mut_ptr(),
-                        )
-                        .result()?;
-                        Ok(perf[..count.clamp(0, N as i32) as usize]
-                            .iter()
-                            .map(|p| Timed {
-                                algo: p.algo as u32,
-                                ok: p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS,
-                                memory: p.memory,
-                                math: p.mathType,
-                            })
-                            .collect())
-                    }
+                    Pass::Forward => find_timed!(
+                        sys::cudnnFindConvolutionForwardAlgorithm,
+                        sys::cudnnConvolutionFwdAlgoPerf_t,
+                        8,
+                        handle,
+                        (d.x, d.w, d.conv, d.y)
+                    ),
+                    Pass::Data => find_timed!(
+                        sys::cudnnFindConvolutionBackwardDataAlgorithm,
+                        sys::cudnnConvolutionBwdDataAlgoPerf_t,
+                        6,
+                        handle,
+                        (d.w, d.y, d.conv, d.x)
+                    ),
+                    Pass::Filter => find_timed!(
+                        sys::cudnnFindConvolutionBackwardFilterAlgorithm,
+                        sys::cudnnConvolutionBwdFilterAlgoPerf_t,
+                        7,
+                        handle,
+                        (d.x, d.y, d.conv, d.w)
+                    ),
                 }
             }
         })
