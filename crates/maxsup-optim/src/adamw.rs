@@ -7,6 +7,7 @@ use candle_core::{backprop::GradStore, Result, Tensor, Var};
 
 use maxsup_ops::multi_tensor;
 
+use crate::adamw_cpu;
 use crate::optimizer::Optimizer;
 use crate::param_groups::ParamGroup;
 use crate::params::ParamTable;
@@ -42,11 +43,62 @@ impl Default for AdamWConfig {
     }
 }
 
+/// A parameter's moments and its step count.
 #[derive(Clone, Debug)]
 struct Moments {
-    exp_avg: Tensor,
-    exp_avg_sq: Tensor,
+    values: MomentValues,
     step: u64,
+}
+
+/// Where the moments live: host memory for CPU f32 parameters (the fused pass updates them with
+/// the parameter), tensors on the parameter's device otherwise (and as imported from a
+/// checkpoint, until the first step).
+#[derive(Clone, Debug)]
+enum MomentValues {
+    Tensors {
+        exp_avg: Tensor,
+        exp_avg_sq: Tensor,
+    },
+    Host {
+        exp_avg: Vec<f32>,
+        exp_avg_sq: Vec<f32>,
+    },
+}
+
+impl MomentValues {
+    /// The moments as tensors shaped and placed like `param` (host moments are copied).
+    fn tensors(&self, param: &Tensor) -> Result<(Tensor, Tensor)> {
+        match self {
+            MomentValues::Tensors {
+                exp_avg,
+                exp_avg_sq,
+            } => Ok((exp_avg.clone(), exp_avg_sq.clone())),
+            MomentValues::Host {
+                exp_avg,
+                exp_avg_sq,
+            } => Ok((
+                Tensor::from_slice(exp_avg, param.shape(), param.device())?,
+                Tensor::from_slice(exp_avg_sq, param.shape(), param.device())?,
+            )),
+        }
+    }
+
+    /// The moments in host memory (tensors are read back).
+    fn host(self) -> Result<(Vec<f32>, Vec<f32>)> {
+        match self {
+            MomentValues::Host {
+                exp_avg,
+                exp_avg_sq,
+            } => Ok((exp_avg, exp_avg_sq)),
+            MomentValues::Tensors {
+                exp_avg,
+                exp_avg_sq,
+            } => Ok((
+                exp_avg.flatten_all()?.to_vec1::<f32>()?,
+                exp_avg_sq.flatten_all()?.to_vec1::<f32>()?,
+            )),
+        }
+    }
 }
 
 /// `torch.optim.AdamW` with per-group `weight_decay`: `p *= 1 - lr*wd`; `m = lerp(m, g, 1-b1)`;
@@ -88,49 +140,117 @@ impl AdamW {
         self.config
     }
 
-    fn update_one(&mut self, i: usize, grad: &Tensor) -> Result<()> {
+    fn step_constants(&self) -> multi_tensor::AdamWStep {
         let AdamWConfig {
             lr,
-            betas: (b1, b2),
+            betas: (beta1, beta2),
             eps,
         } = self.config;
-        let param = &self.table.params[i];
-        let g = grad.detach();
-        // Detached, so no autograd graph is recorded (and kept alive by the moments) across steps.
-        let mut p = param.var.as_tensor().detach();
-        if param.weight_decay != 0.0 {
-            p = p.affine(1.0 - lr * param.weight_decay, 0.0)?;
+        multi_tensor::AdamWStep {
+            lr,
+            beta1,
+            beta2,
+            eps,
         }
-        let prev = match self.moments[i].take() {
-            Some(m) => m,
-            None => Moments {
-                exp_avg: g.zeros_like()?,
-                exp_avg_sq: g.zeros_like()?,
-                step: 0,
-            },
+    }
+
+    /// The fused pass on a CPU f32 parameter, its moments in host memory.
+    fn update_host(&mut self, i: usize, grad: &Tensor) -> Result<()> {
+        let param = &self.table.params[i];
+        let n = param.var.elem_count();
+        let (step, (mut m, mut v)) = match self.moments[i].take() {
+            Some(prev) => (prev.step + 1, prev.values.host()?),
+            None => (1, (vec![0f32; n], vec![0f32; n])),
         };
-        let step = prev.step + 1;
-        let exp_avg = lerp(&prev.exp_avg, &g, 1.0 - b1)?;
-        let exp_avg_sq = (prev.exp_avg_sq.affine(b2, 0.0)? + g.sqr()?.affine(1.0 - b2, 0.0)?)?;
-        let bias_correction1 = 1.0 - b1.powf(step as f64);
-        let bias_correction2_sqrt = (1.0 - b2.powf(step as f64)).sqrt();
-        let step_size = lr / bias_correction1;
-        let denom = exp_avg_sq
-            .sqrt()?
-            .affine(1.0 / bias_correction2_sqrt, eps)?;
-        let updated = (p + (exp_avg.div(&denom)?.affine(-step_size, 0.0))?)?;
+        let constants = adamw_cpu::Step::new(self.step_constants(), param.weight_decay, step);
+        // In place on the `Var`'s storage, so the model's clone of it sees the update.
+        let result = adamw_cpu::update(
+            constants,
+            &param.var.as_tensor().detach(),
+            &grad.detach(),
+            &mut m,
+            &mut v,
+        );
+        self.moments[i] = Some(Moments {
+            values: MomentValues::Host {
+                exp_avg: m,
+                exp_avg_sq: v,
+            },
+            step,
+        });
+        result
+    }
+
+    fn update_one(&mut self, i: usize, grad: &Tensor) -> Result<()> {
+        if adamw_cpu::applies(self.table.params[i].var.as_tensor(), grad) {
+            return self.update_host(i, grad);
+        }
+        let param = &self.table.params[i];
+        // Detached, so no autograd graph is recorded (and kept alive by the moments) across steps.
+        let p = param.var.as_tensor().detach();
+        let (prev, prev_step) = match self.moments[i].take() {
+            Some(m) => (Some(m.values.tensors(&p)?), m.step),
+            None => (None, 0),
+        };
+        let step = prev_step + 1;
+        let (updated, exp_avg, exp_avg_sq) = composed_update(
+            self.config,
+            param.weight_decay,
+            &p,
+            &grad.detach(),
+            prev,
+            step,
+        )?;
         // An empty parameter has nothing to update (and candle refuses to `set` it from a result
         // that shares its empty storage); its step count still advances, as in PyTorch.
         if updated.elem_count() > 0 {
             param.var.set(&updated)?;
         }
         self.moments[i] = Some(Moments {
-            exp_avg,
-            exp_avg_sq,
+            values: MomentValues::Tensors {
+                exp_avg,
+                exp_avg_sq,
+            },
             step,
         });
         Ok(())
     }
+}
+
+/// The update from candle ops (any device and dtype) at the parameter's step `step` (>= 1):
+/// the new parameter and moments (`prev`: the moments before, `None` for zeros).
+fn composed_update(
+    config: AdamWConfig,
+    weight_decay: f64,
+    p: &Tensor,
+    g: &Tensor,
+    prev: Option<(Tensor, Tensor)>,
+    step: u64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let AdamWConfig {
+        lr,
+        betas: (b1, b2),
+        eps,
+    } = config;
+    let p = if weight_decay != 0.0 {
+        p.affine(1.0 - lr * weight_decay, 0.0)?
+    } else {
+        p.clone()
+    };
+    let (prev_avg, prev_avg_sq) = match prev {
+        Some(m) => m,
+        None => (g.zeros_like()?, g.zeros_like()?),
+    };
+    let exp_avg = lerp(&prev_avg, g, 1.0 - b1)?;
+    let exp_avg_sq = (prev_avg_sq.affine(b2, 0.0)? + g.sqr()?.affine(1.0 - b2, 0.0)?)?;
+    let bias_correction1 = 1.0 - b1.powf(step as f64);
+    let bias_correction2_sqrt = (1.0 - b2.powf(step as f64)).sqrt();
+    let step_size = lr / bias_correction1;
+    let denom = exp_avg_sq
+        .sqrt()?
+        .affine(1.0 / bias_correction2_sqrt, eps)?;
+    let updated = (p + (exp_avg.div(&denom)?.affine(-step_size, 0.0))?)?;
+    Ok((updated, exp_avg, exp_avg_sq))
 }
 
 /// `torch.lerp(start, end, w)` with PyTorch's two-branch formula (more accurate for w near 1).
@@ -169,49 +289,39 @@ impl AdamW {
                     t.to_device(p.device())?.contiguous()
                 }
             };
-            let m = match self.moments[i].take() {
-                Some(m) => Moments {
-                    exp_avg: own(m.exp_avg)?,
-                    exp_avg_sq: own(m.exp_avg_sq)?,
-                    step: m.step + 1,
-                },
-                None => Moments {
-                    exp_avg: p.zeros_like()?,
-                    exp_avg_sq: p.zeros_like()?,
-                    step: 1,
-                },
+            let (exp_avg, exp_avg_sq, step) = match self.moments[i].take() {
+                Some(m) => {
+                    let (a, s) = m.values.tensors(p)?;
+                    (own(a)?, own(s)?, m.step + 1)
+                }
+                None => (p.zeros_like()?, p.zeros_like()?, 1),
             };
             // Handles on the same storage: the update below writes the stored moments.
-            moments.push(m.clone());
-            self.moments[i] = Some(m);
+            moments.push((exp_avg.clone(), exp_avg_sq.clone(), step));
+            self.moments[i] = Some(Moments {
+                values: MomentValues::Tensors {
+                    exp_avg,
+                    exp_avg_sq,
+                },
+                step,
+            });
         }
         let tensors: Vec<multi_tensor::AdamWTensors> = batch
             .iter()
             .zip(&moments)
-            .map(|((i, grad), m)| {
+            .map(|((i, grad), (exp_avg, exp_avg_sq, step))| {
                 let param = &self.table.params[*i];
                 multi_tensor::AdamWTensors {
                     param: param.var.as_tensor(),
                     grad,
-                    exp_avg: &m.exp_avg,
-                    exp_avg_sq: &m.exp_avg_sq,
+                    exp_avg,
+                    exp_avg_sq,
                     weight_decay: param.weight_decay,
-                    step: m.step,
+                    step: *step,
                 }
             })
             .collect();
-        let AdamWConfig {
-            lr,
-            betas: (beta1, beta2),
-            eps,
-        } = self.config;
-        let step = multi_tensor::AdamWStep {
-            lr,
-            beta1,
-            beta2,
-            eps,
-        };
-        multi_tensor::adamw_step(step, &tensors)
+        multi_tensor::adamw_step(self.step_constants(), &tensors)
     }
 }
 
@@ -245,12 +355,13 @@ impl Optimizer for AdamW {
         state.scalars.insert("lr".to_string(), self.config.lr);
         for (param, m) in self.table.params.iter().zip(&self.moments) {
             if let Some(m) = m {
+                let (exp_avg, exp_avg_sq) = m.values.tensors(param.var.as_tensor())?;
                 state
                     .tensors
-                    .insert(format!("{}.{EXP_AVG}", param.name), m.exp_avg.copy()?);
+                    .insert(format!("{}.{EXP_AVG}", param.name), exp_avg.copy()?);
                 state
                     .tensors
-                    .insert(format!("{}.{EXP_AVG_SQ}", param.name), m.exp_avg_sq.copy()?);
+                    .insert(format!("{}.{EXP_AVG_SQ}", param.name), exp_avg_sq.copy()?);
                 state
                     .scalars
                     .insert(format!("{}.{STEP}", param.name), m.step as f64);
@@ -285,8 +396,10 @@ impl Optimizer for AdamW {
                         );
                     }
                     moments[i] = Some(Moments {
-                        exp_avg,
-                        exp_avg_sq,
+                        values: MomentValues::Tensors {
+                            exp_avg,
+                            exp_avg_sq,
+                        },
                         step: step as u64,
                     });
                 }
@@ -297,6 +410,66 @@ impl Optimizer for AdamW {
         }
         self.config.lr = state.scalar("lr")?;
         self.moments = moments;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The fused CPU pass against the composed update, value for value over three steps, for
+    /// both lerp forms, with and without weight decay, on a parameter longer than one parallel
+    /// chunk; the exported moments too.
+    #[test]
+    fn fused_cpu_update_matches_composed_update() -> Result<()> {
+        let dev = Device::Cpu;
+        let n = 40_000;
+        let init: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01)
+            .collect();
+        for (betas, wd) in [
+            ((0.9, 0.999), 0.05),
+            ((0.9, 0.999), 0.0),
+            ((0.3, 0.99), 0.05),
+        ] {
+            let config = AdamWConfig {
+                lr: 1e-3,
+                betas,
+                eps: 1e-8,
+            };
+            let w = Var::new(init.as_slice(), &dev)?;
+            let groups = vec![ParamGroup::new(vec![("w".to_string(), w.clone())], wd)];
+            let mut adamw = AdamW::new(groups, config)?;
+            let (mut p_ref, mut moments) = (Tensor::new(init.as_slice(), &dev)?, None);
+            for step in 1..=3u64 {
+                let grads = (w.as_tensor().sqr()? * (1.0 + step as f64))?
+                    .sum_all()?
+                    .backward()?;
+                let g = grads.get(w.as_tensor()).expect("w has a gradient").copy()?;
+                adamw.step(&grads)?;
+                let (p_new, m, v) = composed_update(config, wd, &p_ref, &g, moments, step)?;
+                let differ = |a: &Tensor, b: &Tensor| -> Result<usize> {
+                    let (a, b) = (a.to_vec1::<f32>()?, b.to_vec1::<f32>()?);
+                    Ok(a.iter().zip(&b).filter(|(x, y)| x != y).count())
+                };
+                let what = format!("betas {betas:?} wd {wd} step {step}");
+                assert_eq!(differ(w.as_tensor(), &p_new)?, 0, "{what}: parameter");
+                let state = adamw.export_state()?;
+                assert_eq!(
+                    differ(&state.tensors["w.exp_avg"], &m)?,
+                    0,
+                    "{what}: exp_avg"
+                );
+                assert_eq!(
+                    differ(&state.tensors["w.exp_avg_sq"], &v)?,
+                    0,
+                    "{what}: exp_avg_sq"
+                );
+                (p_ref, moments) = (p_new, Some((m, v)));
+            }
+        }
         Ok(())
     }
 }

@@ -46,6 +46,7 @@
 //! ```
 
 pub mod adamw;
+mod adamw_cpu;
 pub mod clip;
 pub mod ema;
 pub mod optimizer;
