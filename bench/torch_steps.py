@@ -1,5 +1,5 @@
 """PyTorch CPU reference for bench-train: same models, batch, loss (CE + MaxSup), optimizer
-(SGD lr 0.1, momentum 0.9 and weight decay 1e-4 unless overridden) and timing rule (first step is warm-up; median of
+(SGD lr 0.1, momentum 0.9 and weight decay 1e-4 unless overridden, or AdamW lr 1e-3 with --optimizer adamw) and timing rule (first step is warm-up; median of
 the rest). Prints `median_step_s=` and `peak_rss_mb=` like bench-train.
 
 Usage: python3 bench/torch_steps.py --model resnet18_cifar --batch 64 --steps 5 [--threads 2]
@@ -71,11 +71,15 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     model = build(a.model, a.classes, a.img).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=a.momentum, weight_decay=a.weight_decay)
+    if a.optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=a.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=a.momentum, weight_decay=a.weight_decay)
     x = torch.randn(a.batch, 3, a.img, a.img)
     y = torch.randint(0, a.classes, (a.batch,))
     times = []

@@ -4,7 +4,7 @@ use clap::Parser;
 
 /// Time N training steps of a registry model on a fixed random batch (f32, CPU) and report the
 /// median step time and the peak resident memory, in the same shape as
-/// bench/torch_steps.py (SGD lr 0.1, momentum 0.9, weight decay 1e-4 by default,
+/// bench/torch_steps.py (SGD lr 0.1, momentum 0.9, weight decay 1e-4 by default, or AdamW,
 /// MaxSup alpha 0.1; the first step is a warm-up and excluded from the median).
 #[derive(Parser, Debug)]
 #[command(name = "bench-train")]
@@ -30,6 +30,10 @@ pub struct Args {
     /// Worker threads (rayon pool used by candle and maxsup-ops); default: RAYON_NUM_THREADS or all cores.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Optimizer: `sgd` (lr 0.1, --momentum, --weight-decay) or `adamw` (lr 1e-3, betas
+    /// (0.9, 0.999), eps 1e-8, --weight-decay as AdamW's decoupled decay), as DeiT trains.
+    #[arg(long, default_value = "sgd", value_parser = ["sgd", "adamw"])]
+    pub optimizer: String,
     /// SGD momentum (maxsup-optim's Sgd, PyTorch semantics).
     #[arg(long, default_value_t = 0.9)]
     pub momentum: f64,

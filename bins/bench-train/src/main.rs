@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
 use maxsup_models::{create_model, ModelOptions};
-use maxsup_optim::{Optimizer, ParamGroup, Sgd, SgdConfig};
+use maxsup_optim::{AdamW, AdamWConfig, Optimizer, ParamGroup, Sgd, SgdConfig};
 use std::time::Instant;
 
 fn main() -> Result<()> {
@@ -37,14 +37,18 @@ fn main() -> Result<()> {
         .trainable()
         .map(|e| (e.name.clone(), e.var.clone()))
         .collect();
-    let mut opt = Sgd::new(
-        vec![ParamGroup::new(params, args.weight_decay)],
-        SgdConfig {
-            lr: 0.1,
-            momentum: args.momentum,
-            nesterov: false,
-        },
-    )?;
+    let groups = vec![ParamGroup::new(params, args.weight_decay)];
+    let mut opt: Box<dyn Optimizer> = match args.optimizer.as_str() {
+        "adamw" => Box::new(AdamW::new(groups, AdamWConfig::default())?),
+        _ => Box::new(Sgd::new(
+            groups,
+            SgdConfig {
+                lr: 0.1,
+                momentum: args.momentum,
+                nesterov: false,
+            },
+        )?),
+    };
 
     let x = Tensor::randn(0f32, 1.0, (args.batch, 3, args.img, args.img), &dev)?;
     let y = Tensor::rand(0f32, args.classes as f32, args.batch, &dev)?
@@ -65,7 +69,7 @@ fn main() -> Result<()> {
         let dt = t.elapsed().as_secs_f64();
         let loss = loss.to_scalar::<f32>()?;
         println!(
-            "step {step}: {dt:.3}s (forward+loss {t_fwd:.3}s, backward {:.3}s, sgd {:.3}s) loss {loss:.4} rss {:.0} MiB",
+            "step {step}: {dt:.3}s (forward+loss {t_fwd:.3}s, backward {:.3}s, optimizer {:.3}s) loss {loss:.4} rss {:.0} MiB",
             t_bwd - t_fwd,
             dt - t_bwd,
             memory::rss_mb()?
