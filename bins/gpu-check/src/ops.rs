@@ -420,6 +420,38 @@ pub fn run(gpu: &Device) -> Result<Value> {
             &f,
             gpu,
         )?;
+        // DeiT-S's MLP sub-block: on CUDA the one-node graph path (hand-written backward).
+        let f = |t: &[Tensor], _: &Device, _: DType| -> candle_core::Result<Vec<Tensor>> {
+            let w = maxsup_ops::BranchWeights {
+                norm_weight: &t[1],
+                norm_bias: &t[2],
+                norm_eps: 1e-6,
+                in_weight: &t[3],
+                in_bias: &t[4],
+                out_weight: &t[5],
+                out_bias: &t[6],
+            };
+            let scale =
+                Tensor::new(&[1.25f32, 0.0, 1.0, 2.0], t[0].device())?.to_dtype(DType::F32)?;
+            Ok(vec![maxsup_ops::residual_mlp(&t[0], &w, Some(&scale))?])
+        };
+        let mlp = [
+            act(&[4, 197, 384]),
+            param_f32(&[384]),
+            param_f32(&[384]),
+            act(&[1536, 384]),
+            act(&[1536]),
+            act(&[384, 1536]),
+            act(&[384]),
+        ];
+        check(
+            &mut rows,
+            "residual_mlp D=384 (DeiT-S)",
+            dtype,
+            &mlp,
+            &f,
+            gpu,
+        )?;
         let f = |t: &[Tensor], _: &Device, _: DType| Ok(vec![maxsup_ops::attention_qkv(&t[0], 6)?]);
         check(
             &mut rows,

@@ -42,10 +42,15 @@ impl CustomOp1 for GeluErfOp {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(
-            x.apply_op2_no_bwd(&dy.contiguous()?, &GeluErfBackwardOp)?,
-        ))
+        Ok(Some(gelu_erf_backward(x, dy)?))
     }
+}
+
+/// The gradient through [`gelu_erf`] at its input `x` for the output gradient `dy`, as an op of
+/// the tensors' device (where the fused op applies: f32 on the CPU, f32/bf16 on CUDA).
+pub(crate) fn gelu_erf_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op2_no_bwd(&dy.contiguous()?, &GeluErfBackwardOp)
 }
 
 /// `dx = dy * (Phi(x) + x * phi(x))`.

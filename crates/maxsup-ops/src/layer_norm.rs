@@ -160,26 +160,45 @@ impl CustomOp3 for LayerNormOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
-        if x.device().is_cpu() {
-            // One pass over the rows gives all three gradients (f32), packed [dx | dw | db].
-            let packed = x.apply_op3_no_bwd(w, &dy, &LayerNormBackwardCpu { eps: self.eps })?;
-            let g = unpack(
-                &packed,
-                &[Some(x.shape()), Some(w.shape()), Some(b.shape())],
-            )?;
-            let mut g = g.into_iter();
-            return Ok((g.next().flatten(), g.next().flatten(), g.next().flatten()));
-        }
-        // On a GPU dx keeps the input's dtype (bf16 in mixed precision) while the parameter
-        // gradients are f32: two kernels, each recomputing the row statistics.
-        let dx = x.apply_op3_no_bwd(w, &dy, &LayerNormBackwardDx { eps: self.eps })?;
-        let dwb = x.apply_op2_no_bwd(&dy, &LayerNormBackwardParams { eps: self.eps })?;
-        let d = w.elem_count();
-        let dw = dwb.narrow(0, 0, d)?.reshape(w.shape())?;
-        let db = dwb.narrow(0, d, d)?.reshape(b.shape())?;
+        let (dx, dw, db) = layer_norm_backward(x, w, b, dy, self.eps)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
+}
+
+/// The gradients of [`layer_norm`] with respect to its input, weight and bias for the output
+/// gradient `dy`, as ops of the tensors' device (contiguous `x`, f32 weight and bias; where the
+/// fused op applies).
+pub(crate) fn layer_norm_backward(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    dy: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let dy = dy.contiguous()?;
+    if x.device().is_cpu() {
+        // One pass over the rows gives all three gradients (f32), packed [dx | dw | db].
+        let packed = x.apply_op3_no_bwd(w, &dy, &LayerNormBackwardCpu { eps })?;
+        let g = unpack(
+            &packed,
+            &[Some(x.shape()), Some(w.shape()), Some(b.shape())],
+        )?;
+        let mut g = g.into_iter().flatten();
+        let missing =
+            || candle_core::Error::Msg("layer_norm backward: a gradient is missing".into());
+        let dx = g.next().ok_or_else(missing)?;
+        let dw = g.next().ok_or_else(missing)?;
+        let db = g.next().ok_or_else(missing)?;
+        return Ok((dx, dw, db));
+    }
+    // On a GPU dx keeps the input's dtype (bf16 in mixed precision) while the parameter
+    // gradients are f32: two kernels, each recomputing the row statistics.
+    let dx = x.apply_op3_no_bwd(w, &dy, &LayerNormBackwardDx { eps })?;
+    let dwb = x.apply_op2_no_bwd(&dy, &LayerNormBackwardParams { eps })?;
+    let d = w.elem_count();
+    let dw = dwb.narrow(0, 0, d)?.reshape(w.shape())?;
+    let db = dwb.narrow(0, d, d)?.reshape(b.shape())?;
+    Ok((dx, dw, db))
 }
 
 /// The CPU backward: `[dx | dweight | dbias]` in one pass over the rows.

@@ -69,7 +69,7 @@ pub use read_back::{PendingRead, ReadBack};
 pub use relu::{add_relu, relu};
 pub use residual_branch::{
     residual_attention, residual_attention_composed, residual_mlp, residual_mlp_composed,
-    BranchWeights,
+    residual_mlp_graph, BranchWeights,
 };
 pub use softmax::softmax_last_dim;
 pub use staged_upload::{StagedUpload, UploadDType};

@@ -11,6 +11,8 @@
 //! (`x`) and one parameter edge (its six parameters packed into one vector), and its backward
 //! hands back `dx` with the residual gradient already added.
 
+mod graph;
+
 use crate::attention::{self, Geom};
 use crate::cpu::gemm::Mat;
 use crate::cpu::normal;
@@ -144,9 +146,62 @@ fn residual_branch(
     let mut all: Vec<&Tensor> = vec![x];
     all.extend(w.all());
     all.extend(branch_scale);
+    if inner == Inner::Gelu && !cpu_only(&all) && graph::applies(x, w) {
+        check_shapes(x, w, inner, branch_scale)?;
+        return graph::residual_mlp(x, w, branch_scale);
+    }
     if !cpu_only(&all) || x.rank() < 2 {
         return composed(x, w, inner, branch_scale);
     }
+    let (dim, hidden, width) = check_shapes(x, w, inner, branch_scale)?;
+    let batch = x.dim(0)?;
+    let scale = match branch_scale {
+        Some(s) => s.contiguous()?,
+        None => Tensor::ones(batch, DType::F32, x.device())?,
+    };
+    let packed: Vec<Tensor> = w
+        .all()
+        .iter()
+        .map(|t| t.flatten_all())
+        .collect::<Result<_>>()?;
+    let params = Tensor::cat(&packed, 0)?;
+    let op = ResidualBranchOp {
+        dim,
+        hidden,
+        width,
+        inner,
+        eps: w.norm_eps as f32,
+        scaled: branch_scale.is_some(),
+        saved: Mutex::new(None),
+    };
+    x.contiguous()?.apply_op3(&params, &scale, op)
+}
+
+/// [`residual_mlp`] through the one-node graph path that CUDA takes (doc-hidden: lets the CPU
+/// tests run it against the composed ops).
+#[doc(hidden)]
+pub fn residual_mlp_graph(
+    x: &Tensor,
+    w: &BranchWeights,
+    branch_scale: Option<&Tensor>,
+) -> Result<Tensor> {
+    if !graph::applies(x, w) {
+        candle_core::bail!(
+            "residual_mlp_graph: needs the fused LayerNorm and GELU kernels' dtypes"
+        );
+    }
+    check_shapes(x, w, Inner::Gelu, branch_scale)?;
+    graph::residual_mlp(x, w, branch_scale)
+}
+
+/// `(dim, hidden, width)` of a sub-block after checking its parameters and branch scale fit
+/// the input (errors name every shape).
+fn check_shapes(
+    x: &Tensor,
+    w: &BranchWeights,
+    inner: Inner,
+    branch_scale: Option<&Tensor>,
+) -> Result<(usize, usize, usize)> {
     let (dim, hidden) = (x.dim(candle_core::D::Minus1)?, w.in_weight.dim(0)?);
     let width = match inner {
         Inner::Gelu => hidden,
@@ -174,30 +229,15 @@ fn residual_branch(
         );
     }
     let batch = x.dim(0)?;
-    let scale = match branch_scale {
-        Some(s) if s.dims() != [batch] => candle_core::bail!(
-            "residual {inner:?} branch: branch scale {:?} must be [batch = {batch}]",
-            s.dims()
-        ),
-        Some(s) => s.contiguous()?,
-        None => Tensor::ones(batch, DType::F32, x.device())?,
-    };
-    let packed: Vec<Tensor> = w
-        .all()
-        .iter()
-        .map(|t| t.flatten_all())
-        .collect::<Result<_>>()?;
-    let params = Tensor::cat(&packed, 0)?;
-    let op = ResidualBranchOp {
-        dim,
-        hidden,
-        width,
-        inner,
-        eps: w.norm_eps as f32,
-        scaled: branch_scale.is_some(),
-        saved: Mutex::new(None),
-    };
-    x.contiguous()?.apply_op3(&params, &scale, op)
+    if let Some(s) = branch_scale {
+        if s.dims() != [batch] {
+            candle_core::bail!(
+                "residual {inner:?} branch: branch scale {:?} must be [batch = {batch}]",
+                s.dims()
+            );
+        }
+    }
+    Ok((dim, hidden, width))
 }
 
 /// What the backward needs from the forward, kept by the op (its graph node) until the graph is

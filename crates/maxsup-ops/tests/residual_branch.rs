@@ -7,7 +7,7 @@ use candle_core::{Device, Result, Tensor, Var};
 use common::*;
 use maxsup_ops::{
     residual_attention, residual_attention_composed, residual_mlp, residual_mlp_composed,
-    BranchWeights,
+    residual_mlp_graph, BranchWeights,
 };
 
 struct Params {
@@ -44,7 +44,7 @@ impl Params {
 
 /// Fused against composed for (batch, tokens, width, hidden, scaled) cases; `heads` selects
 /// attention (hidden 3 x width) instead of the MLP.
-fn check_against_composed(heads: Option<usize>) -> Result<()> {
+fn check_against_composed(heads: Option<usize>, graph: bool) -> Result<()> {
     for (case, &(b, t, d, h, scaled)) in [
         (2usize, 5usize, 12usize, 48usize, false),
         (3, 4, 12, 36, true),
@@ -68,6 +68,7 @@ fn check_against_composed(heads: Option<usize>) -> Result<()> {
         vars.extend(p.vars.iter());
         let fast = || match heads {
             Some(k) => residual_attention(x.as_tensor(), &p.weights(), k, scale.as_ref()),
+            None if graph => residual_mlp_graph(x.as_tensor(), &p.weights(), scale.as_ref()),
             None => residual_mlp(x.as_tensor(), &p.weights(), scale.as_ref()),
         };
         let slow = || match heads {
@@ -76,7 +77,7 @@ fn check_against_composed(heads: Option<usize>) -> Result<()> {
         };
         let (yf, gf) = output_and_grads(&vars, &fast, seed + 1)?;
         let (ys, gs) = output_and_grads(&vars, &slow, seed + 1)?;
-        let what = format!("{heads:?} heads, case {case}");
+        let what = format!("{heads:?} heads, graph node {graph}, case {case}");
         assert_close(&yf, &ys, 1e-5, &format!("{what}: output"))?;
         let names = [
             "x",
@@ -104,12 +105,29 @@ fn check_against_composed(heads: Option<usize>) -> Result<()> {
 
 #[test]
 fn fused_mlp_matches_composed_in_values_and_every_gradient() -> Result<()> {
-    check_against_composed(None)
+    check_against_composed(None, false)
+}
+
+/// The one-node path CUDA takes (the separate ops forward, hand-written backward).
+#[test]
+fn graph_node_mlp_matches_composed_in_values_and_every_gradient() -> Result<()> {
+    check_against_composed(None, true)
 }
 
 #[test]
 fn fused_attention_matches_composed_in_values_and_every_gradient() -> Result<()> {
-    check_against_composed(Some(3))
+    check_against_composed(Some(3), false)
+}
+
+#[test]
+fn graph_node_backward_runs_twice_on_one_graph() -> Result<()> {
+    let x = rand_var(&[2, 3, 8], 9)?;
+    let p = Params::new(8, 32, 32, 10)?;
+    let y = residual_mlp_graph(x.as_tensor(), &p.weights(), None)?;
+    let loss = y.sqr()?.sum_all()?;
+    let g1 = loss.backward()?.get(x.as_tensor()).cloned().expect("grad");
+    let g2 = loss.backward()?.get(x.as_tensor()).cloned().expect("grad");
+    assert_close(&g1, &g2, 0.0, "second backward")
 }
 
 #[test]
