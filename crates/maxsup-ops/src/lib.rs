@@ -68,8 +68,8 @@ pub use max_pool::max_pool2d;
 pub use read_back::{PendingRead, ReadBack};
 pub use relu::{add_relu, relu};
 pub use residual_branch::{
-    residual_attention, residual_attention_composed, residual_mlp, residual_mlp_composed,
-    residual_mlp_graph, BranchWeights,
+    residual_attention, residual_attention_composed, residual_attention_graph, residual_mlp,
+    residual_mlp_composed, residual_mlp_graph, BranchWeights,
 };
 pub use softmax::softmax_last_dim;
 pub use staged_upload::{StagedUpload, UploadDType};

@@ -146,9 +146,9 @@ fn residual_branch(
     let mut all: Vec<&Tensor> = vec![x];
     all.extend(w.all());
     all.extend(branch_scale);
-    if inner == Inner::Gelu && !cpu_only(&all) && graph::applies(x, w) {
+    if !cpu_only(&all) && graph::applies(x, w) {
         check_shapes(x, w, inner, branch_scale)?;
-        return graph::residual_mlp(x, w, branch_scale);
+        return graph::residual_branch(x, w, inner, branch_scale);
     }
     if !cpu_only(&all) || x.rank() < 2 {
         return composed(x, w, inner, branch_scale);
@@ -191,7 +191,25 @@ pub fn residual_mlp_graph(
         );
     }
     check_shapes(x, w, Inner::Gelu, branch_scale)?;
-    graph::residual_mlp(x, w, branch_scale)
+    graph::residual_branch(x, w, Inner::Gelu, branch_scale)
+}
+
+/// [`residual_attention`] through the one-node graph path that CUDA takes (doc-hidden, for the
+/// CPU tests).
+#[doc(hidden)]
+pub fn residual_attention_graph(
+    x: &Tensor,
+    w: &BranchWeights,
+    heads: usize,
+    branch_scale: Option<&Tensor>,
+) -> Result<Tensor> {
+    if !graph::applies(x, w) || x.rank() != 3 {
+        candle_core::bail!(
+            "residual_attention_graph: needs [B, N, C] tokens in the fused kernels' dtypes"
+        );
+    }
+    check_shapes(x, w, Inner::Attention { heads }, branch_scale)?;
+    graph::residual_branch(x, w, Inner::Attention { heads }, branch_scale)
 }
 
 /// `(dim, hidden, width)` of a sub-block after checking its parameters and branch scale fit

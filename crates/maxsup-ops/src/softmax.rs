@@ -111,6 +111,13 @@ impl CustomOp2 for SoftmaxBackwardOp {
     }
 }
 
+/// The gradient through [`softmax_last_dim`] from its output `y` and output gradient `dy`, as
+/// an op of the tensors' device (where the fused op applies).
+pub(crate) fn softmax_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    y.contiguous()?
+        .apply_op2_no_bwd(&dy.contiguous()?, &SoftmaxBackwardOp)
+}
+
 /// Softmax over the last dimension, differentiable (candle's `softmax_last_dim` is not).
 ///
 /// Runs the fused op (f32 on the CPU, f32/bf16 on CUDA), else the composed reference.

@@ -6,8 +6,8 @@ mod common;
 use candle_core::{Device, Result, Tensor, Var};
 use common::*;
 use maxsup_ops::{
-    residual_attention, residual_attention_composed, residual_mlp, residual_mlp_composed,
-    residual_mlp_graph, BranchWeights,
+    residual_attention, residual_attention_composed, residual_attention_graph, residual_mlp,
+    residual_mlp_composed, residual_mlp_graph, BranchWeights,
 };
 
 struct Params {
@@ -67,6 +67,9 @@ fn check_against_composed(heads: Option<usize>, graph: bool) -> Result<()> {
         let mut vars = vec![&x];
         vars.extend(p.vars.iter());
         let fast = || match heads {
+            Some(k) if graph => {
+                residual_attention_graph(x.as_tensor(), &p.weights(), k, scale.as_ref())
+            }
             Some(k) => residual_attention(x.as_tensor(), &p.weights(), k, scale.as_ref()),
             None if graph => residual_mlp_graph(x.as_tensor(), &p.weights(), scale.as_ref()),
             None => residual_mlp(x.as_tensor(), &p.weights(), scale.as_ref()),
@@ -117,6 +120,12 @@ fn graph_node_mlp_matches_composed_in_values_and_every_gradient() -> Result<()> 
 #[test]
 fn fused_attention_matches_composed_in_values_and_every_gradient() -> Result<()> {
     check_against_composed(Some(3), false)
+}
+
+/// The one-node path CUDA takes for attention (hand-written backward through the scores).
+#[test]
+fn graph_node_attention_matches_composed_in_values_and_every_gradient() -> Result<()> {
+    check_against_composed(Some(3), true)
 }
 
 #[test]

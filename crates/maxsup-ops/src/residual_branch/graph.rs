@@ -1,15 +1,17 @@
-//! The MLP sub-block as one graph node on devices without its fused CPU kernel (CUDA): the
-//! forward runs the separate ops (LayerNorm, linear, GELU, linear: their CUDA kernels and
-//! cuBLAS GEMMs) on detached inputs, and one node carries the result, so candle's backward has
-//! a single activation edge (`x`) where the composed graph has seven, each costing a zero-fill
-//! and an add of an activation-sized gradient (four of them MLP-wide). Its backward applies the
-//! ops' backward steps by hand, on the device: GEMMs for the linear layers, the GELU and
-//! LayerNorm backward kernels, and the residual gradient added to `dx`.
+//! A transformer sub-block as one graph node on devices without its fused CPU kernel (CUDA):
+//! the forward runs the separate ops (LayerNorm, linear, GELU or attention, linear: their CUDA
+//! kernels and cuBLAS GEMMs) on detached inputs, and one node carries the result, so candle's
+//! backward has a single activation edge (`x`) where the composed graph has seven (MLP) or a
+//! dozen (attention, among them the `[B, heads, N, N]` scores), each costing a zero-fill and an
+//! add of its gradient. The backward applies the ops' backward steps by hand, on the device:
+//! GEMMs for the linear layers and the attention products, the GELU, softmax and LayerNorm
+//! backward kernels, and the residual gradient added to `dx`.
 
-use super::BranchWeights;
+use super::{BranchWeights, Inner};
 use crate::gelu::gelu_erf_backward;
 use crate::layer_norm::layer_norm_backward;
-use crate::{gelu_erf, layer_norm, linear};
+use crate::softmax::softmax_backward;
+use crate::{gelu_erf, layer_norm, linear, softmax_last_dim};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use std::sync::Mutex;
@@ -17,27 +19,90 @@ use std::sync::Mutex;
 /// Operands `(x, [norm weight | norm bias] (f32), [fc1 weight | fc1 bias | fc2 weight | fc2
 /// bias] (the activations' dtype))`: two packed vectors because the norm's parameters stay f32
 /// next to bf16 linear weights under mixed precision.
-struct MlpGraphOp {
+struct BranchGraphOp {
     dim: usize,
+    /// `in`'s output width (MLP: 4C; attention: 3C) and `out`'s input width (4C; C).
     hidden: usize,
+    width: usize,
     eps: f32,
     /// `[B, 1, ...]` in the activations' dtype (stochastic depth), or none.
     scale: Option<Tensor>,
     /// The forward's result, handed to candle once (the node's output) and then dropped.
     output: Mutex<Option<Tensor>>,
-    /// LayerNorm's output, fc1's output (GELU's input) and GELU's output (fc2's input).
-    saved: (Tensor, Tensor, Tensor),
+    /// LayerNorm's output (`in`'s input) and `inner`'s output (`out`'s input).
+    normalized: Tensor,
+    inner_out: Tensor,
+    inner: Saved,
 }
 
-impl MlpGraphOp {
+/// What the inner function's backward needs.
+enum Saved {
+    /// GELU's input.
+    Gelu { h: Tensor },
+    /// The scaled queries, keys, values (`[B, heads, N, D]`) and the attention weights.
+    Attention {
+        heads: usize,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        p: Tensor,
+    },
+}
+
+impl Saved {
+    /// The gradient at `in`'s output (`[B, ..., hidden]`) from the one at `inner`'s output.
+    fn backward(&self, d_out: &Tensor) -> Result<Tensor> {
+        match self {
+            Saved::Gelu { h } => gelu_erf_backward(h, d_out),
+            Saved::Attention { heads, q, k, v, p } => {
+                let (b, n, c) = d_out.dims3()?;
+                let hd = c / heads;
+                let d_o = d_out
+                    .reshape((b, n, *heads, hd))?
+                    .transpose(1, 2)?
+                    .contiguous()?;
+                let dp = d_o.matmul(&v.t()?)?;
+                let dv = p.t()?.matmul(&d_o)?;
+                let ds = softmax_backward(p, &dp)?;
+                // q was scaled by hd^-1/2 before the product: so is its gradient.
+                let dq = (ds.matmul(k)? * (hd as f64).powf(-0.5))?;
+                let dk = ds.t()?.matmul(q)?;
+                Tensor::stack(&[dq, dk, dv], 0)?
+                    .permute((1, 3, 0, 2, 4))?
+                    .contiguous()?
+                    .reshape((b, n, 3 * c))
+            }
+        }
+    }
+}
+
+/// `inner` on `in`'s output `h`: its output and what its backward needs.
+fn inner_forward(inner: Inner, h: &Tensor) -> Result<(Tensor, Saved)> {
+    match inner {
+        Inner::Gelu => Ok((gelu_erf(h)?, Saved::Gelu { h: h.clone() })),
+        Inner::Attention { heads } => {
+            let (b, n, c3) = h.dims3()?;
+            let (c, hd) = (c3 / 3, c3 / 3 / heads);
+            let parts = h.reshape((b, n, 3, heads, hd))?.permute((2, 0, 3, 1, 4))?;
+            let q = (parts.get(0)? * (hd as f64).powf(-0.5))?.contiguous()?;
+            let k = parts.get(1)?.contiguous()?;
+            let v = parts.get(2)?.contiguous()?;
+            let p = softmax_last_dim(&q.matmul(&k.t()?)?)?;
+            let out = p.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
+            Ok((out, Saved::Attention { heads, q, k, v, p }))
+        }
+    }
+}
+
+impl BranchGraphOp {
     /// The forward's result, once (a copy of its storage: candle's ops return owned storage).
     fn take_output(&self) -> Result<Tensor> {
         let mut slot = self
             .output
             .lock()
-            .map_err(|_| candle_core::Error::Msg("residual_mlp: output lock poisoned".into()))?;
+            .map_err(|_| candle_core::Error::Msg("residual branch: output lock poisoned".into()))?;
         slot.take().ok_or_else(|| {
-            candle_core::Error::Msg("residual_mlp: the graph node ran its forward twice".into())
+            candle_core::Error::Msg("residual branch: the graph node ran its forward twice".into())
         })
     }
 }
@@ -47,14 +112,14 @@ impl MlpGraphOp {
 fn whole<R>(t: &Tensor, f: impl FnOnce(&Storage, &Layout) -> Result<R>) -> Result<R> {
     let (storage, layout) = t.storage_and_layout();
     if layout.contiguous_offsets() != Some((0, t.elem_count())) {
-        candle_core::bail!("residual_mlp: the saved output is not a whole contiguous buffer");
+        candle_core::bail!("residual branch: the saved output is not a whole contiguous buffer");
     }
     f(&storage, layout)
 }
 
-impl CustomOp3 for MlpGraphOp {
+impl CustomOp3 for BranchGraphOp {
     fn name(&self) -> &'static str {
-        "maxsup-residual-mlp-graph"
+        "maxsup-residual-branch-graph"
     }
 
     fn cpu_fwd(
@@ -69,7 +134,7 @@ impl CustomOp3 for MlpGraphOp {
         let y = self.take_output()?;
         whole(&y, |s, l| match s {
             Storage::Cpu(s) => Ok((s.try_clone(l)?, y.shape().clone())),
-            _ => candle_core::bail!("residual_mlp: the output is not on the CPU"),
+            _ => candle_core::bail!("residual branch: the output is not on the CPU"),
         })
     }
 
@@ -86,7 +151,7 @@ impl CustomOp3 for MlpGraphOp {
         let y = self.take_output()?;
         whole(&y, |s, l| match s {
             Storage::Cuda(s) => Ok((s.try_clone(l)?, y.shape().clone())),
-            _ => candle_core::bail!("residual_mlp: the output is not on the CUDA device"),
+            _ => candle_core::bail!("residual branch: the output is not on the CUDA device"),
         })
     }
 
@@ -98,12 +163,12 @@ impl CustomOp3 for MlpGraphOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (c, hid) = (self.dim, self.hidden);
+        let (c, hid, wid) = (self.dim, self.hidden, self.width);
         let (x, norm, lin) = (x.detach(), norm.detach(), lin.detach());
         let w1 = lin.narrow(0, 0, hid * c)?.reshape((hid, c))?;
-        let w2 = lin.narrow(0, hid * c + hid, c * hid)?.reshape((c, hid))?;
+        let w2 = lin.narrow(0, hid * c + hid, c * wid)?.reshape((c, wid))?;
         let (gamma, beta) = (norm.narrow(0, 0, c)?, norm.narrow(0, c, c)?);
-        let (l, h, a) = &self.saved;
+        let (l, a) = (&self.normalized, &self.inner_out);
         let rows = x.elem_count() / c;
         let dy = dy.contiguous()?;
         // fc2's output gradient, then fc2's backward.
@@ -113,10 +178,11 @@ impl CustomOp3 for MlpGraphOp {
         };
         let g2 = g.reshape((rows, c))?;
         let da = g2.matmul(&w2)?;
-        let dw2 = g2.t()?.matmul(&a.reshape((rows, hid))?)?;
+        let dw2 = g2.t()?.matmul(&a.reshape((rows, wid))?)?;
         let db2 = column_sum(&g2)?;
-        // GELU, then fc1.
-        let dh = gelu_erf_backward(&h.reshape((rows, hid))?, &da)?;
+        // The inner function (in the activations' shape), then `in`.
+        let dh = self.inner.backward(&da.reshape(a.shape())?)?;
+        let dh = dh.reshape((rows, hid))?;
         let dl = dh.matmul(&w1)?;
         let dw1 = dh.t()?.matmul(&l.reshape((rows, c))?)?;
         let db1 = column_sum(&dh)?;
@@ -137,7 +203,7 @@ fn column_sum(m: &Tensor) -> Result<Tensor> {
 }
 
 /// Whether the graph node applies: activations and linear parameters of one dtype, f32 norm
-/// parameters, on a device with the LayerNorm and GELU kernels (`dispatch::fused`).
+/// parameters, on a device with the LayerNorm, GELU and softmax kernels (`dispatch::fused`).
 pub(super) fn applies(x: &Tensor, w: &BranchWeights) -> bool {
     crate::dispatch::fused(
         &[x, w.in_weight, w.in_bias, w.out_weight, w.out_bias],
@@ -145,14 +211,19 @@ pub(super) fn applies(x: &Tensor, w: &BranchWeights) -> bool {
     ) && x.rank() >= 2
 }
 
-/// `x + s ⊙ fc2(gelu(fc1(layer_norm(x))))` as one graph node; `scale` is `[batch]` or none,
+/// `x + s ⊙ out(inner(in(layer_norm(x))))` as one graph node; `scale` is `[batch]` or none,
 /// shapes already checked by the caller.
-pub(super) fn residual_mlp(
+pub(super) fn residual_branch(
     x: &Tensor,
     w: &BranchWeights,
+    inner: Inner,
     scale: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let (dim, hidden) = (x.dim(candle_core::D::Minus1)?, w.in_weight.dim(0)?);
+    let (dim, hidden, width) = (
+        x.dim(candle_core::D::Minus1)?,
+        w.in_weight.dim(0)?,
+        w.out_weight.dim(1)?,
+    );
     let detach = |t: &Tensor| t.detach();
     let xd = x.contiguous()?.detach();
     let l = layer_norm(
@@ -162,7 +233,7 @@ pub(super) fn residual_mlp(
         w.norm_eps,
     )?;
     let h = linear(&l, &detach(w.in_weight), Some(&detach(w.in_bias)))?;
-    let a = gelu_erf(&h)?;
+    let (a, saved) = inner_forward(inner, &h)?;
     let o = linear(&a, &detach(w.out_weight), Some(&detach(w.out_bias)))?;
     let scale = match scale {
         Some(s) => {
@@ -190,13 +261,16 @@ pub(super) fn residual_mlp(
         ],
         0,
     )?;
-    let op = MlpGraphOp {
+    let op = BranchGraphOp {
         dim,
         hidden,
+        width,
         eps: w.norm_eps as f32,
         scale,
         output: Mutex::new(Some(y)),
-        saved: (l, h, a),
+        normalized: l,
+        inner_out: a,
+        inner: saved,
     };
     x.contiguous()?.apply_op3(&norm, &lin, op)
 }
