@@ -452,6 +452,36 @@ pub fn run(gpu: &Device) -> Result<Value> {
             &f,
             gpu,
         )?;
+        // And its attention sub-block (hand-written backward through the scores).
+        let f = |t: &[Tensor], _: &Device, _: DType| -> candle_core::Result<Vec<Tensor>> {
+            let w = maxsup_ops::BranchWeights {
+                norm_weight: &t[1],
+                norm_bias: &t[2],
+                norm_eps: 1e-6,
+                in_weight: &t[3],
+                in_bias: &t[4],
+                out_weight: &t[5],
+                out_bias: &t[6],
+            };
+            let scale = Tensor::new(&[1.25f32, 0.0, 1.0, 2.0], t[0].device())?;
+            Ok(vec![maxsup_ops::residual_attention(
+                &t[0],
+                &w,
+                6,
+                Some(&scale),
+            )?])
+        };
+        let attention = [
+            act(&[4, 197, 384]),
+            param_f32(&[384]),
+            param_f32(&[384]),
+            act(&[1152, 384]),
+            act(&[1152]),
+            act(&[384, 384]),
+            act(&[384]),
+        ];
+        let name = "residual_attention D=384 H=6 (DeiT-S)";
+        check(&mut rows, name, dtype, &attention, &f, gpu)?;
         let f = |t: &[Tensor], _: &Device, _: DType| Ok(vec![maxsup_ops::attention_qkv(&t[0], 6)?]);
         check(
             &mut rows,
