@@ -173,3 +173,28 @@ fn mismatched_shapes_are_errors_naming_the_op() -> Result<()> {
     assert!(e.contains("branch scale"), "{e}");
     Ok(())
 }
+
+/// With nothing tracked (evaluation) the graph path returns the forward's value itself.
+#[test]
+fn graph_node_without_gradients_gives_the_composed_value() -> Result<()> {
+    let x = rand_var(&[2, 3, 8], 11)?.as_tensor().detach();
+    let p = Params::new(8, 24, 8, 12)?;
+    let detached: Vec<Tensor> = p.vars.iter().map(|v| v.as_tensor().detach()).collect();
+    let w = BranchWeights {
+        norm_weight: &detached[0],
+        norm_bias: &detached[1],
+        norm_eps: 1e-6,
+        in_weight: &detached[2],
+        in_bias: &detached[3],
+        out_weight: &detached[4],
+        out_bias: &detached[5],
+    };
+    let y = residual_attention_graph(&x, &w, 2, None)?;
+    assert!(!y.track_op());
+    assert_close(
+        &y,
+        &residual_attention_composed(&x, &w, 2, None)?,
+        1e-5,
+        "eval value",
+    )
+}

@@ -248,6 +248,10 @@ pub(super) fn residual_branch(
         None => o,
     };
     let y = (&xd + o)?;
+    if !std::iter::once(x).chain(w.all()).any(|t| t.track_op()) {
+        // Nothing to differentiate (evaluation): no node, no copy of the output.
+        return Ok(y);
+    }
     let norm = Tensor::cat(
         &[w.norm_weight.flatten_all()?, w.norm_bias.flatten_all()?],
         0,
