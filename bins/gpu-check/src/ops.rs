@@ -265,6 +265,25 @@ fn batch_norm_add_relu_train(channels_last: bool) -> Box<OpFn> {
     )
 }
 
+/// A DeiT sub-block's parameters from operands 1..=6 (norm weight, bias; in weight, bias; out
+/// weight, bias).
+fn branch_weights(t: &[Tensor]) -> maxsup_ops::BranchWeights<'_> {
+    maxsup_ops::BranchWeights {
+        norm_weight: &t[1],
+        norm_bias: &t[2],
+        norm_eps: 1e-6,
+        in_weight: &t[3],
+        in_bias: &t[4],
+        out_weight: &t[5],
+        out_bias: &t[6],
+    }
+}
+
+/// Stochastic-depth scales for a batch of 4: kept and scaled, dropped, kept, doubled.
+fn branch_scale(x: &Tensor) -> candle_core::Result<Tensor> {
+    Tensor::new(&[1.25f32, 0.0, 1.0, 2.0], x.device())
+}
+
 /// The NHWC kernels (`--channels-last`) on the ResNet shapes: convolutions (cuDNN's NHWC
 /// format), train-mode BatchNorm (+ReLU), max-pool, and the residual join with an NCHW operand.
 fn channels_last_rows(rows: &mut Vec<Value>, dtype: DType, gpu: &Device) -> Result<()> {
@@ -422,17 +441,8 @@ pub fn run(gpu: &Device) -> Result<Value> {
         )?;
         // DeiT-S's MLP sub-block: on CUDA the one-node graph path (hand-written backward).
         let f = |t: &[Tensor], _: &Device, _: DType| -> candle_core::Result<Vec<Tensor>> {
-            let w = maxsup_ops::BranchWeights {
-                norm_weight: &t[1],
-                norm_bias: &t[2],
-                norm_eps: 1e-6,
-                in_weight: &t[3],
-                in_bias: &t[4],
-                out_weight: &t[5],
-                out_bias: &t[6],
-            };
-            let scale =
-                Tensor::new(&[1.25f32, 0.0, 1.0, 2.0], t[0].device())?.to_dtype(DType::F32)?;
+            let w = branch_weights(t);
+            let scale = branch_scale(&t[0])?;
             Ok(vec![maxsup_ops::residual_mlp(&t[0], &w, Some(&scale))?])
         };
         let mlp = [
@@ -454,16 +464,8 @@ pub fn run(gpu: &Device) -> Result<Value> {
         )?;
         // And its attention sub-block (hand-written backward through the scores).
         let f = |t: &[Tensor], _: &Device, _: DType| -> candle_core::Result<Vec<Tensor>> {
-            let w = maxsup_ops::BranchWeights {
-                norm_weight: &t[1],
-                norm_bias: &t[2],
-                norm_eps: 1e-6,
-                in_weight: &t[3],
-                in_bias: &t[4],
-                out_weight: &t[5],
-                out_bias: &t[6],
-            };
-            let scale = Tensor::new(&[1.25f32, 0.0, 1.0, 2.0], t[0].device())?;
+            let w = branch_weights(t);
+            let scale = branch_scale(&t[0])?;
             Ok(vec![maxsup_ops::residual_attention(
                 &t[0],
                 &w,

@@ -115,21 +115,9 @@ impl InplaceOp2 for Pass<'_> {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<()> {
-        let range = |l: &Layout, what: &str| -> Result<(usize, usize)> {
-            l.contiguous_offsets().ok_or_else(|| {
-                candle_core::Error::Msg(format!("adamw: the {what} is not contiguous"))
-            })
-        };
-        let ((a1, b1), (a2, b2)) = (range(l1, "parameter")?, range(l2, "gradient")?);
         let mut moments = self.moments.borrow_mut();
         let (m, v) = &mut *moments;
-        if b1 - a1 != b2 - a2 || b1 - a1 != m.len() {
-            candle_core::bail!("adamw: parameter, gradient and moments differ in size");
-        }
-        let (p, g) = match (s1, s2) {
-            (CpuStorage::F32(p), CpuStorage::F32(g)) => (&mut p[a1..b1], &g[a2..b2]),
-            _ => candle_core::bail!("adamw: expects f32 tensors"),
-        };
+        let (p, g) = crate::cpu_pass::param_and_grad("adamw", (s1, l1), (s2, l2), m.len())?;
         let st = self.step;
         p.par_chunks_mut(CHUNK)
             .zip(m.par_chunks_mut(CHUNK))

@@ -48,6 +48,7 @@
 pub mod adamw;
 mod adamw_cpu;
 pub mod clip;
+mod cpu_pass;
 pub mod ema;
 pub mod optimizer;
 pub mod param_groups;
