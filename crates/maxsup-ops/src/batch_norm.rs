@@ -116,35 +116,67 @@ fn with_cuda<R>(
     }
 }
 
-/// `(x - mean) * rstd * w + b` per channel (+ReLU) on the CPU, for an NCHW buffer of `c`
-/// channels of `hw` pixels, or an NHWC one with `nhwc`.
+/// What follows the per-channel affine in a CPU normalisation pass.
+#[derive(Clone, Copy)]
+enum Tail<'a> {
+    None,
+    Relu,
+    /// `max(. + r, 0)`: a ResNet block's shortcut `r` (same layout as `x`) and its ReLU.
+    AddRelu(&'a [f32]),
+}
+
+/// `(x - mean) * rstd * w + b` per channel, then `tail`, on the CPU in one pass, for an NCHW
+/// buffer of `c` channels of `hw` pixels, or an NHWC one with `nhwc`.
 fn normalise_cpu(
     x: &[f32],
     (wt, bi): (&[f32], &[f32]),
     (mean, rstd): (&[f32], &[f32]),
     (c, hw): (usize, usize),
-    relu: bool,
+    tail: Tail,
     nhwc: bool,
 ) -> Vec<f32> {
     let scale: Vec<f32> = (0..c).map(|ch| wt[ch] * rstd[ch]).collect();
     let shift: Vec<f32> = (0..c).map(|ch| bi[ch] - mean[ch] * scale[ch]).collect();
+    let relu = !matches!(tail, Tail::None);
     if nhwc {
-        return crate::cpu::batch_norm_nhwc::affine(x, c, &scale, &shift, relu);
+        return match tail {
+            Tail::AddRelu(r) => {
+                crate::cpu::batch_norm_nhwc::affine_add_relu(x, r, c, &scale, &shift)
+            }
+            _ => crate::cpu::batch_norm_nhwc::affine(x, c, &scale, &shift, relu),
+        };
     }
     let mut y = Output::new(x.len());
     if hw < images::FEW_PIXELS {
-        images::affine(y.slots(), x, c * hw, hw, &scale, &shift, relu);
+        match tail {
+            Tail::AddRelu(r) => {
+                images::affine_add_relu(y.slots(), x, r, c * hw, hw, &scale, &shift)
+            }
+            _ => images::affine(y.slots(), x, c * hw, hw, &scale, &shift, relu),
+        }
         // SAFETY: the images of `x` (c * hw elements each) cover `y` element for element.
         return unsafe { y.assume_init() };
     }
-    y.slots()
-        .par_chunks_mut(hw)
-        .zip(x.par_chunks(hw))
-        .enumerate()
-        .for_each(|(pl, (yp, xp))| {
-            let ch = pl % c;
-            crate::cpu::lanes::affine(yp, xp, scale[ch], shift[ch], relu);
-        });
+    match tail {
+        Tail::AddRelu(r) => y
+            .slots()
+            .par_chunks_mut(hw)
+            .zip(x.par_chunks(hw).zip(r.par_chunks(hw)))
+            .enumerate()
+            .for_each(|(pl, (yp, (xp, rp)))| {
+                let ch = pl % c;
+                crate::cpu::lanes::affine_add_relu(yp, xp, rp, scale[ch], shift[ch]);
+            }),
+        _ => y
+            .slots()
+            .par_chunks_mut(hw)
+            .zip(x.par_chunks(hw))
+            .enumerate()
+            .for_each(|(pl, (yp, xp))| {
+                let ch = pl % c;
+                crate::cpu::lanes::affine(yp, xp, scale[ch], shift[ch], relu);
+            }),
+    }
     // SAFETY: the planes of `x` (length hw each) cover `y` element for element.
     unsafe { y.assume_init() }
 }
@@ -184,7 +216,8 @@ impl CustomOp3 for BatchNormTrainOp {
         let (mean, rstd) = host_mean_rstd(&self.stats, self.eps, c)?;
         ensure_len("batch_norm2d weight", wt.len(), c)?;
         ensure_len("batch_norm2d bias", bi.len(), c)?;
-        let y = normalise_cpu(x, (wt, bi), (&mean, &rstd), (c, hw), self.relu, self.nhwc);
+        let tail = if self.relu { Tail::Relu } else { Tail::None };
+        let y = normalise_cpu(x, (wt, bi), (&mean, &rstd), (c, hw), tail, self.nhwc);
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 

@@ -1,18 +1,17 @@
 //! `relu(batch_norm2d(x) + residual)`: the last BatchNorm of a ResNet block with its shortcut
-//! and ReLU as one op. On CUDA the normalisation kernel adds the residual and clamps in the same
-//! pass, so the block's BatchNorm output is never written and read back (two activation-sized
-//! passes less per block, the largest activations of a ResNet-50); the CPU runs its two passes
-//! inside the op. The backward is the fused BN+ReLU's: the ReLU mask taken from the output is
-//! the residual's gradient and the gradient reaching the normalisation.
+//! and ReLU as one op. The normalisation pass adds the residual and clamps (a CUDA kernel, or the
+//! CPU's one pass), so the block's BatchNorm output is never written and read back: two
+//! activation-sized passes less per block, over the largest activations of a ResNet-50. The
+//! backward is the fused BN+ReLU's: the ReLU mask taken from the output is the residual's
+//! gradient and the gradient reaching the normalisation.
 
-use super::{dims, host_mean_rstd, normalisation_backward, normalise_cpu, train_statistics};
+use super::{dims, host_mean_rstd, normalisation_backward, normalise_cpu, train_statistics, Tail};
 use crate::cpu::slices::contiguous_f32;
-use crate::cpu::uninit::{ensure_len, Output};
+use crate::cpu::uninit::ensure_len;
 use crate::dispatch::fused;
 #[cfg(feature = "cuda")]
 use candle_core::cuda_backend::CudaStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, Var};
-use rayon::prelude::*;
 
 /// Operands `(x, [weight | bias], residual)`: candle's custom ops take at most three, so the
 /// two per-channel parameters travel as one `[2C]` tensor (a `cat` whose backward splits the
@@ -45,22 +44,15 @@ impl CustomOp3 for BatchNormAddReluOp {
         ensure_len("batch_norm2d_add_relu weight and bias", p.len(), 2 * c)?;
         ensure_len("batch_norm2d_add_relu residual", r.len(), x.len())?;
         let (mean, rstd) = host_mean_rstd(&self.stats, self.eps, c)?;
-        let z = normalise_cpu(
+        let tail = Tail::AddRelu(r);
+        let y = normalise_cpu(
             x,
             (&p[..c], &p[c..]),
             (&mean, &rstd),
             (c, hw),
-            false,
+            tail,
             self.nhwc,
         );
-        const CHUNK: usize = 1 << 14;
-        let mut y = Output::new(x.len());
-        y.slots()
-            .par_chunks_mut(CHUNK)
-            .zip(z.par_chunks(CHUNK).zip(r.par_chunks(CHUNK)))
-            .for_each(|(yc, (zc, rc))| crate::cpu::lanes::add_relu(yc, zc, rc));
-        // SAFETY: `z` and `r` have `y`'s length, so every element was written.
-        let y = unsafe { y.assume_init() };
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 

@@ -133,6 +133,22 @@ pub fn affine(
         .for_each(|(yi, xi)| lanes::affine_vec(yi, xi, &scale_e, &shift_e, relu));
 }
 
+/// [`affine`] with the block's shortcut `r` added before a ReLU, in the same pass.
+pub fn affine_add_relu(
+    y: &mut [MaybeUninit<f32>],
+    x: &[f32],
+    r: &[f32],
+    chw: usize,
+    hw: usize,
+    scale: &[f32],
+    shift: &[f32],
+) {
+    let (scale_e, shift_e) = (expand(scale, hw), expand(shift, hw));
+    y.par_chunks_mut(chw)
+        .zip(x.par_chunks(chw).zip(r.par_chunks(chw)))
+        .for_each(|(yi, (xi, ri))| lanes::affine_vec_add_relu(yi, xi, ri, &scale_e, &shift_e));
+}
+
 /// Per-channel constants of the input gradient (see [`lanes::batch_norm_dx`]).
 pub struct ChannelDx {
     pub k: Vec<f32>,

@@ -66,6 +66,25 @@ pub fn affine(x: &[f32], c: usize, scale: &[f32], shift: &[f32], relu: bool) -> 
     y
 }
 
+/// [`affine`] with the block's shortcut `r` added before a ReLU, in the same pass.
+pub fn affine_add_relu(x: &[f32], r: &[f32], c: usize, scale: &[f32], shift: &[f32]) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    let block = ROWS * c.max(1);
+    y.par_chunks_mut(block)
+        .zip(x.par_chunks(block).zip(r.par_chunks(block)))
+        .for_each(|(yc, (xc, rc))| {
+            let rows = yc
+                .chunks_exact_mut(c)
+                .zip(xc.chunks_exact(c).zip(rc.chunks_exact(c)));
+            for (yr, (xr, rr)) in rows {
+                for ch in 0..c {
+                    yr[ch] = (xr[ch] * scale[ch] + shift[ch] + rr[ch]).max(0.0);
+                }
+            }
+        });
+    y
+}
+
 /// `[Σ g·xhat | Σ g]` per channel (f32 results of f64 sums), `xhat = (x - mean) · rstd`.
 pub fn grad_sums(g: &[f32], x: &[f32], c: usize, mean: &[f32], rstd: &[f32]) -> Vec<f32> {
     let m = x.len() / c.max(1);

@@ -48,6 +48,16 @@ simd_kernel! {
     }
 }
 
+simd_kernel! {
+    /// `y = max(x * scale + shift + r, 0)`: a BatchNorm plane with the block's shortcut `r` and
+    /// the ReLU, in one pass (the same floats as normalising, then `add_relu`).
+    pub fn affine_add_relu(y: &mut [MaybeUninit<f32>], x: &[f32], r: &[f32], scale: f32, shift: f32) {
+        for ((o, &v), &s) in y.iter_mut().zip(x).zip(r) {
+            o.write((v * scale + shift + s).max(0.0));
+        }
+    }
+}
+
 /// Independent partial sums per reduction: 16 lanes, one AVX-512 register (the compiler keeps a
 /// single serial chain for a plain `+=` loop, since reordering float additions changes them).
 const LANES: usize = 16;
@@ -169,6 +179,22 @@ simd_kernel! {
             for ((o, &v), (&a, &b)) in it {
                 o.write(v * a + b);
             }
+        }
+    }
+}
+
+simd_kernel! {
+    /// `y = max(x * scale + shift + r, 0)` with per-element constants (one image of few pixels).
+    pub fn affine_vec_add_relu(
+        y: &mut [MaybeUninit<f32>],
+        x: &[f32],
+        r: &[f32],
+        scale: &[f32],
+        shift: &[f32],
+    ) {
+        let it = y.iter_mut().zip(x.iter().zip(r)).zip(scale.iter().zip(shift));
+        for ((o, (&v, &s)), (&a, &b)) in it {
+            o.write((v * a + b + s).max(0.0));
         }
     }
 }
