@@ -11,7 +11,7 @@ use crate::adamw_cpu;
 use crate::optimizer::Optimizer;
 use crate::param_groups::ParamGroup;
 use crate::params::ParamTable;
-use crate::state::{adopt_state_tensor, split_state_key, OptimizerState};
+use crate::state::{adopt_state_tensor, in_place_state, split_state_key, OptimizerState};
 
 /// State slot of the first moment (`<param name>.exp_avg`).
 pub const EXP_AVG: &str = "exp_avg";
@@ -264,14 +264,6 @@ fn lerp(start: &Tensor, end: &Tensor, w: f64) -> Result<Tensor> {
 }
 
 impl AdamW {
-    /// Whether parameter `i` and its gradient take the multi-tensor CUDA update.
-    fn takes_multi_tensor(&self, i: usize, grad: &Tensor) -> bool {
-        let p = self.table.params[i].var.as_tensor();
-        multi_tensor::applies(p)
-            && grad.dtype() == p.dtype()
-            && grad.device().same_device(p.device())
-    }
-
     /// One multi-tensor launch (per 32 parameters) for every CUDA f32 parameter: the same floats
     /// as the composed update, a few kernels per step instead of ~12 per parameter.
     fn update_multi_tensor(&mut self, batch: &[(usize, Tensor)]) -> Result<()> {
@@ -281,18 +273,10 @@ impl AdamW {
         let mut moments = Vec::with_capacity(batch.len());
         for &(i, _) in batch {
             let p = self.table.params[i].var.as_tensor();
-            let own = |t: Tensor| -> Result<Tensor> {
-                // Adopted and exported moments are private copies: writing in place is safe.
-                if t.is_contiguous() && t.device().same_device(p.device()) {
-                    Ok(t)
-                } else {
-                    t.to_device(p.device())?.contiguous()
-                }
-            };
             let (exp_avg, exp_avg_sq, step) = match self.moments[i].take() {
                 Some(m) => {
                     let (a, s) = m.values.tensors(p)?;
-                    (own(a)?, own(s)?, m.step + 1)
+                    (in_place_state(a, p)?, in_place_state(s, p)?, m.step + 1)
                 }
                 None => (p.zeros_like()?, p.zeros_like()?, 1),
             };
@@ -327,13 +311,13 @@ impl AdamW {
 
 impl Optimizer for AdamW {
     fn step(&mut self, grads: &GradStore) -> Result<()> {
-        let mut batch = Vec::new();
-        for (i, grad) in self.table.gradients(grads) {
-            if self.takes_multi_tensor(i, &grad) {
-                batch.push((i, grad));
-            } else {
-                self.update_one(i, &grad)?;
-            }
+        let (batch, single): (Vec<_>, Vec<_>) = self
+            .table
+            .gradients(grads)
+            .into_iter()
+            .partition(|(i, g)| self.table.multi_tensor_eligible(*i, g));
+        for (i, grad) in single {
+            self.update_one(i, &grad)?;
         }
         self.update_multi_tensor(&batch)
     }

@@ -75,6 +75,15 @@ impl ParamTable {
         })
     }
 
+    /// Whether parameter `i` with gradient `grad` can take the multi-tensor CUDA update (a
+    /// contiguous f32 CUDA parameter with a gradient of its dtype on its device).
+    pub fn multi_tensor_eligible(&self, i: usize, grad: &Tensor) -> bool {
+        let p = self.params[i].var.as_tensor();
+        maxsup_ops::multi_tensor::applies(p)
+            && grad.dtype() == p.dtype()
+            && grad.device().same_device(p.device())
+    }
+
     pub fn vars(&self) -> Vec<Var> {
         self.params.iter().map(|p| p.var.clone()).collect()
     }

@@ -10,7 +10,7 @@ use crate::optimizer::Optimizer;
 use crate::param_groups::ParamGroup;
 use crate::params::ParamTable;
 use crate::sgd_cpu;
-use crate::state::{adopt_state_tensor, split_state_key, OptimizerState};
+use crate::state::{adopt_state_tensor, in_place_state, split_state_key, OptimizerState};
 
 /// State slot name of the momentum buffer (`<param name>.momentum_buffer`, as in PyTorch's state dict).
 pub const MOMENTUM_BUFFER: &str = "momentum_buffer";
@@ -163,13 +163,10 @@ fn composed_update(
 }
 
 impl Sgd {
-    /// Whether parameter `i` and its gradient take the multi-tensor CUDA update.
+    /// Whether parameter `i` and its gradient take the multi-tensor CUDA update (which keeps a
+    /// momentum buffer: without momentum the composed update is one op fewer and rare).
     fn takes_multi_tensor(&self, i: usize, grad: &Tensor) -> bool {
-        let p = self.table.params[i].var.as_tensor();
-        self.config.momentum != 0.0
-            && multi_tensor::applies(p)
-            && grad.dtype() == p.dtype()
-            && grad.device().same_device(p.device())
+        self.config.momentum != 0.0 && self.table.multi_tensor_eligible(i, grad)
     }
 
     /// One multi-tensor launch (per 32 parameters) for every CUDA f32 parameter: the same floats
@@ -182,13 +179,8 @@ impl Sgd {
         for &(i, _) in batch {
             let p = self.table.params[i].var.as_tensor();
             let buf = match self.buffers[i].take() {
-                // Adopted and exported buffers are private copies, so writing in place is safe.
-                Some(Momentum::Tensor(t))
-                    if t.is_contiguous() && t.device().same_device(p.device()) =>
-                {
-                    t
-                }
-                Some(other) => other.to_tensor(p)?.contiguous()?,
+                Some(Momentum::Tensor(t)) => in_place_state(t, p)?,
+                Some(host) => host.to_tensor(p)?,
                 // Zeros: the first update then sets the buffer to `d`, PyTorch's `buf = d`.
                 None => p.zeros_like()?,
             };
@@ -225,13 +217,13 @@ impl Sgd {
 
 impl Optimizer for Sgd {
     fn step(&mut self, grads: &GradStore) -> Result<()> {
-        let mut batch = Vec::new();
-        for (i, grad) in self.table.gradients(grads) {
-            if self.takes_multi_tensor(i, &grad) {
-                batch.push((i, grad));
-            } else {
-                self.update_one(i, &grad)?;
-            }
+        let (batch, single): (Vec<_>, Vec<_>) = self
+            .table
+            .gradients(grads)
+            .into_iter()
+            .partition(|(i, g)| self.takes_multi_tensor(*i, g));
+        for (i, grad) in single {
+            self.update_one(i, &grad)?;
         }
         self.update_multi_tensor(&batch)
     }

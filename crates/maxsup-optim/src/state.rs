@@ -94,6 +94,17 @@ pub(crate) fn adopt_state_tensor(key: &str, t: &Tensor, param: &Tensor) -> Resul
     t.to_device(param.device())?.to_dtype(param.dtype())?.copy()
 }
 
+/// `t` as optimizer state the multi-tensor kernels may update in place for `param`: itself when
+/// contiguous on the parameter's device (state tensors are private copies: adopted, exported
+/// and composed ones all are), else a contiguous copy there.
+pub(crate) fn in_place_state(t: Tensor, param: &Tensor) -> Result<Tensor> {
+    if t.is_contiguous() && t.device().same_device(param.device()) {
+        Ok(t)
+    } else {
+        t.to_device(param.device())?.contiguous()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
