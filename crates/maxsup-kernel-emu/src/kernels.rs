@@ -3,7 +3,7 @@
 //! `INSTANTIATE` list of ops.cu (`size_t` = usize, `int` = i32, `uint8_t` = u8).
 
 use half::bf16;
-use maxsup_ops::multi_tensor::table::{TensorTable, Update};
+use maxsup_ops::multi_tensor::table::{AdamWConstants, TensorTable, Update};
 use maxsup_ops::softmax_loss::LossTerms;
 
 macro_rules! kernel_tables {
@@ -108,14 +108,14 @@ pub unsafe fn multi_tensor(update: Update, table: TensorTable) {
             momentum,
             nesterov,
         } => sgd_momentum_multi_f32(table, lr, momentum, nesterov as i32),
-        Update::AdamW {
+        Update::AdamW(AdamWConstants {
             w,
             one_minus_w,
             from_end,
             beta2,
             one_minus_beta2,
             eps,
-        } => adamw_multi_f32(
+        }) => adamw_multi_f32(
             table,
             w,
             one_minus_w,

@@ -5,11 +5,11 @@
 //! fresh tensor: for DeiT-Small's 22M parameters ~3 GB of memory traffic per step, several
 //! percent of a CPU training step. One pass reads the parameter, gradient and moments once and
 //! writes the parameter and moments once. The constants are the multi-tensor CUDA kernel's
-//! ([`Update::adamw`], [`adamw_scalars`]) and the arithmetic the composed update's, operation by
+//! ([`AdamWConstants`], [`adamw_scalars`]) and the arithmetic the composed update's, operation by
 //! operation, so all three compute the same floats (up to the sign of a zero).
 
 use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Tensor};
-use maxsup_ops::multi_tensor::table::{adamw_scalars, Update};
+use maxsup_ops::multi_tensor::table::{adamw_scalars, AdamWConstants};
 use maxsup_ops::multi_tensor::AdamWStep;
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -17,15 +17,11 @@ use std::cell::RefCell;
 /// Elements per parallel work item (as the SGD pass).
 const CHUNK: usize = 1 << 14;
 
-/// The f32 constants of one parameter's update.
+/// The f32 constants of one parameter's update: the kernel's launch-wide ones and the
+/// parameter's own (decay factor, bias corrections).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Step {
-    w: f32,
-    one_minus_w: f32,
-    from_end: bool,
-    beta2: f32,
-    one_minus_beta2: f32,
-    eps: f32,
+    launch: AdamWConstants,
     decay: f32,
     inv_bias_correction2_sqrt: f32,
     neg_step_size: f32,
@@ -34,26 +30,10 @@ pub(crate) struct Step {
 impl Step {
     /// The update of a parameter with weight decay `weight_decay` at its step `t` (>= 1).
     pub fn new(step: AdamWStep, weight_decay: f64, t: u64) -> Step {
-        let Update::AdamW {
-            w,
-            one_minus_w,
-            from_end,
-            beta2,
-            one_minus_beta2,
-            eps,
-        } = Update::adamw(step)
-        else {
-            unreachable!("Update::adamw builds the AdamW variant")
-        };
         let [decay, inv_bias_correction2_sqrt, neg_step_size] =
             adamw_scalars(step, weight_decay, t);
         Step {
-            w,
-            one_minus_w,
-            from_end,
-            beta2,
-            one_minus_beta2,
-            eps,
+            launch: AdamWConstants::new(step),
             decay,
             inv_bias_correction2_sqrt,
             neg_step_size,
@@ -118,20 +98,20 @@ impl InplaceOp2 for Pass<'_> {
         let mut moments = self.moments.borrow_mut();
         let (m, v) = &mut *moments;
         let (p, g) = crate::cpu_pass::param_and_grad("adamw", (s1, l1), (s2, l2), m.len())?;
-        let st = self.step;
+        let (st, c) = (self.step, self.step.launch);
         p.par_chunks_mut(CHUNK)
             .zip(m.par_chunks_mut(CHUNK))
             .zip(v.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)))
             .for_each(|((p, m), (v, g))| {
                 for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
                     let diff = g - *m;
-                    *m = if st.from_end {
-                        g - diff * st.one_minus_w
+                    *m = if c.from_end {
+                        g - diff * c.one_minus_w
                     } else {
-                        *m + diff * st.w
+                        *m + diff * c.w
                     };
-                    *v = *v * st.beta2 + (g * g) * st.one_minus_beta2;
-                    let denom = v.sqrt() * st.inv_bias_correction2_sqrt + st.eps;
+                    *v = *v * c.beta2 + (g * g) * c.one_minus_beta2;
+                    let denom = v.sqrt() * st.inv_bias_correction2_sqrt + c.eps;
                     *p = *p * st.decay + (*m / denom) * st.neg_step_size;
                 }
             });

@@ -2,7 +2,7 @@
 //! argument tables of `multi_tensor::table`, one launch per table.
 
 use super::launch::launch_kernel;
-use crate::multi_tensor::table::{batches, Entry, TensorTable, Update};
+use crate::multi_tensor::table::{batches, AdamWConstants, Entry, TensorTable, Update};
 use crate::multi_tensor::Slot;
 use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DeviceRepr};
 use candle_core::cuda_backend::CudaDevice;
@@ -102,14 +102,14 @@ pub(crate) fn multi_tensor(what: &str, update: Update, slots: &[Slot]) -> Result
                     &nesterov
                 );
             }
-            Update::AdamW {
+            Update::AdamW(AdamWConstants {
                 w,
                 one_minus_w,
                 from_end,
                 beta2,
                 one_minus_beta2,
                 eps,
-            } => {
+            }) => {
                 let from_end = from_end as i32;
                 launch_kernel!(
                     &dev,

@@ -19,18 +19,36 @@ pub enum Update {
         nesterov: bool,
     },
     /// `adamw_multi_f32`; per tensor: [`adamw_scalars`].
-    AdamW {
-        /// `1 - beta1`, the weight of `lerp(exp_avg, grad, w)`, and `1 - w` for its other form.
-        w: f32,
-        one_minus_w: f32,
-        /// PyTorch's lerp form for `w >= 0.5`: `end - (end - start) * (1 - w)`.
-        from_end: bool,
-        beta2: f32,
-        one_minus_beta2: f32,
-        eps: f32,
-    },
+    AdamW(AdamWConstants),
     /// `ema_multi_f32`; no per-tensor scalars.
     Ema { decay: f32, one_minus_decay: f32 },
+}
+
+/// AdamW's launch-wide constants in f32 (also the CPU pass's, `maxsup-optim`'s `adamw_cpu`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWConstants {
+    /// `1 - beta1`, the weight of `lerp(exp_avg, grad, w)`, and `1 - w` for its other form.
+    pub w: f32,
+    pub one_minus_w: f32,
+    /// PyTorch's lerp form for `w >= 0.5`: `end - (end - start) * (1 - w)`.
+    pub from_end: bool,
+    pub beta2: f32,
+    pub one_minus_beta2: f32,
+    pub eps: f32,
+}
+
+impl AdamWConstants {
+    pub fn new(step: AdamWStep) -> Self {
+        let w = 1.0 - step.beta1;
+        AdamWConstants {
+            w: w as f32,
+            one_minus_w: (1.0 - w) as f32,
+            from_end: w >= 0.5,
+            beta2: step.beta2 as f32,
+            one_minus_beta2: (1.0 - step.beta2) as f32,
+            eps: step.eps as f32,
+        }
+    }
 }
 
 impl Update {
@@ -43,15 +61,7 @@ impl Update {
     }
 
     pub fn adamw(step: AdamWStep) -> Self {
-        let w = 1.0 - step.beta1;
-        Update::AdamW {
-            w: w as f32,
-            one_minus_w: (1.0 - w) as f32,
-            from_end: w >= 0.5,
-            beta2: step.beta2 as f32,
-            one_minus_beta2: (1.0 - step.beta2) as f32,
-            eps: step.eps as f32,
-        }
+        Update::AdamW(AdamWConstants::new(step))
     }
 
     pub fn ema(decay: f64) -> Self {
@@ -65,7 +75,7 @@ impl Update {
     pub fn kernel(&self) -> &'static str {
         match self {
             Update::Sgd { .. } => "sgd_momentum_multi_f32",
-            Update::AdamW { .. } => "adamw_multi_f32",
+            Update::AdamW(_) => "adamw_multi_f32",
             Update::Ema { .. } => "ema_multi_f32",
         }
     }
