@@ -9,7 +9,9 @@
 //! statistics are updated with tensor ops on the statistics' device, in [`batch_norm2d`] itself.
 
 mod add_relu;
+mod in_graph;
 pub use add_relu::batch_norm2d_add_relu;
+pub(crate) use in_graph::{NormInGraph, NormTail};
 
 use crate::cpu::batch_norm_images as images;
 use crate::cpu::slices::contiguous_f32;
@@ -663,6 +665,19 @@ fn train_statistics(
         true => crate::layout::nhwc(x)?,
         false => x.contiguous()?,
     };
+    let (stats, synced) = op_layout_statistics(&x, nhwc, running, momentum, cnt)?;
+    Ok((x, stats, synced, nhwc))
+}
+
+/// The batch statistics of an input already in the ops' layout (over every replica under
+/// SyncBatchNorm) and whether they are synchronised; the running statistics updated.
+fn op_layout_statistics(
+    x: &Tensor,
+    nhwc: bool,
+    running: (&Var, &Var),
+    momentum: f64,
+    cnt: usize,
+) -> Result<(Tensor, bool)> {
     let local = x.apply_op1_no_bwd(&BatchStatsOp { nhwc })?;
     let replicas = crate::sync_batch_norm::active();
     let (stats, count) = match &replicas {
@@ -673,7 +688,7 @@ fn train_statistics(
         None => (local, cnt),
     };
     update_running_stats(&stats, running, momentum, count)?;
-    Ok((x, stats, replicas.is_some(), nhwc))
+    Ok((stats, replicas.is_some()))
 }
 
 /// PyTorch's rule, `running = (1 - momentum) * running + momentum * batch` (the variance

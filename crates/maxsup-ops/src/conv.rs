@@ -144,24 +144,93 @@ impl CustomOp2 for Conv2dOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        if !self.need_dx && !self.need_dw {
-            return Ok((None, None));
+        gradients(self.params, (self.need_dx, self.need_dw), x, w, dy)
+    }
+}
+
+/// `(dx, dw)` of a convolution with operands `x`, `w` in the op's layout and output gradient
+/// `dy`; `need` says which to compute (none: no kernel runs).
+fn gradients(
+    params: ConvParams,
+    (need_dx, need_dw): (bool, bool),
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    if !need_dx && !need_dw {
+        return Ok((None, None));
+    }
+    let op = Conv2dBackwardOp {
+        params,
+        need_dx,
+        need_dw,
+        weight_grad: SideOutput::new("conv2d weight gradient"),
+    };
+    let first = x.apply_op3_no_bwd(w, &dy.contiguous()?, &op)?;
+    if !need_dx {
+        return Ok((None, Some(first)));
+    }
+    let dw = match need_dw {
+        true => Some(op.weight_grad.take()?),
+        false => None,
+    };
+    Ok((Some(first), dw))
+}
+
+/// A convolution inside a graph node that runs several ops (`crate::residual_block`): operands
+/// already in the op's layout (contiguous NCHW input and OIHW weight, or NHWC and OHWI with
+/// `nhwc`), and no candle node of its own.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConvInGraph {
+    params: ConvParams,
+}
+
+impl ConvInGraph {
+    pub(crate) fn new(stride: usize, padding: usize, groups: usize, nhwc: bool) -> Self {
+        Self {
+            params: ConvParams {
+                stride,
+                pad: padding,
+                dil: 1,
+                groups,
+                nhwc,
+            },
         }
-        let op = Conv2dBackwardOp {
+    }
+
+    /// The weight `[O, C/groups, KH, KW]` in the op's layout (a copy for channels-last).
+    pub(crate) fn weight(&self, w: &Tensor) -> Result<Tensor> {
+        match self.params.nhwc {
+            true => crate::layout::nhwc(w)?.contiguous(),
+            false => w.contiguous(),
+        }
+    }
+
+    /// A weight gradient in the op's layout back in `[O, C/groups, KH, KW]` order, contiguous.
+    pub(crate) fn weight_grad_oihw(&self, dw: &Tensor) -> Result<Tensor> {
+        match self.params.nhwc {
+            true => crate::layout::from_nhwc(dw)?.contiguous(),
+            false => dw.contiguous(),
+        }
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        let op = Conv2dOp {
             params: self.params,
-            need_dx: self.need_dx,
-            need_dw: self.need_dw,
-            weight_grad: SideOutput::new("conv2d weight gradient"),
+            need_dx: false,
+            need_dw: false,
         };
-        let first = x.apply_op3_no_bwd(w, &dy.contiguous()?, &op)?;
-        if !self.need_dx {
-            return Ok((None, Some(first)));
-        }
-        let dw = match self.need_dw {
-            true => Some(op.weight_grad.take()?),
-            false => None,
-        };
-        Ok((Some(first), dw))
+        x.apply_op2_no_bwd(w, &op)
+    }
+
+    pub(crate) fn backward(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+        need: (bool, bool),
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        gradients(self.params, need, x, w, dy)
     }
 }
 

@@ -16,11 +16,11 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, Var};
 /// Operands `(x, [weight | bias], residual)`: candle's custom ops take at most three, so the
 /// two per-channel parameters travel as one `[2C]` tensor (a `cat` whose backward splits the
 /// gradient again).
-struct BatchNormAddReluOp {
-    stats: Tensor,
-    eps: f64,
-    synced: bool,
-    nhwc: bool,
+pub(super) struct BatchNormAddReluOp {
+    pub(super) stats: Tensor,
+    pub(super) eps: f64,
+    pub(super) synced: bool,
+    pub(super) nhwc: bool,
 }
 
 impl CustomOp3 for BatchNormAddReluOp {

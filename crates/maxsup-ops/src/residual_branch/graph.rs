@@ -9,12 +9,11 @@
 
 use super::{BranchWeights, Inner};
 use crate::gelu::gelu_erf_backward;
+use crate::graph_node::PrecomputedOutput;
 use crate::layer_norm::layer_norm_backward;
 use crate::softmax::softmax_backward;
 use crate::{gelu_erf, layer_norm, linear, softmax_last_dim};
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
-use std::sync::Mutex;
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 /// Operands `(x, [norm weight | norm bias] (f32), [fc1 weight | fc1 bias | fc2 weight | fc2
 /// bias] (the activations' dtype))`: two packed vectors because the norm's parameters stay f32
@@ -28,7 +27,7 @@ struct BranchGraphOp {
     /// `[B, 1, ...]` in the activations' dtype (stochastic depth), or none.
     scale: Option<Tensor>,
     /// The forward's result, handed to candle once (the node's output) and then dropped.
-    output: Mutex<Option<Tensor>>,
+    output: PrecomputedOutput,
     /// LayerNorm's output (`in`'s input) and `inner`'s output (`out`'s input).
     normalized: Tensor,
     inner_out: Tensor,
@@ -94,29 +93,6 @@ fn inner_forward(inner: Inner, h: &Tensor) -> Result<(Tensor, Saved)> {
     }
 }
 
-impl BranchGraphOp {
-    /// The forward's result, once (a copy of its storage: candle's ops return owned storage).
-    fn take_output(&self) -> Result<Tensor> {
-        let mut slot = self
-            .output
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("residual branch: output lock poisoned".into()))?;
-        slot.take().ok_or_else(|| {
-            candle_core::Error::Msg("residual branch: the graph node ran its forward twice".into())
-        })
-    }
-}
-
-/// `t`'s storage and layout, checked to be the whole buffer in order (so a storage copy is the
-/// tensor).
-fn whole<R>(t: &Tensor, f: impl FnOnce(&Storage, &Layout) -> Result<R>) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    if layout.contiguous_offsets() != Some((0, t.elem_count())) {
-        candle_core::bail!("residual branch: the saved output is not a whole contiguous buffer");
-    }
-    f(&storage, layout)
-}
-
 impl CustomOp3 for BranchGraphOp {
     fn name(&self) -> &'static str {
         "maxsup-residual-branch-graph"
@@ -131,11 +107,7 @@ impl CustomOp3 for BranchGraphOp {
         _: &CpuStorage,
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let y = self.take_output()?;
-        whole(&y, |s, l| match s {
-            Storage::Cpu(s) => Ok((s.try_clone(l)?, y.shape().clone())),
-            _ => candle_core::bail!("residual branch: the output is not on the CPU"),
-        })
+        self.output.cpu()
     }
 
     #[cfg(feature = "cuda")]
@@ -148,11 +120,7 @@ impl CustomOp3 for BranchGraphOp {
         _: &candle_core::CudaStorage,
         _: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let y = self.take_output()?;
-        whole(&y, |s, l| match s {
-            Storage::Cuda(s) => Ok((s.try_clone(l)?, y.shape().clone())),
-            _ => candle_core::bail!("residual branch: the output is not on the CUDA device"),
-        })
+        self.output.cuda()
     }
 
     fn bwd(
@@ -271,7 +239,7 @@ pub(super) fn residual_branch(
         width,
         eps: w.norm_eps as f32,
         scale,
-        output: Mutex::new(Some(y)),
+        output: PrecomputedOutput::new("residual branch", y),
         normalized: l,
         inner_out: a,
         inner: saved,

@@ -1,0 +1,66 @@
+//! The output of a graph node whose forward already ran outside candle's op (a sub-network run
+//! on detached inputs: `residual_branch`'s CUDA path, `residual_block`): the node's `fwd` hands
+//! the result to candle once, as a copy of its storage (candle's custom ops return owned
+//! storage), and the node's hand-written backward does the rest.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, Layout, Result, Shape, Storage, Tensor};
+use std::sync::Mutex;
+
+pub(crate) struct PrecomputedOutput {
+    what: &'static str,
+    slot: Mutex<Option<Tensor>>,
+}
+
+impl PrecomputedOutput {
+    /// `what` names the node in errors.
+    pub(crate) fn new(what: &'static str, y: Tensor) -> Self {
+        Self {
+            what,
+            slot: Mutex::new(Some(y)),
+        }
+    }
+
+    /// The result, once: a second forward of the same node is an error.
+    fn take(&self) -> Result<Tensor> {
+        let mut slot = self
+            .slot
+            .lock()
+            .map_err(|_| candle_core::Error::Msg(format!("{}: output lock poisoned", self.what)))?;
+        slot.take().ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "{}: the graph node ran its forward twice",
+                self.what
+            ))
+        })
+    }
+
+    /// Calls `f` with the result's storage and layout, checked to be the whole buffer in order
+    /// (so a copy of the storage is the tensor).
+    fn whole<R>(&self, f: impl FnOnce(&Storage, &Layout, &Shape) -> Result<R>) -> Result<R> {
+        let y = self.take()?;
+        let (storage, layout) = y.storage_and_layout();
+        if layout.contiguous_offsets() != Some((0, y.elem_count())) {
+            candle_core::bail!(
+                "{}: the saved output is not a whole contiguous buffer",
+                self.what
+            );
+        }
+        f(&storage, layout, y.shape())
+    }
+
+    pub(crate) fn cpu(&self) -> Result<(CpuStorage, Shape)> {
+        self.whole(|s, l, shape| match s {
+            Storage::Cpu(s) => Ok((s.try_clone(l)?, shape.clone())),
+            _ => candle_core::bail!("{}: the output is not on the CPU", self.what),
+        })
+    }
+
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda(&self) -> Result<(candle_core::CudaStorage, Shape)> {
+        self.whole(|s, l, shape| match s {
+            Storage::Cuda(s) => Ok((s.try_clone(l)?, shape.clone())),
+            _ => candle_core::bail!("{}: the output is not on the CUDA device", self.what),
+        })
+    }
+}

@@ -1,0 +1,198 @@
+//! The ResNet block as one graph node (CUDA's train-mode path, run here on the CPU) against the
+//! composed ops: outputs, running statistics and every gradient equal bit for bit, NCHW and
+//! channels-last, BasicBlock and Bottleneck, with and without a projection shortcut. (The
+//! composed ops are held to PyTorch and to finite differences in their own tests.)
+
+mod common;
+use candle_core::{DType, Device, Result, Tensor, Var};
+use common::*;
+use maxsup_ops::{
+    residual_block, residual_block_composed, residual_block_graph, to_channels_last, BlockConv,
+    BlockNorm, ResidualBlock,
+};
+
+/// (input channels, planes, stride, bottleneck): the shortcut projects when the stride or the
+/// channel count changes, as torchvision's.
+const CASES: [(usize, usize, usize, bool); 4] = [
+    (8, 8, 1, false),
+    (8, 16, 2, false),
+    (16, 4, 1, true),
+    (8, 4, 2, true),
+];
+
+struct Block {
+    /// Per pair: conv weight, BatchNorm weight, BatchNorm bias.
+    params: Vec<[Var; 3]>,
+    strides: Vec<(usize, usize)>,
+    bottleneck_out: usize,
+    has_shortcut: bool,
+}
+
+impl Block {
+    fn new(
+        (cin, planes, stride, bottleneck): (usize, usize, usize, bool),
+        seed: u64,
+    ) -> Result<Self> {
+        // (in, out, kernel, stride) of the main convs, then the shortcut's.
+        let mut convs: Vec<(usize, usize, usize, usize)> = match bottleneck {
+            true => vec![
+                (cin, planes, 1, 1),
+                (planes, planes, 3, stride),
+                (planes, 4 * planes, 1, 1),
+            ],
+            false => vec![(cin, planes, 3, stride), (planes, planes, 3, 1)],
+        };
+        let out = convs.last().map(|c| c.1).unwrap_or(0);
+        let has_shortcut = stride != 1 || cin != out;
+        if has_shortcut {
+            convs.push((cin, out, 1, stride));
+        }
+        let mut params = vec![];
+        let mut strides = vec![];
+        for (i, &(ci, co, k, s)) in convs.iter().enumerate() {
+            let seed = seed + 10 * i as u64;
+            let w = rand_var(&[co, ci, k, k], seed)?;
+            w.set(&(w.as_tensor() * (1.0 / ((ci * k * k) as f64).sqrt()))?)?;
+            let gamma = rand_var(&[co], seed + 1)?;
+            gamma.set(&(gamma.as_tensor() * 0.5)?.affine(1.0, 1.0)?)?;
+            let beta = rand_var(&[co], seed + 2)?;
+            params.push([w, gamma, beta]);
+            strides.push((s, k / 2));
+        }
+        Ok(Self {
+            params,
+            strides,
+            bottleneck_out: out,
+            has_shortcut,
+        })
+    }
+
+    /// The block with fresh running statistics (mean 0, variance 1).
+    fn weights(&self) -> Result<ResidualBlock> {
+        let mut pairs = vec![];
+        for ([w, gamma, beta], &(stride, padding)) in self.params.iter().zip(&self.strides) {
+            let c = gamma.elem_count();
+            pairs.push((
+                BlockConv {
+                    weight: w.as_tensor().clone(),
+                    stride,
+                    padding,
+                    blur: None,
+                },
+                BlockNorm {
+                    weight: gamma.as_tensor().clone(),
+                    bias: beta.as_tensor().clone(),
+                    running_mean: Var::zeros(c, DType::F32, &Device::Cpu)?,
+                    running_var: Var::ones(c, DType::F32, &Device::Cpu)?,
+                },
+            ));
+        }
+        let shortcut = match self.has_shortcut {
+            true => pairs.pop(),
+            false => None,
+        };
+        Ok(ResidualBlock {
+            main: pairs,
+            shortcut,
+            momentum: 0.1,
+            eps: 1e-5,
+        })
+    }
+
+    fn vars(&self) -> Vec<&Var> {
+        self.params.iter().flatten().collect()
+    }
+}
+
+fn bits(t: &Tensor) -> Result<Vec<u32>> {
+    Ok(t.flatten_all()?
+        .to_vec1::<f32>()?
+        .iter()
+        .map(|v| v.to_bits())
+        .collect())
+}
+
+fn running(b: &ResidualBlock) -> Result<Vec<Vec<u32>>> {
+    b.main
+        .iter()
+        .chain(b.shortcut.iter())
+        .flat_map(|(_, n)| [n.running_mean.as_tensor(), n.running_var.as_tensor()])
+        .map(bits)
+        .collect()
+}
+
+#[test]
+fn graph_node_equals_the_composed_ops_bit_for_bit() -> Result<()> {
+    for (case, &spec) in CASES.iter().enumerate() {
+        for channels_last in [false, true] {
+            let seed = 100 * case as u64;
+            let block = Block::new(spec, seed)?;
+            let x = rand_var(&[3, spec.0, 8, 8], seed + 99)?;
+            let input = || match channels_last {
+                true => to_channels_last(x.as_tensor()),
+                false => Ok(x.as_tensor().clone()),
+            };
+            let (graph_w, composed_w) = (block.weights()?, block.weights()?);
+            let graph = || residual_block_graph(&input()?, &graph_w);
+            let composed = || residual_block_composed(&input()?, &composed_w, true);
+            let mut vars = vec![&x];
+            vars.extend(block.vars());
+            let (yg, gg) = output_and_grads(&vars, &graph, seed + 7)?;
+            let (yc, gc) = output_and_grads(&vars, &composed, seed + 7)?;
+            let what = format!("case {case} {spec:?}, channels-last {channels_last}");
+            assert_eq!(
+                yg.dims(),
+                &[3, block.bottleneck_out, 8 / spec.2, 8 / spec.2],
+                "{what}: output shape"
+            );
+            assert_eq!(
+                maxsup_ops::is_channels_last(&yg),
+                channels_last,
+                "{what}: the output keeps the input's memory format"
+            );
+            assert!(bits(&yg)? == bits(&yc)?, "{what}: outputs differ");
+            assert!(
+                running(&graph_w)? == running(&composed_w)?,
+                "{what}: running statistics differ"
+            );
+            for (i, (g, c)) in gg.iter().zip(&gc).enumerate() {
+                assert!(bits(g)? == bits(c)?, "{what}: gradient {i} differs");
+                let total = c.abs()?.sum_all()?.to_scalar::<f32>()?;
+                assert!(total > 0.0, "{what}: gradient {i} is zero");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn untracked_input_gets_no_gradient_and_the_weights_still_do() -> Result<()> {
+    let block = Block::new(CASES[2], 3)?;
+    let x = rand_tensor(&[2, CASES[2].0, 6, 6], 4)?;
+    let w = block.weights()?;
+    let y = residual_block_graph(&x, &w)?;
+    let grads = (y * rand_tensor(&[2, 16, 6, 6], 5)?)?
+        .sum_all()?
+        .backward()?;
+    assert!(grads.get(&x).is_none());
+    for v in block.vars() {
+        assert!(
+            grads.get(v.as_tensor()).is_some(),
+            "a parameter lost its gradient"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn off_cuda_and_in_eval_the_block_runs_the_composed_ops() -> Result<()> {
+    let block = Block::new(CASES[1], 11)?;
+    let x = rand_tensor(&[2, 8, 8, 8], 12)?;
+    for train in [true, false] {
+        let (a, b) = (block.weights()?, block.weights()?);
+        let y = residual_block(&x, &a, train)?;
+        let z = residual_block_composed(&x, &b, train)?;
+        assert!(bits(&y)? == bits(&z)?, "train {train}");
+    }
+    Ok(())
+}
