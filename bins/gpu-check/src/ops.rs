@@ -286,6 +286,106 @@ fn branch_scale(x: &Tensor) -> candle_core::Result<Tensor> {
 
 /// The NHWC kernels (`--channels-last`) on the ResNet shapes: convolutions (cuDNN's NHWC
 /// format), train-mode BatchNorm (+ReLU), max-pool, and the residual join with an NCHW operand.
+/// A constant operand in the case's dtype (no gradient): BlurPool's filter.
+fn constant(shape: &[usize]) -> Operand {
+    Operand {
+        shape: shape.to_vec(),
+        grad: false,
+        dtype: None,
+        labels: None,
+    }
+}
+
+/// ResNet-50's first `layer2` Bottleneck (256 -> 128 -> 512, stride 2, projection shortcut):
+/// on CUDA in train mode one graph node (`maxsup_ops::residual_block`), against the composed
+/// ops in f64 on the CPU. Operands: x, then per pair (three main, the shortcut) conv weight,
+/// BatchNorm weight and bias; with `blur`, BlurPool filters for the two strided convs last.
+/// Extra outputs compared: every running statistic.
+fn residual_block_op(blur: bool) -> Box<OpFn> {
+    Box::new(
+        move |t: &[Tensor], dev: &Device, sd: DType| -> candle_core::Result<Vec<Tensor>> {
+            let mut stats = Vec::new();
+            let mut pair = |i: usize, stride: usize, pad: usize, blur: Option<&Tensor>| {
+                let (w, g, b) = (&t[1 + 3 * i], &t[2 + 3 * i], &t[3 + 3 * i]);
+                let c = g.elem_count();
+                let rm = Var::from_tensor(&Tensor::zeros(c, sd, dev)?)?;
+                let rv = Var::from_tensor(&Tensor::ones(c, sd, dev)?)?;
+                stats.extend([rm.as_tensor().clone(), rv.as_tensor().clone()]);
+                candle_core::Result::Ok((
+                    maxsup_ops::BlockConv {
+                        weight: w.clone(),
+                        stride,
+                        padding: pad,
+                        blur: blur.cloned(),
+                    },
+                    maxsup_ops::BlockNorm {
+                        weight: g.clone(),
+                        bias: b.clone(),
+                        running_mean: rm,
+                        running_var: rv,
+                    },
+                ))
+            };
+            let (blur2, blur_d) = match blur {
+                true => (Some(&t[13]), Some(&t[14])),
+                false => (None, None),
+            };
+            let main = vec![
+                pair(0, 1, 0, None)?,
+                pair(1, 2, 1, blur2)?,
+                pair(2, 1, 0, None)?,
+            ];
+            let shortcut = Some(pair(3, 2, 0, blur_d)?);
+            let block = maxsup_ops::ResidualBlock {
+                main,
+                shortcut,
+                momentum: 0.1,
+                eps: 1e-5,
+            };
+            let y = maxsup_ops::residual_block(&t[0], &block, true)?;
+            let mut out = vec![y];
+            out.extend(stats);
+            Ok(out)
+        },
+    )
+}
+
+fn residual_block_rows(rows: &mut Vec<Value>, dtype: DType, gpu: &Device) -> Result<()> {
+    let mut operands = vec![act(&[4, 256, 28, 28])];
+    for (o, i, k) in [(128, 256, 1), (128, 128, 3), (512, 128, 1), (512, 256, 1)] {
+        operands.extend([act(&[o, i, k, k]), param_f32(&[o]), param_f32(&[o])]);
+    }
+    let name = "residual_block Bottleneck 256-128-512 s2 (ResNet-50 layer2)";
+    check(
+        rows,
+        name,
+        dtype,
+        &operands,
+        residual_block_op(false).as_ref(),
+        gpu,
+    )?;
+    let f = channels_last(residual_block_op(false));
+    check(
+        rows,
+        &format!("{name} channels-last"),
+        dtype,
+        &operands,
+        f.as_ref(),
+        gpu,
+    )?;
+    operands.extend([constant(&[128, 1, 3, 3]), constant(&[256, 1, 3, 3])]);
+    let name = format!("{name} BlurPool");
+    check(
+        rows,
+        &name,
+        dtype,
+        &operands,
+        residual_block_op(true).as_ref(),
+        gpu,
+    )?;
+    Ok(())
+}
+
 fn channels_last_rows(rows: &mut Vec<Value>, dtype: DType, gpu: &Device) -> Result<()> {
     for &(name, x, w, stride, pad, groups) in &CONV_CASES[..5] {
         let f = channels_last(Box::new(move |t: &[Tensor], _: &Device, _: DType| {
@@ -494,6 +594,7 @@ pub fn run(gpu: &Device) -> Result<Value> {
             gpu,
         )?;
         channels_last_rows(&mut rows, dtype, gpu)?;
+        residual_block_rows(&mut rows, dtype, gpu)?;
     }
     // The losses run in f32 (the trainer casts the logits): the fused CUDA kernel.
     for (name, loss) in [

@@ -7,8 +7,8 @@ use crate::init::Init;
 use crate::params::Scope;
 
 /// torchvision's `nn.BatchNorm2d` defaults.
-const EPS: f64 = 1e-5;
-const MOMENTUM: f64 = 0.1;
+pub(crate) const EPS: f64 = 1e-5;
+pub(crate) const MOMENTUM: f64 = 0.1;
 
 /// Names: `weight`, `bias` (trainable), `running_mean`, `running_var` (buffers), as in PyTorch.
 /// `num_batches_tracked` is not kept: with a fixed momentum PyTorch never reads it.
@@ -78,6 +78,16 @@ impl BatchNorm2d {
             MOMENTUM,
             EPS,
         )
+    }
+
+    /// The layer as a BatchNorm of a ResNet block ([`maxsup_ops::residual_block`]).
+    pub(crate) fn block_norm(&self) -> maxsup_ops::BlockNorm {
+        maxsup_ops::BlockNorm {
+            weight: self.weight.clone(),
+            bias: self.bias.clone(),
+            running_mean: self.running_mean.clone(),
+            running_var: self.running_var.clone(),
+        }
     }
 
     fn check_input(&self, x: &Tensor, train: bool) -> Result<()> {

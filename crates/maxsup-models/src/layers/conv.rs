@@ -86,6 +86,26 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// The layer as a conv of a ResNet block ([`maxsup_ops::residual_block`]): its weight and
+    /// BlurPool filter in the dtype of the activations `x`. Block convs have no bias.
+    pub(crate) fn block_conv(&self, x: &Tensor) -> Result<maxsup_ops::BlockConv> {
+        if self.bias.is_some() {
+            candle_core::bail!("a residual block's conv has no bias, this layer has one");
+        }
+        Ok(maxsup_ops::BlockConv {
+            weight: super::like(&self.weight, x)?,
+            stride: self.stride,
+            padding: self.padding,
+            blur: self
+                .blur_filter
+                .as_ref()
+                .map(|f| super::like(f, x))
+                .transpose()?,
+        })
+    }
+}
+
 /// The binomial 3x3 low-pass filter, one copy per input channel: [C, 1, 3, 3].
 fn blur_filter(channels: usize, device: &candle_core::Device) -> Result<Tensor> {
     let k: [f32; 9] = [1., 2., 1., 2., 4., 2., 1., 2., 1.];

@@ -2,7 +2,7 @@
 //! whose functions keep candle's autograd intact (candle's fused LayerNorm, softmax and
 //! max-pool have no usable backward).
 
-mod batch_norm;
+pub(crate) mod batch_norm;
 pub(crate) mod conv;
 mod drop_path;
 mod layer_norm;

@@ -2,7 +2,10 @@
 
 use candle_core::{Result, Tensor};
 
+use maxsup_ops::{BlockPair, ResidualBlock};
+
 use crate::init::Init;
+use crate::layers::batch_norm::{EPS, MOMENTUM};
 use crate::layers::{BatchNorm2d, Conv2d};
 use crate::params::Scope;
 
@@ -46,10 +49,6 @@ impl Downsample {
             conv: conv(&s.pp(0), inp, out, 1, stride, blurpool)?,
             bn: BatchNorm2d::new(&s.pp(1), out)?,
         })
-    }
-
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(x)?, train)
     }
 }
 
@@ -107,18 +106,20 @@ impl Block {
         })
     }
 
+    /// `relu(main(x) + shortcut(x))` as one op (`maxsup_ops::residual_block`: a single graph
+    /// node in train mode on CUDA).
     pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        match self {
+        let pair = |c: &Conv2d, n: &BatchNorm2d| -> Result<BlockPair> {
+            Ok((c.block_conv(x)?, n.block_norm()))
+        };
+        let (main, downsample) = match self {
             Block::Basic {
                 conv1,
                 bn1,
                 conv2,
                 bn2,
                 downsample,
-            } => {
-                let y = bn1.forward_relu_t(&conv1.forward(x)?, train)?;
-                residual(&conv2.forward(&y)?, bn2, x, downsample.as_ref(), train)
-            }
+            } => (vec![pair(conv1, bn1)?, pair(conv2, bn2)?], downsample),
             Block::Bottleneck {
                 conv1,
                 bn1,
@@ -127,12 +128,21 @@ impl Block {
                 conv3,
                 bn3,
                 downsample,
-            } => {
-                let y = bn1.forward_relu_t(&conv1.forward(x)?, train)?;
-                let y = bn2.forward_relu_t(&conv2.forward(&y)?, train)?;
-                residual(&conv3.forward(&y)?, bn3, x, downsample.as_ref(), train)
-            }
-        }
+            } => (
+                vec![pair(conv1, bn1)?, pair(conv2, bn2)?, pair(conv3, bn3)?],
+                downsample,
+            ),
+        };
+        let block = ResidualBlock {
+            main,
+            shortcut: downsample
+                .as_ref()
+                .map(|d| pair(&d.conv, &d.bn))
+                .transpose()?,
+            momentum: MOMENTUM,
+            eps: EPS,
+        };
+        maxsup_ops::residual_block(x, &block, train)
     }
 }
 
@@ -149,19 +159,4 @@ fn shortcut(s: &Scope, b: &BlockSpec, out: usize) -> Result<Option<Downsample>> 
     } else {
         Ok(None)
     }
-}
-
-/// The block's end, `relu(bn(y) + shortcut(x))`, as one op (`BatchNorm2d::forward_add_relu_t`).
-fn residual(
-    y: &Tensor,
-    bn: &BatchNorm2d,
-    x: &Tensor,
-    downsample: Option<&Downsample>,
-    train: bool,
-) -> Result<Tensor> {
-    let identity = match downsample {
-        Some(d) => d.forward_t(x, train)?,
-        None => x.clone(),
-    };
-    bn.forward_add_relu_t(y, &identity, train)
 }
