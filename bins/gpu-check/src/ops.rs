@@ -300,8 +300,10 @@ fn constant(shape: &[usize]) -> Operand {
 /// on CUDA in train mode one graph node (`maxsup_ops::residual_block`), against the composed
 /// ops in f64 on the CPU. Operands: x, then per pair (three main, the shortcut) conv weight,
 /// BatchNorm weight and bias; with `blur`, BlurPool filters for the two strided convs last.
-/// Extra outputs compared: every running statistic.
-fn residual_block_op(blur: bool) -> Box<OpFn> {
+/// Extra outputs compared: every running statistic. With `op_layout` the (channels-last)
+/// input goes in as `[N, H, W, C]` (`maxsup_ops::residual_block_nhwc`, ResNet's path between
+/// blocks) and the result is compared through its channels-last view.
+fn residual_block_op(blur: bool, op_layout: bool) -> Box<OpFn> {
     Box::new(
         move |t: &[Tensor], dev: &Device, sd: DType| -> candle_core::Result<Vec<Tensor>> {
             let mut stats = Vec::new();
@@ -342,7 +344,14 @@ fn residual_block_op(blur: bool) -> Box<OpFn> {
                 momentum: 0.1,
                 eps: 1e-5,
             };
-            let y = maxsup_ops::residual_block(&t[0], &block, true)?;
+            let y = match op_layout {
+                true => maxsup_ops::channels_last_view(&maxsup_ops::residual_block_nhwc(
+                    &maxsup_ops::nhwc_view(&t[0])?,
+                    &block,
+                    true,
+                )?)?,
+                false => maxsup_ops::residual_block(&t[0], &block, true)?,
+            };
             let mut out = vec![y];
             out.extend(stats);
             Ok(out)
@@ -361,18 +370,23 @@ fn residual_block_rows(rows: &mut Vec<Value>, dtype: DType, gpu: &Device) -> Res
         name,
         dtype,
         &operands,
-        residual_block_op(false).as_ref(),
+        residual_block_op(false, false).as_ref(),
         gpu,
     )?;
-    let f = channels_last(residual_block_op(false));
-    check(
-        rows,
-        &format!("{name} channels-last"),
-        dtype,
-        &operands,
-        f.as_ref(),
-        gpu,
-    )?;
+    for (format, op_layout) in [
+        ("channels-last", false),
+        ("channels-last [N, H, W, C]", true),
+    ] {
+        let f = channels_last(residual_block_op(false, op_layout));
+        check(
+            rows,
+            &format!("{name} {format}"),
+            dtype,
+            &operands,
+            f.as_ref(),
+            gpu,
+        )?;
+    }
     operands.extend([constant(&[128, 1, 3, 3]), constant(&[256, 1, 3, 3])]);
     let name = format!("{name} BlurPool");
     check(
@@ -380,7 +394,7 @@ fn residual_block_rows(rows: &mut Vec<Value>, dtype: DType, gpu: &Device) -> Res
         &name,
         dtype,
         &operands,
-        residual_block_op(true).as_ref(),
+        residual_block_op(true, false).as_ref(),
         gpu,
     )?;
     Ok(())

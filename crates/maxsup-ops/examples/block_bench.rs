@@ -62,7 +62,12 @@ fn main() -> Result<()> {
                 eps: 1e-5,
             };
             let x = var(&[n, cin, side, side], 1.0)?;
-            let r = Tensor::randn(0f32, 1.0, (n, out, side / stride, side / stride), &Device::Cpu)?;
+            let r = Tensor::randn(
+                0f32,
+                1.0,
+                (n, out, side / stride, side / stride),
+                &Device::Cpu,
+            )?;
             let step = |graph: bool| -> Result<f64> {
                 let t = Instant::now();
                 let input = match channels_last {

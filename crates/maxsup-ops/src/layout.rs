@@ -36,6 +36,43 @@ pub fn to_channels_last(t: &Tensor) -> Result<Tensor> {
     t.permute((0, 2, 3, 1))?.contiguous()?.permute((0, 3, 1, 2))
 }
 
+/// The `[N, H, W, C]` tensor whose elements a channels-last `[N, C, H, W]` tensor holds: a
+/// view, no copy. Why: a chain of ops that all take the op layout (ResNet's blocks,
+/// [`crate::residual_block_nhwc`]) passes these between them, so the graph has no permutation
+/// node (whose backward transposes a whole activation gradient) at each boundary.
+pub fn nhwc_view(t: &Tensor) -> Result<Tensor> {
+    let v = match t.rank() {
+        4 => nhwc(t)?,
+        _ => candle_core::bail!(
+            "nhwc_view: expects a 4-D [N, C, H, W] tensor, got {:?}",
+            t.shape()
+        ),
+    };
+    if !v.is_contiguous() {
+        candle_core::bail!(
+            "nhwc_view: the {:?} tensor is not channels-last (strides {:?}); convert it with \
+             to_channels_last first",
+            t.shape(),
+            t.stride()
+        );
+    }
+    Ok(v)
+}
+
+/// The channels-last `[N, C, H, W]` view of a contiguous `[N, H, W, C]` tensor (the inverse of
+/// [`nhwc_view`]; no copy).
+pub fn channels_last_view(t: &Tensor) -> Result<Tensor> {
+    if t.rank() != 4 || !t.is_contiguous() {
+        candle_core::bail!(
+            "channels_last_view: expects a contiguous 4-D [N, H, W, C] tensor, got {:?} with \
+             strides {:?}",
+            t.shape(),
+            t.stride()
+        );
+    }
+    from_nhwc(t)
+}
+
 /// The `[N, H, W, C]` view of an `[N, C, H, W]` tensor (contiguous when `t` is channels-last).
 pub(crate) fn nhwc(t: &Tensor) -> Result<Tensor> {
     t.permute((0, 2, 3, 1))

@@ -21,7 +21,7 @@
 //! | [`attention_qkv`] | reshape/permute/copies + 2 matmuls + softmax | one op from the fused qkv projection, q/k/v read in place |
 //! | [`batch_norm2d_relu`], [`add_relu`] | BatchNorm or add, then ReLU | one pass each way, one fewer gradient tensor |
 //! | [`batch_norm2d_add_relu`] | BatchNorm, add, ReLU (a ResNet block's end) | on CUDA one pass forward: the BatchNorm output is never stored |
-//! | [`residual_block`] | a ResNet block's convs, BatchNorms, ReLUs and shortcut | on CUDA one graph node in train mode: one activation gradient zero-filled and added instead of six to eight |
+//! | [`residual_block`] | a ResNet block's convs, BatchNorms, ReLUs and shortcut | on CUDA one graph node in train mode: one activation gradient zero-filled and added instead of six to eight; [`residual_block_nhwc`] takes and returns channels-last activations as `[N, H, W, C]`, so blocks chain with no permutation node |
 //! | [`residual_mlp`], [`residual_attention`] | LayerNorm, two linears, GELU or attention, stochastic-depth scale and residual add | one graph node: candle's backward zero-fills and adds one activation gradient instead of up to eight |
 
 mod attention;
@@ -64,15 +64,15 @@ pub use cuda::{
 };
 pub use gelu::gelu_erf;
 pub use layer_norm::layer_norm;
-pub use layout::{is_channels_last, to_channels_last};
+pub use layout::{channels_last_view, is_channels_last, nhwc_view, to_channels_last};
 pub use linear::linear;
 pub use matmul::matmul;
 pub use max_pool::max_pool2d;
 pub use read_back::{PendingRead, ReadBack};
 pub use relu::{add_relu, relu};
 pub use residual_block::{
-    residual_block, residual_block_composed, residual_block_graph, BlockConv, BlockNorm, BlockPair,
-    ResidualBlock,
+    residual_block, residual_block_composed, residual_block_graph, residual_block_nhwc,
+    residual_block_nhwc_graph, BlockConv, BlockNorm, BlockPair, ResidualBlock,
 };
 pub use residual_branch::{
     residual_attention, residual_attention_composed, residual_attention_graph, residual_mlp,

@@ -83,6 +83,32 @@ pub fn residual_block(x: &Tensor, block: &ResidualBlock, train: bool) -> Result<
     residual_block_composed(x, block, train)
 }
 
+/// The block on `x` in the channels-last op layout: `x` is `[N, H, W, C]` contiguous (see
+/// [`crate::nhwc_view`]), and so is the result. The same block as [`residual_block`] on the
+/// channels-last `[N, C, H, W]` view; what it saves is the two permutation nodes at each end,
+/// so a chain of blocks passes activations with no permutation between them (on CUDA, in train
+/// mode, two transposing passes over an activation gradient per block boundary less).
+pub fn residual_block_nhwc(x: &Tensor, block: &ResidualBlock, train: bool) -> Result<Tensor> {
+    check_op_layout(x)?;
+    if train && x.device().is_cuda() && graph_applies(x, block) {
+        return graph_in_op_layout(x, true, block);
+    }
+    let y = residual_block_composed(&layout::from_nhwc(x)?, block, train)?;
+    layout::nhwc(&y)?.contiguous()
+}
+
+fn check_op_layout(x: &Tensor) -> Result<()> {
+    if x.rank() != 4 || !x.is_contiguous() {
+        candle_core::bail!(
+            "residual_block_nhwc: expects a contiguous [N, H, W, C] tensor, got {:?} with strides \
+             {:?}",
+            x.shape(),
+            x.stride()
+        );
+    }
+    Ok(())
+}
+
 /// The block as separate ops (`conv2d`, `batch_norm2d_relu`, `batch_norm2d`,
 /// `batch_norm2d_add_relu`): the oracle of the graph node, and the path off CUDA.
 pub fn residual_block_composed(x: &Tensor, block: &ResidualBlock, train: bool) -> Result<Tensor> {
@@ -134,13 +160,27 @@ pub fn residual_block_composed(x: &Tensor, block: &ResidualBlock, train: bool) -
 /// CPU tests run it against [`residual_block_composed`]).
 #[doc(hidden)]
 pub fn residual_block_graph(x: &Tensor, block: &ResidualBlock) -> Result<Tensor> {
+    check_graph_applies(x, block)?;
+    graph(x, block)
+}
+
+fn check_graph_applies(x: &Tensor, block: &ResidualBlock) -> Result<()> {
     if !graph_applies(x, block) {
         candle_core::bail!(
-            "residual_block_graph: needs the fused kernels' dtypes and devices (and, on the CPU, \
-             no BlurPool: its grouped conv has no CPU kernel)"
+            "residual_block graph node: needs the fused kernels' dtypes and devices (and, on the \
+             CPU, no BlurPool: its grouped conv has no CPU kernel)"
         );
     }
-    graph(x, block)
+    Ok(())
+}
+
+/// [`residual_block_nhwc`] in train mode through the graph node whatever the device
+/// (doc-hidden, for the CPU tests).
+#[doc(hidden)]
+pub fn residual_block_nhwc_graph(x: &Tensor, block: &ResidualBlock) -> Result<Tensor> {
+    check_op_layout(x)?;
+    check_graph_applies(x, block)?;
+    graph_in_op_layout(x, true, block)
 }
 
 fn conv_composed(x: &Tensor, c: &BlockConv) -> Result<Tensor> {
@@ -267,13 +307,24 @@ impl Unit {
     }
 }
 
-/// The block as one node (see the module doc); shapes are checked by the kernels it runs.
+/// The block as one node on the `[N, C, H, W]` tensor `x` (NCHW or channels-last).
 fn graph(x: &Tensor, b: &ResidualBlock) -> Result<Tensor> {
     let nhwc = layout::is_channels_last(x);
     let x_op = match nhwc {
         true => layout::nhwc(x)?,
         false => x.contiguous()?,
     };
+    let y = graph_in_op_layout(&x_op, nhwc, b)?;
+    match nhwc {
+        true => layout::from_nhwc(&y),
+        false => Ok(y),
+    }
+}
+
+/// The block as one node (see the module doc) on `x_op`, contiguous in the ops' layout
+/// (`[N, H, W, C]` when `nhwc`), returning its output in the same layout; shapes are checked
+/// by the kernels it runs.
+fn graph_in_op_layout(x_op: &Tensor, nhwc: bool, b: &ResidualBlock) -> Result<Tensor> {
     let xd = x_op.detach();
     let (last, rest) = b.split_last()?;
     let mut main = Vec::with_capacity(b.main.len());
@@ -294,12 +345,9 @@ fn graph(x: &Tensor, b: &ResidualBlock) -> Result<Tensor> {
         .pairs()
         .flat_map(|(c, n)| [&c.weight, &n.weight, &n.bias])
         .collect();
-    if !x.track_op() && !params.iter().any(|t| t.track_op()) {
+    if !x_op.track_op() && !params.iter().any(|t| t.track_op()) {
         // Nothing to differentiate: no node, no copy of the output.
-        return match nhwc {
-            true => layout::from_nhwc(&y),
-            false => Ok(y),
-        };
+        return Ok(y);
     }
     let flat = |ts: Vec<&Tensor>| -> Result<Tensor> {
         let flat: Vec<Tensor> = ts.iter().map(|t| t.flatten_all()).collect::<Result<_>>()?;
@@ -311,13 +359,9 @@ fn graph(x: &Tensor, b: &ResidualBlock) -> Result<Tensor> {
         output: PrecomputedOutput::new("residual block", y),
         main,
         shortcut: shortcut.map(|(unit, _)| unit),
-        need_dx: x.track_op(),
+        need_dx: x_op.track_op(),
     };
-    let out = x_op.apply_op3(&norms, &convs, op)?;
-    match nhwc {
-        true => layout::from_nhwc(&out),
-        false => Ok(out),
-    }
+    x_op.apply_op3(&norms, &convs, op)
 }
 
 /// Operands `(x in the op layout, [gamma | beta per pair] (f32), [conv weights] (the

@@ -7,8 +7,9 @@ mod common;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use common::*;
 use maxsup_ops::{
-    residual_block, residual_block_composed, residual_block_graph, to_channels_last, BlockConv,
-    BlockNorm, ResidualBlock,
+    channels_last_view, nhwc_view, residual_block, residual_block_composed, residual_block_graph,
+    residual_block_nhwc, residual_block_nhwc_graph, to_channels_last, BlockConv, BlockNorm,
+    ResidualBlock,
 };
 
 /// (input channels, planes, stride, bottleneck): the shortcut projects when the stride or the
@@ -121,10 +122,21 @@ fn running(b: &ResidualBlock) -> Result<Vec<Vec<u32>>> {
         .collect()
 }
 
+/// How the block's input is held: NCHW, the channels-last `[N, C, H, W]` view, or the
+/// `[N, H, W, C]` op layout (`residual_block_nhwc`), whose result is compared through its
+/// channels-last view.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Format {
+    Nchw,
+    ChannelsLast,
+    NhwcOpLayout,
+}
+
 #[test]
 fn graph_node_equals_the_composed_ops_bit_for_bit() -> Result<()> {
     for (case, &spec) in CASES.iter().enumerate() {
-        for channels_last in [false, true] {
+        for format in [Format::Nchw, Format::ChannelsLast, Format::NhwcOpLayout] {
+            let channels_last = format != Format::Nchw;
             let seed = 100 * case as u64;
             let block = Block::new(spec, seed)?;
             let x = rand_var(&[3, spec.0, 8, 8], seed + 99)?;
@@ -133,13 +145,19 @@ fn graph_node_equals_the_composed_ops_bit_for_bit() -> Result<()> {
                 false => Ok(x.as_tensor().clone()),
             };
             let (graph_w, composed_w) = (block.weights()?, block.weights()?);
-            let graph = || residual_block_graph(&input()?, &graph_w);
+            let graph = || match format {
+                Format::NhwcOpLayout => channels_last_view(&residual_block_nhwc_graph(
+                    &nhwc_view(&input()?)?,
+                    &graph_w,
+                )?),
+                _ => residual_block_graph(&input()?, &graph_w),
+            };
             let composed = || residual_block_composed(&input()?, &composed_w, true);
             let mut vars = vec![&x];
             vars.extend(block.vars());
             let (yg, gg) = output_and_grads(&vars, &graph, seed + 7)?;
             let (yc, gc) = output_and_grads(&vars, &composed, seed + 7)?;
-            let what = format!("case {case} {spec:?}, channels-last {channels_last}");
+            let what = format!("case {case} {spec:?}, {format:?}");
             assert_eq!(
                 yg.dims(),
                 &[3, block.bottleneck_out, 8 / spec.2, 8 / spec.2],
@@ -193,6 +211,37 @@ fn off_cuda_and_in_eval_the_block_runs_the_composed_ops() -> Result<()> {
         let y = residual_block(&x, &a, train)?;
         let z = residual_block_composed(&x, &b, train)?;
         assert!(bits(&y)? == bits(&z)?, "train {train}");
+        // The op-layout entry: the same floats, handed back as [N, H, W, C].
+        let c = block.weights()?;
+        let xl = to_channels_last(&x)?;
+        let y = residual_block_nhwc(&nhwc_view(&xl)?, &c, train)?;
+        assert_eq!(y.dims(), &[2, 4, 4, 16], "train {train}: op-layout shape");
+        assert!(y.is_contiguous());
+        assert!(
+            bits(&y.permute((0, 3, 1, 2))?)? == bits(&z)?,
+            "train {train}: op layout"
+        );
     }
+    Ok(())
+}
+
+#[test]
+fn op_layout_views_reject_tensors_in_another_format() -> Result<()> {
+    let x = rand_tensor(&[2, 3, 4, 5], 1)?;
+    let e = nhwc_view(&x).unwrap_err().to_string();
+    assert!(e.contains("not channels-last"), "{e}");
+    let v = nhwc_view(&to_channels_last(&x)?)?;
+    assert_eq!(v.dims(), &[2, 4, 5, 3]);
+    assert!(v.is_contiguous());
+    let back = channels_last_view(&v)?;
+    assert!(maxsup_ops::is_channels_last(&back));
+    assert!(bits(&back)? == bits(&x)?);
+    let e = channels_last_view(&back).unwrap_err().to_string();
+    assert!(e.contains("contiguous 4-D"), "{e}");
+    let block = Block::new(CASES[0], 2)?.weights()?;
+    let e = residual_block_nhwc(&back, &block, true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("residual_block_nhwc"), "{e}");
     Ok(())
 }

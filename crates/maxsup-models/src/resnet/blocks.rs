@@ -107,8 +107,9 @@ impl Block {
     }
 
     /// `relu(main(x) + shortcut(x))` as one op (`maxsup_ops::residual_block`: a single graph
-    /// node in train mode on CUDA).
-    pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// node in train mode on CUDA); with `op_layout`, `x` and the result are channels-last
+    /// activations as `[N, H, W, C]` tensors (`maxsup_ops::residual_block_nhwc`).
+    pub(crate) fn forward_t(&self, x: &Tensor, train: bool, op_layout: bool) -> Result<Tensor> {
         let pair = |c: &Conv2d, n: &BatchNorm2d| -> Result<BlockPair> {
             Ok((c.block_conv(x)?, n.block_norm()))
         };
@@ -142,7 +143,10 @@ impl Block {
             momentum: MOMENTUM,
             eps: EPS,
         };
-        maxsup_ops::residual_block(x, &block, train)
+        match op_layout {
+            true => maxsup_ops::residual_block_nhwc(x, &block, train),
+            false => maxsup_ops::residual_block(x, &block, train),
+        }
     }
 }
 

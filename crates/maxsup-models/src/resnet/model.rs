@@ -132,10 +132,21 @@ impl ImageClassifier for ResNet {
         if self.config.stem == Stem::ImageNet {
             y = maxsup_ops::max_pool2d(&y, 3, 2, 1)?;
         }
-        for block in self.stages.iter().flatten() {
-            y = block.forward_t(&y, train)?;
+        // In train mode on CUDA, where each block is one graph node, channels-last activations
+        // go from block to block as [N, H, W, C] tensors: no permutation node (and its
+        // transposing backward) between two blocks. Elsewhere each of a block's composed ops
+        // permutes on its own, and the op layout would only add permutation nodes.
+        let op_layout = train && y.device().is_cuda() && maxsup_ops::is_channels_last(&y);
+        if op_layout {
+            y = maxsup_ops::nhwc_view(&y)?;
         }
-        Ok(y)
+        for block in self.stages.iter().flatten() {
+            y = block.forward_t(&y, train, op_layout)?;
+        }
+        match op_layout {
+            true => maxsup_ops::channels_last_view(&y),
+            false => Ok(y),
+        }
     }
 
     fn forward_from_stage(&self, activation: &Tensor, _train: bool) -> Result<Tensor> {
