@@ -34,6 +34,10 @@ kernel_tables! {
     add_relu_fwd(add_relu_fwd_f32, add_relu_fwd_bf16): (*const E, *const E, *mut E, usize);
     gelu_fwd(gelu_fwd_f32, gelu_fwd_bf16): (*const E, *mut E, usize);
     gelu_bwd(gelu_bwd_f32, gelu_bwd_bf16): (*const E, *const E, *mut E, usize);
+    bias_gelu_fwd(bias_gelu_fwd_f32, bias_gelu_fwd_bf16): (*const E, *const E, *mut E, usize, i32);
+    bias_gelu_bwd(bias_gelu_bwd_f32, bias_gelu_bwd_bf16):
+        (*const E, *const E, *const E, *mut E, *mut f32, usize, i32, i32);
+    bias_grad_partial(bias_grad_partial_f32, bias_grad_partial_bf16): (*const E, *mut f32, usize, i32, i32);
     softmax_fwd(softmax_fwd_f32, softmax_fwd_bf16): (*const E, *mut E, usize, i32);
     softmax_bwd(softmax_bwd_f32, softmax_bwd_bf16): (*const E, *const E, *mut E, usize, i32);
     layer_norm_fwd(layer_norm_fwd_f32, layer_norm_fwd_bf16):

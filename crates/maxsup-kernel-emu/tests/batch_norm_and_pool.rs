@@ -48,10 +48,10 @@ fn bn_stats<E: Elem>(
     let (sp, hw_arg, count);
     let mut partial;
     if nhwc {
-        sp = geom::bn_nhwc_splits(m, c);
+        sp = geom::column_splits(m, c);
         partial = vec![f64::NAN; c * sp * 2];
         let pp = partial.as_mut_ptr();
-        launch(geom::bn_nhwc_reduce(c, sp), || unsafe {
+        launch(geom::column_reduce(c, sp), || unsafe {
             (k.bn_stats_partial_nhwc)(xp, pp, m, c as i32, sp as i32)
         })
         .unwrap();
@@ -90,10 +90,10 @@ fn bn_sums<E: Elem>(
     let sp;
     let mut partial;
     if nhwc {
-        sp = geom::bn_nhwc_splits(n * h * w, c);
+        sp = geom::column_splits(n * h * w, c);
         partial = vec![f64::NAN; c * sp * 2];
         let pp = partial.as_mut_ptr();
-        launch(geom::bn_nhwc_reduce(c, sp), || unsafe {
+        launch(geom::column_reduce(c, sp), || unsafe {
             (k.bn_bwd_partial_nhwc)(xp, gp, st, pp, n * h * w, c as i32, sp as i32)
         })
         .unwrap();

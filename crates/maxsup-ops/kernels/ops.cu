@@ -64,18 +64,19 @@ template <typename T> __device__ void relu_bwd(const T* y, const T* dy, T* dx, s
 template <typename T> __device__ void add_relu_fwd(const T* a, const T* b, T* y, size_t n) {
   GRID_STRIDE(i, n) { float v = to_f(a[i]) + to_f(b[i]); y[i] = from_f<T>(v > 0.f ? v : 0.f); }
 }
-// GELU with the exact erf form: y = x * Phi(x).
-template <typename T> __device__ void gelu_fwd(const T* x, T* y, size_t n) {
-  GRID_STRIDE(i, n) { float v = to_f(x[i]); y[i] = from_f<T>(0.5f * v * (1.f + erff(v * 0.70710678118654752f))); }
+// GELU with the exact erf form: y = x * Phi(x); its derivative Phi(x) + x * phi(x). One
+// definition for the plain and the bias-fused kernels, so both round alike.
+__device__ __forceinline__ float gelu_f(float v) { return 0.5f * v * (1.f + erff(v * 0.70710678118654752f)); }
+__device__ __forceinline__ float gelu_grad_f(float v) {
+  float cdf = 0.5f * (1.f + erff(v * 0.70710678118654752f));
+  float pdf = 0.39894228040143268f * expf(-0.5f * v * v);
+  return cdf + v * pdf;
 }
-// dGELU/dx = Phi(x) + x * phi(x).
+template <typename T> __device__ void gelu_fwd(const T* x, T* y, size_t n) {
+  GRID_STRIDE(i, n) { y[i] = from_f<T>(gelu_f(to_f(x[i]))); }
+}
 template <typename T> __device__ void gelu_bwd(const T* x, const T* dy, T* dx, size_t n) {
-  GRID_STRIDE(i, n) {
-    float v = to_f(x[i]);
-    float cdf = 0.5f * (1.f + erff(v * 0.70710678118654752f));
-    float pdf = 0.39894228040143268f * expf(-0.5f * v * v);
-    dx[i] = from_f<T>(to_f(dy[i]) * (cdf + v * pdf));
-  }
+  GRID_STRIDE(i, n) { dx[i] = from_f<T>(to_f(dy[i]) * gelu_grad_f(to_f(x[i]))); }
 }
 
 // ---------------------------------------------------------------- softmax over the last dim
@@ -191,6 +192,57 @@ extern "C" __global__ void column_sum_f32(const float* partial, float* out, int 
   float s = 0.f;
   for (int r = 0; r < parts; ++r) s += partial[(size_t)r * width + j];
   out[j] = s;
+}
+
+// ---------------------------------------------------------------- a linear layer's bias
+// Over a [m, n] row-major GEMM result (n output features). The bias has the activations' dtype
+// and `g + bias` is rounded to it, as the separate bias add stores it, so the fused kernels
+// give the unfused ones' values. Column sums: grid (ceil(n/32), S), block (32, 8), thread
+// (tx, ty) of block (bx, by) owns column bx*32+tx over rows by*8+ty, by*8+ty+8S, ...; the 8
+// rows of a block are added in a fixed order into partial[by][col], then column_sum_f32 adds
+// the S splits: no atomics, the sums do not depend on timing.
+
+template <typename T> __device__ __forceinline__ float biased(T g, T bias) { return to_f(from_f<T>(to_f(g) + to_f(bias))); }
+
+// The end of the column sums: thread (tx, ty) holds its rows' sum of column ch.
+__device__ void store_column_partial(float acc, float* partial, int ch, int n) {
+  __shared__ float s[8][32];
+  s[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && ch < n) {
+    float t = 0.f;
+    for (int k = 0; k < 8; ++k) t += s[k][threadIdx.x];
+    partial[(size_t)blockIdx.y * n + ch] = t;
+  }
+}
+
+// y = gelu(g + bias): fc1's bias add and the MLP's GELU in one pass.
+template <typename T> __device__ void bias_gelu_fwd(const T* g, const T* bias, T* y, size_t total, int n) {
+  GRID_STRIDE(i, total) { y[i] = from_f<T>(gelu_f(biased(g[i], bias[i % n]))); }
+}
+// dh = dy * gelu'(g + bias), and the column partial sums of dh (fc1's bias gradient).
+template <typename T>
+__device__ void bias_gelu_bwd(const T* g, const T* bias, const T* dy, T* dh, float* partial, size_t m, int n, int splits) {
+  int ch = blockIdx.x * 32 + threadIdx.x;
+  float acc = 0.f;
+  if (ch < n) {
+    T b = bias[ch];
+    for (size_t r = (size_t)blockIdx.y * 8 + threadIdx.y; r < m; r += (size_t)splits * 8) {
+      size_t i = r * n + ch;
+      T v = from_f<T>(to_f(dy[i]) * gelu_grad_f(biased(g[i], b)));
+      dh[i] = v;
+      acc += to_f(v);
+    }
+  }
+  store_column_partial(acc, partial, ch, n);
+}
+// The column partial sums of dy: a bias gradient.
+template <typename T> __device__ void bias_grad_partial(const T* dy, float* partial, size_t m, int n, int splits) {
+  int ch = blockIdx.x * 32 + threadIdx.x;
+  float acc = 0.f;
+  if (ch < n)
+    for (size_t r = (size_t)blockIdx.y * 8 + threadIdx.y; r < m; r += (size_t)splits * 8) acc += to_f(dy[r * n + ch]);
+  store_column_partial(acc, partial, ch, n);
 }
 
 // ---------------------------------------------------------------- BatchNorm over NCHW
@@ -671,6 +723,9 @@ extern "C" __global__ void ema_multi_f32(TensorTable t, float decay, float one_m
   extern "C" __global__ void add_relu_fwd_##S(const T* a, const T* b, T* y, size_t n) { add_relu_fwd(a, b, y, n); } \
   extern "C" __global__ void gelu_fwd_##S(const T* x, T* y, size_t n) { gelu_fwd(x, y, n); }               \
   extern "C" __global__ void gelu_bwd_##S(const T* x, const T* dy, T* dx, size_t n) { gelu_bwd(x, dy, dx, n); } \
+  extern "C" __global__ void bias_gelu_fwd_##S(const T* g, const T* bias, T* y, size_t total, int n) { bias_gelu_fwd(g, bias, y, total, n); } \
+  extern "C" __global__ void bias_gelu_bwd_##S(const T* g, const T* bias, const T* dy, T* dh, float* partial, size_t m, int n, int splits) { bias_gelu_bwd(g, bias, dy, dh, partial, m, n, splits); } \
+  extern "C" __global__ void bias_grad_partial_##S(const T* dy, float* partial, size_t m, int n, int splits) { bias_grad_partial(dy, partial, m, n, splits); } \
   extern "C" __global__ void softmax_fwd_##S(const T* x, T* y, size_t rows, int d) { softmax_fwd(x, y, rows, d); } \
   extern "C" __global__ void softmax_bwd_##S(const T* y, const T* dy, T* dx, size_t rows, int d) { softmax_bwd(y, dy, dx, rows, d); } \
   extern "C" __global__ void layer_norm_fwd_##S(const T* x, const float* w, const float* b, T* y, size_t rows, int d, float eps) { layer_norm_fwd(x, w, b, y, rows, d, eps); } \

@@ -58,18 +58,18 @@ pub fn bn_reduce(c: usize, splits: usize) -> Launch {
     }
 }
 
-/// Row splits of the NHWC BatchNorm sums over `m` rows of `c` channels: ~1024 blocks of 32
-/// channels x 8 rows in all, at most 256 (the finalisation adds a channel's splits serially) and
-/// no more than there are 8-row groups.
-pub fn bn_nhwc_splits(m: usize, c: usize) -> usize {
+/// Row splits of a column reduction over `m` rows of `c` columns (the NHWC BatchNorm sums, a
+/// linear layer's bias gradient): ~1024 blocks of 32 columns x 8 rows in all, at most 256 (the
+/// finalisations add a column's splits serially) and no more than there are 8-row groups.
+pub fn column_splits(m: usize, c: usize) -> usize {
     let channel_blocks = c.div_ceil(32).max(1);
     (1024 / channel_blocks)
         .clamp(1, 256)
         .min(m.div_ceil(8).max(1))
 }
 
-/// The (32-channel, split) grid of 32 x 8 blocks of the NHWC BatchNorm sums.
-pub fn bn_nhwc_reduce(c: usize, splits: usize) -> Launch {
+/// The (32-column, split) grid of 32 x 8 blocks of a column reduction (see [`column_splits`]).
+pub fn column_reduce(c: usize, splits: usize) -> Launch {
     Launch {
         grid: (c.div_ceil(32) as u32, splits as u32, 1),
         block: (32, 8, 1),
@@ -146,7 +146,7 @@ mod tests {
             (1, 3),
             (100, 512),
         ] {
-            let s = bn_nhwc_splits(m, c);
+            let s = column_splits(m, c);
             assert!((1..=256).contains(&s), "m {m} c {c}: {s}");
             assert!(
                 s <= m.div_ceil(8),

@@ -40,6 +40,7 @@ pub mod kernel_geometry;
 mod layer_norm;
 mod layout;
 mod linear;
+mod linear_bias;
 mod matmul;
 mod max_pool;
 pub mod multi_tensor;

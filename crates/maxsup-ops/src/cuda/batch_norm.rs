@@ -6,7 +6,7 @@
 
 use super::launch::{by_dtype, f32_view, launch_kernel, name_for, output, view, Elem};
 use crate::kernel_geometry::{
-    bn_nhwc_reduce, bn_nhwc_splits, bn_reduce, bn_splits, elementwise, per_channel, per_plane,
+    bn_reduce, bn_splits, column_reduce, column_splits, elementwise, per_channel, per_plane,
 };
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaView, DevicePtr};
@@ -39,13 +39,13 @@ pub(crate) fn stats(s: &CudaStorage, l: &Layout, nhwc: bool) -> Result<CudaStora
         let (c, hw, sp, count, mut partial);
         if nhwc {
             let (m, ci) = rows(l)?;
-            (c, hw, sp, count) = (ci, 1i32, bn_nhwc_splits(m, ci as usize), m as f64);
+            (c, hw, sp, count) = (ci, 1i32, column_splits(m, ci as usize), m as f64);
             partial = output::<f64>(&dev, c as usize * sp * 2)?;
             let sp_i = sp as i32;
             launch_kernel!(
                 &dev,
                 name_for::<T>("bn_stats_partial_nhwc"),
-                bn_nhwc_reduce(c as usize, sp),
+                column_reduce(c as usize, sp),
                 &x,
                 &mut partial,
                 &m,
@@ -210,13 +210,13 @@ pub(crate) fn backward_sums(
         if nhwc {
             let m;
             (m, c) = rows(x.1)?;
-            sp = bn_nhwc_splits(m, c as usize);
+            sp = column_splits(m, c as usize);
             partial = output::<f64>(&dev, c as usize * sp * 2)?;
             let sp_i = sp as i32;
             launch_kernel!(
                 &dev,
                 name_for::<T>("bn_bwd_partial_nhwc"),
-                bn_nhwc_reduce(c as usize, sp),
+                column_reduce(c as usize, sp),
                 &xv,
                 &gv,
                 &sv,

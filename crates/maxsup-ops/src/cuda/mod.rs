@@ -5,6 +5,7 @@
 //! own kernels without extra synchronisation.
 
 pub(crate) mod batch_norm;
+pub(crate) mod bias;
 mod conv;
 mod elementwise;
 mod launch;

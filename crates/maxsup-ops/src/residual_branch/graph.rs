@@ -5,15 +5,16 @@
 //! dozen (attention, among them the `[B, heads, N, N]` scores), each costing a zero-fill and an
 //! add of its gradient. The backward applies the ops' backward steps by hand, on the device:
 //! GEMMs for the linear layers and the attention products, the GELU, softmax and LayerNorm
-//! backward kernels, and the residual gradient added to `dx`.
+//! backward kernels, and the residual gradient added to `dx`. In the MLP, fc1's bias add runs
+//! inside the GELU's kernels, its gradient beside the GELU's backward (`crate::linear_bias`).
 
 use super::{BranchWeights, Inner};
-use crate::gelu::gelu_erf_backward;
 use crate::graph_node::PrecomputedOutput;
 use crate::layer_norm::layer_norm_backward;
+use crate::linear_bias::{bias_gelu, bias_gelu_backward, bias_grad};
 use crate::softmax::softmax_backward;
-use crate::{gelu_erf, layer_norm, linear, softmax_last_dim};
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use crate::{layer_norm, linear, softmax_last_dim};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// Operands `(x, [norm weight | norm bias] (f32), [fc1 weight | fc1 bias | fc2 weight | fc2
 /// bias] (the activations' dtype))`: two packed vectors because the norm's parameters stay f32
@@ -36,8 +37,9 @@ struct BranchGraphOp {
 
 /// What the inner function's backward needs.
 enum Saved {
-    /// GELU's input.
-    Gelu { h: Tensor },
+    /// fc1's GEMM result before its bias (`[rows, hidden]`): `gelu(g + bias)` is the inner
+    /// output.
+    Gelu { g: Tensor },
     /// The scaled queries, keys, values (`[B, heads, N, D]`) and the attention weights.
     Attention {
         heads: usize,
@@ -49,10 +51,14 @@ enum Saved {
 }
 
 impl Saved {
-    /// The gradient at `in`'s output (`[B, ..., hidden]`) from the one at `inner`'s output.
-    fn backward(&self, d_out: &Tensor) -> Result<Tensor> {
+    /// The gradient at `in`'s output (`[rows, hidden]`) from the one at `inner`'s output
+    /// (`[B, ..., width]`), and `in`'s bias gradient where the inner backward yields it.
+    fn backward(&self, d_out: &Tensor, in_bias: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
         match self {
-            Saved::Gelu { h } => gelu_erf_backward(h, d_out),
+            Saved::Gelu { g } => {
+                let (dh, db) = bias_gelu_backward(g, in_bias, &d_out.reshape(g.shape())?)?;
+                Ok((dh, Some(db)))
+            }
             Saved::Attention { heads, q, k, v, p } => {
                 let (b, n, c) = d_out.dims3()?;
                 let hd = c / heads;
@@ -66,20 +72,30 @@ impl Saved {
                 // q was scaled by hd^-1/2 before the product: so is its gradient.
                 let dq = (ds.matmul(k)? * (hd as f64).powf(-0.5))?;
                 let dk = ds.t()?.matmul(q)?;
-                Tensor::stack(&[dq, dk, dv], 0)?
+                let dh = Tensor::stack(&[dq, dk, dv], 0)?
                     .permute((1, 3, 0, 2, 4))?
                     .contiguous()?
-                    .reshape((b, n, 3 * c))
+                    .reshape((b * n, 3 * c))?;
+                Ok((dh, None))
             }
         }
     }
 }
 
-/// `inner` on `in`'s output `h`: its output and what its backward needs.
-fn inner_forward(inner: Inner, h: &Tensor) -> Result<(Tensor, Saved)> {
+/// `inner(in(l))` for the normalised input `l` and `in`'s detached weight and bias: its output
+/// and what its backward needs.
+fn inner_forward(inner: Inner, l: &Tensor, w: &Tensor, bias: &Tensor) -> Result<(Tensor, Saved)> {
     match inner {
-        Inner::Gelu => Ok((gelu_erf(h)?, Saved::Gelu { h: h.clone() })),
+        Inner::Gelu => {
+            let c = l.dim(candle_core::D::Minus1)?;
+            let g = linear(&l.reshape(((), c))?, w, None)?;
+            let mut shape = l.dims().to_vec();
+            *shape.last_mut().expect("rank >= 2") = g.dim(1)?;
+            let a = bias_gelu(&g, bias)?.reshape(shape)?;
+            Ok((a, Saved::Gelu { g }))
+        }
         Inner::Attention { heads } => {
+            let h = &linear(l, w, Some(bias))?;
             let (b, n, c3) = h.dims3()?;
             let (c, hd) = (c3 / 3, c3 / 3 / heads);
             let parts = h.reshape((b, n, 3, heads, hd))?.permute((2, 0, 3, 1, 4))?;
@@ -147,13 +163,16 @@ impl CustomOp3 for BranchGraphOp {
         let g2 = g.reshape((rows, c))?;
         let da = g2.matmul(&w2)?;
         let dw2 = g2.t()?.matmul(&a.reshape((rows, wid))?)?;
-        let db2 = column_sum(&g2)?;
+        let db2 = bias_grad(&g2)?;
         // The inner function (in the activations' shape), then `in`.
-        let dh = self.inner.backward(&da.reshape(a.shape())?)?;
-        let dh = dh.reshape((rows, hid))?;
+        let b1 = lin.narrow(0, hid * c, hid)?;
+        let (dh, db1) = self.inner.backward(&da.reshape(a.shape())?, &b1)?;
         let dl = dh.matmul(&w1)?;
         let dw1 = dh.t()?.matmul(&l.reshape((rows, c))?)?;
-        let db1 = column_sum(&dh)?;
+        let db1 = match db1 {
+            Some(db1) => db1,
+            None => bias_grad(&dh)?,
+        };
         // LayerNorm, and the residual path.
         let (dx_norm, dgamma, dbeta) =
             layer_norm_backward(&x, &gamma, &beta, &dl.reshape(x.shape())?, self.eps)?;
@@ -162,12 +181,6 @@ impl CustomOp3 for BranchGraphOp {
         let dlin = Tensor::cat(&[dw1.flatten_all()?, db1, dw2.flatten_all()?, db2], 0)?;
         Ok((Some(dx), Some(dnorm), Some(dlin)))
     }
-}
-
-/// Column sums of a `[rows, n]` matrix, accumulated in f32 and returned in its dtype (bias
-/// gradients over all B·N tokens).
-fn column_sum(m: &Tensor) -> Result<Tensor> {
-    m.to_dtype(DType::F32)?.sum(0)?.to_dtype(m.dtype())
 }
 
 /// Whether the graph node applies: activations and linear parameters of one dtype, f32 norm
@@ -200,8 +213,7 @@ pub(super) fn residual_branch(
         &detach(w.norm_bias),
         w.norm_eps,
     )?;
-    let h = linear(&l, &detach(w.in_weight), Some(&detach(w.in_bias)))?;
-    let (a, saved) = inner_forward(inner, &h)?;
+    let (a, saved) = inner_forward(inner, &l, &detach(w.in_weight), &detach(w.in_bias))?;
     let o = linear(&a, &detach(w.out_weight), Some(&detach(w.out_bias)))?;
     let scale = match scale {
         Some(s) => {
