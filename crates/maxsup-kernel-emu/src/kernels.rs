@@ -38,6 +38,13 @@ kernel_tables! {
     bias_gelu_bwd(bias_gelu_bwd_f32, bias_gelu_bwd_bf16):
         (*const E, *const E, *const E, *mut E, *mut f32, usize, i32, i32);
     bias_grad_partial(bias_grad_partial_f32, bias_grad_partial_bf16): (*const E, *mut f32, usize, i32, i32);
+    residual_out_fwd(residual_out_fwd_f32, residual_out_fwd_bf16):
+        (*const E, *const E, *const E, *const E, *mut E, usize, i32, usize);
+    residual_out_bwd(residual_out_bwd_f32, residual_out_bwd_bf16):
+        (*const E, *const E, *mut E, *mut f32, usize, i32, usize, i32);
+    qkv_heads_fwd(qkv_heads_fwd_f32, qkv_heads_fwd_bf16): (*const E, *const E, *mut E, usize, i32, i32, i32, f32);
+    qkv_heads_bwd(qkv_heads_bwd_f32, qkv_heads_bwd_bf16):
+        (*const E, *const E, *const E, *mut E, *mut f32, usize, i32, i32, i32, f32, i32);
     softmax_fwd(softmax_fwd_f32, softmax_fwd_bf16): (*const E, *mut E, usize, i32);
     softmax_bwd(softmax_bwd_f32, softmax_bwd_bf16): (*const E, *const E, *mut E, usize, i32);
     layer_norm_fwd(layer_norm_fwd_f32, layer_norm_fwd_bf16):

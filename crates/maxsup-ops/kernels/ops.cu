@@ -245,6 +245,88 @@ template <typename T> __device__ void bias_grad_partial(const T* dy, float* part
   store_column_partial(acc, partial, ch, n);
 }
 
+// ---------------------------------------------------------------- a residual branch's output
+// y = x + s[image] * (o + bias) over [m, n] rows, for the output linear's bias-free GEMM result o
+// and the images' stochastic-depth scales s (null: none), rounded as the separate ops store
+// them: the bias add, the product with the scale, the residual add, each in T.
+template <typename T>
+__device__ void residual_out_fwd(const T* x, const T* o, const T* bias, const T* s, T* y, size_t total, int n, size_t per_image) {
+  GRID_STRIDE(i, total) {
+    float v = biased(o[i], bias[i % n]);
+    if (s) v = to_f(from_f<T>(v * to_f(s[i / per_image])));
+    y[i] = from_f<T>(to_f(x[i]) + v);
+  }
+}
+// g = dy * s[image] (the branch's output gradient under stochastic depth) and its column partial
+// sums (the output linear's bias gradient). Column-sum geometry (see "a linear layer's bias").
+template <typename T>
+__device__ void residual_out_bwd(const T* dy, const T* s, T* g, float* partial, size_t m, int n, size_t rows_per_image, int splits) {
+  int ch = blockIdx.x * 32 + threadIdx.x;
+  float acc = 0.f;
+  if (ch < n)
+    for (size_t r = (size_t)blockIdx.y * 8 + threadIdx.y; r < m; r += (size_t)splits * 8) {
+      size_t i = r * n + ch;
+      T v = from_f<T>(to_f(dy[i]) * to_f(s[r / rows_per_image]));
+      g[i] = v;
+      acc += to_f(v);
+    }
+  store_column_partial(acc, partial, ch, n);
+}
+
+// ---------------------------------------------------------------- attention heads from qkv
+// The qkv projection's `[B*N, 3C]` result (C = heads * hd, the columns [q | k | v], each
+// head-major) to and from `[3][B][heads][N][hd]`: the bias add, the head split and the queries'
+// scale in one pass, and back with the bias gradient's column sums beside it. Values are
+// rounded as the separate ops store them: `g + bias` to T, then `q * scale` with the scale in T
+// (candle's affine takes it in the tensor's dtype).
+
+// Where column j of row r of the qkv result lands in [3][B][heads][N][hd].
+__device__ __forceinline__ size_t qkv_heads_index(size_t r, int j, size_t batch, int tokens, int heads, int hd) {
+  int c = heads * hd;
+  int part = j / c, h = (j - part * c) / hd, d = j - part * c - h * hd;
+  size_t b = r / tokens;
+  size_t t = r - b * tokens;
+  return ((((size_t)part * batch + b) * heads + h) * tokens + t) * hd + d;
+}
+
+template <typename T>
+__device__ void qkv_heads_fwd(const T* g, const T* bias, T* out, size_t total, int tokens, int heads, int hd, float scale) {
+  int n = 3 * heads * hd;
+  size_t rows = total / n, batch = rows / tokens;
+  float s = to_f(from_f<T>(scale));
+  GRID_STRIDE(i, total) {
+    size_t r = i / n;
+    int j = (int)(i - r * n);
+    float v = biased(g[i], bias[j]);
+    if (j < n / 3) v = to_f(from_f<T>(v * s));
+    out[qkv_heads_index(r, j, batch, tokens, heads, hd)] = from_f<T>(v);
+  }
+}
+// dh[r][j] from the gradients of the scaled queries, the keys and the values ([B][heads][N][hd]
+// each; the queries' times the scale), and the column partial sums of dh (the qkv bias
+// gradient). Column-sum geometry (see "a linear layer's bias").
+template <typename T>
+__device__ void qkv_heads_bwd(const T* dq, const T* dk, const T* dv, T* dh, float* partial, size_t m, int tokens, int heads,
+                              int hd, float scale, int splits) {
+  int c = heads * hd, n = 3 * c;
+  int ch = blockIdx.x * 32 + threadIdx.x;
+  float acc = 0.f;
+  if (ch < n) {
+    int part = ch / c;
+    const T* src = part == 0 ? dq : (part == 1 ? dk : dv);
+    float s = to_f(from_f<T>(scale));
+    size_t batch = m / tokens;
+    for (size_t r = (size_t)blockIdx.y * 8 + threadIdx.y; r < m; r += (size_t)splits * 8) {
+      // The part's own [B][heads][N][hd] plane: the index with part 0.
+      T v = src[qkv_heads_index(r, ch - part * c, batch, tokens, heads, hd)];
+      if (part == 0) v = from_f<T>(to_f(v) * s);
+      dh[r * n + ch] = v;
+      acc += to_f(v);
+    }
+  }
+  store_column_partial(acc, partial, ch, n);
+}
+
 // ---------------------------------------------------------------- BatchNorm over NCHW
 // Statistics: grid (C, S): block (c, s) reduces images s, s+S, ... of channel c. Values are
 // shifted by the channel's first element before squaring (no cancellation when |mean| >> std);
@@ -726,6 +808,10 @@ extern "C" __global__ void ema_multi_f32(TensorTable t, float decay, float one_m
   extern "C" __global__ void bias_gelu_fwd_##S(const T* g, const T* bias, T* y, size_t total, int n) { bias_gelu_fwd(g, bias, y, total, n); } \
   extern "C" __global__ void bias_gelu_bwd_##S(const T* g, const T* bias, const T* dy, T* dh, float* partial, size_t m, int n, int splits) { bias_gelu_bwd(g, bias, dy, dh, partial, m, n, splits); } \
   extern "C" __global__ void bias_grad_partial_##S(const T* dy, float* partial, size_t m, int n, int splits) { bias_grad_partial(dy, partial, m, n, splits); } \
+  extern "C" __global__ void residual_out_fwd_##S(const T* x, const T* o, const T* bias, const T* s, T* y, size_t total, int n, size_t per_image) { residual_out_fwd(x, o, bias, s, y, total, n, per_image); } \
+  extern "C" __global__ void residual_out_bwd_##S(const T* dy, const T* s, T* g, float* partial, size_t m, int n, size_t rows_per_image, int splits) { residual_out_bwd(dy, s, g, partial, m, n, rows_per_image, splits); } \
+  extern "C" __global__ void qkv_heads_fwd_##S(const T* g, const T* bias, T* out, size_t total, int tokens, int heads, int hd, float scale) { qkv_heads_fwd(g, bias, out, total, tokens, heads, hd, scale); } \
+  extern "C" __global__ void qkv_heads_bwd_##S(const T* dq, const T* dk, const T* dv, T* dh, float* partial, size_t m, int tokens, int heads, int hd, float scale, int splits) { qkv_heads_bwd(dq, dk, dv, dh, partial, m, tokens, heads, hd, scale, splits); } \
   extern "C" __global__ void softmax_fwd_##S(const T* x, T* y, size_t rows, int d) { softmax_fwd(x, y, rows, d); } \
   extern "C" __global__ void softmax_bwd_##S(const T* y, const T* dy, T* dx, size_t rows, int d) { softmax_bwd(y, dy, dx, rows, d); } \
   extern "C" __global__ void layer_norm_fwd_##S(const T* x, const float* w, const float* b, T* y, size_t rows, int d, float eps) { layer_norm_fwd(x, w, b, y, rows, d, eps); } \

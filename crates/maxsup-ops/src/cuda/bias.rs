@@ -18,7 +18,7 @@ fn rows_and_columns(l: &Layout, n: usize, op: &str) -> Result<(usize, i32)> {
 }
 
 /// The `[splits][n]` partial sums added into `[n]` (f32).
-fn finish_column_sums(
+pub(super) fn finish_column_sums(
     dev: &CudaDevice,
     partial: &CudaSlice<f32>,
     splits: usize,

@@ -13,7 +13,9 @@ pub(crate) mod loss;
 mod multi_tensor;
 pub(crate) mod pinned;
 pub(crate) mod pool;
+pub(crate) mod qkv_heads;
 pub(crate) mod read_back;
+pub(crate) mod residual_out;
 pub(crate) mod rows;
 mod settings;
 

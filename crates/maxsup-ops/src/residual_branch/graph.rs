@@ -5,13 +5,18 @@
 //! dozen (attention, among them the `[B, heads, N, N]` scores), each costing a zero-fill and an
 //! add of its gradient. The backward applies the ops' backward steps by hand, on the device:
 //! GEMMs for the linear layers and the attention products, the GELU, softmax and LayerNorm
-//! backward kernels, and the residual gradient added to `dx`. In the MLP, fc1's bias add runs
-//! inside the GELU's kernels, its gradient beside the GELU's backward (`crate::linear_bias`).
+//! backward kernels, and the residual gradient added to `dx`. The first linear's bias add runs
+//! inside the next pass over its output, its gradient beside that pass's backward: in the MLP
+//! the GELU's kernels (`crate::linear_bias`), in the attention the split into heads
+//! (`crate::qkv_heads`); the second linear's bias, the stochastic-depth scale and the residual
+//! add are one pass after its GEMM (`crate::residual_out`).
 
 use super::{BranchWeights, Inner};
 use crate::graph_node::PrecomputedOutput;
 use crate::layer_norm::layer_norm_backward;
 use crate::linear_bias::{bias_gelu, bias_gelu_backward, bias_grad};
+use crate::qkv_heads::{merge_qkv_heads, split_qkv_heads};
+use crate::residual_out::{residual_bias_add, scaled_bias_grad};
 use crate::softmax::softmax_backward;
 use crate::{layer_norm, linear, softmax_last_dim};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
@@ -25,7 +30,7 @@ struct BranchGraphOp {
     hidden: usize,
     width: usize,
     eps: f32,
-    /// `[B, 1, ...]` in the activations' dtype (stochastic depth), or none.
+    /// `[B]` in the activations' dtype (stochastic depth), or none.
     scale: Option<Tensor>,
     /// The forward's result, handed to candle once (the node's output) and then dropped.
     output: PrecomputedOutput,
@@ -52,12 +57,13 @@ enum Saved {
 
 impl Saved {
     /// The gradient at `in`'s output (`[rows, hidden]`) from the one at `inner`'s output
-    /// (`[B, ..., width]`), and `in`'s bias gradient where the inner backward yields it.
-    fn backward(&self, d_out: &Tensor, in_bias: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+    /// (`[B, ..., width]`), and `in`'s bias gradient (both inner backwards yield it in the
+    /// same pass).
+    fn backward(&self, d_out: &Tensor, in_bias: &Tensor) -> Result<(Tensor, Tensor)> {
         match self {
             Saved::Gelu { g } => {
                 let (dh, db) = bias_gelu_backward(g, in_bias, &d_out.reshape(g.shape())?)?;
-                Ok((dh, Some(db)))
+                Ok((dh, db))
             }
             Saved::Attention { heads, q, k, v, p } => {
                 let (b, n, c) = d_out.dims3()?;
@@ -69,14 +75,11 @@ impl Saved {
                 let dp = d_o.matmul(&v.t()?)?;
                 let dv = p.t()?.matmul(&d_o)?;
                 let ds = softmax_backward(p, &dp)?;
-                // q was scaled by hd^-1/2 before the product: so is its gradient.
-                let dq = (ds.matmul(k)? * (hd as f64).powf(-0.5))?;
+                // The scaled queries' gradient: merge_qkv_heads scales it as q was.
+                let dq = ds.matmul(k)?;
                 let dk = ds.t()?.matmul(q)?;
-                let dh = Tensor::stack(&[dq, dk, dv], 0)?
-                    .permute((1, 3, 0, 2, 4))?
-                    .contiguous()?
-                    .reshape((b * n, 3 * c))?;
-                Ok((dh, None))
+                let (dh, db) = merge_qkv_heads(&dq, &dk, &dv)?;
+                Ok((dh, db))
             }
         }
     }
@@ -95,13 +98,11 @@ fn inner_forward(inner: Inner, l: &Tensor, w: &Tensor, bias: &Tensor) -> Result<
             Ok((a, Saved::Gelu { g }))
         }
         Inner::Attention { heads } => {
-            let h = &linear(l, w, Some(bias))?;
-            let (b, n, c3) = h.dims3()?;
-            let (c, hd) = (c3 / 3, c3 / 3 / heads);
-            let parts = h.reshape((b, n, 3, heads, hd))?.permute((2, 0, 3, 1, 4))?;
-            let q = (parts.get(0)? * (hd as f64).powf(-0.5))?.contiguous()?;
-            let k = parts.get(1)?.contiguous()?;
-            let v = parts.get(2)?.contiguous()?;
+            let (b, n, c) = l.dims3()?;
+            let g = linear(&l.reshape((b * n, c))?, w, None)?.reshape((b, n, ()))?;
+            // [3, B, heads, N, hd]: the bias added and q scaled by hd^-1/2 in one pass.
+            let qkv = split_qkv_heads(&g, bias, heads)?;
+            let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
             let p = softmax_last_dim(&q.matmul(&k.t()?)?)?;
             let out = p.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
             Ok((out, Saved::Attention { heads, q, k, v, p }))
@@ -155,24 +156,26 @@ impl CustomOp3 for BranchGraphOp {
         let (l, a) = (&self.normalized, &self.inner_out);
         let rows = x.elem_count() / c;
         let dy = dy.contiguous()?;
-        // fc2's output gradient, then fc2's backward.
-        let g = match &self.scale {
-            Some(s) => dy.broadcast_mul(s)?,
-            None => dy.clone(),
+        // fc2's output gradient with its bias gradient, then fc2's backward.
+        let (g2, db2) = match &self.scale {
+            Some(s) => {
+                let (g, db) = scaled_bias_grad(&dy, s)?;
+                (g.reshape((rows, c))?, db)
+            }
+            None => {
+                let g = dy.reshape((rows, c))?;
+                let db = bias_grad(&g)?;
+                (g, db)
+            }
         };
-        let g2 = g.reshape((rows, c))?;
         let da = g2.matmul(&w2)?;
         let dw2 = g2.t()?.matmul(&a.reshape((rows, wid))?)?;
-        let db2 = bias_grad(&g2)?;
         // The inner function (in the activations' shape), then `in`.
         let b1 = lin.narrow(0, hid * c, hid)?;
         let (dh, db1) = self.inner.backward(&da.reshape(a.shape())?, &b1)?;
         let dl = dh.matmul(&w1)?;
         let dw1 = dh.t()?.matmul(&l.reshape((rows, c))?)?;
-        let db1 = match db1 {
-            Some(db1) => db1,
-            None => bias_grad(&dh)?,
-        };
+
         // LayerNorm, and the residual path.
         let (dx_norm, dgamma, dbeta) =
             layer_norm_backward(&x, &gamma, &beta, &dl.reshape(x.shape())?, self.eps)?;
@@ -214,20 +217,13 @@ pub(super) fn residual_branch(
         w.norm_eps,
     )?;
     let (a, saved) = inner_forward(inner, &l, &detach(w.in_weight), &detach(w.in_bias))?;
-    let o = linear(&a, &detach(w.out_weight), Some(&detach(w.out_bias)))?;
+    // The output linear's bias, the scale and the residual add in one pass after its GEMM.
+    let o = linear(&a, &detach(w.out_weight), None)?;
     let scale = match scale {
-        Some(s) => {
-            let mut shape = vec![1usize; o.rank()];
-            shape[0] = s.elem_count();
-            Some(s.detach().to_dtype(o.dtype())?.reshape(shape)?)
-        }
+        Some(s) => Some(s.detach().flatten_all()?.to_dtype(o.dtype())?),
         None => None,
     };
-    let o = match &scale {
-        Some(s) => o.broadcast_mul(s)?,
-        None => o,
-    };
-    let y = (&xd + o)?;
+    let y = residual_bias_add(&xd, &o, &detach(w.out_bias), scale.as_ref())?;
     if !std::iter::once(x).chain(w.all()).any(|t| t.track_op()) {
         // Nothing to differentiate (evaluation): no node, no copy of the output.
         return Ok(y);

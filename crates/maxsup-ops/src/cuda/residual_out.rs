@@ -1,0 +1,118 @@
+//! Launchers of the residual-output kernels (ops.cu, "a residual branch's output"): the output
+//! linear's bias, the stochastic-depth scale and the residual add forward; the scaled gradient
+//! with the bias gradient backward.
+
+use super::bias::finish_column_sums;
+use super::launch::{by_dtype, launch_kernel, name_for, output, view, Elem};
+use crate::kernel_geometry::{column_reduce, column_splits, elementwise};
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::DevicePtr;
+use candle_core::cuda_backend::CudaStorage;
+use candle_core::{Layout, Result};
+
+type Operand<'a> = (&'a CudaStorage, &'a Layout);
+
+/// `x + s ⊙ (o + bias)` over `[m, n]` rows; `scale` holds one value per `per_image` elements
+/// (or is none). Shapes and dtypes are checked by the caller (`crate::residual_out`).
+pub(crate) fn residual_out_fwd(
+    x: Operand,
+    o: Operand,
+    bias: Operand,
+    scale: Option<Operand>,
+    per_image: usize,
+) -> Result<CudaStorage> {
+    fn run<T: Elem>(
+        (xs, xl): Operand,
+        (os, ol): Operand,
+        (bs, bl): Operand,
+        scale: Option<Operand>,
+        per_image: usize,
+    ) -> Result<CudaStorage> {
+        let dev = xs.device.clone();
+        let total = xl.shape().elem_count();
+        let n = i32::try_from(bl.shape().elem_count())
+            .map_err(|_| candle_core::Error::Msg("residual_bias_add: width exceeds int".into()))?;
+        let xv = view::<T>(xs, xl, "residual_bias_add input")?;
+        let ov = view::<T>(os, ol, "residual_bias_add branch output")?;
+        let bv = view::<T>(bs, bl, "residual_bias_add bias")?;
+        let sv = match scale {
+            Some((ss, sl)) => Some(view::<T>(ss, sl, "residual_bias_add scale")?),
+            None => None,
+        };
+        // The kernel takes the scale as a pointer that may be null.
+        let stream = dev.cuda_stream();
+        let s: u64 = match &sv {
+            Some(v) => v.device_ptr(&stream).0,
+            None => 0,
+        };
+        let mut y = output::<T>(&dev, total)?;
+        launch_kernel!(
+            &dev,
+            name_for::<T>("residual_out_fwd"),
+            elementwise(total),
+            &xv,
+            &ov,
+            &bv,
+            &s,
+            &mut y,
+            &total,
+            &n,
+            &per_image
+        );
+        Ok(CudaStorage::wrap_cuda_slice(y, dev))
+    }
+    by_dtype!(
+        x.0.dtype(),
+        "residual_bias_add",
+        run(x, o, bias, scale, per_image)
+    )
+}
+
+/// `(dy ⊙ s, column sums of it (f32))` for `dy: [m, n]` and one scale per `rows_per_image` rows.
+pub(crate) fn residual_out_bwd(
+    dy: Operand,
+    scale: Operand,
+    n: usize,
+    rows_per_image: usize,
+) -> Result<(CudaStorage, CudaStorage)> {
+    fn run<T: Elem>(
+        (ds, dl): Operand,
+        (ss, sl): Operand,
+        n: usize,
+        rows_per_image: usize,
+    ) -> Result<(CudaStorage, CudaStorage)> {
+        let dev = ds.device.clone();
+        let m = dl.shape().elem_count() / n;
+        let n_i = i32::try_from(n)
+            .map_err(|_| candle_core::Error::Msg("scaled_bias_grad: width exceeds int".into()))?;
+        let dv = view::<T>(ds, dl, "scaled_bias_grad output gradient")?;
+        let sv = view::<T>(ss, sl, "scaled_bias_grad scale")?;
+        let splits = column_splits(m, n);
+        let mut g = output::<T>(&dev, m * n)?;
+        let mut partial = output::<f32>(&dev, splits * n)?;
+        let splits_i = splits as i32;
+        launch_kernel!(
+            &dev,
+            name_for::<T>("residual_out_bwd"),
+            column_reduce(n, splits),
+            &dv,
+            &sv,
+            &mut g,
+            &mut partial,
+            &m,
+            &n_i,
+            &rows_per_image,
+            &splits_i
+        );
+        let db = finish_column_sums(&dev, &partial, splits, n_i)?;
+        Ok((
+            CudaStorage::wrap_cuda_slice(g, dev.clone()),
+            CudaStorage::wrap_cuda_slice(db, dev),
+        ))
+    }
+    by_dtype!(
+        dy.0.dtype(),
+        "scaled_bias_grad",
+        run(dy, scale, n, rows_per_image)
+    )
+}
