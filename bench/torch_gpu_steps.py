@@ -3,6 +3,7 @@
 0.9, timm `deit_small_patch16_224` (drop path 0.1, SDPA attention) with AdamW; bf16 autocast, CE +
 MaxSup (alpha 0.1) on fixed random 224 px batches, `cudnn.benchmark = True`, warm-up steps
 excluded, one loss read per step. Peak memory: torch.cuda.max_memory_allocated over the timed steps.
+Then a few steps timed phase by phase (forward, backward, optimizer; `torch_split_ms`).
 
 Usage: python3 bench/torch_gpu_steps.py --out torch.json [--batch 256 --warmup 5 --steps 20]
 """
@@ -56,11 +57,39 @@ def measure(name, batch, warmup, steps):
         last = step()
     torch.cuda.synchronize()
     seconds = time.perf_counter() - t
+    peak = torch.cuda.max_memory_allocated() / 1e9
     return {
         "model": name, "batch": batch, "torch_img_s": batch * steps / seconds,
-        "torch_step_ms": 1e3 * seconds / steps, "torch_mem_gb": torch.cuda.max_memory_allocated() / 1e9,
-        "last_loss": last,
+        "torch_step_ms": 1e3 * seconds / steps, "torch_mem_gb": peak,
+        "last_loss": last, "torch_split_ms": phase_split(model, opt, x, y, SPLIT_STEPS),
     }
+
+
+SPLIT_STEPS = 3
+
+
+def phase_split(model, opt, x, y, steps):
+    """Median ms of the forward (with the loss), the backward and the optimizer step, the device
+    synchronised around each phase, as `gpu-check throughput`'s `ours_split_ms`."""
+    times = {"forward": [], "backward": [], "optimizer": []}
+    for _ in range(steps):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = model(x)
+        loss = maxsup_loss(logits, y, 0.1)
+        torch.cuda.synchronize()
+        times["forward"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.cuda.synchronize()
+        times["backward"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        opt.step()
+        torch.cuda.synchronize()
+        times["optimizer"].append(time.perf_counter() - t)
+    return {k: 1e3 * sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
 def main():

@@ -5,8 +5,9 @@
 //! Peak memory is the device pool's high-water mark over the timed steps. ResNet-50 runs in
 //! four rows: NCHW and channels-last (`--channels-last true`: the batch converted in each step,
 //! as the trainer does, and the NHWC kernels through the network), each with cuDNN's heuristic
-//! and with timed algorithms (`--cudnn-benchmark true`, as PyTorch's side runs). The phase's file is rewritten after
-//! each model, so a time limit costs only the model it cut off.
+//! and with timed algorithms (`--cudnn-benchmark true`, as PyTorch's side runs). After the timed
+//! span, a few steps are timed phase by phase (forward, backward, optimizer). The phase's file is
+//! rewritten after each model, so a time limit costs only the model it cut off.
 
 use crate::compare::values;
 use anyhow::Result;
@@ -117,13 +118,58 @@ fn measure(case: &Case, gpu: &Device, batch: usize, warmup: usize, steps: usize)
     let last = run(steps, &mut read_back)?;
     let seconds = t.elapsed().as_secs_f64();
     let peak = pool_high_water(gpu, false)?;
+    let split = phase_split(gpu, SPLIT_STEPS, || {
+        let logits = match case.channels_last {
+            true => model.forward_t(&maxsup_ops::to_channels_last(&x)?, true)?,
+            false => model.forward_t(&x, true)?,
+        }
+        .to_dtype(DType::F32)?;
+        maxsup_loss::maxsup(&logits, &y, 0.1).map_err(Into::into)
+    }, |loss| loss.backward().map_err(Into::into), |grads| opt.step(grads).map_err(Into::into))?;
     Ok(json!({
         "model": name, "layout": crate::models::layout_name(case.channels_last),
         "algorithms": algorithms_name(case.timed), "batch": batch, "image": 224, "dtype": "bf16",
         "steps": steps, "warmup": warmup,
         "ours_img_s": (batch * steps) as f64 / seconds, "ours_step_ms": 1e3 * seconds / steps as f64,
-        "ours_mem_gb": peak as f64 / 1e9, "last_loss": last,
+        "ours_mem_gb": peak as f64 / 1e9, "last_loss": last, "ours_split_ms": split,
     }))
+}
+
+/// Steps timed phase by phase after the throughput span.
+const SPLIT_STEPS: usize = 3;
+
+/// Median milliseconds of the forward (with the loss), the backward and the optimizer step over
+/// `steps` steps, the device synchronised around each phase: where a step's time goes, to set
+/// beside PyTorch's same split (`bench/torch_gpu_steps.py`). Each phase then also pays its
+/// launch latency without overlap, so the three add up to more than a pipelined step.
+fn phase_split(
+    gpu: &Device,
+    steps: usize,
+    mut forward: impl FnMut() -> Result<Tensor>,
+    mut backward: impl FnMut(&Tensor) -> Result<candle_core::backprop::GradStore>,
+    mut optimizer: impl FnMut(&candle_core::backprop::GradStore) -> Result<()>,
+) -> Result<Value> {
+    let mut times = [vec![], vec![], vec![]];
+    for _ in 0..steps {
+        gpu.synchronize()?;
+        let t = Instant::now();
+        let loss = forward()?;
+        gpu.synchronize()?;
+        times[0].push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        let grads = backward(&loss)?;
+        gpu.synchronize()?;
+        times[1].push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        optimizer(&grads)?;
+        gpu.synchronize()?;
+        times[2].push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let [f, b, o] = times.map(|mut v| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    });
+    Ok(json!({"forward": f, "backward": b, "optimizer": o}))
 }
 
 /// The rows, each written to `out` as soon as it is measured (the caller writes the final file).
