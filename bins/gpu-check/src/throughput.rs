@@ -118,14 +118,20 @@ fn measure(case: &Case, gpu: &Device, batch: usize, warmup: usize, steps: usize)
     let last = run(steps, &mut read_back)?;
     let seconds = t.elapsed().as_secs_f64();
     let peak = pool_high_water(gpu, false)?;
-    let split = phase_split(gpu, SPLIT_STEPS, || {
-        let logits = match case.channels_last {
-            true => model.forward_t(&maxsup_ops::to_channels_last(&x)?, true)?,
-            false => model.forward_t(&x, true)?,
-        }
-        .to_dtype(DType::F32)?;
-        maxsup_loss::maxsup(&logits, &y, 0.1).map_err(Into::into)
-    }, |loss| loss.backward().map_err(Into::into), |grads| opt.step(grads).map_err(Into::into))?;
+    let split = phase_split(
+        gpu,
+        SPLIT_STEPS,
+        || {
+            let logits = match case.channels_last {
+                true => model.forward_t(&maxsup_ops::to_channels_last(&x)?, true)?,
+                false => model.forward_t(&x, true)?,
+            }
+            .to_dtype(DType::F32)?;
+            maxsup_loss::maxsup(&logits, &y, 0.1).map_err(Into::into)
+        },
+        |loss| loss.backward().map_err(Into::into),
+        |grads| opt.step(grads).map_err(Into::into),
+    )?;
     Ok(json!({
         "model": name, "layout": crate::models::layout_name(case.channels_last),
         "algorithms": algorithms_name(case.timed), "batch": batch, "image": 224, "dtype": "bf16",

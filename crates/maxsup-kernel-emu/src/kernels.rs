@@ -57,11 +57,11 @@ kernel_tables! {
     bn_stats_finalize(bn_stats_finalize_f32, bn_stats_finalize_bf16):
         (*const E, *const f64, *mut f32, i32, i32, i32, f64);
     bn_apply(bn_apply_f32, bn_apply_bf16):
-        (*const E, *const f32, *const f32, *const f32, *const E, *mut E, i32, i32, f32, i32);
+        (*const E, *const f32, *const f32, *const f32, *const E, *mut E, i32, i32, f32, i32, usize, i32);
     bn_bwd_partial(bn_bwd_partial_f32, bn_bwd_partial_bf16):
         (*const E, *const E, *const E, *const f32, *mut f64, i32, i32, i32, i32, i32);
     bn_bwd_dx(bn_bwd_dx_f32, bn_bwd_dx_bf16):
-        (*const E, *const E, *const E, *const f32, *const f32, *const f32, *mut E, i32, i32, f32, f32, i32);
+        (*const E, *const E, *const E, *const f32, *const f32, *const f32, *mut E, i32, i32, f32, f32, i32, usize, i32);
     max_pool_fwd(max_pool_fwd_f32, max_pool_fwd_bf16):
         (*const E, *mut E, *mut u8, usize, i32, i32, i32, i32, i32, i32, i32);
     max_pool_bwd(max_pool_bwd_f32, max_pool_bwd_bf16):

@@ -330,17 +330,44 @@ __device__ void qkv_heads_bwd(const T* dq, const T* dk, const T* dv, T* dh, floa
 // ---------------------------------------------------------------- BatchNorm over NCHW
 // Statistics: grid (C, S): block (c, s) reduces images s, s+S, ... of channel c. Values are
 // shifted by the channel's first element before squaring (no cancellation when |mean| >> std);
-// per-thread sums are f32, the block and the finalisation f64.
+// per-thread sums are f32, the block and the finalisation f64. Planes smaller than the block
+// (ResNet-50's 14x14 and 7x7) are spread over it several images per pass, and the normalisation
+// and input gradient take several planes per block (`per_block`, about 2048 elements), so that
+// most threads do not idle there.
+
+// Calls f(index) for every element of channel ch in images s, s + splits, ... of an NCHW tensor.
+template <typename F>
+__device__ __forceinline__ void for_channel_elements(int n, int c, int hw, int ch, int s, int splits, F f) {
+  if (hw >= (int)blockDim.x) {
+    for (int b = s; b < n; b += splits) {
+      size_t off = ((size_t)b * c + ch) * hw;
+      for (int i = threadIdx.x; i < hw; i += blockDim.x) f(off + i);
+    }
+  } else {
+    int lanes = blockDim.x / hw, lane = threadIdx.x / hw, i = threadIdx.x - lane * hw;
+    if (lane < lanes)
+      for (int b = s + lane * splits; b < n; b += lanes * splits) f(((size_t)b * c + ch) * hw + i);
+  }
+}
+
+// The planes [first, first + count) of block blockIdx.x, for the per-plane-group kernels: calls
+// f(index, channel) for each of their elements.
+template <typename F>
+__device__ __forceinline__ void for_plane_group(int c, int hw, size_t planes, int per_block, F f) {
+  size_t first = (size_t)blockIdx.x * per_block;
+  size_t left = planes - first;
+  int span = (int)(left < (size_t)per_block ? left : (size_t)per_block) * hw;
+  int ch0 = (int)(first % c);
+  size_t base = first * hw;
+  for (int j = threadIdx.x; j < span; j += blockDim.x) f(base + j, (ch0 + j / hw) % c);
+}
 
 template <typename T>
 __device__ void bn_stats_partial(const T* x, double* partial, int n, int c, int hw, int splits) {
   int ch = blockIdx.x, s = blockIdx.y;
   float shift = to_f(x[(size_t)ch * hw]);
   float a = 0.f, a2 = 0.f;
-  for (int b = s; b < n; b += splits) {
-    const T* p = x + ((size_t)b * c + ch) * hw;
-    for (int i = threadIdx.x; i < hw; i += blockDim.x) { float v = to_f(p[i]) - shift; a += v; a2 += v * v; }
-  }
+  for_channel_elements(n, c, hw, ch, s, splits, [&](size_t i) { float v = to_f(x[i]) - shift; a += v; a2 += v * v; });
   double sa = block_sum_d((double)a);
   double sa2 = block_sum_d((double)a2);
   if (threadIdx.x == 0) {
@@ -360,23 +387,20 @@ __device__ void bn_stats_finalize(const T* x, const double* partial, float* stat
   stats[ch] = (float)(ms + (double)to_f(x[(size_t)ch * hw]));
   stats[c + ch] = (float)(var > 0.0 ? var : 0.0);
 }
-// y = (x - mean) * rstd * w + b, optionally max(., 0). One block row per plane (image, channel).
+// y = (x - mean) * rstd * w + b (+ r), optionally max(., 0). `per_block` planes (image,
+// channel) per block.
 template <typename T>
-__device__ void bn_apply(const T* x, const float* stats, const float* w, const float* b, const T* r, T* y, int c, int hw, float eps, int relu) {
-  size_t plane = blockIdx.x;
-  int ch = plane % c;
-  float rstd = rsqrtf(stats[c + ch] + eps);
-  float scale = w[ch] * rstd;
-  float shift = b[ch] - stats[ch] * scale;
-  const T* xp = x + plane * hw;
-  const T* rp = r ? r + plane * hw : r;
-  T* yp = y + plane * hw;
-  for (int i = threadIdx.x; i < hw; i += blockDim.x) {
-    float v = to_f(xp[i]) * scale + shift;
-    if (rp) v += to_f(rp[i]);
+__device__ void bn_apply(const T* x, const float* stats, const float* w, const float* b, const T* r, T* y, int c, int hw, float eps, int relu,
+                         size_t planes, int per_block) {
+  for_plane_group(c, hw, planes, per_block, [&](size_t i, int ch) {
+    float rstd = rsqrtf(stats[c + ch] + eps);
+    float scale = w[ch] * rstd;
+    float shift = b[ch] - stats[ch] * scale;
+    float v = to_f(x[i]) * scale + shift;
+    if (r) v += to_f(r[i]);
     if (relu) v = v > 0.f ? v : 0.f;
-    yp[i] = from_f<T>(v);
-  }
+    y[i] = from_f<T>(v);
+  });
 }
 // Backward sums per channel: sum(g) and sum(g * (x - mean)), g = dy (masked by y > 0 when relu).
 template <typename T>
@@ -384,15 +408,12 @@ __device__ void bn_bwd_partial(const T* x, const T* y, const T* dy, const float*
   int ch = blockIdx.x, s = blockIdx.y;
   float mean = stats[ch];
   float a = 0.f, ax = 0.f;
-  for (int b = s; b < n; b += splits) {
-    size_t off = ((size_t)b * c + ch) * hw;
-    for (int i = threadIdx.x; i < hw; i += blockDim.x) {
-      float g = to_f(dy[off + i]);
-      if (relu && !(to_f(y[off + i]) > 0.f)) g = 0.f;
-      a += g;
-      ax += g * (to_f(x[off + i]) - mean);
-    }
-  }
+  for_channel_elements(n, c, hw, ch, s, splits, [&](size_t i) {
+    float g = to_f(dy[i]);
+    if (relu && !(to_f(y[i]) > 0.f)) g = 0.f;
+    a += g;
+    ax += g * (to_f(x[i]) - mean);
+  });
   double sa = block_sum_d((double)a);
   double sax = block_sum_d((double)ax);
   if (threadIdx.x == 0) {
@@ -412,20 +433,18 @@ extern "C" __global__ void bn_bwd_finalize(const double* partial, const float* s
 }
 // dx = w * rstd / M * (M * g - sum(g) - xhat * sum(g * xhat)).
 template <typename T>
-__device__ void bn_bwd_dx(const T* x, const T* y, const T* dy, const float* stats, const float* w, const float* sums, T* dx, int c, int hw, float count, float eps, int relu) {
-  size_t plane = blockIdx.x;
-  int ch = plane % c;
-  float mean = stats[ch];
-  float rstd = rsqrtf(stats[c + ch] + eps);
-  float k = w[ch] * rstd / count;
-  float sgx = sums[ch], sg = sums[c + ch];
-  size_t off = plane * hw;
-  for (int i = threadIdx.x; i < hw; i += blockDim.x) {
-    float g = to_f(dy[off + i]);
-    if (relu && !(to_f(y[off + i]) > 0.f)) g = 0.f;
-    float xh = (to_f(x[off + i]) - mean) * rstd;
-    dx[off + i] = from_f<T>(k * (count * g - sg - xh * sgx));
-  }
+__device__ void bn_bwd_dx(const T* x, const T* y, const T* dy, const float* stats, const float* w, const float* sums, T* dx, int c, int hw, float count, float eps, int relu,
+                          size_t planes, int per_block) {
+  for_plane_group(c, hw, planes, per_block, [&](size_t i, int ch) {
+    float mean = stats[ch];
+    float rstd = rsqrtf(stats[c + ch] + eps);
+    float k = w[ch] * rstd / count;
+    float sgx = sums[ch], sg = sums[c + ch];
+    float g = to_f(dy[i]);
+    if (relu && !(to_f(y[i]) > 0.f)) g = 0.f;
+    float xh = (to_f(x[i]) - mean) * rstd;
+    dx[i] = from_f<T>(k * (count * g - sg - xh * sgx));
+  });
 }
 
 // ---------------------------------------------------------------- BatchNorm over NHWC
@@ -819,9 +838,9 @@ extern "C" __global__ void ema_multi_f32(TensorTable t, float decay, float one_m
   extern "C" __global__ void layer_norm_bwd_params_##S(const T* x, const T* dy, float* partial, size_t rows, int d, float eps) { layer_norm_bwd_params(x, dy, partial, rows, d, eps); } \
   extern "C" __global__ void bn_stats_partial_##S(const T* x, double* partial, int n, int c, int hw, int splits) { bn_stats_partial(x, partial, n, c, hw, splits); } \
   extern "C" __global__ void bn_stats_finalize_##S(const T* x, const double* partial, float* stats, int c, int hw, int splits, double count) { bn_stats_finalize(x, partial, stats, c, hw, splits, count); } \
-  extern "C" __global__ void bn_apply_##S(const T* x, const float* stats, const float* w, const float* b, const T* r, T* y, int c, int hw, float eps, int relu) { bn_apply(x, stats, w, b, r, y, c, hw, eps, relu); } \
+  extern "C" __global__ void bn_apply_##S(const T* x, const float* stats, const float* w, const float* b, const T* r, T* y, int c, int hw, float eps, int relu, size_t planes, int per_block) { bn_apply(x, stats, w, b, r, y, c, hw, eps, relu, planes, per_block); } \
   extern "C" __global__ void bn_bwd_partial_##S(const T* x, const T* y, const T* dy, const float* stats, double* partial, int n, int c, int hw, int splits, int relu) { bn_bwd_partial(x, y, dy, stats, partial, n, c, hw, splits, relu); } \
-  extern "C" __global__ void bn_bwd_dx_##S(const T* x, const T* y, const T* dy, const float* stats, const float* w, const float* sums, T* dx, int c, int hw, float count, float eps, int relu) { bn_bwd_dx(x, y, dy, stats, w, sums, dx, c, hw, count, eps, relu); } \
+  extern "C" __global__ void bn_bwd_dx_##S(const T* x, const T* y, const T* dy, const float* stats, const float* w, const float* sums, T* dx, int c, int hw, float count, float eps, int relu, size_t planes, int per_block) { bn_bwd_dx(x, y, dy, stats, w, sums, dx, c, hw, count, eps, relu, planes, per_block); } \
   extern "C" __global__ void max_pool_fwd_##S(const T* x, T* y, uint8_t* arg, size_t planes, int h, int w, int oh, int ow, int k, int s, int p) { max_pool_fwd(x, y, arg, planes, h, w, oh, ow, k, s, p); } \
   extern "C" __global__ void max_pool_bwd_##S(const T* dy, const uint8_t* arg, T* dx, size_t planes, int h, int w, int oh, int ow, int k, int s, int p) { max_pool_bwd(dy, arg, dx, planes, h, w, oh, ow, k, s, p); } \
   extern "C" __global__ void bn_stats_partial_nhwc_##S(const T* x, double* partial, size_t m, int c, int splits) { bn_stats_partial_nhwc(x, partial, m, c, splits); } \

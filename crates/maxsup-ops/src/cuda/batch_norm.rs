@@ -6,7 +6,8 @@
 
 use super::launch::{by_dtype, f32_view, launch_kernel, name_for, output, view, Elem};
 use crate::kernel_geometry::{
-    bn_reduce, bn_splits, column_reduce, column_splits, elementwise, per_channel, per_plane,
+    bn_reduce, bn_splits, column_reduce, column_splits, elementwise, per_channel, plane_groups,
+    planes_per_block,
 };
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaView, DevicePtr};
@@ -162,11 +163,13 @@ pub(crate) fn apply(
             return Ok(CudaStorage::wrap_cuda_slice(y, dev));
         }
         let (n, c, hw) = nchw(x.1)?;
-        let planes = (n * c) as usize;
+        let planes = (n as usize) * (c as usize);
+        let per_block = planes_per_block(hw as usize);
+        let per_block_i = per_block as i32;
         launch_kernel!(
             &dev,
             name_for::<T>("bn_apply"),
-            per_plane(planes),
+            plane_groups(planes, per_block),
             &xv,
             &sv,
             &wv,
@@ -176,7 +179,9 @@ pub(crate) fn apply(
             &c,
             &hw,
             &eps,
-            &relu
+            &relu,
+            &planes,
+            &per_block_i
         );
         Ok(CudaStorage::wrap_cuda_slice(y, dev))
     }
@@ -322,11 +327,13 @@ pub(crate) fn backward_dx(
         let (n, c, hw) = nchw(x.1)?;
         let count = n as f32 * hw as f32;
         let relu = 0i32;
-        let planes = (n * c) as usize;
+        let planes = (n as usize) * (c as usize);
+        let per_block = planes_per_block(hw as usize);
+        let per_block_i = per_block as i32;
         launch_kernel!(
             &dev,
             name_for::<T>("bn_bwd_dx"),
-            per_plane(planes),
+            plane_groups(planes, per_block),
             &xv,
             &xv,
             &gv,
@@ -338,7 +345,9 @@ pub(crate) fn backward_dx(
             &hw,
             &count,
             &eps,
-            &relu
+            &relu,
+            &planes,
+            &per_block_i
         );
         Ok(CudaStorage::wrap_cuda_slice(dx, dev))
     }
