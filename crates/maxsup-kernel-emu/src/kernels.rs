@@ -50,7 +50,7 @@ kernel_tables! {
     layer_norm_fwd(layer_norm_fwd_f32, layer_norm_fwd_bf16):
         (*const E, *const f32, *const f32, *mut E, usize, i32, f32);
     layer_norm_bwd_dx(layer_norm_bwd_dx_f32, layer_norm_bwd_dx_bf16):
-        (*const E, *const f32, *const E, *mut E, usize, i32, f32);
+        (*const E, *const f32, *const E, *const E, *mut E, usize, i32, f32);
     layer_norm_bwd_params(layer_norm_bwd_params_f32, layer_norm_bwd_params_bf16):
         (*const E, *const E, *mut f32, usize, i32, f32);
     bn_stats_partial(bn_stats_partial_f32, bn_stats_partial_bf16): (*const E, *mut f64, i32, i32, i32, i32);

@@ -153,7 +153,7 @@ fn layer_norm<E: Elem>() {
         let mut dx = zeros::<E>(n);
         let dp = dx.as_mut_ptr();
         launch(geom::warp_per_row(rows), || unsafe {
-            (k.layer_norm_bwd_dx)(xp, wp, gp, dp, rows, d as i32, eps)
+            (k.layer_norm_bwd_dx)(xp, wp, gp, std::ptr::null(), dp, rows, d as i32, eps)
         })
         .unwrap();
         assert_close(
@@ -161,6 +161,23 @@ fn layer_norm<E: Elem>() {
             &widen(&dx),
             &want_dx,
             2.0 * E::TOL,
+        );
+        // With a residual gradient: the stored dx plus it, as a separate add in E would give.
+        let res = random::<E>(n, 15 + n as u64, 1.0, 0.5);
+        let want: Vec<f32> = (0..n)
+            .map(|i| E::from_f32(res[i].to_f32() + dx[i].to_f32()).to_f32())
+            .collect();
+        let mut dxr = zeros::<E>(n);
+        let (rp, drp) = (res.as_ptr(), dxr.as_mut_ptr());
+        launch(geom::warp_per_row(rows), || unsafe {
+            (k.layer_norm_bwd_dx)(xp, wp, gp, rp, drp, rows, d as i32, eps)
+        })
+        .unwrap();
+        assert_close(
+            &name("layer_norm_bwd_dx + residual"),
+            &widen(&dxr),
+            &want,
+            0.0,
         );
 
         // The parameter gradients: per-block partial sums, then the column sum (as rows.rs).

@@ -136,7 +136,7 @@ __device__ void layer_norm_fwd(const T* x, const float* w, const float* b, T* y,
 }
 // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w.
 template <typename T>
-__device__ void layer_norm_bwd_dx(const T* x, const float* w, const T* dy, T* dx, size_t rows, int d, float eps) {
+__device__ void layer_norm_bwd_dx(const T* x, const float* w, const T* dy, const T* res, T* dx, size_t rows, int d, float eps) {
   size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
   int lane = threadIdx.x & 31;
   if (row >= rows) return;
@@ -154,7 +154,11 @@ __device__ void layer_norm_bwd_dx(const T* x, const float* w, const T* dy, T* dx
   sgx = warp_sum(sgx) / d;
   for (int j = lane; j < d; j += 32) {
     float xh = (to_f(xr[j]) - m) * r;
-    dx[row * d + j] = from_f<T>(r * (to_f(gr[j]) * w[j] - sg - xh * sgx));
+    T v = from_f<T>(r * (to_f(gr[j]) * w[j] - sg - xh * sgx));
+    // A pre-norm residual block's input gradient: the residual path's added as a separate add
+    // of the stored gradient would.
+    if (res) v = from_f<T>(to_f(res[row * d + j]) + to_f(v));
+    dx[row * d + j] = v;
   }
 }
 // Per block: partial[block][0][j] = sum over its rows of dy * xhat, partial[block][1][j] = sum of dy.
@@ -834,7 +838,7 @@ extern "C" __global__ void ema_multi_f32(TensorTable t, float decay, float one_m
   extern "C" __global__ void softmax_fwd_##S(const T* x, T* y, size_t rows, int d) { softmax_fwd(x, y, rows, d); } \
   extern "C" __global__ void softmax_bwd_##S(const T* y, const T* dy, T* dx, size_t rows, int d) { softmax_bwd(y, dy, dx, rows, d); } \
   extern "C" __global__ void layer_norm_fwd_##S(const T* x, const float* w, const float* b, T* y, size_t rows, int d, float eps) { layer_norm_fwd(x, w, b, y, rows, d, eps); } \
-  extern "C" __global__ void layer_norm_bwd_dx_##S(const T* x, const float* w, const T* dy, T* dx, size_t rows, int d, float eps) { layer_norm_bwd_dx(x, w, dy, dx, rows, d, eps); } \
+  extern "C" __global__ void layer_norm_bwd_dx_##S(const T* x, const float* w, const T* dy, const T* res, T* dx, size_t rows, int d, float eps) { layer_norm_bwd_dx(x, w, dy, res, dx, rows, d, eps); } \
   extern "C" __global__ void layer_norm_bwd_params_##S(const T* x, const T* dy, float* partial, size_t rows, int d, float eps) { layer_norm_bwd_params(x, dy, partial, rows, d, eps); } \
   extern "C" __global__ void bn_stats_partial_##S(const T* x, double* partial, int n, int c, int hw, int splits) { bn_stats_partial(x, partial, n, c, hw, splits); } \
   extern "C" __global__ void bn_stats_finalize_##S(const T* x, const double* partial, float* stats, int c, int hw, int splits, double count) { bn_stats_finalize(x, partial, stats, c, hw, splits, count); } \

@@ -160,22 +160,35 @@ impl CustomOp3 for LayerNormOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, db) = layer_norm_backward(x, w, b, dy, self.eps)?;
+        let (dx, dw, db) = layer_norm_backward(x, w, b, dy, None, self.eps)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }
 
 /// The gradients of [`layer_norm`] with respect to its input, weight and bias for the output
 /// gradient `dy`, as ops of the tensors' device (contiguous `x`, f32 weight and bias; where the
-/// fused op applies).
+/// fused op applies). `residual` (`x`'s shape and dtype) is added to the input gradient, inside
+/// its kernel on CUDA: a pre-norm block's input gradient, `dy_block + dx_norm`.
 pub(crate) fn layer_norm_backward(
     x: &Tensor,
     w: &Tensor,
     b: &Tensor,
     dy: &Tensor,
+    residual: Option<&Tensor>,
     eps: f32,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let dy = dy.contiguous()?;
+    if let Some(r) = residual {
+        if r.shape() != x.shape() || r.dtype() != x.dtype() {
+            candle_core::bail!(
+                "layer_norm backward: residual gradient {:?} {:?} does not match the input {:?} {:?}",
+                r.shape(),
+                r.dtype(),
+                x.shape(),
+                x.dtype()
+            );
+        }
+    }
     if x.device().is_cpu() {
         // One pass over the rows gives all three gradients (f32), packed [dx | dw | db].
         let packed = x.apply_op3_no_bwd(w, &dy, &LayerNormBackwardCpu { eps })?;
@@ -189,11 +202,16 @@ pub(crate) fn layer_norm_backward(
         let dx = g.next().ok_or_else(missing)?;
         let dw = g.next().ok_or_else(missing)?;
         let db = g.next().ok_or_else(missing)?;
+        let dx = match residual {
+            Some(r) => (r + dx)?,
+            None => dx,
+        };
         return Ok((dx, dw, db));
     }
     // On a GPU dx keeps the input's dtype (bf16 in mixed precision) while the parameter
     // gradients are f32: two kernels, each recomputing the row statistics.
-    let dx = x.apply_op3_no_bwd(w, &dy, &LayerNormBackwardDx { eps })?;
+    let residual = residual.map(|r| r.contiguous()).transpose()?;
+    let dx = x.apply_op3_no_bwd(w, &dy, &LayerNormBackwardDx { eps, residual })?;
     let dwb = x.apply_op2_no_bwd(&dy, &LayerNormBackwardParams { eps })?;
     let d = w.elem_count();
     let dw = dwb.narrow(0, 0, d)?.reshape(w.shape())?;
@@ -247,6 +265,8 @@ impl CustomOp3 for LayerNormBackwardCpu {
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 struct LayerNormBackwardDx {
     eps: f32,
+    /// Added to the input gradient (contiguous, the input's shape and dtype), or none.
+    residual: Option<Tensor>,
 }
 
 impl CustomOp3 for LayerNormBackwardDx {
@@ -278,7 +298,24 @@ impl CustomOp3 for LayerNormBackwardDx {
         gs: &CudaStorage,
         gl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        let dx = crate::cuda::rows::layer_norm_bwd_dx((xs, xl), (ws, wl), (gs, gl), self.eps)?;
+        let dx = match &self.residual {
+            Some(r) => {
+                let (storage, layout) = r.storage_and_layout();
+                let candle_core::Storage::Cuda(rs) = &*storage else {
+                    candle_core::bail!("layer_norm backward: the residual gradient is not on the input's CUDA device")
+                };
+                crate::cuda::rows::layer_norm_bwd_dx(
+                    (xs, xl),
+                    (ws, wl),
+                    (gs, gl),
+                    Some((rs, layout)),
+                    self.eps,
+                )?
+            }
+            None => {
+                crate::cuda::rows::layer_norm_bwd_dx((xs, xl), (ws, wl), (gs, gl), None, self.eps)?
+            }
+        };
         Ok((dx, xl.shape().clone()))
     }
 }

@@ -5,6 +5,7 @@ use crate::kernel_geometry::{
     column_sum, layer_norm_param_parts, layer_norm_params, warp_per_row, LAYER_NORM_PARAMS_MAX_D,
 };
 use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::DevicePtr;
 use candle_core::cuda_backend::CudaStorage;
 use candle_core::{Layout, Result};
 
@@ -97,16 +98,20 @@ pub(crate) fn layer_norm_fwd(
     by_dtype!(x.0.dtype(), "layer_norm", run(x, w, b, eps))
 }
 
+/// LayerNorm's input gradient, plus `residual` (the gradient of a pre-norm block's residual
+/// path, `x`'s shape and dtype; checked by the caller) where given.
 pub(crate) fn layer_norm_bwd_dx(
     x: (&CudaStorage, &Layout),
     w: (&CudaStorage, &Layout),
     dy: (&CudaStorage, &Layout),
+    residual: Option<(&CudaStorage, &Layout)>,
     eps: f32,
 ) -> Result<CudaStorage> {
     fn run<T: Elem>(
         (xs, xl): (&CudaStorage, &Layout),
         (ws, wl): (&CudaStorage, &Layout),
         (gs, gl): (&CudaStorage, &Layout),
+        residual: Option<(&CudaStorage, &Layout)>,
         eps: f32,
     ) -> Result<CudaStorage> {
         let dev = xs.device.clone();
@@ -114,6 +119,16 @@ pub(crate) fn layer_norm_bwd_dx(
         let x = view::<T>(xs, xl, "layer_norm input")?;
         let w = f32_view(ws, wl, "layer_norm weight")?;
         let g = view::<T>(gs, gl, "layer_norm output gradient")?;
+        let rv = match residual {
+            Some((rs, rl)) => Some(view::<T>(rs, rl, "layer_norm residual gradient")?),
+            None => None,
+        };
+        // The kernel takes the residual gradient as a pointer that may be null.
+        let stream = dev.cuda_stream();
+        let r: u64 = match &rv {
+            Some(v) => v.device_ptr(&stream).0,
+            None => 0,
+        };
         let mut dx = output::<T>(&dev, xl.shape().elem_count())?;
         launch_kernel!(
             &dev,
@@ -122,6 +137,7 @@ pub(crate) fn layer_norm_bwd_dx(
             &x,
             &w,
             &g,
+            &r,
             &mut dx,
             &rows,
             &d,
@@ -129,7 +145,11 @@ pub(crate) fn layer_norm_bwd_dx(
         );
         Ok(CudaStorage::wrap_cuda_slice(dx, dev))
     }
-    by_dtype!(x.0.dtype(), "layer_norm backward", run(x, w, dy, eps))
+    by_dtype!(
+        x.0.dtype(),
+        "layer_norm backward",
+        run(x, w, dy, residual, eps)
+    )
 }
 
 /// `[dweight | dbias]` (f32, 2·D): per-block partial sums, then a fixed-order column sum.

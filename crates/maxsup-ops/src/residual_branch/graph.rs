@@ -5,8 +5,9 @@
 //! dozen (attention, among them the `[B, heads, N, N]` scores), each costing a zero-fill and an
 //! add of its gradient. The backward applies the ops' backward steps by hand, on the device:
 //! GEMMs for the linear layers and the attention products, the GELU, softmax and LayerNorm
-//! backward kernels, and the residual gradient added to `dx`. The first linear's bias add runs
-//! inside the next pass over its output, its gradient beside that pass's backward: in the MLP
+//! backward kernels, the residual path's gradient added to `dx` inside LayerNorm's. The first
+//! linear's bias add runs inside the next pass over its output, its gradient beside that pass's
+//! backward: in the MLP
 //! the GELU's kernels (`crate::linear_bias`), in the attention the split into heads
 //! (`crate::qkv_heads`); the second linear's bias, the stochastic-depth scale and the residual
 //! add are one pass after its GEMM (`crate::residual_out`).
@@ -177,9 +178,14 @@ impl CustomOp3 for BranchGraphOp {
         let dw1 = dh.t()?.matmul(&l.reshape((rows, c))?)?;
 
         // LayerNorm, and the residual path.
-        let (dx_norm, dgamma, dbeta) =
-            layer_norm_backward(&x, &gamma, &beta, &dl.reshape(x.shape())?, self.eps)?;
-        let dx = (dy + dx_norm)?;
+        let (dx, dgamma, dbeta) = layer_norm_backward(
+            &x,
+            &gamma,
+            &beta,
+            &dl.reshape(x.shape())?,
+            Some(&dy),
+            self.eps,
+        )?;
         let dnorm = Tensor::cat(&[dgamma.flatten_all()?, dbeta.flatten_all()?], 0)?;
         let dlin = Tensor::cat(&[dw1.flatten_all()?, db1, dw2.flatten_all()?, db2], 0)?;
         Ok((Some(dx), Some(dnorm), Some(dlin)))
