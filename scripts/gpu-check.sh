@@ -46,9 +46,15 @@ import json, os, sys, datetime
 work, out = sys.argv[1], sys.argv[2]
 def load(name):
     try:
-        return json.load(open(os.path.join(work, name + ".json")))
+        v = json.load(open(os.path.join(work, name + ".json")))
     except Exception as e:
         return {"pass": False, "error": f"{name}: {e}"}
+    if isinstance(v, dict) and v.get("incomplete"):  # rows so far of a phase that died or ran out of time
+        try:
+            v["log_tail"] = "".join(open(os.path.join(work, name + ".log")).readlines()[-20:])
+        except Exception:
+            pass
+    return v
 env, libs, ops, host, grads, steps, dist, ours, torch = (load(n) for n in ["env", "libs", "ops", "host-side", "grads", "steps", "dist", "throughput", "torch"])
 smi = open(os.path.join(work, "smi.txt")).read().strip() if os.path.exists(os.path.join(work, "smi.txt")) else ""
 rows = []
@@ -66,7 +72,8 @@ for r in ours.get("throughput", []):
     rows.append(row)
 report = {
     "date": datetime.date.today().isoformat(), "nvidia_smi": smi, "env": env, "torch_env": torch.get("env"),
-    "libraries_missing": libs.get("libraries", ""), "ops_pass": ops.get("pass"), "ops": ops.get("ops", ops),
+    "libraries_missing": libs.get("libraries", ""), "ops_pass": ops.get("pass"), "ops_incomplete": ops.get("incomplete", False),
+    "ops_log_tail": ops.get("log_tail"), "ops": ops.get("ops", ops),
     "host_side": host, "grads": grads, "steps": steps, "dist": dist, "throughput": rows,
 }
 json.dump(report, open(out, "w"), indent=2)
@@ -76,6 +83,9 @@ bad = [o for o in report["ops"] if isinstance(o, dict) and not o.get("pass")] if
 print(f"\nreport: {out}")
 print(f"device: {env.get('device', smi)}  cudnn {env.get('cudnn')}  torch {(torch.get('env') or {}).get('torch')}")
 print(f"ops: {len(report['ops']) if isinstance(report['ops'], list) else 0} rows, {len(bad)} failing")
+if report["ops_incomplete"]:
+    print("  ops phase INCOMPLETE (crashed or cut off after the rows above); its log ends:")
+    print("   ", (report["ops_log_tail"] or "").strip().replace("\n", "\n    ")[-1200:])
 for o in bad[:12]:
     print("  FAIL", o if isinstance(o, str) else f"{o.get('name')} {o.get('dtype')} {o.get('what')} err={o.get('rel_error', o.get('error'))}")
 for o in [o for o in host.get("host_side", [host]) if not o.get("pass")]:

@@ -25,6 +25,8 @@ mod models;
 mod ops;
 #[cfg(feature = "cuda")]
 mod optim;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+mod rows;
 #[cfg(feature = "cuda")]
 mod throughput;
 
@@ -74,7 +76,7 @@ fn main() -> anyhow::Result<()> {
     }
     let value = match args.phase {
         Phase::Env => env::run(&device)?,
-        Phase::Ops => ops::run(&device)?,
+        Phase::Ops => ops::run(&device, &args.out)?,
         Phase::HostSide => host_side::run(&device)?,
         Phase::Grads => models::grads(&device)?,
         Phase::Steps => models::steps(&device)?,

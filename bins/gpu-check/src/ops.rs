@@ -5,6 +5,7 @@
 //! multi-tensor optimizer updates against the CPU optimizers (`optim.rs`).
 
 use crate::compare::{rel_error, values};
+use crate::rows::Rows;
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
 use serde_json::{json, Value};
@@ -115,7 +116,7 @@ fn evaluate(
 }
 
 fn check(
-    rows: &mut Vec<Value>,
+    rows: &mut Rows,
     name: &str,
     dtype: DType,
     operands: &[Operand],
@@ -359,7 +360,7 @@ fn residual_block_op(blur: bool, op_layout: bool) -> Box<OpFn> {
     )
 }
 
-fn residual_block_rows(rows: &mut Vec<Value>, dtype: DType, gpu: &Device) -> Result<()> {
+fn residual_block_rows(rows: &mut Rows, dtype: DType, gpu: &Device) -> Result<()> {
     let mut operands = vec![act(&[4, 256, 28, 28])];
     for (o, i, k) in [(128, 256, 1), (128, 128, 3), (512, 128, 1), (512, 256, 1)] {
         operands.extend([act(&[o, i, k, k]), param_f32(&[o]), param_f32(&[o])]);
@@ -400,7 +401,7 @@ fn residual_block_rows(rows: &mut Vec<Value>, dtype: DType, gpu: &Device) -> Res
     Ok(())
 }
 
-fn channels_last_rows(rows: &mut Vec<Value>, dtype: DType, gpu: &Device) -> Result<()> {
+fn channels_last_rows(rows: &mut Rows, dtype: DType, gpu: &Device) -> Result<()> {
     for &(name, x, w, stride, pad, groups) in &CONV_CASES[..5] {
         let f = channels_last(Box::new(move |t: &[Tensor], _: &Device, _: DType| {
             Ok(vec![maxsup_ops::conv2d(
@@ -451,10 +452,10 @@ fn channels_last_rows(rows: &mut Vec<Value>, dtype: DType, gpu: &Device) -> Resu
     Ok(())
 }
 
-pub fn run(gpu: &Device) -> Result<Value> {
+pub fn run(gpu: &Device, out: &std::path::Path) -> Result<Value> {
     // f32 rows compare against FMA arithmetic, not TF32 tensor cores.
     maxsup_ops::set_tf32(false);
-    let mut rows = Vec::new();
+    let mut rows = Rows::new(out, "ops");
     for dtype in [DType::F32, DType::BF16] {
         for &(name, x, w, stride, pad, groups) in &CONV_CASES {
             let f = move |t: &[Tensor], _: &Device, _: DType| -> candle_core::Result<Vec<Tensor>> {
@@ -638,6 +639,6 @@ pub fn run(gpu: &Device) -> Result<Value> {
         )?;
     }
     rows.extend(crate::optim::rows(gpu)?);
-    let pass = rows.iter().all(|r| r["pass"].as_bool() == Some(true));
-    Ok(json!({"pass": pass, "ops": rows}))
+    let pass = rows.all_pass();
+    Ok(json!({"pass": pass, "ops": rows.into_inner()}))
 }
