@@ -1,0 +1,313 @@
+//! The kernels' argument lists, checked without a GPU: a kernel's parameters cross two untyped
+//! boundaries, cudarc's launch builder (the CUDA launchers of maxsup-ops) and `extern "C"` (this
+//! crate's declarations of the emulated kernels), and neither compiler sees a mismatch. Read
+//! from the sources as text:
+//! - every declaration in `src/kernels.rs` has the parameter types of its kernel in ops.cu;
+//! - every `launch_kernel!` in maxsup-ops' `src/cuda/` names a kernel of ops.cu and passes as
+//!   many arguments as it takes, each `&mut` buffer into a writable pointer and every other
+//!   argument into a read-only pointer or a value.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn ops_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../maxsup-ops")
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+}
+
+/// `src` without its `//` comment lines.
+fn without_comments(src: &str) -> String {
+    src.lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The Rust files under `dir`, recursively, sorted.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = vec![];
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The text between the `(` at `open` and its matching `)`.
+fn balanced(text: &str, open: usize) -> &str {
+    let mut depth = 0;
+    for (i, ch) in text[open..].char_indices() {
+        match ch {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return &text[open + 1..open + i];
+                }
+            }
+            _ => {}
+        }
+    }
+    panic!("unbalanced parentheses after byte {open}")
+}
+
+/// Splits at the commas outside parentheses, brackets, braces and angle brackets.
+fn top_level(list: &str) -> Vec<String> {
+    let (mut parts, mut cur, mut depth) = (vec![], String::new(), 0i32);
+    for ch in list.chars() {
+        match ch {
+            '(' | '[' | '{' | '<' => depth += 1,
+            ')' | ']' | '}' | '>' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(cur.trim().to_string());
+                cur.clear();
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(ch);
+    }
+    if !cur.trim().is_empty() {
+        parts.push(cur.trim().to_string());
+    }
+    parts
+}
+
+/// Kernel name -> parameter types, from ops.cu's `extern "C" __global__` definitions; the
+/// `INSTANTIATE` ones (`name_##S`) under both suffixes.
+fn cuda_kernels() -> BTreeMap<String, Vec<String>> {
+    let src = read(&ops_dir().join("kernels/ops.cu"));
+    let mut kernels = BTreeMap::new();
+    let marker = "extern \"C\" __global__ void ";
+    let mut at = 0;
+    while let Some(i) = src[at..].find(marker) {
+        let start = at + i + marker.len();
+        let open = start + src[start..].find('(').expect("a parameter list");
+        let name = src[start..open].trim().to_string();
+        let params: Vec<String> = top_level(balanced(&src, open))
+            .iter()
+            .map(|p| {
+                // The type is everything but the parameter's name.
+                let p = p.split_whitespace().collect::<Vec<_>>().join(" ");
+                let cut = p
+                    .rfind(|c: char| c == ' ' || c == '*')
+                    .expect("a named parameter");
+                p[..=cut].replace(" *", "*").trim().to_string()
+            })
+            .collect();
+        match name.strip_suffix("_##S") {
+            Some(base) => {
+                kernels.insert(format!("{base}_f32"), params.clone());
+                kernels.insert(format!("{base}_bf16"), params);
+            }
+            None => {
+                kernels.insert(name, params);
+            }
+        }
+        at = open;
+    }
+    assert!(
+        kernels.len() > 40,
+        "found only {} kernels in ops.cu",
+        kernels.len()
+    );
+    kernels
+}
+
+/// The C type a Rust declaration's type stands for (`E` = the table's element type `T`).
+fn c_type(rust: &str) -> String {
+    let rust = rust.trim();
+    let (prefix, base) = match (rust.strip_prefix("*const "), rust.strip_prefix("*mut ")) {
+        (Some(b), _) => ("const ", b),
+        (_, Some(b)) => ("", b),
+        _ => ("", rust),
+    };
+    let base = match base {
+        "E" => "T",
+        "f32" => "float",
+        "f64" => "double",
+        "i32" => "int",
+        "u32" => "uint32_t",
+        "u8" => "uint8_t",
+        "usize" => "size_t",
+        other => other,
+    };
+    let pointer = if rust.starts_with('*') { "*" } else { "" };
+    format!("{prefix}{base}{pointer}")
+}
+
+#[test]
+fn emulator_declarations_match_the_kernels_in_ops_cu() {
+    let kernels = cuda_kernels();
+    let src = without_comments(&read(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/kernels.rs"),
+    ));
+    let mut checked = 0;
+    // The typed table: `field(name_f32, name_bf16): (types);`.
+    let table_at = src.find("kernel_tables! {").expect("the kernel table");
+    let table_end = table_at + src[table_at..].find("\n}\n").expect("the table's end");
+    let table = &src[table_at..table_end];
+    for entry in table.split(';').filter(|e| e.contains("):")) {
+        let head = entry.trim();
+        let open = head.find('(').unwrap();
+        let names = top_level(balanced(head, open));
+        let types_at = head.find("):").unwrap() + 2;
+        let types_open = types_at + head[types_at..].find('(').unwrap();
+        let types: Vec<String> = top_level(balanced(head, types_open))
+            .iter()
+            .map(|t| c_type(t))
+            .collect();
+        for name in &names {
+            let want = kernels
+                .get(name)
+                .unwrap_or_else(|| panic!("{name}: declared in kernels.rs, not defined in ops.cu"));
+            assert_eq!(
+                &types, want,
+                "{name}: kernels.rs declares {types:?}, ops.cu takes {want:?}"
+            );
+            checked += 1;
+        }
+    }
+    // The untyped kernels: `fn name(arg: Type, ...)` in the `extern "C"` blocks after it.
+    let mut at = table_end;
+    while let Some(i) = src[at..].find("extern \"C\" {") {
+        let block_open = at + i + "extern \"C\" ".len();
+        let block = balanced(&src, block_open);
+        let mut b = 0;
+        while let Some(j) = block[b..].find("fn ") {
+            let start = b + j + 3;
+            let open = start + block[start..].find('(').unwrap();
+            let name = block[start..open].trim();
+            let types: Vec<String> = top_level(balanced(block, open))
+                .iter()
+                .map(|p| c_type(p.split_once(':').expect("name: Type").1))
+                .collect();
+            let want = kernels
+                .get(name)
+                .unwrap_or_else(|| panic!("{name}: declared in kernels.rs, not defined in ops.cu"));
+            assert_eq!(
+                &types, want,
+                "{name}: kernels.rs declares {types:?}, ops.cu takes {want:?}"
+            );
+            checked += 1;
+            b = open;
+        }
+        at = block_open + block.len();
+    }
+    assert!(checked > 50, "checked only {checked} declarations");
+}
+
+/// The kernels a non-literal name in a launcher may stand for.
+fn dynamic_names(file: &str, name_expr: &str, preceding: &str) -> Vec<String> {
+    let src_dir = ops_dir().join("src");
+    if name_expr == "name_for::<T>(base)" && file == "elementwise.rs" {
+        // map1 / map2 callers pass the base name as a literal.
+        let wanted = if preceding.contains("fn map2") {
+            "map2(\""
+        } else {
+            "map1(\""
+        };
+        let mut names = vec![];
+        for f in ["relu.rs", "gelu.rs"] {
+            let s = read(&src_dir.join(f));
+            for part in s.split(wanted).skip(1) {
+                let base = &part[..part.find('"').unwrap()];
+                names.push(format!("{base}_f32"));
+                names.push(format!("{base}_bf16"));
+            }
+        }
+        return names;
+    }
+    if name_expr == "update.kernel()" {
+        // The match arm around the launch, and `Update::kernel`'s name for it.
+        let variant = preceding.rsplit("Update::").next().unwrap();
+        let variant: String = variant
+            .chars()
+            .take_while(|c| c.is_alphanumeric())
+            .collect();
+        let table = read(&src_dir.join("multi_tensor/table.rs"));
+        let arm = format!("Update::{variant} {{ .. }} => \"");
+        let arm = if table.contains(&arm) {
+            arm
+        } else {
+            format!("Update::{variant}(_) => \"")
+        };
+        let rest = &table[table
+            .find(&arm)
+            .unwrap_or_else(|| panic!("no kernel for Update::{variant}"))
+            + arm.len()..];
+        return vec![rest[..rest.find('"').unwrap()].to_string()];
+    }
+    panic!(
+        "{file}: cannot resolve the kernel name {name_expr}; give it a literal or teach this test"
+    )
+}
+
+#[test]
+fn launchers_pass_each_kernel_its_arguments() {
+    let kernels = cuda_kernels();
+    let dir = ops_dir().join("src/cuda");
+    let mut checked = 0;
+    for path in rust_files(&dir) {
+        let file = path.file_name().unwrap().to_string_lossy().to_string();
+        let src = without_comments(&read(&path));
+        let mut at = 0;
+        while let Some(i) = src[at..].find("launch_kernel!(") {
+            let open = at + i + "launch_kernel!".len();
+            if src[..at + i].ends_with("macro_rules! ") {
+                at = open;
+                continue;
+            }
+            let args = top_level(balanced(&src, open));
+            assert!(
+                args.len() >= 3,
+                "{file}: launch_kernel! without device, name and geometry"
+            );
+            let name_expr = args[1].as_str();
+            let names = match (name_expr.find('"'), name_expr.starts_with("name_for")) {
+                (Some(q), true) => {
+                    let base = &name_expr[q + 1..name_expr.rfind('"').unwrap()];
+                    vec![format!("{base}_f32"), format!("{base}_bf16")]
+                }
+                (Some(q), false) => {
+                    vec![name_expr[q + 1..name_expr.rfind('"').unwrap()].to_string()]
+                }
+                (None, _) => dynamic_names(&file, name_expr, &src[..at + i]),
+            };
+            assert!(
+                !names.is_empty(),
+                "{file}: {name_expr} resolves to no kernel"
+            );
+            let passed = &args[3..];
+            for name in &names {
+                let params = kernels.get(name).unwrap_or_else(|| {
+                    panic!("{file}: launches {name}, which ops.cu does not define")
+                });
+                assert_eq!(
+                    passed.len(),
+                    params.len(),
+                    "{file}: {name} takes {params:?}, the launcher passes {passed:?}"
+                );
+                for (arg, param) in passed.iter().zip(params) {
+                    let writable = param.ends_with('*') && !param.starts_with("const ");
+                    let mutable = arg.starts_with("&mut ");
+                    assert_eq!(
+                        mutable, writable,
+                        "{file}: {name}'s parameter `{param}` gets `{arg}` (outputs go as `&mut`, all else as `&`)"
+                    );
+                }
+                checked += 1;
+            }
+            at = open;
+        }
+    }
+    assert!(checked > 60, "checked only {checked} launches");
+}
