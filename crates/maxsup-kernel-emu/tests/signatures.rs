@@ -98,7 +98,7 @@ fn cuda_kernels() -> BTreeMap<String, Vec<String>> {
                 // The type is everything but the parameter's name.
                 let p = p.split_whitespace().collect::<Vec<_>>().join(" ");
                 let cut = p
-                    .rfind(|c: char| c == ' ' || c == '*')
+                    .rfind([' ', '*'])
                     .expect("a named parameter");
                 p[..=cut].replace(" *", "*").trim().to_string()
             })
