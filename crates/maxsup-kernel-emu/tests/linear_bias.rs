@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use half::bf16;
-use maxsup_kernel_emu::{column_sum_f32, launch};
+use maxsup_kernel_emu::launch;
 use maxsup_ops::kernel_geometry as geom;
 
 /// Column sums of a row-major `[m, n]` matrix in f64: the naive reference.
@@ -16,17 +16,6 @@ fn naive_column_sums(v: &[f32], m: usize, n: usize) -> Vec<f32> {
     (0..n)
         .map(|c| (0..m).map(|r| v[r * n + c] as f64).sum::<f64>() as f32)
         .collect()
-}
-
-/// Adds the `[splits][n]` partial sums with `column_sum_f32`, as the CUDA launcher does.
-fn finish(partial: &[f32], splits: usize, n: usize) -> Vec<f32> {
-    let mut out = vec![f32::NAN; n];
-    let (pp, op) = (partial.as_ptr(), out.as_mut_ptr());
-    launch(geom::column_sum(n), || unsafe {
-        column_sum_f32(pp, op, splits as i32, n as i32)
-    })
-    .unwrap();
-    out
 }
 
 fn bias_kernels<E: Elem>() {
@@ -80,7 +69,7 @@ fn bias_kernels<E: Elem>() {
         let want_db = naive_column_sums(&widen(&dh_ref), m, n);
         assert_close(
             &name("bias_gelu_bwd dbias"),
-            &finish(&partial, splits, n),
+            &finish_column_sums(&partial, splits, n),
             &want_db,
             tol,
         );
@@ -93,7 +82,7 @@ fn bias_kernels<E: Elem>() {
         .unwrap();
         assert_close(
             &name("bias_grad_partial"),
-            &finish(&partial, splits, n),
+            &finish_column_sums(&partial, splits, n),
             &naive_column_sums(&widen(&dy), m, n),
             tol,
         );

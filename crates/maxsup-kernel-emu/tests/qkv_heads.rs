@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use half::bf16;
-use maxsup_kernel_emu::{column_sum_f32, launch};
+use maxsup_kernel_emu::launch;
 use maxsup_ops::kernel_geometry as geom;
 
 /// Where column `j` of row `b * n + t` of the qkv result lands in `[3][B][heads][N][hd]`.
@@ -21,17 +21,6 @@ fn heads_index(
     let c = heads * hd;
     let (part, h, d) = (j / c, j % c / hd, j % hd);
     (((part * batch + b) * heads + h) * n + t) * hd + d
-}
-
-/// Adds the `[splits][n]` partial sums with `column_sum_f32`, as the CUDA launcher does.
-fn finish(partial: &[f32], splits: usize, n: usize) -> Vec<f32> {
-    let mut out = vec![f32::NAN; n];
-    let (pp, op) = (partial.as_ptr(), out.as_mut_ptr());
-    launch(geom::column_sum(n), || unsafe {
-        column_sum_f32(pp, op, splits as i32, n as i32)
-    })
-    .unwrap();
-    out
 }
 
 fn qkv_kernels<E: Elem>() {
@@ -91,12 +80,7 @@ fn qkv_kernels<E: Elem>() {
             }
         }
         let splits = geom::column_splits(m, c3);
-        let mut want_partial = vec![f32::NAN; splits * c3];
-        let (dwp, wpp) = (dh_want.as_ptr(), want_partial.as_mut_ptr());
-        launch(geom::column_reduce(c3, splits), || unsafe {
-            (k.bias_grad_partial)(dwp, wpp, m, c3 as i32, splits as i32)
-        })
-        .unwrap();
+        let want_db = separate_bias_grad(&dh_want, m, c3);
 
         let mut dh = vec![E::from_f32(f32::NAN); total];
         let mut partial = vec![f32::NAN; splits * c3];
@@ -126,8 +110,8 @@ fn qkv_kernels<E: Elem>() {
         );
         assert_close(
             &name("qkv_heads_bwd dbias"),
-            &finish(&partial, splits, c3),
-            &finish(&want_partial, splits, c3),
+            &finish_column_sums(&partial, splits, c3),
+            &want_db,
             0.0,
         );
     }

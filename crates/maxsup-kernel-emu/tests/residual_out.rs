@@ -7,19 +7,8 @@ mod common;
 
 use common::*;
 use half::bf16;
-use maxsup_kernel_emu::{column_sum_f32, launch};
+use maxsup_kernel_emu::launch;
 use maxsup_ops::kernel_geometry as geom;
-
-/// Adds the `[splits][n]` partial sums with `column_sum_f32`, as the CUDA launcher does.
-fn finish(partial: &[f32], splits: usize, n: usize) -> Vec<f32> {
-    let mut out = vec![f32::NAN; n];
-    let (pp, op) = (partial.as_ptr(), out.as_mut_ptr());
-    launch(geom::column_sum(n), || unsafe {
-        column_sum_f32(pp, op, splits as i32, n as i32)
-    })
-    .unwrap();
-    out
-}
 
 fn residual_kernels<E: Elem>() {
     let k = E::kernels();
@@ -70,12 +59,7 @@ fn residual_kernels<E: Elem>() {
             .map(|i| E::from_f32(dy[i].to_f32() * scale[i / (per * n)].to_f32()))
             .collect();
         let splits = geom::column_splits(m, n);
-        let mut want_partial = vec![f32::NAN; splits * n];
-        let (gwp, wpp) = (g_want.as_ptr(), want_partial.as_mut_ptr());
-        launch(geom::column_reduce(n, splits), || unsafe {
-            (k.bias_grad_partial)(gwp, wpp, m, n as i32, splits as i32)
-        })
-        .unwrap();
+        let want_db = separate_bias_grad(&g_want, m, n);
         let mut g = vec![E::from_f32(f32::NAN); total];
         let mut partial = vec![f32::NAN; splits * n];
         let (dyp, sp, gp, pp) = (
@@ -96,8 +80,8 @@ fn residual_kernels<E: Elem>() {
         );
         assert_close(
             &name("residual_out_bwd dbias"),
-            &finish(&partial, splits, n),
-            &finish(&want_partial, splits, n),
+            &finish_column_sums(&partial, splits, n),
+            &want_db,
             0.0,
         );
     }

@@ -97,9 +97,7 @@ fn cuda_kernels() -> BTreeMap<String, Vec<String>> {
             .map(|p| {
                 // The type is everything but the parameter's name.
                 let p = p.split_whitespace().collect::<Vec<_>>().join(" ");
-                let cut = p
-                    .rfind([' ', '*'])
-                    .expect("a named parameter");
+                let cut = p.rfind([' ', '*']).expect("a named parameter");
                 p[..=cut].replace(" *", "*").trim().to_string()
             })
             .collect();

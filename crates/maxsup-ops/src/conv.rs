@@ -305,12 +305,7 @@ impl CustomOp3 for Conv2dBackwardOp {
         match crate::cuda::conv2d_backward(&s, xs, xl, ws, wl, gs, gl, need)? {
             (Some(dx), dw) => {
                 if let Some(dw) = dw {
-                    self.weight_grad.put(Tensor::from_storage(
-                        candle_core::Storage::Cuda(dw),
-                        wl.shape().clone(),
-                        candle_core::op::BackpropOp::none(),
-                        false,
-                    ))?;
+                    self.weight_grad.put_cuda(dw, wl.shape().clone())?;
                 }
                 Ok((dx, xl.shape().clone()))
             }

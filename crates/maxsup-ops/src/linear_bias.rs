@@ -156,8 +156,7 @@ impl CustomOp3 for BiasGeluBackwardOp {
         // SAFETY: `g` and `dy` are whole rows of `n`, and every row of `dg` was written.
         let dg = unsafe { dg.assume_init() };
         let db = column_sums(&dg, m, n);
-        self.bias_grad
-            .put(Tensor::from_vec(db, n, &candle_core::Device::Cpu)?)?;
+        self.bias_grad.put_cpu(db, n)?;
         Ok((CpuStorage::F32(dg), gl.shape().clone()))
     }
 
@@ -174,12 +173,7 @@ impl CustomOp3 for BiasGeluBackwardOp {
         let n = bl.shape().elem_count();
         rows(gl.shape(), n, "bias_gelu backward")?;
         let (dg, db) = crate::cuda::bias::bias_gelu_bwd((gs, gl), (bs, bl), (ds, dl))?;
-        self.bias_grad.put(Tensor::from_storage(
-            candle_core::Storage::Cuda(db),
-            n,
-            candle_core::op::BackpropOp::none(),
-            false,
-        ))?;
+        self.bias_grad.put_cuda(db, n)?;
         Ok((dg, gl.shape().clone()))
     }
 }

@@ -112,13 +112,7 @@ impl CustomOp1 for MaxPoolOp {
             false => Shape::from((n, c, oh, ow)),
             true => Shape::from((n, oh, ow, c)),
         };
-        let arg = Tensor::from_storage(
-            candle_core::Storage::Cuda(arg),
-            shape.clone(),
-            candle_core::op::BackpropOp::none(),
-            false,
-        );
-        self.argmax.put(arg)?;
+        self.argmax.put_cuda(arg, shape.clone())?;
         Ok((y, shape))
     }
 

@@ -258,8 +258,7 @@ impl CustomOp3 for MergeOp {
         // SAFETY: the rows cover the output and every element of each was written.
         let dg = unsafe { dg.assume_init() };
         let db = column_sums(&dg, h.batch * h.tokens, width);
-        self.bias_grad
-            .put(Tensor::from_vec(db, width, &candle_core::Device::Cpu)?)?;
+        self.bias_grad.put_cpu(db, width)?;
         Ok((CpuStorage::F32(dg), self.out_shape()))
     }
 
@@ -276,12 +275,7 @@ impl CustomOp3 for MergeOp {
         let h = self.shape;
         let (dg, db) =
             crate::cuda::qkv_heads::qkv_heads_bwd((qs, ql), (ks, kl), (vs, vl), h, h.scale())?;
-        self.bias_grad.put(Tensor::from_storage(
-            candle_core::Storage::Cuda(db),
-            h.width(),
-            candle_core::op::BackpropOp::none(),
-            false,
-        ))?;
+        self.bias_grad.put_cuda(db, h.width())?;
         Ok((dg, self.out_shape()))
     }
 }

@@ -211,8 +211,7 @@ impl CustomOp2 for ScaledBiasGradOp {
         // SAFETY: one scale per image, and every element of each image was written.
         let g = unsafe { g.assume_init() };
         let db = column_sums(&g, rows, n);
-        self.bias_grad
-            .put(Tensor::from_vec(db, n, &candle_core::Device::Cpu)?)?;
+        self.bias_grad.put_cpu(db, n)?;
         Ok((CpuStorage::F32(g), dl.shape().clone()))
     }
 
@@ -228,12 +227,7 @@ impl CustomOp2 for ScaledBiasGradOp {
         let (_, per_image) = image_rows(dl.shape(), n, "scaled_bias_grad")?;
         let (g, db) =
             crate::cuda::residual_out::residual_out_bwd((ds, dl), (ss, sl), n, per_image)?;
-        self.bias_grad.put(Tensor::from_storage(
-            candle_core::Storage::Cuda(db),
-            n,
-            candle_core::op::BackpropOp::none(),
-            false,
-        ))?;
+        self.bias_grad.put_cuda(db, n)?;
         Ok((g, dl.shape().clone()))
     }
 }

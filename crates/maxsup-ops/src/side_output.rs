@@ -24,6 +24,30 @@ impl SideOutput {
         Ok(())
     }
 
+    /// Puts a kernel's CUDA buffer in, as a tensor of `shape` outside the graph.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn put_cuda(
+        &self,
+        storage: candle_core::CudaStorage,
+        shape: impl Into<candle_core::Shape>,
+    ) -> Result<()> {
+        self.put(Tensor::from_storage(
+            candle_core::Storage::Cuda(storage),
+            shape,
+            candle_core::op::BackpropOp::none(),
+            false,
+        ))
+    }
+
+    /// Puts f32 values computed on the CPU in, as a tensor of `shape`.
+    pub(crate) fn put_cpu(
+        &self,
+        values: Vec<f32>,
+        shape: impl Into<candle_core::Shape>,
+    ) -> Result<()> {
+        self.put(Tensor::from_vec(values, shape, &candle_core::Device::Cpu)?)
+    }
+
     /// The tensor, left in place (a graph may run its backward more than once).
     pub(crate) fn get(&self) -> Result<Tensor> {
         self.lock()?.clone().ok_or_else(|| self.missing())

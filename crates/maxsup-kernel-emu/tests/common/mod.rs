@@ -3,7 +3,8 @@
 
 use candle_core::{Device, Tensor, Var};
 use half::bf16;
-use maxsup_kernel_emu::{Kernels, BF16, F32};
+use maxsup_kernel_emu::{column_sum_f32, launch, Kernels, BF16, F32};
+use maxsup_ops::kernel_geometry as geom;
 use maxsup_rng::SplitMix64;
 
 /// A storage type of the kernels, with its table and the tolerance of a result stored in it
@@ -118,4 +119,28 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
 /// The values of `want` rounded to `E` and back (what a kernel storing `E` can at best return).
 pub fn stored<E: Elem>(want: &[f32]) -> Vec<f32> {
     want.iter().map(|&v| E::from_f32(v).to_f32()).collect()
+}
+
+/// Adds the `[splits][n]` partial sums with `column_sum_f32`, as the CUDA launchers do.
+pub fn finish_column_sums(partial: &[f32], splits: usize, n: usize) -> Vec<f32> {
+    let mut out = vec![f32::NAN; n];
+    let (pp, op) = (partial.as_ptr(), out.as_mut_ptr());
+    launch(geom::column_sum(n), || unsafe {
+        column_sum_f32(pp, op, splits as i32, n as i32)
+    })
+    .unwrap();
+    out
+}
+
+/// The bias gradient of a row-major `[m, n]` gradient as the separate kernels give it
+/// (`bias_grad_partial` over `column_splits(m, n)` splits, then `column_sum_f32`).
+pub fn separate_bias_grad<E: Elem>(g: &[E], m: usize, n: usize) -> Vec<f32> {
+    let splits = geom::column_splits(m, n);
+    let mut partial = vec![f32::NAN; splits * n];
+    let (gp, pp) = (g.as_ptr(), partial.as_mut_ptr());
+    launch(geom::column_reduce(n, splits), || unsafe {
+        (E::kernels().bias_grad_partial)(gp, pp, m, n as i32, splits as i32)
+    })
+    .unwrap();
+    finish_column_sums(&partial, splits, n)
 }
