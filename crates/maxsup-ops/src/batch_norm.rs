@@ -111,11 +111,7 @@ fn with_cuda<R>(
     what: &str,
     f: impl FnOnce(&CudaStorage, &Layout) -> Result<R>,
 ) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        candle_core::Storage::Cuda(s) => f(s, layout),
-        _ => candle_core::bail!("batch_norm2d: {what} is not on the CUDA device of the input"),
-    }
+    crate::cuda::captured::with_cuda(t, &format!("batch_norm2d: {what}"), f)
 }
 
 /// What follows the per-channel affine in a CPU normalisation pass.

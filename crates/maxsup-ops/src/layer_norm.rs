@@ -298,24 +298,19 @@ impl CustomOp3 for LayerNormBackwardDx {
         gs: &CudaStorage,
         gl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        let dx = match &self.residual {
-            Some(r) => {
-                let (storage, layout) = r.storage_and_layout();
-                let candle_core::Storage::Cuda(rs) = &*storage else {
-                    candle_core::bail!("layer_norm backward: the residual gradient is not on the input's CUDA device")
-                };
+        let dx = crate::cuda::captured::with_optional_cuda(
+            self.residual.as_ref(),
+            "layer_norm backward: the residual gradient",
+            |residual| {
                 crate::cuda::rows::layer_norm_bwd_dx(
                     (xs, xl),
                     (ws, wl),
                     (gs, gl),
-                    Some((rs, layout)),
+                    residual,
                     self.eps,
-                )?
-            }
-            None => {
-                crate::cuda::rows::layer_norm_bwd_dx((xs, xl), (ws, wl), (gs, gl), None, self.eps)?
-            }
-        };
+                )
+            },
+        )?;
         Ok((dx, xl.shape().clone()))
     }
 }

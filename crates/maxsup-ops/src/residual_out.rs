@@ -152,27 +152,19 @@ impl CustomOp3 for ResidualOutOp {
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let n = bl.shape().elem_count();
         let (_, per_image) = image_rows(xl.shape(), n, "residual_bias_add")?;
-        let run = |scale: Option<(&candle_core::CudaStorage, &Layout)>| {
-            crate::cuda::residual_out::residual_out_fwd(
-                (xs, xl),
-                (os, ol),
-                (bs, bl),
-                scale,
-                per_image * n,
-            )
-        };
-        let y = match &self.scale {
-            Some(s) => {
-                let (storage, layout) = s.storage_and_layout();
-                match &*storage {
-                    candle_core::Storage::Cuda(c) => run(Some((c, layout)))?,
-                    _ => candle_core::bail!(
-                        "residual_bias_add: the scale is not on the input's CUDA device"
-                    ),
-                }
-            }
-            None => run(None)?,
-        };
+        let y = crate::cuda::captured::with_optional_cuda(
+            self.scale.as_ref(),
+            "residual_bias_add: the scale",
+            |scale| {
+                crate::cuda::residual_out::residual_out_fwd(
+                    (xs, xl),
+                    (os, ol),
+                    (bs, bl),
+                    scale,
+                    per_image * n,
+                )
+            },
+        )?;
         Ok((y, xl.shape().clone()))
     }
 }

@@ -6,6 +6,7 @@
 
 pub(crate) mod batch_norm;
 pub(crate) mod bias;
+pub(crate) mod captured;
 mod conv;
 mod elementwise;
 mod launch;
