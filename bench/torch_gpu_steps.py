@@ -3,7 +3,8 @@
 0.9, timm `deit_small_patch16_224` (drop path 0.1, SDPA attention) with AdamW; bf16 autocast, CE +
 MaxSup (alpha 0.1) on fixed random 224 px batches, `cudnn.benchmark = True`, warm-up steps
 excluded, one loss read per step. Peak memory: torch.cuda.max_memory_allocated over the timed steps.
-Then a few steps timed phase by phase (forward, backward, optimizer; `torch_split_ms`).
+Then a few steps timed phase by phase (forward, backward, optimizer; `torch_split_ms`) and one
+under torch.profiler (`torch_kernels`: GPU time per kernel).
 
 Usage: python3 bench/torch_gpu_steps.py --out torch.json [--batch 256 --warmup 5 --steps 20]
 """
@@ -62,7 +63,33 @@ def measure(name, batch, warmup, steps):
         "model": name, "batch": batch, "torch_img_s": batch * steps / seconds,
         "torch_step_ms": 1e3 * seconds / steps, "torch_mem_gb": peak,
         "last_loss": last, "torch_split_ms": phase_split(model, opt, x, y, SPLIT_STEPS),
+        "torch_kernels": kernel_profile(step),
     }
+
+
+KERNEL_ROWS = 15
+
+
+def kernel_profile(step):
+    """One step under torch.profiler: every CUDA kernel's GPU time by name, longest first (the
+    counterpart of `gpu-check throughput`'s `ours_kernels`, which times only our own launches)."""
+    try:
+        from torch.profiler import ProfilerActivity, profile
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            step()
+            torch.cuda.synchronize()
+        rows = []
+        for e in prof.key_averages():
+            us = getattr(e, "self_device_time_total", None)
+            if us is None:
+                us = getattr(e, "self_cuda_time_total", 0)
+            if us > 0:
+                rows.append({"name": e.key[:160], "launches": e.count, "ms": us / 1e3})
+        rows.sort(key=lambda r: -r["ms"])
+        return {"timed_ms": sum(r["ms"] for r in rows), "names": len(rows), "top": rows[:KERNEL_ROWS]}
+    except Exception as e:  # the throughput row stands without it
+        return {"error": repr(e)}
 
 
 SPLIT_STEPS = 3

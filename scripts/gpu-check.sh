@@ -63,7 +63,7 @@ theirs = {r.get("model"): r for r in torch.get("throughput", [])}
 for r in ours.get("throughput", []):
     t = theirs.get(r.get("model"), {})
     row = dict(r)
-    for k in ["torch_img_s", "torch_step_ms", "torch_mem_gb", "torch_split_ms"]:
+    for k in ["torch_img_s", "torch_step_ms", "torch_mem_gb", "torch_split_ms", "torch_kernels"]:
         row[k] = t.get(k)
     if "error" in t:
         row["torch_error"] = t["error"]
@@ -106,6 +106,11 @@ for r in rows:
     if "error" in r: print("   ours:", r["error"][:300])
     split = lambda d: "/".join("-" if d is None or d.get(k) is None else f"{d[k]:.1f}" for k in ["forward", "backward", "optimizer"])
     if r.get("ours_split_ms"): print(f"   forward/backward/optimizer ms, synchronised: ours {split(r.get('ours_split_ms'))}, torch {split(r.get('torch_split_ms'))}")
+    ok, tk = r.get("ours_kernels") or {}, r.get("torch_kernels") or {}
+    if ok.get("top"):
+        print(f"   our kernels {ok.get('timed_ms', 0):.1f} ms of the step (the rest: cuBLAS, candle): " + ", ".join(f"{k['name']} {k['ms']:.1f}" for k in ok["top"][:5]))
+    if tk.get("top"):
+        print(f"   torch kernels {tk.get('timed_ms', 0):.1f} ms in all: " + ", ".join(f"{k['name'][:40]} {k['ms']:.1f}" for k in tk["top"][:4]))
     if r.get("timing_fallbacks"): print("   timing fell back to the heuristic:", "; ".join(r["timing_fallbacks"])[:400])
 PY
 rm -rf "$work"

@@ -118,7 +118,7 @@ fn measure(case: &Case, gpu: &Device, batch: usize, warmup: usize, steps: usize)
     let last = run(steps, &mut read_back)?;
     let seconds = t.elapsed().as_secs_f64();
     let peak = pool_high_water(gpu, false)?;
-    let split = phase_split(
+    let (split, kernels) = phase_split(
         gpu,
         SPLIT_STEPS,
         || {
@@ -138,23 +138,29 @@ fn measure(case: &Case, gpu: &Device, batch: usize, warmup: usize, steps: usize)
         "steps": steps, "warmup": warmup,
         "ours_img_s": (batch * steps) as f64 / seconds, "ours_step_ms": 1e3 * seconds / steps as f64,
         "ours_mem_gb": peak as f64 / 1e9, "last_loss": last, "ours_split_ms": split,
+        "ours_kernels": kernels,
     }))
 }
 
-/// Steps timed phase by phase after the throughput span.
+/// Steps timed phase by phase after the throughput span (then one more, per kernel).
 const SPLIT_STEPS: usize = 3;
+
+/// Our kernels listed per row (longest first).
+const KERNEL_ROWS: usize = 15;
 
 /// Median milliseconds of the forward (with the loss), the backward and the optimizer step over
 /// `steps` steps, the device synchronised around each phase: where a step's time goes, to set
 /// beside PyTorch's same split (`bench/torch_gpu_steps.py`). Each phase then also pays its
-/// launch latency without overlap, so the three add up to more than a pipelined step.
+/// launch latency without overlap, so the three add up to more than a pipelined step. Then one
+/// step with each of our launches timed (ops.cu's kernels and cuDNN's convolutions, by name;
+/// the rest of the step's GPU time is cuBLAS's and candle's).
 fn phase_split(
     gpu: &Device,
     steps: usize,
     mut forward: impl FnMut() -> Result<Tensor>,
     mut backward: impl FnMut(&Tensor) -> Result<candle_core::backprop::GradStore>,
     mut optimizer: impl FnMut(&candle_core::backprop::GradStore) -> Result<()>,
-) -> Result<Value> {
+) -> Result<(Value, Value)> {
     let mut times = [vec![], vec![], vec![]];
     for _ in 0..steps {
         gpu.synchronize()?;
@@ -175,7 +181,28 @@ fn phase_split(
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     });
-    Ok(json!({"forward": f, "backward": b, "optimizer": o}))
+    gpu.synchronize()?;
+    maxsup_ops::set_kernel_timing(true);
+    let profiled = (|| -> Result<()> {
+        let loss = forward()?;
+        let grads = backward(&loss)?;
+        optimizer(&grads)?;
+        gpu.synchronize()?;
+        Ok(())
+    })();
+    maxsup_ops::set_kernel_timing(false);
+    let kernels = maxsup_ops::kernel_times()?;
+    profiled?;
+    let total: f64 = kernels.iter().map(|k| k.ms).sum();
+    let top: Vec<Value> = kernels
+        .iter()
+        .take(KERNEL_ROWS)
+        .map(|k| json!({"name": k.name, "launches": k.launches, "ms": k.ms}))
+        .collect();
+    Ok((
+        json!({"forward": f, "backward": b, "optimizer": o}),
+        json!({"timed_ms": total, "names": kernels.len(), "top": top}),
+    ))
 }
 
 /// The rows, each written to `out` as soon as it is measured (the caller writes the final file).

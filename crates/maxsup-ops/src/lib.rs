@@ -37,6 +37,7 @@ mod gelu;
 mod graph_node;
 #[doc(hidden)]
 pub mod kernel_geometry;
+mod kernel_time;
 mod layer_norm;
 mod layout;
 mod linear;
@@ -62,10 +63,11 @@ pub use batch_norm::{batch_norm2d, batch_norm2d_add_relu, batch_norm2d_relu};
 pub use conv::conv2d;
 #[cfg(feature = "cuda")]
 pub use cuda::{
-    configure_device, cudnn_benchmark, cudnn_benchmark_fallbacks, peak_memory, set_cudnn_benchmark,
-    set_tf32, tf32,
+    configure_device, cudnn_benchmark, cudnn_benchmark_fallbacks, kernel_times, peak_memory,
+    set_cudnn_benchmark, set_kernel_timing, set_tf32, tf32,
 };
 pub use gelu::gelu_erf;
+pub use kernel_time::KernelTime;
 pub use layer_norm::layer_norm;
 pub use layout::{channels_last_view, is_channels_last, nhwc_view, to_channels_last};
 pub use linear::linear;

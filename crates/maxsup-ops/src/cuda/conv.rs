@@ -3,6 +3,7 @@
 //! workspace per device. candle itself runs cuDNN for the forward only and naive kernels for both
 //! gradients.
 
+use super::kernel_times::timed;
 use super::launch::{output, Elem};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::cudnn::safe::{
@@ -246,10 +247,12 @@ fn typed_forward<T: Elem>(
         ))
     })?;
     let mut y = output::<T>(dev, s.y_len())?;
-    with_workspace(dev, bytes, |ws| {
-        // SAFETY: x, w and y match the descriptors (shapes from `s`, element type `T`).
-        unsafe { op.launch(fwd_algo(algo), Some(ws), (T::ONE, T::ZERO), x, w, &mut y) }
-            .map_err(cudnn_err_status("forward"))
+    timed(&dev.cuda_stream(), "cudnn conv forward", || {
+        with_workspace(dev, bytes, |ws| {
+            // SAFETY: x, w and y match the descriptors (shapes from `s`, element type `T`).
+            unsafe { op.launch(fwd_algo(algo), Some(ws), (T::ONE, T::ZERO), x, w, &mut y) }
+                .map_err(cudnn_err_status("forward"))
+        })
     })?;
     Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
 }
@@ -291,10 +294,12 @@ fn typed_backward<T: Elem>(
             ))
         })?;
         let mut dx = output::<T>(dev, s.x_len())?;
-        with_workspace(dev, bytes, |ws| {
-            // SAFETY: dx, w and dy match the descriptors.
-            unsafe { op.launch(data_algo(algo), Some(ws), (T::ONE, T::ZERO), &mut dx, w, dy) }
-                .map_err(cudnn_err_status("backward-data"))
+        timed(&dev.cuda_stream(), "cudnn conv backward-data", || {
+            with_workspace(dev, bytes, |ws| {
+                // SAFETY: dx, w and dy match the descriptors.
+                unsafe { op.launch(data_algo(algo), Some(ws), (T::ONE, T::ZERO), &mut dx, w, dy) }
+                    .map_err(cudnn_err_status("backward-data"))
+            })
         })?;
         grads.0 = Some(CudaStorage::wrap_cuda_slice(dx, dev.clone()));
     }
@@ -316,19 +321,21 @@ fn typed_backward<T: Elem>(
             ))
         })?;
         let mut dw = output::<T>(dev, s.w_len())?;
-        with_workspace(dev, bytes, |ws| {
-            // SAFETY: x, dw and dy match the descriptors.
-            unsafe {
-                op.launch(
-                    filter_algo(algo),
-                    Some(ws),
-                    (T::ONE, T::ZERO),
-                    x,
-                    &mut dw,
-                    dy,
-                )
-            }
-            .map_err(cudnn_err_status("backward-filter"))
+        timed(&dev.cuda_stream(), "cudnn conv backward-filter", || {
+            with_workspace(dev, bytes, |ws| {
+                // SAFETY: x, dw and dy match the descriptors.
+                unsafe {
+                    op.launch(
+                        filter_algo(algo),
+                        Some(ws),
+                        (T::ONE, T::ZERO),
+                        x,
+                        &mut dw,
+                        dy,
+                    )
+                }
+                .map_err(cudnn_err_status("backward-filter"))
+            })
         })?;
         grads.1 = Some(CudaStorage::wrap_cuda_slice(dw, dev.clone()));
     }

@@ -157,9 +157,11 @@ macro_rules! launch_kernel {
         let stream = $dev.cuda_stream();
         let mut builder = stream.launch_builder(&func);
         $( builder.arg($arg); )*
-        // SAFETY: see the macro's contract above.
-        unsafe { builder.launch(LaunchConfig::from($cfg)) }.map_err(|e| {
-            candle_core::Error::Cuda(format!("maxsup-ops: launching {name}: {e}").into())
+        $crate::cuda::kernel_times::timed(&stream, name, || {
+            // SAFETY: see the macro's contract above.
+            unsafe { builder.launch(LaunchConfig::from($cfg)) }.map_err(|e| {
+                candle_core::Error::Cuda(format!("maxsup-ops: launching {name}: {e}").into())
+            })
         })?;
     }};
 }

@@ -9,6 +9,7 @@ pub(crate) mod bias;
 pub(crate) mod captured;
 mod conv;
 mod elementwise;
+pub(crate) mod kernel_times;
 mod launch;
 pub(crate) mod loss;
 mod multi_tensor;
@@ -22,6 +23,7 @@ mod settings;
 
 pub(crate) use conv::{conv2d_backward, conv2d_forward, ConvShape};
 pub(crate) use elementwise::{map1, map2};
+pub use kernel_times::{kernel_times, set_kernel_timing};
 pub(crate) use launch::*;
 pub(crate) use multi_tensor::multi_tensor;
 pub use settings::{
