@@ -5,7 +5,9 @@
 //! - every declaration in `src/kernels.rs` has the parameter types of its kernel in ops.cu;
 //! - every `launch_kernel!` in maxsup-ops' `src/cuda/` names a kernel of ops.cu and passes as
 //!   many arguments as it takes, each `&mut` buffer into a writable pointer and every other
-//!   argument into a read-only pointer or a value.
+//!   argument into a read-only pointer or a value, and each scalar whose type the launcher's
+//!   text states (`as i32`, `: u64`, `.elem_count()`, a parameter's type) in a parameter of
+//!   that width and kind (an `int` is not given a `usize`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -253,7 +255,7 @@ fn dynamic_names(file: &str, name_expr: &str, preceding: &str) -> Vec<String> {
 fn launchers_pass_each_kernel_its_arguments() {
     let kernels = cuda_kernels();
     let dir = ops_dir().join("src/cuda");
-    let mut checked = 0;
+    let (mut checked, mut typed) = (0, 0);
     for path in rust_files(&dir) {
         let file = path.file_name().unwrap().to_string_lossy().to_string();
         let src = without_comments(&read(&path));
@@ -301,6 +303,25 @@ fn launchers_pass_each_kernel_its_arguments() {
                         mutable, writable,
                         "{file}: {name}'s parameter `{param}` gets `{arg}` (outputs go as `&mut`, all else as `&`)"
                     );
+                    if let Some(ty) = arg
+                        .strip_prefix('&')
+                        .and_then(|v| binding_type(&src[..at + i], v))
+                    {
+                        let want = match param.as_str() {
+                            "int" => "i32",
+                            "size_t" => "usize",
+                            "float" => "f32",
+                            "double" => "f64",
+                            // A pointer passed as its address (one that may be null).
+                            p if p.ends_with('*') => "u64",
+                            other => other,
+                        };
+                        assert_eq!(
+                            ty, want,
+                            "{file}: {name}'s parameter `{param}` gets `{arg}`, a {ty}"
+                        );
+                        typed += 1;
+                    }
                 }
                 checked += 1;
             }
@@ -308,4 +329,70 @@ fn launchers_pass_each_kernel_its_arguments() {
         }
     }
     assert!(checked > 60, "checked only {checked} launches");
+    assert!(typed > 80, "typed only {typed} scalar arguments");
+}
+
+/// The type of `name`'s latest binding in `before` (the launcher's text up to the launch),
+/// where the text states it: `let name: T`, `let name = ... as T;`, `let name = ...elem_count();`
+/// (usize), or a parameter `name: T` of the enclosing function. `None` when not stated (a
+/// buffer, or a value out of a destructured tuple).
+fn binding_type(before: &str, name: &str) -> Option<&'static str> {
+    let scalar = |t: &str| -> Option<&'static str> {
+        ["i32", "usize", "f32", "f64", "u64"]
+            .into_iter()
+            .find(|s| *s == t.trim())
+    };
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    // Candidate binding sites, the last one before the launch wins (shadowing).
+    let mut best: Option<(usize, Option<&'static str>)> = None;
+    for pattern in [format!("let {name}"), format!("let mut {name}")] {
+        let mut from = 0;
+        while let Some(i) = before[from..].find(&pattern) {
+            let at = from + i;
+            let rest = &before[at + pattern.len()..];
+            from = at + pattern.len();
+            if rest.starts_with(is_ident) {
+                continue; // a longer name
+            }
+            let stmt = &rest[..rest.find(';').unwrap_or(rest.len())];
+            let ty = if let Some(annotated) = stmt.trim_start().strip_prefix(':') {
+                scalar(annotated.split('=').next().unwrap_or(""))
+            } else if let Some((_, cast)) = stmt.rsplit_once(" as ") {
+                scalar(cast)
+            } else if stmt.trim_end().ends_with(".elem_count()") {
+                Some("usize")
+            } else {
+                None
+            };
+            if best.is_none_or(|(b, _)| at > b) {
+                best = Some((at, ty));
+            }
+        }
+    }
+    // Destructuring `let (a, name, ..) = ...`: bound here, type not stated.
+    let mut from = 0;
+    while let Some(i) = before[from..].find("let (") {
+        let at = from + i;
+        from = at + 5;
+        let pattern = &before[from..from + before[from..].find(')').unwrap_or(0)];
+        let binds = pattern
+            .split(|c: char| !is_ident(c))
+            .any(|token| token == name);
+        if binds && best.is_none_or(|(b, _)| at > b) {
+            best = Some((at, None));
+        }
+    }
+    // A parameter `name: T` of the enclosing function (after the last `fn`).
+    let last_fn = before.rfind("fn ").unwrap_or(0);
+    let sig = &before[last_fn..];
+    let sig = &sig[..sig.find('{').unwrap_or(sig.len())];
+    let param = format!("{name}: ");
+    if let Some(p) = sig.find(&param) {
+        if sig[..p].ends_with(|c: char| !is_ident(c)) && best.is_none_or(|(b, _)| last_fn + p > b) {
+            let t = &sig[p + param.len()..];
+            let t = &t[..t.find([',', ')']).unwrap_or(t.len())];
+            best = Some((last_fn + p, scalar(t)));
+        }
+    }
+    best.and_then(|(_, t)| t)
 }
