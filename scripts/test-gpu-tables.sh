@@ -17,6 +17,10 @@ t=$(mktemp -d)
 trap 'if [ -n "${KEEP:-}" ]; then echo "kept $t"; else rm -rf "$t"; fi' EXIT
 fail() { echo "test-gpu-tables: FAIL: $*" >&2; exit 1; }
 for b in train-conv maxsup; do [ -x "target/release/$b" ] || fail "no target/release/$b"; done
+python3 -c 'import numpy' 2>/dev/null || fail "python3 has no numpy (pip install numpy)"
+for d in data/cifar-10-batches-bin data/fashion-mnist; do
+  [ -d "$d" ] || fail "no $d (bash data/fetch-cifar10.sh; bash data/fetch-fashion-mnist.sh)"
+done
 
 python3 scripts/gpu_data.py selftest
 GPU_DATA_XZ_PRESET=1 python3 scripts/gpu_data.py pack --out "$t/all" --first-mb 40 --part-mb 70
