@@ -49,10 +49,8 @@ kernel_tables! {
     softmax_bwd(softmax_bwd_f32, softmax_bwd_bf16): (*const E, *const E, *mut E, usize, i32);
     layer_norm_fwd(layer_norm_fwd_f32, layer_norm_fwd_bf16):
         (*const E, *const f32, *const f32, *mut E, usize, i32, f32);
-    layer_norm_bwd_dx(layer_norm_bwd_dx_f32, layer_norm_bwd_dx_bf16):
-        (*const E, *const f32, *const E, *const E, *mut E, usize, i32, f32);
-    layer_norm_bwd_params(layer_norm_bwd_params_f32, layer_norm_bwd_params_bf16):
-        (*const E, *const E, *mut f32, usize, i32, f32);
+    layer_norm_bwd(layer_norm_bwd_f32, layer_norm_bwd_bf16):
+        (*const E, *const f32, *const E, *const E, *mut E, *mut f32, usize, i32, f32);
     bn_stats_partial(bn_stats_partial_f32, bn_stats_partial_bf16): (*const E, *mut f64, i32, i32, i32, i32);
     bn_stats_finalize(bn_stats_finalize_f32, bn_stats_finalize_bf16):
         (*const E, *const f64, *mut f32, i32, i32, i32, f64);

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use half::bf16;
-use maxsup_kernel_emu::{column_sum_f32, launch};
+use maxsup_kernel_emu::launch;
 use maxsup_ops::kernel_geometry as geom;
 
 fn elementwise<E: Elem>() {
@@ -150,51 +150,45 @@ fn layer_norm<E: Elem>() {
         .unwrap();
         assert_close(&name("layer_norm_fwd"), &widen(&y), &want_y, E::TOL);
 
-        let mut dx = zeros::<E>(n);
-        let dp = dx.as_mut_ptr();
-        launch(geom::warp_per_row(rows), || unsafe {
-            (k.layer_norm_bwd_dx)(xp, wp, gp, std::ptr::null(), dp, rows, d as i32, eps)
-        })
-        .unwrap();
+        // The backward: dx per row and the parameter gradients' per-block partial sums in one
+        // kernel, then the column sum (as rows.rs); once without and once with a residual
+        // gradient, which must come out as the stored dx plus it, as a separate add in E.
+        let parts = geom::layer_norm_param_parts(rows);
+        let width = 2 * d;
+        let backward = |res: *const E| {
+            let mut dx = vec![E::from_f32(f32::NAN); n];
+            let mut partial = vec![f32::NAN; parts * width];
+            let (dp, pp) = (dx.as_mut_ptr(), partial.as_mut_ptr());
+            launch(geom::layer_norm_params(parts, d), || unsafe {
+                (k.layer_norm_bwd)(xp, wp, gp, res, dp, pp, rows, d as i32, eps)
+            })
+            .unwrap();
+            (dx, finish_column_sums(&partial, parts, width))
+        };
+        let (dx, sums) = backward(std::ptr::null());
         assert_close(
-            &name("layer_norm_bwd_dx"),
+            &name("layer_norm_bwd dx"),
             &widen(&dx),
             &want_dx,
             2.0 * E::TOL,
         );
-        // With a residual gradient: the stored dx plus it, as a separate add in E would give.
         let res = random::<E>(n, 15 + n as u64, 1.0, 0.5);
         let want: Vec<f32> = (0..n)
             .map(|i| E::from_f32(res[i].to_f32() + dx[i].to_f32()).to_f32())
             .collect();
-        let mut dxr = zeros::<E>(n);
-        let (rp, drp) = (res.as_ptr(), dxr.as_mut_ptr());
-        launch(geom::warp_per_row(rows), || unsafe {
-            (k.layer_norm_bwd_dx)(xp, wp, gp, rp, drp, rows, d as i32, eps)
-        })
-        .unwrap();
+        let (dxr, sums_r) = backward(res.as_ptr());
         assert_close(
-            &name("layer_norm_bwd_dx + residual"),
+            &name("layer_norm_bwd dx + residual"),
             &widen(&dxr),
             &want,
             0.0,
         );
-
-        // The parameter gradients: per-block partial sums, then the column sum (as rows.rs).
-        let parts = geom::layer_norm_param_parts(rows);
-        let width = 2 * d;
-        let mut partial = vec![f32::NAN; parts * width];
-        let pp = partial.as_mut_ptr();
-        launch(geom::layer_norm_params(parts, d), || unsafe {
-            (k.layer_norm_bwd_params)(xp, gp, pp, rows, d as i32, eps)
-        })
-        .unwrap();
-        let mut sums = vec![f32::NAN; width];
-        let (pp, sp) = (partial.as_ptr(), sums.as_mut_ptr());
-        launch(geom::column_sum(width), || unsafe {
-            column_sum_f32(pp, sp, parts as i32, width as i32)
-        })
-        .unwrap();
+        assert_close(
+            &name("layer_norm_bwd sums, residual or not"),
+            &sums_r,
+            &sums,
+            0.0,
+        );
         // f32 sums over the rows: the tolerance grows with their number.
         let tol = 1e-4 * (rows as f32).sqrt();
         assert_close(&name("layer_norm dweight"), &sums[..d], &want_p[0], tol);

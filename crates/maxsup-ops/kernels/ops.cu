@@ -134,45 +134,43 @@ __device__ void layer_norm_fwd(const T* x, const float* w, const float* b, T* y,
   row_stats(xr, d, eps, lane, &m, &r);
   for (int j = lane; j < d; j += 32) y[row * d + j] = from_f<T>((to_f(xr[j]) - m) * r * w[j] + b[j]);
 }
-// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w.
-template <typename T>
-__device__ void layer_norm_bwd_dx(const T* x, const float* w, const T* dy, const T* res, T* dx, size_t rows, int d, float eps) {
-  size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-  int lane = threadIdx.x & 31;
-  if (row >= rows) return;
-  const T* xr = x + row * d;
-  const T* gr = dy + row * d;
-  float m, r;
-  row_stats(xr, d, eps, lane, &m, &r);
-  float sg = 0.f, sgx = 0.f;
-  for (int j = lane; j < d; j += 32) {
-    float g = to_f(gr[j]) * w[j];
-    sg += g;
-    sgx += g * (to_f(xr[j]) - m) * r;
-  }
-  sg = warp_sum(sg) / d;
-  sgx = warp_sum(sgx) / d;
-  for (int j = lane; j < d; j += 32) {
-    float xh = (to_f(xr[j]) - m) * r;
-    T v = from_f<T>(r * (to_f(gr[j]) * w[j] - sg - xh * sgx));
-    // A pre-norm residual block's input gradient: the residual path's added as a separate add
-    // of the stored gradient would.
-    if (res) v = from_f<T>(to_f(res[row * d + j]) + to_f(v));
-    dx[row * d + j] = v;
-  }
-}
-// Per block: partial[block][0][j] = sum over its rows of dy * xhat, partial[block][1][j] = sum of dy.
-// Rows are dealt to blocks round-robin, one per warp at a time: the warps find their rows'
-// statistics, then thread t adds the rows in order into the columns j = t (mod blockDim) it
+// The backward in one pass over x and dy: per row (a warp), dx = rstd * (g - mean(g) - xhat *
+// mean(g * xhat)), g = dy * w, plus `res` (a pre-norm block's residual gradient, or null) added
+// as a separate add of the stored dx would; per block, partial[block][0][j] = sum over its rows
+// of dy * xhat and partial[block][1][j] = sum of dy (the weight and bias gradients). Rows are
+// dealt to blocks round-robin, one per warp at a time: each warp finds its row's statistics and
+// writes its dx, then thread t adds the rows in order into the columns j = t (mod blockDim) it
 // alone owns (no atomics: the sums do not depend on timing). Dynamic shared memory: 2*d floats.
 template <typename T>
-__device__ void layer_norm_bwd_params(const T* x, const T* dy, float* partial, size_t rows, int d, float eps) {
+__device__ void layer_norm_bwd(const T* x, const float* w, const T* dy, const T* res, T* dx, float* partial, size_t rows, int d, float eps) {
   DYNAMIC_SHARED(float, acc);
   __shared__ float row_mean[32], row_rstd[32];
   for (int j = threadIdx.x; j < 2 * d; j += blockDim.x) acc[j] = 0.f;
   int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   for (size_t base = (size_t)blockIdx.x * nw; base < rows; base += (size_t)gridDim.x * nw) {
-    if (base + warp < rows) row_stats(x + (base + warp) * d, d, eps, lane, &row_mean[warp], &row_rstd[warp]);
+    if (base + warp < rows) {
+      size_t row = base + warp;
+      const T* xr = x + row * d;
+      const T* gr = dy + row * d;
+      float m, r;
+      row_stats(xr, d, eps, lane, &m, &r);
+      row_mean[warp] = m;
+      row_rstd[warp] = r;
+      float sg = 0.f, sgx = 0.f;
+      for (int j = lane; j < d; j += 32) {
+        float g = to_f(gr[j]) * w[j];
+        sg += g;
+        sgx += g * (to_f(xr[j]) - m) * r;
+      }
+      sg = warp_sum(sg) / d;
+      sgx = warp_sum(sgx) / d;
+      for (int j = lane; j < d; j += 32) {
+        float xh = (to_f(xr[j]) - m) * r;
+        T v = from_f<T>(r * (to_f(gr[j]) * w[j] - sg - xh * sgx));
+        if (res) v = from_f<T>(to_f(res[row * d + j]) + to_f(v));
+        dx[row * d + j] = v;
+      }
+    }
     __syncthreads();
     for (int r = 0; r < nw && base + r < rows; ++r) {
       const T* xr = x + (base + r) * d;
@@ -838,8 +836,7 @@ extern "C" __global__ void ema_multi_f32(TensorTable t, float decay, float one_m
   extern "C" __global__ void softmax_fwd_##S(const T* x, T* y, size_t rows, int d) { softmax_fwd(x, y, rows, d); } \
   extern "C" __global__ void softmax_bwd_##S(const T* y, const T* dy, T* dx, size_t rows, int d) { softmax_bwd(y, dy, dx, rows, d); } \
   extern "C" __global__ void layer_norm_fwd_##S(const T* x, const float* w, const float* b, T* y, size_t rows, int d, float eps) { layer_norm_fwd(x, w, b, y, rows, d, eps); } \
-  extern "C" __global__ void layer_norm_bwd_dx_##S(const T* x, const float* w, const T* dy, const T* res, T* dx, size_t rows, int d, float eps) { layer_norm_bwd_dx(x, w, dy, res, dx, rows, d, eps); } \
-  extern "C" __global__ void layer_norm_bwd_params_##S(const T* x, const T* dy, float* partial, size_t rows, int d, float eps) { layer_norm_bwd_params(x, dy, partial, rows, d, eps); } \
+  extern "C" __global__ void layer_norm_bwd_##S(const T* x, const float* w, const T* dy, const T* res, T* dx, float* partial, size_t rows, int d, float eps) { layer_norm_bwd(x, w, dy, res, dx, partial, rows, d, eps); } \
   extern "C" __global__ void bn_stats_partial_##S(const T* x, double* partial, int n, int c, int hw, int splits) { bn_stats_partial(x, partial, n, c, hw, splits); } \
   extern "C" __global__ void bn_stats_finalize_##S(const T* x, const double* partial, float* stats, int c, int hw, int splits, double count) { bn_stats_finalize(x, partial, stats, c, hw, splits, count); } \
   extern "C" __global__ void bn_apply_##S(const T* x, const float* stats, const float* w, const float* b, const T* r, T* y, int c, int hw, float eps, int relu, size_t planes, int per_block) { bn_apply(x, stats, w, b, r, y, c, hw, eps, relu, planes, per_block); } \

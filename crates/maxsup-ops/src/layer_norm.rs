@@ -6,9 +6,10 @@ use crate::cpu::slices::{contiguous_f32, num_threads, split_range};
 use crate::cpu::uninit::{ensure_len, Output};
 use crate::dispatch::{fused, unpack};
 use crate::reference;
+use crate::side_output::SideOutput;
 #[cfg(feature = "cuda")]
 use candle_core::cuda_backend::CudaStorage;
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -209,10 +210,15 @@ pub(crate) fn layer_norm_backward(
         return Ok((dx, dw, db));
     }
     // On a GPU dx keeps the input's dtype (bf16 in mixed precision) while the parameter
-    // gradients are f32: two kernels, each recomputing the row statistics.
+    // gradients are f32: one kernel writes dx and leaves `[dweight | dbias]` beside it.
     let residual = residual.map(|r| r.contiguous()).transpose()?;
-    let dx = x.apply_op3_no_bwd(w, &dy, &LayerNormBackwardDx { eps, residual })?;
-    let dwb = x.apply_op2_no_bwd(&dy, &LayerNormBackwardParams { eps })?;
+    let op = LayerNormBackwardCuda {
+        eps,
+        residual,
+        params: SideOutput::new("layer_norm parameter gradients"),
+    };
+    let dx = x.apply_op3_no_bwd(w, &dy, &op)?;
+    let dwb = op.params.take()?;
     let d = w.elem_count();
     let dw = dwb.narrow(0, 0, d)?.reshape(w.shape())?;
     let db = dwb.narrow(0, d, d)?.reshape(b.shape())?;
@@ -261,17 +267,19 @@ impl CustomOp3 for LayerNormBackwardCpu {
     }
 }
 
-/// The GPU input gradient (the input's dtype).
+/// The GPU backward: the input gradient (the input's dtype) as the output, `[dweight | dbias]`
+/// (f32) left in `params`.
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-struct LayerNormBackwardDx {
+struct LayerNormBackwardCuda {
     eps: f32,
     /// Added to the input gradient (contiguous, the input's shape and dtype), or none.
     residual: Option<Tensor>,
+    params: SideOutput,
 }
 
-impl CustomOp3 for LayerNormBackwardDx {
+impl CustomOp3 for LayerNormBackwardCuda {
     fn name(&self) -> &'static str {
-        "maxsup-layer-norm-backward-dx"
+        "maxsup-layer-norm-backward-cuda"
     }
 
     fn cpu_fwd(
@@ -284,7 +292,7 @@ impl CustomOp3 for LayerNormBackwardDx {
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         candle_core::bail!(
-            "layer_norm: the split backward is for CUDA; the CPU runs LayerNormBackwardCpu"
+            "layer_norm: this backward is for CUDA; the CPU runs LayerNormBackwardCpu"
         )
     }
 
@@ -298,57 +306,15 @@ impl CustomOp3 for LayerNormBackwardDx {
         gs: &CudaStorage,
         gl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        let dx = crate::cuda::captured::with_optional_cuda(
+        let (dx, dwb) = crate::cuda::captured::with_optional_cuda(
             self.residual.as_ref(),
             "layer_norm backward: the residual gradient",
             |residual| {
-                crate::cuda::rows::layer_norm_bwd_dx(
-                    (xs, xl),
-                    (ws, wl),
-                    (gs, gl),
-                    residual,
-                    self.eps,
-                )
+                crate::cuda::rows::layer_norm_bwd((xs, xl), (ws, wl), (gs, gl), residual, self.eps)
             },
         )?;
+        self.params.put_cuda(dwb, 2 * wl.shape().elem_count())?;
         Ok((dx, xl.shape().clone()))
-    }
-}
-
-/// The GPU parameter gradients, `[dweight | dbias]` in f32.
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-struct LayerNormBackwardParams {
-    eps: f32,
-}
-
-impl CustomOp2 for LayerNormBackwardParams {
-    fn name(&self) -> &'static str {
-        "maxsup-layer-norm-backward-params"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        candle_core::bail!(
-            "layer_norm: the split backward is for CUDA; the CPU runs LayerNormBackwardCpu"
-        )
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        xs: &CudaStorage,
-        xl: &Layout,
-        gs: &CudaStorage,
-        gl: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
-        let d = xl.shape().dims().last().copied().unwrap_or(1);
-        let out = crate::cuda::rows::layer_norm_bwd_params((xs, xl), (gs, gl), self.eps)?;
-        Ok((out, Shape::from(2 * d)))
     }
 }
 

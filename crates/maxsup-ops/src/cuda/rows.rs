@@ -98,24 +98,32 @@ pub(crate) fn layer_norm_fwd(
     by_dtype!(x.0.dtype(), "layer_norm", run(x, w, b, eps))
 }
 
-/// LayerNorm's input gradient, plus `residual` (the gradient of a pre-norm block's residual
-/// path, `x`'s shape and dtype; checked by the caller) where given.
-pub(crate) fn layer_norm_bwd_dx(
+/// LayerNorm's backward in one kernel: the input gradient (in `x`'s dtype), plus `residual`
+/// (the gradient of a pre-norm block's residual path, `x`'s shape and dtype; checked by the
+/// caller) where given, and `[dweight | dbias]` (f32, 2·D: per-block partial sums, then a
+/// fixed-order column sum).
+pub(crate) fn layer_norm_bwd(
     x: (&CudaStorage, &Layout),
     w: (&CudaStorage, &Layout),
     dy: (&CudaStorage, &Layout),
     residual: Option<(&CudaStorage, &Layout)>,
     eps: f32,
-) -> Result<CudaStorage> {
+) -> Result<(CudaStorage, CudaStorage)> {
     fn run<T: Elem>(
         (xs, xl): (&CudaStorage, &Layout),
         (ws, wl): (&CudaStorage, &Layout),
         (gs, gl): (&CudaStorage, &Layout),
         residual: Option<(&CudaStorage, &Layout)>,
         eps: f32,
-    ) -> Result<CudaStorage> {
+    ) -> Result<(CudaStorage, CudaStorage)> {
         let dev = xs.device.clone();
         let (rows, d) = rows_of(xl);
+        let width = 2 * d as usize;
+        if d as usize > LAYER_NORM_PARAMS_MAX_D {
+            candle_core::bail!(
+                "layer_norm backward: rows of {d} exceed the kernel's shared memory (at most {LAYER_NORM_PARAMS_MAX_D})"
+            );
+        }
         let x = view::<T>(xs, xl, "layer_norm input")?;
         let w = f32_view(ws, wl, "layer_norm weight")?;
         let g = view::<T>(gs, gl, "layer_norm output gradient")?;
@@ -130,75 +138,41 @@ pub(crate) fn layer_norm_bwd_dx(
             None => 0,
         };
         let mut dx = output::<T>(&dev, xl.shape().elem_count())?;
+        let parts = layer_norm_param_parts(rows);
+        let mut partial = output::<f32>(&dev, parts * width)?;
         launch_kernel!(
             &dev,
-            name_for::<T>("layer_norm_bwd_dx"),
-            warp_per_row(rows),
+            name_for::<T>("layer_norm_bwd"),
+            layer_norm_params(parts, d as usize),
             &x,
             &w,
             &g,
             &r,
             &mut dx,
-            &rows,
-            &d,
-            &eps
-        );
-        Ok(CudaStorage::wrap_cuda_slice(dx, dev))
-    }
-    by_dtype!(
-        x.0.dtype(),
-        "layer_norm backward",
-        run(x, w, dy, residual, eps)
-    )
-}
-
-/// `[dweight | dbias]` (f32, 2·D): per-block partial sums, then a fixed-order column sum.
-pub(crate) fn layer_norm_bwd_params(
-    x: (&CudaStorage, &Layout),
-    dy: (&CudaStorage, &Layout),
-    eps: f32,
-) -> Result<CudaStorage> {
-    fn run<T: Elem>(
-        (xs, xl): (&CudaStorage, &Layout),
-        (gs, gl): (&CudaStorage, &Layout),
-        eps: f32,
-    ) -> Result<CudaStorage> {
-        let dev = xs.device.clone();
-        let (rows, d) = rows_of(xl);
-        let width = 2 * d as usize;
-        if d as usize > LAYER_NORM_PARAMS_MAX_D {
-            candle_core::bail!(
-                "layer_norm backward: rows of {d} exceed the kernel's shared memory (at most {LAYER_NORM_PARAMS_MAX_D})"
-            );
-        }
-        let x = view::<T>(xs, xl, "layer_norm input")?;
-        let g = view::<T>(gs, gl, "layer_norm output gradient")?;
-        let parts = layer_norm_param_parts(rows);
-        let mut partial = output::<f32>(&dev, parts * width)?;
-        let cfg = layer_norm_params(parts, d as usize);
-        launch_kernel!(
-            &dev,
-            name_for::<T>("layer_norm_bwd_params"),
-            cfg,
-            &x,
-            &g,
             &mut partial,
             &rows,
             &d,
             &eps
         );
-        let mut out = output::<f32>(&dev, width)?;
+        let mut sums = output::<f32>(&dev, width)?;
         let (parts_i, width_i) = (parts as i32, width as i32);
         launch_kernel!(
             &dev,
             "column_sum_f32",
             column_sum(width),
             &partial,
-            &mut out,
+            &mut sums,
             &parts_i,
             &width_i
         );
-        Ok(CudaStorage::wrap_cuda_slice(out, dev))
+        Ok((
+            CudaStorage::wrap_cuda_slice(dx, dev.clone()),
+            CudaStorage::wrap_cuda_slice(sums, dev),
+        ))
     }
-    by_dtype!(x.0.dtype(), "layer_norm backward", run(x, dy, eps))
+    by_dtype!(
+        x.0.dtype(),
+        "layer_norm backward",
+        run(x, w, dy, residual, eps)
+    )
 }
