@@ -256,6 +256,7 @@ fn launchers_pass_each_kernel_its_arguments() {
     let kernels = cuda_kernels();
     let dir = ops_dir().join("src/cuda");
     let (mut checked, mut typed) = (0, 0);
+    let fields = scalar_fields(&dir);
     for path in rust_files(&dir) {
         let file = path.file_name().unwrap().to_string_lossy().to_string();
         let src = without_comments(&read(&path));
@@ -303,10 +304,11 @@ fn launchers_pass_each_kernel_its_arguments() {
                         mutable, writable,
                         "{file}: {name}'s parameter `{param}` gets `{arg}` (outputs go as `&mut`, all else as `&`)"
                     );
-                    if let Some(ty) = arg
-                        .strip_prefix('&')
-                        .and_then(|v| binding_type(&src[..at + i], v))
-                    {
+                    if let Some(ty) = arg.strip_prefix('&').and_then(|v| match v.split_once('.') {
+                        // A field, `sums.splits`: its declared type.
+                        Some((_, field)) => fields.get(field).copied(),
+                        None => binding_type(&src[..at + i], v),
+                    }) {
                         let want = match param.as_str() {
                             "int" => "i32",
                             "size_t" => "usize",
@@ -330,6 +332,35 @@ fn launchers_pass_each_kernel_its_arguments() {
     }
     assert!(checked > 60, "checked only {checked} launches");
     assert!(typed > 80, "typed only {typed} scalar arguments");
+}
+
+/// Field name -> scalar type of the `pub name: T,` fields declared under `dir` (a name declared
+/// with two types is left out).
+fn scalar_fields(dir: &Path) -> BTreeMap<String, &'static str> {
+    let mut seen: BTreeMap<String, Option<&'static str>> = BTreeMap::new();
+    for path in rust_files(dir) {
+        for line in without_comments(&read(&path)).lines() {
+            let Some(decl) = line.trim().strip_prefix("pub ") else {
+                continue;
+            };
+            let Some((name, ty)) = decl.strip_suffix(',').and_then(|d| d.split_once(": ")) else {
+                continue;
+            };
+            let Some(ty) = ["i32", "usize", "f32", "f64", "u64"]
+                .into_iter()
+                .find(|s| *s == ty.trim())
+            else {
+                continue;
+            };
+            let entry = seen.entry(name.trim().to_string()).or_insert(Some(ty));
+            if *entry != Some(ty) {
+                *entry = None;
+            }
+        }
+    }
+    seen.into_iter()
+        .filter_map(|(n, t)| Some((n, t?)))
+        .collect()
 }
 
 /// The type of `name`'s latest binding in `before` (the launcher's text up to the launch),

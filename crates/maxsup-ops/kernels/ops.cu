@@ -218,6 +218,17 @@ __device__ void store_column_partial(float acc, float* partial, int ch, int n) {
   }
 }
 
+// The column sums' loop: thread (tx, ty) of block (bx, by) adds f(r, ch) for column
+// ch = bx*32+tx over rows r = by*8+ty, by*8+ty+8S, ..., and the block's sums reach partial.
+template <typename F>
+__device__ __forceinline__ void column_rows(size_t m, int n, int splits, float* partial, F f) {
+  int ch = blockIdx.x * 32 + threadIdx.x;
+  float acc = 0.f;
+  if (ch < n)
+    for (size_t r = (size_t)blockIdx.y * 8 + threadIdx.y; r < m; r += (size_t)splits * 8) acc += f(r, ch);
+  store_column_partial(acc, partial, ch, n);
+}
+
 // y = gelu(g + bias): fc1's bias add and the MLP's GELU in one pass.
 template <typename T> __device__ void bias_gelu_fwd(const T* g, const T* bias, T* y, size_t total, int n) {
   GRID_STRIDE(i, total) { y[i] = from_f<T>(gelu_f(biased(g[i], bias[i % n]))); }
@@ -225,26 +236,16 @@ template <typename T> __device__ void bias_gelu_fwd(const T* g, const T* bias, T
 // dh = dy * gelu'(g + bias), and the column partial sums of dh (fc1's bias gradient).
 template <typename T>
 __device__ void bias_gelu_bwd(const T* g, const T* bias, const T* dy, T* dh, float* partial, size_t m, int n, int splits) {
-  int ch = blockIdx.x * 32 + threadIdx.x;
-  float acc = 0.f;
-  if (ch < n) {
-    T b = bias[ch];
-    for (size_t r = (size_t)blockIdx.y * 8 + threadIdx.y; r < m; r += (size_t)splits * 8) {
-      size_t i = r * n + ch;
-      T v = from_f<T>(to_f(dy[i]) * gelu_grad_f(biased(g[i], b)));
-      dh[i] = v;
-      acc += to_f(v);
-    }
-  }
-  store_column_partial(acc, partial, ch, n);
+  column_rows(m, n, splits, partial, [&](size_t r, int ch) {
+    size_t i = r * n + ch;
+    T v = from_f<T>(to_f(dy[i]) * gelu_grad_f(biased(g[i], bias[ch])));
+    dh[i] = v;
+    return to_f(v);
+  });
 }
 // The column partial sums of dy: a bias gradient.
 template <typename T> __device__ void bias_grad_partial(const T* dy, float* partial, size_t m, int n, int splits) {
-  int ch = blockIdx.x * 32 + threadIdx.x;
-  float acc = 0.f;
-  if (ch < n)
-    for (size_t r = (size_t)blockIdx.y * 8 + threadIdx.y; r < m; r += (size_t)splits * 8) acc += to_f(dy[r * n + ch]);
-  store_column_partial(acc, partial, ch, n);
+  column_rows(m, n, splits, partial, [&](size_t r, int ch) { return to_f(dy[r * n + ch]); });
 }
 
 // ---------------------------------------------------------------- a residual branch's output
@@ -263,16 +264,12 @@ __device__ void residual_out_fwd(const T* x, const T* o, const T* bias, const T*
 // sums (the output linear's bias gradient). Column-sum geometry (see "a linear layer's bias").
 template <typename T>
 __device__ void residual_out_bwd(const T* dy, const T* s, T* g, float* partial, size_t m, int n, size_t rows_per_image, int splits) {
-  int ch = blockIdx.x * 32 + threadIdx.x;
-  float acc = 0.f;
-  if (ch < n)
-    for (size_t r = (size_t)blockIdx.y * 8 + threadIdx.y; r < m; r += (size_t)splits * 8) {
-      size_t i = r * n + ch;
-      T v = from_f<T>(to_f(dy[i]) * to_f(s[r / rows_per_image]));
-      g[i] = v;
-      acc += to_f(v);
-    }
-  store_column_partial(acc, partial, ch, n);
+  column_rows(m, n, splits, partial, [&](size_t r, int ch) {
+    size_t i = r * n + ch;
+    T v = from_f<T>(to_f(dy[i]) * to_f(s[r / rows_per_image]));
+    g[i] = v;
+    return to_f(v);
+  });
 }
 
 // ---------------------------------------------------------------- attention heads from qkv
@@ -311,22 +308,18 @@ template <typename T>
 __device__ void qkv_heads_bwd(const T* dq, const T* dk, const T* dv, T* dh, float* partial, size_t m, int tokens, int heads,
                               int hd, float scale, int splits) {
   int c = heads * hd, n = 3 * c;
-  int ch = blockIdx.x * 32 + threadIdx.x;
-  float acc = 0.f;
-  if (ch < n) {
-    int part = ch / c;
-    const T* src = part == 0 ? dq : (part == 1 ? dk : dv);
-    float s = to_f(from_f<T>(scale));
-    size_t batch = m / tokens;
-    for (size_t r = (size_t)blockIdx.y * 8 + threadIdx.y; r < m; r += (size_t)splits * 8) {
-      // The part's own [B][heads][N][hd] plane: the index with part 0.
-      T v = src[qkv_heads_index(r, ch - part * c, batch, tokens, heads, hd)];
-      if (part == 0) v = from_f<T>(to_f(v) * s);
-      dh[r * n + ch] = v;
-      acc += to_f(v);
-    }
-  }
-  store_column_partial(acc, partial, ch, n);
+  // A thread's column, hence its part (q, k or v), is fixed: found once, outside the row loop.
+  int part = (int)(blockIdx.x * 32 + threadIdx.x) / c;
+  const T* src = part == 0 ? dq : (part == 1 ? dk : dv);
+  float s = to_f(from_f<T>(scale));
+  size_t batch = m / tokens;
+  column_rows(m, n, splits, partial, [&](size_t r, int ch) {
+    // The part's own [B][heads][N][hd] plane: the index with part 0.
+    T v = src[qkv_heads_index(r, ch - part * c, batch, tokens, heads, hd)];
+    if (part == 0) v = from_f<T>(to_f(v) * s);
+    dh[r * n + ch] = v;
+    return to_f(v);
+  });
 }
 
 // ---------------------------------------------------------------- BatchNorm over NCHW

@@ -14,7 +14,7 @@
 
 use crate::cpu::normal;
 use crate::cpu::slices::contiguous_f32;
-use crate::cpu::uninit::{ensure_len, Output};
+use crate::cpu::uninit::Output;
 use crate::linear::column_sums;
 use crate::side_output::SideOutput;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
@@ -23,18 +23,25 @@ use rayon::prelude::*;
 /// Rows per rayon task of the CPU kernels.
 const ROWS_PER_TASK: usize = 16;
 
-/// The rows of a `[m, n]` operand whose last dimension is `n`, or an error naming `op`.
-fn rows(shape: &Shape, n: usize, op: &str) -> Result<usize> {
-    let total = shape.elem_count();
-    if n == 0 || shape.dims().last() != Some(&n) {
-        candle_core::bail!("{op}: {shape:?} is not rows of {n} features");
+/// Checks that `g` is rows of `bias`'s features in its dtype, or an error naming `op`. The ops'
+/// kernels (CPU and CUDA) then take the shapes as given.
+fn check_rows(g: &Tensor, bias: &Tensor, op: &str) -> Result<()> {
+    let n = bias.elem_count();
+    if n == 0 || g.dims().last() != Some(&n) || g.dtype() != bias.dtype() {
+        candle_core::bail!(
+            "{op}: {:?} {:?} is not rows of {n} features in the bias's {:?}",
+            g.shape(),
+            g.dtype(),
+            bias.dtype()
+        );
     }
-    Ok(total / n)
+    Ok(())
 }
 
 /// `gelu(g + bias)`: fc1's output from its bias-free GEMM result `g` (`[..., n]`, contiguous)
 /// and its bias (`[n]`, `g`'s dtype).
 pub(crate) fn bias_gelu(g: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    check_rows(g, bias, "bias_gelu")?;
     g.contiguous()?
         .apply_op2_no_bwd(&bias.contiguous()?, &BiasGeluOp)
 }
@@ -46,6 +53,16 @@ pub(crate) fn bias_gelu_backward(
     bias: &Tensor,
     dy: &Tensor,
 ) -> Result<(Tensor, Tensor)> {
+    check_rows(g, bias, "bias_gelu backward")?;
+    if dy.shape() != g.shape() || dy.dtype() != g.dtype() {
+        candle_core::bail!(
+            "bias_gelu output gradient {:?} {:?} does not match the input {:?} {:?}",
+            dy.shape(),
+            dy.dtype(),
+            g.shape(),
+            g.dtype()
+        );
+    }
     let op = BiasGeluBackwardOp {
         bias_grad: SideOutput::new("bias_gelu bias gradient"),
     };
@@ -59,6 +76,9 @@ pub(crate) fn bias_gelu_backward(
 /// The bias gradient of a linear layer from its output gradient `dy` (`[..., n]`): the sum over
 /// all rows, accumulated in f32, in `dy`'s dtype.
 pub(crate) fn bias_grad(dy: &Tensor) -> Result<Tensor> {
+    if dy.rank() == 0 || dy.dims().last() == Some(&0) {
+        candle_core::bail!("bias gradient: {:?} is not rows of features", dy.shape());
+    }
     dy.contiguous()?
         .apply_op1_no_bwd(&BiasGradOp)?
         .to_dtype(dy.dtype())
@@ -79,7 +99,6 @@ impl CustomOp2 for BiasGeluOp {
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let n = bl.shape().elem_count();
-        rows(gl.shape(), n, "bias_gelu")?;
         let g = contiguous_f32(gs, gl, "bias_gelu input")?;
         let b = contiguous_f32(bs, bl, "bias_gelu bias")?;
         let mut y = Output::new(g.len());
@@ -108,7 +127,6 @@ impl CustomOp2 for BiasGeluOp {
         bs: &candle_core::CudaStorage,
         bl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        rows(gl.shape(), bl.shape().elem_count(), "bias_gelu")?;
         let y = crate::cuda::bias::bias_gelu_fwd((gs, gl), (bs, bl))?;
         Ok((y, gl.shape().clone()))
     }
@@ -134,11 +152,10 @@ impl CustomOp3 for BiasGeluBackwardOp {
         dl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let n = bl.shape().elem_count();
-        let m = rows(gl.shape(), n, "bias_gelu backward")?;
+        let m = gl.shape().elem_count() / n;
         let g = contiguous_f32(gs, gl, "bias_gelu input")?;
         let b = contiguous_f32(bs, bl, "bias_gelu bias")?;
         let dy = contiguous_f32(ds, dl, "bias_gelu output gradient")?;
-        ensure_len("bias_gelu output gradient", dy.len(), g.len())?;
         let mut dg = Output::new(g.len());
         dg.slots()
             .par_chunks_mut(n * ROWS_PER_TASK)
@@ -171,7 +188,6 @@ impl CustomOp3 for BiasGeluBackwardOp {
         dl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let n = bl.shape().elem_count();
-        rows(gl.shape(), n, "bias_gelu backward")?;
         let (dg, db) = crate::cuda::bias::bias_gelu_bwd((gs, gl), (bs, bl), (ds, dl))?;
         self.bias_grad.put_cuda(db, n)?;
         Ok((dg, gl.shape().clone()))
@@ -188,7 +204,7 @@ impl CustomOp1 for BiasGradOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let n = l.shape().dims().last().copied().unwrap_or(0);
-        let m = rows(l.shape(), n, "bias gradient")?;
+        let m = l.shape().elem_count() / n;
         let dy = contiguous_f32(s, l, "bias gradient's output gradient")?;
         Ok((CpuStorage::F32(column_sums(dy, m, n)), Shape::from(n)))
     }
@@ -200,7 +216,6 @@ impl CustomOp1 for BiasGradOp {
         l: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let n = l.shape().dims().last().copied().unwrap_or(0);
-        rows(l.shape(), n, "bias gradient")?;
         let db = crate::cuda::bias::bias_grad((s, l), n)?;
         Ok((db, Shape::from(n)))
     }

@@ -4,13 +4,15 @@
 //! channels-last tensor: the sums run over (32-channel, split) blocks of rows and the element-wise
 //! passes over the flat buffer; the finalisations are shared.
 
-use super::launch::{by_dtype, f32_view, launch_kernel, name_for, output, view, Elem};
+use super::launch::{
+    address_or_null, by_dtype, f32_view, launch_kernel, name_for, output, view, Elem,
+};
 use crate::kernel_geometry::{
     bn_reduce, bn_splits, column_reduce, column_splits, elementwise, per_channel, plane_groups,
     planes_per_block,
 };
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaView, DevicePtr};
+use candle_core::cuda_backend::cudarc::driver::CudaView;
 use candle_core::cuda_backend::CudaStorage;
 use candle_core::{Layout, Result};
 
@@ -136,11 +138,7 @@ pub(crate) fn apply(
             None => None,
         };
         // The kernels take the residual as a pointer that may be null.
-        let stream = dev.cuda_stream();
-        let r: u64 = match &rv {
-            Some(v) => v.device_ptr(&stream).0,
-            None => 0,
-        };
+        let r: u64 = address_or_null(rv.as_ref(), &dev);
         let mut y = output::<T>(&dev, total)?;
         let relu = relu as i32;
         if nhwc {

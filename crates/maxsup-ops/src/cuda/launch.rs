@@ -3,7 +3,8 @@
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::cudnn::CudnnDataType;
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaFunction, CudaModule, CudaSlice, CudaView, DeviceRepr, LaunchConfig, ValidAsZeroBits,
+    CudaFunction, CudaModule, CudaSlice, CudaView, DevicePtr, DeviceRepr, LaunchConfig,
+    ValidAsZeroBits,
 };
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, DeviceId};
 use candle_core::{DType, Layout, Result};
@@ -127,6 +128,13 @@ pub(crate) fn f32_view<'a>(
     view::<f32>(s, l, what)
 }
 
+/// The device address of an optional operand, for a kernel parameter that may be null (0 when
+/// absent). The view must outlive the launch.
+pub(crate) fn address_or_null<T>(v: Option<&CudaView<'_, T>>, dev: &CudaDevice) -> u64 {
+    let stream = dev.cuda_stream();
+    v.map_or(0, |v| v.device_ptr(&stream).0)
+}
+
 /// An uninitialised device buffer of `n` elements for a kernel that writes all of them.
 pub(crate) fn output<T: DeviceRepr>(dev: &CudaDevice, n: usize) -> Result<CudaSlice<T>> {
     // SAFETY: every caller launches a kernel that writes all `n` elements before any read.
@@ -154,12 +162,13 @@ macro_rules! launch_kernel {
         use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
         let name: &str = &$name;
         let func = $crate::cuda::function($dev, name)?;
+        let cfg = LaunchConfig::from($cfg);
         let stream = $dev.cuda_stream();
         let mut builder = stream.launch_builder(&func);
         $( builder.arg($arg); )*
         $crate::cuda::kernel_times::timed(&stream, name, || {
             // SAFETY: see the macro's contract above.
-            unsafe { builder.launch(LaunchConfig::from($cfg)) }.map_err(|e| {
+            unsafe { builder.launch(cfg) }.map_err(|e| {
                 candle_core::Error::Cuda(format!("maxsup-ops: launching {name}: {e}").into())
             })
         })?;

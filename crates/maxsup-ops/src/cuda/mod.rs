@@ -7,6 +7,7 @@
 pub(crate) mod batch_norm;
 pub(crate) mod bias;
 pub(crate) mod captured;
+mod column_sums;
 mod conv;
 mod elementwise;
 pub(crate) mod kernel_times;

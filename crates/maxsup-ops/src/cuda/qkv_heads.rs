@@ -2,9 +2,9 @@
 //! projection's result to `[3][B][heads][N][hd]` with its bias and the queries' scale, and the
 //! three gradients back to `[B*N, 3C]` with the bias gradient.
 
-use super::bias::finish_column_sums;
+use super::column_sums::ColumnSums;
 use super::launch::{by_dtype, launch_kernel, name_for, output, view, Elem};
-use crate::kernel_geometry::{column_reduce, column_splits, elementwise};
+use crate::kernel_geometry::elementwise;
 use crate::qkv_heads::Heads;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::CudaStorage;
@@ -69,27 +69,25 @@ pub(crate) fn qkv_heads_bwd(
         let qv = view::<T>(qs, ql, "merge_qkv_heads query gradient")?;
         let kv = view::<T>(ks, kl, "merge_qkv_heads key gradient")?;
         let vv = view::<T>(vs, vl, "merge_qkv_heads value gradient")?;
-        let splits = column_splits(m, n);
         let mut dh = output::<T>(&dev, m * n)?;
-        let mut partial = output::<f32>(&dev, splits * n)?;
-        let splits_i = splits as i32;
+        let mut sums = ColumnSums::new(&dev, m, n)?;
         launch_kernel!(
             &dev,
             name_for::<T>("qkv_heads_bwd"),
-            column_reduce(n, splits),
+            sums.launch(),
             &qv,
             &kv,
             &vv,
             &mut dh,
-            &mut partial,
+            &mut sums.partial,
             &m,
             &tokens,
             &heads,
             &hd,
             &scale,
-            &splits_i
+            &sums.splits
         );
-        let db = finish_column_sums(&dev, &partial, splits, n as i32)?;
+        let db = sums.finish(&dev)?;
         Ok((
             CudaStorage::wrap_cuda_slice(dh, dev.clone()),
             CudaStorage::wrap_cuda_slice(db, dev),

@@ -2,11 +2,10 @@
 //! linear's bias, the stochastic-depth scale and the residual add forward; the scaled gradient
 //! with the bias gradient backward.
 
-use super::bias::finish_column_sums;
-use super::launch::{by_dtype, launch_kernel, name_for, output, view, Elem};
-use crate::kernel_geometry::{column_reduce, column_splits, elementwise};
+use super::column_sums::ColumnSums;
+use super::launch::{address_or_null, by_dtype, launch_kernel, name_for, output, view, Elem};
+use crate::kernel_geometry::elementwise;
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::DevicePtr;
 use candle_core::cuda_backend::CudaStorage;
 use candle_core::{Layout, Result};
 
@@ -35,16 +34,10 @@ pub(crate) fn residual_out_fwd(
         let xv = view::<T>(xs, xl, "residual_bias_add input")?;
         let ov = view::<T>(os, ol, "residual_bias_add branch output")?;
         let bv = view::<T>(bs, bl, "residual_bias_add bias")?;
-        let sv = match scale {
-            Some((ss, sl)) => Some(view::<T>(ss, sl, "residual_bias_add scale")?),
-            None => None,
-        };
-        // The kernel takes the scale as a pointer that may be null.
-        let stream = dev.cuda_stream();
-        let s: u64 = match &sv {
-            Some(v) => v.device_ptr(&stream).0,
-            None => 0,
-        };
+        let sv = scale
+            .map(|(ss, sl)| view::<T>(ss, sl, "residual_bias_add scale"))
+            .transpose()?;
+        let s: u64 = address_or_null(sv.as_ref(), &dev);
         let mut y = output::<T>(&dev, total)?;
         launch_kernel!(
             &dev,
@@ -87,24 +80,22 @@ pub(crate) fn residual_out_bwd(
             .map_err(|_| candle_core::Error::Msg("scaled_bias_grad: width exceeds int".into()))?;
         let dv = view::<T>(ds, dl, "scaled_bias_grad output gradient")?;
         let sv = view::<T>(ss, sl, "scaled_bias_grad scale")?;
-        let splits = column_splits(m, n);
         let mut g = output::<T>(&dev, m * n)?;
-        let mut partial = output::<f32>(&dev, splits * n)?;
-        let splits_i = splits as i32;
+        let mut sums = ColumnSums::new(&dev, m, n)?;
         launch_kernel!(
             &dev,
             name_for::<T>("residual_out_bwd"),
-            column_reduce(n, splits),
+            sums.launch(),
             &dv,
             &sv,
             &mut g,
-            &mut partial,
+            &mut sums.partial,
             &m,
             &n_i,
             &rows_per_image,
-            &splits_i
+            &sums.splits
         );
-        let db = finish_column_sums(&dev, &partial, splits, n_i)?;
+        let db = sums.finish(&dev)?;
         Ok((
             CudaStorage::wrap_cuda_slice(g, dev.clone()),
             CudaStorage::wrap_cuda_slice(db, dev),

@@ -1,11 +1,13 @@
 //! Launchers of the row kernels (softmax and LayerNorm over the last dimension, one warp per row).
 
-use super::launch::{by_dtype, f32_view, launch_kernel, name_for, output, view, Elem};
+use super::column_sums::finish_column_sums;
+use super::launch::{
+    address_or_null, by_dtype, f32_view, launch_kernel, name_for, output, view, Elem,
+};
 use crate::kernel_geometry::{
-    column_sum, layer_norm_param_parts, layer_norm_params, warp_per_row, LAYER_NORM_PARAMS_MAX_D,
+    layer_norm_param_parts, layer_norm_params, warp_per_row, LAYER_NORM_PARAMS_MAX_D,
 };
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::DevicePtr;
 use candle_core::cuda_backend::CudaStorage;
 use candle_core::{Layout, Result};
 
@@ -127,16 +129,10 @@ pub(crate) fn layer_norm_bwd(
         let x = view::<T>(xs, xl, "layer_norm input")?;
         let w = f32_view(ws, wl, "layer_norm weight")?;
         let g = view::<T>(gs, gl, "layer_norm output gradient")?;
-        let rv = match residual {
-            Some((rs, rl)) => Some(view::<T>(rs, rl, "layer_norm residual gradient")?),
-            None => None,
-        };
-        // The kernel takes the residual gradient as a pointer that may be null.
-        let stream = dev.cuda_stream();
-        let r: u64 = match &rv {
-            Some(v) => v.device_ptr(&stream).0,
-            None => 0,
-        };
+        let rv = residual
+            .map(|(rs, rl)| view::<T>(rs, rl, "layer_norm residual gradient"))
+            .transpose()?;
+        let r: u64 = address_or_null(rv.as_ref(), &dev);
         let mut dx = output::<T>(&dev, xl.shape().elem_count())?;
         let parts = layer_norm_param_parts(rows);
         let mut partial = output::<f32>(&dev, parts * width)?;
@@ -154,17 +150,7 @@ pub(crate) fn layer_norm_bwd(
             &d,
             &eps
         );
-        let mut sums = output::<f32>(&dev, width)?;
-        let (parts_i, width_i) = (parts as i32, width as i32);
-        launch_kernel!(
-            &dev,
-            "column_sum_f32",
-            column_sum(width),
-            &partial,
-            &mut sums,
-            &parts_i,
-            &width_i
-        );
+        let sums = finish_column_sums(&dev, &partial, parts, width)?;
         Ok((
             CudaStorage::wrap_cuda_slice(dx, dev.clone()),
             CudaStorage::wrap_cuda_slice(sums, dev),

@@ -7,10 +7,9 @@
 //! GEMMs for the linear layers and the attention products, the GELU, softmax and LayerNorm
 //! backward kernels, the residual path's gradient added to `dx` inside LayerNorm's. The first
 //! linear's bias add runs inside the next pass over its output, its gradient beside that pass's
-//! backward: in the MLP
-//! the GELU's kernels (`crate::linear_bias`), in the attention the split into heads
-//! (`crate::qkv_heads`); the second linear's bias, the stochastic-depth scale and the residual
-//! add are one pass after its GEMM (`crate::residual_out`).
+//! backward: in the MLP the GELU's kernels (`crate::linear_bias`), in the attention the split
+//! into heads (`crate::qkv_heads`); the second linear's bias, the stochastic-depth scale and the
+//! residual add are one pass after its GEMM (`crate::residual_out`).
 
 use super::{BranchWeights, Inner};
 use crate::graph_node::PrecomputedOutput;
@@ -62,10 +61,7 @@ impl Saved {
     /// same pass).
     fn backward(&self, d_out: &Tensor, in_bias: &Tensor) -> Result<(Tensor, Tensor)> {
         match self {
-            Saved::Gelu { g } => {
-                let (dh, db) = bias_gelu_backward(g, in_bias, &d_out.reshape(g.shape())?)?;
-                Ok((dh, db))
-            }
+            Saved::Gelu { g } => bias_gelu_backward(g, in_bias, &d_out.reshape(g.shape())?),
             Saved::Attention { heads, q, k, v, p } => {
                 let (b, n, c) = d_out.dims3()?;
                 let hd = c / heads;
@@ -79,8 +75,7 @@ impl Saved {
                 // The scaled queries' gradient: merge_qkv_heads scales it as q was.
                 let dq = ds.matmul(k)?;
                 let dk = ds.t()?.matmul(q)?;
-                let (dh, db) = merge_qkv_heads(&dq, &dk, &dv)?;
-                Ok((dh, db))
+                merge_qkv_heads(&dq, &dk, &dv)
             }
         }
     }
@@ -176,7 +171,6 @@ impl CustomOp3 for BranchGraphOp {
         let (dh, db1) = self.inner.backward(&da.reshape(a.shape())?, &b1)?;
         let dl = dh.matmul(&w1)?;
         let dw1 = dh.t()?.matmul(&l.reshape((rows, c))?)?;
-
         // LayerNorm, and the residual path.
         let (dx, dgamma, dbeta) = layer_norm_backward(
             &x,
