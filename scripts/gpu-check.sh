@@ -91,7 +91,7 @@ for o in bad[:12]:
 for o in [o for o in host.get("host_side", [host]) if not o.get("pass")]:
     print("  FAIL host side:", json.dumps(o)[:300])
 print(f"host side: {'pass' if host.get('pass') else 'FAIL'}  grads: {'pass' if grads.get('pass') else 'FAIL'}  steps: {'pass' if steps.get('pass') else 'FAIL'}  dist: {'pass' if dist.get('pass') else 'FAIL'} (NCCL {dist.get('nccl')})")
-step_ms = {r.get("model", "").split("_")[0]: r.get("ours_step_ms") for r in rows if r.get("layout", "nchw") == "nchw" and r.get("algorithms", "heuristic") == "heuristic"}
+step_ms = {r.get("model", "").split("_")[0]: r.get("ours_step_ms") for r in rows if r.get("layout", "nchw") == "nchw" and r.get("algorithms", "heuristic") == "heuristic" and r.get("attention", "unfused") == "unfused"}
 for a in dist.get("allreduce", []) if isinstance(dist.get("allreduce"), list) else []:
     est = {(e["gpus"], e["link"]): e["ms"] for e in a.get("estimated", [])}
     ms = step_ms.get(a["model"].split("_")[0])
@@ -99,10 +99,10 @@ for a in dist.get("allreduce", []) if isinstance(dist.get("allreduce"), list) el
     print(f"  all-reduce {a['model']}: {a['one_rank_ms']:.2f} ms with 1 rank; 8 GPUs est. {est.get((8, 'nvlink'), 0):.2f} ms NVLink{share}, {est.get((8, 'pcie'), 0):.1f} ms PCIe")
 if not dist.get("pass"):
     print("  dist:", json.dumps({k: v for k, v in dist.items() if k != "allreduce"})[:600])
-print(f"{'model':<24}{'layout':<15}{'conv algos':<11}{'batch':>6}{'ours img/s':>12}{'torch img/s':>13}{'ratio':>7}{'ours GB':>9}{'torch GB':>9}")
+print(f"{'model':<24}{'layout':<15}{'conv algos':<11}{'attention':<10}{'batch':>6}{'ours img/s':>12}{'torch img/s':>13}{'ratio':>7}{'ours GB':>9}{'torch GB':>9}")
 for r in rows:
     f = lambda v, p=1: "-" if v is None else f"{v:.{p}f}"
-    print(f"{r.get('model',''):<24}{r.get('layout','nchw'):<15}{r.get('algorithms','heuristic'):<11}{r.get('batch',''):>6}{f(r.get('ours_img_s')):>12}{f(r.get('torch_img_s')):>13}{f(r.get('ratio'),2):>7}{f(r.get('ours_mem_gb')):>9}{f(r.get('torch_mem_gb')):>9}")
+    print(f"{r.get('model',''):<24}{r.get('layout','nchw'):<15}{r.get('algorithms','heuristic'):<11}{r.get('attention','unfused'):<10}{r.get('batch',''):>6}{f(r.get('ours_img_s')):>12}{f(r.get('torch_img_s')):>13}{f(r.get('ratio'),2):>7}{f(r.get('ours_mem_gb')):>9}{f(r.get('torch_mem_gb')):>9}")
     if "error" in r: print("   ours:", r["error"][:300])
     split = lambda d: "/".join("-" if d is None or d.get(k) is None else f"{d[k]:.1f}" for k in ["forward", "backward", "optimizer"])
     if r.get("ours_split_ms"): print(f"   forward/backward/optimizer ms, synchronised: ours {split(r.get('ours_split_ms'))}, torch {split(r.get('torch_split_ms'))}")

@@ -9,6 +9,8 @@ fn main() {
         "emu/ops_emulated.cpp",
         "emu/selftest.cpp",
         "../maxsup-ops/kernels/ops.cu",
+        "../maxsup-ops/kernels/attention.cuh",
+        "emu/mma.h",
     ] {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -10,10 +10,12 @@ use std::path::PathBuf;
 use std::process::Command;
 
 const KERNELS: &[&str] = &["kernels/ops.cu"];
+/// Files `kernels/ops.cu` includes (rebuilt when they change).
+const INCLUDED: &[&str] = &["kernels/attention.cuh"];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    for k in KERNELS {
+    for k in KERNELS.iter().chain(INCLUDED) {
         println!("cargo:rerun-if-changed={k}");
     }
     for v in ["NVCC", "CUDA_HOME", "CUDA_COMPUTE_CAP"] {

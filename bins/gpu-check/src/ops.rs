@@ -599,6 +599,20 @@ pub fn run(gpu: &Device, out: &std::path::Path) -> Result<Value> {
         ];
         let name = "residual_attention D=384 H=6 (DeiT-S)";
         check(&mut rows, name, dtype, &attention, &f, gpu)?;
+        if dtype == DType::BF16 {
+            // The same with the fused attention forward on CUDA (bf16 only; the reference
+            // stays composed): its probabilities feed the backward.
+            let f = |t: &[Tensor], dev: &Device, _: DType| -> candle_core::Result<Vec<Tensor>> {
+                let w = branch_weights(t);
+                let scale = branch_scale(&t[0])?;
+                maxsup_ops::set_fused_attention(dev.is_cuda());
+                let y = maxsup_ops::residual_attention(&t[0], &w, 6, Some(&scale));
+                maxsup_ops::set_fused_attention(false);
+                Ok(vec![y?])
+            };
+            let name = "residual_attention D=384 H=6 (DeiT-S), fused attention";
+            check(&mut rows, name, dtype, &attention, &f, gpu)?;
+        }
         let f = |t: &[Tensor], _: &Device, _: DType| Ok(vec![maxsup_ops::attention_qkv(&t[0], 6)?]);
         check(
             &mut rows,

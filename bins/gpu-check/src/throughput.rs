@@ -5,7 +5,8 @@
 //! Peak memory is the device pool's high-water mark over the timed steps. ResNet-50 runs in
 //! four rows: NCHW and channels-last (`--channels-last true`: the batch converted in each step,
 //! as the trainer does, and the NHWC kernels through the network), each with cuDNN's heuristic
-//! and with timed algorithms (`--cudnn-benchmark true`, as PyTorch's side runs). After the timed
+//! and with timed algorithms (`--cudnn-benchmark true`, as PyTorch's side runs); DeiT-S in two,
+//! with the unfused attention forward and the fused one (`--fused-attention true`). After the timed
 //! span, a few steps are timed phase by phase (forward, backward, optimizer). The phase's file is
 //! rewritten after each model, so a time limit costs only the model it cut off.
 
@@ -31,6 +32,16 @@ struct Case<'a> {
     channels_last: bool,
     /// Convolution algorithms timed by cuDNN (`set_cudnn_benchmark`) instead of its heuristic.
     timed: bool,
+    /// DeiT's attention forward as one tensor-core kernel (`set_fused_attention`).
+    fused_attention: bool,
+}
+
+fn attention_name(fused: bool) -> &'static str {
+    if fused {
+        "fused"
+    } else {
+        "unfused"
+    }
 }
 
 fn algorithms_name(timed: bool) -> &'static str {
@@ -44,6 +55,7 @@ fn algorithms_name(timed: bool) -> &'static str {
 fn measure(case: &Case, gpu: &Device, batch: usize, warmup: usize, steps: usize) -> Result<Value> {
     let name = case.model;
     maxsup_ops::set_cudnn_benchmark(case.timed);
+    maxsup_ops::set_fused_attention(case.fused_attention);
     let is_vit = maxsup_models::model_family(name) == Some(maxsup_models::ModelFamily::DeiT);
     let options = ModelOptions {
         num_classes: Some(1000),
@@ -134,7 +146,8 @@ fn measure(case: &Case, gpu: &Device, batch: usize, warmup: usize, steps: usize)
     )?;
     Ok(json!({
         "model": name, "layout": crate::models::layout_name(case.channels_last),
-        "algorithms": algorithms_name(case.timed), "batch": batch, "image": 224, "dtype": "bf16",
+        "algorithms": algorithms_name(case.timed), "attention": attention_name(case.fused_attention),
+        "batch": batch, "image": 224, "dtype": "bf16",
         "steps": steps, "warmup": warmup,
         "ours_img_s": (batch * steps) as f64 / seconds, "ours_step_ms": 1e3 * seconds / steps as f64,
         "ours_mem_gb": peak as f64 / 1e9, "last_loss": last, "ours_split_ms": split,
@@ -216,11 +229,16 @@ pub fn run(
         model,
         channels_last,
         timed,
+        fused_attention: false,
     };
     let cases = [
         case("resnet50", false, false),
         case("deit_small_patch16_224", false, false),
         case("resnet50", true, false),
+        Case {
+            fused_attention: true,
+            ..case("deit_small_patch16_224", false, false)
+        },
         // Timed algorithms last (a time limit cuts these first), channels-last first among
         // them: PyTorch's side is channels_last with cudnn.benchmark.
         case("resnet50", true, true),
@@ -231,7 +249,8 @@ pub fn run(
         rows.push(match measure(case, gpu, batch, warmup, steps) {
             Ok(v) => v,
             Err(e) => json!({"model": case.model, "layout": crate::models::layout_name(case.channels_last),
-                             "algorithms": algorithms_name(case.timed), "batch": batch, "error": format!("{e:#}")}),
+                             "algorithms": algorithms_name(case.timed), "attention": attention_name(case.fused_attention),
+                             "batch": batch, "error": format!("{e:#}")}),
         });
         if case.timed {
             if let Some(row) = rows.last_mut() {

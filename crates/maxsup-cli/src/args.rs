@@ -114,6 +114,11 @@ pub struct TrainArgs {
     /// (the default). CUDA only.
     #[arg(long)]
     pub cudnn_benchmark: Option<bool>,
+    /// DeiT's attention forward as one tensor-core kernel (`--fused-attention true`: the scores
+    /// stay in shared memory) instead of two batched GEMMs around a softmax. CUDA with bf16
+    /// only; off by default until the GPU check has measured it.
+    #[arg(long)]
+    pub fused_attention: Option<bool>,
     /// Run directory for checkpoints, config.json and log.jsonl.
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
@@ -217,7 +222,7 @@ impl TrainArgs {
         use maxsup_models::ModelFamily;
         let family = maxsup_models::model_family(&c.model);
         let uses_alpha = matches!(c.loss, LossKind::Ls | LossKind::Maxsup);
-        let checks: [(&str, bool, bool, String); 10] = [
+        let checks: [(&str, bool, bool, String); 12] = [
             (
                 "--alpha-start",
                 self.alpha_start.is_some(),
@@ -271,6 +276,18 @@ impl TrainArgs {
                 self.cudnn_benchmark == Some(true),
                 c.device.starts_with("cuda"),
                 format!("--device {} (it times cuDNN's convolutions)", c.device),
+            ),
+            (
+                "--fused-attention",
+                self.fused_attention == Some(true),
+                family == Some(ModelFamily::DeiT),
+                format!("model `{}` (it has no attention)", c.model),
+            ),
+            (
+                "--fused-attention",
+                self.fused_attention == Some(true),
+                c.device.starts_with("cuda"),
+                format!("--device {} (a CUDA kernel)", c.device),
             ),
             (
                 "--channels-last",
@@ -356,6 +373,7 @@ impl TrainArgs {
             None => c.precision,
         };
         set(&mut c.cudnn_benchmark, self.cudnn_benchmark);
+        set(&mut c.fused_attention, self.fused_attention);
         set(&mut c.out_dir, self.out_dir.clone());
         if self.train_subset.is_some() {
             c.train_subset = self.train_subset;
@@ -446,6 +464,33 @@ mod tests {
         );
         let e = err(args(&["--gpus", "2", "--device", "cpu"]).resolve("cifar10-resnet20"));
         assert!(e.contains("--device cpu does not apply to --gpus 2"), "{e}");
+    }
+
+    #[test]
+    fn fused_attention_is_a_cuda_deit_option() {
+        let on = ["--device", "cuda", "--fused-attention", "true"];
+        assert!(
+            args(&on)
+                .resolve("cifar10-deit-tiny")
+                .unwrap()
+                .fused_attention
+        );
+        assert!(
+            !args(&[])
+                .resolve("cifar10-deit-tiny")
+                .unwrap()
+                .fused_attention
+        );
+        let e = err(args(&on).resolve("cifar10-resnet20"));
+        assert!(
+            e.contains("--fused-attention does not apply to model"),
+            "{e}"
+        );
+        let e = err(args(&["--fused-attention", "true"]).resolve("cifar10-deit-tiny"));
+        assert!(
+            e.contains("--fused-attention does not apply to --device cpu"),
+            "{e}"
+        );
     }
 
     #[test]

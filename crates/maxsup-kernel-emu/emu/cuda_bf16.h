@@ -7,11 +7,13 @@
 #include <math.h>
 #include <cmath>
 #include <algorithm>
+#include <type_traits>
 
 #define __device__
 #define __global__
 #define __forceinline__ inline
 #define __shared__ static
+#define __align__(n) alignas(n)
 
 struct emu_uint3 { unsigned int x, y, z; };
 
@@ -51,6 +53,13 @@ inline double __shfl_xor_sync(unsigned, double v, int o) {
   memcpy(&v, &b, 8);
   return v;
 }
+
+// A barrier of the warp's 32 lanes that orders their memory accesses (a full-warp rendezvous,
+// as a shuffle is here).
+inline void __syncwarp(unsigned = 0xffffffffu) { emu_shfl_xor(0, 0); }
+
+// CUDA's 16-byte vector type, for 128-bit loads and stores.
+struct alignas(16) uint4 { unsigned int x, y, z, w; };
 
 // Threads of a block run one at a time, so a read-modify-write is atomic.
 inline float atomicAdd(float* p, float v) {

@@ -36,7 +36,9 @@ struct Launch {
   Thread* current;
   void (*body)(void*);
   void* body_ctx;
-  std::vector<uint64_t> shared;  // 8-byte aligned dynamic shared memory
+  // Dynamic shared memory, 128-byte aligned (as the GPU's is, beyond the 32 bytes wmma needs).
+  struct alignas(128) Line { unsigned char bytes[128]; };
+  std::vector<Line> shared;
 };
 
 Launch* active = nullptr;  // the launch in progress; launches are serialised by `launch_lock`
@@ -156,13 +158,16 @@ std::string run_block(Launch& L, char* stacks, size_t page, Schedule schedule) {
   }
 }
 
-std::string launch(const uint32_t grid[3], const uint32_t block[3], uint32_t shared_bytes, void (*body)(void*),
-                   void* ctx) {
+std::string launch(const uint32_t grid[3], const uint32_t block[3], uint32_t shared_bytes, uint32_t shared_limit,
+                   void (*body)(void*), void* ctx) {
   size_t n = (size_t)block[0] * block[1] * block[2];
   if (n == 0 || n > 1024 || block[2] > 64) return "invalid block size (the GPU allows at most 1024 threads, z <= 64)";
   if (grid[0] == 0 || grid[1] == 0 || grid[2] == 0 || grid[0] > 0x7fffffffu || grid[1] > 65535 || grid[2] > 65535)
     return "invalid grid size (x in 1..2^31-1, y and z in 1..65535)";
-  if (shared_bytes > 48 * 1024) return "more than 48 KiB of dynamic shared memory (needs an opt-in the launchers do not make)";
+  if (shared_bytes > shared_limit) {
+    return "more dynamic shared memory (" + std::to_string(shared_bytes) + " bytes) than the launch may use (" +
+           std::to_string(shared_limit) + "; above 48 KiB a kernel needs the opt-in attribute)";
+  }
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
   char* stacks = (char*)mmap(nullptr, n * kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (stacks == MAP_FAILED) return "cannot map the fiber stacks";
@@ -171,7 +176,7 @@ std::string launch(const uint32_t grid[3], const uint32_t block[3], uint32_t sha
   L.threads.resize(n);
   L.body = body;
   L.body_ctx = ctx;
-  L.shared.assign((shared_bytes + 7) / 8, 0);
+  L.shared.assign((shared_bytes + 127) / 128, Launch::Line{});
   active = &L;
   emu_grid_dim = {grid[0], grid[1], grid[2]};
   emu_block_dim = {block[0], block[1], block[2]};
@@ -182,7 +187,7 @@ std::string launch(const uint32_t grid[3], const uint32_t block[3], uint32_t sha
       for (uint32_t x = 0; x < grid[0] && err.empty(); ++x) {
         emu_block_idx = {x, y, z};
         // Fresh shared memory per block holds garbage on a GPU: poison it with NaN bytes.
-        memset(L.shared.data(), 0xff, L.shared.size() * 8);
+        memset(L.shared.data(), 0xff, L.shared.size() * sizeof(Launch::Line));
         err = run_block(L, stacks, page, (Schedule)(linear++ % SCHEDULES));
       }
   active = nullptr;
@@ -211,10 +216,12 @@ extern "C" uint64_t emu_shfl_xor(uint64_t bits, int lane_mask) {
 extern "C" void* emu_dynamic_shared() { return active->shared.data(); }
 
 // Runs `body(ctx)` once per thread of the launch; 0, or 1 with the reason in `err`.
+// `shared_limit`: the most dynamic shared memory the launch may use (48 KiB, or what the
+// kernel's opt-in attribute allows).
 extern "C" int emu_launch(const uint32_t grid[3], const uint32_t block[3], uint32_t shared_bytes,
-                          void (*body)(void*), void* ctx, char* err, size_t err_cap) {
+                          uint32_t shared_limit, void (*body)(void*), void* ctx, char* err, size_t err_cap) {
   std::lock_guard<std::mutex> guard(launch_lock);
-  std::string e = launch(grid, block, shared_bytes, body, ctx);
+  std::string e = launch(grid, block, shared_bytes, shared_limit, body, ctx);
   if (e.empty()) return 0;
   snprintf(err, err_cap, "%s", e.c_str());
   return 1;

@@ -161,3 +161,25 @@ extern "C" {
         inv_b: f64,
     );
 }
+
+extern "C" {
+    /// softmax(q k^T) v per (image, head) from `qkv` (`[3][B][heads][N][64]`): the output in
+    /// `[B][N][heads * 64]`, the probabilities in `[B][heads][N][N]`.
+    pub fn attention_fwd_d64_bf16(
+        qkv: *const bf16,
+        out: *mut bf16,
+        probs: *mut bf16,
+        batch: i32,
+        tokens: i32,
+        heads: i32,
+    );
+    /// [`attention_fwd_d64_bf16`] for head dim 32.
+    pub fn attention_fwd_d32_bf16(
+        qkv: *const bf16,
+        out: *mut bf16,
+        probs: *mut bf16,
+        batch: i32,
+        tokens: i32,
+        heads: i32,
+    );
+}

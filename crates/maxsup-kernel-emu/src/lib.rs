@@ -18,6 +18,7 @@ extern "C" {
         grid: *const u32,
         block: *const u32,
         shared_bytes: u32,
+        shared_limit: u32,
         body: extern "C" fn(*mut c_void),
         ctx: *mut c_void,
         err: *mut c_char,
@@ -37,6 +38,19 @@ extern "C" fn call_body<F: Fn()>(ctx: *mut c_void) {
 ///
 /// `thread_body` must not panic (it runs on a fiber stack under C frames: a panic aborts).
 pub fn launch<F: Fn()>(geometry: Launch, thread_body: F) -> Result<(), String> {
+    launch_with_shared_limit(geometry, DEFAULT_SHARED_LIMIT, thread_body)
+}
+
+/// The dynamic shared memory a launch may use without the kernel's opt-in attribute.
+pub const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
+
+/// [`launch`] for a kernel whose launcher raises its dynamic shared memory limit to
+/// `shared_limit` bytes (`CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`).
+pub fn launch_with_shared_limit<F: Fn()>(
+    geometry: Launch,
+    shared_limit: u32,
+    thread_body: F,
+) -> Result<(), String> {
     let grid = [geometry.grid.0, geometry.grid.1, geometry.grid.2];
     let block = [geometry.block.0, geometry.block.1, geometry.block.2];
     let mut err = [0 as c_char; 256];
@@ -46,6 +60,7 @@ pub fn launch<F: Fn()>(geometry: Launch, thread_body: F) -> Result<(), String> {
             grid.as_ptr(),
             block.as_ptr(),
             geometry.shared_bytes,
+            shared_limit,
             call_body::<F>,
             &thread_body as *const F as *mut c_void,
             err.as_mut_ptr(),
@@ -61,6 +76,7 @@ pub fn launch<F: Fn()>(geometry: Launch, thread_body: F) -> Result<(), String> {
 }
 
 mod kernels;
+pub use kernels::{attention_fwd_d32_bf16, attention_fwd_d64_bf16};
 pub use kernels::{bn_bwd_finalize, column_sum_f32};
 pub use kernels::{softmax_loss_grad_f32, softmax_loss_mean_f32, softmax_loss_rows_f32};
 

@@ -83,10 +83,27 @@ fn top_level(list: &str) -> Vec<String> {
     parts
 }
 
-/// Kernel name -> parameter types, from ops.cu's `extern "C" __global__` definitions; the
-/// `INSTANTIATE` ones (`name_##S`) under both suffixes.
+/// ops.cu with the files it includes by quoted name (`#include "attention.cuh"`) appended.
+fn ops_cu_source() -> String {
+    let dir = ops_dir().join("kernels");
+    let mut src = read(&dir.join("ops.cu"));
+    let included: Vec<String> = src
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("#include \""))
+        .filter_map(|rest| rest.split('"').next().map(str::to_string))
+        .collect();
+    assert!(!included.is_empty(), "ops.cu includes attention.cuh");
+    for name in included {
+        src.push('\n');
+        src.push_str(&read(&dir.join(name)));
+    }
+    src
+}
+
+/// Kernel name -> parameter types, from the `extern "C" __global__` definitions of ops.cu and
+/// the files it includes; the `INSTANTIATE` ones (`name_##S`) under both suffixes.
 fn cuda_kernels() -> BTreeMap<String, Vec<String>> {
-    let src = read(&ops_dir().join("kernels/ops.cu"));
+    let src = ops_cu_source();
     let mut kernels = BTreeMap::new();
     let marker = "extern \"C\" __global__ void ";
     let mut at = 0;

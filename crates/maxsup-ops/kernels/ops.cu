@@ -846,3 +846,5 @@ extern "C" __global__ void ema_multi_f32(TensorTable t, float decay, float one_m
 
 INSTANTIATE(float, f32)
 INSTANTIATE(bf16, bf16)
+
+#include "attention.cuh"

@@ -115,9 +115,63 @@ pub fn loss_mean() -> Launch {
     blocks(1, 256, 0)
 }
 
+/// Head dims the fused attention kernel is built for (`attention_fwd_d{D}_bf16`).
+pub const FUSED_ATTENTION_HEAD_DIMS: [usize; 2] = [32, 64];
+
+/// Queries per block of the fused attention forward (16 per warp, 8 warps).
+const ATTENTION_QUERIES: usize = 128;
+
+/// Dynamic shared memory of the fused attention forward (ops.cu's `attention.cuh`): the keys
+/// and values of one head (`N` rounded up to 16 rows of `D + 8` bf16) and, per warp, 16 rows of
+/// f32 scores (`max(N16, D) + 4` wide) plus a 16 x 24 bf16 tile.
+pub fn attention_shared_bytes(tokens: usize, head_dim: usize) -> usize {
+    let np = tokens.div_ceil(16) * 16;
+    let kv = 2 * np * (head_dim + 8) * 2;
+    let per_warp = 16 * (np.max(head_dim) + 4) * 4 + 16 * 24 * 2;
+    kv + 8 * per_warp
+}
+
+/// The fused attention forward over `batch_heads` (image, head) pairs of `tokens` queries:
+/// one block of 8 warps per pair and 128 queries, or `None` when the grid or the shared memory
+/// (at most `shared_limit` bytes) does not fit.
+pub fn attention_fwd(
+    batch_heads: usize,
+    tokens: usize,
+    head_dim: usize,
+    shared_limit: usize,
+) -> Option<Launch> {
+    let shared = attention_shared_bytes(tokens, head_dim);
+    let query_blocks = tokens.div_ceil(ATTENTION_QUERIES);
+    let fits = shared <= shared_limit
+        && (1..=i32::MAX as usize).contains(&batch_heads)
+        && (1..=65_535).contains(&query_blocks);
+    fits.then_some(Launch {
+        grid: (batch_heads as u32, query_blocks as u32, 1),
+        block: (256, 1, 1),
+        shared_bytes: shared as u32,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fused_attention_fits_deit_on_an_h100() {
+        // DeiT: 197 tokens, head dim 64: 2 x 208 x 72 x 2 + 8 x (16 x 212 x 4 + 768) bytes.
+        assert_eq!(attention_shared_bytes(197, 64), 174_592);
+        let h100_opt_in = 232_448; // 227 KiB per block
+        let l = attention_fwd(256 * 6, 197, 64, h100_opt_in).expect("fits");
+        assert_eq!((l.grid, l.block), ((1536, 2, 1), (256, 1, 1)));
+        // A 384-pixel ViT (577 tokens) does not; neither does an empty batch.
+        assert!(attention_fwd(6, 577, 64, h100_opt_in).is_none());
+        assert!(attention_fwd(0, 197, 64, h100_opt_in).is_none());
+        // Score rows are at least the head dim wide (the output is staged in them).
+        assert_eq!(
+            attention_shared_bytes(5, 64),
+            2 * 16 * 72 * 2 + 8 * (16 * 68 * 4 + 768)
+        );
+    }
 
     #[test]
     fn launch_shapes_cover_their_work() {

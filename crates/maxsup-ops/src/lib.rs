@@ -33,6 +33,7 @@ mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod dispatch;
+mod fused_attention;
 mod gelu;
 mod graph_node;
 #[doc(hidden)]
@@ -66,6 +67,7 @@ pub use cuda::{
     configure_device, cudnn_benchmark, cudnn_benchmark_fallbacks, kernel_times, peak_memory,
     set_cudnn_benchmark, set_kernel_timing, set_tf32, tf32,
 };
+pub use fused_attention::{fused_attention, set_fused_attention};
 pub use gelu::gelu_erf;
 pub use kernel_time::KernelTime;
 pub use layer_norm::layer_norm;

@@ -153,6 +153,16 @@ pub fn prepare_convolutions(device: &Device, benchmark: bool) -> Result<()> {
     Ok(())
 }
 
+/// Sets whether DeiT's attention forward runs as one tensor-core kernel on `device`
+/// (`maxsup_ops::set_fused_attention`); a CUDA setting: asking for it on the CPU is an error.
+pub fn prepare_attention(device: &Device, fused: bool) -> Result<()> {
+    if fused && !device.is_cuda() {
+        bail!("fused_attention is a CUDA kernel: it needs a CUDA device, the run is on the CPU");
+    }
+    maxsup_ops::set_fused_attention(fused);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,8 +30,8 @@ pub use data_setup::{
     Split,
 };
 pub use device::{
-    cuda_device_count, device_for_rank, parse_device, prepare_convolutions, prepare_precision,
-    DeviceSpec,
+    cuda_device_count, device_for_rank, parse_device, prepare_attention, prepare_convolutions,
+    prepare_precision, DeviceSpec,
 };
 pub use evaluate::{evaluate, evaluate_sharded};
 pub use events::{EvalStats, Event, Fanout, JsonLinesLog, Observer, Silent, TrainStats};

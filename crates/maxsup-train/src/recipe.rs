@@ -153,6 +153,10 @@ pub struct TrainConfig {
     /// configs written before the field existed read as off.
     #[serde(default)]
     pub cudnn_benchmark: bool,
+    /// DeiT's attention forward as one tensor-core kernel (`maxsup_ops::set_fused_attention`,
+    /// CUDA, bf16); configs written before the field existed read as off.
+    #[serde(default)]
+    pub fused_attention: bool,
     /// Where checkpoints, the resolved config and the JSON-lines log go.
     pub out_dir: PathBuf,
     /// Use only the first N training samples (quick runs and tests); `None` = all.
@@ -257,6 +261,7 @@ fn base_config(name: &str) -> TrainConfig {
         precision: crate::Precision::F32,
         channels_last: false,
         cudnn_benchmark: false,
+        fused_attention: false,
         out_dir: PathBuf::from("runs").join(name),
         train_subset: None,
         eval_subset: None,

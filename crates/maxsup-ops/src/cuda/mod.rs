@@ -4,6 +4,7 @@
 //! Everything here runs on candle's stream of the tensor's device, so it is ordered with candle's
 //! own kernels without extra synchronisation.
 
+pub(crate) mod attention;
 pub(crate) mod batch_norm;
 pub(crate) mod bias;
 pub(crate) mod captured;

@@ -12,6 +12,7 @@
 //! residual add are one pass after its GEMM (`crate::residual_out`).
 
 use super::{BranchWeights, Inner};
+use crate::fused_attention::attention_heads;
 use crate::graph_node::PrecomputedOutput;
 use crate::layer_norm::layer_norm_backward;
 use crate::linear_bias::{bias_gelu, bias_gelu_backward, bias_grad};
@@ -99,8 +100,15 @@ fn inner_forward(inner: Inner, l: &Tensor, w: &Tensor, bias: &Tensor) -> Result<
             // [3, B, heads, N, hd]: the bias added and q scaled by hd^-1/2 in one pass.
             let qkv = split_qkv_heads(&g, bias, heads)?;
             let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
-            let p = softmax_last_dim(&q.matmul(&k.t()?)?)?;
-            let out = p.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
+            // One tensor-core kernel where it applies (`set_fused_attention`), else two
+            // batched GEMMs around the softmax kernel and a copy merging the heads.
+            let (out, p) = match attention_heads(&qkv)? {
+                Some(fused) => fused,
+                None => {
+                    let p = softmax_last_dim(&q.matmul(&k.t()?)?)?;
+                    (p.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?, p)
+                }
+            };
             Ok((out, Saved::Attention { heads, q, k, v, p }))
         }
     }

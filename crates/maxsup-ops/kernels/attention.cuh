@@ -1,0 +1,139 @@
+// ---------------------------------------------------------------- fused attention forward (bf16)
+// Included by ops.cu. softmax(q k^T) v for one (image, head) and 128 queries per block, on
+// tensor cores (wmma, 16x16x16 bf16 with f32 accumulation), from the heads' layout
+// [3][B][heads][N][D] that qkv_heads_fwd writes (q already scaled). It replaces two batched
+// GEMMs, the softmax kernel and the heads-merging copy: the scores never reach global memory,
+// the output lands in [B][N][heads * D], and only the probabilities are stored (bf16
+// [B][heads][N][N], the backward's P).
+//
+// Shared memory: the head's keys and values (all N rows, zero-padded to a multiple of 16, each
+// row padded by 8 elements against bank conflicts), and per warp its 16 rows of f32 scores plus
+// a 16x16 bf16 tile of probabilities for the second product. Whole rows are in shared memory,
+// so the softmax is exact (no running rescale); N is bounded by the shared memory the device
+// allows (the launcher checks: DeiT's N = 197 with D = 64 takes 171 KiB).
+//
+// Values: scores in f32 (the unfused path rounds them to bf16 out of cuBLAS), probabilities
+// rounded to bf16 as the softmax kernel stores them, and the second product multiplies those
+// rounded probabilities, as cuBLAS does with the stored P.
+#include <mma.h>
+
+#define ATT_WARPS 8
+#define ATT_QUERIES (16 * ATT_WARPS)
+
+// Elements of a padded key/value row, and floats of a padded score row.
+__device__ __forceinline__ int att_kv_stride(int d) { return d + 8; }
+__device__ __forceinline__ int att_score_stride(int np, int d) { return (np > d ? np : d) + 4; }
+#define ATT_STAGE_STRIDE 24
+
+template <int D>
+__device__ void attention_fwd(const bf16* qkv, bf16* out, bf16* probs, int batch, int tokens, int heads) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // bf16 tensor cores need sm_80; the launcher does not use this kernel below that
+#else
+  namespace wmma = nvcuda::wmma;
+  typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> RowA;
+  typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> ColB;
+  typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> RowB;
+  typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> Acc;
+  constexpr int V8 = D / 8;  // 16-byte vectors per row
+  const int n = tokens, np = (n + 15) & ~15, ks_stride = att_kv_stride(D), ss = att_score_stride(np, D);
+  const int bh = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const size_t plane = (size_t)batch * heads * n * D;
+  const bf16* q = qkv + (size_t)bh * n * D;
+  const bf16* k = q + plane;
+  const bf16* v = q + 2 * plane;
+
+  DYNAMIC_SHARED(uint4, smem);
+  bf16* ks = (bf16*)smem;
+  bf16* vs = ks + (size_t)np * ks_stride;
+  float* sw = (float*)(vs + (size_t)np * ks_stride) + (size_t)warp * (16 * ss + 16 * ATT_STAGE_STRIDE / 2);
+  bf16* stage = (bf16*)(sw + 16 * ss);
+
+  // The head's keys and values, rows past the last token zero.
+  const uint4 zero4 = {0u, 0u, 0u, 0u};
+  for (int i = threadIdx.x; i < np * V8; i += blockDim.x) {
+    int r = i / V8, c = i % V8;
+    bool in = r < n;
+    ((uint4*)(ks + (size_t)r * ks_stride))[c] = in ? ((const uint4*)(k + (size_t)r * D))[c] : zero4;
+    ((uint4*)(vs + (size_t)r * ks_stride))[c] = in ? ((const uint4*)(v + (size_t)r * D))[c] : zero4;
+  }
+  __syncthreads();
+  const int q0 = blockIdx.y * ATT_QUERIES + warp * 16;
+  if (q0 >= n) return;  // no barrier of the block follows
+
+  // This warp's 16 queries (zero past the last token), staged in its score rows.
+  bf16* qs = (bf16*)sw;
+  for (int i = lane; i < 16 * V8; i += 32) {
+    int r = i / V8, c = i % V8;
+    ((uint4*)(qs + r * D))[c] = q0 + r < n ? ((const uint4*)(q + (size_t)(q0 + r) * D))[c] : zero4;
+  }
+  __syncwarp();
+  RowA qf[D / 16];
+  for (int d = 0; d < D / 16; ++d) wmma::load_matrix_sync(qf[d], qs + d * 16, D);
+  __syncwarp();  // the scores overwrite the staged queries
+
+  // Scores: 16 rows x np keys, f32.
+  for (int j = 0; j < np / 16; ++j) {
+    Acc acc;
+    wmma::fill_fragment(acc, 0.f);
+    for (int d = 0; d < D / 16; ++d) {
+      ColB kf;  // k^T's 16x16 block (d, j) is k's rows j read column-major
+      wmma::load_matrix_sync(kf, ks + (size_t)j * 16 * ks_stride + d * 16, ks_stride);
+      wmma::mma_sync(acc, qf[d], kf, acc);
+    }
+    wmma::store_matrix_sync(sw + j * 16, acc, ss, wmma::mem_row_major);
+  }
+  __syncwarp();
+
+  // Softmax of each row by the whole warp; the probabilities stored (bf16) and kept, rounded,
+  // for the second product; the padding columns zero. Each lane keeps to its own columns.
+  const int b = bh / heads, h = bh % heads;
+  for (int r = 0; r < 16; ++r) {
+    float* row = sw + r * ss;
+    float m = -INFINITY;
+    for (int c = lane; c < n; c += 32) m = fmaxf(m, row[c]);
+    m = warp_max(m);
+    float s = 0.f;
+    for (int c = lane; c < n; c += 32) s += expf(row[c] - m);
+    s = warp_sum(s);
+    float inv = 1.f / s;
+    bool live = q0 + r < n;
+    bf16* prow = probs + ((size_t)bh * n + (q0 + r)) * n;
+    for (int c = lane; c < np; c += 32) {
+      bf16 p = from_f<bf16>(c < n ? expf(row[c] - m) * inv : 0.f);
+      if (live && c < n) prow[c] = p;
+      row[c] = to_f(p);
+    }
+  }
+  __syncwarp();
+
+  // Output: P (16 x np) times the values (np x D), one 16x16 probability tile at a time.
+  Acc of[D / 16];
+  for (int d = 0; d < D / 16; ++d) wmma::fill_fragment(of[d], 0.f);
+  for (int j = 0; j < np / 16; ++j) {
+    for (int i = lane; i < 256; i += 32) stage[(i / 16) * ATT_STAGE_STRIDE + i % 16] = from_f<bf16>(sw[(i / 16) * ss + j * 16 + i % 16]);
+    __syncwarp();
+    RowA pf;
+    wmma::load_matrix_sync(pf, stage, ATT_STAGE_STRIDE);
+    for (int d = 0; d < D / 16; ++d) {
+      RowB vf;
+      wmma::load_matrix_sync(vf, vs + (size_t)j * 16 * ks_stride + d * 16, ks_stride);
+      wmma::mma_sync(of[d], pf, vf, of[d]);
+    }
+    __syncwarp();  // the next tile overwrites the stage
+  }
+  for (int d = 0; d < D / 16; ++d) wmma::store_matrix_sync(sw + d * 16, of[d], ss, wmma::mem_row_major);
+  __syncwarp();
+  for (int i = lane; i < 16 * D; i += 32) {
+    int r = i / D, c = i % D;
+    if (q0 + r < n) out[(((size_t)b * n + q0 + r) * heads + h) * D + c] = from_f<bf16>(sw[r * ss + c]);
+  }
+#endif
+}
+
+extern "C" __global__ void attention_fwd_d64_bf16(const bf16* qkv, bf16* out, bf16* probs, int batch, int tokens, int heads) {
+  attention_fwd<64>(qkv, out, probs, batch, tokens, heads);
+}
+extern "C" __global__ void attention_fwd_d32_bf16(const bf16* qkv, bf16* out, bf16* probs, int batch, int tokens, int heads) {
+  attention_fwd<32>(qkv, out, probs, batch, tokens, heads);
+}

@@ -1,0 +1,224 @@
+//! softmax(q k^T) v from the heads' layout `[3, B, heads, N, D]` (what `split_qkv_heads`
+//! writes, q scaled) as one op, inside the transformer graph node on CUDA.
+//!
+//! Unfused, the node's attention forward is a batched GEMM writing the `[B, heads, N, N]`
+//! scores, the softmax kernel reading them and writing the probabilities, a second batched GEMM
+//! reading those, and a copy merging the heads into `[B, N, C]`: four passes over the scores'
+//! size plus the copy. On CUDA with bf16 activations this op is one tensor-core kernel
+//! (`kernels/attention.cuh`) that keeps the scores in shared memory, writes the output merged
+//! and stores the probabilities once, for the backward (which stays the GEMMs and softmax
+//! backward of `residual_branch::graph`). It is off by default until the GPU check's DeiT rows
+//! show it faster ([`set_fused_attention`]); where it does not apply (f32, a head dim other than
+//! 32 or 64, too many tokens for the device's shared memory, a GPU before compute capability
+//! 8.0) the node runs the unfused ops.
+//!
+//! The CPU kernel (f32) computes the same thing in the same layout, so the op is checked against
+//! the composed ops on any device.
+
+use crate::cpu::slices::contiguous_f32;
+use crate::side_output::SideOutput;
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static FUSED_ATTENTION: AtomicBool = AtomicBool::new(false);
+
+/// Runs DeiT's attention forward on CUDA as one tensor-core kernel (bf16 activations, head dim
+/// 32 or 64) instead of two batched GEMMs, a softmax and a copy. Off by default.
+pub fn set_fused_attention(on: bool) {
+    FUSED_ATTENTION.store(on, Ordering::Relaxed);
+}
+
+/// Whether the fused attention forward is on (see [`set_fused_attention`]).
+pub fn fused_attention() -> bool {
+    FUSED_ATTENTION.load(Ordering::Relaxed)
+}
+
+/// The shape of `[3, B, heads, N, D]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct HeadsShape {
+    pub batch: usize,
+    pub heads: usize,
+    pub tokens: usize,
+    pub head_dim: usize,
+}
+
+impl HeadsShape {
+    fn of(qkv: &Shape) -> Result<Self> {
+        match *qkv.dims() {
+            [3, batch, heads, tokens, head_dim] if batch * heads * tokens * head_dim > 0 => {
+                Ok(Self {
+                    batch,
+                    heads,
+                    tokens,
+                    head_dim,
+                })
+            }
+            _ => candle_core::bail!("attention_heads: qkv {qkv:?} is not [3, B, heads, N, D]"),
+        }
+    }
+
+    fn out_shape(&self) -> Shape {
+        Shape::from((self.batch, self.tokens, self.heads * self.head_dim))
+    }
+
+    fn probs_shape(&self) -> Shape {
+        Shape::from((self.batch, self.heads, self.tokens, self.tokens))
+    }
+}
+
+/// `(softmax(q k^T) v` as `[B, N, heads * D]`, the probabilities `[B, heads, N, N]`) from `qkv`
+/// (`[3, B, heads, N, D]`, q scaled), when the fused op applies to `qkv` (see the module doc);
+/// `None` otherwise, and always when [`set_fused_attention`] is off.
+pub(crate) fn attention_heads(qkv: &Tensor) -> Result<Option<(Tensor, Tensor)>> {
+    if !fused_attention() || !applies(qkv)? {
+        return Ok(None);
+    }
+    attention_heads_fused(qkv).map(Some)
+}
+
+/// The fused op on any device, whatever the setting (the CPU kernel takes f32).
+pub(crate) fn attention_heads_fused(qkv: &Tensor) -> Result<(Tensor, Tensor)> {
+    let shape = HeadsShape::of(qkv.shape())?;
+    let op = AttentionHeads {
+        shape,
+        probs: SideOutput::new("attention_heads probabilities"),
+    };
+    let out = qkv.contiguous()?.apply_op1_no_bwd(&op)?;
+    Ok((out, op.probs.take()?))
+}
+
+#[cfg(feature = "cuda")]
+fn applies(qkv: &Tensor) -> Result<bool> {
+    match qkv.device() {
+        candle_core::Device::Cuda(dev) if qkv.dtype() == candle_core::DType::BF16 => {
+            let shape = HeadsShape::of(qkv.shape())?;
+            crate::cuda::attention::fits(dev, shape)
+        }
+        _ => Ok(false),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn applies(_: &Tensor) -> Result<bool> {
+    Ok(false)
+}
+
+struct AttentionHeads {
+    shape: HeadsShape,
+    probs: SideOutput,
+}
+
+impl CustomOp1 for AttentionHeads {
+    fn name(&self) -> &'static str {
+        "maxsup-attention-heads"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s, l, "attention_heads qkv")?;
+        let HeadsShape {
+            batch,
+            heads,
+            tokens: n,
+            head_dim: d,
+        } = self.shape;
+        let plane = batch * heads * n * d;
+        // Per (image, head): its [N][N] probabilities and [N][D] output rows.
+        let per_head: Vec<(Vec<f32>, Vec<f32>)> = (0..batch * heads)
+            .into_par_iter()
+            .map(|bh| {
+                let q = &x[bh * n * d..(bh + 1) * n * d];
+                let k = &x[plane + bh * n * d..plane + (bh + 1) * n * d];
+                let v = &x[2 * plane + bh * n * d..2 * plane + (bh + 1) * n * d];
+                let mut p = vec![0f32; n * n];
+                let mut o = vec![0f32; n * d];
+                for i in 0..n {
+                    let row = &mut p[i * n..(i + 1) * n];
+                    for (j, s) in row.iter_mut().enumerate() {
+                        *s = (0..d).map(|c| q[i * d + c] * k[j * d + c]).sum();
+                    }
+                    let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                    let z: f32 = row.iter().map(|s| (s - m).exp()).sum();
+                    for s in row.iter_mut() {
+                        *s = (*s - m).exp() / z;
+                    }
+                    for (j, pj) in row.iter().enumerate() {
+                        for c in 0..d {
+                            o[i * d + c] += pj * v[j * d + c];
+                        }
+                    }
+                }
+                (p, o)
+            })
+            .collect();
+        let mut probs = Vec::with_capacity(batch * heads * n * n);
+        let mut out = vec![0f32; batch * n * heads * d];
+        for (bh, (p, o)) in per_head.into_iter().enumerate() {
+            probs.extend_from_slice(&p);
+            let (b, h) = (bh / heads, bh % heads);
+            for t in 0..n {
+                let at = ((b * n + t) * heads + h) * d;
+                out[at..at + d].copy_from_slice(&o[t * d..(t + 1) * d]);
+            }
+        }
+        self.probs.put_cpu(probs, self.shape.probs_shape())?;
+        Ok((CpuStorage::F32(out), self.shape.out_shape()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (out, probs) = crate::cuda::attention::attention_fwd((s, l), self.shape)?;
+        self.probs.put_cuda(probs, self.shape.probs_shape())?;
+        Ok((out, self.shape.out_shape()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    /// The composed ops the graph node runs unfused.
+    fn composed(qkv: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, n, c) = {
+            let d = qkv.dims();
+            (d[1], d[3], d[2] * d[4])
+        };
+        let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+        let p = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+        let out = p.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
+        Ok((out, p))
+    }
+
+    #[test]
+    fn cpu_kernel_matches_the_composed_ops() -> Result<()> {
+        for (b, h, n, d) in [(2usize, 3usize, 5usize, 4usize), (1, 2, 17, 8)] {
+            let qkv = Tensor::randn(0f32, 1.0, (3, b, h, n, d), &Device::Cpu)?;
+            let (out, p) = attention_heads_fused(&qkv)?;
+            let (want_out, want_p) = composed(&qkv)?;
+            for (got, want, what) in [(&out, &want_out, "output"), (&p, &want_p, "probs")] {
+                assert_eq!(got.dims(), want.dims(), "{what}");
+                let err = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(err < 1e-5, "{what}: max error {err}");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_setting_is_off_by_default_and_the_shape_is_checked() -> Result<()> {
+        let qkv = Tensor::zeros((3, 1, 1, 4, 8), candle_core::DType::F32, &Device::Cpu)?;
+        assert!(
+            attention_heads(&qkv)?.is_none(),
+            "off, and no kernel on the CPU"
+        );
+        let bad = Tensor::zeros((2, 1, 1, 4, 8), candle_core::DType::F32, &Device::Cpu)?;
+        let e = attention_heads_fused(&bad).unwrap_err().to_string();
+        assert!(e.contains("is not [3, B, heads, N, D]"), "{e}");
+        Ok(())
+    }
+}
