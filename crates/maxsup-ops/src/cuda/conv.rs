@@ -79,7 +79,7 @@ type AlgoKey = (DeviceId, ConvShape, DType, bool, Pass, bool);
 thread_local! {
     // cuDNN handles are neither Send nor Sync: one per device per thread, like candle's.
     static HANDLES: RefCell<HashMap<DeviceId, Arc<Cudnn>>> = RefCell::new(HashMap::new());
-    static ALGOS: RefCell<HashMap<AlgoKey, (u32, usize)>> = RefCell::new(HashMap::new());
+    static ALGOS: RefCell<HashMap<AlgoKey, find::Choice>> = RefCell::new(HashMap::new());
     static WORKSPACES: RefCell<HashMap<DeviceId, CudaSlice<u8>>> = RefCell::new(HashMap::new());
 }
 
@@ -176,39 +176,70 @@ pub(crate) fn find_fallbacks() -> Vec<String> {
     FALLBACKS.lock().map(|v| v.clone()).unwrap_or_default()
 }
 
-/// The cached algorithm for `pass` of `s`, else chosen once: timed by cuDNN when
-/// `set_cudnn_benchmark(true)` (falling back to `heuristic` if the timing fails, with the reason
-/// kept for [`find_fallbacks`]), else `heuristic()` (cuDNN's heuristic and its workspace size).
-fn algorithm<T: Elem>(
+fn note_fallback(why: String) {
+    if let Ok(mut v) = FALLBACKS.lock() {
+        if v.len() < 16 && !v.contains(&why) {
+            v.push(why);
+        }
+    }
+}
+
+/// Runs `pass` of `s` with `launch(descriptors, algorithm, workspace)`: with the algorithm
+/// cached for it, else with each candidate in turn until one runs, which is then cached. The
+/// candidates are cuDNN's timed list when `set_cudnn_benchmark(true)` (a failed timing is kept
+/// for [`find_fallbacks`]) followed by its heuristic list; each runs under the math type it was
+/// ranked under, with its workspace. So an algorithm whose workspace cannot be allocated, or
+/// that cuDNN refuses at launch, costs one try instead of failing every step.
+fn run_pass<T: Elem>(
     dev: &CudaDevice,
     s: &ConvShape,
     pass: Pass,
-    heuristic: impl FnOnce() -> Result<(u32, usize)>,
-) -> Result<(u32, usize)> {
+    d: &mut Descriptors<T>,
+    mut launch: impl FnMut(&Descriptors<T>, u32, &mut CudaSlice<u8>) -> Result<()>,
+) -> Result<()> {
     let key = key::<T>(dev, s, pass);
-    if let Some(a) = ALGOS.with(|a| a.borrow().get(&key).copied()) {
-        return Ok(a);
+    let mut attempt = |d: &mut Descriptors<T>, c: find::Choice| -> Result<()> {
+        d.conv
+            .set_math_type(c.math)
+            .map_err(wrap_err("math type"))?;
+        with_workspace(dev, c.memory, |ws| launch(d, c.algo, ws))
+    };
+    if let Some(c) = ALGOS.with(|a| a.borrow().get(&key).copied()) {
+        return attempt(d, c);
     }
-    let timed = match key.5 {
-        true => match find::fastest(dev, s, pass, T::DATA_TYPE, math_type::<T>()) {
-            Ok(a) => Some(a),
-            Err(why) => {
-                if let Ok(mut v) = FALLBACKS.lock() {
-                    if v.len() < 16 && !v.contains(&why) {
-                        v.push(why);
-                    }
+    let math = math_type::<T>();
+    let ranked = |ranking| find::candidates(dev, s, pass, T::DATA_TYPE, math, ranking);
+    let mut list = Vec::new();
+    if key.5 {
+        match ranked(find::Ranking::Timed) {
+            Ok(timed) => list.extend(timed),
+            Err(why) => note_fallback(why),
+        }
+    }
+    let mut failures = Vec::new();
+    match ranked(find::Ranking::Heuristic) {
+        Ok(h) => {
+            for c in h {
+                if !list.contains(&c) {
+                    list.push(c);
                 }
-                None
             }
-        },
-        false => None,
-    };
-    let a = match timed {
-        Some(a) => a,
-        None => heuristic()?,
-    };
-    ALGOS.with(|m| m.borrow_mut().insert(key, a));
-    Ok(a)
+        }
+        Err(why) => failures.push(why),
+    }
+    for c in list {
+        match attempt(d, c) {
+            Ok(()) => {
+                ALGOS.with(|m| m.borrow_mut().insert(key, c));
+                return Ok(());
+            }
+            Err(e) => failures.push(format!("algorithm {} ({:?}): {e}", c.algo, c.math)),
+        }
+    }
+    candle_core::bail!(
+        "cuDNN {pass:?} convolution {s:?}: no algorithm ran: {}",
+        failures.join("; ")
+    )
 }
 
 fn fwd_algo(v: u32) -> sys::cudnnConvolutionFwdAlgo_t {
@@ -231,24 +262,16 @@ fn typed_forward<T: Elem>(
     w: &CudaView<T>,
 ) -> Result<CudaStorage> {
     let cudnn = handle(dev)?;
-    let d = descriptors::<T>(&cudnn, s)?;
-    let op = ConvForward {
-        conv: &d.conv,
-        x: &d.x,
-        w: &d.w,
-        y: &d.y,
-    };
-    let (algo, bytes) = algorithm::<T>(dev, s, Pass::Forward, || {
-        let a = op.pick_algorithm().map_err(wrap_err("forward algorithm"))?;
-        Ok((
-            a as u32,
-            op.get_workspace_size(a)
-                .map_err(wrap_err("forward workspace"))?,
-        ))
-    })?;
+    let mut d = descriptors::<T>(&cudnn, s)?;
     let mut y = output::<T>(dev, s.y_len())?;
-    timed(&dev.cuda_stream(), "cudnn conv forward", || {
-        with_workspace(dev, bytes, |ws| {
+    run_pass::<T>(dev, s, Pass::Forward, &mut d, |d, algo, ws| {
+        let op = ConvForward {
+            conv: &d.conv,
+            x: &d.x,
+            w: &d.w,
+            y: &d.y,
+        };
+        timed(&dev.cuda_stream(), "cudnn conv forward", || {
             // SAFETY: x, w and y match the descriptors (shapes from `s`, element type `T`).
             unsafe { op.launch(fwd_algo(algo), Some(ws), (T::ONE, T::ZERO), x, w, &mut y) }
                 .map_err(cudnn_err_status("forward"))
@@ -274,28 +297,18 @@ fn typed_backward<T: Elem>(
     need_dw: bool,
 ) -> Result<(Option<CudaStorage>, Option<CudaStorage>)> {
     let cudnn = handle(dev)?;
-    let d = descriptors::<T>(&cudnn, s)?;
+    let mut d = descriptors::<T>(&cudnn, s)?;
     let mut grads = (None, None);
     if need_dx {
-        let op = ConvBackwardData {
-            conv: &d.conv,
-            dx: &d.x,
-            w: &d.w,
-            dy: &d.y,
-        };
-        let (algo, bytes) = algorithm::<T>(dev, s, Pass::Data, || {
-            let a = op
-                .pick_algorithm()
-                .map_err(wrap_err("backward-data algorithm"))?;
-            Ok((
-                a as u32,
-                op.get_workspace_size(a)
-                    .map_err(wrap_err("backward-data workspace"))?,
-            ))
-        })?;
         let mut dx = output::<T>(dev, s.x_len())?;
-        timed(&dev.cuda_stream(), "cudnn conv backward-data", || {
-            with_workspace(dev, bytes, |ws| {
+        run_pass::<T>(dev, s, Pass::Data, &mut d, |d, algo, ws| {
+            let op = ConvBackwardData {
+                conv: &d.conv,
+                dx: &d.x,
+                w: &d.w,
+                dy: &d.y,
+            };
+            timed(&dev.cuda_stream(), "cudnn conv backward-data", || {
                 // SAFETY: dx, w and dy match the descriptors.
                 unsafe { op.launch(data_algo(algo), Some(ws), (T::ONE, T::ZERO), &mut dx, w, dy) }
                     .map_err(cudnn_err_status("backward-data"))
@@ -304,25 +317,15 @@ fn typed_backward<T: Elem>(
         grads.0 = Some(CudaStorage::wrap_cuda_slice(dx, dev.clone()));
     }
     if need_dw {
-        let op = ConvBackwardFilter {
-            conv: &d.conv,
-            x: &d.x,
-            dw: &d.w,
-            dy: &d.y,
-        };
-        let (algo, bytes) = algorithm::<T>(dev, s, Pass::Filter, || {
-            let a = op
-                .pick_algorithm()
-                .map_err(wrap_err("backward-filter algorithm"))?;
-            Ok((
-                a as u32,
-                op.get_workspace_size(a)
-                    .map_err(wrap_err("backward-filter workspace"))?,
-            ))
-        })?;
         let mut dw = output::<T>(dev, s.w_len())?;
-        timed(&dev.cuda_stream(), "cudnn conv backward-filter", || {
-            with_workspace(dev, bytes, |ws| {
+        run_pass::<T>(dev, s, Pass::Filter, &mut d, |d, algo, ws| {
+            let op = ConvBackwardFilter {
+                conv: &d.conv,
+                x: &d.x,
+                dw: &d.w,
+                dy: &d.y,
+            };
+            timed(&dev.cuda_stream(), "cudnn conv backward-filter", || {
                 // SAFETY: x, dw and dy match the descriptors.
                 unsafe {
                     op.launch(

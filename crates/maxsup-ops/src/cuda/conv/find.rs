@@ -1,9 +1,13 @@
-//! Algorithms chosen by timing them (`set_cudnn_benchmark(true)`, PyTorch's `cudnn.benchmark`):
-//! cuDNN's `cudnnFind*Algorithm` runs every algorithm of a pass on scratch buffers it allocates
-//! itself and returns them fastest first. cudarc 0.19 keeps the handles of its safe descriptors
-//! private, so the search builds its own (raw) handle and descriptors from the same
-//! [`ConvShape`] and math type as the launch's, and hands back the algorithm as its integer
-//! value with the workspace it needs; the launch then uses cudarc's safe descriptors.
+//! The algorithms a convolution pass may run, best first: timed by cuDNN's
+//! `cudnnFind*Algorithm` (`set_cudnn_benchmark(true)`, PyTorch's `cudnn.benchmark`: every
+//! algorithm run on scratch buffers cuDNN allocates itself), or ranked by its heuristic
+//! (`cudnnGet*Algorithm_v7`). Each list holds every entry that succeeded, with its workspace and
+//! the math type it was ranked under, so the launch can fall through to the next when one fails
+//! (a workspace that cannot be allocated, `NOT_SUPPORTED`), as PyTorch does; cudarc's
+//! `pick_algorithm` keeps only the first entry and its algorithm alone. cudarc 0.19 keeps the
+//! handles of its safe descriptors private, so the queries build their own (raw) handle and
+//! descriptors from the same [`ConvShape`] and math type as the launch's; the launch then uses
+//! cudarc's safe descriptors with the entry's math type.
 
 use super::{ConvShape, Pass};
 use candle_core::cuda_backend::cudarc::cudnn::{result, sys, CudnnError};
@@ -87,36 +91,38 @@ fn describe(
     Ok(raw)
 }
 
-/// One timed result, whatever the pass.
-struct Timed {
-    algo: u32,
-    ok: bool,
-    memory: usize,
-    math: sys::cudnnMathType_t,
+/// One algorithm of a pass: its integer value, the workspace it needs and the math type it was
+/// ranked under.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Choice {
+    pub algo: u32,
+    pub memory: usize,
+    pub math: sys::cudnnMathType_t,
 }
 
-/// Runs one `cudnnFind*Algorithm` call with a perf array of `$n` entries (the pass's algorithm
-/// count) and maps what it wrote to [`Timed`]s.
-macro_rules! find_timed {
+/// Runs one `cudnnFind*Algorithm` or `cudnnGet*Algorithm_v7` call (same parameters) with a
+/// perf array of `$n` entries and keeps the entries that succeeded, in cuDNN's order.
+macro_rules! ranked {
     ($call:path, $perf:ty, $n:expr, $handle:expr, ($a:expr, $b:expr, $conv:expr, $c:expr)) => {{
+        let n: i32 = $n;
         let mut count = 0i32;
-        let mut perf = [std::mem::zeroed::<$perf>(); $n];
+        let mut perf: Vec<$perf> = (0..n.max(1)).map(|_| std::mem::zeroed()).collect();
         $call(
             $handle,
             $a,
             $b,
             $conv,
             $c,
-            $n,
+            n.max(1),
             &mut count,
             perf.as_mut_ptr(),
         )
         .result()?;
-        Ok(perf[..count.clamp(0, $n) as usize]
+        Ok(perf[..count.clamp(0, n.max(1)) as usize]
             .iter()
-            .map(|p| Timed {
+            .filter(|p| p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS)
+            .map(|p| Choice {
                 algo: p.algo as u32,
-                ok: p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS,
                 memory: p.memory,
                 math: p.mathType,
             })
@@ -124,23 +130,44 @@ macro_rules! find_timed {
     }};
 }
 
-/// The fastest algorithm of `pass` for `s` that succeeded under the launch's math type (entries
-/// timed under another one are skipped: the launch keeps its descriptor's math type) and needs
-/// at most [`MAX_WORKSPACE`], with its workspace in bytes.
-pub(super) fn fastest(
+/// The pass's algorithm count as cuDNN reports it (`cudnnGet*AlgorithmMaxCount`: entries come
+/// once per math type, so there may be more than the algorithm enum has).
+macro_rules! max_count {
+    ($call:path, $handle:expr) => {{
+        let mut n = 0i32;
+        $call($handle, &mut n).result()?;
+        n
+    }};
+}
+
+/// How the list is ranked.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Ranking {
+    Timed,
+    Heuristic,
+}
+
+/// The algorithms of `pass` for `s` that cuDNN ranks (timed or by heuristic) as succeeding,
+/// within [`MAX_WORKSPACE`], best first; an error says why there is no list.
+pub(super) fn candidates(
     dev: &CudaDevice,
     s: &ConvShape,
     pass: Pass,
     data: sys::cudnnDataType_t,
     math: sys::cudnnMathType_t,
-) -> Result<(u32, usize), String> {
+    ranking: Ranking,
+) -> Result<Vec<Choice>, String> {
+    let what = match ranking {
+        Ranking::Timed => "cudnnFind",
+        Ranking::Heuristic => "cudnnGet_v7",
+    };
     // cuDNN's handle belongs to the context current on the thread.
     dev.cuda_stream()
         .context()
         .bind_to_thread()
-        .map_err(|e| format!("cudnnFind: binding the CUDA context: {e}"))?;
-    let timed = HANDLES
-        .with(|h| -> Result<Vec<Timed>, CudnnError> {
+        .map_err(|e| format!("{what}: binding the CUDA context: {e}"))?;
+    let list = HANDLES
+        .with(|h| -> Result<Vec<Choice>, CudnnError> {
             let mut handles = h.borrow_mut();
             let handle = match handles.get(&dev.id()) {
                 Some(h) => h.0,
@@ -158,40 +185,116 @@ pub(super) fn fastest(
             // SAFETY (each arm): live handle and descriptors, in the order the call takes them;
             // the perf array holds the count requested and cuDNN writes at most that many.
             unsafe {
-                match pass {
-                    Pass::Forward => find_timed!(
+                match (pass, ranking) {
+                    (Pass::Forward, Ranking::Timed) => ranked!(
                         sys::cudnnFindConvolutionForwardAlgorithm,
                         sys::cudnnConvolutionFwdAlgoPerf_t,
-                        8,
+                        max_count!(sys::cudnnGetConvolutionForwardAlgorithmMaxCount, handle),
                         handle,
                         (d.x, d.w, d.conv, d.y)
                     ),
-                    Pass::Data => find_timed!(
+                    (Pass::Forward, Ranking::Heuristic) => ranked!(
+                        sys::cudnnGetConvolutionForwardAlgorithm_v7,
+                        sys::cudnnConvolutionFwdAlgoPerf_t,
+                        max_count!(sys::cudnnGetConvolutionForwardAlgorithmMaxCount, handle),
+                        handle,
+                        (d.x, d.w, d.conv, d.y)
+                    ),
+                    (Pass::Data, Ranking::Timed) => ranked!(
                         sys::cudnnFindConvolutionBackwardDataAlgorithm,
                         sys::cudnnConvolutionBwdDataAlgoPerf_t,
-                        6,
+                        max_count!(
+                            sys::cudnnGetConvolutionBackwardDataAlgorithmMaxCount,
+                            handle
+                        ),
                         handle,
                         (d.w, d.y, d.conv, d.x)
                     ),
-                    Pass::Filter => find_timed!(
+                    (Pass::Data, Ranking::Heuristic) => ranked!(
+                        sys::cudnnGetConvolutionBackwardDataAlgorithm_v7,
+                        sys::cudnnConvolutionBwdDataAlgoPerf_t,
+                        max_count!(
+                            sys::cudnnGetConvolutionBackwardDataAlgorithmMaxCount,
+                            handle
+                        ),
+                        handle,
+                        (d.w, d.y, d.conv, d.x)
+                    ),
+                    (Pass::Filter, Ranking::Timed) => ranked!(
                         sys::cudnnFindConvolutionBackwardFilterAlgorithm,
                         sys::cudnnConvolutionBwdFilterAlgoPerf_t,
-                        7,
+                        max_count!(
+                            sys::cudnnGetConvolutionBackwardFilterAlgorithmMaxCount,
+                            handle
+                        ),
+                        handle,
+                        (d.x, d.y, d.conv, d.w)
+                    ),
+                    (Pass::Filter, Ranking::Heuristic) => ranked!(
+                        sys::cudnnGetConvolutionBackwardFilterAlgorithm_v7,
+                        sys::cudnnConvolutionBwdFilterAlgoPerf_t,
+                        max_count!(
+                            sys::cudnnGetConvolutionBackwardFilterAlgorithmMaxCount,
+                            handle
+                        ),
                         handle,
                         (d.x, d.y, d.conv, d.w)
                     ),
                 }
             }
         })
-        .map_err(|e| format!("cudnnFind ({pass:?}, {s:?}): {e:?}"))?;
-    timed
-        .iter()
-        .find(|t| t.ok && t.math == math && t.memory <= MAX_WORKSPACE)
-        .map(|t| (t.algo, t.memory))
-        .ok_or_else(|| {
-            format!(
-                "cudnnFind ({pass:?}, {s:?}): none of {} timed algorithms usable",
-                timed.len()
-            )
-        })
+        .map_err(|e| format!("{what} ({pass:?}, {s:?}): {e:?}"))?;
+    let usable = usable(&list, math);
+    if usable.is_empty() {
+        return Err(format!(
+            "{what} ({pass:?}, {s:?}): none of {} ranked algorithms usable",
+            list.len()
+        ));
+    }
+    Ok(usable)
+}
+
+/// The entries a launch may run under the descriptor math type `math`, in their order, each
+/// with the math type it will run under: strict f32 (`FMA_MATH`) runs every entry under FMA
+/// (never on TF32 tensor cores, whatever the entry was ranked under); otherwise each entry runs
+/// under its own math type, as cuDNN ranked it. Entries beyond [`MAX_WORKSPACE`] are dropped.
+pub(super) fn usable(list: &[Choice], math: sys::cudnnMathType_t) -> Vec<Choice> {
+    let strict = math == sys::cudnnMathType_t::CUDNN_FMA_MATH;
+    let mut out: Vec<Choice> = Vec::new();
+    for c in list.iter().filter(|c| c.memory <= MAX_WORKSPACE) {
+        let c = Choice {
+            math: if strict { math } else { c.math },
+            ..*c
+        };
+        if !out.iter().any(|o| o.algo == c.algo && o.math == c.math) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sys::cudnnMathType_t::*;
+
+    #[test]
+    fn usable_entries_keep_their_order_and_math_type() {
+        let c = |algo, memory, math| Choice { algo, memory, math };
+        let list = [
+            c(1, 10, CUDNN_TENSOR_OP_MATH),
+            c(6, MAX_WORKSPACE + 1, CUDNN_TENSOR_OP_MATH),
+            c(1, 10, CUDNN_DEFAULT_MATH),
+            c(0, 0, CUDNN_FMA_MATH),
+        ];
+        assert_eq!(
+            usable(&list, CUDNN_TENSOR_OP_MATH),
+            vec![list[0], list[2], list[3]]
+        );
+        // Strict f32: everything under FMA, duplicates of one algorithm once.
+        assert_eq!(
+            usable(&list, CUDNN_FMA_MATH),
+            vec![c(1, 10, CUDNN_FMA_MATH), c(0, 0, CUDNN_FMA_MATH)]
+        );
+    }
 }
