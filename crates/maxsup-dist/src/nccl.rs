@@ -50,6 +50,7 @@ impl NcclCollective {
         let Device::Cuda(cuda) = device else {
             bail!("NCCL runs on CUDA devices; this rank's device is {device:?}");
         };
+        prepare_nccl_environment()?;
         let id = if world.rank == 0 {
             let id = Id::new().map_err(|e| nccl_error(e, "creating NCCL's unique id"))?;
             id.internal().iter().map(|&c| c as u8).collect()
@@ -212,6 +213,13 @@ impl CustomOp1 for NcclOp<'_> {
             Kind::Sum => self.comm.all_reduce(&input, &mut out, &ReduceOp::Sum),
             Kind::BroadcastFromRoot => self.comm.broadcast(Some(&input), &mut out, 0),
         };
+        let status = status.and_then(|s| match s {
+            // A non-blocking communicator: its work is not ordered with candle's stream.
+            candle_core::cuda_backend::cudarc::nccl::result::NcclStatus::InProgress => {
+                Err(NcclError(sys::ncclResult_t::ncclInProgress))
+            }
+            other => Ok(other),
+        });
         status.map_err(|e| {
             candle_core::Error::Cuda(
                 format!(
@@ -237,6 +245,26 @@ unsafe impl Send for Initialised {}
 /// own, on a helper thread, waited for with `limit` while watching the other ranks' sockets: a
 /// rank that dies or hangs before initialising is an error here, not a silent hang. (On an error
 /// the helper stays blocked until the process ends.)
+/// NCCL's environment for this collective, set before its initialisation: every connection is
+/// made inside `ncclCommInitRank` (`NCCL_RUNTIME_CONNECT=0`; NCCL 2.22+ otherwise connects at
+/// the first collective of each algorithm, inside a call no time limit here bounds, and
+/// allocates its buffers then, after the step's activations took the memory), unless the user
+/// set it; and non-blocking communicators (`NCCL_COMM_BLOCKING=0`) are refused: NCCL would then
+/// queue from its own thread, unordered with candle's per-thread stream.
+fn prepare_nccl_environment() -> Result<()> {
+    if std::env::var("NCCL_COMM_BLOCKING").is_ok_and(|v| v.trim() == "0") {
+        bail!(
+            "NCCL_COMM_BLOCKING=0 is not supported: the collectives must run on candle's stream \
+             (unset it)"
+        );
+    }
+    if std::env::var_os("NCCL_RUNTIME_CONNECT").is_none() {
+        // Set before any thread of ours calls into NCCL (it reads the variable at init).
+        std::env::set_var("NCCL_RUNTIME_CONNECT", "0");
+    }
+    Ok(())
+}
+
 fn init_bounded(
     cuda: &CudaDevice,
     world: &World,

@@ -90,9 +90,13 @@ pub fn layer_norm_param_parts(rows: usize) -> usize {
     rows.div_ceil(8).clamp(1, 1024)
 }
 
-/// Rows of `d` elements longer than this exceed the 48 KiB of shared memory of
-/// `layer_norm_bwd_params` (2·d f32 accumulators).
-pub const LAYER_NORM_PARAMS_MAX_D: usize = 48 * 1024 / 8;
+/// Static shared memory of the LayerNorm backward (`row_mean[32]`, `row_rstd[32]`, f32; ptxas
+/// reports 256 bytes): the 48 KiB a launch gets covers it and the dynamic accumulators together.
+pub const LAYER_NORM_BWD_STATIC_SHARED: usize = 256;
+
+/// Rows of `d` elements longer than this exceed the 48 KiB of shared memory of the LayerNorm
+/// backward (2·d f32 accumulators next to its static row statistics).
+pub const LAYER_NORM_PARAMS_MAX_D: usize = (48 * 1024 - LAYER_NORM_BWD_STATIC_SHARED) / 8;
 
 /// `layer_norm_bwd_params` over `parts` blocks for rows of `d`: 2·d f32 of shared memory.
 pub fn layer_norm_params(parts: usize, d: usize) -> Launch {
@@ -193,7 +197,8 @@ mod tests {
             assert!(l.grid.0 as usize * l.block.0 as usize >= c);
         }
         assert_eq!(
-            layer_norm_params(4, LAYER_NORM_PARAMS_MAX_D).shared_bytes,
+            layer_norm_params(4, LAYER_NORM_PARAMS_MAX_D).shared_bytes as usize
+                + LAYER_NORM_BWD_STATIC_SHARED,
             48 * 1024
         );
     }

@@ -22,6 +22,15 @@ struct Staging {
     copied: CudaEvent,
 }
 
+impl Drop for Staging {
+    /// Waits for the last copy to finish before the page-locked memory is freed: cudarc's
+    /// `PinnedHostSlice` waits only on its built-in event, which these copies do not record,
+    /// and freeing page-locked memory is not promised to wait for the DMA reading or writing it.
+    fn drop(&mut self) {
+        let _ = self.copied.synchronize();
+    }
+}
+
 fn driver_err(
     call: &'static str,
 ) -> impl FnOnce(candle_core::cuda_backend::cudarc::driver::DriverError) -> candle_core::Error {
