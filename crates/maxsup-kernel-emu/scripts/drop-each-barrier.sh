@@ -1,24 +1,34 @@
 #!/usr/bin/env bash
-# Checks that the kernel tests see every barrier of ops.cu: for each `__syncthreads()` in turn,
-# runs the tests on a copy of the kernels without it and expects a failure. Restores ops.cu on
-# exit. Usage: bash crates/maxsup-kernel-emu/scripts/drop-each-barrier.sh
+# Checks that the kernel tests see every barrier of the kernels: for each `__syncthreads()` and
+# `__syncwarp()` of ops.cu and the files it includes, in turn, runs the tests on a copy of the
+# kernels without it and expects a failure. Restores the files on exit.
+# Usage: bash crates/maxsup-kernel-emu/scripts/drop-each-barrier.sh
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
-ops=crates/maxsup-ops/kernels/ops.cu
-saved=$(mktemp)
-cp "$ops" "$saved"
-trap 'cp "$saved" "$ops"; rm -f "$saved"' EXIT
-count=$(grep -c '__syncthreads()' "$saved")
+dir=crates/maxsup-ops/kernels
+files=("$dir/ops.cu" "$dir/attention.cuh")
+saved=$(mktemp -d)
+for f in "${files[@]}"; do cp "$f" "$saved/$(basename "$f")"; done
+trap 'for f in "${files[@]}"; do cp "$saved/$(basename "$f")" "$f"; done; rm -rf "$saved"' EXIT
+total=0
 missed=0
-for k in $(seq 1 "$count"); do
-  awk -v k="$k" '{ if (index($0, "__syncthreads()")) { n++; if (n == k) { sub(/__syncthreads\(\);/, "/* dropped */"); } } print }' "$saved" > "$ops"
-  line=$(grep -n '/\* dropped \*/' "$ops" | cut -d: -f1)
-  if cargo test --release -q -p maxsup-kernel-emu >/dev/null 2>&1; then
-    echo "barrier $k (ops.cu line $line): tests still pass"
-    missed=$((missed + 1))
-  else
-    echo "barrier $k (ops.cu line $line): caught"
-  fi
+for f in "${files[@]}"; do
+  orig="$saved/$(basename "$f")"
+  for barrier in '__syncthreads()' '__syncwarp()'; do
+    count=$(grep -c -F "$barrier;" "$orig" || true)
+    for k in $(seq 1 "$count"); do
+      awk -v k="$k" -v b="$barrier;" '{ i = index($0, b); if (i) { n++; if (n == k) { $0 = substr($0, 1, i - 1) "/* dropped */" substr($0, i + length(b)) } } print }' "$orig" > "$f"
+      line=$(grep -n '/\* dropped \*/' "$f" | cut -d: -f1)
+      total=$((total + 1))
+      if cargo test --release -q -p maxsup-kernel-emu >/dev/null 2>&1; then
+        echo "$barrier $k ($(basename "$f") line $line): tests still pass"
+        missed=$((missed + 1))
+      else
+        echo "$barrier $k ($(basename "$f") line $line): caught"
+      fi
+      cp "$orig" "$f"
+    done
+  done
 done
-echo "$((count - missed)) of $count barriers caught"
+echo "$((total - missed)) of $total barriers caught"
 [ "$missed" -eq 0 ]

@@ -8,9 +8,10 @@
 //
 // Shared memory: the head's keys and values (all N rows, zero-padded to a multiple of 16, each
 // row padded by 8 elements against bank conflicts), and per warp its 16 rows of f32 scores plus
-// a 16x16 bf16 tile of probabilities for the second product. Whole rows are in shared memory,
+// a bf16 staging area: first its 16 queries, then each 16x16 tile of probabilities for the
+// second product. Whole rows are in shared memory,
 // so the softmax is exact (no running rescale); N is bounded by the shared memory the device
-// allows (the launcher checks: DeiT's N = 197 with D = 64 takes 171 KiB).
+// allows (the launcher checks: DeiT's N = 197 with D = 64 takes 180.5 KiB).
 //
 // Values: scores in f32 (the unfused path rounds them to bf16 out of cuBLAS), probabilities
 // rounded to bf16 as the softmax kernel stores them, and the second product multiplies those
@@ -24,6 +25,8 @@
 __device__ __forceinline__ int att_kv_stride(int d) { return d + 8; }
 __device__ __forceinline__ int att_score_stride(int np, int d) { return (np > d ? np : d) + 4; }
 #define ATT_STAGE_STRIDE 24
+// bf16 elements of a warp's staging area: 16 query rows of D, or a 16 x 24 probability tile.
+__device__ __forceinline__ int att_stage_elems(int d) { return 16 * (d > ATT_STAGE_STRIDE ? d : ATT_STAGE_STRIDE); }
 
 template <int D>
 __device__ void attention_fwd(const bf16* qkv, bf16* out, bf16* probs, int batch, int tokens, int heads) {
@@ -46,7 +49,7 @@ __device__ void attention_fwd(const bf16* qkv, bf16* out, bf16* probs, int batch
   DYNAMIC_SHARED(uint4, smem);
   bf16* ks = (bf16*)smem;
   bf16* vs = ks + (size_t)np * ks_stride;
-  float* sw = (float*)(vs + (size_t)np * ks_stride) + (size_t)warp * (16 * ss + 16 * ATT_STAGE_STRIDE / 2);
+  float* sw = (float*)(vs + (size_t)np * ks_stride) + (size_t)warp * (16 * ss + att_stage_elems(D) / 2);
   bf16* stage = (bf16*)(sw + 16 * ss);
 
   // The head's keys and values, rows past the last token zero.
@@ -61,8 +64,10 @@ __device__ void attention_fwd(const bf16* qkv, bf16* out, bf16* probs, int batch
   const int q0 = blockIdx.y * ATT_QUERIES + warp * 16;
   if (q0 >= n) return;  // no barrier of the block follows
 
-  // This warp's 16 queries (zero past the last token), staged in its score rows.
-  bf16* qs = (bf16*)sw;
+  // This warp's 16 queries (zero past the last token), staged apart from the score rows (so a
+  // lane reading scores before the warp has stored them sees the block's stale memory, not
+  // finite queries: the emulator's poison makes a missing barrier show).
+  bf16* qs = stage;
   for (int i = lane; i < 16 * V8; i += 32) {
     int r = i / V8, c = i % V8;
     ((uint4*)(qs + r * D))[c] = q0 + r < n ? ((const uint4*)(q + (size_t)(q0 + r) * D))[c] : zero4;
@@ -70,7 +75,7 @@ __device__ void attention_fwd(const bf16* qkv, bf16* out, bf16* probs, int batch
   __syncwarp();
   RowA qf[D / 16];
   for (int d = 0; d < D / 16; ++d) wmma::load_matrix_sync(qf[d], qs + d * 16, D);
-  __syncwarp();  // the scores overwrite the staged queries
+  // (The probability tiles overwrite the staged queries after the barriers below.)
 
   // Scores: 16 rows x np keys, f32.
   for (int j = 0; j < np / 16; ++j) {

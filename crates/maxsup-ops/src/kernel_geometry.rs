@@ -127,11 +127,11 @@ const ATTENTION_QUERIES: usize = 128;
 
 /// Dynamic shared memory of the fused attention forward (ops.cu's `attention.cuh`): the keys
 /// and values of one head (`N` rounded up to 16 rows of `D + 8` bf16) and, per warp, 16 rows of
-/// f32 scores (`max(N16, D) + 4` wide) plus a 16 x 24 bf16 tile.
+/// f32 scores (`max(N16, D) + 4` wide) plus a bf16 staging area of 16 x `max(D, 24)`.
 pub fn attention_shared_bytes(tokens: usize, head_dim: usize) -> usize {
     let np = tokens.div_ceil(16) * 16;
     let kv = 2 * np * (head_dim + 8) * 2;
-    let per_warp = 16 * (np.max(head_dim) + 4) * 4 + 16 * 24 * 2;
+    let per_warp = 16 * (np.max(head_dim) + 4) * 4 + 16 * head_dim.max(24) * 2;
     kv + 8 * per_warp
 }
 
@@ -162,18 +162,23 @@ mod tests {
 
     #[test]
     fn fused_attention_fits_deit_on_an_h100() {
-        // DeiT: 197 tokens, head dim 64: 2 x 208 x 72 x 2 + 8 x (16 x 212 x 4 + 768) bytes.
-        assert_eq!(attention_shared_bytes(197, 64), 174_592);
+        // DeiT: 197 tokens, head dim 64: 2 x 208 x 72 x 2 + 8 x (16 x 212 x 4 + 16 x 64 x 2).
+        assert_eq!(attention_shared_bytes(197, 64), 184_832);
         let h100_opt_in = 232_448; // 227 KiB per block
         let l = attention_fwd(256 * 6, 197, 64, h100_opt_in).expect("fits");
         assert_eq!((l.grid, l.block), ((1536, 2, 1), (256, 1, 1)));
         // A 384-pixel ViT (577 tokens) does not; neither does an empty batch.
         assert!(attention_fwd(6, 577, 64, h100_opt_in).is_none());
         assert!(attention_fwd(0, 197, 64, h100_opt_in).is_none());
-        // Score rows are at least the head dim wide (the output is staged in them).
+        // Score rows are at least the head dim wide (the output is staged in them); the
+        // staging area holds 16 queries, or a 16 x 24 tile for narrow heads.
         assert_eq!(
             attention_shared_bytes(5, 64),
-            2 * 16 * 72 * 2 + 8 * (16 * 68 * 4 + 768)
+            2 * 16 * 72 * 2 + 8 * (16 * 68 * 4 + 16 * 64 * 2)
+        );
+        assert_eq!(
+            attention_shared_bytes(5, 16),
+            2 * 16 * 24 * 2 + 8 * (16 * 20 * 4 + 16 * 24 * 2)
         );
     }
 
