@@ -103,11 +103,12 @@ pub(super) struct Choice {
 /// Runs one `cudnnFind*Algorithm` or `cudnnGet*Algorithm_v7` call (same parameters) with a
 /// perf array of `$n` entries and keeps the entries that succeeded, in cuDNN's order.
 macro_rules! ranked {
-    ($call:path, $perf:ty, $n:expr, $handle:expr, ($a:expr, $b:expr, $conv:expr, $c:expr)) => {{
+    ($call:expr, $perf:ty, $n:expr, $handle:expr, ($a:expr, $b:expr, $conv:expr, $c:expr)) => {{
         let n: i32 = $n;
         let mut count = 0i32;
         let mut perf: Vec<$perf> = (0..n.max(1)).map(|_| std::mem::zeroed()).collect();
-        $call(
+        let call = $call;
+        call(
             $handle,
             $a,
             $b,
@@ -185,23 +186,26 @@ pub(super) fn candidates(
             // SAFETY (each arm): live handle and descriptors, in the order the call takes them;
             // the perf array holds the count requested and cuDNN writes at most that many.
             unsafe {
-                match (pass, ranking) {
-                    (Pass::Forward, Ranking::Timed) => ranked!(
-                        sys::cudnnFindConvolutionForwardAlgorithm,
+                // The timed and the heuristic query of a pass take the same parameters.
+                let timed = ranking == Ranking::Timed;
+                match pass {
+                    Pass::Forward => ranked!(
+                        if timed {
+                            sys::cudnnFindConvolutionForwardAlgorithm
+                        } else {
+                            sys::cudnnGetConvolutionForwardAlgorithm_v7
+                        },
                         sys::cudnnConvolutionFwdAlgoPerf_t,
                         max_count!(sys::cudnnGetConvolutionForwardAlgorithmMaxCount, handle),
                         handle,
                         (d.x, d.w, d.conv, d.y)
                     ),
-                    (Pass::Forward, Ranking::Heuristic) => ranked!(
-                        sys::cudnnGetConvolutionForwardAlgorithm_v7,
-                        sys::cudnnConvolutionFwdAlgoPerf_t,
-                        max_count!(sys::cudnnGetConvolutionForwardAlgorithmMaxCount, handle),
-                        handle,
-                        (d.x, d.w, d.conv, d.y)
-                    ),
-                    (Pass::Data, Ranking::Timed) => ranked!(
-                        sys::cudnnFindConvolutionBackwardDataAlgorithm,
+                    Pass::Data => ranked!(
+                        if timed {
+                            sys::cudnnFindConvolutionBackwardDataAlgorithm
+                        } else {
+                            sys::cudnnGetConvolutionBackwardDataAlgorithm_v7
+                        },
                         sys::cudnnConvolutionBwdDataAlgoPerf_t,
                         max_count!(
                             sys::cudnnGetConvolutionBackwardDataAlgorithmMaxCount,
@@ -210,28 +214,12 @@ pub(super) fn candidates(
                         handle,
                         (d.w, d.y, d.conv, d.x)
                     ),
-                    (Pass::Data, Ranking::Heuristic) => ranked!(
-                        sys::cudnnGetConvolutionBackwardDataAlgorithm_v7,
-                        sys::cudnnConvolutionBwdDataAlgoPerf_t,
-                        max_count!(
-                            sys::cudnnGetConvolutionBackwardDataAlgorithmMaxCount,
-                            handle
-                        ),
-                        handle,
-                        (d.w, d.y, d.conv, d.x)
-                    ),
-                    (Pass::Filter, Ranking::Timed) => ranked!(
-                        sys::cudnnFindConvolutionBackwardFilterAlgorithm,
-                        sys::cudnnConvolutionBwdFilterAlgoPerf_t,
-                        max_count!(
-                            sys::cudnnGetConvolutionBackwardFilterAlgorithmMaxCount,
-                            handle
-                        ),
-                        handle,
-                        (d.x, d.y, d.conv, d.w)
-                    ),
-                    (Pass::Filter, Ranking::Heuristic) => ranked!(
-                        sys::cudnnGetConvolutionBackwardFilterAlgorithm_v7,
+                    Pass::Filter => ranked!(
+                        if timed {
+                            sys::cudnnFindConvolutionBackwardFilterAlgorithm
+                        } else {
+                            sys::cudnnGetConvolutionBackwardFilterAlgorithm_v7
+                        },
                         sys::cudnnConvolutionBwdFilterAlgoPerf_t,
                         max_count!(
                             sys::cudnnGetConvolutionBackwardFilterAlgorithmMaxCount,
