@@ -14,6 +14,10 @@ static ON: AtomicBool = AtomicBool::new(false);
 /// Launches timed since the last [`kernel_times`]: name, start and end events.
 static PENDING: Mutex<Vec<(String, CudaEvent, CudaEvent)>> = Mutex::new(Vec::new());
 
+/// Most launches kept for [`kernel_times`] (two events each); later ones run untimed until it is
+/// called, so a run that leaves timing on does not accumulate events without bound.
+const MAX_PENDING: usize = 1 << 16;
+
 /// Turns per-launch timing on or off (off by default; on costs two events per launch).
 pub fn set_kernel_timing(on: bool) {
     ON.store(on, Ordering::Relaxed);
@@ -38,7 +42,7 @@ pub(crate) fn timed<R>(
     name: &str,
     launch: impl FnOnce() -> Result<R>,
 ) -> Result<R> {
-    if !ON.load(Ordering::Relaxed) {
+    if !ON.load(Ordering::Relaxed) || pending()?.len() >= MAX_PENDING {
         return launch();
     }
     let ctx = stream.context();
