@@ -33,6 +33,7 @@ mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod dispatch;
+mod fall_through;
 mod fused_attention;
 mod gelu;
 mod graph_node;

@@ -209,32 +209,28 @@ fn run_pass<T: Elem>(
     }
     let math = math_type::<T>();
     let ranked = |ranking| find::candidates(dev, s, pass, T::DATA_TYPE, math, ranking);
-    let mut list = Vec::new();
+    let mut lists = Vec::new();
     if key.5 {
         match ranked(find::Ranking::Timed) {
-            Ok(timed) => list.extend(timed),
+            Ok(timed) => lists.push(timed),
             Err(why) => note_fallback(why),
         }
     }
     let mut failures = Vec::new();
     match ranked(find::Ranking::Heuristic) {
-        Ok(h) => {
-            for c in h {
-                if !list.contains(&c) {
-                    list.push(c);
-                }
-            }
-        }
+        Ok(h) => lists.push(h),
         Err(why) => failures.push(why),
     }
-    for c in list {
-        match attempt(d, c) {
-            Ok(()) => {
-                ALGOS.with(|m| m.borrow_mut().insert(key, c));
-                return Ok(());
-            }
-            Err(e) => failures.push(format!("algorithm {} ({:?}): {e}", c.algo, c.math)),
+    match crate::fall_through::first_that_runs(lists, |c| attempt(d, c)) {
+        Ok(c) => {
+            ALGOS.with(|m| m.borrow_mut().insert(key, c));
+            return Ok(());
         }
+        Err(tried) => failures.extend(
+            tried
+                .into_iter()
+                .map(|(c, e)| format!("algorithm {} ({:?}): {e}", c.algo, c.math)),
+        ),
     }
     candle_core::bail!(
         "cuDNN {pass:?} convolution {s:?}: no algorithm ran: {}",
