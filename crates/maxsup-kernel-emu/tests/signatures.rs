@@ -243,6 +243,22 @@ fn dynamic_names(file: &str, name_expr: &str, preceding: &str) -> Vec<String> {
         }
         return names;
     }
+    if name_expr == "name" && file == "attention.rs" {
+        // `kernel_name(head_dim)`'s pattern over the head dims the kernel is built for.
+        let launcher = read(&src_dir.join("cuda/attention.rs"));
+        let body = &launcher[launcher.find("fn kernel_name").expect("fn kernel_name")..];
+        let body = &body[body.find("format!(\"").unwrap() + "format!(\"".len()..];
+        let pattern = &body[..body.find('"').unwrap()];
+        let geometry = read(&src_dir.join("kernel_geometry.rs"));
+        let dims = &geometry[geometry
+            .find("FUSED_ATTENTION_HEAD_DIMS:")
+            .expect("head dims")..];
+        let dims = &dims[dims.find("= [").unwrap() + 3..dims.find("];").unwrap()];
+        return dims
+            .split(',')
+            .map(|d| pattern.replace("{head_dim}", d.trim()))
+            .collect();
+    }
     if name_expr == "update.kernel()" {
         // The match arm around the launch, and `Update::kernel`'s name for it.
         let variant = preceding.rsplit("Update::").next().unwrap();
