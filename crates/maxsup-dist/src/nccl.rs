@@ -241,10 +241,6 @@ struct Initialised(Comm);
 // `ncclCommInitRank` returned, and is then used by the receiving thread alone.
 unsafe impl Send for Initialised {}
 
-/// `ncclCommInitRank`, which blocks until every rank has called it and has no time limit of its
-/// own, on a helper thread, waited for with `limit` while watching the other ranks' sockets: a
-/// rank that dies or hangs before initialising is an error here, not a silent hang. (On an error
-/// the helper stays blocked until the process ends.)
 /// NCCL's environment for this collective, set before its initialisation: every connection is
 /// made inside `ncclCommInitRank` (`NCCL_RUNTIME_CONNECT=0`; NCCL 2.22+ otherwise connects at
 /// the first collective of each algorithm, inside a call no time limit here bounds, and
@@ -265,6 +261,10 @@ fn prepare_nccl_environment() -> Result<()> {
     Ok(())
 }
 
+/// `ncclCommInitRank`, which blocks until every rank has called it and has no time limit of its
+/// own, on a helper thread, waited for with `limit` while watching the other ranks' sockets: a
+/// rank that dies or hangs before initialising is an error here, not a silent hang. (On an error
+/// the helper stays blocked until the process ends.)
 fn init_bounded(
     cuda: &CudaDevice,
     world: &World,

@@ -16,6 +16,7 @@
 //! the composed ops on any device.
 
 use crate::cpu::slices::contiguous_f32;
+use crate::qkv_heads::Heads;
 use crate::side_output::SideOutput;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -34,52 +35,48 @@ pub fn fused_attention() -> bool {
     FUSED_ATTENTION.load(Ordering::Relaxed)
 }
 
-/// The shape of `[3, B, heads, N, D]`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct HeadsShape {
-    pub batch: usize,
-    pub heads: usize,
-    pub tokens: usize,
-    pub head_dim: usize,
+/// The attention's shape from the heads' layout `[3, B, heads, N, D]`.
+fn heads_of(qkv: &Shape) -> Result<Heads> {
+    match *qkv.dims() {
+        [3, batch, heads, tokens, head_dim] if batch * heads * tokens * head_dim > 0 => Ok(Heads {
+            batch,
+            tokens,
+            heads,
+            head_dim,
+        }),
+        _ => candle_core::bail!("attention_heads: qkv {qkv:?} is not [3, B, heads, N, D]"),
+    }
 }
 
-impl HeadsShape {
-    fn of(qkv: &Shape) -> Result<Self> {
-        match *qkv.dims() {
-            [3, batch, heads, tokens, head_dim] if batch * heads * tokens * head_dim > 0 => {
-                Ok(Self {
-                    batch,
-                    heads,
-                    tokens,
-                    head_dim,
-                })
-            }
-            _ => candle_core::bail!("attention_heads: qkv {qkv:?} is not [3, B, heads, N, D]"),
-        }
-    }
+fn out_shape(h: &Heads) -> Shape {
+    Shape::from((h.batch, h.tokens, h.heads * h.head_dim))
+}
 
-    fn out_shape(&self) -> Shape {
-        Shape::from((self.batch, self.tokens, self.heads * self.head_dim))
-    }
-
-    fn probs_shape(&self) -> Shape {
-        Shape::from((self.batch, self.heads, self.tokens, self.tokens))
-    }
+fn probs_shape(h: &Heads) -> Shape {
+    Shape::from((h.batch, h.heads, h.tokens, h.tokens))
 }
 
 /// `(softmax(q k^T) v` as `[B, N, heads * D]`, the probabilities `[B, heads, N, N]`) from `qkv`
 /// (`[3, B, heads, N, D]`, q scaled), when the fused op applies to `qkv` (see the module doc);
 /// `None` otherwise, and always when [`set_fused_attention`] is off.
 pub(crate) fn attention_heads(qkv: &Tensor) -> Result<Option<(Tensor, Tensor)>> {
-    if !fused_attention() || !applies(qkv)? {
+    if !fused_attention() {
         return Ok(None);
     }
-    attention_heads_fused(qkv).map(Some)
+    let shape = heads_of(qkv.shape())?;
+    if !applies(qkv, shape)? {
+        return Ok(None);
+    }
+    run(qkv, shape).map(Some)
 }
 
 /// The fused op on any device, whatever the setting (the CPU kernel takes f32).
-pub(crate) fn attention_heads_fused(qkv: &Tensor) -> Result<(Tensor, Tensor)> {
-    let shape = HeadsShape::of(qkv.shape())?;
+#[cfg(test)]
+fn attention_heads_fused(qkv: &Tensor) -> Result<(Tensor, Tensor)> {
+    run(qkv, heads_of(qkv.shape())?)
+}
+
+fn run(qkv: &Tensor, shape: Heads) -> Result<(Tensor, Tensor)> {
     let op = AttentionHeads {
         shape,
         probs: SideOutput::new("attention_heads probabilities"),
@@ -88,24 +85,24 @@ pub(crate) fn attention_heads_fused(qkv: &Tensor) -> Result<(Tensor, Tensor)> {
     Ok((out, op.probs.take()?))
 }
 
+/// Whether the CUDA kernel runs `qkv` (bf16 on a GPU it fits; see the module doc).
 #[cfg(feature = "cuda")]
-fn applies(qkv: &Tensor) -> Result<bool> {
+fn applies(qkv: &Tensor, shape: Heads) -> Result<bool> {
     match qkv.device() {
         candle_core::Device::Cuda(dev) if qkv.dtype() == candle_core::DType::BF16 => {
-            let shape = HeadsShape::of(qkv.shape())?;
-            crate::cuda::attention::fits(dev, shape)
+            Ok(crate::cuda::attention::launch_config(dev, shape)?.is_some())
         }
         _ => Ok(false),
     }
 }
 
 #[cfg(not(feature = "cuda"))]
-fn applies(_: &Tensor) -> Result<bool> {
+fn applies(_: &Tensor, _: Heads) -> Result<bool> {
     Ok(false)
 }
 
 struct AttentionHeads {
-    shape: HeadsShape,
+    shape: Heads,
     probs: SideOutput,
 }
 
@@ -116,7 +113,7 @@ impl CustomOp1 for AttentionHeads {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l, "attention_heads qkv")?;
-        let HeadsShape {
+        let Heads {
             batch,
             heads,
             tokens: n,
@@ -161,8 +158,8 @@ impl CustomOp1 for AttentionHeads {
                 out[at..at + d].copy_from_slice(&o[t * d..(t + 1) * d]);
             }
         }
-        self.probs.put_cpu(probs, self.shape.probs_shape())?;
-        Ok((CpuStorage::F32(out), self.shape.out_shape()))
+        self.probs.put_cpu(probs, probs_shape(&self.shape))?;
+        Ok((CpuStorage::F32(out), out_shape(&self.shape)))
     }
 
     #[cfg(feature = "cuda")]
@@ -172,8 +169,8 @@ impl CustomOp1 for AttentionHeads {
         l: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let (out, probs) = crate::cuda::attention::attention_fwd((s, l), self.shape)?;
-        self.probs.put_cuda(probs, self.shape.probs_shape())?;
-        Ok((out, self.shape.out_shape()))
+        self.probs.put_cuda(probs, probs_shape(&self.shape))?;
+        Ok((out, out_shape(&self.shape)))
     }
 }
 

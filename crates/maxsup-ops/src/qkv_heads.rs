@@ -36,7 +36,7 @@ impl Heads {
     }
 
     /// Elements of one of q, k, v: `[B, heads, N, hd]`.
-    fn plane(&self) -> usize {
+    pub(crate) fn plane(&self) -> usize {
         self.batch * self.tokens * self.heads * self.head_dim
     }
 

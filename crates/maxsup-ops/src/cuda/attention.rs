@@ -2,9 +2,9 @@
 //! (image, head) and 128 queries, with more dynamic shared memory than the 48 KiB a launch gets
 //! by default (180.5 KiB for DeiT), which the kernel is allowed once per device.
 
-use super::launch::{function, launch_kernel, output, view};
-use crate::fused_attention::HeadsShape;
-use crate::kernel_geometry::{attention_fwd as geometry, FUSED_ATTENTION_HEAD_DIMS};
+use super::launch::{function, launch_kernel, output, view, wrap};
+use crate::kernel_geometry::{attention_fwd as geometry, Launch, FUSED_ATTENTION_HEAD_DIMS};
+use crate::qkv_heads::Heads;
 use candle_core::cuda_backend::cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use candle_core::cuda_backend::{CudaDevice, CudaStorage, DeviceId};
 use candle_core::{Layout, Result};
@@ -14,10 +14,6 @@ use std::sync::{Mutex, OnceLock};
 
 fn kernel_name(head_dim: usize) -> String {
     format!("attention_fwd_d{head_dim}_bf16")
-}
-
-fn driver<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> candle_core::Error {
-    move |e| candle_core::Error::Cuda(format!("maxsup-ops: {what}: {e}").into())
 }
 
 /// The dynamic shared memory a block may use on `dev` with the opt-in attribute, or 0 on a GPU
@@ -41,20 +37,21 @@ fn ask_shared_limit(dev: &CudaDevice) -> Result<usize> {
     let ctx = dev.cuda_stream().context().clone();
     let (major, _) = ctx
         .compute_capability()
-        .map_err(driver("compute capability"))?;
+        .map_err(wrap("compute capability"))?;
     if major < 8 {
         return Ok(0);
     }
     let optin = ctx
         .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
-        .map_err(driver("shared memory per block"))?;
+        .map_err(wrap("shared memory per block"))?;
     Ok(optin.max(0) as usize)
 }
 
-/// Whether the fused kernel runs `shape` on `dev` (head dim, shared memory, grid).
-pub(crate) fn fits(dev: &CudaDevice, shape: HeadsShape) -> Result<bool> {
+/// The fused kernel's launch for `shape` on `dev`, or `None` where it does not run (head dim,
+/// shared memory, grid).
+pub(crate) fn launch_config(dev: &CudaDevice, shape: Heads) -> Result<Option<Launch>> {
     if !FUSED_ATTENTION_HEAD_DIMS.contains(&shape.head_dim) {
-        return Ok(false);
+        return Ok(None);
     }
     let limit = shared_limit(dev)?;
     Ok(geometry(
@@ -62,8 +59,7 @@ pub(crate) fn fits(dev: &CudaDevice, shape: HeadsShape) -> Result<bool> {
         shape.tokens,
         shape.head_dim,
         limit,
-    )
-    .is_some())
+    ))
 }
 
 /// Raises `name`'s dynamic shared memory limit on `dev` to the device's opt-in maximum, once.
@@ -81,7 +77,7 @@ fn allow_shared(dev: &CudaDevice, name: &str, limit: usize) -> Result<()> {
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
             limit as i32,
         )
-        .map_err(driver("raising the attention kernel's shared memory"))?;
+        .map_err(wrap("raising the attention kernel's shared memory"))?;
     done.insert((dev.id(), name.to_string()));
     Ok(())
 }
@@ -89,24 +85,14 @@ fn allow_shared(dev: &CudaDevice, name: &str, limit: usize) -> Result<()> {
 /// `(out [B, N, heads * D], probs [B, heads, N, N])`, bf16, from `[3, B, heads, N, D]` bf16.
 pub(crate) fn attention_fwd(
     (s, l): (&CudaStorage, &Layout),
-    shape: HeadsShape,
+    shape: Heads,
 ) -> Result<(CudaStorage, CudaStorage)> {
     let dev = s.device.clone();
-    let HeadsShape {
-        batch,
-        heads,
-        tokens,
-        head_dim,
-    } = shape;
-    let limit = shared_limit(&dev)?;
-    let cfg = geometry(batch * heads, tokens, head_dim, limit).ok_or_else(|| {
+    let cfg = launch_config(&dev, shape)?.ok_or_else(|| {
         candle_core::Error::Msg(format!(
             "attention_heads: {shape:?} does not fit the fused kernel on this GPU"
         ))
     })?;
-    if !FUSED_ATTENTION_HEAD_DIMS.contains(&head_dim) {
-        candle_core::bail!("attention_heads: no fused kernel for head dim {head_dim}");
-    }
     // The kernel reads rows as 16-byte vectors.
     if l.start_offset() % 8 != 0 {
         candle_core::bail!(
@@ -114,23 +100,21 @@ pub(crate) fn attention_fwd(
             l.start_offset()
         );
     }
-    let int = |v: usize, what: &str| {
-        i32::try_from(v).map_err(|_| {
-            candle_core::Error::Msg(format!(
-                "attention_heads: {what} {v} exceeds the kernel's int"
-            ))
-        })
-    };
-    let (b, n, h) = (
-        int(batch, "batch")?,
-        int(tokens, "tokens")?,
-        int(heads, "heads")?,
-    );
+    let (n, h, _) = shape.ints("attention_heads")?;
+    let b = i32::try_from(shape.batch).map_err(|_| {
+        candle_core::Error::Msg(format!(
+            "attention_heads: batch {} exceeds the kernel's int",
+            shape.batch
+        ))
+    })?;
     let qkv = view::<bf16>(s, l, "attention_heads qkv")?;
-    let mut out = output::<bf16>(&dev, batch * tokens * heads * head_dim)?;
-    let mut probs = output::<bf16>(&dev, batch * heads * tokens * tokens)?;
-    let name = kernel_name(head_dim);
-    allow_shared(&dev, &name, limit)?;
+    let mut out = output::<bf16>(&dev, shape.plane())?;
+    let mut probs = output::<bf16>(
+        &dev,
+        shape.batch * shape.heads * shape.tokens * shape.tokens,
+    )?;
+    let name = kernel_name(shape.head_dim);
+    allow_shared(&dev, &name, shared_limit(&dev)?)?;
     launch_kernel!(&dev, name, cfg, &qkv, &mut out, &mut probs, &b, &n, &h);
     Ok((
         CudaStorage::wrap_cuda_slice(out, dev.clone()),

@@ -27,7 +27,7 @@ fn cache() -> &'static Mutex<HashMap<DeviceId, Loaded>> {
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-fn wrap<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> candle_core::Error + '_ {
+pub(crate) fn wrap<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> candle_core::Error + '_ {
     move |e| candle_core::Error::Cuda(format!("maxsup-ops: {what}: {e}").into())
 }
 

@@ -1,4 +1,6 @@
-//! Page-locked staging buffers for [`StagedUpload`](crate::StagedUpload).
+//! Page-locked buffers with the event of their last copy: the staging buffers of
+//! [`StagedUpload`](crate::StagedUpload) and, through [`PinnedCopy`], those of
+//! [`ReadBack`](crate::ReadBack).
 
 use candle_core::cuda_backend::cudarc::driver::{
     result, CudaEvent, DevicePtrMut, DeviceRepr, PinnedHostSlice,
@@ -14,15 +16,18 @@ pub(crate) struct PinnedRing {
     next: usize,
 }
 
-/// A page-locked buffer and the event recorded after the last copy out of it. Our own event:
-/// cudarc records the buffer's built-in one only while it tracks events, which
+/// A page-locked buffer and the event recorded after the last copy into or out of it. Our own
+/// event: cudarc records the buffer's built-in one only while it tracks events, which
 /// [`configure_device`](crate::configure_device) turns off.
-struct Staging {
-    host: PinnedHostSlice<u8>,
-    copied: CudaEvent,
+pub(crate) struct PinnedCopy<T> {
+    pub(crate) host: PinnedHostSlice<T>,
+    pub(crate) copied: CudaEvent,
 }
 
-impl Drop for Staging {
+/// An upload's staging buffer (write-combined bytes, copied out of).
+type Staging = PinnedCopy<u8>;
+
+impl<T> Drop for PinnedCopy<T> {
     /// Waits for the last copy to finish before the page-locked memory is freed: cudarc's
     /// `PinnedHostSlice` waits only on its built-in event, which these copies do not record,
     /// and freeing page-locked memory is not promised to wait for the DMA reading or writing it.

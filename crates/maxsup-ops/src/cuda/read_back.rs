@@ -1,28 +1,12 @@
 //! Page-locked buffers and events for [`ReadBack`](crate::ReadBack).
 
-use candle_core::cuda_backend::cudarc::driver::{
-    result, sys, CudaEvent, DevicePtr, PinnedHostSlice,
-};
+use candle_core::cuda_backend::cudarc::driver::{result, sys, DevicePtr};
 use candle_core::cuda_backend::{CudaDevice, CudaStorage};
 use candle_core::{Layout, Result};
 
 /// A page-locked f64 buffer (cached: it is read by the CPU, unlike the write-combined staging
-/// buffers of uploads) and the event recorded after the copy into it. Our own event: cudarc
-/// records the buffer's built-in one only while it tracks events, which
-/// [`configure_device`](crate::configure_device) turns off.
-pub(crate) struct Buffer {
-    host: PinnedHostSlice<f64>,
-    copied: CudaEvent,
-}
-
-impl Drop for Buffer {
-    /// Waits for the last copy to finish before the page-locked memory is freed: cudarc's
-    /// `PinnedHostSlice` waits only on its built-in event, which these copies do not record,
-    /// and freeing page-locked memory is not promised to wait for the DMA reading or writing it.
-    fn drop(&mut self) {
-        let _ = self.copied.synchronize();
-    }
-}
+/// buffers of uploads) and the event recorded after the copy into it.
+pub(crate) type Buffer = super::pinned::PinnedCopy<f64>;
 
 fn driver_err(
     call: &'static str,

@@ -104,22 +104,12 @@ pub(super) struct Choice {
 /// perf array of `$n` entries and keeps the entries that succeeded, in cuDNN's order.
 macro_rules! ranked {
     ($call:expr, $perf:ty, $n:expr, $handle:expr, ($a:expr, $b:expr, $conv:expr, $c:expr)) => {{
-        let n: i32 = $n;
+        let n: i32 = ($n).max(1);
         let mut count = 0i32;
-        let mut perf: Vec<$perf> = (0..n.max(1)).map(|_| std::mem::zeroed()).collect();
+        let mut perf: Vec<$perf> = (0..n).map(|_| std::mem::zeroed()).collect();
         let call = $call;
-        call(
-            $handle,
-            $a,
-            $b,
-            $conv,
-            $c,
-            n.max(1),
-            &mut count,
-            perf.as_mut_ptr(),
-        )
-        .result()?;
-        Ok(perf[..count.clamp(0, n.max(1)) as usize]
+        call($handle, $a, $b, $conv, $c, n, &mut count, perf.as_mut_ptr()).result()?;
+        Ok(perf[..count.clamp(0, n) as usize]
             .iter()
             .filter(|p| p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS)
             .map(|p| Choice {
