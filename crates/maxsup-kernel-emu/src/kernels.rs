@@ -182,4 +182,27 @@ extern "C" {
         tokens: i32,
         heads: i32,
     );
+    /// The gradients of [`attention_fwd_d64_bf16`]'s output from the probabilities, the output
+    /// and its gradient (`[B][N][heads * 64]`): dq, dk, dv in `[3][B][heads][N][64]`.
+    pub fn attention_bwd_d64_bf16(
+        qkv: *const bf16,
+        probs: *const bf16,
+        out: *const bf16,
+        d_out: *const bf16,
+        dqkv: *mut bf16,
+        batch: i32,
+        tokens: i32,
+        heads: i32,
+    );
+    /// [`attention_bwd_d64_bf16`] for head dim 32.
+    pub fn attention_bwd_d32_bf16(
+        qkv: *const bf16,
+        probs: *const bf16,
+        out: *const bf16,
+        d_out: *const bf16,
+        dqkv: *mut bf16,
+        batch: i32,
+        tokens: i32,
+        heads: i32,
+    );
 }

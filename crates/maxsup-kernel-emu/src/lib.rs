@@ -76,7 +76,9 @@ pub fn launch_with_shared_limit<F: Fn()>(
 }
 
 mod kernels;
-pub use kernels::{attention_fwd_d32_bf16, attention_fwd_d64_bf16};
+pub use kernels::{
+    attention_bwd_d32_bf16, attention_bwd_d64_bf16, attention_fwd_d32_bf16, attention_fwd_d64_bf16,
+};
 pub use kernels::{bn_bwd_finalize, column_sum_f32};
 pub use kernels::{softmax_loss_grad_f32, softmax_loss_mean_f32, softmax_loss_rows_f32};
 

@@ -243,9 +243,9 @@ fn dynamic_names(file: &str, name_expr: &str, preceding: &str) -> Vec<String> {
         }
         return names;
     }
-    if name_expr == "name" && file == "attention.rs" {
-        // `kernel_name(head_dim)`'s pattern over the head dims the kernel is built for.
-        let launcher = read(&src_dir.join("cuda/attention.rs"));
+    if name_expr == "name" && ["attention.rs", "attention_bwd.rs"].contains(&file) {
+        // `kernel_name(head_dim)`'s pattern over the head dims the kernels are built for.
+        let launcher = read(&src_dir.join("cuda").join(file));
         let body = &launcher[launcher.find("fn kernel_name").expect("fn kernel_name")..];
         let body = &body[body.find("format!(\"").unwrap() + "format!(\"".len()..];
         let pattern = &body[..body.find('"').unwrap()];

@@ -142,3 +142,173 @@ extern "C" __global__ void attention_fwd_d64_bf16(const bf16* qkv, bf16* out, bf
 extern "C" __global__ void attention_fwd_d32_bf16(const bf16* qkv, bf16* out, bf16* probs, int batch, int tokens, int heads) {
   attention_fwd<32>(qkv, out, probs, batch, tokens, heads);
 }
+
+// ---------------------------------------------------------------- fused attention backward (bf16)
+// The gradients of softmax(q k^T) v for one (image, head) per block of 8 warps, on tensor cores,
+// from the stored probabilities P ([B][heads][N][N], either forward's), the output O and its
+// gradient dO (both [B][N][heads * D]): dq, dk, dv written in the heads' layout
+// [3][B][heads][N][D] (merge_qkv_heads turns them into the qkv projection's gradient). It
+// replaces the unfused backward's copy of dO into heads, four batched GEMMs (two of them writing
+// [N][N] results: dP and, through the softmax backward, dS) and the softmax backward: here dP and
+// dS exist one 16x16 tile at a time, in a warp's shared memory.
+//
+// With delta_i = sum_c dO[i][c] O[i][c] (= sum_j P[i][j] dP[i][j], as FlashAttention's
+// backward uses it), dS = P * (dO v^T - delta); dv = P^T dO, dk = dS^T q, dq = dS k. Two passes
+// over the tiles, without atomics (so the result does not depend on the schedule): a warp owns
+// a key tile and sums its dk, dv over every query tile, then a query tile and sums its dq over
+// every key tile, computing each dS tile again (four more 16x16x16 products per tile) rather
+// than storing it.
+//
+// Shared memory: q, k, v and dO of the head (all N rows, zero-padded to a multiple of 16, each
+// row padded by 8 elements), delta, and per warp a 16 x 20 f32 tile and two 16 x 24 bf16 tiles
+// (P and dS). DeiT's N = 197 with D = 64 takes 139.8 KiB.
+//
+// Values: dP in f32 (the unfused path rounds it to bf16 out of cuBLAS), dS rounded to bf16 as
+// the softmax backward stores it, the products from bf16 operands with f32 sums, each gradient
+// rounded once.
+#define ATT_BWD_TILE_STRIDE 20
+
+template <int D>
+__device__ void attention_bwd(const bf16* qkv, const bf16* probs, const bf16* o, const bf16* d_o, bf16* dqkv, int batch,
+                              int tokens, int heads) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // bf16 tensor cores need sm_80; the launcher does not use this kernel below that
+#else
+  namespace wmma = nvcuda::wmma;
+  typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> RowA;
+  typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::col_major> ColA;
+  typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> ColB;
+  typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> RowB;
+  typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> Acc;
+  constexpr int V8 = D / 8;  // 16-byte vectors per row
+  const int n = tokens, np = (n + 15) & ~15, tiles = np / 16, st = att_kv_stride(D);
+  const int bh = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+  const int b = bh / heads, h = bh % heads;
+  const size_t plane = (size_t)batch * heads * n * D;
+  const bf16* q = qkv + (size_t)bh * n * D;
+  const bf16* k = q + plane;
+  const bf16* v = q + 2 * plane;
+  const bf16* p = probs + (size_t)bh * n * n;
+  bf16* dq = dqkv + (size_t)bh * n * D;
+  bf16* dk = dq + plane;
+  bf16* dv = dq + 2 * plane;
+
+  DYNAMIC_SHARED(uint4, smem);
+  bf16* qs = (bf16*)smem;
+  bf16* ks = qs + (size_t)np * st;
+  bf16* vs = ks + (size_t)np * st;
+  bf16* dos = vs + (size_t)np * st;
+  float* delta = (float*)(dos + (size_t)np * st);
+  float* tile = delta + np + (size_t)warp * (16 * ATT_BWD_TILE_STRIDE + 16 * ATT_STAGE_STRIDE);
+  bf16* pt = (bf16*)(tile + 16 * ATT_BWD_TILE_STRIDE);
+  bf16* dst = pt + 16 * ATT_STAGE_STRIDE;
+
+  // Row t of this head in the merged [B][N][heads * D] layout of O and dO.
+  auto merged = [&](int t) { return (((size_t)b * n + t) * heads + h) * D; };
+  const uint4 zero4 = {0u, 0u, 0u, 0u};
+  for (int i = threadIdx.x; i < np * V8; i += blockDim.x) {
+    int r = i / V8, c = i % V8;
+    bool in = r < n;
+    ((uint4*)(qs + (size_t)r * st))[c] = in ? ((const uint4*)(q + (size_t)r * D))[c] : zero4;
+    ((uint4*)(ks + (size_t)r * st))[c] = in ? ((const uint4*)(k + (size_t)r * D))[c] : zero4;
+    ((uint4*)(vs + (size_t)r * st))[c] = in ? ((const uint4*)(v + (size_t)r * D))[c] : zero4;
+    ((uint4*)(dos + (size_t)r * st))[c] = in ? ((const uint4*)(d_o + merged(r)))[c] : zero4;
+  }
+  for (int r = warp; r < np; r += warps) {
+    float s = 0.f;
+    if (r < n)
+      for (int c = lane; c < D; c += 32) s += to_f(d_o[merged(r) + c]) * to_f(o[merged(r) + c]);
+    s = warp_sum(s);
+    if (lane == 0) delta[r] = s;
+  }
+  __syncthreads();  // the last barrier of the block: from here each warp keeps to its own tiles
+
+  // Tile (i, j) of P into `pt` and of dS into `dst`, by the warp; ends with the warp in step.
+  auto ds_tile = [&](int i, int j) {
+    for (int e = lane; e < 256; e += 32) {
+      int r = e >> 4, c = e & 15, gi = i * 16 + r, gj = j * 16 + c;
+      pt[r * ATT_STAGE_STRIDE + c] = gi < n && gj < n ? p[(size_t)gi * n + gj] : from_f<bf16>(0.f);
+    }
+    Acc dp;  // dO_i v_j^T
+    wmma::fill_fragment(dp, 0.f);
+    for (int d = 0; d < D / 16; ++d) {
+      RowA a;
+      ColB bt;  // v^T's block is v's rows j read column-major
+      wmma::load_matrix_sync(a, dos + (size_t)i * 16 * st + d * 16, st);
+      wmma::load_matrix_sync(bt, vs + (size_t)j * 16 * st + d * 16, st);
+      wmma::mma_sync(dp, a, bt, dp);
+    }
+    wmma::store_matrix_sync(tile, dp, ATT_BWD_TILE_STRIDE, wmma::mem_row_major);
+    __syncwarp();
+    for (int e = lane; e < 256; e += 32) {
+      int r = e >> 4, c = e & 15;
+      float ds = to_f(pt[r * ATT_STAGE_STRIDE + c]) * (tile[r * ATT_BWD_TILE_STRIDE + c] - delta[i * 16 + r]);
+      dst[r * ATT_STAGE_STRIDE + c] = from_f<bf16>(ds);
+    }
+    __syncwarp();
+  };
+  // Row tile t of the accumulators `acc` ([16][D]) into rows t*16.. of a [N][D] gradient.
+  auto store_rows = [&](Acc* acc, bf16* dst_rows, int t) {
+    for (int d = 0; d < D / 16; ++d) {
+      wmma::store_matrix_sync(tile, acc[d], ATT_BWD_TILE_STRIDE, wmma::mem_row_major);
+      __syncwarp();
+      for (int e = lane; e < 256; e += 32) {
+        int r = e >> 4, c = e & 15;
+        if (t * 16 + r < n) dst_rows[(size_t)(t * 16 + r) * D + d * 16 + c] = from_f<bf16>(tile[r * ATT_BWD_TILE_STRIDE + c]);
+      }
+      __syncwarp();  // the next block of columns overwrites the tile
+    }
+  };
+
+  // Pass 1: key tiles. dv_j = sum_i P_ij^T dO_i, dk_j = sum_i dS_ij^T q_i.
+  for (int j = warp; j < tiles; j += warps) {
+    Acc gk[D / 16], gv[D / 16];
+    for (int d = 0; d < D / 16; ++d) {
+      wmma::fill_fragment(gk[d], 0.f);
+      wmma::fill_fragment(gv[d], 0.f);
+    }
+    for (int i = 0; i < tiles; ++i) {
+      ds_tile(i, j);
+      ColA ptt, dstt;  // P_ij^T and dS_ij^T: the row-major tiles read column-major
+      wmma::load_matrix_sync(ptt, pt, ATT_STAGE_STRIDE);
+      wmma::load_matrix_sync(dstt, dst, ATT_STAGE_STRIDE);
+      for (int d = 0; d < D / 16; ++d) {
+        RowB ob, qb;
+        wmma::load_matrix_sync(ob, dos + (size_t)i * 16 * st + d * 16, st);
+        wmma::load_matrix_sync(qb, qs + (size_t)i * 16 * st + d * 16, st);
+        wmma::mma_sync(gv[d], ptt, ob, gv[d]);
+        wmma::mma_sync(gk[d], dstt, qb, gk[d]);
+      }
+      __syncwarp();  // the next tile overwrites P and dS
+    }
+    store_rows(gk, dk, j);
+    store_rows(gv, dv, j);
+  }
+  // Pass 2: query tiles. dq_i = sum_j dS_ij k_j.
+  for (int i = warp; i < tiles; i += warps) {
+    Acc gq[D / 16];
+    for (int d = 0; d < D / 16; ++d) wmma::fill_fragment(gq[d], 0.f);
+    for (int j = 0; j < tiles; ++j) {
+      ds_tile(i, j);
+      RowA a;
+      wmma::load_matrix_sync(a, dst, ATT_STAGE_STRIDE);
+      for (int d = 0; d < D / 16; ++d) {
+        RowB kb;
+        wmma::load_matrix_sync(kb, ks + (size_t)j * 16 * st + d * 16, st);
+        wmma::mma_sync(gq[d], a, kb, gq[d]);
+      }
+      __syncwarp();  // the next tile overwrites dS
+    }
+    store_rows(gq, dq, i);
+  }
+#endif
+}
+
+extern "C" __global__ void attention_bwd_d64_bf16(const bf16* qkv, const bf16* probs, const bf16* o, const bf16* d_o, bf16* dqkv,
+                                                  int batch, int tokens, int heads) {
+  attention_bwd<64>(qkv, probs, o, d_o, dqkv, batch, tokens, heads);
+}
+extern "C" __global__ void attention_bwd_d32_bf16(const bf16* qkv, const bf16* probs, const bf16* o, const bf16* d_o, bf16* dqkv,
+                                                  int batch, int tokens, int heads) {
+  attention_bwd<32>(qkv, probs, o, d_o, dqkv, batch, tokens, heads);
+}

@@ -1,19 +1,22 @@
 //! softmax(q k^T) v from the heads' layout `[3, B, heads, N, D]` (what `split_qkv_heads`
-//! writes, q scaled) as one op, inside the transformer graph node on CUDA.
+//! writes, q scaled) as one op forward and one backward ([`attention_heads_backward`]), inside
+//! the transformer graph node on CUDA.
 //!
 //! Unfused, the node's attention forward is a batched GEMM writing the `[B, heads, N, N]`
 //! scores, the softmax kernel reading them and writing the probabilities, a second batched GEMM
 //! reading those, and a copy merging the heads into `[B, N, C]`: four passes over the scores'
 //! size plus the copy. On CUDA with bf16 activations this op is one tensor-core kernel
 //! (`kernels/attention.cuh`) that keeps the scores in shared memory, writes the output merged
-//! and stores the probabilities once, for the backward (which stays the GEMMs and softmax
-//! backward of `residual_branch::graph`). It is off by default until the GPU check's DeiT rows
-//! show it faster ([`set_fused_attention`]); where it does not apply (f32, a head dim other than
-//! 32 or 64, too many tokens for the device's shared memory, a GPU before compute capability
-//! 8.0) the node runs the unfused ops.
+//! and stores the probabilities once, for the backward (`backward.rs`: one kernel too). Both are
+//! off by default until the GPU check's DeiT rows show them faster ([`set_fused_attention`]);
+//! where they do not apply (f32, a head dim other than 32 or 64, too many tokens for the
+//! device's shared memory, a GPU before compute capability 8.0) the node runs the unfused ops.
 //!
-//! The CPU kernel (f32) computes the same thing in the same layout, so the op is checked against
-//! the composed ops on any device.
+//! The CPU kernels (f32) compute the same things in the same layouts, so the ops are checked
+//! against the composed ops on any device.
+
+mod backward;
+pub(crate) use backward::attention_heads_backward;
 
 use crate::cpu::slices::contiguous_f32;
 use crate::qkv_heads::Heads;
@@ -24,13 +27,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static FUSED_ATTENTION: AtomicBool = AtomicBool::new(false);
 
-/// Runs DeiT's attention forward on CUDA as one tensor-core kernel (bf16 activations, head dim
-/// 32 or 64) instead of two batched GEMMs, a softmax and a copy. Off by default.
+/// Runs DeiT's attention on CUDA as one tensor-core kernel forward and one backward (bf16
+/// activations, head dim 32 or 64) instead of batched GEMMs around the softmax and its
+/// backward. Read when the forward runs (its backward follows that choice). Off by default.
 pub fn set_fused_attention(on: bool) {
     FUSED_ATTENTION.store(on, Ordering::Relaxed);
 }
 
-/// Whether the fused attention forward is on (see [`set_fused_attention`]).
+/// Whether the fused attention is on (see [`set_fused_attention`]).
 pub fn fused_attention() -> bool {
     FUSED_ATTENTION.load(Ordering::Relaxed)
 }
@@ -85,20 +89,21 @@ fn run(qkv: &Tensor, shape: Heads) -> Result<(Tensor, Tensor)> {
     Ok((out, op.probs.take()?))
 }
 
-/// Whether the CUDA kernel runs `qkv` (bf16 on a GPU it fits; see the module doc).
-#[cfg(feature = "cuda")]
+/// Whether a kernel of this op runs `qkv`: bf16 on a GPU the CUDA kernel fits, or f32 on the
+/// CPU (not a training path there, which runs the whole branch as one CPU kernel: it lets the
+/// graph node's fused path be tested on any machine, through `residual_attention_graph`).
 fn applies(qkv: &Tensor, shape: Heads) -> Result<bool> {
     match qkv.device() {
+        candle_core::Device::Cpu => Ok(qkv.dtype() == candle_core::DType::F32),
+        #[cfg(feature = "cuda")]
         candle_core::Device::Cuda(dev) if qkv.dtype() == candle_core::DType::BF16 => {
             Ok(crate::cuda::attention::launch_config(dev, shape)?.is_some())
         }
-        _ => Ok(false),
+        _ => {
+            let _ = shape;
+            Ok(false)
+        }
     }
-}
-
-#[cfg(not(feature = "cuda"))]
-fn applies(_: &Tensor, _: Heads) -> Result<bool> {
-    Ok(false)
 }
 
 struct AttentionHeads {
@@ -209,10 +214,7 @@ mod tests {
     #[test]
     fn the_setting_is_off_by_default_and_the_shape_is_checked() -> Result<()> {
         let qkv = Tensor::zeros((3, 1, 1, 4, 8), candle_core::DType::F32, &Device::Cpu)?;
-        assert!(
-            attention_heads(&qkv)?.is_none(),
-            "off, and no kernel on the CPU"
-        );
+        assert!(attention_heads(&qkv)?.is_none(), "off by default");
         let bad = Tensor::zeros((2, 1, 1, 4, 8), candle_core::DType::F32, &Device::Cpu)?;
         let e = attention_heads_fused(&bad).unwrap_err().to_string();
         assert!(e.contains("is not [3, B, heads, N, D]"), "{e}");

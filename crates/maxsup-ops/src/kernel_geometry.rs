@@ -156,6 +156,34 @@ pub fn attention_fwd(
     })
 }
 
+/// Dynamic shared memory of the fused attention backward (`attention.cuh`): q, k, v and the
+/// output gradient of one head (`N` rounded up to 16 rows of `D + 8` bf16), the row sums
+/// `delta` (f32 per padded row) and, per warp, a 16 x 20 f32 tile and two 16 x 24 bf16 tiles.
+pub fn attention_bwd_shared_bytes(tokens: usize, head_dim: usize) -> usize {
+    let np = tokens.div_ceil(16) * 16;
+    let planes = 4 * np * (head_dim + 8) * 2;
+    let per_warp = 16 * 20 * 4 + 2 * 16 * 24 * 2;
+    planes + np * 4 + 8 * per_warp
+}
+
+/// The fused attention backward over `batch_heads` (image, head) pairs of `tokens` tokens: one
+/// block of 8 warps per pair, or `None` when the grid or the shared memory (at most
+/// `shared_limit` bytes) does not fit.
+pub fn attention_bwd(
+    batch_heads: usize,
+    tokens: usize,
+    head_dim: usize,
+    shared_limit: usize,
+) -> Option<Launch> {
+    let shared = attention_bwd_shared_bytes(tokens, head_dim);
+    let fits = shared <= shared_limit && (1..=i32::MAX as usize).contains(&batch_heads);
+    fits.then_some(Launch {
+        grid: (batch_heads as u32, 1, 1),
+        block: (256, 1, 1),
+        shared_bytes: shared as u32,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +208,20 @@ mod tests {
             attention_shared_bytes(5, 16),
             2 * 16 * 24 * 2 + 8 * (16 * 20 * 4 + 16 * 24 * 2)
         );
+    }
+
+    #[test]
+    fn fused_attention_backward_fits_deit_on_an_h100() {
+        // 4 x 208 x 72 x 2 + 208 x 4 + 8 x (16 x 20 x 4 + 2 x 16 x 24 x 2).
+        assert_eq!(attention_bwd_shared_bytes(197, 64), 143_168);
+        let h100_opt_in = 232_448;
+        let l = attention_bwd(256 * 6, 197, 64, h100_opt_in).expect("fits");
+        assert_eq!((l.grid, l.block), ((1536, 1, 1), (256, 1, 1)));
+        assert_eq!(l.shared_bytes, 143_168);
+        // 384 pixels (577 tokens) does not fit; an A10's 99 KiB does not hold DeiT's head.
+        assert!(attention_bwd(6, 577, 64, h100_opt_in).is_none());
+        assert!(attention_bwd(6, 197, 64, 101_376).is_none());
+        assert!(attention_bwd(0, 197, 64, h100_opt_in).is_none());
     }
 
     #[test]

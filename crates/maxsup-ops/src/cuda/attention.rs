@@ -1,6 +1,7 @@
 //! Launcher of the fused attention forward (`kernels/attention.cuh`): one block of 8 warps per
 //! (image, head) and 128 queries, with more dynamic shared memory than the 48 KiB a launch gets
-//! by default (180.5 KiB for DeiT), which the kernel is allowed once per device.
+//! by default (180.5 KiB for DeiT), which the kernel is allowed once per device (as is the
+//! backward, `attention_bwd`).
 
 use super::launch::{function, launch_kernel, output, view, wrap};
 use crate::kernel_geometry::{attention_fwd as geometry, Launch, FUSED_ATTENTION_HEAD_DIMS};
@@ -19,7 +20,7 @@ fn kernel_name(head_dim: usize) -> String {
 /// The dynamic shared memory a block may use on `dev` with the opt-in attribute, or 0 on a GPU
 /// without bf16 tensor cores (compute capability below 8.0), where the kernel does not run.
 /// Asked of the driver once per device.
-fn shared_limit(dev: &CudaDevice) -> Result<usize> {
+pub(super) fn shared_limit(dev: &CudaDevice) -> Result<usize> {
     static LIMITS: OnceLock<Mutex<HashMap<DeviceId, usize>>> = OnceLock::new();
     let limits = LIMITS.get_or_init(|| Mutex::new(HashMap::new()));
     let mut limits = limits
@@ -63,7 +64,7 @@ pub(crate) fn launch_config(dev: &CudaDevice, shape: Heads) -> Result<Option<Lau
 }
 
 /// Raises `name`'s dynamic shared memory limit on `dev` to the device's opt-in maximum, once.
-fn allow_shared(dev: &CudaDevice, name: &str, limit: usize) -> Result<()> {
+pub(super) fn allow_shared(dev: &CudaDevice, name: &str, limit: usize) -> Result<()> {
     static DONE: OnceLock<Mutex<HashSet<(DeviceId, String)>>> = OnceLock::new();
     let done = DONE.get_or_init(|| Mutex::new(HashSet::new()));
     let mut done = done

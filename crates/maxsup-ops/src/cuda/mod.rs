@@ -5,6 +5,7 @@
 //! own kernels without extra synchronisation.
 
 pub(crate) mod attention;
+pub(crate) mod attention_bwd;
 pub(crate) mod batch_norm;
 pub(crate) mod bias;
 pub(crate) mod captured;

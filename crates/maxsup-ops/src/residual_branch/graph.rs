@@ -4,15 +4,16 @@
 //! backward has a single activation edge (`x`) where the composed graph has seven (MLP) or a
 //! dozen (attention, among them the `[B, heads, N, N]` scores), each costing a zero-fill and an
 //! add of its gradient. The backward applies the ops' backward steps by hand, on the device:
-//! GEMMs for the linear layers and the attention products, the GELU, softmax and LayerNorm
-//! backward kernels, the residual path's gradient added to `dx` inside LayerNorm's. The first
+//! GEMMs for the linear layers and the attention products (or one fused attention kernel), the
+//! GELU, softmax and LayerNorm backward kernels, the residual path's gradient added to `dx`
+//! inside LayerNorm's. The first
 //! linear's bias add runs inside the next pass over its output, its gradient beside that pass's
 //! backward: in the MLP the GELU's kernels (`crate::linear_bias`), in the attention the split
 //! into heads (`crate::qkv_heads`); the second linear's bias, the stochastic-depth scale and the
 //! residual add are one pass after its GEMM (`crate::residual_out`).
 
 use super::{BranchWeights, Inner};
-use crate::fused_attention::attention_heads;
+use crate::fused_attention::{attention_heads, attention_heads_backward, fused_attention};
 use crate::graph_node::PrecomputedOutput;
 use crate::layer_norm::layer_norm_backward;
 use crate::linear_bias::{bias_gelu, bias_gelu_backward, bias_grad};
@@ -46,24 +47,36 @@ enum Saved {
     /// fc1's GEMM result before its bias (`[rows, hidden]`): `gelu(g + bias)` is the inner
     /// output.
     Gelu { g: Tensor },
-    /// The scaled queries, keys, values (`[B, heads, N, D]`) and the attention weights.
+    /// The heads' layout `[3, B, heads, N, D]` (the scaled queries, keys, values), the attention
+    /// weights, and whether the fused attention was on (`set_fused_attention`) when the forward
+    /// ran.
     Attention {
         heads: usize,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
+        qkv: Tensor,
         p: Tensor,
+        fused: bool,
     },
 }
 
 impl Saved {
     /// The gradient at `in`'s output (`[rows, hidden]`) from the one at `inner`'s output
-    /// (`[B, ..., width]`), and `in`'s bias gradient (both inner backwards yield it in the
+    /// `out` (`[B, ..., width]`), and `in`'s bias gradient (both inner backwards yield it in the
     /// same pass).
-    fn backward(&self, d_out: &Tensor, in_bias: &Tensor) -> Result<(Tensor, Tensor)> {
+    fn backward(&self, out: &Tensor, d_out: &Tensor, in_bias: &Tensor) -> Result<(Tensor, Tensor)> {
         match self {
             Saved::Gelu { g } => bias_gelu_backward(g, in_bias, &d_out.reshape(g.shape())?),
-            Saved::Attention { heads, q, k, v, p } => {
+            Saved::Attention {
+                heads,
+                qkv,
+                p,
+                fused,
+            } => {
+                if *fused {
+                    if let Some(g) = attention_heads_backward(qkv, p, out, d_out)? {
+                        return merge_qkv_heads(&g.get(0)?, &g.get(1)?, &g.get(2)?);
+                    }
+                }
+                let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
                 let (b, n, c) = d_out.dims3()?;
                 let hd = c / heads;
                 let d_o = d_out
@@ -74,8 +87,8 @@ impl Saved {
                 let dv = p.t()?.matmul(&d_o)?;
                 let ds = softmax_backward(p, &dp)?;
                 // The scaled queries' gradient: merge_qkv_heads scales it as q was.
-                let dq = ds.matmul(k)?;
-                let dk = ds.t()?.matmul(q)?;
+                let dq = ds.matmul(&k)?;
+                let dk = ds.t()?.matmul(&q)?;
                 merge_qkv_heads(&dq, &dk, &dv)
             }
         }
@@ -99,17 +112,26 @@ fn inner_forward(inner: Inner, l: &Tensor, w: &Tensor, bias: &Tensor) -> Result<
             let g = linear(&l.reshape((b * n, c))?, w, None)?.reshape((b, n, ()))?;
             // [3, B, heads, N, hd]: the bias added and q scaled by hd^-1/2 in one pass.
             let qkv = split_qkv_heads(&g, bias, heads)?;
-            let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
             // One tensor-core kernel where it applies (`set_fused_attention`), else two
             // batched GEMMs around the softmax kernel and a copy merging the heads.
             let (out, p) = match attention_heads(&qkv)? {
                 Some(fused) => fused,
                 None => {
+                    let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
                     let p = softmax_last_dim(&q.matmul(&k.t()?)?)?;
                     (p.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?, p)
                 }
             };
-            Ok((out, Saved::Attention { heads, q, k, v, p }))
+            let fused = fused_attention();
+            Ok((
+                out,
+                Saved::Attention {
+                    heads,
+                    qkv,
+                    p,
+                    fused,
+                },
+            ))
         }
     }
 }
@@ -176,7 +198,7 @@ impl CustomOp3 for BranchGraphOp {
         let dw2 = g2.t()?.matmul(&a.reshape((rows, wid))?)?;
         // The inner function (in the activations' shape), then `in`.
         let b1 = lin.narrow(0, hid * c, hid)?;
-        let (dh, db1) = self.inner.backward(&da.reshape(a.shape())?, &b1)?;
+        let (dh, db1) = self.inner.backward(a, &da.reshape(a.shape())?, &b1)?;
         let dl = dh.matmul(&w1)?;
         let dw1 = dh.t()?.matmul(&l.reshape((rows, c))?)?;
         // LayerNorm, and the residual path.

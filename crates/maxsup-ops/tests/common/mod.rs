@@ -1,6 +1,8 @@
 //! Shared helpers for the exactness tests: random tensors, gradient comparison, finite differences.
 #![allow(dead_code)]
 
+pub mod branch;
+
 use candle_core::{Device, Result, Tensor, Var};
 
 /// Deterministic pseudo-random f32 values in [-1, 1) (xorshift; no rand dependency needed).

@@ -1,0 +1,259 @@
+//! The backward of softmax(q k^T) v in the heads' layout as one op, for the transformer graph
+//! node's backward on CUDA (where the forward ran with [`super::set_fused_attention`] on).
+//!
+//! Unfused, the node's attention backward copies the output gradient into heads, runs four
+//! batched GEMMs (two of them writing `[B, heads, N, N]` results, dP and dS) and the softmax
+//! backward between them. Here one tensor-core kernel (`kernels/attention.cuh`) reads the
+//! stored probabilities twice and keeps dP and dS to 16x16 tiles in shared memory, taking the
+//! softmax backward's row sums from the output (`sum_j P dP = sum_c dO O`); it writes dq, dk, dv
+//! in `[3, B, heads, N, D]` for `merge_qkv_heads`. It applies where the forward kernel does
+//! (bf16 on a GPU of compute capability 8.0 or later, head dim 32 or 64, the head's q, k, v
+//! and output gradient within the device's shared memory), and the node falls back to the
+//! unfused backward elsewhere. The CPU kernel (f32) computes the same in the same layout, so the
+//! op is checked against the composed ops' gradients on any device.
+
+use super::heads_of;
+use crate::cpu::slices::contiguous_f32;
+use crate::qkv_heads::Heads;
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// dq, dk, dv (`[3, B, heads, N, D]`, dq for the scaled queries) from `qkv` (`[3, B, heads,
+/// N, D]`), the probabilities (`[B, heads, N, N]`), the output and its gradient (`[B, N,
+/// heads * D]`), when the fused kernel runs them; `None` otherwise (see the module doc).
+pub(crate) fn attention_heads_backward(
+    qkv: &Tensor,
+    probs: &Tensor,
+    out: &Tensor,
+    d_out: &Tensor,
+) -> Result<Option<Tensor>> {
+    let shape = checked_shape(qkv, probs, out, d_out)?;
+    if !applies(qkv, shape)? {
+        return Ok(None);
+    }
+    run(qkv, probs, out, d_out, shape).map(Some)
+}
+
+/// The fused backward on any device (the CPU kernel takes f32).
+#[cfg(test)]
+pub(super) fn attention_heads_backward_fused(
+    qkv: &Tensor,
+    probs: &Tensor,
+    out: &Tensor,
+    d_out: &Tensor,
+) -> Result<Tensor> {
+    let shape = checked_shape(qkv, probs, out, d_out)?;
+    run(qkv, probs, out, d_out, shape)
+}
+
+fn checked_shape(qkv: &Tensor, probs: &Tensor, out: &Tensor, d_out: &Tensor) -> Result<Heads> {
+    let h = heads_of(qkv.shape())?;
+    let want_probs = [h.batch, h.heads, h.tokens, h.tokens];
+    if probs.dims() != want_probs {
+        candle_core::bail!(
+            "attention_heads backward: probabilities {:?} are not {want_probs:?}",
+            probs.shape()
+        );
+    }
+    let want_out = [h.batch, h.tokens, h.heads * h.head_dim];
+    for (t, what) in [(out, "output"), (d_out, "output gradient")] {
+        if t.dims() != want_out {
+            candle_core::bail!(
+                "attention_heads backward: {what} {:?} is not {want_out:?}",
+                t.shape()
+            );
+        }
+    }
+    let dtypes = [qkv.dtype(), probs.dtype(), out.dtype(), d_out.dtype()];
+    if dtypes.iter().any(|&d| d != dtypes[0]) {
+        candle_core::bail!("attention_heads backward: operands differ in dtype: {dtypes:?}");
+    }
+    Ok(h)
+}
+
+fn run(qkv: &Tensor, probs: &Tensor, out: &Tensor, d_out: &Tensor, shape: Heads) -> Result<Tensor> {
+    let op = AttentionHeadsBackward {
+        shape,
+        out: out.contiguous()?,
+    };
+    qkv.contiguous()?
+        .apply_op3_no_bwd(&probs.contiguous()?, &d_out.contiguous()?, &op)
+}
+
+/// Whether a kernel of this op runs `qkv`: bf16 on a GPU the CUDA kernel fits, or f32 on the
+/// CPU (not a training path there, which runs the whole branch as one CPU kernel: it lets the
+/// graph node's fused path be tested on any machine, through `residual_attention_graph`).
+fn applies(qkv: &Tensor, shape: Heads) -> Result<bool> {
+    match qkv.device() {
+        candle_core::Device::Cpu => Ok(qkv.dtype() == candle_core::DType::F32),
+        #[cfg(feature = "cuda")]
+        candle_core::Device::Cuda(dev) if qkv.dtype() == candle_core::DType::BF16 => {
+            Ok(crate::cuda::attention_bwd::launch_config(dev, shape)?.is_some())
+        }
+        _ => {
+            let _ = shape;
+            Ok(false)
+        }
+    }
+}
+
+/// Operands `(qkv, probabilities, output gradient)`; the output, which only the row sums read,
+/// is carried (candle's custom ops take at most three operands).
+struct AttentionHeadsBackward {
+    shape: Heads,
+    out: Tensor,
+}
+
+impl CustomOp3 for AttentionHeadsBackward {
+    fn name(&self) -> &'static str {
+        "maxsup-attention-heads-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(xs, xl, "attention_heads backward qkv")?;
+        let probs = contiguous_f32(ps, pl, "attention_heads backward probabilities")?;
+        let d_out = contiguous_f32(gs, gl, "attention_heads backward output gradient")?;
+        let out = self.out.flatten_all()?.to_vec1::<f32>()?;
+        let Heads {
+            batch,
+            heads,
+            tokens: n,
+            head_dim: d,
+        } = self.shape;
+        let plane = batch * heads * n * d;
+        // Per (image, head): its dq, dk, dv rows ([N][D] each).
+        let per_head: Vec<[Vec<f32>; 3]> = (0..batch * heads)
+            .into_par_iter()
+            .map(|bh| {
+                let (b, h) = (bh / heads, bh % heads);
+                let part = |p: usize| &x[p * plane + bh * n * d..p * plane + (bh + 1) * n * d];
+                let (q, k, v) = (part(0), part(1), part(2));
+                let p = &probs[bh * n * n..(bh + 1) * n * n];
+                let merged = |t: usize| ((b * n + t) * heads + h) * d;
+                let (mut dq, mut dk, mut dv) =
+                    (vec![0f32; n * d], vec![0f32; n * d], vec![0f32; n * d]);
+                for i in 0..n {
+                    let g = &d_out[merged(i)..merged(i) + d];
+                    let o = &out[merged(i)..merged(i) + d];
+                    let delta: f32 = g.iter().zip(o).map(|(a, b)| a * b).sum();
+                    for j in 0..n {
+                        let pij = p[i * n + j];
+                        let dp: f32 = (0..d).map(|c| g[c] * v[j * d + c]).sum();
+                        let ds = pij * (dp - delta);
+                        for c in 0..d {
+                            dq[i * d + c] += ds * k[j * d + c];
+                            dk[j * d + c] += ds * q[i * d + c];
+                            dv[j * d + c] += pij * g[c];
+                        }
+                    }
+                }
+                [dq, dk, dv]
+            })
+            .collect();
+        let mut grads = vec![0f32; 3 * plane];
+        for (bh, parts) in per_head.into_iter().enumerate() {
+            for (p, rows) in parts.into_iter().enumerate() {
+                let at = p * plane + bh * n * d;
+                grads[at..at + n * d].copy_from_slice(&rows);
+            }
+        }
+        Ok((CpuStorage::F32(grads), Shape::from(xl.shape().dims())))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ps: &candle_core::CudaStorage,
+        pl: &Layout,
+        gs: &candle_core::CudaStorage,
+        gl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let grads = crate::cuda::captured::with_cuda(
+            &self.out,
+            "attention_heads backward: the output",
+            |os, ol| {
+                crate::cuda::attention_bwd::attention_bwd(
+                    (xs, xl),
+                    (ps, pl),
+                    (os, ol),
+                    (gs, gl),
+                    self.shape,
+                )
+            },
+        )?;
+        Ok((grads, Shape::from(xl.shape().dims())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::attention_heads_fused;
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// The composed forward's gradients at `[3, B, heads, N, D]` for the output gradient `g`
+    /// (`ops::softmax`: candle's `softmax_last_dim` has no backward and would drop dq, dk).
+    fn composed_grads(qkv: &Tensor, g: &Tensor) -> Result<Tensor> {
+        let (b, n, c) = {
+            let d = qkv.dims();
+            (d[1], d[3], d[2] * d[4])
+        };
+        let x = Var::from_tensor(qkv)?;
+        let (q, k, v) = (x.get(0)?, x.get(1)?, x.get(2)?);
+        let p = candle_nn::ops::softmax(&q.matmul(&k.t()?)?, candle_core::D::Minus1)?;
+        let out = p.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
+        let grads = (out * g)?.sum_all()?.backward()?;
+        grads
+            .get(x.as_tensor())
+            .cloned()
+            .ok_or_else(|| candle_core::Error::Msg("no gradient for qkv".into()))
+    }
+
+    #[test]
+    fn cpu_kernel_matches_the_composed_gradients() -> Result<()> {
+        for (b, h, n, d) in [(2usize, 3usize, 5usize, 4usize), (1, 2, 17, 8)] {
+            let qkv = Tensor::randn(0f32, 1.0, (3, b, h, n, d), &Device::Cpu)?;
+            let g = Tensor::randn(0f32, 1.0, (b, n, h * d), &Device::Cpu)?;
+            let (out, p) = attention_heads_fused(&qkv)?;
+            let got = attention_heads_backward_fused(&qkv, &p, &out, &g)?;
+            let want = composed_grads(&qkv, &g)?;
+            assert_eq!(got.dims(), want.dims());
+            let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
+            let err = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()? / scale;
+            assert!(scale > 0.1 && err < 1e-5, "error {err} of {scale}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn operands_are_checked_and_the_cpu_kernel_takes_f32() -> Result<()> {
+        let cpu = &Device::Cpu;
+        let qkv = Tensor::zeros((3, 1, 2, 4, 8), candle_core::DType::F32, cpu)?;
+        let p = Tensor::zeros((1, 2, 4, 4), candle_core::DType::F32, cpu)?;
+        let o = Tensor::zeros((1, 4, 16), candle_core::DType::F32, cpu)?;
+        assert!(attention_heads_backward(&qkv, &p, &o, &o)?.is_some());
+        let bf = |t: &Tensor| t.to_dtype(candle_core::DType::BF16);
+        let none = attention_heads_backward(&bf(&qkv)?, &bf(&p)?, &bf(&o)?, &bf(&o)?)?;
+        assert!(none.is_none(), "bf16 on the CPU: the unfused backward");
+        let bad_p = Tensor::zeros((1, 2, 4, 5), candle_core::DType::F32, cpu)?;
+        let e = attention_heads_backward(&qkv, &bad_p, &o, &o).unwrap_err();
+        assert!(e.to_string().contains("probabilities"), "{e}");
+        let bad_g = Tensor::zeros((1, 4, 15), candle_core::DType::F32, cpu)?;
+        let e = attention_heads_backward(&qkv, &p, &o, &bad_g).unwrap_err();
+        assert!(e.to_string().contains("output gradient [1, 4, 15]"), "{e}");
+        let e = attention_heads_backward(&qkv, &p, &o.to_dtype(candle_core::DType::BF16)?, &o)
+            .unwrap_err();
+        assert!(e.to_string().contains("differ in dtype"), "{e}");
+        Ok(())
+    }
+}
