@@ -600,8 +600,8 @@ pub fn run(gpu: &Device, out: &std::path::Path) -> Result<Value> {
         let name = "residual_attention D=384 H=6 (DeiT-S)";
         check(&mut rows, name, dtype, &attention, &f, gpu)?;
         if dtype == DType::BF16 {
-            // The same with the fused attention forward on CUDA (bf16 only; the reference
-            // stays composed): its probabilities feed the backward.
+            // The same with the fused attention on CUDA (bf16 only; the reference stays
+            // composed): set at the forward, which picks the fused backward too.
             let f = |t: &[Tensor], dev: &Device, _: DType| -> candle_core::Result<Vec<Tensor>> {
                 let w = branch_weights(t);
                 let scale = branch_scale(&t[0])?;
@@ -610,7 +610,7 @@ pub fn run(gpu: &Device, out: &std::path::Path) -> Result<Value> {
                 maxsup_ops::set_fused_attention(false);
                 Ok(vec![y?])
             };
-            let name = "residual_attention D=384 H=6 (DeiT-S), fused attention";
+            let name = "residual_attention D=384 H=6 (DeiT-S), fused attention fwd+bwd";
             check(&mut rows, name, dtype, &attention, &f, gpu)?;
         }
         let f = |t: &[Tensor], _: &Device, _: DType| Ok(vec![maxsup_ops::attention_qkv(&t[0], 6)?]);

@@ -6,7 +6,7 @@
 //! four rows: NCHW and channels-last (`--channels-last true`: the batch converted in each step,
 //! as the trainer does, and the NHWC kernels through the network), each with cuDNN's heuristic
 //! and with timed algorithms (`--cudnn-benchmark true`, as PyTorch's side runs); DeiT-S in two,
-//! with the unfused attention forward and the fused one (`--fused-attention true`). After the timed
+//! with the unfused attention and the fused kernels (`--fused-attention true`). After the timed
 //! span, a few steps are timed phase by phase (forward, backward, optimizer). The phase's file is
 //! rewritten after each model, so a time limit costs only the model it cut off.
 
@@ -32,7 +32,7 @@ struct Case<'a> {
     channels_last: bool,
     /// Convolution algorithms timed by cuDNN (`set_cudnn_benchmark`) instead of its heuristic.
     timed: bool,
-    /// DeiT's attention forward as one tensor-core kernel (`set_fused_attention`).
+    /// DeiT's attention forward and backward as tensor-core kernels (`set_fused_attention`).
     fused_attention: bool,
 }
 

@@ -114,9 +114,10 @@ pub struct TrainArgs {
     /// (the default). CUDA only.
     #[arg(long)]
     pub cudnn_benchmark: Option<bool>,
-    /// DeiT's attention forward as one tensor-core kernel (`--fused-attention true`: the scores
-    /// stay in shared memory) instead of two batched GEMMs around a softmax. CUDA with bf16
-    /// only; off by default until the GPU check has measured it.
+    /// DeiT's attention as one tensor-core kernel forward and one backward (`--fused-attention
+    /// true`: the scores and their gradients stay in shared memory) instead of batched GEMMs
+    /// around the softmax and its backward. CUDA with bf16 only; off by default until the GPU
+    /// check has measured it.
     #[arg(long)]
     pub fused_attention: Option<bool>,
     /// Run directory for checkpoints, config.json and log.jsonl.

@@ -119,7 +119,7 @@ pub fn loss_mean() -> Launch {
     blocks(1, 256, 0)
 }
 
-/// Head dims the fused attention kernel is built for (`attention_fwd_d{D}_bf16`).
+/// Head dims the fused attention kernels are built for (`attention_{fwd,bwd}_d{D}_bf16`).
 pub const FUSED_ATTENTION_HEAD_DIMS: [usize; 2] = [32, 64];
 
 /// Queries per block of the fused attention forward (16 per warp, 8 warps).

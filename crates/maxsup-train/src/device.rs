@@ -153,7 +153,7 @@ pub fn prepare_convolutions(device: &Device, benchmark: bool) -> Result<()> {
     Ok(())
 }
 
-/// Sets whether DeiT's attention forward runs as one tensor-core kernel on `device`
+/// Sets whether DeiT's attention runs as tensor-core kernels (forward, backward) on `device`
 /// (`maxsup_ops::set_fused_attention`); a CUDA setting: asking for it on the CPU is an error.
 pub fn prepare_attention(device: &Device, fused: bool) -> Result<()> {
     if fused && !device.is_cuda() {

@@ -153,7 +153,7 @@ pub struct TrainConfig {
     /// configs written before the field existed read as off.
     #[serde(default)]
     pub cudnn_benchmark: bool,
-    /// DeiT's attention forward as one tensor-core kernel (`maxsup_ops::set_fused_attention`,
+    /// DeiT's attention forward and backward as tensor-core kernels (`maxsup_ops::set_fused_attention`,
     /// CUDA, bf16); configs written before the field existed read as off.
     #[serde(default)]
     pub fused_attention: bool,
