@@ -68,7 +68,7 @@ pub(crate) fn attention_heads(qkv: &Tensor) -> Result<Option<(Tensor, Tensor)>> 
         return Ok(None);
     }
     let shape = heads_of(qkv.shape())?;
-    if !applies(qkv, shape)? {
+    if !applies(qkv, shape, crate::kernel_geometry::attention_fwd)? {
         return Ok(None);
     }
     run(qkv, shape).map(Some)
@@ -89,18 +89,23 @@ fn run(qkv: &Tensor, shape: Heads) -> Result<(Tensor, Tensor)> {
     Ok((out, op.probs.take()?))
 }
 
-/// Whether a kernel of this op runs `qkv`: bf16 on a GPU the CUDA kernel fits, or f32 on the
-/// CPU (not a training path there, which runs the whole branch as one CPU kernel: it lets the
-/// graph node's fused path be tested on any machine, through `residual_attention_graph`).
-fn applies(qkv: &Tensor, shape: Heads) -> Result<bool> {
+/// Whether a fused attention kernel with launch shape `geometry` (`kernel_geometry::attention_fwd`
+/// or `attention_bwd`) runs `qkv`: bf16 on a GPU it fits, or f32 on the CPU (not a training
+/// path there, which runs the whole branch as one CPU kernel: it lets the graph node's fused
+/// path be tested on any machine, through `residual_attention_graph`).
+fn applies(
+    qkv: &Tensor,
+    shape: Heads,
+    geometry: crate::kernel_geometry::AttentionGeometry,
+) -> Result<bool> {
     match qkv.device() {
         candle_core::Device::Cpu => Ok(qkv.dtype() == candle_core::DType::F32),
         #[cfg(feature = "cuda")]
         candle_core::Device::Cuda(dev) if qkv.dtype() == candle_core::DType::BF16 => {
-            Ok(crate::cuda::attention::launch_config(dev, shape)?.is_some())
+            Ok(crate::cuda::attention::launch_config(dev, shape, geometry)?.is_some())
         }
         _ => {
-            let _ = shape;
+            let _ = (shape, geometry);
             Ok(false)
         }
     }

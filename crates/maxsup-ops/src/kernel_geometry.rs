@@ -122,6 +122,10 @@ pub fn loss_mean() -> Launch {
 /// Head dims the fused attention kernels are built for (`attention_{fwd,bwd}_d{D}_bf16`).
 pub const FUSED_ATTENTION_HEAD_DIMS: [usize; 2] = [32, 64];
 
+/// A fused attention kernel's launch ([`attention_fwd`], [`attention_bwd`]) from its (image,
+/// head) pairs, tokens, head dim and the device's shared memory limit, if it fits.
+pub type AttentionGeometry = fn(usize, usize, usize, usize) -> Option<Launch>;
+
 /// Queries per block of the fused attention forward (16 per warp, 8 warps).
 const ATTENTION_QUERIES: usize = 128;
 

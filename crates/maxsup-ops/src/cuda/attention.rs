@@ -4,9 +4,12 @@
 //! backward, `attention_bwd`).
 
 use super::launch::{function, launch_kernel, output, view, wrap};
-use crate::kernel_geometry::{attention_fwd as geometry, Launch, FUSED_ATTENTION_HEAD_DIMS};
+use crate::kernel_geometry::{
+    attention_fwd as forward_geometry, AttentionGeometry, Launch, FUSED_ATTENTION_HEAD_DIMS,
+};
 use crate::qkv_heads::Heads;
 use candle_core::cuda_backend::cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
+use candle_core::cuda_backend::cudarc::driver::CudaView;
 use candle_core::cuda_backend::{CudaDevice, CudaStorage, DeviceId};
 use candle_core::{Layout, Result};
 use half::bf16;
@@ -20,7 +23,7 @@ fn kernel_name(head_dim: usize) -> String {
 /// The dynamic shared memory a block may use on `dev` with the opt-in attribute, or 0 on a GPU
 /// without bf16 tensor cores (compute capability below 8.0), where the kernel does not run.
 /// Asked of the driver once per device.
-pub(super) fn shared_limit(dev: &CudaDevice) -> Result<usize> {
+fn shared_limit(dev: &CudaDevice) -> Result<usize> {
     static LIMITS: OnceLock<Mutex<HashMap<DeviceId, usize>>> = OnceLock::new();
     let limits = LIMITS.get_or_init(|| Mutex::new(HashMap::new()));
     let mut limits = limits
@@ -48,9 +51,14 @@ fn ask_shared_limit(dev: &CudaDevice) -> Result<usize> {
     Ok(optin.max(0) as usize)
 }
 
-/// The fused kernel's launch for `shape` on `dev`, or `None` where it does not run (head dim,
-/// shared memory, grid).
-pub(crate) fn launch_config(dev: &CudaDevice, shape: Heads) -> Result<Option<Launch>> {
+/// A fused attention kernel's launch for `shape` on `dev` by its `geometry`
+/// (`kernel_geometry::attention_fwd` or `attention_bwd`), or `None` where it does not run (head
+/// dim, shared memory, grid, a GPU before compute capability 8.0).
+pub(crate) fn launch_config(
+    dev: &CudaDevice,
+    shape: Heads,
+    geometry: AttentionGeometry,
+) -> Result<Option<Launch>> {
     if !FUSED_ATTENTION_HEAD_DIMS.contains(&shape.head_dim) {
         return Ok(None);
     }
@@ -64,7 +72,7 @@ pub(crate) fn launch_config(dev: &CudaDevice, shape: Heads) -> Result<Option<Lau
 }
 
 /// Raises `name`'s dynamic shared memory limit on `dev` to the device's opt-in maximum, once.
-pub(super) fn allow_shared(dev: &CudaDevice, name: &str, limit: usize) -> Result<()> {
+fn allow_shared(dev: &CudaDevice, name: &str, limit: usize) -> Result<()> {
     static DONE: OnceLock<Mutex<HashSet<(DeviceId, String)>>> = OnceLock::new();
     let done = DONE.get_or_init(|| Mutex::new(HashSet::new()));
     let mut done = done
@@ -83,39 +91,60 @@ pub(super) fn allow_shared(dev: &CudaDevice, name: &str, limit: usize) -> Result
     Ok(())
 }
 
+/// The launch of the kernel `geometry` describes for `shape` on `dev`, with its shared memory
+/// allowed, and the batch, tokens and heads as the kernel's `int`s; errors name `op`.
+pub(super) fn prepare(
+    dev: &CudaDevice,
+    shape: Heads,
+    geometry: AttentionGeometry,
+    name: &str,
+    op: &str,
+) -> Result<(Launch, (i32, i32, i32))> {
+    let cfg = launch_config(dev, shape, geometry)?.ok_or_else(|| {
+        candle_core::Error::Msg(format!(
+            "{op}: {shape:?} does not fit the fused kernel on this GPU"
+        ))
+    })?;
+    let (n, h, _) = shape.ints(op)?;
+    let b = i32::try_from(shape.batch).map_err(|_| {
+        candle_core::Error::Msg(format!(
+            "{op}: batch {} exceeds the kernel's int",
+            shape.batch
+        ))
+    })?;
+    allow_shared(dev, name, shared_limit(dev)?)?;
+    Ok((cfg, (b, n, h)))
+}
+
+/// A contiguous bf16 view of an operand whose rows the kernels read as 16-byte vectors, or an
+/// error naming `what` when it does not start on 16 bytes.
+pub(super) fn rows_of_vectors<'a>(
+    (s, l): (&'a CudaStorage, &Layout),
+    what: &str,
+) -> Result<CudaView<'a, bf16>> {
+    if l.start_offset() % 8 != 0 {
+        candle_core::bail!(
+            "{what} starts at element {}, not 16-byte aligned",
+            l.start_offset()
+        );
+    }
+    view::<bf16>(s, l, what)
+}
+
 /// `(out [B, N, heads * D], probs [B, heads, N, N])`, bf16, from `[3, B, heads, N, D]` bf16.
 pub(crate) fn attention_fwd(
     (s, l): (&CudaStorage, &Layout),
     shape: Heads,
 ) -> Result<(CudaStorage, CudaStorage)> {
     let dev = s.device.clone();
-    let cfg = launch_config(&dev, shape)?.ok_or_else(|| {
-        candle_core::Error::Msg(format!(
-            "attention_heads: {shape:?} does not fit the fused kernel on this GPU"
-        ))
-    })?;
-    // The kernel reads rows as 16-byte vectors.
-    if l.start_offset() % 8 != 0 {
-        candle_core::bail!(
-            "attention_heads: qkv starts at element {}, not 16-byte aligned",
-            l.start_offset()
-        );
-    }
-    let (n, h, _) = shape.ints("attention_heads")?;
-    let b = i32::try_from(shape.batch).map_err(|_| {
-        candle_core::Error::Msg(format!(
-            "attention_heads: batch {} exceeds the kernel's int",
-            shape.batch
-        ))
-    })?;
-    let qkv = view::<bf16>(s, l, "attention_heads qkv")?;
+    let name = kernel_name(shape.head_dim);
+    let (cfg, (b, n, h)) = prepare(&dev, shape, forward_geometry, &name, "attention_heads")?;
+    let qkv = rows_of_vectors((s, l), "attention_heads qkv")?;
     let mut out = output::<bf16>(&dev, shape.plane())?;
     let mut probs = output::<bf16>(
         &dev,
         shape.batch * shape.heads * shape.tokens * shape.tokens,
     )?;
-    let name = kernel_name(shape.head_dim);
-    allow_shared(&dev, &name, shared_limit(&dev)?)?;
     launch_kernel!(&dev, name, cfg, &qkv, &mut out, &mut probs, &b, &n, &h);
     Ok((
         CudaStorage::wrap_cuda_slice(out, dev.clone()),

@@ -12,7 +12,7 @@
 //! unfused backward elsewhere. The CPU kernel (f32) computes the same in the same layout, so the
 //! op is checked against the composed ops' gradients on any device.
 
-use super::heads_of;
+use super::{applies, heads_of};
 use crate::cpu::slices::contiguous_f32;
 use crate::qkv_heads::Heads;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
@@ -28,7 +28,7 @@ pub(crate) fn attention_heads_backward(
     d_out: &Tensor,
 ) -> Result<Option<Tensor>> {
     let shape = checked_shape(qkv, probs, out, d_out)?;
-    if !applies(qkv, shape)? {
+    if !applies(qkv, shape, crate::kernel_geometry::attention_bwd)? {
         return Ok(None);
     }
     run(qkv, probs, out, d_out, shape).map(Some)
@@ -78,23 +78,6 @@ fn run(qkv: &Tensor, probs: &Tensor, out: &Tensor, d_out: &Tensor, shape: Heads)
     };
     qkv.contiguous()?
         .apply_op3_no_bwd(&probs.contiguous()?, &d_out.contiguous()?, &op)
-}
-
-/// Whether a kernel of this op runs `qkv`: bf16 on a GPU the CUDA kernel fits, or f32 on the
-/// CPU (not a training path there, which runs the whole branch as one CPU kernel: it lets the
-/// graph node's fused path be tested on any machine, through `residual_attention_graph`).
-fn applies(qkv: &Tensor, shape: Heads) -> Result<bool> {
-    match qkv.device() {
-        candle_core::Device::Cpu => Ok(qkv.dtype() == candle_core::DType::F32),
-        #[cfg(feature = "cuda")]
-        candle_core::Device::Cuda(dev) if qkv.dtype() == candle_core::DType::BF16 => {
-            Ok(crate::cuda::attention_bwd::launch_config(dev, shape)?.is_some())
-        }
-        _ => {
-            let _ = shape;
-            Ok(false)
-        }
-    }
 }
 
 /// Operands `(qkv, probabilities, output gradient)`; the output, which only the row sums read,
