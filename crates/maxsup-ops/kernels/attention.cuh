@@ -297,7 +297,8 @@ __device__ void attention_bwd(const bf16* qkv, const bf16* probs, const bf16* o,
         wmma::load_matrix_sync(kb, ks + (size_t)j * 16 * st + d * 16, st);
         wmma::mma_sync(gq[d], a, kb, gq[d]);
       }
-      __syncwarp();  // the next tile overwrites dS
+      // No barrier here: the next tile's P is this lane's own, and its dS is written only
+      // after ds_tile's first barrier, which every lane reaches after this load of dS.
     }
     store_rows(gq, dq, i);
   }
