@@ -6,11 +6,11 @@
 //! add of its gradient. The backward applies the ops' backward steps by hand, on the device:
 //! GEMMs for the linear layers and the attention products (or one fused attention kernel), the
 //! GELU, softmax and LayerNorm backward kernels, the residual path's gradient added to `dx`
-//! inside LayerNorm's. The first
-//! linear's bias add runs inside the next pass over its output, its gradient beside that pass's
-//! backward: in the MLP the GELU's kernels (`crate::linear_bias`), in the attention the split
-//! into heads (`crate::qkv_heads`); the second linear's bias, the stochastic-depth scale and the
-//! residual add are one pass after its GEMM (`crate::residual_out`).
+//! inside LayerNorm's. The first linear's bias add runs inside the next pass over its output,
+//! its gradient beside that pass's backward: in the MLP the GELU's kernels
+//! (`crate::linear_bias`), in the attention the split into heads (`crate::qkv_heads`); the
+//! second linear's bias, the stochastic-depth scale and the residual add are one pass after its
+//! GEMM (`crate::residual_out`).
 
 use super::{BranchWeights, Inner};
 use crate::fused_attention::{attention_heads, attention_heads_backward, fused_attention};
