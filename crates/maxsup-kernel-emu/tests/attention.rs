@@ -53,6 +53,18 @@ fn reference(qkv: &[bf16], (batch, n, heads, d): (usize, usize, usize, usize)) -
     Reference { probs, out }
 }
 
+/// Random `[3][B][heads][N][D]` inputs (seeded by `seed` and the size) with q already scaled by
+/// d^-1/2, as qkv_heads_fwd leaves it, and doubled: scores of a few units.
+fn scaled_qkv((batch, n, heads, d): (usize, usize, usize, usize), seed: u64) -> Vec<bf16> {
+    let total = 3 * batch * heads * n * d;
+    let mut qkv = random::<bf16>(total, seed + total as u64, 1.0, 0.0);
+    let scale = (d as f32).powf(-0.5) * 2.0;
+    for v in &mut qkv[..total / 3] {
+        *v = bf16::from_f32(v.to_f32() * scale);
+    }
+    qkv
+}
+
 fn check(dims: (usize, usize, usize, usize)) {
     let (batch, n, heads, d) = dims;
     let kernel = match d {
@@ -60,13 +72,7 @@ fn check(dims: (usize, usize, usize, usize)) {
         32 => attention_fwd_d32_bf16,
         _ => unreachable!("head dims of the kernel"),
     };
-    // q already scaled by d^-1/2, as qkv_heads_fwd leaves it; scores of a few units.
-    let total = 3 * batch * heads * n * d;
-    let mut qkv = random::<bf16>(total, 7 + total as u64, 1.0, 0.0);
-    let scale = (d as f32).powf(-0.5) * 2.0;
-    for v in &mut qkv[..total / 3] {
-        *v = bf16::from_f32(v.to_f32() * scale);
-    }
+    let qkv = scaled_qkv(dims, 7);
     let want = reference(&qkv, dims);
     let mut out = vec![bf16::from_f32(f32::NAN); batch * n * heads * d];
     let mut probs = vec![bf16::from_f32(f32::NAN); batch * heads * n * n];
@@ -190,12 +196,8 @@ fn check_backward(dims: (usize, usize, usize, usize)) {
         32 => attention_bwd_d32_bf16,
         _ => unreachable!("head dims of the kernel"),
     };
-    let total = 3 * batch * heads * n * d;
-    let mut qkv = random::<bf16>(total, 11 + total as u64, 1.0, 0.0);
-    let scale = (d as f32).powf(-0.5) * 2.0;
-    for v in &mut qkv[..total / 3] {
-        *v = bf16::from_f32(v.to_f32() * scale);
-    }
+    let qkv = scaled_qkv(dims, 11);
+    let total = qkv.len();
     // The forward's results as the kernel gets them: bf16 probabilities and output.
     let fwd = reference(&qkv, dims);
     let probs: Vec<bf16> = fwd.probs.iter().map(|&v| bf16::from_f32(v)).collect();

@@ -129,14 +129,13 @@ impl CustomOp1 for AttentionHeads {
             tokens: n,
             head_dim: d,
         } = self.shape;
-        let plane = batch * heads * n * d;
+        let shape = self.shape;
         // Per (image, head): its [N][N] probabilities and [N][D] output rows.
         let per_head: Vec<(Vec<f32>, Vec<f32>)> = (0..batch * heads)
             .into_par_iter()
             .map(|bh| {
-                let q = &x[bh * n * d..(bh + 1) * n * d];
-                let k = &x[plane + bh * n * d..plane + (bh + 1) * n * d];
-                let v = &x[2 * plane + bh * n * d..2 * plane + (bh + 1) * n * d];
+                let part = |p: usize| &x[shape.head_range(p, bh)];
+                let (q, k, v) = (part(0), part(1), part(2));
                 let mut p = vec![0f32; n * n];
                 let mut o = vec![0f32; n * d];
                 for i in 0..n {
@@ -159,13 +158,11 @@ impl CustomOp1 for AttentionHeads {
             })
             .collect();
         let mut probs = Vec::with_capacity(batch * heads * n * n);
-        let mut out = vec![0f32; batch * n * heads * d];
+        let mut out = vec![0f32; shape.plane()];
         for (bh, (p, o)) in per_head.into_iter().enumerate() {
             probs.extend_from_slice(&p);
-            let (b, h) = (bh / heads, bh % heads);
             for t in 0..n {
-                let at = ((b * n + t) * heads + h) * d;
-                out[at..at + d].copy_from_slice(&o[t * d..(t + 1) * d]);
+                out[shape.merged_range(bh, t)].copy_from_slice(&o[t * d..(t + 1) * d]);
             }
         }
         self.probs.put_cpu(probs, probs_shape(&self.shape))?;

@@ -150,6 +150,17 @@ pub fn attention_fwd(
 ) -> Option<Launch> {
     let shared = attention_shared_bytes(tokens, head_dim);
     let query_blocks = tokens.div_ceil(ATTENTION_QUERIES);
+    attention_blocks(batch_heads, query_blocks, shared, shared_limit)
+}
+
+/// A grid of 8-warp blocks, `batch_heads` by `query_blocks`, each with `shared` bytes of
+/// dynamic shared memory, if the grid and the memory (at most `shared_limit`) fit.
+fn attention_blocks(
+    batch_heads: usize,
+    query_blocks: usize,
+    shared: usize,
+    shared_limit: usize,
+) -> Option<Launch> {
     let fits = shared <= shared_limit
         && (1..=i32::MAX as usize).contains(&batch_heads)
         && (1..=65_535).contains(&query_blocks);
@@ -180,12 +191,7 @@ pub fn attention_bwd(
     shared_limit: usize,
 ) -> Option<Launch> {
     let shared = attention_bwd_shared_bytes(tokens, head_dim);
-    let fits = shared <= shared_limit && (1..=i32::MAX as usize).contains(&batch_heads);
-    fits.then_some(Launch {
-        grid: (batch_heads as u32, 1, 1),
-        block: (256, 1, 1),
-        shared_bytes: shared as u32,
-    })
+    attention_blocks(batch_heads, 1, shared, shared_limit)
 }
 
 #[cfg(test)]

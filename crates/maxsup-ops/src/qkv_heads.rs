@@ -59,6 +59,21 @@ impl Heads {
         Ok((int(self.tokens)?, int(self.heads)?, int(self.head_dim)?))
     }
 
+    /// The `[N, hd]` rows of `part` (0 q, 1 k, 2 v) of (image, head) pair `bh` in
+    /// `[3, B, heads, N, hd]` (or of the only part, 0, in `[B, heads, N, hd]`).
+    pub(crate) fn head_range(&self, part: usize, bh: usize) -> std::ops::Range<usize> {
+        let rows = self.tokens * self.head_dim;
+        let start = part * self.plane() + bh * rows;
+        start..start + rows
+    }
+
+    /// The `hd` values of token `t` of (image, head) pair `bh` in the merged `[B, N, heads * hd]`.
+    pub(crate) fn merged_range(&self, bh: usize, t: usize) -> std::ops::Range<usize> {
+        let (b, h) = (bh / self.heads, bh % self.heads);
+        let start = ((b * self.tokens + t) * self.heads + h) * self.head_dim;
+        start..start + self.head_dim
+    }
+
     /// Where column `j` of row `b * N + t` of the qkv result lands in `[3, B, heads, N, hd]`.
     fn index(&self, b: usize, t: usize, j: usize) -> usize {
         let c = self.heads * self.head_dim;

@@ -12,7 +12,7 @@
 //! unfused backward elsewhere. The CPU kernel (f32) computes the same in the same layout, so the
 //! op is checked against the composed ops' gradients on any device.
 
-use super::{applies, heads_of};
+use super::{applies, heads_of, out_shape, probs_shape};
 use crate::cpu::slices::contiguous_f32;
 use crate::qkv_heads::Heads;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
@@ -48,16 +48,16 @@ pub(super) fn attention_heads_backward_fused(
 
 fn checked_shape(qkv: &Tensor, probs: &Tensor, out: &Tensor, d_out: &Tensor) -> Result<Heads> {
     let h = heads_of(qkv.shape())?;
-    let want_probs = [h.batch, h.heads, h.tokens, h.tokens];
-    if probs.dims() != want_probs {
+    let want_probs = probs_shape(&h);
+    if probs.shape() != &want_probs {
         candle_core::bail!(
             "attention_heads backward: probabilities {:?} are not {want_probs:?}",
             probs.shape()
         );
     }
-    let want_out = [h.batch, h.tokens, h.heads * h.head_dim];
+    let want_out = out_shape(&h);
     for (t, what) in [(out, "output"), (d_out, "output gradient")] {
-        if t.dims() != want_out {
+        if t.shape() != &want_out {
             candle_core::bail!(
                 "attention_heads backward: {what} {:?} is not {want_out:?}",
                 t.shape()
@@ -111,21 +111,19 @@ impl CustomOp3 for AttentionHeadsBackward {
             tokens: n,
             head_dim: d,
         } = self.shape;
-        let plane = batch * heads * n * d;
+        let shape = self.shape;
         // Per (image, head): its dq, dk, dv rows ([N][D] each).
         let per_head: Vec<[Vec<f32>; 3]> = (0..batch * heads)
             .into_par_iter()
             .map(|bh| {
-                let (b, h) = (bh / heads, bh % heads);
-                let part = |p: usize| &x[p * plane + bh * n * d..p * plane + (bh + 1) * n * d];
+                let part = |p: usize| &x[shape.head_range(p, bh)];
                 let (q, k, v) = (part(0), part(1), part(2));
                 let p = &probs[bh * n * n..(bh + 1) * n * n];
-                let merged = |t: usize| ((b * n + t) * heads + h) * d;
                 let (mut dq, mut dk, mut dv) =
                     (vec![0f32; n * d], vec![0f32; n * d], vec![0f32; n * d]);
                 for i in 0..n {
-                    let g = &d_out[merged(i)..merged(i) + d];
-                    let o = &out[merged(i)..merged(i) + d];
+                    let g = &d_out[shape.merged_range(bh, i)];
+                    let o = &out[shape.merged_range(bh, i)];
                     let delta: f32 = g.iter().zip(o).map(|(a, b)| a * b).sum();
                     for j in 0..n {
                         let pij = p[i * n + j];
@@ -141,11 +139,10 @@ impl CustomOp3 for AttentionHeadsBackward {
                 [dq, dk, dv]
             })
             .collect();
-        let mut grads = vec![0f32; 3 * plane];
+        let mut grads = vec![0f32; shape.elems()];
         for (bh, parts) in per_head.into_iter().enumerate() {
             for (p, rows) in parts.into_iter().enumerate() {
-                let at = p * plane + bh * n * d;
-                grads[at..at + n * d].copy_from_slice(&rows);
+                grads[shape.head_range(p, bh)].copy_from_slice(&rows);
             }
         }
         Ok((CpuStorage::F32(grads), Shape::from(xl.shape().dims())))
