@@ -2,11 +2,13 @@
 # Checks that the kernel tests see every barrier of the kernels: for each `__syncthreads()` and
 # `__syncwarp()` of ops.cu and the files it includes, in turn, runs the tests on a copy of the
 # kernels without it and expects a failure. Restores the files on exit.
-# Usage: bash crates/maxsup-kernel-emu/scripts/drop-each-barrier.sh
+# Usage: bash crates/maxsup-kernel-emu/scripts/drop-each-barrier.sh [FILE...]
+# (FILE: kernel files under crates/maxsup-ops/kernels to check, default ops.cu and attention.cuh)
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 dir=crates/maxsup-ops/kernels
-files=("$dir/ops.cu" "$dir/attention.cuh")
+files=()
+for name in "${@:-ops.cu attention.cuh}"; do for n in $name; do files+=("$dir/$n"); done; done
 saved=$(mktemp -d)
 for f in "${files[@]}"; do cp "$f" "$saved/$(basename "$f")"; done
 trap 'for f in "${files[@]}"; do cp "$saved/$(basename "$f")" "$f"; done; rm -rf "$saved"' EXIT

@@ -164,11 +164,11 @@ extern "C" {
 
 extern "C" {
     /// softmax(q k^T) v per (image, head) from `qkv` (`[3][B][heads][N][64]`): the output in
-    /// `[B][N][heads * 64]`, the probabilities in `[B][heads][N][N]`.
+    /// `[B][N][heads * 64]`, each query row's log-sum-exp of its scores in `[B][heads][N]`.
     pub fn attention_fwd_d64_bf16(
         qkv: *const bf16,
         out: *mut bf16,
-        probs: *mut bf16,
+        lse: *mut f32,
         batch: i32,
         tokens: i32,
         heads: i32,
@@ -177,16 +177,16 @@ extern "C" {
     pub fn attention_fwd_d32_bf16(
         qkv: *const bf16,
         out: *mut bf16,
-        probs: *mut bf16,
+        lse: *mut f32,
         batch: i32,
         tokens: i32,
         heads: i32,
     );
-    /// The gradients of [`attention_fwd_d64_bf16`]'s output from the probabilities, the output
+    /// The gradients of [`attention_fwd_d64_bf16`]'s output from its log-sum-exps, the output
     /// and its gradient (`[B][N][heads * 64]`): dq, dk, dv in `[3][B][heads][N][64]`.
     pub fn attention_bwd_d64_bf16(
         qkv: *const bf16,
-        probs: *const bf16,
+        lse: *const f32,
         out: *const bf16,
         d_out: *const bf16,
         dqkv: *mut bf16,
@@ -197,7 +197,7 @@ extern "C" {
     /// [`attention_bwd_d64_bf16`] for head dim 32.
     pub fn attention_bwd_d32_bf16(
         qkv: *const bf16,
-        probs: *const bf16,
+        lse: *const f32,
         out: *const bf16,
         d_out: *const bf16,
         dqkv: *mut bf16,

@@ -1,8 +1,8 @@
 //! The fused attention forward and backward of ops.cu (`attention.cuh`: tensor-core products
 //! through the wmma stand-in, scores, softmax and gradient tiles in shared memory), run by the
 //! emulator over the launch shapes of `maxsup_ops::kernel_geometry::attention_{fwd,bwd}`,
-//! against softmax(q k^T) v and its gradients computed in f64 from the same bf16 inputs: within
-//! bf16 rounding.
+//! against softmax(q k^T) v, its rows' log-sum-exps and its gradients computed in f64 from the
+//! same bf16 inputs: within bf16 rounding (f32 for the log-sum-exps).
 
 mod common;
 
@@ -20,6 +20,8 @@ const H100_SHARED: usize = 232_448;
 struct Reference {
     /// `[B][heads][N][N]`
     probs: Vec<f32>,
+    /// `[B][heads][N]`: `log(sum_j exp(s_ij))`
+    lse: Vec<f32>,
     /// `[B][N][heads * D]`
     out: Vec<f32>,
 }
@@ -31,6 +33,7 @@ fn reference(qkv: &[bf16], (batch, n, heads, d): (usize, usize, usize, usize)) -
         qkv[part * plane + (bh * n + t) * d + c].to_f32() as f64
     };
     let mut probs = vec![0f32; batch * heads * n * n];
+    let mut lse = vec![0f32; batch * heads * n];
     let mut out = vec![0f32; batch * n * heads * d];
     for bh in 0..batch * heads {
         let (b, h) = (bh / heads, bh % heads);
@@ -41,6 +44,7 @@ fn reference(qkv: &[bf16], (batch, n, heads, d): (usize, usize, usize, usize)) -
             let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let e: Vec<f64> = s.iter().map(|v| (v - m).exp()).collect();
             let z: f64 = e.iter().sum();
+            lse[bh * n + i] = (m + z.ln()) as f32;
             for j in 0..n {
                 probs[(bh * n + i) * n + j] = (e[j] / z) as f32;
             }
@@ -50,7 +54,7 @@ fn reference(qkv: &[bf16], (batch, n, heads, d): (usize, usize, usize, usize)) -
             }
         }
     }
-    Reference { probs, out }
+    Reference { probs, lse, out }
 }
 
 /// Random `[3][B][heads][N][D]` inputs (seeded by `seed` and the size) with q already scaled by
@@ -75,20 +79,20 @@ fn check(dims: (usize, usize, usize, usize)) {
     let qkv = scaled_qkv(dims, 7);
     let want = reference(&qkv, dims);
     let mut out = vec![bf16::from_f32(f32::NAN); batch * n * heads * d];
-    let mut probs = vec![bf16::from_f32(f32::NAN); batch * heads * n * n];
+    let mut lse = vec![f32::NAN; batch * heads * n];
     let geometry = geom::attention_fwd(batch * heads, n, d, H100_SHARED).expect("fits");
-    let (qp, op, pp) = (qkv.as_ptr(), out.as_mut_ptr(), probs.as_mut_ptr());
+    let (qp, op, lp) = (qkv.as_ptr(), out.as_mut_ptr(), lse.as_mut_ptr());
     launch_with_shared_limit(geometry, H100_SHARED as u32, || unsafe {
-        kernel(qp, op, pp, batch as i32, n as i32, heads as i32)
+        kernel(qp, op, lp, batch as i32, n as i32, heads as i32)
     })
     .unwrap_or_else(|e| panic!("dims {dims:?}: {e}"));
-    // Probabilities: one bf16 rounding of an f32 softmax of f32 scores. The output: bf16
-    // products of the rounded probabilities, summed in f32, rounded once.
+    // Log-sum-exps: f32 scores of exact bf16 products, an f32 sum. The output: bf16 products
+    // of the probabilities rounded to bf16, summed in f32, rounded once.
     assert_close(
-        &format!("attention probabilities dims={dims:?}"),
-        &widen(&probs),
-        &want.probs,
-        1.0 / 256.0,
+        &format!("attention log-sum-exps dims={dims:?}"),
+        &lse,
+        &want.lse,
+        1e-5,
     );
     assert_close(
         &format!("attention output dims={dims:?}"),
@@ -122,8 +126,8 @@ fn fused_attention_needs_the_shared_memory_opt_in() {
 }
 
 /// The gradients dq, dk, dv (`[3][B][heads][N][D]`, f64 sums) of softmax(q k^T) v at the
-/// output gradient `d_out` (`[B][N][heads * D]`), from the probabilities `probs` the kernel
-/// reads: dS = P (dO v^T - rowsum(P dO v^T)).
+/// output gradient `d_out` (`[B][N][heads * D]`), from the probabilities `probs` (the bf16
+/// values the kernel recomputes): dS = P (dO v^T - rowsum(P dO v^T)).
 fn reference_grads(
     qkv: &[bf16],
     probs: &[bf16],
@@ -198,7 +202,8 @@ fn check_backward(dims: (usize, usize, usize, usize)) {
     };
     let qkv = scaled_qkv(dims, 11);
     let total = qkv.len();
-    // The forward's results as the kernel gets them: bf16 probabilities and output.
+    // The forward's results as the kernel gets them: f32 log-sum-exps, the bf16 output; the
+    // probabilities it recomputes from them, rounded to bf16 as it does.
     let fwd = reference(&qkv, dims);
     let probs: Vec<bf16> = fwd.probs.iter().map(|&v| bf16::from_f32(v)).collect();
     let out: Vec<bf16> = fwd.out.iter().map(|&v| bf16::from_f32(v)).collect();
@@ -206,10 +211,10 @@ fn check_backward(dims: (usize, usize, usize, usize)) {
     let want = reference_grads(&qkv, &probs, &d_out, dims);
     let mut grads = vec![bf16::from_f32(f32::NAN); total];
     let geometry = geom::attention_bwd(batch * heads, n, d, H100_SHARED).expect("fits");
-    let (qp, pp, op, gp) = (qkv.as_ptr(), probs.as_ptr(), out.as_ptr(), d_out.as_ptr());
+    let (qp, lp, op, gp) = (qkv.as_ptr(), fwd.lse.as_ptr(), out.as_ptr(), d_out.as_ptr());
     let dp = grads.as_mut_ptr();
     launch_with_shared_limit(geometry, H100_SHARED as u32, || unsafe {
-        kernel(qp, pp, op, gp, dp, batch as i32, n as i32, heads as i32)
+        kernel(qp, lp, op, gp, dp, batch as i32, n as i32, heads as i32)
     })
     .unwrap_or_else(|e| panic!("dims {dims:?}: {e}"));
     // dS rounded to bf16 once, delta from the bf16 output, each gradient rounded once.

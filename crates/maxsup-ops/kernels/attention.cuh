@@ -2,9 +2,11 @@
 // Included by ops.cu. softmax(q k^T) v for one (image, head) and 128 queries per block, on
 // tensor cores (wmma, 16x16x16 bf16 with f32 accumulation), from the heads' layout
 // [3][B][heads][N][D] that qkv_heads_fwd writes (q already scaled). It replaces two batched
-// GEMMs, the softmax kernel and the heads-merging copy: the scores never reach global memory,
-// the output lands in [B][N][heads * D], and only the probabilities are stored (bf16
-// [B][heads][N][N], the backward's P).
+// GEMMs, the softmax kernel and the heads-merging copy: neither the scores nor the
+// probabilities reach global memory, the output lands in [B][N][heads * D], and each query row
+// leaves its log-sum-exp L = max + log(sum exp(s - max)) (f32 [B][heads][N]), from which the
+// backward recomputes the probabilities as exp(s - L), as FlashAttention does: 4 bytes per
+// query stored instead of the 2N bytes of its bf16 row of P.
 //
 // Shared memory: the head's keys and values (all N rows, zero-padded to a multiple of 16, each
 // row padded by 8 elements against bank conflicts), and per warp its 16 rows of f32 scores plus
@@ -29,7 +31,7 @@ __device__ __forceinline__ int att_score_stride(int np, int d) { return (np > d 
 __device__ __forceinline__ int att_stage_elems(int d) { return 16 * (d > ATT_STAGE_STRIDE ? d : ATT_STAGE_STRIDE); }
 
 template <int D>
-__device__ void attention_fwd(const bf16* qkv, bf16* out, bf16* probs, int batch, int tokens, int heads) {
+__device__ void attention_fwd(const bf16* qkv, bf16* out, float* lse, int batch, int tokens, int heads) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // bf16 tensor cores need sm_80; the launcher does not use this kernel below that
 #else
@@ -90,8 +92,9 @@ __device__ void attention_fwd(const bf16* qkv, bf16* out, bf16* probs, int batch
   }
   __syncwarp();
 
-  // Softmax of each row by the whole warp; the probabilities stored (bf16) and kept, rounded,
-  // for the second product; the padding columns zero. Each lane keeps to its own columns.
+  // Softmax of each row by the whole warp, its log-sum-exp stored; the probabilities kept,
+  // rounded to bf16, for the second product; the padding columns zero. Each lane keeps to its
+  // own columns.
   const int b = bh / heads, h = bh % heads;
   for (int r = 0; r < 16; ++r) {
     float* row = sw + r * ss;
@@ -102,13 +105,8 @@ __device__ void attention_fwd(const bf16* qkv, bf16* out, bf16* probs, int batch
     for (int c = lane; c < n; c += 32) s += expf(row[c] - m);
     s = warp_sum(s);
     float inv = 1.f / s;
-    bool live = q0 + r < n;
-    bf16* prow = probs + ((size_t)bh * n + (q0 + r)) * n;
-    for (int c = lane; c < np; c += 32) {
-      bf16 p = from_f<bf16>(c < n ? expf(row[c] - m) * inv : 0.f);
-      if (live && c < n) prow[c] = p;
-      row[c] = to_f(p);
-    }
+    if (lane == 0 && q0 + r < n) lse[(size_t)bh * n + q0 + r] = m + logf(s);
+    for (int c = lane; c < np; c += 32) row[c] = to_f(from_f<bf16>(c < n ? expf(row[c] - m) * inv : 0.f));
   }
   __syncwarp();
 
@@ -136,40 +134,41 @@ __device__ void attention_fwd(const bf16* qkv, bf16* out, bf16* probs, int batch
 #endif
 }
 
-extern "C" __global__ void attention_fwd_d64_bf16(const bf16* qkv, bf16* out, bf16* probs, int batch, int tokens, int heads) {
-  attention_fwd<64>(qkv, out, probs, batch, tokens, heads);
+extern "C" __global__ void attention_fwd_d64_bf16(const bf16* qkv, bf16* out, float* lse, int batch, int tokens, int heads) {
+  attention_fwd<64>(qkv, out, lse, batch, tokens, heads);
 }
-extern "C" __global__ void attention_fwd_d32_bf16(const bf16* qkv, bf16* out, bf16* probs, int batch, int tokens, int heads) {
-  attention_fwd<32>(qkv, out, probs, batch, tokens, heads);
+extern "C" __global__ void attention_fwd_d32_bf16(const bf16* qkv, bf16* out, float* lse, int batch, int tokens, int heads) {
+  attention_fwd<32>(qkv, out, lse, batch, tokens, heads);
 }
 
 // ---------------------------------------------------------------- fused attention backward (bf16)
 // The gradients of softmax(q k^T) v for one (image, head) per block of 8 warps, on tensor cores,
-// from the stored probabilities P ([B][heads][N][N], either forward's), the output O and its
+// from q, k, v, the forward's row log-sum-exps L ([B][heads][N], f32), the output O and its
 // gradient dO (both [B][N][heads * D]): dq, dk, dv written in the heads' layout
 // [3][B][heads][N][D] (merge_qkv_heads turns them into the qkv projection's gradient). It
 // replaces the unfused backward's copy of dO into heads, four batched GEMMs (two of them writing
-// [N][N] results: dP and, through the softmax backward, dS) and the softmax backward: here dP and
-// dS exist one 16x16 tile at a time, in a warp's shared memory.
+// [N][N] results: dP and, through the softmax backward, dS) and the softmax backward: here S,
+// P, dP and dS exist one 16x16 tile at a time, in a warp's shared memory.
 //
-// With delta_i = sum_c dO[i][c] O[i][c] (= sum_j P[i][j] dP[i][j], as FlashAttention's
-// backward uses it), dS = P * (dO v^T - delta); dv = P^T dO, dk = dS^T q, dq = dS k. Two passes
-// over the tiles, without atomics (so the result does not depend on the schedule): a warp owns
-// a key tile and sums its dk, dv over every query tile, then a query tile and sums its dq over
-// every key tile, computing each dS tile again (four more 16x16x16 products per tile) rather
-// than storing it.
+// P_ij = exp(q_i k_j - L_i), recomputed from the scores (rounded to bf16, as the forward's
+// second product used it). With delta_i = sum_c dO[i][c] O[i][c] (= sum_j P[i][j] dP[i][j], as
+// FlashAttention's backward uses it), dS = P * (dO v^T - delta); dv = P^T dO, dk = dS^T q,
+// dq = dS k. Two passes over the tiles, without atomics (so the result does not depend on the
+// schedule): a warp owns a key tile and sums its dk, dv over every query tile, then a query
+// tile and sums its dq over every key tile, computing each P and dS tile again (eight more
+// 16x16x16 products per tile) rather than storing it.
 //
 // Shared memory: q, k, v and dO of the head (all N rows, zero-padded to a multiple of 16, each
-// row padded by 8 elements), delta, and per warp a 16 x 20 f32 tile and two 16 x 24 bf16 tiles
-// (P and dS). DeiT's N = 197 with D = 64 takes 139.8 KiB.
+// row padded by 8 elements), delta and L (f32 per padded row), and per warp a 16 x 20 f32 tile
+// and two 16 x 24 bf16 tiles (P and dS). DeiT's N = 197 with D = 64 takes 140.6 KiB.
 //
-// Values: dP in f32 (the unfused path rounds it to bf16 out of cuBLAS), dS rounded to bf16 as
-// the softmax backward stores it, the products from bf16 operands with f32 sums, each gradient
-// rounded once.
+// Values: S and dP in f32 (the unfused path rounds them to bf16 out of cuBLAS), P and dS
+// rounded to bf16 as the softmax forward and backward store them, the products from bf16
+// operands with f32 sums, each gradient rounded once.
 #define ATT_BWD_TILE_STRIDE 20
 
 template <int D>
-__device__ void attention_bwd(const bf16* qkv, const bf16* probs, const bf16* o, const bf16* d_o, bf16* dqkv, int batch,
+__device__ void attention_bwd(const bf16* qkv, const float* lse, const bf16* o, const bf16* d_o, bf16* dqkv, int batch,
                               int tokens, int heads) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // bf16 tensor cores need sm_80; the launcher does not use this kernel below that
@@ -188,7 +187,7 @@ __device__ void attention_bwd(const bf16* qkv, const bf16* probs, const bf16* o,
   const bf16* q = qkv + (size_t)bh * n * D;
   const bf16* k = q + plane;
   const bf16* v = q + 2 * plane;
-  const bf16* p = probs + (size_t)bh * n * n;
+  const float* lse_h = lse + (size_t)bh * n;
   bf16* dq = dqkv + (size_t)bh * n * D;
   bf16* dk = dq + plane;
   bf16* dv = dq + 2 * plane;
@@ -199,7 +198,8 @@ __device__ void attention_bwd(const bf16* qkv, const bf16* probs, const bf16* o,
   bf16* vs = ks + (size_t)np * st;
   bf16* dos = vs + (size_t)np * st;
   float* delta = (float*)(dos + (size_t)np * st);
-  float* tile = delta + np + (size_t)warp * (16 * ATT_BWD_TILE_STRIDE + 16 * ATT_STAGE_STRIDE);
+  float* lrow = delta + np;
+  float* tile = lrow + np + (size_t)warp * (16 * ATT_BWD_TILE_STRIDE + 16 * ATT_STAGE_STRIDE);
   bf16* pt = (bf16*)(tile + 16 * ATT_BWD_TILE_STRIDE);
   bf16* dst = pt + 16 * ATT_STAGE_STRIDE;
 
@@ -219,25 +219,36 @@ __device__ void attention_bwd(const bf16* qkv, const bf16* probs, const bf16* o,
     if (r < n)
       for (int c = lane; c < D; c += 32) s += to_f(d_o[merged(r) + c]) * to_f(o[merged(r) + c]);
     s = warp_sum(s);
-    if (lane == 0) delta[r] = s;
+    if (lane == 0) {
+      delta[r] = s;
+      lrow[r] = r < n ? lse_h[r] : 0.f;
+    }
   }
   __syncthreads();  // the last barrier of the block: from here each warp keeps to its own tiles
 
   // Tile (i, j) of P into `pt` and of dS into `dst`, by the warp; ends with the warp in step.
   auto ds_tile = [&](int i, int j) {
-    for (int e = lane; e < 256; e += 32) {
-      int r = e >> 4, c = e & 15, gi = i * 16 + r, gj = j * 16 + c;
-      pt[r * ATT_STAGE_STRIDE + c] = gi < n && gj < n ? p[(size_t)gi * n + gj] : from_f<bf16>(0.f);
-    }
-    Acc dp;  // dO_i v_j^T
+    Acc sc, dp;  // q_i k_j^T and dO_i v_j^T
+    wmma::fill_fragment(sc, 0.f);
     wmma::fill_fragment(dp, 0.f);
     for (int d = 0; d < D / 16; ++d) {
       RowA a;
-      ColB bt;  // v^T's block is v's rows j read column-major
+      ColB bt;  // k^T's and v^T's blocks are k's and v's rows j read column-major
+      wmma::load_matrix_sync(a, qs + (size_t)i * 16 * st + d * 16, st);
+      wmma::load_matrix_sync(bt, ks + (size_t)j * 16 * st + d * 16, st);
+      wmma::mma_sync(sc, a, bt, sc);
       wmma::load_matrix_sync(a, dos + (size_t)i * 16 * st + d * 16, st);
       wmma::load_matrix_sync(bt, vs + (size_t)j * 16 * st + d * 16, st);
       wmma::mma_sync(dp, a, bt, dp);
     }
+    wmma::store_matrix_sync(tile, sc, ATT_BWD_TILE_STRIDE, wmma::mem_row_major);
+    __syncwarp();
+    for (int e = lane; e < 256; e += 32) {
+      int r = e >> 4, c = e & 15, gi = i * 16 + r, gj = j * 16 + c;
+      float pij = gi < n && gj < n ? expf(tile[r * ATT_BWD_TILE_STRIDE + c] - lrow[gi]) : 0.f;
+      pt[r * ATT_STAGE_STRIDE + c] = from_f<bf16>(pij);
+    }
+    __syncwarp();  // dP overwrites the scores
     wmma::store_matrix_sync(tile, dp, ATT_BWD_TILE_STRIDE, wmma::mem_row_major);
     __syncwarp();
     for (int e = lane; e < 256; e += 32) {
@@ -279,7 +290,8 @@ __device__ void attention_bwd(const bf16* qkv, const bf16* probs, const bf16* o,
         wmma::mma_sync(gv[d], ptt, ob, gv[d]);
         wmma::mma_sync(gk[d], dstt, qb, gk[d]);
       }
-      __syncwarp();  // the next tile overwrites P and dS
+      // No barrier here: the next tile writes P and dS only after ds_tile's first and third
+      // barriers, which every lane reaches after these loads of them.
     }
     store_rows(gk, dk, j);
     store_rows(gv, dv, j);
@@ -297,19 +309,18 @@ __device__ void attention_bwd(const bf16* qkv, const bf16* probs, const bf16* o,
         wmma::load_matrix_sync(kb, ks + (size_t)j * 16 * st + d * 16, st);
         wmma::mma_sync(gq[d], a, kb, gq[d]);
       }
-      // No barrier here: the next tile's P is this lane's own, and its dS is written only
-      // after ds_tile's first barrier, which every lane reaches after this load of dS.
+      // No barrier here either: the next tile writes dS only after ds_tile's third barrier.
     }
     store_rows(gq, dq, i);
   }
 #endif
 }
 
-extern "C" __global__ void attention_bwd_d64_bf16(const bf16* qkv, const bf16* probs, const bf16* o, const bf16* d_o, bf16* dqkv,
+extern "C" __global__ void attention_bwd_d64_bf16(const bf16* qkv, const float* lse, const bf16* o, const bf16* d_o, bf16* dqkv,
                                                   int batch, int tokens, int heads) {
-  attention_bwd<64>(qkv, probs, o, d_o, dqkv, batch, tokens, heads);
+  attention_bwd<64>(qkv, lse, o, d_o, dqkv, batch, tokens, heads);
 }
-extern "C" __global__ void attention_bwd_d32_bf16(const bf16* qkv, const bf16* probs, const bf16* o, const bf16* d_o, bf16* dqkv,
+extern "C" __global__ void attention_bwd_d32_bf16(const bf16* qkv, const float* lse, const bf16* o, const bf16* d_o, bf16* dqkv,
                                                   int batch, int tokens, int heads) {
-  attention_bwd<32>(qkv, probs, o, d_o, dqkv, batch, tokens, heads);
+  attention_bwd<32>(qkv, lse, o, d_o, dqkv, batch, tokens, heads);
 }

@@ -173,12 +173,13 @@ fn attention_blocks(
 
 /// Dynamic shared memory of the fused attention backward (`attention.cuh`): q, k, v and the
 /// output gradient of one head (`N` rounded up to 16 rows of `D + 8` bf16), the row sums
-/// `delta` (f32 per padded row) and, per warp, a 16 x 20 f32 tile and two 16 x 24 bf16 tiles.
+/// `delta` and log-sum-exps (f32 per padded row each) and, per warp, a 16 x 20 f32 tile and two
+/// 16 x 24 bf16 tiles.
 pub fn attention_bwd_shared_bytes(tokens: usize, head_dim: usize) -> usize {
     let np = tokens.div_ceil(16) * 16;
     let planes = 4 * np * (head_dim + 8) * 2;
     let per_warp = 16 * 20 * 4 + 2 * 16 * 24 * 2;
-    planes + np * 4 + 8 * per_warp
+    planes + 2 * np * 4 + 8 * per_warp
 }
 
 /// The fused attention backward over `batch_heads` (image, head) pairs of `tokens` tokens: one
@@ -222,16 +223,34 @@ mod tests {
 
     #[test]
     fn fused_attention_backward_fits_deit_on_an_h100() {
-        // 4 x 208 x 72 x 2 + 208 x 4 + 8 x (16 x 20 x 4 + 2 x 16 x 24 x 2).
-        assert_eq!(attention_bwd_shared_bytes(197, 64), 143_168);
+        // 4 x 208 x 72 x 2 + 2 x 208 x 4 + 8 x (16 x 20 x 4 + 2 x 16 x 24 x 2).
+        assert_eq!(attention_bwd_shared_bytes(197, 64), 144_000);
         let h100_opt_in = 232_448;
         let l = attention_bwd(256 * 6, 197, 64, h100_opt_in).expect("fits");
         assert_eq!((l.grid, l.block), ((1536, 1, 1), (256, 1, 1)));
-        assert_eq!(l.shared_bytes, 143_168);
+        assert_eq!(l.shared_bytes, 144_000);
         // 384 pixels (577 tokens) does not fit; an A10's 99 KiB does not hold DeiT's head.
         assert!(attention_bwd(6, 577, 64, h100_opt_in).is_none());
         assert!(attention_bwd(6, 197, 64, 101_376).is_none());
         assert!(attention_bwd(0, 197, 64, h100_opt_in).is_none());
+    }
+
+    #[test]
+    fn the_attention_backward_fits_wherever_the_forward_does() {
+        // The graph node keeps only the forward's log-sum-exps: its backward has no
+        // probabilities to fall back on.
+        for d in FUSED_ATTENTION_HEAD_DIMS {
+            for limit in [48 * 1024, 101_376, 166_912, 232_448] {
+                for n in 1..1200 {
+                    if attention_fwd(12, n, d, limit).is_some() {
+                        assert!(
+                            attention_bwd(12, n, d, limit).is_some(),
+                            "N={n} D={d} {limit}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

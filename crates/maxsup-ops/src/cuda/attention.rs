@@ -131,7 +131,8 @@ pub(super) fn rows_of_vectors<'a>(
     view::<bf16>(s, l, what)
 }
 
-/// `(out [B, N, heads * D], probs [B, heads, N, N])`, bf16, from `[3, B, heads, N, D]` bf16.
+/// `(out [B, N, heads * D]` bf16, the rows' log-sum-exps `[B, heads, N]` f32`)` from
+/// `[3, B, heads, N, D]` bf16.
 pub(crate) fn attention_fwd(
     (s, l): (&CudaStorage, &Layout),
     shape: Heads,
@@ -141,13 +142,10 @@ pub(crate) fn attention_fwd(
     let (cfg, (b, n, h)) = prepare(&dev, shape, forward_geometry, &name, "attention_heads")?;
     let qkv = rows_of_vectors((s, l), "attention_heads qkv")?;
     let mut out = output::<bf16>(&dev, shape.plane())?;
-    let mut probs = output::<bf16>(
-        &dev,
-        shape.batch * shape.heads * shape.tokens * shape.tokens,
-    )?;
-    launch_kernel!(&dev, name, cfg, &qkv, &mut out, &mut probs, &b, &n, &h);
+    let mut lse = output::<f32>(&dev, shape.batch * shape.heads * shape.tokens)?;
+    launch_kernel!(&dev, name, cfg, &qkv, &mut out, &mut lse, &b, &n, &h);
     Ok((
         CudaStorage::wrap_cuda_slice(out, dev.clone()),
-        CudaStorage::wrap_cuda_slice(probs, dev),
+        CudaStorage::wrap_cuda_slice(lse, dev),
     ))
 }

@@ -13,7 +13,7 @@
 //! GEMM (`crate::residual_out`).
 
 use super::{BranchWeights, Inner};
-use crate::fused_attention::{attention_heads, attention_heads_backward, fused_attention};
+use crate::fused_attention::{attention_heads, attention_heads_backward};
 use crate::graph_node::PrecomputedOutput;
 use crate::layer_norm::layer_norm_backward;
 use crate::linear_bias::{bias_gelu, bias_gelu_backward, bias_grad};
@@ -47,15 +47,22 @@ enum Saved {
     /// fc1's GEMM result before its bias (`[rows, hidden]`): `gelu(g + bias)` is the inner
     /// output.
     Gelu { g: Tensor },
-    /// The heads' layout `[3, B, heads, N, D]` (the scaled queries, keys, values), the attention
-    /// weights, and whether the fused attention was on (`set_fused_attention`) when the forward
-    /// ran.
+    /// The heads' layout `[3, B, heads, N, D]` (the scaled queries, keys, values) and what the
+    /// forward kept of the attention weights.
     Attention {
         heads: usize,
         qkv: Tensor,
-        p: Tensor,
-        fused: bool,
+        weights: AttentionWeights,
     },
+}
+
+/// The attention weights as the unfused forward keeps them, or as the fused kernel does.
+enum AttentionWeights {
+    /// softmax(q k^T), `[B, heads, N, N]`.
+    Probabilities(Tensor),
+    /// Each query row's log-sum-exp of its scores (`[B, heads, N]`, f32), from which the fused
+    /// backward recomputes the probabilities.
+    LogSumExp(Tensor),
 }
 
 impl Saved {
@@ -68,14 +75,23 @@ impl Saved {
             Saved::Attention {
                 heads,
                 qkv,
-                p,
-                fused,
+                weights,
             } => {
-                if *fused {
-                    if let Some(g) = attention_heads_backward(qkv, p, out, d_out)? {
+                let p = match weights {
+                    AttentionWeights::Probabilities(p) => p,
+                    AttentionWeights::LogSumExp(lse) => {
+                        // Fits wherever the forward did (kernel_geometry's tests check it).
+                        let g =
+                            attention_heads_backward(qkv, lse, out, d_out)?.ok_or_else(|| {
+                                candle_core::Error::Msg(format!(
+                                    "attention: the fused backward does not fit {:?} where the \
+                                 forward did",
+                                    qkv.shape()
+                                ))
+                            })?;
                         return merge_qkv_heads(&g.get(0)?, &g.get(1)?, &g.get(2)?);
                     }
-                }
+                };
                 let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
                 let (b, n, c) = d_out.dims3()?;
                 let hd = c / heads;
@@ -114,22 +130,21 @@ fn inner_forward(inner: Inner, l: &Tensor, w: &Tensor, bias: &Tensor) -> Result<
             let qkv = split_qkv_heads(&g, bias, heads)?;
             // One tensor-core kernel where it applies (`set_fused_attention`), else two
             // batched GEMMs around the softmax kernel and a copy merging the heads.
-            let (out, p) = match attention_heads(&qkv)? {
-                Some(fused) => fused,
+            let (out, weights) = match attention_heads(&qkv)? {
+                Some((out, lse)) => (out, AttentionWeights::LogSumExp(lse)),
                 None => {
                     let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
                     let p = softmax_last_dim(&q.matmul(&k.t()?)?)?;
-                    (p.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?, p)
+                    let out = p.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
+                    (out, AttentionWeights::Probabilities(p))
                 }
             };
-            let fused = fused_attention();
             Ok((
                 out,
                 Saved::Attention {
                     heads,
                     qkv,
-                    p,
-                    fused,
+                    weights,
                 },
             ))
         }
