@@ -1,12 +1,12 @@
 //! A ResNet block's train step (forward and backward of `sum(y * r)`) as one graph node
-//! (`residual_block_graph`, CUDA's path) against the composed ops (`residual_block_composed`,
+//! (`residual_blocks_graph`, CUDA's path) against the composed ops (`residual_block_composed`,
 //! the CPU's path), on this machine's CPU: what the per-edge zero-fill and add of candle's
 //! backward costs at ResNet-50 shapes. Alternating rounds; prints each median and the ratio.
 //! Run: `cargo run --release -p maxsup-ops --example block_bench [-- ROUNDS]`
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use maxsup_ops::{
-    residual_block_composed, residual_block_graph, to_channels_last, BlockConv, BlockNorm,
+    residual_block_composed, residual_blocks_graph, to_channels_last, BlockConv, BlockNorm,
     ResidualBlock,
 };
 use std::time::Instant;
@@ -75,7 +75,7 @@ fn main() -> Result<()> {
                     false => x.as_tensor().clone(),
                 };
                 let y = match graph {
-                    true => residual_block_graph(&input, &block)?,
+                    true => residual_blocks_graph(&input, std::slice::from_ref(&block))?,
                     false => residual_block_composed(&input, &block, true)?,
                 };
                 let grads = (y * &r)?.sum_all()?.backward()?;

@@ -21,7 +21,7 @@
 //! | [`attention_qkv`] | reshape/permute/copies + 2 matmuls + softmax | one op from the fused qkv projection, q/k/v read in place |
 //! | [`batch_norm2d_relu`], [`add_relu`] | BatchNorm or add, then ReLU | one pass each way, one fewer gradient tensor |
 //! | [`batch_norm2d_add_relu`] | BatchNorm, add, ReLU (a ResNet block's end) | on CUDA one pass forward: the BatchNorm output is never stored |
-//! | [`residual_block`] | a ResNet block's convs, BatchNorms, ReLUs and shortcut | on CUDA one graph node in train mode: one activation gradient zero-filled and added instead of six to eight; [`residual_block_nhwc`] takes and returns channels-last activations as `[N, H, W, C]`, so blocks chain with no permutation node |
+//! | [`residual_block`], [`residual_blocks`] | a ResNet block's (or a chain of blocks') convs, BatchNorms, ReLUs and shortcuts | on CUDA one graph node in train mode: for a block, one activation gradient zero-filled and added instead of six to eight; for a chain (a whole ResNet body), one in all; [`residual_block_nhwc`] / [`residual_blocks_nhwc`] take and return channels-last activations as `[N, H, W, C]`, with no permutation node |
 //! | [`residual_mlp`], [`residual_attention`] | LayerNorm, two linears, GELU or attention, stochastic-depth scale and residual add | one graph node: candle's backward zero-fills and adds one activation gradient instead of up to eight |
 
 mod attention;
@@ -79,8 +79,9 @@ pub use max_pool::max_pool2d;
 pub use read_back::{PendingRead, ReadBack};
 pub use relu::{add_relu, relu};
 pub use residual_block::{
-    residual_block, residual_block_composed, residual_block_graph, residual_block_nhwc,
-    residual_block_nhwc_graph, BlockConv, BlockNorm, BlockPair, ResidualBlock,
+    residual_block, residual_block_composed, residual_block_nhwc, residual_blocks,
+    residual_blocks_graph, residual_blocks_nhwc, residual_blocks_nhwc_graph, BlockConv, BlockNorm,
+    BlockPair, ResidualBlock,
 };
 pub use residual_branch::{
     residual_attention, residual_attention_composed, residual_attention_graph, residual_mlp,

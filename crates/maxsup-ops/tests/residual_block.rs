@@ -1,15 +1,16 @@
-//! The ResNet block as one graph node (CUDA's train-mode path, run here on the CPU) against the
-//! composed ops: outputs, running statistics and every gradient equal bit for bit, NCHW and
-//! channels-last, BasicBlock and Bottleneck, with and without a projection shortcut. (The
-//! composed ops are held to PyTorch and to finite differences in their own tests.)
+//! The ResNet block, and a chain of blocks, as one graph node (CUDA's train-mode path, run here
+//! on the CPU) against the composed ops: outputs, running statistics and every gradient equal
+//! bit for bit, NCHW and channels-last, BasicBlock and Bottleneck, with and without a
+//! projection shortcut. (The composed ops are held to PyTorch and to finite differences in
+//! their own tests.)
 
 mod common;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use common::*;
 use maxsup_ops::{
-    channels_last_view, nhwc_view, residual_block, residual_block_composed, residual_block_graph,
-    residual_block_nhwc, residual_block_nhwc_graph, to_channels_last, BlockConv, BlockNorm,
-    ResidualBlock,
+    channels_last_view, nhwc_view, residual_block, residual_block_composed, residual_block_nhwc,
+    residual_blocks, residual_blocks_graph, residual_blocks_nhwc_graph, to_channels_last,
+    BlockConv, BlockNorm, ResidualBlock,
 };
 
 /// (input channels, planes, stride, bottleneck): the shortcut projects when the stride or the
@@ -146,11 +147,11 @@ fn graph_node_equals_the_composed_ops_bit_for_bit() -> Result<()> {
             };
             let (graph_w, composed_w) = (block.weights()?, block.weights()?);
             let graph = || match format {
-                Format::NhwcOpLayout => channels_last_view(&residual_block_nhwc_graph(
+                Format::NhwcOpLayout => channels_last_view(&residual_blocks_nhwc_graph(
                     &nhwc_view(&input()?)?,
-                    &graph_w,
+                    std::slice::from_ref(&graph_w),
                 )?),
-                _ => residual_block_graph(&input()?, &graph_w),
+                _ => residual_blocks_graph(&input()?, std::slice::from_ref(&graph_w)),
             };
             let composed = || residual_block_composed(&input()?, &composed_w, true);
             let mut vars = vec![&x];
@@ -183,12 +184,108 @@ fn graph_node_equals_the_composed_ops_bit_for_bit() -> Result<()> {
     Ok(())
 }
 
+/// Blocks that chain: a projecting BasicBlock (8 -> 16, stride 2), an identity BasicBlock and
+/// an identity Bottleneck (16 -> 4 -> 16).
+const CHAIN: [(usize, usize, usize, bool); 3] =
+    [(8, 16, 2, false), (16, 16, 1, false), (16, 4, 1, true)];
+
+fn chain(seed: u64) -> Result<Vec<Block>> {
+    CHAIN
+        .iter()
+        .enumerate()
+        .map(|(i, &spec)| Block::new(spec, seed + 1000 * i as u64))
+        .collect()
+}
+
+fn chain_weights(blocks: &[Block]) -> Result<Vec<ResidualBlock>> {
+    blocks.iter().map(|b| b.weights()).collect()
+}
+
+#[test]
+fn a_chain_of_blocks_as_one_node_equals_the_composed_ops_bit_for_bit() -> Result<()> {
+    for format in [Format::Nchw, Format::ChannelsLast, Format::NhwcOpLayout] {
+        let channels_last = format != Format::Nchw;
+        let blocks = chain(500)?;
+        let x = rand_var(&[2, 8, 8, 8], 77)?;
+        let input = || match channels_last {
+            true => to_channels_last(x.as_tensor()),
+            false => Ok(x.as_tensor().clone()),
+        };
+        let (graph_w, composed_w) = (chain_weights(&blocks)?, chain_weights(&blocks)?);
+        let graph = || match format {
+            Format::NhwcOpLayout => channels_last_view(&residual_blocks_nhwc_graph(
+                &nhwc_view(&input()?)?,
+                &graph_w,
+            )?),
+            _ => residual_blocks_graph(&input()?, &graph_w),
+        };
+        let composed = || {
+            let mut y = input()?;
+            for b in &composed_w {
+                y = residual_block_composed(&y, b, true)?;
+            }
+            Ok(y)
+        };
+        let mut vars = vec![&x];
+        vars.extend(blocks.iter().flat_map(|b| b.vars()));
+        let (yg, gg) = output_and_grads(&vars, &graph, 8)?;
+        let (yc, gc) = output_and_grads(&vars, &composed, 8)?;
+        let what = format!("chain, {format:?}");
+        assert_eq!(yg.dims(), &[2, 16, 4, 4], "{what}: output shape");
+        assert_eq!(
+            maxsup_ops::is_channels_last(&yg),
+            channels_last,
+            "{what}: format"
+        );
+        assert!(bits(&yg)? == bits(&yc)?, "{what}: outputs differ");
+        for (i, (g, c)) in graph_w.iter().zip(&composed_w).enumerate() {
+            assert!(
+                running(g)? == running(c)?,
+                "{what}: block {i}'s running statistics differ"
+            );
+        }
+        assert_eq!(
+            gg.len(),
+            1 + 3 * (3 + 2 + 3),
+            "{what}: x and every pair's three parameters"
+        );
+        for (i, (g, c)) in gg.iter().zip(&gc).enumerate() {
+            assert!(bits(g)? == bits(c)?, "{what}: gradient {i} differs");
+            let total = c.abs()?.sum_all()?.to_scalar::<f32>()?;
+            assert!(total > 0.0, "{what}: gradient {i} is zero");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_chain_needs_a_block_and_off_cuda_runs_the_composed_ops() -> Result<()> {
+    let x = rand_tensor(&[2, 8, 8, 8], 3)?;
+    let e = residual_blocks_graph(&x, &[]).unwrap_err().to_string();
+    assert!(e.contains("at least one block"), "{e}");
+    assert!(
+        bits(&residual_blocks(&x, &[], true)?)? == bits(&x)?,
+        "no block: the input"
+    );
+    let blocks = chain(9)?;
+    for train in [true, false] {
+        let (a, b) = (chain_weights(&blocks)?, chain_weights(&blocks)?);
+        let y = residual_blocks(&x, &a, train)?;
+        let mut z = x.clone();
+        for block in &b {
+            z = residual_block_composed(&z, block, train)?;
+        }
+        assert!(bits(&y)? == bits(&z)?, "train {train}");
+    }
+    Ok(())
+}
+
 #[test]
 fn untracked_input_gets_no_gradient_and_the_weights_still_do() -> Result<()> {
     let block = Block::new(CASES[2], 3)?;
     let x = rand_tensor(&[2, CASES[2].0, 6, 6], 4)?;
     let w = block.weights()?;
-    let y = residual_block_graph(&x, &w)?;
+    let y = residual_blocks_graph(&x, std::slice::from_ref(&w))?;
     let grads = (y * rand_tensor(&[2, 16, 6, 6], 5)?)?
         .sum_all()?
         .backward()?;
@@ -197,6 +294,20 @@ fn untracked_input_gets_no_gradient_and_the_weights_still_do() -> Result<()> {
         assert!(
             grads.get(v.as_tensor()).is_some(),
             "a parameter lost its gradient"
+        );
+    }
+    // The same through a chain: the first block's input gradient is not computed.
+    let blocks = chain(21)?;
+    let x = rand_tensor(&[2, 8, 8, 8], 22)?;
+    let y = residual_blocks_graph(&x, &chain_weights(&blocks)?)?;
+    let grads = (y * rand_tensor(&[2, 16, 4, 4], 23)?)?
+        .sum_all()?
+        .backward()?;
+    assert!(grads.get(&x).is_none());
+    for v in blocks.iter().flat_map(|b| b.vars()) {
+        assert!(
+            grads.get(v.as_tensor()).is_some(),
+            "a chained block's parameter lost its gradient"
         );
     }
     Ok(())

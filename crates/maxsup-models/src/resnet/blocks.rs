@@ -106,10 +106,9 @@ impl Block {
         })
     }
 
-    /// `relu(main(x) + shortcut(x))` as one op (`maxsup_ops::residual_block`: a single graph
-    /// node in train mode on CUDA); with `op_layout`, `x` and the result are channels-last
-    /// activations as `[N, H, W, C]` tensors (`maxsup_ops::residual_block_nhwc`).
-    pub(crate) fn forward_t(&self, x: &Tensor, train: bool, op_layout: bool) -> Result<Tensor> {
+    /// The block as `maxsup_ops` runs it (`relu(main(x) + shortcut(x))`,
+    /// `maxsup_ops::residual_blocks`), its conv weights in the dtype of the activations `x`.
+    pub(crate) fn residual_block(&self, x: &Tensor) -> Result<ResidualBlock> {
         let pair = |c: &Conv2d, n: &BatchNorm2d| -> Result<BlockPair> {
             Ok((c.block_conv(x)?, n.block_norm()))
         };
@@ -134,7 +133,7 @@ impl Block {
                 downsample,
             ),
         };
-        let block = ResidualBlock {
+        Ok(ResidualBlock {
             main,
             shortcut: downsample
                 .as_ref()
@@ -142,11 +141,7 @@ impl Block {
                 .transpose()?,
             momentum: MOMENTUM,
             eps: EPS,
-        };
-        match op_layout {
-            true => maxsup_ops::residual_block_nhwc(x, &block, train),
-            false => maxsup_ops::residual_block(x, &block, train),
-        }
+        })
     }
 }
 

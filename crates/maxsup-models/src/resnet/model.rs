@@ -132,20 +132,25 @@ impl ImageClassifier for ResNet {
         if self.config.stem == Stem::ImageNet {
             y = maxsup_ops::max_pool2d(&y, 3, 2, 1)?;
         }
-        // In train mode on CUDA, where each block is one graph node, channels-last activations
-        // go from block to block as [N, H, W, C] tensors: no permutation node (and its
-        // transposing backward) between two blocks. Elsewhere each of a block's composed ops
-        // permutes on its own, and the op layout would only add permutation nodes.
+        // The body as one chain (`maxsup_ops::residual_blocks`): in train mode on CUDA one
+        // graph node, so no block boundary costs candle's zero-fill and add of its gradient.
+        // There channels-last activations enter as an [N, H, W, C] tensor: no permutation node
+        // (and its transposing backward) at either end. Elsewhere each of a block's composed
+        // ops permutes on its own, and the op layout would only add permutation nodes.
+        let blocks: Vec<_> = self
+            .stages
+            .iter()
+            .flatten()
+            .map(|b| b.residual_block(&y))
+            .collect::<Result<_>>()?;
         let op_layout = train && y.device().is_cuda() && maxsup_ops::is_channels_last(&y);
-        if op_layout {
-            y = maxsup_ops::nhwc_view(&y)?;
-        }
-        for block in self.stages.iter().flatten() {
-            y = block.forward_t(&y, train, op_layout)?;
-        }
         match op_layout {
-            true => maxsup_ops::channels_last_view(&y),
-            false => Ok(y),
+            true => maxsup_ops::channels_last_view(&maxsup_ops::residual_blocks_nhwc(
+                &maxsup_ops::nhwc_view(&y)?,
+                &blocks,
+                train,
+            )?),
+            false => maxsup_ops::residual_blocks(&y, &blocks, train),
         }
     }
 
