@@ -22,7 +22,7 @@
 //! | [`batch_norm2d_relu`], [`add_relu`] | BatchNorm or add, then ReLU | one pass each way, one fewer gradient tensor |
 //! | [`batch_norm2d_add_relu`] | BatchNorm, add, ReLU (a ResNet block's end) | on CUDA one pass forward: the BatchNorm output is never stored |
 //! | [`residual_block`], [`residual_blocks`] | a ResNet block's (or a chain of blocks') convs, BatchNorms, ReLUs and shortcuts | on CUDA one graph node in train mode: for a block, one activation gradient zero-filled and added instead of six to eight; for a chain (a whole ResNet body), one in all; [`residual_block_nhwc`] / [`residual_blocks_nhwc`] take and return channels-last activations as `[N, H, W, C]`, with no permutation node |
-//! | [`residual_mlp`], [`residual_attention`] | LayerNorm, two linears, GELU or attention, stochastic-depth scale and residual add | one graph node: candle's backward zero-fills and adds one activation gradient instead of up to eight |
+//! | [`residual_mlp`], [`residual_attention`], [`residual_branches`] | LayerNorm, two linears, GELU or attention, stochastic-depth scale and residual add (one sub-block, or a chain of them) | one graph node: candle's backward zero-fills and adds one activation gradient instead of up to eight per sub-block; on CUDA a chain (a whole transformer body) has one in all |
 
 mod attention;
 mod batch_norm;
@@ -84,8 +84,9 @@ pub use residual_block::{
     BlockPair, ResidualBlock,
 };
 pub use residual_branch::{
-    residual_attention, residual_attention_composed, residual_attention_graph, residual_mlp,
-    residual_mlp_composed, residual_mlp_graph, BranchWeights,
+    residual_attention, residual_attention_composed, residual_attention_graph, residual_branches,
+    residual_branches_graph, residual_mlp, residual_mlp_composed, residual_mlp_graph, Branch,
+    BranchKind, BranchWeights,
 };
 pub use softmax::softmax_last_dim;
 pub use staged_upload::{StagedUpload, UploadDType};

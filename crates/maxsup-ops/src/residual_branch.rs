@@ -10,7 +10,11 @@
 //! DeiT-Small training step on two cores. As one op a sub-block has a single activation edge
 //! (`x`) and one parameter edge (its six parameters packed into one vector), and its backward
 //! hands back `dx` with the residual gradient already added.
+//!
+//! On CUDA a whole chain of sub-blocks (a transformer's body, [`residual_branches`]) is one
+//! graph node (`chain.rs`), so no boundary between sub-blocks has an edge at all.
 
+mod chain;
 mod graph;
 
 use crate::attention::{self, Geom};
@@ -41,6 +45,33 @@ pub struct BranchWeights<'a> {
     pub in_bias: &'a Tensor,
     pub out_weight: &'a Tensor,
     pub out_bias: &'a Tensor,
+}
+
+/// What runs between a sub-block's two linear layers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BranchKind {
+    /// The exact (erf) GELU: [`residual_mlp`].
+    Mlp,
+    /// Multi-head attention on the fused qkv projection: [`residual_attention`].
+    Attention { heads: usize },
+}
+
+/// One sub-block of a chain ([`residual_branches`]): its parameters, kind and per-sample
+/// branch scale (`[batch]`, stochastic depth; `None`: 1).
+#[derive(Clone, Copy)]
+pub struct Branch<'a> {
+    pub weights: BranchWeights<'a>,
+    pub kind: BranchKind,
+    pub scale: Option<&'a Tensor>,
+}
+
+impl Branch<'_> {
+    fn inner(&self) -> Inner {
+        match self.kind {
+            BranchKind::Mlp => Inner::Gelu,
+            BranchKind::Attention { heads } => Inner::Attention { heads },
+        }
+    }
 }
 
 impl BranchWeights<'_> {
@@ -148,7 +179,7 @@ fn residual_branch(
     all.extend(branch_scale);
     if !cpu_only(&all) && graph::applies(x, w) {
         check_shapes(x, w, inner, branch_scale)?;
-        return graph::residual_branch(x, w, inner, branch_scale);
+        return one_node(x, w, inner, branch_scale);
     }
     if !cpu_only(&all) || x.rank() < 2 {
         return composed(x, w, inner, branch_scale);
@@ -177,6 +208,80 @@ fn residual_branch(
     x.contiguous()?.apply_op3(&params, &scale, op)
 }
 
+/// The sub-blocks one after another on `x` (each [`residual_mlp`] or [`residual_attention`]
+/// by its kind): on CUDA one graph node for the whole chain (see the module doc), elsewhere
+/// each sub-block as those functions run it; the same values and gradients either way. No
+/// sub-block: `x`.
+pub fn residual_branches(x: &Tensor, branches: &[Branch]) -> Result<Tensor> {
+    // Where each sub-block alone would take its graph node (CUDA), the chain takes one.
+    let graph_path = branches.iter().all(|b| {
+        let mut all: Vec<&Tensor> = vec![x];
+        all.extend(b.weights.all());
+        all.extend(b.scale);
+        !cpu_only(&all) && graph::applies(x, &b.weights)
+    });
+    if graph_path && !branches.is_empty() {
+        return chain_node(x, branches);
+    }
+    let mut y = x.clone();
+    for b in branches {
+        y = match b.kind {
+            BranchKind::Mlp => residual_mlp(&y, &b.weights, b.scale)?,
+            BranchKind::Attention { heads } => residual_attention(&y, &b.weights, heads, b.scale)?,
+        };
+    }
+    Ok(y)
+}
+
+/// [`residual_branches`] through the one-node graph path that CUDA takes, whatever the device
+/// (doc-hidden: lets the CPU tests run it against the composed ops).
+#[doc(hidden)]
+pub fn residual_branches_graph(x: &Tensor, branches: &[Branch]) -> Result<Tensor> {
+    if branches.iter().any(|b| !graph::applies(x, &b.weights)) {
+        candle_core::bail!(
+            "residual_branches_graph: needs the fused LayerNorm, GELU and softmax kernels' dtypes"
+        );
+    }
+    chain_node(x, branches)
+}
+
+/// The chain as one node, each sub-block's shapes checked first (a residual keeps `x`'s shape,
+/// so every sub-block sees it).
+fn chain_node(x: &Tensor, branches: &[Branch]) -> Result<Tensor> {
+    for b in branches {
+        if let BranchKind::Attention { .. } = b.kind {
+            if x.rank() != 3 {
+                candle_core::bail!(
+                    "residual_attention: tokens must be [B, N, C], got {:?}",
+                    x.dims()
+                );
+            }
+        }
+        check_shapes(x, &b.weights, b.inner(), b.scale)?;
+    }
+    let links: Vec<chain::Link> = branches
+        .iter()
+        .map(|b| chain::Link {
+            weights: &b.weights,
+            inner: b.inner(),
+            scale: b.scale,
+        })
+        .collect();
+    chain::chain(x, &links)
+}
+
+/// One sub-block as a chain of one node (shapes already checked).
+fn one_node(x: &Tensor, w: &BranchWeights, inner: Inner, scale: Option<&Tensor>) -> Result<Tensor> {
+    chain::chain(
+        x,
+        &[chain::Link {
+            weights: w,
+            inner,
+            scale,
+        }],
+    )
+}
+
 /// [`residual_mlp`] through the one-node graph path that CUDA takes (doc-hidden: lets the CPU
 /// tests run it against the composed ops).
 #[doc(hidden)]
@@ -191,7 +296,7 @@ pub fn residual_mlp_graph(
         );
     }
     check_shapes(x, w, Inner::Gelu, branch_scale)?;
-    graph::residual_branch(x, w, Inner::Gelu, branch_scale)
+    one_node(x, w, Inner::Gelu, branch_scale)
 }
 
 /// [`residual_attention`] through the one-node graph path that CUDA takes (doc-hidden, for the
@@ -209,7 +314,7 @@ pub fn residual_attention_graph(
         );
     }
     check_shapes(x, w, Inner::Attention { heads }, branch_scale)?;
-    graph::residual_branch(x, w, Inner::Attention { heads }, branch_scale)
+    one_node(x, w, Inner::Attention { heads }, branch_scale)
 }
 
 /// `(dim, hidden, width)` of a sub-block after checking its parameters and branch scale fit

@@ -7,8 +7,9 @@ use candle_core::{Device, Result, Tensor};
 use common::branch::{check_against_composed, Params};
 use common::*;
 use maxsup_ops::{
-    residual_attention, residual_attention_composed, residual_attention_graph, residual_mlp,
-    residual_mlp_graph, BranchWeights,
+    residual_attention, residual_attention_composed, residual_attention_graph, residual_branches,
+    residual_branches_graph, residual_mlp, residual_mlp_composed, residual_mlp_graph, Branch,
+    BranchKind, BranchWeights,
 };
 
 #[test]
@@ -102,4 +103,71 @@ fn graph_node_without_gradients_gives_the_composed_value() -> Result<()> {
         1e-5,
         "eval value",
     )
+}
+
+/// A transformer body as CUDA runs it: attention, MLP, attention, MLP sub-blocks (some scaled,
+/// one sample dropped) as one graph node, against the composed ops one after another, in the
+/// output and the gradients of the input and every parameter.
+#[test]
+fn a_chain_of_sub_blocks_as_one_node_matches_composed() -> Result<()> {
+    let (b, t, d, heads) = (3usize, 4usize, 12usize, 3usize);
+    let x = rand_var(&[b, t, d], 40)?;
+    let kinds = [
+        BranchKind::Attention { heads },
+        BranchKind::Mlp,
+        BranchKind::Attention { heads },
+        BranchKind::Mlp,
+    ];
+    let params: Vec<Params> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, k)| match k {
+            BranchKind::Mlp => Params::new(d, 4 * d, 4 * d, 50 + 10 * i as u64),
+            BranchKind::Attention { .. } => Params::new(d, 3 * d, d, 50 + 10 * i as u64),
+        })
+        .collect::<Result<_>>()?;
+    let scale = Tensor::from_vec(vec![1.25f32, 0.0, 2.0], b, &Device::Cpu)?;
+    let weights: Vec<BranchWeights> = params.iter().map(|p| p.weights()).collect();
+    let branches: Vec<Branch> = kinds
+        .iter()
+        .zip(&weights)
+        .enumerate()
+        .map(|(i, (&kind, w))| Branch {
+            weights: *w,
+            kind,
+            scale: (i % 2 == 1).then_some(&scale),
+        })
+        .collect();
+    let graph = || residual_branches_graph(x.as_tensor(), &branches);
+    let composed = || {
+        let mut y = x.as_tensor().clone();
+        for br in &branches {
+            y = match br.kind {
+                BranchKind::Mlp => residual_mlp_composed(&y, &br.weights, br.scale)?,
+                BranchKind::Attention { heads } => {
+                    residual_attention_composed(&y, &br.weights, heads, br.scale)?
+                }
+            };
+        }
+        Ok(y)
+    };
+    let mut vars = vec![&x];
+    vars.extend(params.iter().flat_map(|p| p.vars.iter()));
+    let (yg, gg) = output_and_grads(&vars, &graph, 41)?;
+    let (yc, gc) = output_and_grads(&vars, &composed, 41)?;
+    assert_close(&yg, &yc, 1e-5, "chain: output")?;
+    assert_eq!(gg.len(), 1 + 6 * kinds.len());
+    for (i, (g, c)) in gg.iter().zip(&gc).enumerate() {
+        assert_close(g, c, 1e-4, &format!("chain: gradient {i}"))?;
+        let total = c.abs()?.sum_all()?.to_scalar::<f32>()?;
+        assert!(total > 0.0, "chain: gradient {i} is zero");
+    }
+    // Off CUDA the public entry runs each sub-block's own op: the same values.
+    let cpu = residual_branches(x.as_tensor(), &branches)?;
+    assert_close(&cpu, &yc, 1e-5, "chain on the CPU ops")?;
+    assert!(residual_branches_graph(x.as_tensor(), &[])
+        .unwrap_err()
+        .to_string()
+        .contains("no sub-block"));
+    Ok(())
 }

@@ -22,36 +22,54 @@ struct Attention {
     num_heads: usize,
 }
 
-impl Attention {
-    /// `x + s ⊙ proj(attention(qkv(norm(x))))`: q/k/v split, scaled dot-product softmax and
-    /// head merge inside the op (maxsup-ops).
-    fn residual(&self, norm: &LayerNorm, x: &Tensor, scale: Option<&Tensor>) -> Result<Tensor> {
-        branch(norm, &self.qkv, &self.proj, x, |w| {
-            maxsup_ops::residual_attention(x, w, self.num_heads, scale)
-        })
-    }
+/// A sub-block's parameters as `maxsup_ops` runs it: the linear ones in the activation dtype
+/// (bf16 under mixed precision, as `Linear::forward` casts them), the norm's f32, and its
+/// stochastic-depth scale for this step.
+pub(crate) struct SubBlock<'a> {
+    norm: &'a LayerNorm,
+    kind: maxsup_ops::BranchKind,
+    in_weight: Tensor,
+    in_bias: Tensor,
+    out_weight: Tensor,
+    out_bias: Tensor,
+    scale: Option<Tensor>,
 }
 
-/// Runs `f` on a sub-block's parameters, the linear ones in the activation dtype (bf16 under
-/// mixed precision, as `Linear::forward` casts them); the norm's stay f32.
-fn branch(
-    norm: &LayerNorm,
-    inp: &Linear,
-    out: &Linear,
-    x: &Tensor,
-    f: impl FnOnce(&maxsup_ops::BranchWeights) -> Result<Tensor>,
-) -> Result<Tensor> {
-    let (in_weight, in_bias) = (like(inp.weight(), x)?, like(inp.bias(), x)?);
-    let (out_weight, out_bias) = (like(out.weight(), x)?, like(out.bias(), x)?);
-    f(&maxsup_ops::BranchWeights {
-        norm_weight: norm.weight(),
-        norm_bias: norm.bias(),
-        norm_eps: norm.eps(),
-        in_weight: &in_weight,
-        in_bias: &in_bias,
-        out_weight: &out_weight,
-        out_bias: &out_bias,
-    })
+impl<'a> SubBlock<'a> {
+    fn new(
+        norm: &'a LayerNorm,
+        (inp, out): (&Linear, &Linear),
+        kind: maxsup_ops::BranchKind,
+        x: &Tensor,
+        scale: Option<Tensor>,
+    ) -> Result<Self> {
+        Ok(Self {
+            norm,
+            kind,
+            in_weight: like(inp.weight(), x)?,
+            in_bias: like(inp.bias(), x)?,
+            out_weight: like(out.weight(), x)?,
+            out_bias: like(out.bias(), x)?,
+            scale,
+        })
+    }
+
+    /// `x + s ⊙ out(inner(in(norm(x))))` as `maxsup_ops::residual_branches` takes it.
+    pub(crate) fn branch(&self) -> maxsup_ops::Branch<'_> {
+        maxsup_ops::Branch {
+            weights: maxsup_ops::BranchWeights {
+                norm_weight: self.norm.weight(),
+                norm_bias: self.norm.bias(),
+                norm_eps: self.norm.eps(),
+                in_weight: &self.in_weight,
+                in_bias: &self.in_bias,
+                out_weight: &self.out_weight,
+                out_bias: &self.out_bias,
+            },
+            kind: self.kind,
+            scale: self.scale.as_ref(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -88,17 +106,30 @@ impl Block {
         })
     }
 
-    pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        // Each sub-block (norm, two linears, attention or GELU, drop path, residual add) is one
-        // op: one gradient edge for candle's backward instead of up to eight.
-        let rate = self.drop_path_rate;
-        let scale = drop_path_scale(x.dim(0)?, rate, train, x.device())?;
-        let x = self.attn.residual(&self.norm1, x, scale.as_ref())?;
-        let scale = drop_path_scale(x.dim(0)?, rate, train, x.device())?;
+    /// The block's two sub-blocks (attention, then the MLP) for tokens like `x`, each drawing
+    /// its stochastic-depth scale in that order. Each is one op (norm, two linears, attention or
+    /// GELU, drop path, residual add): one gradient edge for candle's backward instead of up to
+    /// eight, and on CUDA the whole body's sub-blocks are one (`maxsup_ops::residual_branches`).
+    pub(crate) fn sub_blocks(&self, x: &Tensor, train: bool) -> Result<[SubBlock<'_>; 2]> {
+        let (rate, batch) = (self.drop_path_rate, x.dim(0)?);
+        let attn = SubBlock::new(
+            &self.norm1,
+            (&self.attn.qkv, &self.attn.proj),
+            maxsup_ops::BranchKind::Attention {
+                heads: self.attn.num_heads,
+            },
+            x,
+            drop_path_scale(batch, rate, train, x.device())?,
+        )?;
         // timm's MLP uses nn.GELU: the exact erf form.
-        branch(&self.norm2, &self.fc1, &self.fc2, &x, |w| {
-            maxsup_ops::residual_mlp(&x, w, scale.as_ref())
-        })
+        let mlp = SubBlock::new(
+            &self.norm2,
+            (&self.fc1, &self.fc2),
+            maxsup_ops::BranchKind::Mlp,
+            x,
+            drop_path_scale(batch, rate, train, x.device())?,
+        )?;
+        Ok([attn, mlp])
     }
 
     pub(crate) fn drop_path_rate(&self) -> f64 {

@@ -149,11 +149,13 @@ impl ImageClassifier for DeiT {
             self.config.embed_dim,
         ))?;
         let pos_embed = crate::layers::like(&self.pos_embed, &patches)?;
-        let mut t = Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&pos_embed)?;
+        let t = Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&pos_embed)?;
+        let mut subs = Vec::with_capacity(2 * self.blocks.len());
         for block in &self.blocks {
-            t = block.forward_t(&t, train)?;
+            subs.extend(block.sub_blocks(&t, train)?);
         }
-        Ok(t)
+        let branches: Vec<_> = subs.iter().map(|s| s.branch()).collect();
+        maxsup_ops::residual_branches(&t, &branches)
     }
 
     fn forward_from_stage(&self, activation: &Tensor, _train: bool) -> Result<Tensor> {

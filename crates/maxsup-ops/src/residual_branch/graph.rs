@@ -11,31 +11,37 @@
 //! (`crate::linear_bias`), in the attention the split into heads (`crate::qkv_heads`); the
 //! second linear's bias, the stochastic-depth scale and the residual add are one pass after its
 //! GEMM (`crate::residual_out`).
+//!
+//! This file is one sub-block's forward and backward ([`BranchTape`]); `chain.rs` is the node,
+//! which carries a chain of them (a whole transformer's blocks) as one.
 
 use super::{BranchWeights, Inner};
 use crate::fused_attention::{attention_heads, attention_heads_backward};
-use crate::graph_node::PrecomputedOutput;
 use crate::layer_norm::layer_norm_backward;
 use crate::linear_bias::{bias_gelu, bias_gelu_backward, bias_grad};
 use crate::qkv_heads::{merge_qkv_heads, split_qkv_heads};
 use crate::residual_out::{residual_bias_add, scaled_bias_grad};
 use crate::softmax::softmax_backward;
 use crate::{layer_norm, linear, softmax_last_dim};
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{Result, Tensor};
 
-/// Operands `(x, [norm weight | norm bias] (f32), [fc1 weight | fc1 bias | fc2 weight | fc2
-/// bias] (the activations' dtype))`: two packed vectors because the norm's parameters stay f32
-/// next to bf16 linear weights under mixed precision.
-struct BranchGraphOp {
+/// One sub-block as the node ran it: its detached input and parameters and what its backward
+/// needs of the forward.
+pub(super) struct BranchTape {
     dim: usize,
-    /// `in`'s output width (MLP: 4C; attention: 3C) and `out`'s input width (4C; C).
-    hidden: usize,
+    /// `out`'s input width (MLP: 4C; attention: C).
     width: usize,
     eps: f32,
     /// `[B]` in the activations' dtype (stochastic depth), or none.
     scale: Option<Tensor>,
-    /// The forward's result, handed to candle once (the node's output) and then dropped.
-    output: PrecomputedOutput,
+    /// The sub-block's input (contiguous, detached): the previous one's output.
+    x: Tensor,
+    /// LayerNorm's weight and bias (f32), `in`'s weight and bias and `out`'s weight, detached.
+    gamma: Tensor,
+    beta: Tensor,
+    w1: Tensor,
+    b1: Tensor,
+    w2: Tensor,
     /// LayerNorm's output (`in`'s input) and `inner`'s output (`out`'s input).
     normalized: Tensor,
     inner_out: Tensor,
@@ -151,50 +157,52 @@ fn inner_forward(inner: Inner, l: &Tensor, w: &Tensor, bias: &Tensor) -> Result<
     }
 }
 
-impl CustomOp3 for BranchGraphOp {
-    fn name(&self) -> &'static str {
-        "maxsup-residual-branch-graph"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.output.cpu()
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        self.output.cuda()
-    }
-
-    fn bwd(
-        &self,
+impl BranchTape {
+    /// `x + s ⊙ out(inner(in(layer_norm(x))))` on `x` (contiguous, detached) by the separate
+    /// ops on detached parameters; `scale` is `[batch]` or none, shapes already checked by the
+    /// caller. Returns the tape and the output.
+    pub(super) fn forward(
         x: &Tensor,
-        norm: &Tensor,
-        lin: &Tensor,
-        _y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (c, hid, wid) = (self.dim, self.hidden, self.width);
-        let (x, norm, lin) = (x.detach(), norm.detach(), lin.detach());
-        let w1 = lin.narrow(0, 0, hid * c)?.reshape((hid, c))?;
-        let w2 = lin.narrow(0, hid * c + hid, c * wid)?.reshape((c, wid))?;
-        let (gamma, beta) = (norm.narrow(0, 0, c)?, norm.narrow(0, c, c)?);
-        let (l, a) = (&self.normalized, &self.inner_out);
+        w: &BranchWeights,
+        inner: Inner,
+        scale: Option<&Tensor>,
+    ) -> Result<(Self, Tensor)> {
+        let (dim, width) = (x.dim(candle_core::D::Minus1)?, w.out_weight.dim(1)?);
+        let (gamma, beta) = (w.norm_weight.detach(), w.norm_bias.detach());
+        let (w1, b1) = (w.in_weight.detach(), w.in_bias.detach());
+        let w2 = w.out_weight.detach();
+        let l = layer_norm(x, &gamma, &beta, w.norm_eps)?;
+        let (a, saved) = inner_forward(inner, &l, &w1, &b1)?;
+        // The output linear's bias, the scale and the residual add in one pass after its GEMM.
+        let o = linear(&a, &w2, None)?;
+        let scale = match scale {
+            Some(s) => Some(s.detach().flatten_all()?.to_dtype(o.dtype())?),
+            None => None,
+        };
+        let y = residual_bias_add(x, &o, &w.out_bias.detach(), scale.as_ref())?;
+        let tape = Self {
+            dim,
+            width,
+            eps: w.norm_eps as f32,
+            scale,
+            x: x.clone(),
+            gamma,
+            beta,
+            w1,
+            b1,
+            w2,
+            normalized: l,
+            inner_out: a,
+            inner: saved,
+        };
+        Ok((tape, y))
+    }
+
+    /// `(dx, [d norm weight | d norm bias], [d in weight | d in bias | d out weight | d out
+    /// bias])` from the output gradient `dy`, `dx` with the residual path's gradient in it.
+    pub(super) fn backward(&self, dy: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let (c, wid) = (self.dim, self.width);
+        let (x, l, a) = (&self.x, &self.normalized, &self.inner_out);
         let rows = x.elem_count() / c;
         let dy = dy.contiguous()?;
         // fc2's output gradient with its bias gradient, then fc2's backward.
@@ -209,25 +217,24 @@ impl CustomOp3 for BranchGraphOp {
                 (g, db)
             }
         };
-        let da = g2.matmul(&w2)?;
+        let da = g2.matmul(&self.w2)?;
         let dw2 = g2.t()?.matmul(&a.reshape((rows, wid))?)?;
         // The inner function (in the activations' shape), then `in`.
-        let b1 = lin.narrow(0, hid * c, hid)?;
-        let (dh, db1) = self.inner.backward(a, &da.reshape(a.shape())?, &b1)?;
-        let dl = dh.matmul(&w1)?;
+        let (dh, db1) = self.inner.backward(a, &da.reshape(a.shape())?, &self.b1)?;
+        let dl = dh.matmul(&self.w1)?;
         let dw1 = dh.t()?.matmul(&l.reshape((rows, c))?)?;
         // LayerNorm, and the residual path.
         let (dx, dgamma, dbeta) = layer_norm_backward(
-            &x,
-            &gamma,
-            &beta,
+            x,
+            &self.gamma,
+            &self.beta,
             &dl.reshape(x.shape())?,
             Some(&dy),
             self.eps,
         )?;
         let dnorm = Tensor::cat(&[dgamma.flatten_all()?, dbeta.flatten_all()?], 0)?;
         let dlin = Tensor::cat(&[dw1.flatten_all()?, db1, dw2.flatten_all()?, db2], 0)?;
-        Ok((Some(dx), Some(dnorm), Some(dlin)))
+        Ok((dx, dnorm, dlin))
     }
 }
 
@@ -238,64 +245,4 @@ pub(super) fn applies(x: &Tensor, w: &BranchWeights) -> bool {
         &[x, w.in_weight, w.in_bias, w.out_weight, w.out_bias],
         &[w.norm_weight, w.norm_bias],
     ) && x.rank() >= 2
-}
-
-/// `x + s ⊙ out(inner(in(layer_norm(x))))` as one graph node; `scale` is `[batch]` or none,
-/// shapes already checked by the caller.
-pub(super) fn residual_branch(
-    x: &Tensor,
-    w: &BranchWeights,
-    inner: Inner,
-    scale: Option<&Tensor>,
-) -> Result<Tensor> {
-    let (dim, hidden, width) = (
-        x.dim(candle_core::D::Minus1)?,
-        w.in_weight.dim(0)?,
-        w.out_weight.dim(1)?,
-    );
-    let detach = |t: &Tensor| t.detach();
-    let xd = x.contiguous()?.detach();
-    let l = layer_norm(
-        &xd,
-        &detach(w.norm_weight),
-        &detach(w.norm_bias),
-        w.norm_eps,
-    )?;
-    let (a, saved) = inner_forward(inner, &l, &detach(w.in_weight), &detach(w.in_bias))?;
-    // The output linear's bias, the scale and the residual add in one pass after its GEMM.
-    let o = linear(&a, &detach(w.out_weight), None)?;
-    let scale = match scale {
-        Some(s) => Some(s.detach().flatten_all()?.to_dtype(o.dtype())?),
-        None => None,
-    };
-    let y = residual_bias_add(&xd, &o, &detach(w.out_bias), scale.as_ref())?;
-    if !std::iter::once(x).chain(w.all()).any(|t| t.track_op()) {
-        // Nothing to differentiate (evaluation): no node, no copy of the output.
-        return Ok(y);
-    }
-    let norm = Tensor::cat(
-        &[w.norm_weight.flatten_all()?, w.norm_bias.flatten_all()?],
-        0,
-    )?;
-    let lin = Tensor::cat(
-        &[
-            w.in_weight.flatten_all()?,
-            w.in_bias.flatten_all()?,
-            w.out_weight.flatten_all()?,
-            w.out_bias.flatten_all()?,
-        ],
-        0,
-    )?;
-    let op = BranchGraphOp {
-        dim,
-        hidden,
-        width,
-        eps: w.norm_eps as f32,
-        scale,
-        output: PrecomputedOutput::new("residual branch", y),
-        normalized: l,
-        inner_out: a,
-        inner: saved,
-    };
-    x.contiguous()?.apply_op3(&norm, &lin, op)
 }
