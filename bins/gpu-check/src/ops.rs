@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 /// One operand: its shape, whether it gets a gradient, and its storage dtype (`None`: the
 /// case's dtype; `Some(F32)` for f32 parameters next to bf16 activations).
+#[derive(Clone)]
 struct Operand {
     shape: Vec<usize>,
     grad: bool,
@@ -360,6 +361,60 @@ fn residual_block_op(blur: bool, op_layout: bool) -> Box<OpFn> {
     )
 }
 
+/// ResNet-50's first two `layer2` Bottlenecks (256 -> 128 -> 512 stride 2 with its projection,
+/// then 512 -> 128 -> 512) as one chain (`maxsup_ops::residual_blocks_nhwc`: on CUDA in train
+/// mode one graph node for both, the block boundary inside it), channels-last in the op layout
+/// as ResNet runs it. Operands: x, then per pair (the first block's three main and shortcut,
+/// the second's three) conv weight, BatchNorm weight and bias. Extra outputs: every running
+/// statistic.
+fn residual_chain_op() -> Box<OpFn> {
+    Box::new(
+        move |t: &[Tensor], dev: &Device, sd: DType| -> candle_core::Result<Vec<Tensor>> {
+            let mut stats = Vec::new();
+            let mut pair = |i: usize, stride: usize, pad: usize| {
+                let (w, g, b) = (&t[1 + 3 * i], &t[2 + 3 * i], &t[3 + 3 * i]);
+                let c = g.elem_count();
+                let rm = Var::from_tensor(&Tensor::zeros(c, sd, dev)?)?;
+                let rv = Var::from_tensor(&Tensor::ones(c, sd, dev)?)?;
+                stats.extend([rm.as_tensor().clone(), rv.as_tensor().clone()]);
+                candle_core::Result::Ok((
+                    maxsup_ops::BlockConv {
+                        weight: w.clone(),
+                        stride,
+                        padding: pad,
+                        blur: None,
+                    },
+                    maxsup_ops::BlockNorm {
+                        weight: g.clone(),
+                        bias: b.clone(),
+                        running_mean: rm,
+                        running_var: rv,
+                    },
+                ))
+            };
+            let block = |main, shortcut| maxsup_ops::ResidualBlock {
+                main,
+                shortcut,
+                momentum: 0.1,
+                eps: 1e-5,
+            };
+            let first = block(
+                vec![pair(0, 1, 0)?, pair(1, 2, 1)?, pair(2, 1, 0)?],
+                Some(pair(3, 2, 0)?),
+            );
+            let second = block(vec![pair(4, 1, 0)?, pair(5, 1, 1)?, pair(6, 1, 0)?], None);
+            let y = maxsup_ops::channels_last_view(&maxsup_ops::residual_blocks_nhwc(
+                &maxsup_ops::nhwc_view(&t[0])?,
+                &[first, second],
+                true,
+            )?)?;
+            let mut out = vec![y];
+            out.extend(stats);
+            Ok(out)
+        },
+    )
+}
+
 fn residual_block_rows(rows: &mut Rows, dtype: DType, gpu: &Device) -> Result<()> {
     let mut operands = vec![act(&[4, 256, 28, 28])];
     for (o, i, k) in [(128, 256, 1), (128, 128, 3), (512, 128, 1), (512, 256, 1)] {
@@ -388,6 +443,14 @@ fn residual_block_rows(rows: &mut Rows, dtype: DType, gpu: &Device) -> Result<()
             gpu,
         )?;
     }
+    let mut chain = operands.clone();
+    for (o, i, k) in [(128, 512, 1), (128, 128, 3), (512, 128, 1)] {
+        chain.extend([act(&[o, i, k, k]), param_f32(&[o]), param_f32(&[o])]);
+    }
+    let f = channels_last(residual_chain_op());
+    let chain_name =
+        "residual_blocks ResNet-50 layer2's first two Bottlenecks, channels-last [N, H, W, C]";
+    check(rows, chain_name, dtype, &chain, f.as_ref(), gpu)?;
     operands.extend([constant(&[128, 1, 3, 3]), constant(&[256, 1, 3, 3])]);
     let name = format!("{name} BlurPool");
     check(
@@ -613,6 +676,33 @@ pub fn run(gpu: &Device, out: &std::path::Path) -> Result<Value> {
             let name = "residual_attention D=384 H=6 (DeiT-S), fused attention fwd+bwd";
             check(&mut rows, name, dtype, &attention, &f, gpu)?;
         }
+        // A whole DeiT-S block, attention then MLP, as one chain (on CUDA one graph node).
+        let f = |t: &[Tensor], _: &Device, _: DType| -> candle_core::Result<Vec<Tensor>> {
+            let scale = branch_scale(&t[0])?;
+            let mlp_params: Vec<Tensor> = std::iter::once(t[0].clone())
+                .chain(t[7..13].iter().cloned())
+                .collect();
+            let branches = [
+                maxsup_ops::Branch {
+                    weights: branch_weights(t),
+                    kind: maxsup_ops::BranchKind::Attention { heads: 6 },
+                    scale: Some(&scale),
+                },
+                maxsup_ops::Branch {
+                    weights: branch_weights(&mlp_params),
+                    kind: maxsup_ops::BranchKind::Mlp,
+                    scale: None,
+                },
+            ];
+            Ok(vec![maxsup_ops::residual_branches(&t[0], &branches)?])
+        };
+        let block: Vec<Operand> = attention
+            .iter()
+            .cloned()
+            .chain(mlp[1..].iter().cloned())
+            .collect();
+        let name = "residual_branches attention + MLP D=384 H=6 (one DeiT-S block)";
+        check(&mut rows, name, dtype, &block, &f, gpu)?;
         let f = |t: &[Tensor], _: &Device, _: DType| Ok(vec![maxsup_ops::attention_qkv(&t[0], 6)?]);
         check(
             &mut rows,
