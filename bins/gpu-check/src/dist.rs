@@ -179,14 +179,17 @@ fn train(flags: &[&str]) -> Result<()> {
     )
 }
 
-/// `--gpus 1` (also with `--sync-bn true`) and a plain CUDA run of the same step end with the
-/// same weights. One step: this training amplifies rounding so fast that two runs differing only
+/// `--gpus 1` (also with `--sync-bn true`) and a plain CUDA run of the same step, all on GPU
+/// `gpu`, end with the same weights. One step: this training amplifies rounding so fast that two runs differing only
 /// in the order of their additions drift ~1e-3 apart within two steps (seen on the CPU).
-fn gpus_one(work: &Path) -> Result<Value> {
+fn gpus_one(work: &Path, gpu: usize) -> Result<Value> {
     let data = work.join("cifar");
     fake_cifar(&data)?;
     let data = data.to_string_lossy().into_owned();
+    let device = format!("cuda:{gpu}");
     let common = [
+        "--device",
+        &device,
         "--cifar10",
         &data,
         "--epochs",
@@ -205,7 +208,7 @@ fn gpus_one(work: &Path) -> Result<Value> {
     let runs_of: [(&str, &[&str]); 3] = [
         ("gpus1", &["--gpus", "1"]),
         ("gpus1_sync_bn", &["--gpus", "1", "--sync-bn", "true"]),
-        ("plain", &["--device", "cuda"]),
+        ("plain", &[]),
     ];
     for (name, extra) in runs_of {
         let out = work.join(name).to_string_lossy().into_owned();
@@ -256,7 +259,8 @@ fn against(
     }))
 }
 
-pub fn run(device: &Device) -> Result<Value> {
+/// The phase on `device`, CUDA device `gpu`.
+pub fn run(device: &Device, gpu: usize) -> Result<Value> {
     let version = NcclCollective::version()?;
     let mut comm = one_rank(device)?;
     let identities = identities(&mut comm, device)?;
@@ -264,7 +268,7 @@ pub fn run(device: &Device) -> Result<Value> {
     let dp = data_parallel(comm, device)?;
     let work = std::env::temp_dir().join(format!("gpu-check-dist-{}", std::process::id()));
     let trained =
-        gpus_one(&work).unwrap_or_else(|e| json!({"pass": false, "error": format!("{e:#}")}));
+        gpus_one(&work, gpu).unwrap_or_else(|e| json!({"pass": false, "error": format!("{e:#}")}));
     let _ = std::fs::remove_dir_all(&work);
     let pass = [&identities, &dp, &trained]
         .iter()

@@ -83,7 +83,7 @@ fn main() -> anyhow::Result<()> {
         Phase::Throughput => {
             throughput::run(&device, (args.batch, args.warmup, args.steps), &args.out)?
         }
-        Phase::Dist => dist::run(&device)?,
+        Phase::Dist => dist::run(&device, args.gpu)?,
     };
     let text = serde_json::to_string_pretty(&value)?;
     std::fs::write(&args.out, text + "\n")
