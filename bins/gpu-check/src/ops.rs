@@ -298,6 +298,37 @@ fn constant(shape: &[usize]) -> Operand {
     }
 }
 
+/// Conv-BatchNorm pair `i` of a block's operands `t` (x, then per pair conv weight, BatchNorm
+/// weight and bias) with its conv's stride, padding and BlurPool filter, and fresh running
+/// statistics (mean 0, variance 1, in `sd` on `dev`), which go to `stats` to be compared.
+fn block_pair(
+    t: &[Tensor],
+    i: usize,
+    (stride, padding, blur): (usize, usize, Option<&Tensor>),
+    (dev, sd): (&Device, DType),
+    stats: &mut Vec<Tensor>,
+) -> candle_core::Result<maxsup_ops::BlockPair> {
+    let (w, g, b) = (&t[1 + 3 * i], &t[2 + 3 * i], &t[3 + 3 * i]);
+    let c = g.elem_count();
+    let rm = Var::from_tensor(&Tensor::zeros(c, sd, dev)?)?;
+    let rv = Var::from_tensor(&Tensor::ones(c, sd, dev)?)?;
+    stats.extend([rm.as_tensor().clone(), rv.as_tensor().clone()]);
+    Ok((
+        maxsup_ops::BlockConv {
+            weight: w.clone(),
+            stride,
+            padding,
+            blur: blur.cloned(),
+        },
+        maxsup_ops::BlockNorm {
+            weight: g.clone(),
+            bias: b.clone(),
+            running_mean: rm,
+            running_var: rv,
+        },
+    ))
+}
+
 /// ResNet-50's first `layer2` Bottleneck (256 -> 128 -> 512, stride 2, projection shortcut):
 /// on CUDA in train mode one graph node (`maxsup_ops::residual_block`), against the composed
 /// ops in f64 on the CPU. Operands: x, then per pair (three main, the shortcut) conv weight,
@@ -310,25 +341,7 @@ fn residual_block_op(blur: bool, op_layout: bool) -> Box<OpFn> {
         move |t: &[Tensor], dev: &Device, sd: DType| -> candle_core::Result<Vec<Tensor>> {
             let mut stats = Vec::new();
             let mut pair = |i: usize, stride: usize, pad: usize, blur: Option<&Tensor>| {
-                let (w, g, b) = (&t[1 + 3 * i], &t[2 + 3 * i], &t[3 + 3 * i]);
-                let c = g.elem_count();
-                let rm = Var::from_tensor(&Tensor::zeros(c, sd, dev)?)?;
-                let rv = Var::from_tensor(&Tensor::ones(c, sd, dev)?)?;
-                stats.extend([rm.as_tensor().clone(), rv.as_tensor().clone()]);
-                candle_core::Result::Ok((
-                    maxsup_ops::BlockConv {
-                        weight: w.clone(),
-                        stride,
-                        padding: pad,
-                        blur: blur.cloned(),
-                    },
-                    maxsup_ops::BlockNorm {
-                        weight: g.clone(),
-                        bias: b.clone(),
-                        running_mean: rm,
-                        running_var: rv,
-                    },
-                ))
+                block_pair(t, i, (stride, pad, blur), (dev, sd), &mut stats)
             };
             let (blur2, blur_d) = match blur {
                 true => (Some(&t[13]), Some(&t[14])),
@@ -372,25 +385,7 @@ fn residual_chain_op() -> Box<OpFn> {
         move |t: &[Tensor], dev: &Device, sd: DType| -> candle_core::Result<Vec<Tensor>> {
             let mut stats = Vec::new();
             let mut pair = |i: usize, stride: usize, pad: usize| {
-                let (w, g, b) = (&t[1 + 3 * i], &t[2 + 3 * i], &t[3 + 3 * i]);
-                let c = g.elem_count();
-                let rm = Var::from_tensor(&Tensor::zeros(c, sd, dev)?)?;
-                let rv = Var::from_tensor(&Tensor::ones(c, sd, dev)?)?;
-                stats.extend([rm.as_tensor().clone(), rv.as_tensor().clone()]);
-                candle_core::Result::Ok((
-                    maxsup_ops::BlockConv {
-                        weight: w.clone(),
-                        stride,
-                        padding: pad,
-                        blur: None,
-                    },
-                    maxsup_ops::BlockNorm {
-                        weight: g.clone(),
-                        bias: b.clone(),
-                        running_mean: rm,
-                        running_var: rv,
-                    },
-                ))
+                block_pair(t, i, (stride, pad, None), (dev, sd), &mut stats)
             };
             let block = |main, shortcut| maxsup_ops::ResidualBlock {
                 main,

@@ -64,3 +64,36 @@ impl PrecomputedOutput {
         })
     }
 }
+
+/// The `cpu_fwd` and `cuda_fwd` of a three-operand graph node (`CustomOp3`) whose output is
+/// the [`PrecomputedOutput`] in `self.$field`: its operands are there for candle's graph (their
+/// gradients), not read.
+macro_rules! precomputed_fwd3 {
+    ($field:ident) => {
+        fn cpu_fwd(
+            &self,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+        ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+            self.$field.cpu()
+        }
+
+        #[cfg(feature = "cuda")]
+        fn cuda_fwd(
+            &self,
+            _: &candle_core::CudaStorage,
+            _: &candle_core::Layout,
+            _: &candle_core::CudaStorage,
+            _: &candle_core::Layout,
+            _: &candle_core::CudaStorage,
+            _: &candle_core::Layout,
+        ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
+            self.$field.cuda()
+        }
+    };
+}
+pub(crate) use precomputed_fwd3;

@@ -10,9 +10,9 @@
 
 use super::tape::{BlockTape, UnitGrads};
 use super::ResidualBlock;
-use crate::graph_node::PrecomputedOutput;
+use crate::graph_node::{precomputed_fwd3, PrecomputedOutput};
 use crate::layout;
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CustomOp3, Result, Tensor};
 
 /// The blocks as one node on the `[N, C, H, W]` tensor `x` (NCHW or channels-last).
 pub(super) fn graph(x: &Tensor, blocks: &[ResidualBlock]) -> Result<Tensor> {
@@ -80,30 +80,7 @@ impl CustomOp3 for ChainGraphOp {
         "maxsup-residual-blocks-graph"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.output.cpu()
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        self.output.cuda()
-    }
+    precomputed_fwd3!(output);
 
     fn bwd(
         &self,

@@ -9,8 +9,8 @@
 
 use super::graph::BranchTape;
 use super::{BranchWeights, Inner};
-use crate::graph_node::PrecomputedOutput;
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use crate::graph_node::{precomputed_fwd3, PrecomputedOutput};
+use candle_core::{CustomOp3, Result, Tensor};
 
 /// One sub-block of a chain, shapes already checked.
 pub(super) struct Link<'a> {
@@ -80,30 +80,7 @@ impl CustomOp3 for ChainGraphOp {
         "maxsup-residual-branches-graph"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.output.cpu()
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        self.output.cuda()
-    }
+    precomputed_fwd3!(output);
 
     fn bwd(
         &self,
