@@ -97,3 +97,13 @@ macro_rules! precomputed_fwd3 {
     };
 }
 pub(crate) use precomputed_fwd3;
+
+/// `tensors` flattened and concatenated into one vector, in order: a graph node's packed
+/// parameter operand, or its gradient (candle's custom ops take at most three operands).
+pub(crate) fn packed<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> Result<Tensor> {
+    let flat: Vec<Tensor> = tensors
+        .into_iter()
+        .map(|t| t.flatten_all())
+        .collect::<Result<_>>()?;
+    Tensor::cat(&flat, 0)
+}

@@ -117,13 +117,19 @@ pub fn residual_attention(
     heads: usize,
     branch_scale: Option<&Tensor>,
 ) -> Result<Tensor> {
+    check_tokens(x)?;
+    residual_branch(x, w, Inner::Attention { heads }, branch_scale)
+}
+
+/// An attention sub-block's input must be tokens, `[B, N, C]`.
+fn check_tokens(x: &Tensor) -> Result<()> {
     if x.rank() != 3 {
         candle_core::bail!(
             "residual_attention: tokens must be [B, N, C], got {:?}",
             x.dims()
         );
     }
-    residual_branch(x, w, Inner::Attention { heads }, branch_scale)
+    Ok(())
 }
 
 /// [`residual_mlp`] composed from the separate differentiable ops (any device or dtype; also
@@ -190,12 +196,7 @@ fn residual_branch(
         Some(s) => s.contiguous()?,
         None => Tensor::ones(batch, DType::F32, x.device())?,
     };
-    let packed: Vec<Tensor> = w
-        .all()
-        .iter()
-        .map(|t| t.flatten_all())
-        .collect::<Result<_>>()?;
-    let params = Tensor::cat(&packed, 0)?;
+    let params = crate::graph_node::packed(w.all())?;
     let op = ResidualBranchOp {
         dim,
         hidden,
@@ -250,12 +251,7 @@ pub fn residual_branches_graph(x: &Tensor, branches: &[Branch]) -> Result<Tensor
 fn chain_node(x: &Tensor, branches: &[Branch]) -> Result<Tensor> {
     for b in branches {
         if let BranchKind::Attention { .. } = b.kind {
-            if x.rank() != 3 {
-                candle_core::bail!(
-                    "residual_attention: tokens must be [B, N, C], got {:?}",
-                    x.dims()
-                );
-            }
+            check_tokens(x)?;
         }
         check_shapes(x, &b.weights, b.inner(), b.scale)?;
     }

@@ -10,7 +10,7 @@
 
 use super::tape::{BlockTape, UnitGrads};
 use super::ResidualBlock;
-use crate::graph_node::{precomputed_fwd3, PrecomputedOutput};
+use crate::graph_node::{packed, precomputed_fwd3, PrecomputedOutput};
 use crate::layout;
 use candle_core::{CustomOp3, Result, Tensor};
 
@@ -53,12 +53,8 @@ pub(super) fn graph_in_op_layout(
         // Nothing to differentiate: no node, no copy of the output.
         return Ok(h);
     }
-    let flat = |ts: Vec<&Tensor>| -> Result<Tensor> {
-        let flat: Vec<Tensor> = ts.iter().map(|t| t.flatten_all()).collect::<Result<_>>()?;
-        Tensor::cat(&flat, 0)
-    };
-    let norms = flat(pairs().flat_map(|(_, n)| [&n.weight, &n.bias]).collect())?;
-    let convs = flat(pairs().map(|(c, _)| &c.weight).collect())?;
+    let norms = packed(pairs().flat_map(|(_, n)| [&n.weight, &n.bias]))?;
+    let convs = packed(pairs().map(|(c, _)| &c.weight))?;
     let op = ChainGraphOp {
         output: PrecomputedOutput::new("residual blocks", h),
         blocks: tapes,
@@ -109,16 +105,10 @@ impl CustomOp3 for ChainGraphOp {
         }
         per_block.reverse();
         let grads = || per_block.iter().flatten();
-        let norms: Vec<Tensor> = grads()
-            .flat_map(|g| [g.dgamma.flatten_all(), g.dbeta.flatten_all()])
-            .collect::<Result<_>>()?;
-        let convs: Vec<Tensor> = grads()
-            .map(|g| g.dweight.flatten_all())
-            .collect::<Result<_>>()?;
         Ok((
             dx,
-            Some(Tensor::cat(&norms, 0)?),
-            Some(Tensor::cat(&convs, 0)?),
+            Some(packed(grads().flat_map(|g| [&g.dgamma, &g.dbeta]))?),
+            Some(packed(grads().map(|g| &g.dweight))?),
         ))
     }
 }

@@ -9,7 +9,7 @@
 
 use super::graph::BranchTape;
 use super::{BranchWeights, Inner};
-use crate::graph_node::{precomputed_fwd3, PrecomputedOutput};
+use crate::graph_node::{packed, precomputed_fwd3, PrecomputedOutput};
 use candle_core::{CustomOp3, Result, Tensor};
 
 /// One sub-block of a chain, shapes already checked.
@@ -38,25 +38,15 @@ pub(super) fn chain(x: &Tensor, links: &[Link]) -> Result<Tensor> {
         // Nothing to differentiate (evaluation): no node, no copy of the output.
         return Ok(h);
     }
-    let flat = |ts: Vec<&Tensor>| -> Result<Tensor> {
-        let flat: Vec<Tensor> = ts.iter().map(|t| t.flatten_all()).collect::<Result<_>>()?;
-        Tensor::cat(&flat, 0)
-    };
-    let norms = flat(
+    let norms = packed(
         links
             .iter()
-            .flat_map(|l| [l.weights.norm_weight, l.weights.norm_bias])
-            .collect(),
+            .flat_map(|l| [l.weights.norm_weight, l.weights.norm_bias]),
     )?;
-    let lins = flat(
-        links
-            .iter()
-            .flat_map(|l| {
-                let w = l.weights;
-                [w.in_weight, w.in_bias, w.out_weight, w.out_bias]
-            })
-            .collect(),
-    )?;
+    let lins = packed(links.iter().flat_map(|l| {
+        let w = l.weights;
+        [w.in_weight, w.in_bias, w.out_weight, w.out_bias]
+    }))?;
     let op = ChainGraphOp {
         output: PrecomputedOutput::new("residual branches", h),
         tapes,
@@ -91,20 +81,17 @@ impl CustomOp3 for ChainGraphOp {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let mut d = dy.clone();
-        let mut norms = Vec::with_capacity(self.tapes.len());
-        let mut lins = Vec::with_capacity(self.tapes.len());
+        let mut grads = Vec::with_capacity(self.tapes.len());
         for tape in self.tapes.iter().rev() {
-            let (dx, dnorm, dlin) = tape.backward(&d)?;
-            norms.push(dnorm);
-            lins.push(dlin);
-            d = dx;
+            let g = tape.backward(&d)?;
+            d = g.dx.clone();
+            grads.push(g);
         }
-        norms.reverse();
-        lins.reverse();
+        grads.reverse();
         Ok((
             self.need_dx.then_some(d),
-            Some(Tensor::cat(&norms, 0)?),
-            Some(Tensor::cat(&lins, 0)?),
+            Some(packed(grads.iter().flat_map(|g| &g.norm))?),
+            Some(packed(grads.iter().flat_map(|g| &g.lin))?),
         ))
     }
 }

@@ -25,6 +25,14 @@ use crate::softmax::softmax_backward;
 use crate::{layer_norm, linear, softmax_last_dim};
 use candle_core::{Result, Tensor};
 
+/// A sub-block's gradients: its input's (with the residual path's gradient in it), its norm's
+/// weight and bias, and its linear layers' `[in weight, in bias, out weight, out bias]`.
+pub(super) struct BranchGrads {
+    pub(super) dx: Tensor,
+    pub(super) norm: [Tensor; 2],
+    pub(super) lin: [Tensor; 4],
+}
+
 /// One sub-block as the node ran it: its detached input and parameters and what its backward
 /// needs of the forward.
 pub(super) struct BranchTape {
@@ -198,9 +206,8 @@ impl BranchTape {
         Ok((tape, y))
     }
 
-    /// `(dx, [d norm weight | d norm bias], [d in weight | d in bias | d out weight | d out
-    /// bias])` from the output gradient `dy`, `dx` with the residual path's gradient in it.
-    pub(super) fn backward(&self, dy: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    /// The sub-block's gradients from the output gradient `dy`.
+    pub(super) fn backward(&self, dy: &Tensor) -> Result<BranchGrads> {
         let (c, wid) = (self.dim, self.width);
         let (x, l, a) = (&self.x, &self.normalized, &self.inner_out);
         let rows = x.elem_count() / c;
@@ -232,9 +239,11 @@ impl BranchTape {
             Some(&dy),
             self.eps,
         )?;
-        let dnorm = Tensor::cat(&[dgamma.flatten_all()?, dbeta.flatten_all()?], 0)?;
-        let dlin = Tensor::cat(&[dw1.flatten_all()?, db1, dw2.flatten_all()?, db2], 0)?;
-        Ok((dx, dnorm, dlin))
+        Ok(BranchGrads {
+            dx,
+            norm: [dgamma, dbeta],
+            lin: [dw1, db1, dw2, db2],
+        })
     }
 }
 
