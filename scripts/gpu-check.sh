@@ -7,11 +7,13 @@
 # a short table last. Typical total: ~4-5 minutes; the limits add up to 9.5 (a device command may run 10).
 #
 # PYTHON: the interpreter with torch (default /opt/torch/.venv/bin/python3 if present, else python3).
+# PHASES: the phases to run, space-separated (default all: env ops host-side grads steps dist
+# throughput torch), for a rerun after a fix that spends the device time only on what it
+# touched; the others are reported as skipped, in docs/data/gpu-check-DATE-PHASE-....json.
 set -u
 cd "$(dirname "$0")/.."
 source scripts/gpu-env.sh
 work=$(mktemp -d)
-out=docs/data/gpu-check-$(date -u +%F).json
 mkdir -p docs/data
 log() { echo "[gpu-check $(date -u +%T)] $*"; }
 
@@ -23,7 +25,17 @@ missing=$(ldd -r "$bin" 2>&1 | grep -E "not found|undefined symbol" || true)
 echo "{\"libraries\": $(printf '%s' "$missing" | "$py" -c 'import json,sys; print(json.dumps(sys.stdin.read()))')}" > "$work/libs.json"
 if [ -n "$missing" ]; then log "missing libraries:"; echo "$missing"; fi
 
+all_phases="env ops host-side grads steps dist throughput torch"
+phases=${PHASES:-$all_phases}
+for p in $phases; do
+  case " $all_phases " in *" $p "*) ;; *) echo "gpu-check: PHASES names '$p'; the phases are: $all_phases" >&2; exit 2;; esac
+done
+# A partial run's report is named after its phases, beside the full one rather than over it.
+out=docs/data/gpu-check-$(date -u +%F)${PHASES:+-$(echo $phases | tr ' ' '-')}.json
+selected() { case " $phases " in *" $1 "*) return 0;; *) echo "{\"skipped\": true}" > "$work/$1.json"; log "phase $1 skipped (PHASES)"; return 1;; esac; }
+
 phase() { # name limit_s
+  selected "$1" || return 0
   log "phase $1 (limit $2 s)"
   timeout "$2" "$bin" "$1" --out "$work/$1.json" > "$work/$1.log" 2>&1
   local rc=$?
@@ -37,8 +49,10 @@ phase grads 50
 phase steps 75
 phase dist 60
 phase throughput 130
-log "phase torch (limit 120 s)"
-timeout 120 "$py" bench/torch_gpu_steps.py --out "$work/torch.json" > "$work/torch.log" 2>&1 || tail -5 "$work/torch.log"
+if selected torch; then
+  log "phase torch (limit 120 s)"
+  timeout 120 "$py" bench/torch_gpu_steps.py --out "$work/torch.json" > "$work/torch.log" 2>&1 || tail -5 "$work/torch.log"
+fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$work/smi.txt" 2>/dev/null || true
 
 "$py" - "$work" "$out" <<'PY'
@@ -79,25 +93,29 @@ report = {
 json.dump(report, open(out, "w"), indent=2)
 if os.environ.get("OUT"):
     json.dump(report, open(os.path.join(os.environ["OUT"], os.path.basename(out)), "w"), indent=2)
-bad = [o for o in report["ops"] if isinstance(o, dict) and not o.get("pass")] if isinstance(report["ops"], list) else ["ops phase failed"]
+bad = [o for o in report["ops"] if isinstance(o, dict) and not o.get("pass")] if isinstance(report["ops"], list) else ([] if ops.get("skipped") else ["ops phase failed"])
 print(f"\nreport: {out}")
 print(f"device: {env.get('device', smi)}  cudnn {env.get('cudnn')}  torch {(torch.get('env') or {}).get('torch')}")
-print(f"ops: {len(report['ops']) if isinstance(report['ops'], list) else 0} rows, {len(bad)} failing")
+print("ops: skipped" if ops.get("skipped") else f"ops: {len(report['ops']) if isinstance(report['ops'], list) else 0} rows, {len(bad)} failing")
 if report["ops_incomplete"]:
     print("  ops phase INCOMPLETE (crashed or cut off after the rows above); its log ends:")
     print("   ", (report["ops_log_tail"] or "").strip().replace("\n", "\n    ")[-1200:])
 for o in bad[:12]:
     print("  FAIL", o if isinstance(o, str) else f"{o.get('name')} {o.get('dtype')} {o.get('what')} err={o.get('rel_error', o.get('error'))}")
-for o in [o for o in host.get("host_side", [host]) if not o.get("pass")]:
+for o in [o for o in host.get("host_side", [host]) if not o.get("pass") and not o.get("skipped")]:
     print("  FAIL host side:", json.dumps(o)[:300])
-print(f"host side: {'pass' if host.get('pass') else 'FAIL'}  grads: {'pass' if grads.get('pass') else 'FAIL'}  steps: {'pass' if steps.get('pass') else 'FAIL'}  dist: {'pass' if dist.get('pass') else 'FAIL'} (NCCL {dist.get('nccl')})")
+verdict = lambda p: "skipped" if p.get("skipped") else ("pass" if p.get("pass") else "FAIL")
+print(f"host side: {verdict(host)}  grads: {verdict(grads)}  steps: {verdict(steps)}  dist: {verdict(dist)} (NCCL {dist.get('nccl')})")
+tr = steps.get("bf16_tracks_f32") or {}
+if tr:
+    print(f"  bf16 vs f32 loss curve (ResNet-18, 30 steps): largest gap {tr.get('max_gap_over_first_loss', float('nan')):.3f} of the first loss at step {tr.get('max_gap_step')} (bound {tr.get('tolerance')}): {'pass' if tr.get('pass') else 'FAIL'}")
 step_ms = {r.get("model", "").split("_")[0]: r.get("ours_step_ms") for r in rows if r.get("layout", "nchw") == "nchw" and r.get("algorithms", "heuristic") == "heuristic" and r.get("attention", "unfused") == "unfused"}
 for a in dist.get("allreduce", []) if isinstance(dist.get("allreduce"), list) else []:
     est = {(e["gpus"], e["link"]): e["ms"] for e in a.get("estimated", [])}
     ms = step_ms.get(a["model"].split("_")[0])
     share = f", {100 * est.get((8, 'nvlink'), 0) / ms:.1f}% of a step" if ms else ""
     print(f"  all-reduce {a['model']}: {a['one_rank_ms']:.2f} ms with 1 rank; 8 GPUs est. {est.get((8, 'nvlink'), 0):.2f} ms NVLink{share}, {est.get((8, 'pcie'), 0):.1f} ms PCIe")
-if not dist.get("pass"):
+if not dist.get("pass") and not dist.get("skipped"):
     print("  dist:", json.dumps({k: v for k, v in dist.items() if k != "allreduce"})[:600])
 print(f"{'model':<24}{'layout':<15}{'conv algos':<11}{'attention':<10}{'batch':>6}{'ours img/s':>12}{'torch img/s':>13}{'ratio':>7}{'ours GB':>9}{'torch GB':>9}")
 for r in rows:

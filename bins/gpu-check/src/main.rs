@@ -6,12 +6,12 @@
 //! through page-locked staging buffers, 8-bit pixels normalized on the GPU, losses with labels
 //! on the host), `grads` (every trainable
 //! parameter of ResNet-50 and DeiT-S gets a finite gradient on CUDA), `steps` (one SGD step on
-//! CPU and GPU agree; a bf16 run overfits one batch), `throughput` (ResNet-50 and DeiT-S
+//! CPU and GPU agree; a bf16 run overfits one batch, tracking an f32 run's loss curve), `throughput` (ResNet-50 and DeiT-S
 //! training steps at 224 px), `dist` (NCCL with one rank, the all-reduce cost of the flat gradient
 //! buffers, `train-conv --gpus 1` against a plain CUDA run). `scripts/gpu-check.sh` runs them with PyTorch's side and writes
 //! the report.
 
-#[cfg(feature = "cuda")]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 mod compare;
 #[cfg(feature = "cuda")]
 mod dist;
@@ -27,6 +27,8 @@ mod ops;
 mod optim;
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 mod rows;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+mod short_runs;
 #[cfg(feature = "cuda")]
 mod throughput;
 
