@@ -44,6 +44,8 @@ pub(crate) fn cpu_only(tensors: &[&Tensor]) -> bool {
 /// The first part present is a view of the buffer (it is the activation-sized input gradient);
 /// the later ones, the small parameter gradients, are copied out: as views they would keep the
 /// whole buffer alive until the optimizer step, i.e. every layer's input gradient at once.
+/// (`force_contiguous`, not `copy`: candle's `copy` clones the whole storage under the view's
+/// layout, which keeps, and copies, the buffer all the same.)
 pub(crate) fn unpack(
     packed: &Tensor,
     shapes: &[Option<&candle_core::Shape>],
@@ -56,7 +58,11 @@ pub(crate) fn unpack(
             Some(s) => {
                 let n = s.elem_count();
                 let view = packed.narrow(0, at, n)?.reshape(*s)?;
-                let t = if at == 0 { view } else { view.copy()? };
+                let t = if at == 0 {
+                    view
+                } else {
+                    view.force_contiguous()?
+                };
                 at += n;
                 Ok(Some(t))
             }
@@ -101,5 +107,12 @@ mod tests {
             parts[2].as_ref().unwrap().to_vec1::<f32>().unwrap(),
             [6., 7., 8., 9.]
         );
+        // The later part owns a buffer of its own size, not the packed one.
+        let (storage, layout) = parts[2].as_ref().unwrap().storage_and_layout();
+        let candle_core::Storage::Cpu(cpu) = &*storage else {
+            panic!("a CPU tensor")
+        };
+        assert_eq!(cpu.as_slice::<f32>().unwrap().len(), 4);
+        assert_eq!(layout.start_offset(), 0);
     }
 }

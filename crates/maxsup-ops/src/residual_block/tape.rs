@@ -21,14 +21,20 @@ struct Unit {
     norm_weight: Tensor,
 }
 
-/// A pair's gradients: its input's (when asked), its conv weight's (`[O, C, K, K]`), its
-/// BatchNorm weight's and bias's, and the gradient reaching the normalisation (the residual's
-/// under an add-ReLU tail).
+/// A pair's parameter gradients: its conv weight's (`[O, C, K, K]`), its BatchNorm weight's
+/// and bias's. The chain keeps these for every pair until its backward ends, so they hold
+/// nothing activation-sized.
 pub(super) struct UnitGrads {
-    dx: Option<Tensor>,
     pub(super) dweight: Tensor,
     pub(super) dgamma: Tensor,
     pub(super) dbeta: Tensor,
+}
+
+/// The activation-sized gradients a pair's backward hands on: its input's (when asked) and the
+/// one reaching its normalisation (the residual's under an add-ReLU tail). The block drops each
+/// as soon as the next pair has used it, as candle's own backward does.
+struct Flow {
+    dx: Option<Tensor>,
     g: Tensor,
 }
 
@@ -77,7 +83,7 @@ impl Unit {
     }
 
     /// The pair's gradients from its output `y` and output gradient `dy`.
-    fn backward(&self, y: &Tensor, dy: &Tensor, need_dx: bool) -> Result<UnitGrads> {
+    fn backward(&self, y: &Tensor, dy: &Tensor, need_dx: bool) -> Result<(UnitGrads, Flow)> {
         let (dc, dgamma, dbeta, g) =
             self.norm
                 .backward(&self.conv_out, &self.norm_weight, y, dy)?;
@@ -94,13 +100,12 @@ impl Unit {
         let Some(dw) = dw else {
             candle_core::bail!("residual_block: the conv backward gave no weight gradient")
         };
-        Ok(UnitGrads {
-            dx,
+        let grads = UnitGrads {
             dweight: self.conv.weight_grad_oihw(&dw)?,
             dgamma,
             dbeta,
-            g,
-        })
+        };
+        Ok((grads, Flow { dx, g }))
     }
 }
 
@@ -157,12 +162,12 @@ impl BlockTape {
                 Some(next) => &next.input,
                 None => y,
             };
-            let g = unit.backward(out, &d, i > 0 || need_dx)?;
+            let (g, flow) = unit.backward(out, &d, i > 0 || need_dx)?;
             if residual_grad.is_none() {
-                residual_grad = Some(g.g.clone());
+                residual_grad = Some(flow.g);
             }
-            if let Some(dx) = &g.dx {
-                d = dx.clone();
+            if let Some(dx) = flow.dx {
+                d = dx;
             }
             grads.push(g);
         }
@@ -174,10 +179,9 @@ impl BlockTape {
             Some(unit) => {
                 // The shortcut's BatchNorm has no ReLU, so its backward does not read its output
                 // (the first argument).
-                let g = unit.backward(&residual_grad, &residual_grad, need_dx)?;
-                let dx = g.dx.clone();
+                let (g, flow) = unit.backward(&residual_grad, &residual_grad, need_dx)?;
                 grads.push(g);
-                dx
+                flow.dx
             }
             None => Some(residual_grad),
         };
