@@ -98,8 +98,10 @@ fn handle(dev: &CudaDevice) -> Result<Arc<Cudnn>> {
     })
 }
 
-/// Runs `f` with a workspace of at least `bytes` on `dev` (grown, never shrunk; stream-ordered,
-/// so reusing it from one call to the next needs no synchronisation).
+/// Runs `f` with a workspace of at least `bytes` on `dev` (grown, not shrunk while what grew it
+/// runs; stream-ordered, so reusing it from one call to the next needs no synchronisation). The
+/// old buffer goes back to the pool before the larger one is taken, and a buffer grown for an
+/// algorithm that then failed is let go, so that the cheaper one chosen next does not keep it.
 fn with_workspace<R>(
     dev: &CudaDevice,
     bytes: usize,
@@ -109,9 +111,14 @@ fn with_workspace<R>(
         let mut ws = ws.borrow_mut();
         let grow = ws.get(&dev.id()).is_none_or(|w| w.len() < bytes);
         if grow {
+            ws.remove(&dev.id());
             ws.insert(dev.id(), output::<u8>(dev, bytes.max(1 << 20))?);
         }
-        f(ws.get_mut(&dev.id()).expect("workspace inserted above"))
+        let ran = f(ws.get_mut(&dev.id()).expect("workspace inserted above"));
+        if grow && ran.is_err() {
+            ws.remove(&dev.id());
+        }
+        ran
     })
 }
 

@@ -93,11 +93,19 @@ fn describe(
 
 /// One algorithm of a pass: its integer value, the workspace it needs and the math type it was
 /// ranked under.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug)]
 pub(super) struct Choice {
     pub algo: u32,
     pub memory: usize,
     pub math: sys::cudnnMathType_t,
+}
+
+/// The same algorithm under the same math type, whatever workspace each list reports for it
+/// (the timed and the heuristic lists may differ there): the fall-through tries it once.
+impl PartialEq for Choice {
+    fn eq(&self, other: &Self) -> bool {
+        (self.algo, self.math) == (other.algo, other.math)
+    }
 }
 
 /// Runs one `cudnnFind*Algorithm` or `cudnnGet*Algorithm_v7` call (same parameters) with a
@@ -274,5 +282,26 @@ mod tests {
             usable(&list, CUDNN_FMA_MATH),
             vec![c(1, 10, CUDNN_FMA_MATH), c(0, 0, CUDNN_FMA_MATH)]
         );
+    }
+
+    #[test]
+    fn an_algorithm_both_lists_report_is_tried_once_whatever_its_workspace() {
+        let c = |algo, memory| Choice {
+            algo,
+            memory,
+            math: CUDNN_TENSOR_OP_MATH,
+        };
+        let (timed, heuristic) = (vec![c(1, 100)], vec![c(1, 60), c(0, 0)]);
+        let mut tried = Vec::new();
+        let got = crate::fall_through::first_that_runs([timed, heuristic], |ch| {
+            tried.push((ch.algo, ch.memory));
+            if ch.algo == 0 {
+                Ok(())
+            } else {
+                Err("refused")
+            }
+        });
+        assert_eq!(got.map(|ch| ch.algo), Ok(0));
+        assert_eq!(tried, [(1, 100), (0, 0)]);
     }
 }
