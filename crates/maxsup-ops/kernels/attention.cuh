@@ -150,8 +150,9 @@ extern "C" __global__ void attention_fwd_d32_bf16(const bf16* qkv, bf16* out, fl
 // [N][N] results: dP and, through the softmax backward, dS) and the softmax backward: here S,
 // P, dP and dS exist one 16x16 tile at a time, in a warp's shared memory.
 //
-// P_ij = exp(q_i k_j - L_i), recomputed from the scores (rounded to bf16, as the forward's
-// second product used it). With delta_i = sum_c dO[i][c] O[i][c] (= sum_j P[i][j] dP[i][j], as
+// P_ij = exp(q_i k_j - L_i), recomputed from the scores and rounded to bf16 as the forward's
+// second product used it; not bit for bit the forward's exp(s - max) / sum (one bf16 ulp apart
+// at times), as in FlashAttention's backward. With delta_i = sum_c dO[i][c] O[i][c] (= sum_j P[i][j] dP[i][j], as
 // FlashAttention's backward uses it), dS = P * (dO v^T - delta); dv = P^T dO, dk = dS^T q,
 // dq = dS k. Two passes over the tiles, without atomics (so the result does not depend on the
 // schedule): a warp owns a key tile and sums its dk, dv over every query tile, then a query

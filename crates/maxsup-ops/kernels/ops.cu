@@ -18,7 +18,7 @@ template <> __device__ __forceinline__ bf16 from_f<bf16>(float v) { return __flo
 // The launch's dynamic shared memory as an array of T (the host emulation of the kernels,
 // crates/maxsup-kernel-emu, defines its own).
 #ifndef DYNAMIC_SHARED
-#define DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#define DYNAMIC_SHARED(T, name) extern __shared__ __align__(128) T name[]
 #endif
 
 #define GRID_STRIDE(i, n) \

@@ -81,6 +81,12 @@ fn allow_shared(dev: &CudaDevice, name: &str, limit: usize) -> Result<()> {
     if done.contains(&(dev.id(), name.to_string())) {
         return Ok(());
     }
+    // cudarc's set_attribute calls the driver without making the context current (its launch
+    // does): a thread that has not used the device yet would get CUDA_ERROR_INVALID_CONTEXT.
+    dev.cuda_stream()
+        .context()
+        .bind_to_thread()
+        .map_err(wrap("making the device's context current"))?;
     function(dev, name)?
         .set_attribute(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
