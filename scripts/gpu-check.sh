@@ -42,11 +42,11 @@ phase() { # name limit_s
   tail -3 "$work/$1.log"
   [ -f "$work/$1.json" ] || echo "{\"pass\": false, \"rc\": $rc, \"log_tail\": $(tail -20 "$work/$1.log" | "$py" -c 'import json,sys; print(json.dumps(sys.stdin.read()))')}" > "$work/$1.json"
 }
-phase env 30
+phase env 20
 phase ops 100
 phase host-side 20
 phase grads 50
-phase steps 75
+phase steps 85
 phase dist 60
 phase throughput 130
 if selected torch; then
@@ -109,6 +109,11 @@ print(f"host side: {verdict(host)}  grads: {verdict(grads)}  steps: {verdict(ste
 tr = steps.get("bf16_tracks_f32") or {}
 if tr:
     print(f"  bf16 vs f32 loss curve (ResNet-18, 30 steps): largest gap {tr.get('max_gap_over_first_loss', float('nan')):.3f} of the first loss at step {tr.get('max_gap_step')} (bound {tr.get('tolerance')}): {'pass' if tr.get('pass') else 'FAIL'}")
+dr = steps.get("default_run") or {}
+if dr.get("estimated_run_s") is not None:
+    print(f"  default CIFAR-10 run ({dr.get('recipe')}, {dr.get('epochs')} epochs), estimated: {dr['estimated_run_s']:.0f} s (target {dr.get('target_s'):.0f} s: {'met' if dr.get('meets_target') else 'MISSED'}); {dr.get('measured', {}).get('images_per_second', 0):.0f} img/s")
+elif dr.get("error"):
+    print("  default CIFAR-10 run estimate failed:", dr["error"][:300])
 step_ms = {r.get("model", "").split("_")[0]: r.get("ours_step_ms") for r in rows if r.get("layout", "nchw") == "nchw" and r.get("algorithms", "heuristic") == "heuristic" and r.get("attention", "unfused") == "unfused"}
 for a in dist.get("allreduce", []) if isinstance(dist.get("allreduce"), list) else []:
     est = {(e["gpus"], e["link"]): e["ms"] for e in a.get("estimated", [])}

@@ -8,14 +8,13 @@
 //! - `train-conv --gpus 1` (the trainer's data-parallel path on NCCL), with and without
 //!   SyncBatchNorm, against a plain `--device cuda` run of the same steps: the same weights.
 
-use std::ffi::OsString;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::compare::{rel_error, values};
+use crate::train_conv::{fake_cifar, train};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
-use maxsup_data::CifarSplit;
 use maxsup_dist::{Collective, NcclCollective, World};
 use maxsup_models::{create_model, ModelOptions};
 use maxsup_train::DataParallel;
@@ -141,42 +140,6 @@ fn data_parallel(comm: NcclCollective, device: &Device) -> Result<Value> {
         "pass": pass, "weights_unchanged_by_broadcast": before == after,
         "gradients_unchanged": unchanged, "parameters": vars.len(), "replicas_agree": replicas,
     }))
-}
-
-/// A CIFAR-10-shaped directory of random images (every split file at its real size: 10,000
-/// records of a label byte and 3x32x32 pixel bytes).
-fn fake_cifar(dir: &Path) -> Result<()> {
-    const RECORD: usize = 1 + 3 * 32 * 32;
-    std::fs::create_dir_all(dir)?;
-    let files = CifarSplit::Train
-        .files()
-        .iter()
-        .chain(CifarSplit::Test.files());
-    for (i, file) in files.enumerate() {
-        let mut rng = maxsup_rng::SplitMix64::new(1000 + i as u64);
-        let mut bytes = vec![0u8; 10_000 * RECORD];
-        for record in bytes.chunks_exact_mut(RECORD) {
-            for b in record.iter_mut() {
-                *b = (rng.next_u64() >> 56) as u8;
-            }
-            record[0] %= 10;
-        }
-        std::fs::write(dir.join(file), bytes)?;
-    }
-    Ok(())
-}
-
-fn train(flags: &[&str]) -> Result<()> {
-    let argv: Vec<OsString> = std::iter::once("train-conv")
-        .chain(flags.iter().copied())
-        .map(OsString::from)
-        .collect();
-    maxsup_cli::train_with_args(
-        "train-conv",
-        maxsup_cli::ModelFamily::ResNet,
-        "cifar10-resnet20",
-        &argv,
-    )
 }
 
 /// `--gpus 1` (also with `--sync-bn true`) and a plain CUDA run of the same step, all on GPU

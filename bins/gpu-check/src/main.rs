@@ -6,13 +6,16 @@
 //! through page-locked staging buffers, 8-bit pixels normalized on the GPU, losses with labels
 //! on the host), `grads` (every trainable
 //! parameter of ResNet-50 and DeiT-S gets a finite gradient on CUDA), `steps` (one SGD step on
-//! CPU and GPU agree; a bf16 run overfits one batch, tracking an f32 run's loss curve), `throughput` (ResNet-50 and DeiT-S
+//! CPU and GPU agree; a bf16 run overfits one batch, tracking an f32 run's loss curve; the
+//! default CIFAR-10 run's time, estimated), `throughput` (ResNet-50 and DeiT-S
 //! training steps at 224 px), `dist` (NCCL with one rank, the all-reduce cost of the flat gradient
 //! buffers, `train-conv --gpus 1` against a plain CUDA run). `scripts/gpu-check.sh` runs them with PyTorch's side and writes
 //! the report.
 
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 mod compare;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+mod default_run;
 #[cfg(feature = "cuda")]
 mod dist;
 #[cfg(feature = "cuda")]
@@ -31,6 +34,8 @@ mod rows;
 mod short_runs;
 #[cfg(feature = "cuda")]
 mod throughput;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+mod train_conv;
 
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
@@ -81,7 +86,7 @@ fn main() -> anyhow::Result<()> {
         Phase::Ops => ops::run(&device, &args.out)?,
         Phase::HostSide => host_side::run(&device)?,
         Phase::Grads => models::grads(&device)?,
-        Phase::Steps => models::steps(&device)?,
+        Phase::Steps => models::steps(&device, args.gpu)?,
         Phase::Throughput => {
             throughput::run(&device, (args.batch, args.warmup, args.steps), &args.out)?
         }

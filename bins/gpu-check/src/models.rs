@@ -128,7 +128,8 @@ fn parity(gpu: &Device, options: &ModelOptions, channels_last: bool) -> Result<V
     )
 }
 
-pub fn steps(gpu: &Device) -> Result<Value> {
+/// The step checks on `gpu` (CUDA device `ordinal`), and the default run's estimate.
+pub fn steps(gpu: &Device, ordinal: usize) -> Result<Value> {
     maxsup_ops::set_tf32(false);
     let options = ModelOptions {
         num_classes: Some(10),
@@ -151,10 +152,16 @@ pub fn steps(gpu: &Device) -> Result<Value> {
         bf16_curve.iter().all(|l| l.is_finite()) && bf16_curve[29] <= 0.5 * bf16_curve[0];
     let tracking = short_runs::tracking(&f32_curve, &bf16_curve, short_runs::TRACKING_TOLERANCE);
     let tracking_pass = tracking["pass"].as_bool() == Some(true);
+    // A time, not a correctness check: it does not decide the phase's pass.
+    let work = std::env::temp_dir().join(format!("gpu-check-default-run-{}", std::process::id()));
+    let default_run = crate::default_run::measure(&work, ordinal)
+        .unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
+    let _ = std::fs::remove_dir_all(&work);
     Ok(json!({
         "pass": parity_pass && overfit_pass && tracking_pass,
         "parity": parity_rows,
         "overfit_bf16": {"model": "resnet18", "batch": 64, "image": 224, "losses": bf16_curve, "pass": overfit_pass},
         "bf16_tracks_f32": tracking,
+        "default_run": default_run,
     }))
 }
