@@ -1,7 +1,7 @@
-//! Grad-CAM (Selvaraju et al.): class-discriminative heat maps from the last stage's activation.
+//! Grad-CAM (Selvaraju et al.): class-discriminative heat maps from a late activation.
 
 use anyhow::{bail, Result};
-use candle_core::{DType, Tensor, Var, D};
+use candle_core::{DType, Tensor, D};
 use maxsup_models::ImageClassifier;
 
 /// Grad-CAM maps of a batch.
@@ -18,16 +18,16 @@ pub struct GradCam {
 /// `ReLU(sum_k alpha_k^c A^k)` with `alpha_k^c` the spatial mean of `d y^c / d A^k` (`y^c` the
 /// pre-softmax score), for the top class of each image or the given `classes`.
 ///
-/// The activation `A` is the model's last stage: for ResNets the last block's feature map
-/// `[B, C, h, w]`; for DeiTs the tokens after the last block with the CLS token dropped and the
-/// patch tokens laid out on their grid (the official visualization's reshape transform).
+/// The activation `A` is the model's Grad-CAM target ([`ImageClassifier::forward_cam`]): for
+/// ResNets the last block's feature map `[B, C, h, w]`; for DeiTs the last block's first
+/// LayerNorm output (the official visualisation's `model.blocks[-1].norm1`) with the CLS token
+/// dropped and the patch tokens laid out on their grid (its reshape transform).
 pub fn grad_cam(
     model: &dyn ImageClassifier,
     images: &Tensor,
     classes: Option<&[u32]>,
 ) -> Result<GradCam> {
-    let activation = Var::from_tensor(&model.forward_stage(images, false)?.detach())?;
-    let logits = model.forward_from_stage(activation.as_tensor(), false)?;
+    let (activation, logits) = model.forward_cam(images)?;
     let (b, k) = logits.dims2()?;
     let classes: Vec<u32> = match classes {
         Some(c) if c.len() == b => c.to_vec(),
@@ -45,7 +45,7 @@ pub fn grad_cam(
     let score = (logits * onehot)?.sum_all()?;
     let grads = score.backward()?;
     let Some(grad) = grads.get(activation.as_tensor()) else {
-        bail!("grad_cam: no gradient reached the last-stage activation");
+        bail!("grad_cam: no gradient reached the target activation");
     };
     let spatial = model.info().spatial_stage;
     let (act, grad, height, width) = spatial_layout(activation.as_tensor(), grad, spatial)?;
@@ -61,8 +61,6 @@ pub fn grad_cam(
     })
 }
 
-/// Brings the activation and its gradient to `[B, C, h*w]`: a conv feature map directly, ViT
-/// tokens without the CLS token, transposed, on a square patch grid.
 /// The activation and its gradient as `[B, C, h*w]` with the grid size: a spatial stage (as the
 /// model declares) as it is; tokens with the CLS token first (DeiT) on their square grid.
 fn spatial_layout(
@@ -90,9 +88,13 @@ fn spatial_layout(
         }
         (spatial, other) => {
             bail!(
-            "grad_cam: last-stage activation of shape {other:?} does not fit a model declaring {}",
-            if spatial { "a spatial stage [B, C, h, w]" } else { "tokens [B, 1 + patches, D]" }
-        )
+                "grad_cam: target activation of shape {other:?} does not fit a model declaring {}",
+                if spatial {
+                    "a spatial stage [B, C, h, w]"
+                } else {
+                    "tokens [B, 1 + patches, D]"
+                }
+            )
         }
     }
 }

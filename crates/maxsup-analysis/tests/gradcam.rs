@@ -1,5 +1,10 @@
 //! Grad-CAM against its closed form: for a ResNet (global average pool + linear classifier)
-//! `d y^c / d A_k = W_ck / (h w)` everywhere, so the map is `ReLU(dense_logits_c - b_c) / (h w)`.
+//! `d y^c / d A_k = W_ck / (h w)` everywhere, so the map is `ReLU(dense_logits_c - b_c) / (h w)`;
+//! for a DeiT against PyTorch with the official target layer (fixtures/gen_gradcam.py).
+
+/// maxsup-models' weight and input formulas, which the PyTorch fixture uses too.
+#[path = "../../maxsup-models/tests/common/mod.rs"]
+mod models_common;
 
 use candle_core::{Device, Tensor};
 use maxsup_analysis::grad_cam;
@@ -81,4 +86,40 @@ fn deit_grad_cam_is_on_the_patch_grid_and_defaults_to_the_top_class() {
         .unwrap_err()
         .to_string()
         .contains("out of range"));
+}
+
+#[test]
+fn deit_grad_cam_equals_pytorch_at_the_last_blocks_first_norm() -> anyhow::Result<()> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join("gradcam_deit_tiny_patch4_32.safetensors");
+    let fixture = candle_core::safetensors::load(&path, &Device::Cpu)?;
+    let shape: Vec<usize> = fixture["input_shape"]
+        .to_vec1::<i64>()?
+        .iter()
+        .map(|&d| d as usize)
+        .collect();
+    let classes: Vec<u32> = fixture["classes"]
+        .to_vec1::<i64>()?
+        .iter()
+        .map(|&c| c as u32)
+        .collect();
+    let options = ModelOptions {
+        num_classes: Some(10),
+        ..ModelOptions::default()
+    };
+    let model = create_model("deit_tiny_patch4_32", &options, &Device::Cpu)?;
+    models_common::formula_fill(model.params())?;
+    let x = models_common::formula_input(&shape)?;
+    let cam = grad_cam(model.as_ref(), &x, Some(&classes))?;
+    let got = Tensor::from_vec(cam.maps.concat(), (classes.len(), 64), &Device::Cpu)?;
+    // Most cells are positive: a map of zeros (the gradient of tokens that reach the logits
+    // only through the CLS token) cannot pass.
+    let positive = cam.maps.concat().iter().filter(|&&v| v > 0.0).count();
+    assert!(positive > 64, "{positive} of 128 cells positive");
+    models_common::assert_close("DeiT Grad-CAM", &got, &fixture["cam"], 1e-4)?;
+    // The target's forward gives the model's own logits.
+    let (_, logits) = model.forward_cam(&x)?;
+    models_common::assert_close("logits", &logits, &model.forward_t(&x, false)?, 1e-5)?;
+    Ok(())
 }

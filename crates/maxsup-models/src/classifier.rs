@@ -1,7 +1,7 @@
 //! The one interface every model implements, so training, Grad-CAM, Zipf-LS and the feature
 //! metrics can be written once for ResNets and DeiTs.
 
-use candle_core::{Result, Tensor};
+use candle_core::{Result, Tensor, Var};
 
 use crate::info::ModelInfo;
 use crate::params::ParamStore;
@@ -41,6 +41,18 @@ pub trait ImageClassifier: Send + Sync {
 
     /// The rest of the network after [`ImageClassifier::forward_stage`]: activation to logits.
     fn forward_from_stage(&self, activation: &Tensor, train: bool) -> Result<Tensor>;
+
+    /// Grad-CAM's forward, in eval mode: its target activation as a leaf [`Var`] and the logits
+    /// computed from it, so that the backward of a class score reaches the target. By default
+    /// the target is [`ImageClassifier::forward_stage`]'s activation (ResNets: the last feature
+    /// map). DeiTs target the last block's first LayerNorm output, as the official
+    /// visualisation does (`model.blocks[-1].norm1`): their tokens after the last block reach
+    /// the logits through the CLS token alone, so every patch token's gradient there is zero.
+    fn forward_cam(&self, x: &Tensor) -> Result<(Var, Tensor)> {
+        let target = Var::from_tensor(&self.forward_stage(x, false)?.detach())?;
+        let logits = self.forward_from_stage(target.as_tensor(), false)?;
+        Ok((target, logits))
+    }
 
     /// The classifier applied at every spatial location of a feature map [B, C, h, w] from
     /// `forward_stage`, giving [B, K, h, w] (Zipf's label smoothing needs it). Averaging it over

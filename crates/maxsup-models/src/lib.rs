@@ -4,7 +4,8 @@
 //!   model's declared [`ModelInfo`]: family, classifier, no-weight-decay set, spatial stage,
 //!   evaluation [`DataConfig`]), `forward_t`,
 //!   `forward_features`, `forward_head`, the last-stage split `forward_stage` /
-//!   `forward_from_stage` (Grad-CAM, Zipf-LS), `dense_logits` (ResNets), `num_classes`,
+//!   `forward_from_stage` (Zipf-LS), `forward_cam` (Grad-CAM's target: ResNets' last feature
+//!   map, DeiTs' last-block `norm1`), `dense_logits` (ResNets), `num_classes`,
 //!   `num_features`, and `params()` with every tensor under its PyTorch state-dict name, marked
 //!   trainable or buffer.
 //! * [`create_model`] / [`model_names`]: build by timm-style name (`resnet50`, `resnet20_cifar`,

@@ -132,6 +132,21 @@ impl Block {
         Ok([attn, mlp])
     }
 
+    /// The first LayerNorm of the block for tokens `x` (Grad-CAM's target in the last block).
+    pub(crate) fn norm1(&self, x: &Tensor) -> Result<Tensor> {
+        self.norm1.forward(x)
+    }
+
+    /// The block in eval mode for tokens `x` whose first LayerNorm gave `n`: `x + attn(n)`, then
+    /// the MLP sub-block. With `n` a leaf, a backward reaches it through the attention alone, as
+    /// a hook on timm's `norm1` output sees it.
+    pub(crate) fn forward_from_norm1(&self, x: &Tensor, n: &Tensor) -> Result<Tensor> {
+        let heads = maxsup_ops::attention_qkv(&self.attn.qkv.forward(n)?, self.attn.num_heads)?;
+        let t = (x + self.attn.proj.forward(&heads)?)?;
+        let [_, mlp] = self.sub_blocks(&t, false)?;
+        maxsup_ops::residual_branches(&t, &[mlp.branch()])
+    }
+
     pub(crate) fn drop_path_rate(&self) -> f64 {
         self.drop_path_rate
     }

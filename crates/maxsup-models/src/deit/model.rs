@@ -1,6 +1,6 @@
 //! The DeiT network and its [`ImageClassifier`] implementation.
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor, Var};
 
 use super::block::{timm_linear as linear, Block, LN_EPS};
 use super::config::DeiTConfig;
@@ -109,26 +109,10 @@ impl DeiT {
     fn pool(&self, tokens: &Tensor) -> Result<Tensor> {
         self.norm.forward(&tokens.narrow(1, 0, 1)?)?.squeeze(1)
     }
-}
 
-impl ImageClassifier for DeiT {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn forward_features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.pool(&self.forward_stage(x, train)?)
-    }
-
-    fn forward_head(&self, features: &Tensor) -> Result<Tensor> {
-        self.head.forward(features)
-    }
-
-    fn forward_stage(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// Images to the tokens the first block takes: patches embedded, the CLS token first, the
+    /// position embedding added ([B, 1+N, D]).
+    fn embed(&self, x: &Tensor) -> Result<Tensor> {
         let (b, _, h, w) = x.dims4()?;
         let size = self.config.img_size;
         if h != size || w != size {
@@ -149,13 +133,52 @@ impl ImageClassifier for DeiT {
             self.config.embed_dim,
         ))?;
         let pos_embed = crate::layers::like(&self.pos_embed, &patches)?;
-        let t = Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&pos_embed)?;
-        let mut subs = Vec::with_capacity(2 * self.blocks.len());
-        for block in &self.blocks {
-            subs.extend(block.sub_blocks(&t, train)?);
+        Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&pos_embed)
+    }
+
+    /// `blocks` on tokens `t`, their sub-blocks as one chain (`maxsup_ops::residual_branches`).
+    fn run_blocks(&self, t: &Tensor, blocks: &[Block], train: bool) -> Result<Tensor> {
+        let mut subs = Vec::with_capacity(2 * blocks.len());
+        for block in blocks {
+            subs.extend(block.sub_blocks(t, train)?);
         }
         let branches: Vec<_> = subs.iter().map(|s| s.branch()).collect();
-        maxsup_ops::residual_branches(&t, &branches)
+        maxsup_ops::residual_branches(t, &branches)
+    }
+}
+
+impl ImageClassifier for DeiT {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn forward_features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.pool(&self.forward_stage(x, train)?)
+    }
+
+    fn forward_head(&self, features: &Tensor) -> Result<Tensor> {
+        self.head.forward(features)
+    }
+
+    fn forward_stage(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.run_blocks(&self.embed(x)?, &self.blocks, train)
+    }
+
+    fn forward_cam(&self, x: &Tensor) -> Result<(Var, Tensor)> {
+        let Some((last, rest)) = self.blocks.split_last() else {
+            candle_core::bail!(
+                "{}: Grad-CAM targets the last block, and it has none",
+                self.name
+            )
+        };
+        let input = self.run_blocks(&self.embed(x)?, rest, false)?.detach();
+        let target = Var::from_tensor(&last.norm1(&input)?.detach())?;
+        let tokens = last.forward_from_norm1(&input, target.as_tensor())?;
+        Ok((target, self.forward_from_stage(&tokens, false)?))
     }
 
     fn forward_from_stage(&self, activation: &Tensor, _train: bool) -> Result<Tensor> {
