@@ -35,8 +35,10 @@ using std::max;
 using std::min;
 
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
-// A product that is never contracted into an FMA (the build compiles with -ffp-contract=off).
+// A product and a sum that are never contracted into an FMA (the build compiles with
+// -ffp-contract=off; on the GPU these intrinsics forbid the contraction).
 inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
 
 // Full-warp shuffles only (the mask is checked by the scheduler through the lane count).
 inline float __shfl_xor_sync(unsigned, float v, int o) {

@@ -167,7 +167,7 @@ __device__ void layer_norm_bwd(const T* x, const float* w, const T* dy, const T*
       for (int j = lane; j < d; j += 32) {
         float xh = (to_f(xr[j]) - m) * r;
         T v = from_f<T>(r * (to_f(gr[j]) * w[j] - sg - xh * sgx));
-        if (res) v = from_f<T>(to_f(res[row * d + j]) + to_f(v));
+        if (res) v = from_f<T>(__fadd_rn(to_f(res[row * d + j]), to_f(v)));  // no FMA with r * (...) in f32
         dx[row * d + j] = v;
       }
     }
@@ -256,8 +256,10 @@ template <typename T>
 __device__ void residual_out_fwd(const T* x, const T* o, const T* bias, const T* s, T* y, size_t total, int n, size_t per_image) {
   GRID_STRIDE(i, total) {
     float v = biased(o[i], bias[i % n]);
-    if (s) v = to_f(from_f<T>(v * to_f(s[i / per_image])));
-    y[i] = from_f<T>(to_f(x[i]) + v);
+    // __fmul_rn / __fadd_rn: in f32, where the roundings to T vanish, nvcc would otherwise
+    // contract the product and the residual add into one FMA, rounded once, not as the ops.
+    if (s) v = to_f(from_f<T>(__fmul_rn(v, to_f(s[i / per_image]))));
+    y[i] = from_f<T>(__fadd_rn(to_f(x[i]), v));
   }
 }
 // g = dy * s[image] (the branch's output gradient under stochastic depth) and its column partial
