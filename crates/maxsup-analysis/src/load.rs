@@ -50,7 +50,10 @@ pub fn load_model_weights(
     device: &Device,
 ) -> Result<LoadedModel> {
     if is_training_checkpoint(weights) {
-        let (tensors, state): (CheckpointTensors, RunState) = load_checkpoint(weights, device)?;
+        // Read on the CPU: the checkpoint also holds the optimizer's moments (and the EMA), and
+        // only the chosen weights go to `device`, as load_state_dict moves them.
+        let (tensors, state): (CheckpointTensors, RunState) =
+            load_checkpoint(weights, &Device::Cpu)?;
         let config = state.config;
         if let Some(name) = model_name.filter(|n| *n != config.model) {
             bail!(

@@ -223,7 +223,7 @@ impl TrainArgs {
         use maxsup_models::ModelFamily;
         let family = maxsup_models::model_family(&c.model);
         let uses_alpha = matches!(c.loss, LossKind::Ls | LossKind::Maxsup);
-        let checks: [(&str, bool, bool, String); 12] = [
+        let checks: [(&str, bool, bool, String); 13] = [
             (
                 "--alpha-start",
                 self.alpha_start.is_some(),
@@ -289,6 +289,12 @@ impl TrainArgs {
                 self.fused_attention == Some(true),
                 c.device.starts_with("cuda"),
                 format!("--device {} (a CUDA kernel)", c.device),
+            ),
+            (
+                "--fused-attention",
+                self.fused_attention == Some(true),
+                c.precision == maxsup_train::Precision::Bf16,
+                format!("--precision {} (a bf16 kernel)", c.precision),
             ),
             (
                 "--channels-last",
@@ -367,10 +373,16 @@ impl TrainArgs {
         set(&mut c.input.augment.cutmix, self.cutmix);
         set(&mut c.seed, self.seed);
         let device = self.device_flag()?;
+        let was_cuda = c.device.starts_with("cuda");
         set(&mut c.device, device.clone());
         c.precision = match &self.precision {
             Some(p) => maxsup_train::Precision::parse(p)?,
-            None if device.is_some() => maxsup_train::Precision::default_for(&c.device),
+            // The device's default where the kind of device changes (a new run from a CPU
+            // recipe, a resumed run moved between CPU and CUDA); otherwise as it was, so a
+            // resumed f32 CUDA run named with its own device stays f32.
+            None if device.is_some() && was_cuda != c.device.starts_with("cuda") => {
+                maxsup_train::Precision::default_for(&c.device)
+            }
             None => c.precision,
         };
         set(&mut c.cudnn_benchmark, self.cudnn_benchmark);
@@ -491,6 +503,55 @@ mod tests {
         assert!(
             e.contains("--fused-attention does not apply to --device cpu"),
             "{e}"
+        );
+        let mut f32_on = on.to_vec();
+        f32_on.extend(["--precision", "f32"]);
+        let e = err(args(&f32_on).resolve("cifar10-deit-tiny"));
+        assert!(
+            e.contains("--fused-attention does not apply to --precision f32"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_resumed_run_keeps_its_precision_unless_the_kind_of_device_changes() {
+        use maxsup_train::Precision::{Bf16, F32};
+        let f32_gpu = args(&["--device", "cuda", "--precision", "f32", "--epochs", "4"])
+            .resolve("cifar10-resnet20")
+            .unwrap();
+        for same_device in [
+            &["--device", "cuda"][..],
+            &["--device", "cuda:1"],
+            &["--gpus", "1"],
+        ] {
+            let c = args(same_device).resolve_resumed(&f32_gpu, 2).unwrap();
+            assert_eq!(c.precision, F32, "{same_device:?}: an f32 run stays f32");
+        }
+        let moved = args(&["--device", "cpu"])
+            .resolve_resumed(&f32_gpu, 2)
+            .unwrap();
+        assert_eq!(moved.precision, F32);
+        let bf16_gpu = args(&["--device", "cuda", "--epochs", "4"])
+            .resolve("cifar10-resnet20")
+            .unwrap();
+        assert_eq!(bf16_gpu.precision, Bf16);
+        let c = args(&["--device", "cuda:0"])
+            .resolve_resumed(&bf16_gpu, 2)
+            .unwrap();
+        assert_eq!(c.precision, Bf16);
+        let to_cpu = args(&["--device", "cpu"])
+            .resolve_resumed(&bf16_gpu, 2)
+            .unwrap();
+        assert_eq!(to_cpu.precision, F32, "bf16 does not run on the CPU");
+        let cpu_run = args(&["--epochs", "4"])
+            .resolve("cifar10-resnet20")
+            .unwrap();
+        let to_gpu = args(&["--device", "cuda"])
+            .resolve_resumed(&cpu_run, 2)
+            .unwrap();
+        assert_eq!(
+            to_gpu.precision, Bf16,
+            "CUDA's default for a run moved there"
         );
     }
 

@@ -144,7 +144,10 @@ pub fn prepare_precision(device: &Device, precision: crate::Precision) -> Result
 /// asking for it on the CPU is an error.
 pub fn prepare_convolutions(device: &Device, benchmark: bool) -> Result<()> {
     if benchmark && !device.is_cuda() {
-        bail!("cudnn_benchmark times cuDNN's convolution algorithms: it needs a CUDA device, the run is on the CPU");
+        bail!(
+            "cudnn_benchmark times cuDNN's convolution algorithms: it needs a CUDA device, the run \
+             is on the CPU (--cudnn-benchmark false turns it off)"
+        );
     }
     #[cfg(feature = "cuda")]
     if device.is_cuda() {
@@ -154,10 +157,20 @@ pub fn prepare_convolutions(device: &Device, benchmark: bool) -> Result<()> {
 }
 
 /// Sets whether DeiT's attention runs as tensor-core kernels (forward, backward) on `device`
-/// (`maxsup_ops::set_fused_attention`); a CUDA setting: asking for it on the CPU is an error.
-pub fn prepare_attention(device: &Device, fused: bool) -> Result<()> {
+/// (`maxsup_ops::set_fused_attention`); a CUDA bf16 setting: asking for it on the CPU or in f32
+/// is an error (the attention would run unfused, unasked).
+pub fn prepare_attention(device: &Device, fused: bool, precision: crate::Precision) -> Result<()> {
     if fused && !device.is_cuda() {
-        bail!("fused_attention is a CUDA kernel: it needs a CUDA device, the run is on the CPU");
+        bail!(
+            "fused_attention is a CUDA kernel: it needs a CUDA device, the run is on the CPU \
+             (--fused-attention false turns it off)"
+        );
+    }
+    if fused && precision != crate::Precision::Bf16 {
+        bail!(
+            "fused_attention is a bf16 kernel: the run's precision is {precision} \
+             (--precision bf16, or --fused-attention false)"
+        );
     }
     maxsup_ops::set_fused_attention(fused);
     Ok(())
@@ -166,6 +179,17 @@ pub fn prepare_attention(device: &Device, fused: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cuda_settings_on_the_cpu_are_errors_that_name_the_flag_to_turn_them_off() {
+        let cpu = Device::Cpu;
+        let e = prepare_attention(&cpu, true, crate::Precision::F32).unwrap_err();
+        assert!(e.to_string().contains("--fused-attention false"), "{e}");
+        let e = prepare_convolutions(&cpu, true).unwrap_err();
+        assert!(e.to_string().contains("--cudnn-benchmark false"), "{e}");
+        prepare_attention(&cpu, false, crate::Precision::F32).unwrap();
+        prepare_convolutions(&cpu, false).unwrap();
+    }
 
     #[test]
     fn parses_cpu_and_rejects_garbage() {

@@ -3,11 +3,11 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use maxsup_data::Loader;
 use maxsup_metrics::CalibrationAccumulator;
 use maxsup_models::ImageClassifier;
-use maxsup_ops::StagedUpload;
+use maxsup_ops::{PendingRead, ReadBack, StagedUpload};
 
 use crate::batch_tensor::images_tensor;
 use crate::data_parallel::DataParallel;
@@ -39,27 +39,35 @@ pub fn evaluate_sharded(
     let start = Instant::now();
     let mut acc = CalibrationAccumulator::with_bins(model.num_classes(), &[15])?;
     let mut staging = StagedUpload::new();
-    // Batch t's logits are read after batch t + 1's forward pass is queued, so that a GPU
-    // never waits for the host between batches; detached, so that the forward graph behind
-    // them is freed at once.
-    let mut pending: Option<(Tensor, Vec<u32>)> = None;
-    let mut read = |logits: Tensor, labels: Vec<u32>| -> Result<()> {
-        let logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
-        acc.push(&logits, &labels)
-    };
+    // Batch t's logits are read after batch t + 1's forward pass is queued, through a copy put
+    // on the stream right behind batch t's own work (`ReadBack`: `to_vec1` would wait for batch
+    // t + 1 too), so that a GPU never waits for the host between batches; detached, so that the
+    // forward graph behind them is freed at once. (f64 for the read-back: exact for bf16 and f32.)
+    let mut read_back = ReadBack::new();
+    let mut pending: Option<(PendingRead, Vec<u32>)> = None;
+    let mut read =
+        |read_back: &mut ReadBack, logits: PendingRead, labels: Vec<u32>| -> Result<()> {
+            let logits: Vec<f32> = read_back
+                .read(logits)?
+                .into_iter()
+                .map(|v| v as f32)
+                .collect();
+            acc.push(&logits, &labels)
+        };
     for batch in loader.epoch(0) {
         let batch = batch?;
         let x = images_tensor(&batch, device, dtype, Some(&mut staging))?;
         let logits = model
             .forward_t(&x, false)?
             .detach()
-            .to_dtype(candle_core::DType::F32)?;
-        if let Some((logits, labels)) = pending.replace((logits, batch.labels)) {
-            read(logits, labels)?;
+            .to_dtype(candle_core::DType::F64)?;
+        let queued = read_back.queue(&logits)?;
+        if let Some((logits, labels)) = pending.replace((queued, batch.labels)) {
+            read(&mut read_back, logits, labels)?;
         }
     }
     if let Some((logits, labels)) = pending.take() {
-        read(logits, labels)?;
+        read(&mut read_back, logits, labels)?;
     }
     let expected = loader.shard_indices().len() as u64;
     let mut sums = acc.to_sums();

@@ -105,7 +105,7 @@ impl Trainer {
         };
         crate::prepare_precision(&device, config.precision)?;
         crate::prepare_convolutions(&device, config.cudnn_benchmark)?;
-        crate::prepare_attention(&device, config.fused_attention)?;
+        crate::prepare_attention(&device, config.fused_attention, config.precision)?;
         let (rank, world) = parallel
             .as_ref()
             .map_or((0, 1), |p| (p.rank(), p.world_size()));
