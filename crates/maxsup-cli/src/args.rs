@@ -83,7 +83,8 @@ pub struct TrainArgs {
     pub sync_bn: Option<bool>,
     /// Channels-last (NHWC) activations, as PyTorch's `channels_last` (`--channels-last
     /// true|false`; ResNets): cuDNN's tensor-core convolutions run on NHWC data without a
-    /// transpose around each call. Off by default until the GPU check has measured it.
+    /// transpose around each call. Off by default until the GPU check has measured it; on the
+    /// CPU it runs, slower (its NHWC kernels are simple loops, there for the tests).
     #[arg(long)]
     pub channels_last: Option<bool>,
     /// Model EMA decay (0 turns EMA off).
