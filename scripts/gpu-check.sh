@@ -77,7 +77,7 @@ theirs = {r.get("model"): r for r in torch.get("throughput", [])}
 for r in ours.get("throughput", []):
     t = theirs.get(r.get("model"), {})
     row = dict(r)
-    for k in ["torch_img_s", "torch_step_ms", "torch_mem_gb", "torch_split_ms", "torch_kernels"]:
+    for k in ["torch_img_s", "torch_step_ms", "torch_mem_gb", "torch_config", "torch_split_ms", "torch_kernels"]:
         row[k] = t.get(k)
     if "error" in t:
         row["torch_error"] = t["error"]
@@ -127,6 +127,9 @@ for r in rows:
     f = lambda v, p=1: "-" if v is None else f"{v:.{p}f}"
     print(f"{r.get('model',''):<24}{r.get('layout','nchw'):<15}{r.get('algorithms','heuristic'):<11}{r.get('attention','unfused'):<10}{r.get('batch',''):>6}{f(r.get('ours_img_s')):>12}{f(r.get('torch_img_s')):>13}{f(r.get('ratio'),2):>7}{f(r.get('ours_mem_gb')):>9}{f(r.get('torch_mem_gb')):>9}")
     if "error" in r: print("   ours:", r["error"][:300])
+    if r.get("torch_config"): print("   torch:", ", ".join(f"{k} {v}" for k, v in r["torch_config"].items() if k not in ("steps", "warmup")))
+    if r.get("torch_config") and (r["torch_config"].get("steps"), r["torch_config"].get("warmup")) != (r.get("steps"), r.get("warmup")):
+        print("   WARNING: the sides timed different step counts:", r["torch_config"].get("steps"), "vs", r.get("steps"))
     split = lambda d: "/".join("-" if d is None or d.get(k) is None else f"{d[k]:.1f}" for k in ["forward", "backward", "optimizer"])
     if r.get("ours_split_ms"): print(f"   forward/backward/optimizer ms, synchronised: ours {split(r.get('ours_split_ms'))}, torch {split(r.get('torch_split_ms'))}")
     ok, tk = r.get("ours_kernels") or {}, r.get("torch_kernels") or {}

@@ -66,7 +66,7 @@ pub use conv::conv2d;
 #[cfg(feature = "cuda")]
 pub use cuda::{
     configure_device, cudnn_benchmark, cudnn_benchmark_fallbacks, kernel_times, peak_memory,
-    set_cudnn_benchmark, set_kernel_timing, set_tf32, tf32,
+    release_conv_workspaces, set_cudnn_benchmark, set_kernel_timing, set_tf32, tf32,
 };
 pub use fused_attention::{fused_attention, set_fused_attention};
 pub use gelu::gelu_erf;

@@ -98,6 +98,13 @@ fn handle(dev: &CudaDevice) -> Result<Arc<Cudnn>> {
     })
 }
 
+/// Lets go of this thread's convolution workspaces (stream-ordered frees into the pool); the
+/// next convolution takes one of the size it needs. For measurements that compare peak memory
+/// across configurations: a workspace grown by an earlier one would count in a later one.
+pub fn release_workspaces() {
+    WORKSPACES.with(|ws| ws.borrow_mut().clear());
+}
+
 /// Runs `f` with a workspace of at least `bytes` on `dev` (grown, not shrunk while what grew it
 /// runs; stream-ordered, so reusing it from one call to the next needs no synchronisation). The
 /// old buffer goes back to the pool before the larger one is taken, and a buffer grown for an

@@ -24,6 +24,7 @@ pub(crate) mod residual_out;
 pub(crate) mod rows;
 mod settings;
 
+pub use conv::release_workspaces as release_conv_workspaces;
 pub(crate) use conv::{conv2d_backward, conv2d_forward, ConvShape};
 pub(crate) use elementwise::{map1, map2};
 pub use kernel_times::{kernel_times, set_kernel_timing};
