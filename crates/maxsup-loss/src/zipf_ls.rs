@@ -1,10 +1,10 @@
 //! Zipf's Label Smoothing (Liang et al., ECCV 2022), following the official algorithm.
 
-use candle_core::{bail, DType, Result, Tensor, D};
+use candle_core::{bail, Result, Tensor, D};
 
 use crate::cross_entropy::per_sample_ce;
 use crate::log_softmax::log_softmax;
-use crate::validate::{class_indices, finite_loss, finite_param, logits_2d};
+use crate::validate::{class_index_values, finite_loss, finite_param, index_tensor, logits_2d};
 
 /// Zipf's label smoothing: `CE(z, y) + weight * KL(p_zipf || softmax(z_{-y}))`.
 ///
@@ -56,9 +56,10 @@ impl ZipfLabelSmoothing {
     ) -> Result<Tensor> {
         const WHAT: &str = "zipf_label_smoothing";
         let (_, _, z) = logits_2d(logits, WHAT)?;
-        let idx = class_indices(targets, &z, WHAT)?;
+        let labels = self.labels(targets, &z)?;
+        let idx = index_tensor(&labels, z.device())?;
         let ce = per_sample_ce(&log_softmax(&z)?, &idx)?.mean_all()?;
-        let kl = self.kl_term(&z, dense_logits, &idx)?;
+        let kl = self.kl_term(&z, dense_logits, (&labels, &idx))?;
         finite_loss((ce + (kl * self.weight)?)?, logits, WHAT)
     }
 
@@ -71,19 +72,38 @@ impl ZipfLabelSmoothing {
     ) -> Result<Tensor> {
         const WHAT: &str = "zipf_label_smoothing";
         let (_, _, z) = logits_2d(logits, WHAT)?;
-        let idx = class_indices(targets, &z, WHAT)?;
-        finite_loss(self.kl_term(&z, dense_logits, &idx)?, logits, WHAT)
+        let labels = self.labels(targets, &z)?;
+        let idx = index_tensor(&labels, z.device())?;
+        finite_loss(
+            self.kl_term(&z, dense_logits, (&labels, &idx))?,
+            logits,
+            WHAT,
+        )
     }
 
-    fn kl_term(&self, z: &Tensor, dense_logits: &Tensor, idx: &Tensor) -> Result<Tensor> {
+    /// The checked class indices on the host: read from `targets` where they are (nothing from
+    /// a GPU when a training loop passes its host labels).
+    fn labels(&self, targets: &Tensor, z: &Tensor) -> Result<Vec<u32>> {
+        let (b, k) = z.dims2()?;
+        class_index_values(targets, b, k, "zipf_label_smoothing")
+    }
+
+    /// The KL term from the logits `z`, the dense logits and the labels on the host and as the
+    /// `[B, 1]` index tensor on `z`'s device. The dense logits' votes are read back (each
+    /// location's winner ranks the classes on the host); nothing else is.
+    fn kl_term(
+        &self,
+        z: &Tensor,
+        dense_logits: &Tensor,
+        (targets, idx): (&[u32], &Tensor),
+    ) -> Result<Tensor> {
         finite_param(self.weight, "weight", "zipf_label_smoothing")?;
         finite_param(self.power, "power", "zipf_label_smoothing")?;
         let (b, k) = z.dims2()?;
-        let targets: Vec<u32> = idx.squeeze(1)?.to_vec1()?;
         let votes = dense_votes(dense_logits, b, k)?;
         let mut pdf = Vec::with_capacity(b * (k - 1));
         let mut others = Vec::with_capacity(b * (k - 1));
-        for (sample_votes, &y) in votes.chunks(k).zip(&targets) {
+        for (sample_votes, &y) in votes.chunks(k).zip(targets) {
             let ranks = min_ranks(sample_votes);
             let mass: Vec<f64> = ranks
                 .iter()
@@ -114,11 +134,9 @@ impl ZipfLabelSmoothing {
             .eq(idx)?
             .squeeze(1)?
             .to_dtype(z.dtype())?;
-        let count = correct
-            .sum_all()?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()?;
-        (kl * correct)?.sum_all()? / count.max(1.0)
+        // The mean over the correct samples (over none: 0), on the device.
+        let count = correct.sum_all()?.maximum(1.0)?;
+        (kl * correct)?.sum_all()?.div(&count)
     }
 }
 

@@ -59,7 +59,7 @@ mod sgd_cpu;
 pub mod state;
 
 pub use adamw::{AdamW, AdamWConfig};
-pub use clip::{clip_grad_norm, grad_norm};
+pub use clip::{clip_grad_norm, clip_grad_norm_on_device, grad_norm};
 pub use ema::ModelEma;
 pub use optimizer::Optimizer;
 pub use param_groups::{split_weight_decay, split_weight_decay_by_substring, NamedVar, ParamGroup};

@@ -104,9 +104,10 @@ impl ResNet {
         &self.config
     }
 
-    /// Global average pool [B, C, h, w] -> [B, C].
+    /// Global average pool [B, C, h, w] -> [B, C]: one reduction over both dims (under bf16 one
+    /// rounding of the f32 sum, not two; one backward node).
     fn pool(activation: &Tensor) -> Result<Tensor> {
-        activation.mean(3)?.mean(2)
+        activation.mean((2, 3))
     }
 }
 

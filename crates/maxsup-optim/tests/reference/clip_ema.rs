@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var};
-use maxsup_optim::{clip_grad_norm, ModelEma};
+use maxsup_optim::{clip_grad_norm, clip_grad_norm_on_device, ModelEma};
 
 use crate::fixture::{assert_close, f64s, fixture, tensor_f64, usizes};
 use crate::optimizers::grad_store;
@@ -70,6 +70,44 @@ fn clip_grad_norm_skips_vars_without_gradient() {
         (g[0] - 0.6).abs() < 1e-6 && (g[1] - 0.8).abs() < 1e-6,
         "{g:?}"
     );
+}
+
+/// The device-side clipping (no read of the norm) gives the same gradients and norm, whether it
+/// clips or not, and leaves gradients as they are for a NaN norm.
+#[test]
+fn clipping_on_the_device_equals_the_host_version() {
+    let a = Var::new(&[3f32, 4.], &Device::Cpu).unwrap();
+    let loss = |v: &Var| v.as_tensor().sqr().unwrap().sum_all().unwrap();
+    for max_norm in [1.0, 100.0, 0.0] {
+        let (mut host, mut device) = (loss(&a).backward().unwrap(), loss(&a).backward().unwrap());
+        let total = clip_grad_norm(&mut host, &[a.clone()], max_norm).unwrap();
+        let on_device = clip_grad_norm_on_device(&mut device, &[a.clone()], max_norm)
+            .unwrap()
+            .unwrap();
+        assert_eq!(on_device.to_scalar::<f64>().unwrap(), total);
+        let bits = |g: &candle_core::backprop::GradStore| -> Vec<u32> {
+            let t = g.get(a.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+            t.iter().map(|v| v.to_bits()).collect()
+        };
+        assert_eq!(bits(&host), bits(&device), "max_norm {max_norm}");
+    }
+    let nan = Var::new(&[f32::NAN, 1.0], &Device::Cpu).unwrap();
+    let mut grads = loss(&nan).backward().unwrap();
+    let before = grads
+        .get(nan.as_tensor())
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    clip_grad_norm_on_device(&mut grads, &[nan.clone()], 1.0).unwrap();
+    let after = grads
+        .get(nan.as_tensor())
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert!(after[0].is_nan() && after[1] == before[1], "{after:?}");
+    assert!(clip_grad_norm_on_device(&mut grads, &[], 1.0)
+        .unwrap()
+        .is_none());
 }
 
 fn ema_tensor(

@@ -13,7 +13,7 @@ use maxsup_data::Batch;
 use maxsup_loss::{Criterion, LossInput};
 use maxsup_models::{seed_stochastic_layers, ImageClassifier};
 use maxsup_ops::{ReadBack, StagedUpload};
-use maxsup_optim::{clip_grad_norm, LrSchedule, ModelEma, Optimizer};
+use maxsup_optim::{clip_grad_norm_on_device, LrSchedule, ModelEma, Optimizer};
 use serde::{Deserialize, Serialize};
 
 use crate::batch_tensor::images_tensor;
@@ -430,7 +430,8 @@ impl Trainer {
             p.average_gradients(&mut grads, &self.optimizer.vars())?;
         }
         if let Some(max_norm) = self.state.config.clip_grad {
-            clip_grad_norm(&mut grads, &self.optimizer.vars(), max_norm)?;
+            // No read of the norm: the step queues on (the loss check catches a non-finite one).
+            clip_grad_norm_on_device(&mut grads, &self.optimizer.vars(), max_norm)?;
         }
         self.optimizer.step(&grads)?;
         if let Some(ema) = self.ema.as_mut() {
