@@ -80,8 +80,8 @@ fn clipping_on_the_device_equals_the_host_version() {
     let loss = |v: &Var| v.as_tensor().sqr().unwrap().sum_all().unwrap();
     for max_norm in [1.0, 100.0, 0.0] {
         let (mut host, mut device) = (loss(&a).backward().unwrap(), loss(&a).backward().unwrap());
-        let total = clip_grad_norm(&mut host, &[a.clone()], max_norm).unwrap();
-        let on_device = clip_grad_norm_on_device(&mut device, &[a.clone()], max_norm)
+        let total = clip_grad_norm(&mut host, std::slice::from_ref(&a), max_norm).unwrap();
+        let on_device = clip_grad_norm_on_device(&mut device, std::slice::from_ref(&a), max_norm)
             .unwrap()
             .unwrap();
         assert_eq!(on_device.to_scalar::<f64>().unwrap(), total);
@@ -98,7 +98,7 @@ fn clipping_on_the_device_equals_the_host_version() {
         .unwrap()
         .to_vec1::<f32>()
         .unwrap();
-    clip_grad_norm_on_device(&mut grads, &[nan.clone()], 1.0).unwrap();
+    clip_grad_norm_on_device(&mut grads, std::slice::from_ref(&nan), 1.0).unwrap();
     let after = grads
         .get(nan.as_tensor())
         .unwrap()
