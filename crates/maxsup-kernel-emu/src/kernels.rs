@@ -39,9 +39,9 @@ kernel_tables! {
         (*const E, *const E, *const E, *mut E, *mut f32, usize, i32, i32);
     bias_grad_partial(bias_grad_partial_f32, bias_grad_partial_bf16): (*const E, *mut f32, usize, i32, i32);
     residual_out_fwd(residual_out_fwd_f32, residual_out_fwd_bf16):
-        (*const E, *const E, *const E, *const E, *mut E, usize, i32, usize);
+        (*const E, *const E, *const E, *const f32, *mut E, usize, i32, usize);
     residual_out_bwd(residual_out_bwd_f32, residual_out_bwd_bf16):
-        (*const E, *const E, *mut E, *mut f32, usize, i32, usize, i32);
+        (*const E, *const f32, *mut E, *mut f32, usize, i32, usize, i32);
     qkv_heads_fwd(qkv_heads_fwd_f32, qkv_heads_fwd_bf16): (*const E, *const E, *mut E, usize, i32, i32, i32, f32);
     qkv_heads_bwd(qkv_heads_bwd_f32, qkv_heads_bwd_bf16):
         (*const E, *const E, *const E, *mut E, *mut f32, usize, i32, i32, i32, f32, i32);

@@ -18,10 +18,9 @@ fn residual_kernels<E: Elem>() {
         let x = random::<E>(total, 41 + total as u64, 2.0, 0.0);
         let o = random::<E>(total, 42 + total as u64, 3.0, 0.1);
         let bias = random::<E>(n, 43 + n as u64, 1.0, 0.3);
-        // One image dropped (0), the others kept with the 1/(1-p) scale or doubled.
-        let scale: Vec<E> = (0..batch)
-            .map(|b| E::from_f32([1.0 / 0.9, 0.0, 2.0][b % 3]))
-            .collect();
+        // One image dropped (0), the others kept with the 1/(1-p) scale or doubled; f32, as
+        // the kernels take it (1/0.9 is not a bf16).
+        let scale: Vec<f32> = (0..batch).map(|b| [1.0 / 0.9, 0.0, 2.0][b % 3]).collect();
         let name = |op: &str| format!("{op} {} batch={batch} per={per} n={n}", E::NAME);
         let (xp, op, bp) = (x.as_ptr(), o.as_ptr(), bias.as_ptr());
 
@@ -30,7 +29,7 @@ fn residual_kernels<E: Elem>() {
                 .map(|i| {
                     let mut v = E::from_f32(o[i].to_f32() + bias[i % n].to_f32());
                     if scaled {
-                        v = E::from_f32(v.to_f32() * scale[i / (per * n)].to_f32());
+                        v = E::from_f32(v.to_f32() * scale[i / (per * n)]);
                     }
                     E::from_f32(x[i].to_f32() + v.to_f32()).to_f32()
                 })
@@ -56,7 +55,7 @@ fn residual_kernels<E: Elem>() {
 
         let dy = random::<E>(total, 44 + total as u64, 1.0, 0.0);
         let g_want: Vec<E> = (0..total)
-            .map(|i| E::from_f32(dy[i].to_f32() * scale[i / (per * n)].to_f32()))
+            .map(|i| E::from_f32(dy[i].to_f32() * scale[i / (per * n)]))
             .collect();
         let splits = geom::column_splits(m, n);
         let want_db = separate_bias_grad(&g_want, m, n);

@@ -250,25 +250,26 @@ template <typename T> __device__ void bias_grad_partial(const T* dy, float* part
 
 // ---------------------------------------------------------------- a residual branch's output
 // y = x + s[image] * (o + bias) over [m, n] rows, for the output linear's bias-free GEMM result o
-// and the images' stochastic-depth scales s (null: none), rounded as the separate ops store
-// them: the bias add, the product with the scale, the residual add, each in T.
+// and the images' stochastic-depth scales s (f32, null: none; 1/keep is kept exact rather than
+// rounded to T), rounded as the separate ops store them: the bias add, the product with the
+// scale, the residual add, each in T.
 template <typename T>
-__device__ void residual_out_fwd(const T* x, const T* o, const T* bias, const T* s, T* y, size_t total, int n, size_t per_image) {
+__device__ void residual_out_fwd(const T* x, const T* o, const T* bias, const float* s, T* y, size_t total, int n, size_t per_image) {
   GRID_STRIDE(i, total) {
     float v = biased(o[i], bias[i % n]);
     // __fmul_rn / __fadd_rn: in f32, where the roundings to T vanish, nvcc would otherwise
     // contract the product and the residual add into one FMA, rounded once, not as the ops.
-    if (s) v = to_f(from_f<T>(__fmul_rn(v, to_f(s[i / per_image]))));
+    if (s) v = to_f(from_f<T>(__fmul_rn(v, s[i / per_image])));
     y[i] = from_f<T>(__fadd_rn(to_f(x[i]), v));
   }
 }
 // g = dy * s[image] (the branch's output gradient under stochastic depth) and its column partial
 // sums (the output linear's bias gradient). Column-sum geometry (see "a linear layer's bias").
 template <typename T>
-__device__ void residual_out_bwd(const T* dy, const T* s, T* g, float* partial, size_t m, int n, size_t rows_per_image, int splits) {
+__device__ void residual_out_bwd(const T* dy, const float* s, T* g, float* partial, size_t m, int n, size_t rows_per_image, int splits) {
   column_rows(m, n, splits, partial, [&](size_t r, int ch) {
     size_t i = r * n + ch;
-    T v = from_f<T>(to_f(dy[i]) * to_f(s[r / rows_per_image]));
+    T v = from_f<T>(to_f(dy[i]) * s[r / rows_per_image]);
     g[i] = v;
     return to_f(v);
   });
@@ -824,8 +825,8 @@ extern "C" __global__ void ema_multi_f32(TensorTable t, float decay, float one_m
   extern "C" __global__ void bias_gelu_fwd_##S(const T* g, const T* bias, T* y, size_t total, int n) { bias_gelu_fwd(g, bias, y, total, n); } \
   extern "C" __global__ void bias_gelu_bwd_##S(const T* g, const T* bias, const T* dy, T* dh, float* partial, size_t m, int n, int splits) { bias_gelu_bwd(g, bias, dy, dh, partial, m, n, splits); } \
   extern "C" __global__ void bias_grad_partial_##S(const T* dy, float* partial, size_t m, int n, int splits) { bias_grad_partial(dy, partial, m, n, splits); } \
-  extern "C" __global__ void residual_out_fwd_##S(const T* x, const T* o, const T* bias, const T* s, T* y, size_t total, int n, size_t per_image) { residual_out_fwd(x, o, bias, s, y, total, n, per_image); } \
-  extern "C" __global__ void residual_out_bwd_##S(const T* dy, const T* s, T* g, float* partial, size_t m, int n, size_t rows_per_image, int splits) { residual_out_bwd(dy, s, g, partial, m, n, rows_per_image, splits); } \
+  extern "C" __global__ void residual_out_fwd_##S(const T* x, const T* o, const T* bias, const float* s, T* y, size_t total, int n, size_t per_image) { residual_out_fwd(x, o, bias, s, y, total, n, per_image); } \
+  extern "C" __global__ void residual_out_bwd_##S(const T* dy, const float* s, T* g, float* partial, size_t m, int n, size_t rows_per_image, int splits) { residual_out_bwd(dy, s, g, partial, m, n, rows_per_image, splits); } \
   extern "C" __global__ void qkv_heads_fwd_##S(const T* g, const T* bias, T* out, size_t total, int tokens, int heads, int hd, float scale) { qkv_heads_fwd(g, bias, out, total, tokens, heads, hd, scale); } \
   extern "C" __global__ void qkv_heads_bwd_##S(const T* dq, const T* dk, const T* dv, T* dh, float* partial, size_t m, int tokens, int heads, int hd, float scale, int splits) { qkv_heads_bwd(dq, dk, dv, dh, partial, m, tokens, heads, hd, scale, splits); } \
   extern "C" __global__ void softmax_fwd_##S(const T* x, T* y, size_t rows, int d) { softmax_fwd(x, y, rows, d); } \

@@ -165,9 +165,17 @@ fn composed(x: &Tensor, w: &BranchWeights, inner: Inner, scale: Option<&Tensor>)
     let m = linear(&g, w.out_weight, Some(w.out_bias))?;
     let m = match scale {
         Some(s) => {
+            // The product in f32 or wider (1/keep is not a bf16), rounded once to the branch's
+            // dtype (an f64 reference stays f64).
             let mut shape = vec![1usize; m.rank()];
             shape[0] = s.elem_count();
-            m.broadcast_mul(&s.to_dtype(m.dtype())?.reshape(shape)?)?
+            let wide = if m.dtype() == DType::F64 {
+                DType::F64
+            } else {
+                DType::F32
+            };
+            let s = s.to_dtype(wide)?.reshape(shape)?;
+            m.to_dtype(wide)?.broadcast_mul(&s)?.to_dtype(m.dtype())?
         }
         None => m,
     };

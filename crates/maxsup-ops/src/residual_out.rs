@@ -12,7 +12,7 @@ use crate::cpu::slices::contiguous_f32;
 use crate::cpu::uninit::{ensure_len, Output};
 use crate::linear::column_sums;
 use crate::side_output::SideOutput;
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Rows of `n` in a `[B, ..., n]` operand and the rows per image, or an error naming `op`.
@@ -25,18 +25,18 @@ fn image_rows(shape: &Shape, n: usize, op: &str) -> Result<(usize, usize)> {
     Ok((rows, rows / dims[0]))
 }
 
-/// Checks that `scale` holds one value per image of `x`, in `x`'s dtype, on its device.
+/// Checks that `scale` holds one f32 value per image of `x`, on its device (f32 whatever `x`'s
+/// dtype: `1/keep` rounded to bf16 would scale every kept sample by up to 0.3% off).
 fn check_scale(scale: &Tensor, x: &Tensor, op: &str) -> Result<()> {
     let batch = x.dim(0)?;
     if scale.elem_count() != batch
-        || scale.dtype() != x.dtype()
+        || scale.dtype() != DType::F32
         || !scale.device().same_device(x.device())
     {
         candle_core::bail!(
-            "{op}: the stochastic-depth scale ({:?} {:?}) is not one {:?} per image of {:?}",
+            "{op}: the stochastic-depth scale ({:?} {:?}) is not one f32 per image of {:?}",
             scale.shape(),
             scale.dtype(),
-            x.dtype(),
             x.shape()
         );
     }
@@ -44,7 +44,7 @@ fn check_scale(scale: &Tensor, x: &Tensor, op: &str) -> Result<()> {
 }
 
 /// `x + scale ⊙ (o + bias)` for the output linear's bias-free result `o` (`x`'s shape
-/// `[B, ..., n]`), its bias (`[n]`) and one scale per image (or none), all in `x`'s dtype.
+/// `[B, ..., n]`) and its bias (`[n]`), in `x`'s dtype, and one f32 scale per image (or none).
 pub(crate) fn residual_bias_add(
     x: &Tensor,
     o: &Tensor,

@@ -11,8 +11,8 @@ use candle_core::{Layout, Result};
 
 type Operand<'a> = (&'a CudaStorage, &'a Layout);
 
-/// `x + s ⊙ (o + bias)` over `[m, n]` rows; `scale` holds one value per `per_image` elements
-/// (or is none). Shapes and dtypes are checked by the caller (`crate::residual_out`).
+/// `x + s ⊙ (o + bias)` over `[m, n]` rows; `scale` holds one f32 value per `per_image`
+/// elements (or is none). Shapes and dtypes are checked by the caller (`crate::residual_out`).
 pub(crate) fn residual_out_fwd(
     x: Operand,
     o: Operand,
@@ -35,7 +35,7 @@ pub(crate) fn residual_out_fwd(
         let ov = view::<T>(os, ol, "residual_bias_add branch output")?;
         let bv = view::<T>(bs, bl, "residual_bias_add bias")?;
         let sv = scale
-            .map(|(ss, sl)| view::<T>(ss, sl, "residual_bias_add scale"))
+            .map(|(ss, sl)| view::<f32>(ss, sl, "residual_bias_add scale"))
             .transpose()?;
         let s: u64 = address_or_null(sv.as_ref(), &dev);
         let mut y = output::<T>(&dev, total)?;
@@ -79,7 +79,7 @@ pub(crate) fn residual_out_bwd(
         let n_i = i32::try_from(n)
             .map_err(|_| candle_core::Error::Msg("scaled_bias_grad: width exceeds int".into()))?;
         let dv = view::<T>(ds, dl, "scaled_bias_grad output gradient")?;
-        let sv = view::<T>(ss, sl, "scaled_bias_grad scale")?;
+        let sv = view::<f32>(ss, sl, "scaled_bias_grad scale")?;
         let mut g = output::<T>(&dev, m * n)?;
         let mut sums = ColumnSums::new(&dev, m, n)?;
         launch_kernel!(

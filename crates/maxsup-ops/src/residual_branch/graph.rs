@@ -23,7 +23,7 @@ use crate::qkv_heads::{merge_qkv_heads, split_qkv_heads};
 use crate::residual_out::{residual_bias_add, scaled_bias_grad};
 use crate::softmax::softmax_backward;
 use crate::{layer_norm, linear, softmax_last_dim};
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 
 /// A sub-block's gradients: its input's (with the residual path's gradient in it), its norm's
 /// weight and bias, and its linear layers' `[in weight, in bias, out weight, out bias]`.
@@ -184,7 +184,7 @@ impl BranchTape {
         // The output linear's bias, the scale and the residual add in one pass after its GEMM.
         let o = linear(&a, &w2, None)?;
         let scale = match scale {
-            Some(s) => Some(s.detach().flatten_all()?.to_dtype(o.dtype())?),
+            Some(s) => Some(s.detach().flatten_all()?.to_dtype(DType::F32)?),
             None => None,
         };
         let y = residual_bias_add(x, &o, &w.out_bias.detach(), scale.as_ref())?;
