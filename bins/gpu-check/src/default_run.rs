@@ -9,10 +9,15 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::train_conv::{fake_cifar, train, DEFAULT_RECIPE};
+use crate::train_conv::{fake_cifar, train};
 use anyhow::{Context, Result};
 use maxsup_train::{EvalStats, TrainConfig, TrainStats, LOG_FILE};
 use serde_json::{json, Value};
+
+/// The recipe `train-conv` runs when none is named.
+fn default_recipe() -> &'static str {
+    maxsup_cli::default_recipe(maxsup_cli::ModelFamily::ResNet)
+}
 
 /// The target of the issue, in seconds.
 pub const TARGET_S: f64 = 120.0;
@@ -108,7 +113,7 @@ fn measure_with(
     steps: (usize, usize),
     eval_images: usize,
 ) -> Result<Value> {
-    let recipe = TrainConfig::preset(DEFAULT_RECIPE)?;
+    let recipe = TrainConfig::preset(default_recipe())?;
     let data = work.join("cifar");
     fake_cifar(&data)?;
     let batch = recipe.batch_size;
@@ -135,7 +140,7 @@ fn measure_with(
                "eval_s": t.eval.seconds, "wall_s": t.wall_s})
     };
     Ok(json!({
-        "recipe": DEFAULT_RECIPE, "model": recipe.model, "epochs": recipe.epochs, "batch": batch,
+        "recipe": default_recipe(), "model": recipe.model, "epochs": recipe.epochs, "batch": batch,
         "warm_up": runs(&warm_up), "measured": runs(&measured),
         "estimated_run_s": estimated_s, "target_s": TARGET_S, "meets_target": estimated_s <= TARGET_S,
     }))
@@ -212,7 +217,7 @@ mod tests {
 
     #[test]
     fn the_default_recipe_is_a_cifar_run_with_epochs_and_a_batch() {
-        let recipe = TrainConfig::preset(DEFAULT_RECIPE).unwrap();
+        let recipe = TrainConfig::preset(default_recipe()).unwrap();
         assert!(recipe.epochs > 0 && recipe.batch_size > 0);
         assert_eq!(recipe.input.image_size, 32);
     }

@@ -8,9 +8,6 @@ use std::path::Path;
 use anyhow::Result;
 use maxsup_data::CifarSplit;
 
-/// The recipe `train-conv` runs when none is named (its quick start).
-pub const DEFAULT_RECIPE: &str = "cifar10-resnet20";
-
 /// A CIFAR-10-shaped directory of random images (every split file at its real size: 10,000
 /// records of a label byte and 3x32x32 pixel bytes).
 pub fn fake_cifar(dir: &Path) -> Result<()> {
@@ -41,10 +38,5 @@ pub fn train(flags: &[&str]) -> Result<()> {
         .chain(flags.iter().copied())
         .map(OsString::from)
         .collect();
-    maxsup_cli::train_with_args(
-        "train-conv",
-        maxsup_cli::ModelFamily::ResNet,
-        DEFAULT_RECIPE,
-        &argv,
-    )
+    maxsup_cli::train_with_args("train-conv", maxsup_cli::ModelFamily::ResNet, &argv)
 }

@@ -7,9 +7,5 @@ fn main() -> std::process::ExitCode {
     if let Err(e) = maxsup_cli::cpu_threads::join_rayon_pool(None) {
         eprintln!("warning: {e:#}; parallel ops run slower");
     }
-    maxsup_cli::train_main(
-        "train-vit",
-        maxsup_cli::ModelFamily::DeiT,
-        "cifar10-deit-tiny",
-    )
+    maxsup_cli::train_main("train-vit", maxsup_cli::ModelFamily::DeiT)
 }

@@ -13,4 +13,4 @@ mod run;
 
 pub use args::TrainArgs;
 pub use dataset_args::DatasetArgs;
-pub use run::{train_main, train_with_args, ModelFamily};
+pub use run::{default_recipe, train_main, train_with_args, ModelFamily};

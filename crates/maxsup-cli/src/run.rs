@@ -19,6 +19,15 @@ use crate::progress::TerminalProgress;
 /// as the model registry classifies them.
 pub use maxsup_models::ModelFamily;
 
+/// The recipe a binary of `family` trains when none is named (its quick start): `train-conv`
+/// resnet20_cifar, `train-vit` deit_tiny_patch4_32, both with MaxSup on CIFAR-10.
+pub fn default_recipe(family: ModelFamily) -> &'static str {
+    match family {
+        ModelFamily::ResNet => "cifar10-resnet20",
+        ModelFamily::DeiT => "cifar10-deit-tiny",
+    }
+}
+
 fn accepts(family: ModelFamily, model: &str) -> bool {
     maxsup_models::model_family(model) == Some(family)
 }
@@ -30,14 +39,14 @@ struct Cli {
 }
 
 /// Parses the command line, trains, prints the summary; the exit code says whether it worked.
-pub fn train_main(binary: &str, family: ModelFamily, default_recipe: &str) -> ExitCode {
+pub fn train_main(binary: &str, family: ModelFamily) -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let cli = Cli::parse_from(&argv);
     let who = match World::from_env(&ProcessEnv) {
         Ok(Some(w)) if w.is_distributed() => format!("{binary} [rank {}]", w.rank),
         _ => binary.to_string(),
     };
-    match train_parsed(binary, family, default_recipe, &cli.args, &argv) {
+    match train_parsed(binary, family, &cli.args, &argv) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{who}: error: {e:#}");
@@ -48,20 +57,14 @@ pub fn train_main(binary: &str, family: ModelFamily, default_recipe: &str) -> Ex
 
 /// What `train_main` does with `argv` (the program name first), returning the error instead of
 /// printing it: for programs that embed a training run (the GPU check runs `--gpus 1`).
-pub fn train_with_args(
-    binary: &str,
-    family: ModelFamily,
-    default_recipe: &str,
-    argv: &[OsString],
-) -> Result<()> {
+pub fn train_with_args(binary: &str, family: ModelFamily, argv: &[OsString]) -> Result<()> {
     let cli = Cli::try_parse_from(argv)?;
-    train_parsed(binary, family, default_recipe, &cli.args, argv)
+    train_parsed(binary, family, &cli.args, argv)
 }
 
 fn train_parsed(
     binary: &str,
     family: ModelFamily,
-    default_recipe: &str,
     args: &TrainArgs,
     argv: &[OsString],
 ) -> Result<()> {
@@ -91,22 +94,8 @@ fn train_parsed(
         (Some(n), None, None) if n != 1 => launch(n, argv, "--nproc", vec![]),
         (None, Some(n), None) if n > 1 => launch_gpus(n, args, argv),
         // One GPU through the data-parallel path (NCCL with one rank).
-        (None, Some(_), None) => run(
-            binary,
-            family,
-            default_recipe,
-            args,
-            Some(World::single()),
-            &argv[1..],
-        ),
-        _ => run(
-            binary,
-            family,
-            default_recipe,
-            args,
-            launched.cloned(),
-            &argv[1..],
-        ),
+        (None, Some(_), None) => run(binary, family, args, Some(World::single()), &argv[1..]),
+        _ => run(binary, family, args, launched.cloned(), &argv[1..]),
     }
 }
 
@@ -170,11 +159,11 @@ fn join(
 fn run(
     binary: &str,
     family: ModelFamily,
-    default_recipe: &str,
     args: &TrainArgs,
     world: Option<World>,
     flags: &[OsString],
 ) -> Result<()> {
+    let default_recipe = default_recipe(family);
     if args.list_recipes {
         for r in maxsup_train::recipe_names() {
             println!("{r}");

@@ -56,7 +56,7 @@ impl ZipfLabelSmoothing {
     ) -> Result<Tensor> {
         const WHAT: &str = "zipf_label_smoothing";
         let (_, _, z) = logits_2d(logits, WHAT)?;
-        let labels = self.labels(targets, &z)?;
+        let labels = labels(targets, &z)?;
         let idx = index_tensor(&labels, z.device())?;
         let ce = per_sample_ce(&log_softmax(&z)?, &idx)?.mean_all()?;
         let kl = self.kl_term(&z, dense_logits, (&labels, &idx))?;
@@ -72,20 +72,13 @@ impl ZipfLabelSmoothing {
     ) -> Result<Tensor> {
         const WHAT: &str = "zipf_label_smoothing";
         let (_, _, z) = logits_2d(logits, WHAT)?;
-        let labels = self.labels(targets, &z)?;
+        let labels = labels(targets, &z)?;
         let idx = index_tensor(&labels, z.device())?;
         finite_loss(
             self.kl_term(&z, dense_logits, (&labels, &idx))?,
             logits,
             WHAT,
         )
-    }
-
-    /// The checked class indices on the host: read from `targets` where they are (nothing from
-    /// a GPU when a training loop passes its host labels).
-    fn labels(&self, targets: &Tensor, z: &Tensor) -> Result<Vec<u32>> {
-        let (b, k) = z.dims2()?;
-        class_index_values(targets, b, k, "zipf_label_smoothing")
     }
 
     /// The KL term from the logits `z`, the dense logits and the labels on the host and as the
@@ -138,6 +131,13 @@ impl ZipfLabelSmoothing {
         let count = correct.sum_all()?.maximum(1.0)?;
         (kl * correct)?.sum_all()?.div(&count)
     }
+}
+
+/// The checked class indices on the host: read from `targets` where they are (nothing from
+/// a GPU when a training loop passes its host labels).
+fn labels(targets: &Tensor, z: &Tensor) -> Result<Vec<u32>> {
+    let (b, k) = z.dims2()?;
+    class_index_values(targets, b, k, "zipf_label_smoothing")
 }
 
 /// Per-sample vote counts `[B * K]`: how many locations of the dense logits have each class as

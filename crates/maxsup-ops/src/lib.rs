@@ -54,6 +54,7 @@ mod relu;
 mod residual_block;
 mod residual_branch;
 mod residual_out;
+pub use residual_out::scale_per_sample;
 mod side_output;
 mod softmax;
 pub mod softmax_loss;

@@ -164,19 +164,7 @@ fn composed(x: &Tensor, w: &BranchWeights, inner: Inner, scale: Option<&Tensor>)
     };
     let m = linear(&g, w.out_weight, Some(w.out_bias))?;
     let m = match scale {
-        Some(s) => {
-            // The product in f32 or wider (1/keep is not a bf16), rounded once to the branch's
-            // dtype (an f64 reference stays f64).
-            let mut shape = vec![1usize; m.rank()];
-            shape[0] = s.elem_count();
-            let wide = if m.dtype() == DType::F64 {
-                DType::F64
-            } else {
-                DType::F32
-            };
-            let s = s.to_dtype(wide)?.reshape(shape)?;
-            m.to_dtype(wide)?.broadcast_mul(&s)?.to_dtype(m.dtype())?
-        }
+        Some(s) => crate::scale_per_sample(&m, s)?,
         None => m,
     };
     x + m

@@ -43,6 +43,22 @@ fn check_scale(scale: &Tensor, x: &Tensor, op: &str) -> Result<()> {
     Ok(())
 }
 
+/// `x` with each image's slice (the first dim) multiplied by its entry of `scale` (`[batch]`,
+/// stochastic depth's 0 or 1/keep), composed: the product in f32 or wider (1/keep is not a
+/// bf16; an f64 reference stays f64), rounded once to `x`'s dtype, as the kernels below do.
+pub fn scale_per_sample(x: &Tensor, scale: &Tensor) -> Result<Tensor> {
+    let mut shape = vec![1usize; x.rank()];
+    shape[0] = scale.elem_count();
+    let wide = if x.dtype() == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    x.to_dtype(wide)?
+        .broadcast_mul(&scale.to_dtype(wide)?.reshape(shape)?)?
+        .to_dtype(x.dtype())
+}
+
 /// `x + scale ⊙ (o + bias)` for the output linear's bias-free result `o` (`x`'s shape
 /// `[B, ..., n]`) and its bias (`[n]`), in `x`'s dtype, and one f32 scale per image (or none).
 pub(crate) fn residual_bias_add(

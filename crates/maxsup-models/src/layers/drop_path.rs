@@ -29,17 +29,7 @@ pub fn drop_path(x: &Tensor, rate: f64, train: bool) -> Result<Tensor> {
     let Some(scale) = drop_path_scale(x.dim(0)?, rate, train, x.device())? else {
         return Ok(x.clone());
     };
-    let mut mask_shape = vec![1usize; x.rank()];
-    mask_shape[0] = scale.elem_count();
-    // The product in f32 or wider (1/keep is not a bf16), rounded once to `x`'s dtype.
-    let wide = if x.dtype() == DType::F64 {
-        DType::F64
-    } else {
-        DType::F32
-    };
-    x.to_dtype(wide)?
-        .broadcast_mul(&scale.reshape(mask_shape)?.to_dtype(wide)?)?
-        .to_dtype(x.dtype())
+    maxsup_ops::scale_per_sample(x, &scale)
 }
 
 /// The per-sample factors drop path multiplies a residual branch by, `[batch]` f32 (0 or
